@@ -1,0 +1,25 @@
+//! # ocean-core
+//!
+//! What every Ocean daemon shares.
+//!
+//! # Layout
+//! - [`table`]: the table types, the contract between `ocean control` and the proxies, with
+//!   their validation and ETag (a hash of canonical JSON, equal across processes).
+//! - [`subscriber`]: how a proxy gets its table: long-poll on control, a static file, or the
+//!   last good table cached on disk; validated, then published through `arc_swap` and a
+//!   `watch` channel so the proxy can rebuild its routing state off the hot path.
+//! - [`admin`]: the admin HTTP endpoints every daemon serves (`/metrics`, `/healthz`, `/table`).
+//! - [`metrics`]: the process-wide Prometheus recorder.
+//! - [`listener`]: sockets bound with the options proxies need (socket2).
+//! - [`shutdown`]: one cancellation token driven by SIGTERM/SIGINT.
+//! - [`http`]: the HTTP client settings shared by control and subscribers.
+//! - [`logging`]: tracing setup.
+
+pub mod admin;
+pub mod http;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+pub mod subscriber;
+pub mod table;

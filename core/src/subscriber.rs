@@ -1,0 +1,585 @@
+//! The table subscriber: how every proxy gets its table.
+//!
+//! Sources, in the order a proxy is configured with them:
+//! - **control** (`--control URL`, repeatable): long-poll `GET /v1/tables/{kind}` with
+//!   `If-None-Match` and `?wait=`. Each poll also reports which ETag this proxy runs and the
+//!   last table it refused and why (`running=`, `refused=`, `reason=`), so control's
+//!   `/v1/subscribers` shows who lags. On failure it moves to the next URL and backs off
+//!   with full jitter.
+//! - **file** (`--table-file FILE`): read at start, re-read when its contents change.
+//! - **cache** (`--table-cache DIR`): every accepted table is written atomically to
+//!   `DIR/{kind}.json`; at start, when no control URL answers, the cached table is loaded so a
+//!   proxy serves even when control and Marathon are down.
+//!
+//! Every candidate is parsed and validated before it is published; a refused table is
+//! logged, counted (`ocean_table_updates_total{result="refused"}`) and the old table stays.
+//! Publishing is one `ArcSwapOption::store` (for lock-free reads on the data path) and one
+//! `watch` send (to wake the proxy's rebuild task).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use rand::Rng;
+use reqwest::StatusCode;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::table::{quote_etag, Table, TableError, Versioned};
+
+/// Where and how a subscriber gets its table.
+#[derive(Debug, Clone)]
+pub struct SubscriberConfig {
+    /// Control base URLs, tried in order; empty when `table_file` is used.
+    pub controls: Vec<Url>,
+    /// A static table file, re-read when it changes.
+    pub table_file: Option<PathBuf>,
+    /// Directory for the last good table (`{kind}.json`).
+    pub cache_dir: Option<PathBuf>,
+    /// How long control may hold a long-poll before answering 304.
+    pub wait: Duration,
+    /// Bearer token for control's API.
+    pub token: Option<String>,
+    /// How this proxy names itself to control (`/v1/subscribers`).
+    pub subscriber_id: String,
+    /// How often the table file is checked for changes.
+    pub file_poll: Duration,
+    /// Upper bound of the retry backoff after a failure.
+    pub backoff_max: Duration,
+}
+
+impl Default for SubscriberConfig {
+    fn default() -> Self {
+        SubscriberConfig {
+            controls: Vec::new(),
+            table_file: None,
+            cache_dir: None,
+            wait: Duration::from_secs(30),
+            token: None,
+            subscriber_id: default_subscriber_id(),
+            file_poll: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `hostname:pid`, what a subscriber calls itself unless configured otherwise.
+pub fn default_subscriber_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Configuration problems found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("give either --control or --table-file, not both")]
+    BothSources,
+    #[error("no table source: give --control URL or --table-file FILE")]
+    NoSource,
+    #[error("--control {0}: only http and https URLs are supported")]
+    BadScheme(Url),
+}
+
+impl SubscriberConfig {
+    /// Checks that exactly one kind of source is configured.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (self.controls.is_empty(), self.table_file.is_some()) {
+            (false, true) => return Err(ConfigError::BothSources),
+            (true, false) => return Err(ConfigError::NoSource),
+            _ => {}
+        }
+        if let Some(u) = self.controls.iter().find(|u| !matches!(u.scheme(), "http" | "https")) {
+            return Err(ConfigError::BadScheme(u.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// What the subscriber knows about itself, for `/healthz` and `/table`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SubscriberStatus {
+    /// Where the running table came from: `control <url>`, `file <path>`, `cache <path>`.
+    pub source: Option<String>,
+    /// The last failure to reach a source, cleared on success.
+    pub last_error: Option<String>,
+    /// The ETag and reason of the last refused table.
+    pub last_refused: Option<Refusal>,
+    pub accepted: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    pub etag: String,
+    pub reason: String,
+}
+
+/// The read side: what a proxy holds to read the current table and hear of new ones.
+pub struct TableWatch<T> {
+    current: Arc<ArcSwapOption<Versioned<T>>>,
+    rx: watch::Receiver<Option<Arc<Versioned<T>>>>,
+    status: Arc<Mutex<SubscriberStatus>>,
+}
+
+impl<T> Clone for TableWatch<T> {
+    fn clone(&self) -> Self {
+        TableWatch {
+            current: self.current.clone(),
+            rx: self.rx.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<T: Table> TableWatch<T> {
+    /// The current table, if one has been accepted. Lock-free; do not hold across `.await`.
+    pub fn load(&self) -> Option<Arc<Versioned<T>>> {
+        self.current.load_full()
+    }
+
+    /// Waits until a table newer than the last one seen by this watch is published.
+    /// Returns `None` when the subscriber has stopped.
+    pub async fn changed(&mut self) -> Option<Arc<Versioned<T>>> {
+        self.rx.changed().await.ok()?;
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// Waits for the first table (returns at once if there is one).
+    pub async fn first(&mut self) -> Option<Arc<Versioned<T>>> {
+        loop {
+            if let Some(t) = self.rx.borrow_and_update().clone() {
+                return Some(t);
+            }
+            self.rx.changed().await.ok()?;
+        }
+    }
+
+    /// A copy of the subscriber's status.
+    pub fn status(&self) -> SubscriberStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// The write side, owned by the subscriber task.
+struct Publisher<T> {
+    current: Arc<ArcSwapOption<Versioned<T>>>,
+    tx: watch::Sender<Option<Arc<Versioned<T>>>>,
+    status: Arc<Mutex<SubscriberStatus>>,
+    cache_dir: Option<PathBuf>,
+}
+
+/// What happened to one candidate table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Unchanged,
+    Refused,
+}
+
+impl<T: Table> Publisher<T> {
+    fn running_etag(&self) -> Option<String> {
+        self.current.load().as_ref().map(|v| v.etag.clone())
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut SubscriberStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Parses, validates and (if new) publishes a table body.
+    fn offer(&self, body: &[u8], source: &str, write_cache: bool) -> Outcome {
+        let kind = T::KIND.as_str();
+        let parsed = T::from_json(body).and_then(|t| {
+            Versioned::new(t).map_err(|e| TableError::Parse {
+                kind: T::KIND,
+                message: e.to_string(),
+            })
+        });
+        match parsed {
+            Ok(v) => {
+                if self.running_etag().as_deref() == Some(v.etag.as_str()) {
+                    metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "unchanged").increment(1);
+                    return Outcome::Unchanged;
+                }
+                if write_cache {
+                    if let Some(dir) = &self.cache_dir {
+                        if let Err(e) = write_cache_file(dir, kind, &v.body) {
+                            tracing::warn!(kind, dir = %dir.display(), error = %e, "could not write table cache");
+                        }
+                    }
+                }
+                tracing::info!(kind, etag = %v.etag, backends = v.table.backend_count(), source, "table accepted");
+                metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "accepted").increment(1);
+                metrics::gauge!("ocean_table_backends", "kind" => kind).set(v.table.backend_count() as f64);
+                metrics::gauge!("ocean_table_etag_prefix", "kind" => kind).set(etag_prefix(&v.etag));
+                metrics::gauge!("ocean_table_accepted_timestamp_seconds", "kind" => kind).set(unix_now());
+                self.current.store(Some(v.clone()));
+                self.tx.send_replace(Some(v));
+                self.set_status(|s| {
+                    s.source = Some(source.to_string());
+                    s.accepted += 1;
+                });
+                Outcome::Accepted
+            }
+            Err(e) => {
+                let etag = crate::table::etag_of(body);
+                tracing::error!(kind, etag, source, error = %e, "table refused; keeping the current one");
+                metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "refused").increment(1);
+                self.set_status(|s| {
+                    s.last_refused = Some(Refusal {
+                        etag,
+                        reason: e.to_string(),
+                    });
+                    s.refused += 1;
+                });
+                Outcome::Refused
+            }
+        }
+    }
+}
+
+/// The first 8 hex digits of an ETag as a number, so dashboards can see versions change.
+fn etag_prefix(etag: &str) -> f64 {
+    u32::from_str_radix(etag.get(..8).unwrap_or("0"), 16).unwrap_or(0) as f64
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The cache file of a kind in a cache directory.
+pub fn cache_path(dir: &Path, kind: &str) -> PathBuf {
+    dir.join(format!("{kind}.json"))
+}
+
+/// Writes `body` to `DIR/{kind}.json` atomically (temp file, fsync, rename), mode 0600: the
+/// mysql table holds passwords.
+pub fn write_cache_file(dir: &Path, kind: &str, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let path = cache_path(dir, kind);
+    let tmp = dir.join(format!(".{kind}.json.{}.tmp", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    // Make the rename durable too; a failure here only weakens crash safety.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Starts a subscriber for table type `T`. The returned watch has no table until the first
+/// one is accepted; the task ends when `cancel` fires.
+pub fn spawn<T: Table>(
+    config: SubscriberConfig,
+    cancel: CancellationToken,
+) -> (TableWatch<T>, tokio::task::JoinHandle<()>) {
+    let current = Arc::new(ArcSwapOption::empty());
+    let (tx, rx) = watch::channel(None);
+    let status = Arc::new(Mutex::new(SubscriberStatus::default()));
+    let publisher = Publisher {
+        current: current.clone(),
+        tx,
+        status: status.clone(),
+        cache_dir: config.cache_dir.clone(),
+    };
+    let handle = tokio::spawn(async move {
+        if let Some(file) = config.table_file.clone() {
+            run_file(publisher, file, config.file_poll, cancel).await;
+        } else {
+            run_control(publisher, config, cancel).await;
+        }
+    });
+    (
+        TableWatch {
+            current,
+            rx,
+            status,
+        },
+        handle,
+    )
+}
+
+async fn run_file<T: Table>(
+    publisher: Publisher<T>,
+    file: PathBuf,
+    poll: Duration,
+    cancel: CancellationToken,
+) {
+    let kind = T::KIND.as_str();
+    let source = format!("file {}", file.display());
+    let mut last_seen: Option<Vec<u8>> = None;
+    loop {
+        match tokio::fs::read(&file).await {
+            Ok(body) => {
+                if last_seen.as_deref() != Some(body.as_slice()) {
+                    publisher.offer(&body, &source, true);
+                    publisher.set_status(|s| s.last_error = None);
+                    last_seen = Some(body);
+                }
+            }
+            Err(e) => {
+                if last_seen.is_some() || publisher.status.lock().map(|s| s.last_error.is_none()).unwrap_or(true) {
+                    tracing::warn!(kind, file = %file.display(), error = %e, "cannot read table file; keeping the current table");
+                }
+                metrics::counter!("ocean_table_source_errors_total", "kind" => kind, "source" => "file").increment(1);
+                publisher.set_status(|s| s.last_error = Some(format!("{}: {e}", file.display())));
+                last_seen = None;
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Why one poll of control failed.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("control answered HTTP {0}")]
+    Status(StatusCode),
+}
+
+async fn run_control<T: Table>(
+    publisher: Publisher<T>,
+    config: SubscriberConfig,
+    cancel: CancellationToken,
+) {
+    let kind = T::KIND.as_str();
+    let client = match crate::http::client_builder(Duration::from_secs(2))
+        .timeout(config.wait + Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(kind, error = %e, "cannot build HTTP client; subscriber stopped");
+            return;
+        }
+    };
+    let backoff_min = Duration::from_millis(100);
+    let mut backoff = backoff_min;
+    let mut idx = 0usize;
+    // The ETag of the last table control sent us, accepted or not: what we tell control we
+    // already have, so a refused table is not sent again and again.
+    let mut seen: Option<String> = None;
+    let mut failures_in_a_row = 0usize;
+    let mut tried_cache = false;
+    loop {
+        let Some(base) = config.controls.get(idx % config.controls.len().max(1)) else {
+            return;
+        };
+        // The first poll of all is quick: at start we want a table now, or the cache.
+        let wait = if seen.is_none() && publisher.running_etag().is_none() {
+            Duration::ZERO
+        } else {
+            config.wait
+        };
+        let refusal = publisher
+            .status
+            .lock()
+            .ok()
+            .and_then(|s| s.last_refused.clone());
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = poll_once(&client, base, kind, &config, wait, seen.as_deref(), publisher.running_etag(), refusal.as_ref()) => r,
+        };
+        match result {
+            Ok(Some((etag, body))) => {
+                let source = format!("control {base}");
+                // A refusal is reported to control on every later poll (from the status).
+                publisher.offer(&body, &source, true);
+                seen = Some(etag);
+                failures_in_a_row = 0;
+                backoff = backoff_min;
+                publisher.set_status(|s| s.last_error = None);
+            }
+            Ok(None) => {
+                failures_in_a_row = 0;
+                backoff = backoff_min;
+                publisher.set_status(|s| s.last_error = None);
+            }
+            Err(e) => {
+                failures_in_a_row += 1;
+                metrics::counter!("ocean_table_source_errors_total", "kind" => kind, "source" => "control").increment(1);
+                if failures_in_a_row <= config.controls.len() {
+                    tracing::warn!(kind, control = %base, error = %e, "control unreachable; trying the next one");
+                } else {
+                    tracing::debug!(kind, control = %base, error = %e, "control still unreachable");
+                }
+                publisher.set_status(|s| s.last_error = Some(format!("{base}: {e}")));
+                if !tried_cache && failures_in_a_row >= config.controls.len() && publisher.running_etag().is_none() {
+                    tried_cache = true;
+                    load_cache(&publisher).await;
+                }
+                idx += 1;
+                let sleep = rand::rng().random_range(Duration::ZERO..=backoff);
+                backoff = (backoff * 2).min(config.backoff_max);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn load_cache<T: Table>(publisher: &Publisher<T>) {
+    let kind = T::KIND.as_str();
+    let Some(dir) = &publisher.cache_dir else {
+        return;
+    };
+    let path = cache_path(dir, kind);
+    match tokio::fs::read(&path).await {
+        Ok(body) => {
+            tracing::warn!(kind, cache = %path.display(), "control unreachable at start: serving the cached table");
+            publisher.offer(&body, &format!("cache {}", path.display()), false);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(kind, cache = %path.display(), "control unreachable at start and no cached table yet");
+        }
+        Err(e) => tracing::error!(kind, cache = %path.display(), error = %e, "cannot read the table cache"),
+    }
+}
+
+/// One long-poll. `Ok(None)` is a 304 (nothing new).
+#[allow(clippy::too_many_arguments)]
+async fn poll_once(
+    client: &reqwest::Client,
+    base: &Url,
+    kind: &str,
+    config: &SubscriberConfig,
+    wait: Duration,
+    seen: Option<&str>,
+    running: Option<String>,
+    refusal: Option<&Refusal>,
+) -> Result<Option<(String, bytes::Bytes)>, PollError> {
+    let mut url = base.clone();
+    url.set_path(&format!("{}/v1/tables/{kind}", base.path().trim_end_matches('/')));
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("wait", &format!("{}ms", wait.as_millis()));
+        q.append_pair("subscriber", &config.subscriber_id);
+        if let Some(r) = &running {
+            q.append_pair("running", r);
+        }
+        if let Some(r) = refusal {
+            q.append_pair("refused", &r.etag);
+            // Keep the URL small: the first 200 bytes of the reason say enough.
+            let reason: String = r.reason.chars().take(200).collect();
+            q.append_pair("reason", &reason);
+        }
+    }
+    let started = Instant::now();
+    let mut req = client.get(url);
+    if let Some(etag) = seen {
+        req = req.header(reqwest::header::IF_NONE_MATCH, quote_etag(etag));
+    }
+    if let Some(token) = &config.token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await?;
+    match resp.status() {
+        StatusCode::NOT_MODIFIED => {
+            tracing::trace!(kind, waited_ms = started.elapsed().as_millis() as u64, "no change");
+            Ok(None)
+        }
+        StatusCode::OK => {
+            let etag = resp
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| crate::table::unquote_etag(v).to_string());
+            let body = resp.bytes().await?;
+            let etag = etag.unwrap_or_else(|| crate::table::etag_of(&body));
+            Ok(Some((etag, body)))
+        }
+        s => Err(PollError::Status(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::redis::{RedisCluster, RedisTable};
+
+    fn table(port: u16) -> Vec<u8> {
+        let t = RedisTable {
+            clusters: vec![RedisCluster {
+                name: "c".into(),
+                listen_port: port,
+                nodes: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 7000))],
+            }],
+        };
+        serde_json::to_vec(&t).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn table_file_is_loaded_reloaded_and_bad_versions_are_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("redis.json");
+        std::fs::write(&file, table(6380))?;
+        let cancel = CancellationToken::new();
+        let config = SubscriberConfig {
+            table_file: Some(file.clone()),
+            cache_dir: Some(dir.path().join("cache")),
+            file_poll: Duration::from_millis(20),
+            ..Default::default()
+        };
+        let (mut w, task) = spawn::<RedisTable>(config, cancel.clone());
+        let first = w.first().await.ok_or_else(|| anyhow::anyhow!("no table"))?;
+        assert_eq!(first.table.clusters[0].listen_port, 6380);
+
+        // An invalid table (port 0) is refused and the old one stays.
+        std::fs::write(&file, table(0))?;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while w.status().refused == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await?;
+        assert_eq!(w.load().map(|t| t.table.clusters[0].listen_port), Some(6380));
+        let refusal = w.status().last_refused.map(|r| r.reason).unwrap_or_default();
+        assert!(refusal.contains("listen_port is 0"), "{refusal}");
+
+        // A good new table replaces it and lands in the cache.
+        std::fs::write(&file, table(6390))?;
+        let next = tokio::time::timeout(Duration::from_secs(5), w.changed()).await?;
+        assert_eq!(next.map(|t| t.table.clusters[0].listen_port), Some(6390));
+        let cached = std::fs::read(cache_path(&dir.path().join("cache"), "redis"))?;
+        assert_eq!(RedisTable::from_json(&cached)?.clusters[0].listen_port, 6390);
+        cancel.cancel();
+        task.await?;
+        Ok(())
+    }
+
+    #[test]
+    fn exactly_one_source_is_required() {
+        let mut c = SubscriberConfig::default();
+        assert!(matches!(c.validate(), Err(ConfigError::NoSource)));
+        c.table_file = Some("x".into());
+        assert!(c.validate().is_ok());
+        c.controls.push(Url::parse("http://127.0.0.1:7070").unwrap_or_else(|_| unreachable!()));
+        assert!(matches!(c.validate(), Err(ConfigError::BothSources)));
+    }
+}

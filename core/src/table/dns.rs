@@ -1,0 +1,218 @@
+//! The `dns` table: the whole zone `ocean dns` answers for, pre-resolved by control.
+//!
+//! Names are fully qualified, lowercase, with the trailing dot (`web.marathon.mesos.`).
+//! Control follows Mesos-DNS naming (see `docs/control.md`); the DNS server only looks names
+//! up, it does not derive them.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Problems, Table, TableError, TableKind};
+
+/// The zone served by `ocean dns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsTable {
+    /// The domain without trailing dot, e.g. `mesos`.
+    pub domain: String,
+    /// TTL of every record, seconds.
+    pub ttl: u32,
+    /// SOA fields of the domain (the serial is set by the DNS server when it loads a zone).
+    pub soa: Soa,
+    /// Every name in the zone and its records.
+    #[serde(default)]
+    pub names: BTreeMap<String, DnsRecords>,
+}
+
+impl Default for DnsTable {
+    fn default() -> Self {
+        DnsTable {
+            domain: "mesos".into(),
+            ttl: 60,
+            soa: Soa::default(),
+            names: BTreeMap::new(),
+        }
+    }
+}
+
+/// SOA and NS data for the domain, Mesos-DNS defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Soa {
+    /// Primary name server, fully qualified (`ns1.mesos.`); also the NS record.
+    pub mname: String,
+    /// Responsible mailbox as a name (`root.ns1.mesos.`).
+    pub rname: String,
+    pub refresh_s: u32,
+    pub retry_s: u32,
+    pub expire_s: u32,
+}
+
+impl Default for Soa {
+    fn default() -> Self {
+        Soa {
+            mname: "ns1.mesos.".into(),
+            rname: "root.ns1.mesos.".into(),
+            refresh_s: 60,
+            retry_s: 600,
+            expire_s: 86400,
+        }
+    }
+}
+
+/// The records of one name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecords {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub a: Vec<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aaaa: Vec<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub srv: Vec<SrvRecord>,
+}
+
+impl DnsRecords {
+    pub fn is_empty(&self) -> bool {
+        self.a.is_empty() && self.aaaa.is_empty() && self.srv.is_empty()
+    }
+}
+
+/// One SRV record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrvRecord {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    /// Fully qualified target name.
+    pub target: String,
+}
+
+/// Checks that `name` is a fully qualified DNS name: labels of 1..=63 bytes of
+/// `[a-z0-9-_.]`-ish printable ASCII, 253 bytes at most, trailing dot.
+pub fn check_fqdn(name: &str) -> Result<(), String> {
+    let Some(body) = name.strip_suffix('.') else {
+        return Err("name must be fully qualified (end with '.')".into());
+    };
+    if body.len() > 253 {
+        return Err(format!("name is {} bytes long, more than 253", body.len()));
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return Err("name has an empty label".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} is longer than 63 bytes"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_graphic()) || c.is_ascii_uppercase())
+        {
+            return Err(format!("label {label:?} contains {c:?} (names are lowercase ASCII)"));
+        }
+    }
+    Ok(())
+}
+
+impl Table for DnsTable {
+    const KIND: TableKind = TableKind::Dns;
+
+    fn validate(&self) -> Result<(), TableError> {
+        let mut p = Problems::default();
+        let apex = format!("{}.", self.domain);
+        if let Err(e) = check_fqdn(&apex) {
+            p.push("domain", e);
+        }
+        if self.ttl == 0 {
+            p.push("ttl", "must be at least 1 second");
+        }
+        for (field, v) in [("soa.mname", &self.soa.mname), ("soa.rname", &self.soa.rname)] {
+            if let Err(e) = check_fqdn(v) {
+                p.push(field, e);
+            }
+        }
+        let suffix = format!(".{apex}");
+        for (name, records) in &self.names {
+            let entry = format!("names[{name:?}]");
+            if let Err(e) = check_fqdn(name) {
+                p.push(&entry, e);
+                continue;
+            }
+            if name != &apex && !name.ends_with(&suffix) {
+                p.push(&entry, format!("name is outside the domain {apex}"));
+            }
+            if records.is_empty() {
+                p.push(&entry, "name has no records");
+            }
+            for srv in &records.srv {
+                if let Err(e) = check_fqdn(&srv.target) {
+                    p.push(&entry, format!("SRV target {:?}: {e}", srv.target));
+                }
+            }
+        }
+        p.into_result(TableKind::Dns)
+    }
+
+    fn backend_count(&self) -> usize {
+        self.names
+            .values()
+            .map(|r| r.a.len() + r.aaaa.len() + r.srv.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> DnsTable {
+        let mut t = DnsTable::default();
+        t.names.insert(
+            "web.marathon.mesos.".into(),
+            DnsRecords {
+                a: vec![Ipv4Addr::new(10, 0, 0, 1)],
+                ..Default::default()
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn a_good_zone_is_valid() {
+        assert!(table().validate().is_ok());
+        assert_eq!(table().backend_count(), 1);
+    }
+
+    #[test]
+    fn names_outside_the_domain_uppercase_or_unqualified_are_refused() {
+        let mut t = table();
+        let rec = DnsRecords {
+            a: vec![Ipv4Addr::LOCALHOST],
+            ..Default::default()
+        };
+        t.names.insert("web.example.com.".into(), rec.clone());
+        t.names.insert("Web.marathon.mesos.".into(), rec.clone());
+        t.names.insert("x.marathon.mesos".into(), rec);
+        t.names.insert("empty.mesos.".into(), DnsRecords::default());
+        let Err(TableError::Invalid { problems, .. }) = t.validate() else {
+            panic!("expected invalid");
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 4, "{text:?}");
+        assert!(text.iter().any(|s| s.contains("web.example.com.") && s.contains("outside")));
+        assert!(text.iter().any(|s| s.contains("lowercase")));
+        assert!(text.iter().any(|s| s.contains("fully qualified")));
+        assert!(text.iter().any(|s| s.contains("no records")));
+    }
+
+    #[test]
+    fn long_labels_are_refused() {
+        let long = "a".repeat(64);
+        assert!(check_fqdn(&format!("{long}.mesos.")).is_err());
+        assert!(check_fqdn(&format!("{}.mesos.", "a".repeat(63))).is_ok());
+        assert!(check_fqdn("a..mesos.").is_err());
+    }
+}
