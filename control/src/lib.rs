@@ -1,1 +1,31 @@
+//! # ocean-control
+//!
+//! Watches Marathon (or a file in Marathon's JSON), derives one routing table per proxy
+//! kind, and serves them to proxies by long-poll.
+//!
+//! # Layout
+//! - [`marathon`]: Marathon's JSON ([`marathon::model`]), the REST client with leader
+//!   check ([`marathon::client`]) and the `/v2/events` stream ([`marathon::events`]).
+//! - [`state`]: Marathon apps normalized into the facts derive needs (live tasks, routable
+//!   addresses), with the health memory that survives Marathon leader elections.
+//! - [`derive`]: pure functions state -> each table, one module per kind.
+//! - [`guard`]: holds back a table that would lose most of its backends at once.
+//! - [`store`]: the published tables; long-poll waiters wake on a `watch`.
+//! - [`subscribers`]: which proxies poll, which ETag they run, what they refused.
+//! - [`engine`]: the sync loop: source -> normalize -> derive -> guard -> publish.
+//! - [`server`]: the HTTP API (`/v1/tables/{kind}`, `/v1/state`, `/v1/problems`,
+//!   `/v1/subscribers`, `/healthz`, `/metrics`).
+//! - [`config`]: flags and `control.toml`.
 
+pub mod config;
+pub mod derive;
+pub mod engine;
+pub mod guard;
+pub mod marathon;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod subscribers;
+
+pub use config::Config;
+pub use engine::run;

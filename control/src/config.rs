@@ -1,0 +1,406 @@
+//! Control's configuration: command-line settings plus `control.toml` (shape in DESIGN.md).
+//!
+//! Secrets (backend MySQL passwords, job passwords, the API token) come from this file or
+//! files it names, never from Marathon labels. Relative file names are relative to the
+//! config file's directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ocean_core::table::dns::Soa;
+use ocean_core::table::mysql::{Credentials, JobPassword};
+use serde::Deserialize;
+use url::Url;
+
+use crate::derive::dns::DnsSettings;
+use crate::derive::mysql::{hash_password, DatabaseSecrets, MysqlSecrets};
+use crate::derive::DeriveConfig;
+use crate::guard::GuardConfig;
+
+/// Where Marathon's state comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Marathon instances (REST + event stream).
+    Marathon(Vec<Url>),
+    /// A file with the JSON of `GET /v2/apps?embed=apps.tasks`, re-read when it changes.
+    File(PathBuf),
+    /// Fixed JSON (the example `ocean up` embeds).
+    Static { name: String, body: Bytes },
+}
+
+/// Everything `ocean control` runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Source,
+    /// HTTP API address.
+    pub listen: SocketAddr,
+    /// Full re-list interval while the event stream is up.
+    pub resync: Duration,
+    /// Poll interval while the event stream is down (and for `--apps-file` changes).
+    pub poll_while_down: Duration,
+    /// Delay between the first event of a burst and the re-list it causes.
+    pub debounce: Duration,
+    /// Timeout of each Marathon request.
+    pub marathon_timeout: Duration,
+    /// Longest long-poll a client may ask for.
+    pub max_wait: Duration,
+    /// Bearer token required on `/v1/` when set.
+    pub token: Option<String>,
+    pub derive: DeriveConfig,
+    pub guard: GuardConfig,
+}
+
+impl Config {
+    /// Defaults for everything but the source.
+    pub fn new(source: Source) -> Self {
+        Config {
+            source,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            resync: Duration::from_secs(60),
+            poll_while_down: Duration::from_secs(2),
+            debounce: Duration::from_millis(100),
+            marathon_timeout: Duration::from_secs(10),
+            max_wait: Duration::from_secs(120),
+            token: None,
+            derive: DeriveConfig {
+                dns: DnsSettings::default(),
+                mysql: MysqlSecrets::default(),
+            },
+            guard: GuardConfig::default(),
+        }
+    }
+
+    /// Checks what can be checked before binding anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.source {
+            Source::Marathon(urls) if urls.is_empty() => return Err(ConfigError::NoSource),
+            Source::Marathon(urls) => {
+                if let Some(u) = urls.iter().find(|u| !matches!(u.scheme(), "http" | "https")) {
+                    return Err(ConfigError::Field {
+                        field: "--marathon".into(),
+                        message: format!("{u}: only http and https"),
+                    });
+                }
+            }
+            _ => {}
+        }
+        if !(0.0..=1.0).contains(&self.guard.max_drop) {
+            return Err(ConfigError::Field {
+                field: "guard.max_drop".into(),
+                message: format!("{} is not a fraction between 0 and 1", self.guard.max_drop),
+            });
+        }
+        if self.resync.is_zero() || self.poll_while_down.is_zero() {
+            return Err(ConfigError::Field {
+                field: "--resync/--poll-while-down".into(),
+                message: "must be longer than 0".into(),
+            });
+        }
+        if self.derive.dns.ttl == 0 {
+            return Err(ConfigError::Field {
+                field: "dns.ttl".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no Marathon source: give --marathon URL or --apps-file FILE")]
+    NoSource,
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// `control.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// DNS domain; names are `<app>.marathon.<domain>`. Default `mesos`.
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub dns: DnsFile,
+    #[serde(default)]
+    pub guard: GuardFile,
+    #[serde(default)]
+    pub mysql: MysqlFile,
+    /// File holding the bearer token for `/v1/`.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    /// TTL of every record, seconds (60).
+    pub ttl: Option<u32>,
+    /// Mesos masters `ip:port`, for `master.<domain>` and `leader.<domain>`.
+    #[serde(default)]
+    pub masters: Vec<SocketAddr>,
+    /// Mesos-DNS `EnforceRFC952`: labels of at most 24 characters.
+    pub enforce_rfc952: Option<bool>,
+    /// Publish tasks failing their health checks, as Mesos-DNS does.
+    pub include_unhealthy: Option<bool>,
+    /// SOA primary name server (`ns1.<domain>.`).
+    pub soa_mname: Option<String>,
+    /// SOA mailbox (`root.ns1.<domain>.`).
+    pub soa_rname: Option<String>,
+    /// SRV weight (1).
+    pub srv_weight: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardFile {
+    /// Fraction of a table's backends that may go at once (0.5).
+    pub max_drop: Option<f64>,
+    /// How long a bigger drop must persist before it is published ("120s").
+    #[serde(default, with = "humantime_serde")]
+    pub drop_hold: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlFile {
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseFile>,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    /// The schema clients name; default: the last segment of the database name.
+    pub schema: Option<String>,
+    pub user: String,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ro_user: Option<String>,
+    pub ro_password: Option<String>,
+    pub ro_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The password in clear (hashed at load; prefer the hashes or a file).
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// hex SHA1(SHA1(password)), as MySQL's `PASSWORD()` without the `*`.
+    pub password_sha1_sha1: Option<String>,
+    /// hex SHA256(SHA256(password)).
+    pub password_sha256_sha256: Option<String>,
+}
+
+fn read_secret(base: &Path, field: &str, inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Field {
+            field: field.into(),
+            message: "give the password or the password file, not both".into(),
+        }),
+        (Some(p), None) => Ok(Some(p.clone())),
+        (None, Some(f)) => {
+            let path = base.join(f);
+            let s = std::fs::read_to_string(&path).map_err(|e| ConfigError::Field {
+                field: field.into(),
+                message: format!("{}: {e}", path.display()),
+            })?;
+            // A trailing newline from `echo pw > file` is not part of the password.
+            Ok(Some(s.trim_end_matches(['\n', '\r']).to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies this file to `config`; relative secret files are resolved against `base`.
+    pub fn apply(&self, base: &Path, config: &mut Config) -> Result<(), ConfigError> {
+        let dns = &mut config.derive.dns;
+        if let Some(d) = &self.domain {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            dns.soa = Soa {
+                mname: format!("ns1.{d}."),
+                rname: format!("root.ns1.{d}."),
+                ..dns.soa.clone()
+            };
+            dns.domain = d;
+        }
+        if let Some(t) = self.dns.ttl {
+            dns.ttl = t;
+        }
+        if !self.dns.masters.is_empty() {
+            dns.masters = self.dns.masters.clone();
+        }
+        if let Some(v) = self.dns.enforce_rfc952 {
+            dns.enforce_rfc952 = v;
+        }
+        if let Some(v) = self.dns.include_unhealthy {
+            dns.include_unhealthy = v;
+        }
+        if let Some(v) = &self.dns.soa_mname {
+            dns.soa.mname = fqdn(v);
+        }
+        if let Some(v) = &self.dns.soa_rname {
+            dns.soa.rname = fqdn(&v.replace('@', "."));
+        }
+        if let Some(v) = self.dns.srv_weight {
+            dns.srv_weight = v;
+        }
+        if let Some(v) = self.guard.max_drop {
+            config.guard.max_drop = v;
+        }
+        if let Some(v) = self.guard.drop_hold {
+            config.guard.drop_hold = v;
+        }
+        if let Some(f) = &self.token_file {
+            config.token = read_secret(base, "token_file", &None, &Some(f.clone()))?;
+        }
+        let mut secrets = MysqlSecrets::default();
+        for (name, db) in &self.mysql.databases {
+            let field = |f: &str| format!("mysql.databases.\"{name}\".{f}");
+            if !name.starts_with('/') {
+                return Err(ConfigError::Field {
+                    field: format!("mysql.databases.\"{name}\""),
+                    message: "database names look like /dept/product/name".into(),
+                });
+            }
+            let password = read_secret(base, &field("password"), &db.password, &db.password_file)?.ok_or_else(|| {
+                ConfigError::Field {
+                    field: field("password"),
+                    message: "a password or password_file is required".into(),
+                }
+            })?;
+            let ro_password = read_secret(base, &field("ro_password"), &db.ro_password, &db.ro_password_file)?;
+            let ro = match (&db.ro_user, ro_password) {
+                (Some(user), Some(password)) => Some(Credentials {
+                    user: user.clone(),
+                    password,
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Field {
+                        field: field("ro_user"),
+                        message: "ro_user and ro_password(_file) go together".into(),
+                    })
+                }
+            };
+            secrets.databases.insert(
+                name.clone(),
+                DatabaseSecrets {
+                    schema: db.schema.clone(),
+                    rw: Credentials {
+                        user: db.user.clone(),
+                        password,
+                    },
+                    ro,
+                },
+            );
+        }
+        for (name, job) in &self.mysql.jobs {
+            let field = format!("mysql.jobs.\"{name}\"");
+            let clear = read_secret(base, &format!("{field}.password"), &job.password, &job.password_file)?;
+            let hashed = match (clear, &job.password_sha1_sha1, &job.password_sha256_sha256) {
+                (Some(pw), None, None) => hash_password(&pw),
+                (None, Some(a), Some(b)) => JobPassword {
+                    sha1_sha1: a.trim_start_matches('*').to_ascii_lowercase(),
+                    sha256_sha256: b.to_ascii_lowercase(),
+                },
+                _ => {
+                    return Err(ConfigError::Field {
+                        field,
+                        message: "give password, password_file, or both password_sha1_sha1 and password_sha256_sha256".into(),
+                    })
+                }
+            };
+            secrets.jobs.insert(name.clone(), hashed);
+        }
+        config.derive.mysql = secrets;
+        Ok(())
+    }
+}
+
+fn fqdn(s: &str) -> String {
+    if s.ends_with('.') {
+        s.to_string()
+    } else {
+        format!("{s}.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_md_shape_loads_with_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/key.rw"), "rw-secret\n").unwrap();
+        std::fs::write(dir.path().join("secrets/key.ro"), "ro-secret").unwrap();
+        std::fs::write(dir.path().join("secrets/web.pw"), "pw").unwrap();
+        let toml = r#"
+domain = "mesos"
+[dns]
+ttl = 30
+[guard]
+max_drop = 0.3
+drop_hold = "90s"
+[mysql.databases."/miui/browser/key"]
+schema = "key"
+user = "ocean_rw"
+password_file = "secrets/key.rw"
+ro_user = "ocean_ro"
+ro_password_file = "secrets/key.ro"
+[mysql.jobs."miui/browser/web"]
+password_file = "secrets/web.pw"
+"#;
+        let path = dir.path().join("control.toml");
+        std::fs::write(&path, toml).unwrap();
+        let file = FileConfig::load(&path).unwrap();
+        let mut c = Config::new(Source::File("x".into()));
+        file.apply(dir.path(), &mut c).unwrap();
+        assert_eq!(c.derive.dns.ttl, 30);
+        assert_eq!(c.guard.drop_hold, Duration::from_secs(90));
+        let db = &c.derive.mysql.databases["/miui/browser/key"];
+        assert_eq!(db.rw.password, "rw-secret");
+        assert_eq!(db.ro.as_ref().unwrap().password, "ro-secret");
+        assert_eq!(c.derive.mysql.jobs["miui/browser/web"], hash_password("pw"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_passwords_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.toml");
+        std::fs::write(&path, "domian = \"x\"\n").unwrap();
+        let err = FileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("domian"), "{err}");
+        std::fs::write(&path, "[mysql.databases.\"/a/b/c\"]\nuser = \"u\"\n").unwrap();
+        let err = FileConfig::load(&path)
+            .unwrap()
+            .apply(dir.path(), &mut Config::new(Source::File("x".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mysql.databases.\"/a/b/c\".password"), "{err}");
+    }
+}

@@ -1,0 +1,260 @@
+//! The `dns` table: Mesos-DNS names for Marathon tasks (framework `marathon`).
+//!
+//! For an app `/group/app` Marathon names its tasks `app.group`; Mesos-DNS publishes that
+//! raw name and its label form `app-group`, each as:
+//! - `{name}.marathon.{domain}` A/AAAA -> task IPs, `{name}.marathon.slave.{domain}` -> agent IPs;
+//! - the canonical per-task `{name}-{hash}-{slaveTail}.marathon[.slave].{domain}`;
+//! - SRV `_{name}._{proto}.marathon.{domain}` -> canonical task names with the discovery
+//!   (routable) ports, plus `_{portname}._{name}._{proto}` for named ports;
+//! - SRV `_{name}._tcp|_udp.marathon.slave.{domain}` -> canonical `.slave.` names with the
+//!   host ports Mesos allocated.
+//!
+//! Unlike Mesos-DNS, tasks failing their health checks are left out unless
+//! `include_unhealthy` is set.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use ocean_core::table::dns::{check_fqdn, DnsRecords, DnsTable, Soa, SrvRecord};
+use ocean_core::table::TableKind;
+
+use super::names::{label, slave_tail, task_hash, task_name};
+use super::Problem;
+use crate::state::{State, Task};
+
+/// DNS settings from control's config (`[dns]` and `domain`).
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub domain: String,
+    pub ttl: u32,
+    pub soa: Soa,
+    /// Mesos masters, for `master.{domain}`, `masterN.{domain}` and `leader.{domain}`.
+    pub masters: Vec<SocketAddr>,
+    /// Labels of at most 24 characters, no leading digits (Mesos-DNS `EnforceRFC952`).
+    pub enforce_rfc952: bool,
+    /// Publish tasks that fail their health checks (Mesos-DNS behaviour).
+    pub include_unhealthy: bool,
+    /// SRV weight (Mesos-DNS `SRVRecordDefaultWeight`).
+    pub srv_weight: u16,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            domain: "mesos".into(),
+            ttl: 60,
+            soa: Soa::default(),
+            masters: Vec::new(),
+            enforce_rfc952: false,
+            include_unhealthy: false,
+            srv_weight: 1,
+        }
+    }
+}
+
+const FRAMEWORK: &str = "marathon";
+
+#[derive(Default)]
+struct Zone {
+    names: BTreeMap<String, DnsRecords>,
+}
+
+impl Zone {
+    fn ip(&mut self, name: &str, ip: IpAddr) {
+        let r = self.names.entry(name.to_string()).or_default();
+        match ip {
+            IpAddr::V4(v4) => r.a.push(v4),
+            IpAddr::V6(v6) => r.aaaa.push(v6),
+        }
+    }
+
+    fn srv(&mut self, name: &str, target: &str, port: u16, weight: u16) {
+        self.names.entry(name.to_string()).or_default().srv.push(SrvRecord {
+            priority: 0,
+            weight,
+            port,
+            target: target.to_string(),
+        });
+    }
+}
+
+fn include(task: &Task, s: &DnsSettings) -> bool {
+    task.running && (s.include_unhealthy || task.healthy != Some(false))
+}
+
+/// Derives the zone.
+pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> DnsTable {
+    let domain = s.domain.trim_end_matches('.').to_ascii_lowercase();
+    let tail = format!(".{domain}.");
+    let mut zone = Zone::default();
+    for app in &state.apps {
+        let raw = task_name(&app.id);
+        let mangled = label(&raw, s.enforce_rfc952);
+        // Mesos-DNS publishes both the raw DiscoveryInfo name and its label form.
+        let mut forms = vec![mangled];
+        if !forms.contains(&raw) {
+            forms.push(raw);
+        }
+        for name in &forms {
+            let app_name = format!("{name}.{FRAMEWORK}");
+            if check_fqdn(&format!("{app_name}{tail}")).is_err() {
+                problems.push(Problem::app(app, TableKind::Dns, format!("{name:?} does not make a DNS name")));
+                continue;
+            }
+            for task in app.tasks.iter().filter(|t| include(t, s)) {
+                let canonical = format!(
+                    "{name}-{}-{}.{FRAMEWORK}",
+                    task_hash(&task.id),
+                    slave_tail(&task.slave_id)
+                );
+                if let Some(ip) = task.ip {
+                    zone.ip(&format!("{app_name}{tail}"), ip);
+                    zone.ip(&format!("{canonical}{tail}"), ip);
+                }
+                if let Some(ip) = task.agent_ip {
+                    zone.ip(&format!("{app_name}.slave{tail}"), ip);
+                    zone.ip(&format!("{canonical}.slave{tail}"), ip);
+                }
+                let slave_target = format!("{canonical}.slave{tail}");
+                for port in task.host_ports.iter().filter(|p| **p != 0) {
+                    for proto in ["tcp", "udp"] {
+                        zone.srv(&format!("_{name}._{proto}.{FRAMEWORK}.slave{tail}"), &slave_target, *port, s.srv_weight);
+                    }
+                }
+                if task.ip.is_none() {
+                    continue;
+                }
+                let target = format!("{canonical}{tail}");
+                for (i, port) in task.ports.iter().enumerate().filter(|(_, p)| **p != 0) {
+                    let spec = app.port_specs.get(i).cloned().unwrap_or_default();
+                    let protos = if spec.protocols.is_empty() { vec!["tcp".to_string()] } else { spec.protocols };
+                    let port_name = spec.name.as_deref().map(|n| label(n, s.enforce_rfc952)).filter(|n| !n.is_empty());
+                    for proto in protos.iter().map(|p| label(p, s.enforce_rfc952)) {
+                        zone.srv(&format!("_{name}._{proto}.{FRAMEWORK}{tail}"), &target, *port, s.srv_weight);
+                        if let Some(pn) = &port_name {
+                            zone.srv(&format!("_{pn}._{name}._{proto}.{FRAMEWORK}{tail}"), &target, *port, s.srv_weight);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Masters: master.{d} -> all, masterN.{d} -> each, leader.{d} -> the first, with SRV.
+    for (i, m) in s.masters.iter().enumerate() {
+        zone.ip(&format!("master{tail}"), m.ip());
+        zone.ip(&format!("master{i}{tail}"), m.ip());
+        if i == 0 {
+            zone.ip(&format!("leader{tail}"), m.ip());
+            for proto in ["tcp", "udp"] {
+                zone.srv(&format!("_leader._{proto}{tail}"), &format!("leader{tail}"), m.port(), s.srv_weight);
+            }
+        }
+    }
+    // Stable, duplicate-free records: the ETag depends on it.
+    let mut names = zone.names;
+    for r in names.values_mut() {
+        r.a.sort();
+        r.a.dedup();
+        r.aaaa.sort();
+        r.aaaa.dedup();
+        r.srv.sort();
+        r.srv.dedup();
+    }
+    names.retain(|n, _| check_fqdn(n).is_ok());
+    DnsTable {
+        domain,
+        ttl: s.ttl,
+        soa: s.soa.clone(),
+        names,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::derive::fixtures::state;
+    use ocean_core::table::Table;
+
+    fn derive_default(json: &str) -> DnsTable {
+        let mut problems = Vec::new();
+        let t = derive(&state(json), &DnsSettings::default(), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        t.validate().unwrap();
+        t
+    }
+
+    fn a(t: &DnsTable, name: &str) -> Vec<String> {
+        t.names.get(name).map(|r| r.a.iter().map(|i| i.to_string()).collect()).unwrap_or_default()
+    }
+
+    fn srv(t: &DnsTable, name: &str) -> Vec<String> {
+        t.names
+            .get(name)
+            .map(|r| r.srv.iter().map(|s| format!("{}:{}", s.target, s.port)).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn mesos_dns_names_for_a_nested_group_app() {
+        // The worked example of Mesos-DNS's naming: /group/app, task group_app.1bc32344-...,
+        // agent tail "0" -> hash 91tus.
+        let t = derive_default(
+            r#"{"apps":[{"id":"/group/app","portDefinitions":[{"port":10000,"protocol":"tcp","name":"http"}],
+            "tasks":[{"id":"group_app.1bc32344-3dda-11e4-a088-c20493233aa5","host":"1.2.3.11","ports":[31000],
+            "state":"TASK_RUNNING","slaveId":"20140803-125133-3041283216-5050-2410-0"}]}]}"#,
+        );
+        assert_eq!(a(&t, "app-group.marathon.mesos."), vec!["1.2.3.11"]);
+        assert_eq!(a(&t, "app.group.marathon.mesos."), vec!["1.2.3.11"]);
+        assert_eq!(a(&t, "app-group-91tus-0.marathon.mesos."), vec!["1.2.3.11"]);
+        assert_eq!(a(&t, "app-group.marathon.slave.mesos."), vec!["1.2.3.11"]);
+        assert_eq!(a(&t, "app-group-91tus-0.marathon.slave.mesos."), vec!["1.2.3.11"]);
+        assert_eq!(srv(&t, "_app-group._tcp.marathon.mesos."), vec!["app-group-91tus-0.marathon.mesos.:31000"]);
+        assert_eq!(srv(&t, "_http._app-group._tcp.marathon.mesos."), vec!["app-group-91tus-0.marathon.mesos.:31000"]);
+        assert_eq!(srv(&t, "_app-group._udp.marathon.slave.mesos."), vec!["app-group-91tus-0.marathon.slave.mesos.:31000"]);
+        assert!(srv(&t, "_app-group._udp.marathon.mesos.").is_empty());
+    }
+
+    #[test]
+    fn ip_per_task_apps_answer_container_ips_and_ports() {
+        let t = derive_default(
+            r#"{"apps":[{"id":"/db/redis","container":{"type":"DOCKER","portMappings":[{"containerPort":6379,"name":"redis"}]},
+            "networks":[{"mode":"container","name":"dcos"}],
+            "tasks":[{"id":"db_redis.1","host":"10.0.1.3","ports":[],"ipAddresses":[{"ipAddress":"9.0.0.5","protocol":"IPv4"}],
+            "state":"TASK_RUNNING","slaveId":"x-S3"}]}]}"#,
+        );
+        let canonical = format!("redis-db-{}-s3.marathon.mesos.", task_hash("db_redis.1"));
+        assert_eq!(a(&t, "redis-db.marathon.mesos."), vec!["9.0.0.5"]);
+        assert_eq!(a(&t, "redis-db.marathon.slave.mesos."), vec!["10.0.1.3"]);
+        assert_eq!(srv(&t, "_redis-db._tcp.marathon.mesos."), vec![format!("{canonical}:6379")]);
+        assert_eq!(srv(&t, "_redis._redis-db._tcp.marathon.mesos."), vec![format!("{canonical}:6379")]);
+    }
+
+    #[test]
+    fn unhealthy_and_not_running_tasks_are_left_out_unless_asked() {
+        let json = r#"{"apps":[{"id":"/web","healthChecks":[{"protocol":"HTTP"}],"tasks":[
+            {"id":"web.1","host":"10.0.0.1","ports":[1],"state":"TASK_RUNNING","healthCheckResults":[{"alive":true}]},
+            {"id":"web.2","host":"10.0.0.2","ports":[1],"state":"TASK_RUNNING","healthCheckResults":[{"alive":false}]},
+            {"id":"web.3","host":"10.0.0.3","ports":[1],"state":"TASK_STAGING"}]}]}"#;
+        let t = derive_default(json);
+        assert_eq!(a(&t, "web.marathon.mesos."), vec!["10.0.0.1"]);
+        let s = DnsSettings {
+            include_unhealthy: true,
+            ..Default::default()
+        };
+        let t = derive(&state(json), &s, &mut Vec::new());
+        assert_eq!(a(&t, "web.marathon.mesos."), vec!["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[test]
+    fn masters_and_leader() {
+        let s = DnsSettings {
+            masters: vec!["10.0.0.8:5050".parse().unwrap(), "10.0.0.6:5050".parse().unwrap()],
+            ..Default::default()
+        };
+        let t = derive(&state(r#"{"apps":[]}"#), &s, &mut Vec::new());
+        assert_eq!(a(&t, "master.mesos."), vec!["10.0.0.6", "10.0.0.8"]);
+        assert_eq!(a(&t, "master1.mesos."), vec!["10.0.0.6"]);
+        assert_eq!(a(&t, "leader.mesos."), vec!["10.0.0.8"]);
+        assert_eq!(srv(&t, "_leader._tcp.mesos."), vec!["leader.mesos.:5050"]);
+    }
+}

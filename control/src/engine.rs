@@ -1,0 +1,381 @@
+//! The sync loop: fetch Marathon's apps, normalize, derive, guard, publish.
+//!
+//! A sync runs at start, after a debounced burst of events, every `resync` while the event
+//! stream is up, and every `poll_while_down` while it is down. A failed sync changes nothing
+//! that proxies see: the last good tables stay, `/v1/problems` and `/healthz` say why.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use ocean_core::table::{canonical_json, etag_of, Table, TableKind};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Source};
+use crate::derive::{derive_all, Problem};
+use crate::guard::{Decision, Guard, Held};
+use crate::marathon::client::MarathonClient;
+use crate::marathon::model::parse_apps;
+use crate::state::{hostnames, normalize, HealthMemory, Resolved, State};
+use crate::store::{Served, Store};
+use crate::subscribers::Subscribers;
+
+/// The outcome of the last syncs, for `/healthz`, `/v1/problems` and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncStatus {
+    /// `marathon <url>`, `file <path>` or `static <name>`.
+    pub source: String,
+    pub last_success_unix: Option<u64>,
+    pub last_attempt_unix: Option<u64>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u64,
+    pub event_stream_up: bool,
+    pub apps: usize,
+    pub tasks: usize,
+    pub held: Vec<Held>,
+}
+
+/// State shared by the engine and the HTTP API.
+pub struct Shared {
+    pub store: Store,
+    pub subscribers: Subscribers,
+    pub status: Mutex<SyncStatus>,
+    pub problems: ArcSwap<Vec<Problem>>,
+    pub state: ArcSwap<State>,
+    pub token: Option<String>,
+    pub max_wait: Duration,
+    /// `resync`, for judging staleness.
+    pub resync: Duration,
+    pub stream_up: Arc<AtomicBool>,
+    pub marathon_source: bool,
+}
+
+impl Shared {
+    pub fn status(&self) -> SyncStatus {
+        let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        s.event_stream_up = self.stream_up.load(Ordering::Relaxed);
+        s
+    }
+}
+
+/// A running control: its bound address and a handle to wait for it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Waits until every task has stopped (after the cancel token fired).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+    }
+}
+
+/// Runs control until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config, cancel).await?;
+    running.wait().await;
+    Ok(())
+}
+
+/// Binds the API, starts the sync loop and returns at once.
+pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    let listener = ocean_core::listener::bind_tcp(config.listen, false)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let stream_up = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        store: Store::default(),
+        subscribers: Subscribers::default(),
+        status: Mutex::new(SyncStatus::default()),
+        problems: ArcSwap::from_pointee(Vec::new()),
+        state: ArcSwap::from_pointee(State::default()),
+        token: config.token.clone(),
+        max_wait: config.max_wait,
+        resync: config.resync,
+        stream_up: stream_up.clone(),
+        marathon_source: matches!(config.source, Source::Marathon(_)),
+    });
+    let tracker = TaskTracker::new();
+    let router = crate::server::router(shared.clone());
+    let c = cancel.clone();
+    tracker.spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service)
+            .with_graceful_shutdown(async move { c.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "control API server failed");
+        }
+    });
+    let (dirty_tx, dirty_rx) = mpsc::channel(1);
+    let source = match &config.source {
+        Source::Marathon(urls) => {
+            let client = Arc::new(MarathonClient::new(urls.clone(), config.marathon_timeout)?);
+            tracker.spawn(crate::marathon::events::run(client.clone(), dirty_tx.clone(), stream_up, cancel.clone()));
+            Fetcher::Marathon(client)
+        }
+        Source::File(path) => {
+            tracker.spawn(watch_file(path.clone(), config.poll_while_down.min(Duration::from_secs(1)), dirty_tx.clone(), cancel.clone()));
+            Fetcher::File(path.clone())
+        }
+        Source::Static { name, body } => Fetcher::Static(name.clone(), body.clone()),
+    };
+    tracing::info!(%addr, "control listening");
+    let engine = Engine {
+        config,
+        shared: shared.clone(),
+        source,
+        guard_state: None,
+        memory: HealthMemory::default(),
+        resolved: HashMap::new(),
+    };
+    tracker.spawn(engine.run(dirty_rx, cancel));
+    tracker.close();
+    Ok(Running { addr, shared, tracker })
+}
+
+enum Fetcher {
+    Marathon(Arc<MarathonClient>),
+    File(std::path::PathBuf),
+    Static(String, Bytes),
+}
+
+impl Fetcher {
+    async fn fetch(&self) -> Result<(Bytes, String), String> {
+        match self {
+            Fetcher::Marathon(c) => c
+                .fetch_apps()
+                .await
+                .map(|(b, url)| (b, format!("marathon {url}")))
+                .map_err(|e| format!("marathon: {e}")),
+            Fetcher::File(p) => tokio::fs::read(p)
+                .await
+                .map(|b| (Bytes::from(b), format!("file {}", p.display())))
+                .map_err(|e| format!("apps file {}: {e}", p.display())),
+            Fetcher::Static(name, body) => Ok((body.clone(), format!("static {name}"))),
+        }
+    }
+}
+
+/// Marks the state dirty when the apps file's contents change.
+async fn watch_file(path: std::path::PathBuf, every: Duration, dirty: mpsc::Sender<()>, cancel: CancellationToken) {
+    let mut last: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = tokio::fs::read(&path).await.ok().map(|b| etag_of(&b));
+        if last.is_some() && now != last {
+            // Full means a sync is pending already.
+            let _ = dirty.try_send(());
+        }
+        last = now;
+    }
+}
+
+struct Engine {
+    config: Config,
+    shared: Arc<Shared>,
+    source: Fetcher,
+    guard_state: Option<Guard>,
+    memory: HealthMemory,
+    resolved: HashMap<String, (IpAddr, Instant)>,
+}
+
+/// Validates (derive makes valid tables by construction; this keeps a bug from reaching
+/// proxies) and serializes a table; returns the canonical body and the backend count.
+fn prepare<T: Table>(table: &T) -> Result<(Vec<u8>, usize), String> {
+    table.validate().map_err(|e| e.to_string())?;
+    let body = canonical_json(table).map_err(|e| e.to_string())?;
+    Ok((body, table.backend_count()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Engine {
+    async fn run(mut self, mut dirty: mpsc::Receiver<()>, cancel: CancellationToken) {
+        loop {
+            self.sync().await;
+            let interval = match self.source {
+                Fetcher::Marathon(_) if !self.shared.stream_up.load(Ordering::Relaxed) => self.config.poll_while_down,
+                _ => self.config.resync,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+                Some(()) = dirty.recv() => {
+                    // Debounce: one re-list for a burst of events.
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(self.config.debounce) => {}
+                    }
+                    while dirty.try_recv().is_ok() {}
+                }
+            }
+        }
+    }
+
+    async fn resolve(&mut self, hosts: impl IntoIterator<Item = String>) -> Resolved {
+        const FRESH: Duration = Duration::from_secs(60);
+        let now = Instant::now();
+        let todo: Vec<String> = hosts
+            .into_iter()
+            .filter(|h| self.resolved.get(h).is_none_or(|(_, at)| now.duration_since(*at) > FRESH))
+            .collect();
+        let lookups = todo.into_iter().map(|h| async move {
+            let addrs: Vec<IpAddr> = match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((h.as_str(), 0))).await {
+                Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                _ => Vec::new(),
+            };
+            let ip = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
+            (h, ip)
+        });
+        for (h, ip) in futures_util::future::join_all(lookups).await {
+            match ip {
+                Some(ip) => {
+                    self.resolved.insert(h, (ip, now));
+                }
+                None => tracing::warn!(host = %h, "cannot resolve agent host; its tasks are left out"),
+            }
+        }
+        self.resolved.iter().map(|(h, (ip, _))| (h.clone(), *ip)).collect()
+    }
+
+    async fn sync(&mut self) {
+        let started = Instant::now();
+        let fetched = self.source.fetch().await;
+        let result = match fetched {
+            Ok((body, origin)) => match parse_apps(&body) {
+                Ok(p) => Ok((p, origin)),
+                Err(e) => Err(format!("{origin}: {e}")),
+            },
+            Err(e) => Err(e),
+        };
+        let now = unix_now();
+        let ((apps, bad), origin) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "sync failed; keeping the last good tables");
+                metrics::counter!("ocean_control_syncs_total", "result" => "error").increment(1);
+                if let Ok(mut s) = self.shared.status.lock() {
+                    s.last_attempt_unix = Some(now);
+                    s.last_error = Some(e);
+                    s.consecutive_failures += 1;
+                }
+                return;
+            }
+        };
+        let hosts = hostnames(&apps);
+        let resolved = self.resolve(hosts).await;
+        let state = normalize(&apps, &resolved, &mut self.memory);
+        let derived = derive_all(&state, &self.config.derive);
+        let mut problems: Vec<Problem> = bad
+            .into_iter()
+            .map(|b| Problem {
+                app: b.id,
+                table: None,
+                message: format!("app skipped: {}", b.reason),
+            })
+            .collect();
+        for app in &state.apps {
+            for t in app.tasks.iter().filter(|t| t.running && t.agent_ip.is_none()) {
+                problems.push(Problem {
+                    app: Some(app.id.clone()),
+                    table: None,
+                    message: format!("task {} left out: cannot resolve agent host {:?}", t.id, t.host),
+                });
+            }
+        }
+        problems.extend(derived.problems.iter().cloned());
+        if state.apps.is_empty() {
+            problems.push(Problem {
+                app: None,
+                table: None,
+                message: format!("{origin} returned no apps"),
+            });
+        }
+
+        // Serialize, guard, publish.
+        let guard = self.guard_state.get_or_insert_with(|| Guard::new(self.config.guard));
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut held = Vec::new();
+        let candidates = [
+            (TableKind::Dns, prepare(&derived.dns)),
+            (TableKind::Redis, prepare(&derived.redis)),
+            (TableKind::Memcached, prepare(&derived.memcached)),
+            (TableKind::Mysql, prepare(&derived.mysql)),
+            (TableKind::Lvs, prepare(&derived.lvs)),
+        ];
+        for (kind, prepared) in candidates {
+            let (body, backends) = match prepared {
+                Ok(v) => v,
+                Err(e) => {
+                    let message = format!("derived {kind} table not published (a control bug): {e}");
+                    tracing::error!(table = %kind, "{message}");
+                    problems.push(Problem { app: None, table: Some(kind), message });
+                    continue;
+                }
+            };
+            let published = self.shared.store.get(kind).map(|s| s.backends);
+            match guard.check(kind, published, backends, Instant::now()) {
+                Decision::Publish => {
+                    metrics::gauge!("ocean_control_table_held", "kind" => kind.as_str()).set(0.0);
+                    out.push((
+                        kind,
+                        Served {
+                            etag: etag_of(&body),
+                            body: body.into(),
+                            backends,
+                            published_at: SystemTime::now(),
+                        },
+                    ));
+                }
+                Decision::Hold(h) => {
+                    metrics::gauge!("ocean_control_table_held", "kind" => kind.as_str()).set(1.0);
+                    tracing::warn!(table = %kind, published = h.published_backends, candidate = h.candidate_backends, "{}", h.message);
+                    problems.push(Problem {
+                        app: None,
+                        table: Some(kind),
+                        message: h.message.clone(),
+                    });
+                    held.push(h);
+                }
+            }
+        }
+        self.shared.store.publish(out);
+        let tasks = state.apps.iter().map(|a| a.tasks.len()).sum();
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.source = origin;
+            s.last_attempt_unix = Some(now);
+            s.last_success_unix = Some(now);
+            s.last_error = None;
+            s.consecutive_failures = 0;
+            s.apps = state.apps.len();
+            s.tasks = tasks;
+            s.held = held;
+        }
+        self.shared.problems.store(Arc::new(problems));
+        self.shared.state.store(Arc::new(state));
+        metrics::counter!("ocean_control_syncs_total", "result" => "ok").increment(1);
+        metrics::histogram!("ocean_control_sync_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::gauge!("ocean_control_last_sync_timestamp_seconds").set(now as f64);
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, publish_ms = t0.elapsed().as_millis() as u64, "synced");
+    }
+}

@@ -1,0 +1,168 @@
+//! Marathon's REST API: the apps with their tasks, from the elected leader.
+//!
+//! Several Marathon URLs may be given (one per master). Each sync starts at the instance that
+//! answered last; an instance whose `/v2/info` says it is not the elected leader is skipped,
+//! as is one that times out, so a partitioned standby never feeds control a stale view.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use url::Url;
+
+/// Why a sync from Marathon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MarathonError {
+    #[error("{url}: {source}")]
+    Http {
+        url: Url,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url}: HTTP {status}")]
+    Status { url: Url, status: reqwest::StatusCode },
+    #[error("{url}: not the elected leader (/v2/info says elected=false)")]
+    NotLeader { url: Url },
+    #[error("{url}: /v2/info is not JSON: {message}")]
+    Info { url: Url, message: String },
+    #[error("no Marathon URL configured")]
+    NoUrls,
+}
+
+/// A client for one or more Marathon instances.
+#[derive(Debug)]
+pub struct MarathonClient {
+    urls: Vec<Url>,
+    client: reqwest::Client,
+    current: AtomicUsize,
+}
+
+/// Joins `path` to a base URL that may itself have a path (`http://h/marathon`).
+pub fn join(base: &Url, path: &str) -> Url {
+    let mut u = base.clone();
+    u.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+    u.set_query(None);
+    u
+}
+
+impl MarathonClient {
+    /// `timeout` bounds each request (connect, `/v2/info` and the apps listing).
+    pub fn new(urls: Vec<Url>, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = ocean_core::http::client_builder(timeout.min(Duration::from_secs(2)))
+            .timeout(timeout)
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()?;
+        Ok(MarathonClient {
+            urls,
+            client,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    /// The instance that answered last (where the event stream should connect).
+    pub fn current(&self) -> Option<&Url> {
+        let n = self.urls.len();
+        (n > 0).then(|| &self.urls[self.current.load(Ordering::Relaxed) % n])
+    }
+
+    /// Moves to the next instance (after the event stream failed on this one).
+    pub fn rotate(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The HTTP client, shared with the event stream (which sets no total timeout per request).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Fetches `GET /v2/apps?embed=apps.tasks` from the first instance that is the elected
+    /// leader and answers; returns the body and the instance.
+    pub async fn fetch_apps(&self) -> Result<(Bytes, Url), MarathonError> {
+        let n = self.urls.len();
+        if n == 0 {
+            return Err(MarathonError::NoUrls);
+        }
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let base = &self.urls[idx];
+            let result = async {
+                self.check_leader(base).await?;
+                let mut url = join(base, "/v2/apps");
+                url.set_query(Some("embed=apps.tasks"));
+                let resp = self
+                    .client
+                    .get(url.clone())
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .map_err(|source| MarathonError::Http { url: url.clone(), source })?;
+                if !resp.status().is_success() {
+                    return Err(MarathonError::Status {
+                        url,
+                        status: resp.status(),
+                    });
+                }
+                resp.bytes()
+                    .await
+                    .map_err(|source| MarathonError::Http { url, source })
+            }
+            .await;
+            match result {
+                Ok(body) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok((body, base.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(marathon = %base, error = %e, "marathon instance unusable");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(MarathonError::NoUrls))
+    }
+
+    async fn check_leader(&self, base: &Url) -> Result<(), MarathonError> {
+        let url = join(base, "/v2/info");
+        let resp = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|source| MarathonError::Http { url: url.clone(), source })?;
+        if !resp.status().is_success() {
+            return Err(MarathonError::Status {
+                url,
+                status: resp.status(),
+            });
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|source| MarathonError::Http { url: url.clone(), source })?;
+        let info: serde_json::Value = serde_json::from_slice(&body).map_err(|e| MarathonError::Info {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        // Marathon reports `elected: true` only on the leader. An instance that omits the
+        // field (very old versions) is trusted.
+        if info.get("elected").and_then(|e| e.as_bool()) == Some(false) {
+            return Err(MarathonError::NotLeader { url: base.clone() });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_keeps_a_base_path() {
+        let base = Url::parse("http://m:8080/marathon/").unwrap();
+        assert_eq!(join(&base, "/v2/info").as_str(), "http://m:8080/marathon/v2/info");
+        let base = Url::parse("http://m:8080").unwrap();
+        assert_eq!(join(&base, "/v2/apps").as_str(), "http://m:8080/v2/apps");
+    }
+}

@@ -1,0 +1,256 @@
+//! Marathon's event stream (`GET /v2/events`, server-sent events).
+//!
+//! Events only mark the state dirty: after a short debounce the engine re-lists every app
+//! (as marathon-lb does), so a lost or reordered event can never leave a table wrong. While
+//! the stream is down the engine polls instead.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{join, MarathonClient};
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field (Marathon's event type), `message` when absent.
+    pub event: String,
+    pub data: String,
+}
+
+/// The stream broke the SSE framing or a limit.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SseError {
+    #[error("event line longer than {0} bytes")]
+    LineTooLong(usize),
+    #[error("event larger than {0} bytes")]
+    EventTooLarge(usize),
+}
+
+/// An incremental SSE parser: feed it chunks as they arrive, get complete events back.
+#[derive(Debug)]
+pub struct SseParser {
+    line: Vec<u8>,
+    event: Option<String>,
+    data: String,
+    max: usize,
+}
+
+impl SseParser {
+    /// `max` bounds both one line and one event's data.
+    pub fn new(max: usize) -> Self {
+        SseParser {
+            line: Vec::new(),
+            event: None,
+            data: String::new(),
+            max,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+        let mut out = Vec::new();
+        for &b in chunk {
+            if b != b'\n' {
+                if self.line.len() >= self.max {
+                    return Err(SseError::LineTooLong(self.max));
+                }
+                self.line.push(b);
+                continue;
+            }
+            let mut line = std::mem::take(&mut self.line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8_lossy(&line);
+            if line.is_empty() {
+                if !self.data.is_empty() || self.event.is_some() {
+                    out.push(SseEvent {
+                        event: self.event.take().unwrap_or_else(|| "message".into()),
+                        data: std::mem::take(&mut self.data),
+                    });
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue; // comment / keep-alive
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (&*line, ""),
+            };
+            match field {
+                "event" => self.event = Some(value.to_string()),
+                "data" => {
+                    if self.data.len() + value.len() + 1 > self.max {
+                        return Err(SseError::EventTooLarge(self.max));
+                    }
+                    if !self.data.is_empty() {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value);
+                }
+                _ => {} // id, retry: not used
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Event types that do not change apps or tasks.
+const IGNORED: &[&str] = &[
+    "event_stream_attached",
+    "event_stream_detached",
+    "subscribe_event",
+    "unsubscribe_event",
+    "framework_message_event",
+    "add_health_check_event",
+    "remove_health_check_event",
+    "failed_health_check_event",
+    "pod_created_event",
+    "pod_updated_event",
+    "pod_deleted_event",
+];
+
+/// Whether an event may change what control derives.
+pub fn relevant(event: &SseEvent) -> bool {
+    !IGNORED.contains(&event.event.as_str())
+}
+
+/// Keeps an event stream open to the current Marathon instance; marks `dirty` on every
+/// relevant event and once after each (re)connect. `up` tells the engine whether to poll.
+pub async fn run(
+    client: Arc<MarathonClient>,
+    dirty: mpsc::Sender<()>,
+    up: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    let min = Duration::from_millis(200);
+    let max = Duration::from_secs(10);
+    let mut backoff = min;
+    loop {
+        let Some(base) = client.current().cloned() else {
+            return;
+        };
+        let url = join(&base, "/v2/events");
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = stream_once(&client, url.clone(), &dirty, &up, &mut backoff, min) => r,
+        };
+        up.store(false, Ordering::Relaxed);
+        metrics::gauge!("ocean_control_event_stream_up").set(0.0);
+        match result {
+            Ok(()) => tracing::info!(marathon = %base, "event stream ended; reconnecting"),
+            Err(e) => tracing::warn!(marathon = %base, error = %e, "event stream failed; polling until it is back"),
+        }
+        client.rotate();
+        let sleep = rand::rng().random_range(min..=backoff.max(min));
+        backoff = (backoff * 2).min(max);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error("{0}")]
+    Sse(#[from] SseError),
+}
+
+async fn stream_once(
+    client: &MarathonClient,
+    url: url::Url,
+    dirty: &mpsc::Sender<()>,
+    up: &AtomicBool,
+    backoff: &mut Duration,
+    min: Duration,
+) -> Result<(), StreamError> {
+    // A request timeout would cut the stream: this request has none; reqwest's per-client
+    // timeout is overridden with a very long one, and TCP keepalive detects dead peers.
+    let mut resp = client
+        .http()
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .timeout(Duration::from_secs(365 * 24 * 3600))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(StreamError::Status(resp.status()));
+    }
+    up.store(true, Ordering::Relaxed);
+    metrics::gauge!("ocean_control_event_stream_up").set(1.0);
+    tracing::info!(marathon = %url, "event stream attached");
+    // Events may have been missed while the stream was down.
+    mark(dirty);
+    let mut parser = SseParser::new(4 << 20);
+    while let Some(chunk) = resp.chunk().await? {
+        for ev in parser.feed(&chunk)? {
+            *backoff = min;
+            metrics::counter!("ocean_control_marathon_events_total", "type" => ev.event.clone()).increment(1);
+            if relevant(&ev) {
+                tracing::debug!(event = %ev.event, "marathon event");
+                mark(dirty);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mark(dirty: &mpsc::Sender<()>) {
+    // Full means a sync is already pending, which covers this event too.
+    let _ = dirty.try_send(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events_split_across_chunks() {
+        let mut p = SseParser::new(1024);
+        let mut got = p.feed(b"event: status_update_event\r\ndata: {\"a\":").unwrap();
+        assert!(got.is_empty());
+        got.extend(p.feed(b"1}\r\n\r\n: keepalive\n\nevent: x\ndata: 1\ndata: 2\n\n").unwrap());
+        assert_eq!(
+            got,
+            vec![
+                SseEvent {
+                    event: "status_update_event".into(),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    event: "x".into(),
+                    data: "1\n2".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_hold() {
+        let mut p = SseParser::new(8);
+        assert_eq!(p.feed(b"data: 0123456789"), Err(SseError::LineTooLong(8)));
+        let mut p = SseParser::new(10);
+        assert_eq!(p.feed(b"data:12345\ndata:67890\n"), Err(SseError::EventTooLarge(10)));
+    }
+
+    #[test]
+    fn stream_housekeeping_is_not_relevant() {
+        let ev = |t: &str| SseEvent {
+            event: t.into(),
+            data: String::new(),
+        };
+        assert!(!relevant(&ev("event_stream_attached")));
+        assert!(relevant(&ev("status_update_event")));
+        assert!(relevant(&ev("health_status_changed_event")));
+    }
+}

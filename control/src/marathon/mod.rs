@@ -1,0 +1,5 @@
+//! Marathon: the JSON it serves, the REST client and the event stream.
+
+pub mod client;
+pub mod events;
+pub mod model;

@@ -1,0 +1,220 @@
+//! Control's HTTP API.
+//!
+//! - `GET /v1/tables/{kind}`: the table with its `ETag`. With `If-None-Match: "<etag>"` and
+//!   `?wait=30s` the request blocks until the table differs (200) or the wait ends (304).
+//!   Subscribers add `subscriber=`, `running=`, `refused=` and `reason=` to report themselves.
+//! - `GET /v1/subscribers`, `/v1/state`, `/v1/problems`.
+//! - `GET /healthz`, `/metrics` (no token needed).
+//!
+//! With a token configured every `/v1/` request needs `Authorization: Bearer <token>`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ocean_core::table::{quote_etag, unquote_etag, TableKind};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::engine::Shared;
+use crate::subscribers::Report;
+
+/// The API router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`
+/// (subscriber addresses come from the connection).
+pub fn router(shared: Arc<Shared>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/tables/{kind}", get(table))
+        .route("/v1/subscribers", get(subscribers))
+        .route("/v1/state", get(state))
+        .route("/v1/problems", get(problems))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &shared.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare digests so the comparison time does not depend on where the strings differ.
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(token.as_bytes()) {
+            metrics::counter!("ocean_control_unauthorized_total").increment(1);
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[derive(Debug, Deserialize)]
+struct TableQuery {
+    wait: Option<String>,
+    subscriber: Option<String>,
+    running: Option<String>,
+    refused: Option<String>,
+    reason: Option<String>,
+}
+
+fn parse_wait(s: &str) -> Option<Duration> {
+    humantime::parse_duration(s)
+        .ok()
+        .or_else(|| s.parse::<u64>().ok().map(Duration::from_secs))
+}
+
+async fn table(
+    State(shared): State<Arc<Shared>>,
+    Path(kind): Path<String>,
+    Query(q): Query<TableQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(kind) = kind.parse::<TableKind>() else {
+        return (StatusCode::NOT_FOUND, format!("unknown table kind {kind:?} (dns, redis, memcached, mysql, lvs)\n")).into_response();
+    };
+    let wait = match q.wait.as_deref().map(parse_wait) {
+        None => Duration::ZERO,
+        Some(Some(w)) => w.min(shared.max_wait),
+        Some(None) => return (StatusCode::BAD_REQUEST, "wait must be a duration like 30s or 500ms\n").into_response(),
+    };
+    if let Some(id) = q.subscriber.filter(|s| !s.is_empty()) {
+        let clip = |s: Option<String>, n: usize| s.map(|s| s.chars().take(n).collect::<String>());
+        shared.subscribers.report(Report {
+            kind,
+            id: clip(Some(id), 200).unwrap_or_default(),
+            addr: Some(peer),
+            running: clip(q.running, 64),
+            refused: clip(q.refused, 64),
+            reason: clip(q.reason, 500),
+        });
+    }
+    let have = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| unquote_etag(v).to_string());
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut rx = shared.store.subscribe();
+    loop {
+        let current = rx.borrow_and_update().get(&kind).cloned();
+        match current {
+            Some(t) if have.as_deref() != Some(t.etag.as_str()) => {
+                metrics::counter!("ocean_control_table_requests_total", "kind" => kind.as_str(), "status" => "200").increment(1);
+                let etag = HeaderValue::from_str(&quote_etag(&t.etag)).unwrap_or(HeaderValue::from_static("\"\""));
+                return (
+                    StatusCode::OK,
+                    [(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    t.body.clone(),
+                )
+                    .into_response();
+            }
+            _ => {}
+        }
+        let timed_out = tokio::select! {
+            changed = rx.changed() => changed.is_err(),
+            _ = tokio::time::sleep_until(deadline) => true,
+        };
+        if timed_out {
+            return match shared.store.get(kind) {
+                Some(t) => {
+                    metrics::counter!("ocean_control_table_requests_total", "kind" => kind.as_str(), "status" => "304").increment(1);
+                    let etag = HeaderValue::from_str(&quote_etag(&t.etag)).unwrap_or(HeaderValue::from_static("\"\""));
+                    (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response()
+                }
+                None => (StatusCode::SERVICE_UNAVAILABLE, "control has not synced with Marathon yet\n").into_response(),
+            };
+        }
+    }
+}
+
+async fn subscribers(State(shared): State<Arc<Shared>>) -> Response {
+    let snapshot = shared.store.snapshot();
+    Json(shared.subscribers.list(|k| snapshot.get(&k).map(|s| s.etag.clone()))).into_response()
+}
+
+async fn state(State(shared): State<Arc<Shared>>) -> Response {
+    Json(&**shared.state.load()).into_response()
+}
+
+async fn problems(State(shared): State<Arc<Shared>>) -> Response {
+    let status = shared.status();
+    Json(serde_json::json!({
+        "sync": status,
+        "problems": &**shared.problems.load(),
+    }))
+    .into_response()
+}
+
+/// `ok`, `stale` (Marathon failing or silent: the last good tables are served) or `starting`
+/// (no sync has succeeded yet: 503). Stale is 200 so that an orchestrator does not restart
+/// every control instance while Marathon is down: they still serve the last good tables.
+pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
+    let s = shared.status();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let Some(ok_at) = s.last_success_unix else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "starting", "reason": s.last_error.unwrap_or_else(|| "no sync yet".into())}),
+        );
+    };
+    let age = now.saturating_sub(ok_at);
+    let stale_after = shared.resync.as_secs() * 3 + 5;
+    let reason = match (&s.last_error, age > stale_after) {
+        (Some(e), _) => Some(format!("last sync failed ({} in a row): {e}; tables are {age}s old", s.consecutive_failures)),
+        (None, true) => Some(format!("no sync for {age}s")),
+        _ => None,
+    };
+    let held: Vec<&str> = s.held.iter().map(|h| h.message.as_str()).collect();
+    match reason {
+        Some(r) => (StatusCode::OK, serde_json::json!({"status": "stale", "reason": r, "held": held})),
+        None => (StatusCode::OK, serde_json::json!({"status": "ok", "age_s": age, "held": held})),
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let (code, body) = health(&shared);
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.status();
+    if let Some(t) = s.last_success_unix {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        metrics::gauge!("ocean_control_marathon_sync_age_seconds").set(now.saturating_sub(t) as f64);
+    }
+    metrics::gauge!("ocean_control_marathon_consecutive_failures").set(s.consecutive_failures as f64);
+    let snapshot = shared.store.snapshot();
+    let list = shared.subscribers.list(|k| snapshot.get(&k).map(|s| s.etag.clone()));
+    for kind in TableKind::ALL {
+        let n = list.iter().filter(|v| v.kind == kind).count();
+        let lagging = list.iter().filter(|v| v.kind == kind && v.lagging).count();
+        metrics::gauge!("ocean_control_subscribers", "kind" => kind.as_str()).set(n as f64);
+        metrics::gauge!("ocean_control_subscribers_lagging", "kind" => kind.as_str()).set(lagging as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ocean_core::metrics::render(),
+    )
+        .into_response()
+}
