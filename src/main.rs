@@ -1,1 +1,155 @@
-fn main() {}
+//! The `ocean` binary: parses flags and dispatches to a daemon's `run`.
+
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ocean_control::config::{FileConfig, Source};
+
+/// Ocean: the data plane of a Mesos/Marathon platform.
+///
+/// `ocean up` runs control and every proxy in one process from one config (with no
+/// arguments, the bundled example). `ocean control` runs the table service alone.
+#[derive(Debug, Parser)]
+#[command(name = "ocean", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. `info` or `ocean_control=debug,info`.
+    /// RUST_LOG in the environment wins.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: ocean_core::logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Watch Marathon (or a file in its JSON), derive one table per proxy kind, serve them.
+    Control(ControlArgs),
+    /// Run control and every proxy in one process from one config file.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// Marathon base URL; repeat for several masters (only the elected leader is trusted).
+    #[arg(long = "marathon", value_name = "URL", conflicts_with = "apps_file")]
+    marathon: Vec<url::Url>,
+    /// A file holding the JSON of `GET /v2/apps?embed=apps.tasks`, re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    apps_file: Option<PathBuf>,
+    /// control.toml: domain, DNS, guard, MySQL credentials (see docs/control.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Full re-list from Marathon this often while the event stream is up.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    resync: Duration,
+    /// Re-list this often while the event stream is down (and check --apps-file for changes).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    poll_while_down: Duration,
+    /// Wait this long after an event before re-listing, to batch bursts.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    debounce: Duration,
+    /// Timeout of each request to Marathon.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    marathon_timeout: Duration,
+    /// File with the bearer token every /v1/ request must carry (overrides the config file).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Hold a table that would lose more than this fraction of its backends (overrides guard.max_drop).
+    #[arg(long)]
+    max_drop: Option<f64>,
+    /// Publish a held table once its drop has lasted this long (overrides guard.drop_hold).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drop_hold: Option<Duration>,
+    /// DNS domain (overrides `domain` in the config file).
+    #[arg(long)]
+    domain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// The `ocean up` config (shape: examples/up.toml). Without it, the bundled example runs.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Builds control's config from flags and the optional config file; flags win.
+fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
+    let source = match (a.apps_file, a.marathon.is_empty()) {
+        (Some(f), _) => Source::File(f),
+        (None, false) => Source::Marathon(a.marathon),
+        (None, true) => anyhow::bail!("no Marathon source: give --marathon URL or --apps-file FILE"),
+    };
+    let mut c = ocean_control::Config::new(source);
+    if let Some(path) = &a.config {
+        let file = FileConfig::load(path)?;
+        let base = path.parent().map(PathBuf::from).unwrap_or_default();
+        file.apply(&base, &mut c)?;
+    }
+    if let Some(d) = a.domain {
+        let file = FileConfig {
+            domain: Some(d),
+            ..Default::default()
+        };
+        file.apply(std::path::Path::new("."), &mut c)
+            .map(|_| ())
+            .or_else(|e| Err(e).context("--domain"))?;
+    }
+    c.listen = a.listen;
+    c.resync = a.resync;
+    c.poll_while_down = a.poll_while_down;
+    c.debounce = a.debounce;
+    c.marathon_timeout = a.marathon_timeout;
+    if let Some(f) = a.token_file {
+        let t = std::fs::read_to_string(&f).with_context(|| format!("--token-file {}", f.display()))?;
+        c.token = Some(t.trim().to_string());
+    }
+    if let Some(v) = a.max_drop {
+        c.guard.max_drop = v;
+    }
+    if let Some(v) = a.drop_hold {
+        c.guard.drop_hold = v;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    ocean_core::logging::init(&cli.log, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ocean: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let cancel = ocean_core::shutdown::install()?;
+        match cli.command {
+            Command::Control(a) => {
+                // --domain after --config: rebuild so that the flag wins.
+                let config = control_config(a)?;
+                ocean_control::run(config, cancel).await
+            }
+            Command::Up(a) => up::run(a.config, cancel).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ocean: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -55,6 +55,8 @@ pub struct Shared {
     pub resync: Duration,
     pub stream_up: Arc<AtomicBool>,
     pub marathon_source: bool,
+    /// Fires at shutdown: long-polls answer at once instead of holding the drain.
+    pub shutdown: CancellationToken,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         resync: config.resync,
         stream_up: stream_up.clone(),
         marathon_source: matches!(config.source, Source::Marathon(_)),
+        shutdown: cancel.clone(),
     });
     let tracker = TaskTracker::new();
     let router = crate::server::router(shared.clone());

@@ -128,6 +128,8 @@ async fn table(
         let timed_out = tokio::select! {
             changed = rx.changed() => changed.is_err(),
             _ = tokio::time::sleep_until(deadline) => true,
+            // Shutting down: answer now so the graceful drain does not wait for long-polls.
+            _ = shared.shutdown.cancelled() => true,
         };
         if timed_out {
             return match shared.store.get(kind) {
@@ -160,8 +162,8 @@ async fn problems(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-/// `ok`, `stale` (Marathon failing or silent: the last good tables are served) or `starting`
-/// (no sync has succeeded yet: 503). Stale is 200 so that an orchestrator does not restart
+/// `ok`; `stale` (Marathon failing or silent: the last good tables are served); `held` (a
+/// table is held back by the drop guard); or `starting` (no sync has succeeded yet: 503). Stale is 200 so that an orchestrator does not restart
 /// every control instance while Marathon is down: they still serve the last good tables.
 pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
     let s = shared.status();
@@ -183,9 +185,13 @@ pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
         _ => None,
     };
     let held: Vec<&str> = s.held.iter().map(|h| h.message.as_str()).collect();
-    match reason {
-        Some(r) => (StatusCode::OK, serde_json::json!({"status": "stale", "reason": r, "held": held})),
-        None => (StatusCode::OK, serde_json::json!({"status": "ok", "age_s": age, "held": held})),
+    match (reason, held.is_empty()) {
+        (Some(r), _) => (StatusCode::OK, serde_json::json!({"status": "stale", "reason": r, "held": held})),
+        (None, false) => (
+            StatusCode::OK,
+            serde_json::json!({"status": "held", "reason": "a table is held by the drop guard", "age_s": age, "held": held}),
+        ),
+        (None, true) => (StatusCode::OK, serde_json::json!({"status": "ok", "age_s": age})),
     }
 }
 

@@ -69,7 +69,7 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
                 problems.push(Problem::app(
                     app,
                     TableKind::Mysql,
-                    format!("OCEAN_MYSQL_ROLE={other:?}: must be primary or replica"),
+                    format!("OCEAN_MYSQL_ROLE={}: must be primary or replica", other.map(|r| format!("{r:?}")).unwrap_or_else(|| "(missing)".into())),
                 ));
                 continue;
             }

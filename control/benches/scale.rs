@@ -1,0 +1,1021 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Scale benchmark of `ocean control` (not run in CI).
+//!
+//! Part 1, the sync pipeline on a synthetic Marathon of `--apps` apps with
+//! `--tasks-per-app` tasks each (default 10,000 / 100,000), given as the JSON of
+//! `GET /v2/apps?embed=apps.tasks`: each stage timed on its own (`--reps` times, median):
+//! parse, normalize, derive, and per table validate + canonical JSON + ETag, with sizes;
+//! then the process's memory (VmRSS / VmHWM from /proc/self/status).
+//!
+//! Part 2, fan-out: a real control (`engine::start`) on 127.0.0.1:0 fed by an apps file of
+//! `--fanout-apps` apps, `--subscribers` long-polling clients on `/v1/tables/dns`; time from
+//! (a) rewriting the apps file and (b) calling `Store::publish` directly until every client
+//! has its 200. Clients and control share this process: each connection costs two file
+//! descriptors (raise `ulimit -n`; `benches/control-scale.sh` does).
+//!
+//! Run: `cargo bench -p ocean-control --bench scale -- --apps 10000 --tasks-per-app 10 --subscribers 1000`
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use ocean_control::config::Source;
+use ocean_control::derive::dns::DnsSettings;
+use ocean_control::derive::mysql::{hash_password, DatabaseSecrets, MysqlSecrets};
+use ocean_control::derive::{derive_all, DeriveConfig, Derived};
+use ocean_control::engine::Running;
+use ocean_control::marathon::model::parse_apps;
+use ocean_control::state::{normalize, HealthMemory, Resolved};
+use ocean_control::store::Served;
+use ocean_core::table::mysql::Credentials;
+use ocean_core::table::{canonical_json, etag_of, quote_etag, unquote_etag, Table, TableKind};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+const USAGE: &str = "usage: cargo bench -p ocean-control --bench scale -- [options]
+  --apps N            apps in the synthetic Marathon state (10000)
+  --tasks-per-app N   tasks per app (10)
+  --reps N            repetitions of each pipeline stage; the median is reported (5)
+  --subscribers N     long-polling clients in the fan-out part (1000)
+  --fanout-apps N     apps in the apps file control watches in the fan-out part (200)
+  --no-fanout         skip the fan-out part";
+
+// ---------------------------------------------------------------------------------------
+// Arguments
+
+struct Args {
+    apps: usize,
+    tasks_per_app: usize,
+    reps: usize,
+    subscribers: usize,
+    fanout_apps: usize,
+    fanout: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        apps: 10_000,
+        tasks_per_app: 10,
+        reps: 5,
+        subscribers: 1000,
+        fanout_apps: 200,
+        fanout: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let mut number = |it: &mut dyn Iterator<Item = String>| -> usize {
+            let v = inline.clone().or_else(|| it.next()).unwrap_or_default();
+            match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    eprintln!("{name} wants a positive number, got {v:?}\n{USAGE}");
+                    std::process::exit(2);
+                }
+            }
+        };
+        match name.as_str() {
+            // cargo passes --bench to harness = false benchmarks.
+            "--bench" => {}
+            "--apps" => a.apps = number(&mut it),
+            "--tasks-per-app" => a.tasks_per_app = number(&mut it),
+            "--reps" => a.reps = number(&mut it),
+            "--subscribers" => a.subscribers = number(&mut it),
+            "--fanout-apps" => a.fanout_apps = number(&mut it),
+            "--no-fanout" => a.fanout = false,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+// ---------------------------------------------------------------------------------------
+// Synthetic Marathon state
+//
+// Apps come in blocks of 100 (one block = one product group `/deptD/productB/...`):
+//   0-1   redis nodes of cluster redis-B (IP per task, container port 6379, health checks)
+//   2-4   memcached pool mc-B, replicas a, b, c (Docker bridge, container port 11211)
+//   5     mysql primary of /deptD/productB/dbB (host networking, 1 task)
+//   6     mysql replicas of the same database (2T-1 tasks, so a block has 100*T tasks)
+//   7-11  mysql clients with OCEAN_MYSQL_GRANTS (7 and 8 share one JOBNAME with a password)
+//   12-16 OCEAN_ELB real servers (DR, NAT, UDP+TCP, persistence + weight)
+//   17-99 plain services: host networking with portDefinitions, Docker bridge portMappings,
+//         or IP per task (`networks: [{mode: container}]`), half with health checks.
+// About 1 task in 53 fails its health check and 1 in 97 is staging. Agents are literal IPs.
+
+#[derive(Clone, Copy, PartialEq)]
+enum Net {
+    Host,
+    Bridge,
+    IpPerTask,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Redis,
+    Memcached(char),
+    MysqlPrimary,
+    MysqlReplica,
+    Grants,
+    Elb(usize),
+    Plain,
+}
+
+struct Spec {
+    kind: Kind,
+    net: Net,
+    block: usize,
+    health: bool,
+    tasks: usize,
+}
+
+fn spec(i: usize, tpa: usize) -> Spec {
+    let block = i / 100;
+    let slot = i % 100;
+    let (kind, net, health) = match slot {
+        0..=1 => (Kind::Redis, Net::IpPerTask, true),
+        2..=4 => (Kind::Memcached((b'a' + (slot - 2) as u8) as char), Net::Bridge, false),
+        5 => (Kind::MysqlPrimary, Net::Host, true),
+        6 => (Kind::MysqlReplica, Net::Host, true),
+        7..=11 => (Kind::Grants, if slot % 2 == 0 { Net::Bridge } else { Net::Host }, slot % 2 == 1),
+        12..=16 => (Kind::Elb(slot - 12), Net::Host, true),
+        _ => {
+            let net = match i % 3 {
+                0 => Net::Host,
+                1 => Net::Bridge,
+                _ => Net::IpPerTask,
+            };
+            (Kind::Plain, net, i % 2 == 0)
+        }
+    };
+    let tasks = match kind {
+        Kind::MysqlPrimary => 1,
+        Kind::MysqlReplica => (2 * tpa).saturating_sub(1).max(1),
+        _ => tpa,
+    };
+    Spec {
+        kind,
+        net,
+        block,
+        health,
+        tasks,
+    }
+}
+
+fn db_name(block: usize) -> String {
+    format!("/dept{}/product{block}/db{block}", block % 10)
+}
+
+fn app_id(i: usize, s: &Spec) -> String {
+    let slot = i % 100;
+    let (sub, name) = match s.kind {
+        Kind::Redis => ("/storage", format!("redis-{slot}")),
+        Kind::Memcached(r) => ("/storage", format!("memcached-{r}")),
+        Kind::MysqlPrimary => ("/storage", "mysql-primary".to_string()),
+        Kind::MysqlReplica => ("/storage", "mysql-replica".to_string()),
+        Kind::Grants => ("/api", format!("api-{slot}")),
+        Kind::Elb(_) => ("/edge", format!("lb-{slot}")),
+        Kind::Plain => (
+            match i % 4 {
+                0 => "/backend/workers",
+                1 => "/frontend",
+                2 => "/backend",
+                _ => "",
+            },
+            format!("svc-{slot}"),
+        ),
+    };
+    format!("/dept{}/product{}{sub}/{name}", s.block % 10, s.block)
+}
+
+/// The first plain host-networking app: the one fan-out rounds add tasks to.
+fn extra_app(apps: usize, tpa: usize) -> usize {
+    (0..apps)
+        .find(|i| {
+            let s = spec(*i, tpa);
+            s.kind == Kind::Plain && s.net == Net::Host
+        })
+        .expect("state too small for an app to change (use --fanout-apps 20 or more)")
+}
+
+const VERSION: &str = "2017-07-19T17:34:41.967Z";
+
+struct Stats {
+    apps: usize,
+    tasks: usize,
+    redis_clusters: usize,
+    memcached_pools: usize,
+    mysql_databases: usize,
+    grants_apps: usize,
+    elb_apps: usize,
+    by_net: [usize; 3],
+}
+
+/// Marathon's JSON for `apps` apps; `extra` more tasks on [`extra_app`]. Deterministic: the
+/// same arguments give the same bytes, and `extra` changes only that app.
+fn generate(apps: usize, tpa: usize, extra: usize) -> (Vec<u8>, Stats) {
+    let agents = (apps * tpa / 50).clamp(1, 250 * 250);
+    let extra_at = if extra > 0 { Some(extra_app(apps, tpa)) } else { None };
+    let mut out = Vec::with_capacity(apps * tpa * 1200);
+    out.extend_from_slice(b"{\"apps\":[");
+    let mut stats = Stats {
+        apps,
+        tasks: 0,
+        redis_clusters: 0,
+        memcached_pools: 0,
+        mysql_databases: 0,
+        grants_apps: 0,
+        elb_apps: 0,
+        by_net: [0; 3],
+    };
+    let mut service_port: u32 = 10_000;
+    for i in 0..apps {
+        let mut s = spec(i, tpa);
+        if extra_at == Some(i) {
+            s.tasks += extra;
+        }
+        stats.tasks += s.tasks;
+        match s.kind {
+            Kind::Redis if i % 100 == 0 => stats.redis_clusters += 1,
+            Kind::Memcached('a') => stats.memcached_pools += 1,
+            Kind::MysqlPrimary => stats.mysql_databases += 1,
+            Kind::Grants => stats.grants_apps += 1,
+            Kind::Elb(_) => stats.elb_apps += 1,
+            _ => {}
+        }
+        stats.by_net[s.net as usize] += 1;
+        let app = app_json(i, &s, agents, &mut service_port);
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &app).expect("serialize app");
+    }
+    out.extend_from_slice(b"]}");
+    (out, stats)
+}
+
+fn next_service_port(p: &mut u32) -> u32 {
+    let v = *p;
+    *p = if v >= 39_999 { 10_000 } else { v + 1 };
+    v
+}
+
+fn app_json(i: usize, s: &Spec, agents: usize, service_port: &mut u32) -> Value {
+    let id = app_id(i, s);
+    let block = s.block;
+    let slot = i % 100;
+    let mut labels = Map::new();
+    let mut label = |k: &str, v: String| {
+        labels.insert(k.to_string(), Value::String(v));
+    };
+    label("owner", format!("team-{}", block % 37));
+    // Ports: (name, container port) per port index.
+    let ports: Vec<(&str, u32)> = match s.kind {
+        Kind::Redis => {
+            label("OCEAN_REDIS_CLUSTER", format!("redis-{block}"));
+            label("OCEAN_PORT", (40_000 + block % 5_000).to_string());
+            vec![("redis", 6379), ("bus", 16379)]
+        }
+        Kind::Memcached(r) => {
+            label("OCEAN_MEMCACHED_POOL", format!("mc-{block}"));
+            label("OCEAN_MEMCACHED_REPLICA", r.to_string());
+            label("OCEAN_PORT", (50_000 + block % 5_000).to_string());
+            vec![("memcache", 11211)]
+        }
+        Kind::MysqlPrimary | Kind::MysqlReplica => {
+            label("OCEAN_MYSQL_DB", db_name(block));
+            let role = if s.kind == Kind::MysqlPrimary { "primary" } else { "replica" };
+            label("OCEAN_MYSQL_ROLE", role.to_string());
+            vec![("mysql", 3306)]
+        }
+        Kind::Grants => {
+            let mut grants = format!("{}:rw", db_name(block));
+            if block > 0 {
+                grants.push_str(&format!(",{}:ro", db_name(block - 1)));
+            }
+            label("OCEAN_MYSQL_GRANTS", grants);
+            if slot <= 8 {
+                label("OCEAN_JOBNAME", format!("product{block}-api"));
+            }
+            vec![("http", 8080)]
+        }
+        Kind::Elb(n) => {
+            let vip = format!("10.254.{}.{}", (block / 250) % 250, block % 250 + 1);
+            match n {
+                0 | 1 => label("OCEAN_ELB", format!("{vip}:80/tcp")),
+                2 => {
+                    label("OCEAN_ELB", format!("{vip}:443/tcp,{vip}:8443/tcp"));
+                    label("OCEAN_ELB_FORWARD", "nat".into());
+                }
+                3 => {
+                    label("OCEAN_ELB", format!("{vip}:53/udp,{vip}:53/tcp"));
+                    label("OCEAN_ELB_SCHEDULER", "rr".into());
+                }
+                _ => {
+                    label("OCEAN_ELB", format!("{vip}:3306/tcp"));
+                    label("OCEAN_ELB_PERSISTENCE", "300".into());
+                    label("OCEAN_ELB_WEIGHT", "5".into());
+                }
+            }
+            vec![("http", 8080)]
+        }
+        Kind::Plain if i % 5 == 0 => vec![("http", 8080), ("metrics", 9090)],
+        Kind::Plain => vec![("http", 8080)],
+    };
+    let service_ports: Vec<u32> = ports.iter().map(|_| next_service_port(service_port)).collect();
+
+    let mut app = json!({
+        "id": id,
+        "cmd": if s.net == Net::Host { Value::String("./run --port $PORT0".into()) } else { Value::Null },
+        "args": null,
+        "user": null,
+        "env": {"ENV": "production", "LOG_LEVEL": "info"},
+        "instances": s.tasks,
+        "cpus": 0.5,
+        "mem": 1024,
+        "disk": 0,
+        "gpus": 0,
+        "executor": "",
+        "constraints": [["hostname", "UNIQUE"]],
+        "uris": [],
+        "fetch": [],
+        "storeUrls": [],
+        "backoffSeconds": 1,
+        "backoffFactor": 1.15,
+        "maxLaunchDelaySeconds": 3600,
+        "readinessChecks": [],
+        "dependencies": [],
+        "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 1},
+        "labels": labels,
+        "version": VERSION,
+        "versionInfo": {"lastScalingAt": VERSION, "lastConfigChangeAt": VERSION},
+        "killSelection": "YOUNGEST_FIRST",
+        "unreachableStrategy": {"inactiveAfterSeconds": 300, "expungeAfterSeconds": 600},
+        "tasksStaged": 0,
+        "tasksRunning": s.tasks,
+        "tasksHealthy": if s.health { s.tasks } else { 0 },
+        "tasksUnhealthy": 0,
+        "deployments": [],
+        "requirePorts": false,
+    });
+    let obj = app.as_object_mut().expect("object");
+    let image = format!("registry.example.com/dept{}/{}:1.{}.0", block % 10, obj["id"].as_str().unwrap_or("x").rsplit('/').next().unwrap_or("x"), i % 7);
+    match s.net {
+        Net::Host => {
+            let defs: Vec<Value> = ports
+                .iter()
+                .zip(&service_ports)
+                .map(|((name, _), sp)| json!({"port": sp, "protocol": "tcp", "name": name, "labels": {}}))
+                .collect();
+            obj.insert("portDefinitions".into(), Value::Array(defs));
+            obj.insert("networks".into(), json!([{"mode": "host"}]));
+        }
+        Net::Bridge => {
+            let maps: Vec<Value> = ports
+                .iter()
+                .zip(&service_ports)
+                .map(|((name, cp), sp)| {
+                    json!({"containerPort": cp, "hostPort": 0, "servicePort": sp, "protocol": "tcp", "name": name, "labels": {}})
+                })
+                .collect();
+            obj.insert(
+                "container".into(),
+                json!({"type": "DOCKER", "volumes": [], "portMappings": maps,
+                       "docker": {"image": image, "forcePullImage": false, "privileged": false, "parameters": []}}),
+            );
+            obj.insert("networks".into(), json!([{"mode": "container/bridge"}]));
+            obj.insert("portDefinitions".into(), json!([]));
+        }
+        Net::IpPerTask => {
+            let maps: Vec<Value> = ports
+                .iter()
+                .zip(&service_ports)
+                .map(|((name, cp), sp)| json!({"containerPort": cp, "servicePort": sp, "protocol": "tcp", "name": name, "labels": {}}))
+                .collect();
+            obj.insert(
+                "container".into(),
+                json!({"type": "DOCKER", "volumes": [], "portMappings": maps,
+                       "docker": {"image": image, "forcePullImage": false, "privileged": false, "parameters": []}}),
+            );
+            obj.insert("networks".into(), json!([{"mode": "container", "name": "dcos"}]));
+            obj.insert("portDefinitions".into(), json!([]));
+        }
+    }
+    let health_checks = if s.health {
+        let protocol = match s.kind {
+            Kind::Redis | Kind::MysqlPrimary | Kind::MysqlReplica => "TCP",
+            _ => "MESOS_HTTP",
+        };
+        json!([{"gracePeriodSeconds": 300, "intervalSeconds": 10, "maxConsecutiveFailures": 3,
+                "portIndex": 0, "timeoutSeconds": 5, "delaySeconds": 15, "protocol": protocol,
+                "path": "/health", "ipProtocol": "IPv4"}])
+    } else {
+        json!([])
+    };
+    obj.insert("healthChecks".into(), health_checks);
+
+    let task_prefix = obj["id"].as_str().unwrap_or("").trim_start_matches('/').replace('/', "_");
+    let app_id_value = obj["id"].clone();
+    let stride = 2 * s.tasks.max(1) + 4;
+    let tasks: Vec<Value> = (0..s.tasks)
+        .map(|j| {
+            let agent = (i.wrapping_mul(7919) + j.wrapping_mul(104_729)) % agents;
+            let host = format!("10.{}.{}.{}", 1 + agent / 62_500, (agent / 250) % 250, agent % 250 + 1);
+            let slave = format!("db7b40e2-791c-445f-b373-183e2a648a86-S{agent}");
+            let fragile = !matches!(s.kind, Kind::MysqlPrimary);
+            let staging = fragile && (i * 17 + j) % 97 == 0;
+            let unhealthy = fragile && (i * 31 + j) % 53 == 0;
+            let host_ports: Vec<u32> = match s.net {
+                Net::IpPerTask => Vec::new(),
+                _ => (0..ports.len()).map(|k| 31_000 + ((i * 7 + j * 3 + k) % 1000) as u32).collect(),
+            };
+            let ip_addresses = match s.net {
+                Net::Host => json!([{"ipAddress": host, "protocol": "IPv4"}]),
+                Net::Bridge => json!([{"ipAddress": format!("172.17.0.{}", j % 250 + 2), "protocol": "IPv4"}]),
+                Net::IpPerTask => {
+                    let n = (i * stride + j) % (1 << 24);
+                    json!([{"ipAddress": format!("9.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255), "protocol": "IPv4"}])
+                }
+            };
+            let task_id = format!("{task_prefix}.{:08x}-{:04x}-11e7-beb2-0e2beceebfcc", i, j);
+            let mut t = json!({
+                "id": task_id,
+                "appId": app_id_value,
+                "slaveId": slave,
+                "host": host,
+                "ports": host_ports,
+                "ipAddresses": ip_addresses,
+                "stagedAt": "2017-07-19T17:34:43.039Z",
+                "version": VERSION,
+                "localVolumes": [],
+                "state": if staging { "TASK_STAGING" } else { "TASK_RUNNING" },
+            });
+            let to = t.as_object_mut().expect("object");
+            if !staging {
+                to.insert("startedAt".into(), json!("2017-07-19T17:35:15.654Z"));
+                if s.health {
+                    to.insert(
+                        "healthCheckResults".into(),
+                        json!([{"alive": !unhealthy, "consecutiveFailures": if unhealthy { 3 } else { 0 },
+                                "firstSuccess": "2017-07-19T17:35:30.001Z", "lastSuccess": "2017-07-20T09:12:00.412Z",
+                                "lastFailure": null, "lastFailureCause": null,
+                                "instanceId": format!("{}.marathon-{:08x}-{:04x}-11e7-beb2-0e2beceebfcc", to["appId"].as_str().unwrap_or(""), i, j)}]),
+                    );
+                }
+            }
+            t
+        })
+        .collect();
+    obj.insert("tasks".into(), Value::Array(tasks));
+    app
+}
+
+/// Backend credentials for every generated database, and job passwords for the shared
+/// JOBNAMEs, as control.toml would give them.
+fn mysql_secrets(apps: usize) -> MysqlSecrets {
+    let mut s = MysqlSecrets::default();
+    for block in 0..apps.div_ceil(100) {
+        s.databases.insert(
+            db_name(block),
+            DatabaseSecrets {
+                schema: None,
+                rw: Credentials {
+                    user: "ocean_rw".into(),
+                    password: format!("rw-secret-{block}"),
+                },
+                ro: Some(Credentials {
+                    user: "ocean_ro".into(),
+                    password: format!("ro-secret-{block}"),
+                }),
+            },
+        );
+        s.jobs.insert(format!("product{block}-api"), hash_password(&format!("job-{block}")));
+    }
+    s
+}
+
+fn derive_config(apps: usize) -> DeriveConfig {
+    DeriveConfig {
+        dns: DnsSettings::default(),
+        mysql: mysql_secrets(apps),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurement helpers
+
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s.get(s.len() / 2).copied().unwrap_or_default()
+}
+
+/// Runs `f` `reps` times; returns the times and the last result. The previous result is
+/// dropped before the next run, outside the timed region.
+fn repeat<T>(reps: usize, mut f: impl FnMut() -> T) -> (Vec<Duration>, T) {
+    let mut times = Vec::with_capacity(reps);
+    let mut last = None;
+    for _ in 0..reps {
+        drop(last.take());
+        let t = Instant::now();
+        let r = f();
+        times.push(t.elapsed());
+        last = Some(r);
+    }
+    (times, last.expect("reps > 0"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn proc_status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mem(field: &str) -> String {
+    proc_status_kib(field).map(|k| mib(k * 1024)).unwrap_or_else(|| "n/a".into())
+}
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0).
+fn reset_hwm() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn open_files_soft_limit() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+    let v = line.split_whitespace().nth(3)?;
+    if v == "unlimited" {
+        return Some(u64::MAX);
+    }
+    v.parse().ok()
+}
+
+struct TableRow {
+    kind: TableKind,
+    entries: usize,
+    backends: usize,
+    bytes: usize,
+    etag: String,
+    validate: Vec<Duration>,
+    json: Vec<Duration>,
+    etag_t: Vec<Duration>,
+}
+
+fn table_row<T: Table>(t: &T, entries: usize, reps: usize) -> TableRow {
+    let (validate, ok) = repeat(reps, || t.validate());
+    if let Err(e) = ok {
+        panic!("derived {} table is invalid: {e}", T::KIND);
+    }
+    let (json, body) = repeat(reps, || canonical_json(t).expect("canonical json"));
+    let (etag_t, etag) = repeat(reps, || etag_of(&body));
+    TableRow {
+        kind: T::KIND,
+        entries,
+        backends: t.backend_count(),
+        bytes: body.len(),
+        etag,
+        validate,
+        json,
+        etag_t,
+    }
+}
+
+fn table_rows(d: &Derived, reps: usize) -> Vec<TableRow> {
+    vec![
+        table_row(&d.dns, d.dns.names.len(), reps),
+        table_row(&d.redis, d.redis.clusters.len(), reps),
+        table_row(&d.memcached, d.memcached.pools.len(), reps),
+        table_row(&d.mysql, d.mysql.databases.len() + d.mysql.jobs.len(), reps),
+        table_row(&d.lvs, d.lvs.services.len(), reps),
+    ]
+}
+
+/// Per-rep sums over tables of one column, so the median of a sum is a median of real runs.
+fn summed(rows: &[TableRow], col: impl Fn(&TableRow) -> &Vec<Duration>) -> Vec<Duration> {
+    let reps = rows.first().map(|r| col(r).len()).unwrap_or(0);
+    (0..reps).map(|k| rows.iter().map(|r| col(r)[k]).sum()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Part 1: the sync pipeline
+
+fn pipeline(args: &Args) {
+    println!("== control scale: sync pipeline ==");
+    let rss_start = mem("VmRSS");
+    let t = Instant::now();
+    let (body, stats) = generate(args.apps, args.tasks_per_app, 0);
+    let gen_time = t.elapsed();
+    println!(
+        "state: {} apps, {} tasks; {} redis clusters, {} memcached pools (3 replicas), {} mysql databases, {} grants apps, {} OCEAN_ELB apps",
+        stats.apps, stats.tasks, stats.redis_clusters, stats.memcached_pools, stats.mysql_databases, stats.grants_apps, stats.elb_apps
+    );
+    println!(
+        "networking: {} host (portDefinitions), {} Docker bridge (portMappings), {} IP per task",
+        stats.by_net[Net::Host as usize],
+        stats.by_net[Net::Bridge as usize],
+        stats.by_net[Net::IpPerTask as usize]
+    );
+    println!("apps JSON: {} ({} bytes), generated in {} ms; {} reps per stage, median shown", mib(body.len() as u64), body.len(), ms(gen_time), args.reps);
+    let rss_generated = mem("VmRSS");
+    let hwm_generated = mem("VmHWM");
+    let reset = reset_hwm();
+
+    let (parse_t, parsed) = repeat(args.reps, || parse_apps(&body).expect("apps JSON"));
+    let (apps, bad) = parsed;
+    assert!(bad.is_empty(), "generator produced apps control refuses: {:?}", bad.iter().take(3).collect::<Vec<_>>());
+    let rss_parsed = mem("VmRSS");
+    let (norm_t, state) = repeat(args.reps, || normalize(&apps, &Resolved::new(), &mut HealthMemory::default()));
+    let rss_normalized = mem("VmRSS");
+    let config = derive_config(args.apps);
+    let (derive_t, derived) = repeat(args.reps, || derive_all(&state, &config));
+    let rss_derived = mem("VmRSS");
+    let rows = table_rows(&derived, args.reps);
+    let rss_serialized = mem("VmRSS");
+    let hwm_pipeline = mem("VmHWM");
+
+    let live: usize = state.apps.iter().map(|a| a.live_tasks().count()).sum();
+    println!("normalized: {} apps, {} tasks, {} live (running, healthy, addressable)", state.apps.len(), state.apps.iter().map(|a| a.tasks.len()).sum::<usize>(), live);
+    println!("derive problems: {}", derived.problems.len());
+    for p in derived.problems.iter().take(5) {
+        println!("  {:?} {:?}: {}", p.app, p.table, p.message);
+    }
+
+    let validate_t = summed(&rows, |r| &r.validate);
+    let json_t = summed(&rows, |r| &r.json);
+    let etag_t = summed(&rows, |r| &r.etag_t);
+    let stages: Vec<(&str, &Vec<Duration>)> = vec![
+        ("parse_apps (JSON -> model)", &parse_t),
+        ("normalize", &norm_t),
+        ("derive_all (5 tables)", &derive_t),
+        ("validate (5 tables)", &validate_t),
+        ("canonical JSON (5 tables)", &json_t),
+        ("ETag (5 tables)", &etag_t),
+    ];
+    let total: Duration = stages.iter().map(|(_, t)| median(t)).sum();
+    println!();
+    println!("{:<30} {:>10} {:>10} {:>10} {:>8}", "stage", "median ms", "min ms", "max ms", "share");
+    for (name, t) in &stages {
+        let m = median(t);
+        println!(
+            "{:<30} {:>10} {:>10} {:>10} {:>7.1}%",
+            name,
+            ms(m),
+            ms(t.iter().min().copied().unwrap_or_default()),
+            ms(t.iter().max().copied().unwrap_or_default()),
+            100.0 * m.as_secs_f64() / total.as_secs_f64().max(1e-9)
+        );
+    }
+    println!("{:<30} {:>10}", "total (sum of medians)", ms(total));
+    println!();
+    println!(
+        "{:<10} {:>9} {:>9} {:>14} {:>12} {:>12} {:>9} {:>11}  {}",
+        "table", "entries", "backends", "bytes", "validate ms", "json ms", "etag ms", "json MB/s", "etag"
+    );
+    for r in &rows {
+        let j = median(&r.json);
+        println!(
+            "{:<10} {:>9} {:>9} {:>14} {:>12} {:>12} {:>9} {:>11.0}  {}",
+            r.kind.as_str(),
+            r.entries,
+            r.backends,
+            r.bytes,
+            ms(median(&r.validate)),
+            ms(j),
+            ms(median(&r.etag_t)),
+            r.bytes as f64 / 1e6 / j.as_secs_f64().max(1e-9),
+            r.etag
+        );
+    }
+    let total_bytes: usize = rows.iter().map(|r| r.bytes).sum();
+    println!("{:<10} {:>9} {:>9} {:>14}", "all", "", rows.iter().map(|r| r.backends).sum::<usize>(), total_bytes);
+    println!("(entries: dns names, redis clusters, memcached pools, mysql databases + jobs, lvs virtual services)");
+
+    drop(rows);
+    drop(derived);
+    drop(state);
+    drop(apps);
+    drop(body);
+    println!();
+    println!("memory (this process; VmHWM = peak RSS):");
+    println!("  RSS at start                         {rss_start}");
+    println!("  RSS with the apps JSON generated     {rss_generated}   (VmHWM so far {hwm_generated}, the generator)");
+    if !reset {
+        println!("  (could not reset VmHWM through /proc/self/clear_refs: the peak below includes the generator)");
+    }
+    println!("  RSS after parse                      {rss_parsed}");
+    println!("  RSS after normalize                  {rss_normalized}");
+    println!("  RSS after derive                     {rss_derived}");
+    println!("  RSS after serialize                  {rss_serialized}");
+    println!("  VmHWM during the pipeline            {hwm_pipeline}   (peak of a sync of this state, the fetched JSON included)");
+    println!("  RSS after dropping it all            {}", mem("VmRSS"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Part 2: fan-out
+
+struct Got {
+    status: u16,
+    etag: String,
+    headers_at: Instant,
+    body_at: Instant,
+}
+
+async fn long_poll(client: reqwest::Client, url: String, have: String) -> Result<Got, String> {
+    let resp = client
+        .get(&url)
+        .header(reqwest::header::IF_NONE_MATCH, quote_etag(&have))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let headers_at = Instant::now();
+    let status = resp.status().as_u16();
+    let etag = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| unquote_etag(v).to_string())
+        .unwrap_or_default();
+    resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok(Got {
+        status,
+        etag,
+        headers_at,
+        body_at: Instant::now(),
+    })
+}
+
+/// Waits until `n` subscribers whose id starts with `prefix` poll the dns table.
+async fn wait_subscribed(client: &reqwest::Client, addr: SocketAddr, prefix: &str, n: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        let rows: Vec<Value> = match client.get(format!("http://{addr}/v1/subscribers")).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let count = rows
+            .iter()
+            .filter(|r| r["kind"] == "dns" && r["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
+            .count();
+        if count >= n {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "only {count} of {n} subscribers arrived within 60s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn_waiters(client: &reqwest::Client, addr: SocketAddr, prefix: &str, have: &str, n: usize) -> Vec<tokio::task::JoinHandle<Result<Got, String>>> {
+    (0..n)
+        .map(|i| {
+            let url = format!("http://{addr}/v1/tables/dns?wait=60s&subscriber={prefix}{i}");
+            tokio::spawn(long_poll(client.clone(), url, have.to_string()))
+        })
+        .collect()
+}
+
+struct Round {
+    name: &'static str,
+    ok: usize,
+    errors: Vec<String>,
+    headers: Vec<Duration>,
+    bodies: Vec<Duration>,
+}
+
+async fn collect(name: &'static str, t0: Instant, want: &str, handles: Vec<tokio::task::JoinHandle<Result<Got, String>>>) -> Round {
+    let mut r = Round {
+        name,
+        ok: 0,
+        errors: Vec::new(),
+        headers: Vec::new(),
+        bodies: Vec::new(),
+    };
+    for h in handles {
+        match h.await {
+            Ok(Ok(g)) if g.status == 200 && g.etag == want => {
+                r.ok += 1;
+                r.headers.push(g.headers_at.saturating_duration_since(t0));
+                r.bodies.push(g.body_at.saturating_duration_since(t0));
+            }
+            Ok(Ok(g)) => r.errors.push(format!("status {} etag {}", g.status, g.etag)),
+            Ok(Err(e)) => r.errors.push(e),
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    r.headers.sort();
+    r.bodies.sort();
+    r
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn write_atomically(path: &Path, body: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body).expect("write apps file");
+    std::fs::rename(&tmp, path).expect("rename apps file");
+}
+
+/// One parse -> normalize -> derive -> serialize of `body`, as the engine does on a sync.
+fn sync_once(body: &[u8], config: &DeriveConfig) -> (Duration, Derived) {
+    let t = Instant::now();
+    let (apps, _) = parse_apps(body).expect("apps JSON");
+    let state = normalize(&apps, &Resolved::new(), &mut HealthMemory::default());
+    let derived = derive_all(&state, config);
+    for r in table_rows(&derived, 1) {
+        std::hint::black_box(r.etag);
+    }
+    (t.elapsed(), derived)
+}
+
+fn fanout(args: &Args) {
+    println!();
+    println!("== control scale: long-poll fan-out ==");
+    let mut n = args.subscribers;
+    let limit = open_files_soft_limit().unwrap_or(1024);
+    // Each connection is two descriptors here (client and server end), plus some slack.
+    let need = 2 * n as u64 + 256;
+    if limit < need {
+        let fit = (limit.saturating_sub(256) / 2) as usize;
+        println!(
+            "WARNING: open files limit {limit} < {need} needed for {n} subscribers; running {fit} instead. Raise it: `ulimit -n {need}` (benches/control-scale.sh does)"
+        );
+        n = fit.max(1);
+    }
+    let fa = args.fanout_apps;
+    let tpa = args.tasks_per_app;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("apps.json");
+    let (body0, s0) = generate(fa, tpa, 0);
+    let (body1, _) = generate(fa, tpa, 1);
+    let (body2, _) = generate(fa, tpa, 2);
+    write_atomically(&path, &body0);
+    let config_derive = derive_config(fa);
+    // What the engine spends computing the changed state (median of 5).
+    let sync_times: Vec<Duration> = (0..5).map(|_| sync_once(&body1, &config_derive).0).collect();
+    let (_, derived2) = sync_once(&body2, &config_derive);
+    let dns2 = canonical_json(&derived2.dns).expect("dns json");
+    let served2 = Served {
+        etag: etag_of(&dns2),
+        body: Bytes::from(dns2),
+        backends: derived2.dns.backend_count(),
+        published_at: SystemTime::now(),
+    };
+    drop(derived2);
+
+    let mut config = ocean_control::Config::new(Source::File(path.clone()));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.poll_while_down = Duration::from_millis(200);
+    config.derive = config_derive;
+    let watch_every = config.poll_while_down.min(Duration::from_secs(1));
+    let debounce = config.debounce;
+
+    let control_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("control")
+        .build()
+        .expect("control runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("clients")
+        .build()
+        .expect("client runtime");
+    let cancel = CancellationToken::new();
+    let running: Running = control_rt.block_on(ocean_control::engine::start(config, cancel.clone())).expect("start control");
+    let addr = running.addr;
+    let shared = running.shared.clone();
+    println!(
+        "control on {addr}, apps file {} apps / {} tasks ({}), watched every {} ms, debounce {} ms; {n} subscribers on /v1/tables/dns",
+        s0.apps,
+        s0.tasks,
+        mib(body0.len() as u64),
+        watch_every.as_millis(),
+        debounce.as_millis()
+    );
+
+    let rounds = client_rt.block_on(async {
+        let started = Instant::now();
+        while shared.store.get(TableKind::Dns).is_none() {
+            assert!(started.elapsed() < Duration::from_secs(30), "control published no dns table within 30s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let client = ocean_core::http::client_builder(Duration::from_secs(10))
+            .pool_max_idle_per_host(usize::MAX)
+            .build()
+            .expect("http client");
+        let first = client.get(format!("http://{addr}/v1/tables/dns")).send().await.expect("GET dns");
+        let etag0 = first
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| unquote_etag(v).to_string())
+            .expect("ETag header");
+        let dns_bytes = first.bytes().await.expect("dns body").len();
+        println!("dns table: {dns_bytes} bytes, etag {etag0}");
+
+        // Round 1: the apps file changes (one task added).
+        let handles = spawn_waiters(&client, addr, "file-", &etag0, n);
+        let took = wait_subscribed(&client, addr, "file-", n).await;
+        println!("round 1: {n} long-polls waiting after {} ms", took.as_millis());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        write_atomically(&path, &body1);
+        let t0 = Instant::now();
+        let etag1 = loop {
+            // The etag the engine will publish; known once it has.
+            if let Some(s) = shared.store.get(TableKind::Dns).filter(|s| s.etag != etag0) {
+                break s.etag.clone();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "the file change was not published within 30s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let file = collect("apps file rewritten -> 200", t0, &etag1, handles).await;
+
+        // Round 2: Store::publish called directly.
+        let handles = spawn_waiters(&client, addr, "publish-", &etag1, n);
+        let took = wait_subscribed(&client, addr, "publish-", n).await;
+        println!("round 2: {n} long-polls waiting after {} ms", took.as_millis());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let want = served2.etag.clone();
+        let t0 = Instant::now();
+        shared.store.publish(vec![(TableKind::Dns, served2)]);
+        let publish = collect("Store::publish -> 200", t0, &want, handles).await;
+        drop(client);
+        vec![file, publish]
+    });
+
+    println!();
+    println!(
+        "{:<28} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}   (ms after t0)",
+        "round / measured at", "ok", "errors", "min", "p50", "p99", "max"
+    );
+    for r in &rounds {
+        for (what, v) in [("headers", &r.headers), ("full body", &r.bodies)] {
+            println!(
+                "{:<28} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                format!("{} [{what}]", r.name),
+                r.ok,
+                r.errors.len(),
+                ms(pct(v, 0.0)),
+                ms(pct(v, 50.0)),
+                ms(pct(v, 99.0)),
+                ms(pct(v, 100.0))
+            );
+        }
+        for e in r.errors.iter().take(3) {
+            println!("  error: {e}");
+        }
+    }
+    let file_p50 = pct(&rounds[0].bodies, 50.0);
+    let pub_p50 = pct(&rounds[1].bodies, 50.0);
+    println!(
+        "apps file round = file watcher poll (0-{} ms) + debounce {} ms + sync of the changed state ({} ms median here) + fan-out;",
+        watch_every.as_millis(),
+        debounce.as_millis(),
+        ms(median(&sync_times))
+    );
+    println!(
+        "publish round = fan-out alone. p50 ratio file/publish: {:.1}x. Clients and control share this process and its CPUs ({} available).",
+        file_p50.as_secs_f64() / pub_p50.as_secs_f64().max(1e-9),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+
+    cancel.cancel();
+    control_rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(10), running.wait()).await;
+    });
+    control_rt.shutdown_timeout(Duration::from_secs(1));
+    client_rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+fn main() {
+    let args = parse_args();
+    pipeline(&args);
+    if args.fanout {
+        fanout(&args);
+    }
+    println!();
+    println!("VmHWM at exit: {}   (whole process: pipeline, fan-out control and {} clients)", mem("VmHWM"), args.subscribers);
+}

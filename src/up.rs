@@ -1,0 +1,116 @@
+//! `ocean up`: control and every proxy in one process, from one config file.
+//!
+//! Without a config the bundled example runs: `examples/` is compiled into the binary and
+//! written to a private temporary directory at start, so a new user needs nothing else.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ocean_control::config::{FileConfig, Source};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// The `ocean up` config file (see examples/up.toml).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpConfig {
+    control: ControlSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlSection {
+    /// HTTP API address (127.0.0.1:7070).
+    #[serde(default = "default_control_listen")]
+    listen: SocketAddr,
+    /// Marathon's apps JSON in a file...
+    apps_file: Option<PathBuf>,
+    /// ...or Marathon masters.
+    #[serde(default)]
+    marathon: Vec<url::Url>,
+    /// control.toml.
+    config: Option<PathBuf>,
+}
+
+fn default_control_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+
+/// The bundled example, file by file.
+const EXAMPLE: &[(&str, &str)] = &[
+    ("up.toml", include_str!("../examples/up.toml")),
+    ("control.toml", include_str!("../examples/control.toml")),
+    ("marathon-apps.json", include_str!("../examples/marathon-apps.json")),
+    ("secrets/key.rw", include_str!("../examples/secrets/key.rw")),
+    ("secrets/key.ro", include_str!("../examples/secrets/key.ro")),
+    ("secrets/orders.rw", include_str!("../examples/secrets/orders.rw")),
+    ("secrets/orders.ro", include_str!("../examples/secrets/orders.ro")),
+    ("secrets/web.pw", include_str!("../examples/secrets/web.pw")),
+];
+
+/// Writes the bundled example to a fresh private directory and returns its up.toml.
+fn materialize_example() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::Builder::new().prefix("ocean-up-").tempdir()?;
+    for (name, body) in EXAMPLE {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, body)?;
+    }
+    let up = dir.path().join("up.toml");
+    Ok((dir, up))
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let (_example_dir, path, bundled) = match config {
+        Some(p) => (None, p, false),
+        None => {
+            let (dir, p) = materialize_example()?;
+            (Some(dir), p, true)
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let up: UpConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let base = path.parent().map(PathBuf::from).unwrap_or_default();
+    let source = match (&up.control.apps_file, up.control.marathon.is_empty()) {
+        (Some(f), true) => Source::File(resolve(&base, f)),
+        (None, false) => Source::Marathon(up.control.marathon.clone()),
+        _ => anyhow::bail!("{}: [control] needs exactly one of apps_file or marathon", path.display()),
+    };
+    let mut control = ocean_control::Config::new(source);
+    control.listen = up.control.listen;
+    if let Some(c) = &up.control.config {
+        let file_path = resolve(&base, c);
+        let file = FileConfig::load(&file_path)?;
+        let file_base = file_path.parent().map(PathBuf::from).unwrap_or_default();
+        file.apply(&file_base, &mut control)?;
+    }
+    let running = ocean_control::engine::start(control, cancel.clone())
+        .await
+        .context("[control]")?;
+    let api = running.addr;
+    println!();
+    println!("ocean up: {}", if bundled { "running the bundled example (examples/ in the source tree)" } else { "running" });
+    println!("  control   http://{api}   tables, state, problems, subscribers, metrics");
+    println!();
+    println!("Try:");
+    println!("  curl -s http://{api}/v1/tables/dns | head -c 600; echo");
+    println!("  curl -s http://{api}/v1/tables/redis");
+    println!("  curl -s http://{api}/v1/problems");
+    println!("  curl -s -i 'http://{api}/v1/tables/lvs?wait=5s' -H 'If-None-Match: \"<etag>\"'   # long-poll");
+    println!("  curl -s http://{api}/metrics | grep ocean_control");
+    println!();
+    println!("Ctrl-C stops.");
+    running.wait().await;
+    Ok(())
+}

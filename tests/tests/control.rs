@@ -1,0 +1,368 @@
+//! `ocean control` end to end: a fake Marathon, a real control, real subscribers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ocean_control::config::Source;
+use ocean_control::engine::{start, Running};
+use ocean_control::Config;
+use ocean_core::subscriber::{self, SubscriberConfig};
+use ocean_core::table::{DnsTable, RedisTable};
+use ocean_tests::fake_marathon::{app, task, FakeMarathon, Mode};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+fn config(marathon: &FakeMarathon) -> Config {
+    let mut c = Config::new(Source::Marathon(vec![marathon.url()]));
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.resync = Duration::from_secs(60);
+    // Long, so that a change arriving fast proves the event stream carried it.
+    c.poll_while_down = Duration::from_secs(60);
+    c.debounce = Duration::from_millis(50);
+    c.marathon_timeout = Duration::from_secs(1);
+    c
+}
+
+async fn control(c: Config) -> (Running, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let running = start(c, cancel.clone()).await.unwrap();
+    (running, cancel)
+}
+
+fn base(addr: SocketAddr) -> url::Url {
+    url::Url::parse(&format!("http://{addr}")).unwrap()
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sub_config(control: SocketAddr) -> SubscriberConfig {
+    SubscriberConfig {
+        controls: vec![base(control)],
+        wait: Duration::from_secs(30),
+        backoff_max: Duration::from_millis(300),
+        subscriber_id: "test-proxy".into(),
+        ..Default::default()
+    }
+}
+
+fn web_ips(t: &DnsTable) -> Vec<String> {
+    t.names
+        .get("web.marathon.mesos.")
+        .map(|r| r.a.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn marathon_with_web() -> impl std::future::Future<Output = FakeMarathon> {
+    async {
+        let m = FakeMarathon::start().await.unwrap();
+        m.put_app(app("/web", json!({"OCEAN_REDIS_CLUSTER": "web-cache"}), 6390));
+        m.add_task("/web", task("/web", 1, "127.0.1.1", &[31001]));
+        m
+    }
+}
+
+#[tokio::test]
+async fn an_sse_event_reaches_a_subscriber_within_a_second_without_a_request_storm() {
+    let m = marathon_with_web().await;
+    let (ctl, cancel) = control(config(&m)).await;
+    let shared = ctl.shared.clone();
+    eventually("event stream up", Duration::from_secs(5), || {
+        let up = shared.status().event_stream_up;
+        async move { up }
+    })
+    .await;
+    let (mut w, _task) = subscriber::spawn::<DnsTable>(sub_config(ctl.addr), cancel.clone());
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    assert_eq!(web_ips(&first.table), vec!["127.0.1.1"]);
+    // Let the subscriber settle into its long-poll, then count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let polls = |v: &Value| v.as_array().unwrap().iter().map(|s| s["polls"].as_u64().unwrap()).sum::<u64>();
+    let subs_url = format!("http://{}/v1/subscribers", ctl.addr);
+    let before_polls = polls(&get_json(subs_url.clone()).await);
+    let before = m.requests();
+
+    let t0 = Instant::now();
+    m.add_task("/web", task("/web", 2, "127.0.1.2", &[31001]));
+    loop {
+        let t = tokio::time::timeout(Duration::from_secs(1), w.changed()).await.expect("no new table within 1 s").unwrap();
+        if web_ips(&t.table).contains(&"127.0.1.2".to_string()) {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    eprintln!("task added -> subscriber has it: {took:?}");
+
+    // Quiet period: nothing changes, so almost nothing is requested.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = m.requests();
+    let after_polls = polls(&get_json(subs_url).await);
+    // One re-list (plus its leader check) for the change, no more.
+    assert!(after.0 - before.0 <= 2, "/v2/apps requests: {before:?} -> {after:?}");
+    assert_eq!(after.2, before.2, "the event stream was not reopened");
+    // The subscriber polled once to get the change and once more to wait: no storm.
+    assert!(after_polls - before_polls <= 3, "subscriber polls {before_polls} -> {after_polls}");
+    let subs = get_json(format!("http://{}/v1/subscribers", ctl.addr)).await;
+    let me = subs.as_array().unwrap().iter().find(|s| s["kind"] == "dns").unwrap();
+    assert_eq!(me["id"], "test-proxy");
+    assert_eq!(me["lagging"], false, "{me}");
+    assert_eq!(me["running"], me["current"]);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_subscriber_keeps_its_table_while_control_restarts_and_reconnects() {
+    let m = marathon_with_web().await;
+    let (ctl, cancel1) = control(config(&m)).await;
+    let addr = ctl.addr;
+    let sub_cancel = CancellationToken::new();
+    let (mut w, _task) = subscriber::spawn::<RedisTable>(sub_config(addr), sub_cancel.clone());
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    assert_eq!(first.table.clusters[0].nodes.len(), 1);
+
+    cancel1.cancel();
+    tokio::time::timeout(Duration::from_secs(5), ctl.wait()).await.expect("control did not stop promptly");
+    let w2 = w.clone();
+    eventually("subscriber notices control is gone", Duration::from_secs(5), || {
+        let err = w2.status().last_error.is_some();
+        async move { err }
+    })
+    .await;
+    assert_eq!(w.load().unwrap().etag, first.etag, "the table stays while control is down");
+
+    m.add_task("/web", task("/web", 2, "127.0.1.2", &[31001]));
+    let mut c = config(&m);
+    c.listen = addr;
+    let (_ctl2, cancel2) = control(c).await;
+    let next = tokio::time::timeout(Duration::from_secs(5), w.changed()).await.unwrap().unwrap();
+    assert_eq!(next.table.clusters[0].nodes.len(), 2);
+    assert!(w.status().last_error.is_none());
+    cancel2.cancel();
+    sub_cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_restarted_proxy_starts_from_its_table_cache_when_control_is_down() {
+    let m = marathon_with_web().await;
+    let (ctl, cancel) = control(config(&m)).await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut sc = sub_config(ctl.addr);
+    sc.cache_dir = Some(cache.path().to_path_buf());
+    let sub_cancel = CancellationToken::new();
+    let (mut w, task1) = subscriber::spawn::<DnsTable>(sc.clone(), sub_cancel.clone());
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    sub_cancel.cancel();
+    task1.await.unwrap();
+    cancel.cancel();
+    ctl.wait().await;
+
+    // Control is gone; a new proxy process starts with the same cache.
+    let (mut w2, _task2) = subscriber::spawn::<DnsTable>(sc, CancellationToken::new());
+    let cached = tokio::time::timeout(Duration::from_secs(5), w2.first()).await.expect("no table from the cache").unwrap();
+    assert_eq!(cached.etag, first.etag);
+    assert_eq!(web_ips(&cached.table), vec!["127.0.1.1"]);
+    let source = w2.status().source.unwrap_or_default();
+    assert!(source.starts_with("cache "), "{source}");
+}
+
+#[tokio::test]
+async fn marathon_failures_leave_tables_unchanged_and_say_why() {
+    let m = marathon_with_web().await;
+    let mut c = config(&m);
+    // Re-list often so each failure mode is exercised quickly.
+    c.resync = Duration::from_millis(200);
+    c.poll_while_down = Duration::from_millis(200);
+    let (ctl, cancel) = control(c).await;
+    let api = format!("http://{}", ctl.addr);
+    let etag = |api: String| async move {
+        let r = reqwest::get(format!("{api}/v1/tables/redis")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["etag"].to_str().unwrap().to_string()
+    };
+    eventually("first sync", Duration::from_secs(5), || {
+        let api = api.clone();
+        async move { reqwest::get(format!("{api}/v1/tables/redis")).await.unwrap().status() == 200 }
+    })
+    .await;
+    let good = etag(api.clone()).await;
+    assert_eq!(get_json(format!("{api}/healthz")).await["status"], "ok");
+
+    for (mode, expect) in [
+        (Mode::BrokenJson, "not Marathon's apps JSON"),
+        (Mode::Error500, "HTTP 500"),
+        (Mode::Hang, "/v2/apps"),
+    ] {
+        m.set_mode(mode);
+        eventually(&format!("{mode:?} reported"), Duration::from_secs(5), || {
+            let api = api.clone();
+            async move {
+                let p = get_json(format!("{api}/v1/problems")).await;
+                p["sync"]["last_error"].as_str().is_some_and(|e| e.contains(expect))
+            }
+        })
+        .await;
+        let h = get_json(format!("{api}/healthz")).await;
+        assert_eq!(h["status"], "stale", "{mode:?}: {h}");
+        assert!(h["reason"].as_str().unwrap().contains(expect), "{h}");
+        assert_eq!(etag(api.clone()).await, good, "{mode:?} changed the table");
+        m.set_mode(Mode::Normal);
+        eventually("recovery", Duration::from_secs(5), || {
+            let api = api.clone();
+            async move { get_json(format!("{api}/healthz")).await["status"] == "ok" }
+        })
+        .await;
+    }
+
+    // Marathon answers with nothing: the guard holds every table that would empty.
+    m.set_mode(Mode::Empty);
+    eventually("empty list held", Duration::from_secs(5), || {
+        let api = api.clone();
+        async move { get_json(format!("{api}/healthz")).await["status"] == "held" }
+    })
+    .await;
+    let p = get_json(format!("{api}/v1/problems")).await;
+    let text = p["problems"].to_string();
+    assert!(text.contains("returned no apps"), "{text}");
+    assert!(text.contains("redis table held"), "{text}");
+    assert_eq!(etag(api.clone()).await, good, "an empty Marathon emptied the table");
+
+    // A Marathon that is not the elected leader is not trusted.
+    m.set_mode(Mode::Normal);
+    m.set_elected(false);
+    eventually("not-leader reported", Duration::from_secs(5), || {
+        let api = api.clone();
+        async move {
+            let h = get_json(format!("{api}/healthz")).await;
+            h["status"] == "stale" && h["reason"].as_str().unwrap_or("").contains("not the elected leader")
+        }
+    })
+    .await;
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_refused_table_leaves_the_old_one_and_is_reported_to_control() {
+    // A stand-in control that serves a good table, then an invalid one, and records what
+    // the subscriber reports on each poll.
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let good = r#"{"clusters":[{"name":"c","listen_port":6380,"nodes":["127.0.0.1:7000"]}]}"#;
+    let bad = r#"{"clusters":[{"name":"c","listen_port":6380,"nodes":[]}]}"#;
+    let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+    let q2 = queries.clone();
+    let router = axum::Router::new().route(
+        "/v1/tables/redis",
+        axum::routing::get(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let queries = q2.clone();
+            async move {
+                let n = {
+                    let mut q = queries.lock().unwrap();
+                    q.push(uri.query().unwrap_or("").to_string());
+                    q.len()
+                };
+                let inm = headers.get(header::IF_NONE_MATCH).map(|v| v.to_str().unwrap().to_string());
+                match n {
+                    1 => ([(header::ETAG, "\"good\"")], good).into_response(),
+                    2 => ([(header::ETAG, "\"bad\"")], bad).into_response(),
+                    _ => {
+                        assert_eq!(inm.as_deref(), Some("\"bad\""), "the refused table is not asked for again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        StatusCode::NOT_MODIFIED.into_response()
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let (mut w, _t) = subscriber::spawn::<RedisTable>(sub_config(addr), CancellationToken::new());
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    let w2 = w.clone();
+    eventually("refusal", Duration::from_secs(5), || {
+        let n = w2.status().refused;
+        async move { n == 1 }
+    })
+    .await;
+    assert_eq!(w.load().unwrap().etag, first.etag, "the old table stays");
+    let q2 = queries.clone();
+    eventually("refusal reported", Duration::from_secs(5), || {
+        let q = q2.lock().unwrap().clone();
+        async move { q.iter().any(|q| q.contains("refused=") && q.contains("cluster+has+no+nodes")) }
+    })
+    .await;
+    let q = queries.lock().unwrap().clone();
+    assert!(q[2].contains(&format!("running={}", first.etag)), "{q:?}");
+}
+
+#[tokio::test]
+async fn the_api_token_is_required_on_v1() {
+    let m = marathon_with_web().await;
+    let mut c = config(&m);
+    c.token = Some("s3cret".into());
+    let (ctl, cancel) = control(c).await;
+    let url = format!("http://{}/v1/tables/mysql", ctl.addr);
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 401);
+    let client = reqwest::Client::new();
+    let wrong = client.get(&url).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    eventually("authorized table", Duration::from_secs(5), || {
+        let req = client.get(&url).bearer_auth("s3cret").send();
+        async move { req.await.unwrap().status() == 200 }
+    })
+    .await;
+    assert_eq!(reqwest::get(format!("http://{}/healthz", ctl.addr)).await.unwrap().status(), 200);
+    let mut sc = sub_config(ctl.addr);
+    sc.token = Some("s3cret".into());
+    let (mut w, _t) = subscriber::spawn::<ocean_core::table::MysqlTable>(sc, cancel.clone());
+    assert!(tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().is_some());
+    let unknown = client.get(format!("http://{}/v1/tables/nope", ctl.addr)).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn long_poll_returns_304_after_the_wait_and_200_on_change() {
+    let m = marathon_with_web().await;
+    let (ctl, cancel) = control(config(&m)).await;
+    let url = format!("http://{}/v1/tables/redis", ctl.addr);
+    let client = reqwest::Client::new();
+    let t0 = Instant::now();
+    let etag = loop {
+        let r = client.get(&url).send().await.unwrap();
+        if r.status() == 200 {
+            break r.headers()["etag"].to_str().unwrap().to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "no first table");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let t0 = Instant::now();
+    let r = client.get(format!("{url}?wait=300ms")).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    assert!(t0.elapsed() >= Duration::from_millis(290));
+    let pending = tokio::spawn(client.get(format!("{url}?wait=20s")).header("If-None-Match", etag.clone()).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    m.add_task("/web", task("/web", 3, "127.0.1.3", &[31001]));
+    let r = tokio::time::timeout(Duration::from_secs(2), pending).await.unwrap().unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_ne!(r.headers()["etag"].to_str().unwrap(), etag);
+    let bad = client.get(format!("{url}?wait=soon")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    cancel.cancel();
+}
