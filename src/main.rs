@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Watch Marathon (or a file in its JSON), derive one table per proxy kind, serve them.
-    Control(ControlArgs),
+    Control(Box<ControlArgs>),
     /// Run control and every proxy in one process from one config file.
     Up(UpArgs),
 }
@@ -138,6 +138,7 @@ fn main() -> std::process::ExitCode {
         let cancel = ocean_core::shutdown::install()?;
         match cli.command {
             Command::Control(a) => {
+                let a = *a;
                 // --domain after --config: rebuild so that the flag wins.
                 let config = control_config(a)?;
                 ocean_control::run(config, cancel).await

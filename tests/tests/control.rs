@@ -68,13 +68,11 @@ fn web_ips(t: &DnsTable) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn marathon_with_web() -> impl std::future::Future<Output = FakeMarathon> {
-    async {
-        let m = FakeMarathon::start().await.unwrap();
-        m.put_app(app("/web", json!({"OCEAN_REDIS_CLUSTER": "web-cache"}), 6390));
-        m.add_task("/web", task("/web", 1, "127.0.1.1", &[31001]));
-        m
-    }
+async fn marathon_with_web() -> FakeMarathon {
+    let m = FakeMarathon::start().await.unwrap();
+    m.put_app(app("/web", json!({"OCEAN_REDIS_CLUSTER": "web-cache"}), 6390));
+    m.add_task("/web", task("/web", 1, "127.0.1.1", &[31001]));
+    m
 }
 
 #[tokio::test]
