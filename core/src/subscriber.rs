@@ -92,7 +92,11 @@ impl SubscriberConfig {
             (true, false) => return Err(ConfigError::NoSource),
             _ => {}
         }
-        if let Some(u) = self.controls.iter().find(|u| !matches!(u.scheme(), "http" | "https")) {
+        if let Some(u) = self
+            .controls
+            .iter()
+            .find(|u| !matches!(u.scheme(), "http" | "https"))
+        {
             return Err(ConfigError::BadScheme(u.clone()));
         }
         Ok(())
@@ -215,9 +219,12 @@ impl<T: Table> Publisher<T> {
                 }
                 tracing::info!(kind, etag = %v.etag, backends = v.table.backend_count(), source, "table accepted");
                 metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "accepted").increment(1);
-                metrics::gauge!("ocean_table_backends", "kind" => kind).set(v.table.backend_count() as f64);
-                metrics::gauge!("ocean_table_etag_prefix", "kind" => kind).set(etag_prefix(&v.etag));
-                metrics::gauge!("ocean_table_accepted_timestamp_seconds", "kind" => kind).set(unix_now());
+                metrics::gauge!("ocean_table_backends", "kind" => kind)
+                    .set(v.table.backend_count() as f64);
+                metrics::gauge!("ocean_table_etag_prefix", "kind" => kind)
+                    .set(etag_prefix(&v.etag));
+                metrics::gauge!("ocean_table_accepted_timestamp_seconds", "kind" => kind)
+                    .set(unix_now());
                 self.current.store(Some(v.clone()));
                 self.tx.send_replace(Some(v));
                 self.set_status(|s| {
@@ -337,7 +344,13 @@ async fn run_file<T: Table>(
                 }
             }
             Err(e) => {
-                if last_seen.is_some() || publisher.status.lock().map(|s| s.last_error.is_none()).unwrap_or(true) {
+                if last_seen.is_some()
+                    || publisher
+                        .status
+                        .lock()
+                        .map(|s| s.last_error.is_none())
+                        .unwrap_or(true)
+                {
                     tracing::warn!(kind, file = %file.display(), error = %e, "cannot read table file; keeping the current table");
                 }
                 metrics::counter!("ocean_table_source_errors_total", "kind" => kind, "source" => "file").increment(1);
@@ -428,7 +441,10 @@ async fn run_control<T: Table>(
                     tracing::debug!(kind, control = %base, error = %e, "control still unreachable");
                 }
                 publisher.set_status(|s| s.last_error = Some(format!("{base}: {e}")));
-                if !tried_cache && failures_in_a_row >= config.controls.len() && publisher.running_etag().is_none() {
+                if !tried_cache
+                    && failures_in_a_row >= config.controls.len()
+                    && publisher.running_etag().is_none()
+                {
                     tried_cache = true;
                     load_cache(&publisher).await;
                 }
@@ -458,7 +474,9 @@ async fn load_cache<T: Table>(publisher: &Publisher<T>) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::warn!(kind, cache = %path.display(), "control unreachable at start and no cached table yet");
         }
-        Err(e) => tracing::error!(kind, cache = %path.display(), error = %e, "cannot read the table cache"),
+        Err(e) => {
+            tracing::error!(kind, cache = %path.display(), error = %e, "cannot read the table cache")
+        }
     }
 }
 
@@ -475,7 +493,10 @@ async fn poll_once(
     refusal: Option<&Refusal>,
 ) -> Result<Option<(String, bytes::Bytes)>, PollError> {
     let mut url = base.clone();
-    url.set_path(&format!("{}/v1/tables/{kind}", base.path().trim_end_matches('/')));
+    url.set_path(&format!(
+        "{}/v1/tables/{kind}",
+        base.path().trim_end_matches('/')
+    ));
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("wait", &format!("{}ms", wait.as_millis()));
@@ -501,7 +522,11 @@ async fn poll_once(
     let resp = req.send().await?;
     match resp.status() {
         StatusCode::NOT_MODIFIED => {
-            tracing::trace!(kind, waited_ms = started.elapsed().as_millis() as u64, "no change");
+            tracing::trace!(
+                kind,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "no change"
+            );
             Ok(None)
         }
         StatusCode::OK => {
@@ -558,8 +583,15 @@ mod tests {
             }
         })
         .await?;
-        assert_eq!(w.load().map(|t| t.table.clusters[0].listen_port), Some(6380));
-        let refusal = w.status().last_refused.map(|r| r.reason).unwrap_or_default();
+        assert_eq!(
+            w.load().map(|t| t.table.clusters[0].listen_port),
+            Some(6380)
+        );
+        let refusal = w
+            .status()
+            .last_refused
+            .map(|r| r.reason)
+            .unwrap_or_default();
         assert!(refusal.contains("listen_port is 0"), "{refusal}");
 
         // A good new table replaces it and lands in the cache.
@@ -567,7 +599,10 @@ mod tests {
         let next = tokio::time::timeout(Duration::from_secs(5), w.changed()).await?;
         assert_eq!(next.map(|t| t.table.clusters[0].listen_port), Some(6390));
         let cached = std::fs::read(cache_path(&dir.path().join("cache"), "redis"))?;
-        assert_eq!(RedisTable::from_json(&cached)?.clusters[0].listen_port, 6390);
+        assert_eq!(
+            RedisTable::from_json(&cached)?.clusters[0].listen_port,
+            6390
+        );
         cancel.cancel();
         task.await?;
         Ok(())
@@ -579,7 +614,8 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::NoSource)));
         c.table_file = Some("x".into());
         assert!(c.validate().is_ok());
-        c.controls.push(Url::parse("http://127.0.0.1:7070").unwrap_or_else(|_| unreachable!()));
+        c.controls
+            .push(Url::parse("http://127.0.0.1:7070").unwrap_or_else(|_| unreachable!()));
         assert!(matches!(c.validate(), Err(ConfigError::BothSources)));
     }
 }

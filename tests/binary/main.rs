@@ -9,7 +9,10 @@ const OCEAN: &str = env!("CARGO_BIN_EXE_ocean");
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(OCEAN).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]
@@ -19,8 +22,24 @@ fn help_lists_subcommands_and_documents_every_flag() {
     assert!(text.contains("control") && text.contains("up"), "{text}");
     let (ok, text) = run(&["control", "--help"]);
     assert!(ok);
-    for flag in ["--marathon", "--apps-file", "--config", "--listen", "--resync", "--poll-while-down", "--debounce", "--marathon-timeout", "--token-file", "--max-drop", "--drop-hold", "--domain"] {
-        assert!(text.contains(flag), "control --help does not document {flag}:\n{text}");
+    for flag in [
+        "--marathon",
+        "--apps-file",
+        "--config",
+        "--listen",
+        "--resync",
+        "--poll-while-down",
+        "--debounce",
+        "--marathon-timeout",
+        "--token-file",
+        "--max-drop",
+        "--drop-hold",
+        "--domain",
+    ] {
+        assert!(
+            text.contains(flag),
+            "control --help does not document {flag}:\n{text}"
+        );
     }
 }
 
@@ -28,11 +47,20 @@ fn help_lists_subcommands_and_documents_every_flag() {
 fn bad_config_exits_non_zero_naming_the_problem() {
     let (ok, text) = run(&["control"]);
     assert!(!ok);
-    assert!(text.contains("--marathon URL or --apps-file FILE"), "{text}");
+    assert!(
+        text.contains("--marathon URL or --apps-file FILE"),
+        "{text}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("control.toml");
     std::fs::write(&cfg, "[guard]\nmax_drop = 2.0\n").unwrap();
-    let (ok, text) = run(&["control", "--apps-file", "x.json", "--config", cfg.to_str().unwrap()]);
+    let (ok, text) = run(&[
+        "control",
+        "--apps-file",
+        "x.json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert!(!ok);
     assert!(text.contains("guard.max_drop"), "{text}");
 }
@@ -78,13 +106,20 @@ fn start_up(args: &[&str]) -> (Proc, String) {
 fn get(url: &str) -> (u16, String) {
     // reqwest is built without a bundled crypto provider; ocean installs ring.
     ocean_core::http::init_tls();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match reqwest::get(url).await {
-                Ok(r) if r.status() != 503 => return (r.status().as_u16(), r.text().await.unwrap()),
-                _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(r) if r.status() != 503 => {
+                    return (r.status().as_u16(), r.text().await.unwrap())
+                }
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
                 Ok(r) => return (r.status().as_u16(), r.text().await.unwrap()),
                 Err(e) => panic!("{url}: {e}"),
             }
@@ -95,14 +130,21 @@ fn get(url: &str) -> (u16, String) {
 fn terminate(mut proc: Proc) {
     let mut child = proc.0.take().unwrap();
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "ocean exited with {status} after SIGTERM");
             return;
         }
-        assert!(Instant::now() < deadline, "ocean did not exit within 10 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "ocean did not exit within 10 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -117,7 +159,11 @@ fn ocean_up_serves_the_bundled_example_and_stops_on_sigterm() {
     let dns: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(dns["domain"], "mesos");
     // An app in nested groups of the example, under its Mesos-DNS name.
-    assert!(dns["names"]["web-browser-miui.marathon.mesos."]["a"].is_array(), "{}", &body[..500.min(body.len())]);
+    assert!(
+        dns["names"]["web-browser-miui.marathon.mesos."]["a"].is_array(),
+        "{}",
+        &body[..500.min(body.len())]
+    );
     let (_, redis) = get(&format!("{url}/v1/tables/redis"));
     assert!(redis.contains("\"sessions\""), "{redis}");
     let (_, problems) = get(&format!("{url}/v1/problems"));
@@ -139,7 +185,12 @@ fn ocean_up_with_a_config_file() {
     let (status, body) = get(&format!("{url}/v1/tables/mysql"));
     assert_eq!(status, 200);
     let mysql: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let schemas: Vec<&str> = mysql["databases"].as_array().unwrap().iter().map(|d| d["schema"].as_str().unwrap()).collect();
+    let schemas: Vec<&str> = mysql["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["schema"].as_str().unwrap())
+        .collect();
     assert_eq!(schemas, vec!["key", "orders"]);
     terminate(child);
 }

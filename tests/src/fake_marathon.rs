@@ -125,7 +125,11 @@ impl FakeMarathon {
                 .with_graceful_shutdown(async move { c.cancelled().await })
                 .await;
         });
-        Ok(FakeMarathon { addr, inner, cancel })
+        Ok(FakeMarathon {
+            addr,
+            inner,
+            cancel,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -134,12 +138,16 @@ impl FakeMarathon {
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> url::Url {
-        url::Url::parse(&format!("http://{}", self.addr)).unwrap_or_else(|_| unreachable!("a socket address is a valid URL host"))
+        url::Url::parse(&format!("http://{}", self.addr))
+            .unwrap_or_else(|_| unreachable!("a socket address is a valid URL host"))
     }
 
     fn emit(&self, event: &str, data: Value) {
         // No receiver (no stream open) is fine: control polls then.
-        let _ = self.inner.events.send((event.to_string(), data.to_string()));
+        let _ = self
+            .inner
+            .events
+            .send((event.to_string(), data.to_string()));
     }
 
     fn with_apps<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Value>) -> R) -> R {
@@ -151,13 +159,19 @@ impl FakeMarathon {
     pub fn put_app(&self, app: Value) {
         let id = app["id"].as_str().unwrap_or_default().to_string();
         self.with_apps(|a| a.insert(id.clone(), app));
-        self.emit("api_post_event", json!({"eventType": "api_post_event", "appDefinition": {"id": id}}));
+        self.emit(
+            "api_post_event",
+            json!({"eventType": "api_post_event", "appDefinition": {"id": id}}),
+        );
     }
 
     /// Removes an app and its tasks; emits `app_terminated_event`.
     pub fn remove_app(&self, id: &str) {
         self.with_apps(|a| a.remove(id));
-        self.emit("app_terminated_event", json!({"eventType": "app_terminated_event", "appId": id}));
+        self.emit(
+            "app_terminated_event",
+            json!({"eventType": "app_terminated_event", "appId": id}),
+        );
     }
 
     /// Adds a running task to an app; emits `status_update_event` TASK_RUNNING.
@@ -183,7 +197,10 @@ impl FakeMarathon {
     /// Kills a task; emits `status_update_event` TASK_KILLED.
     pub fn kill_task(&self, app_id: &str, task_id: &str) {
         self.with_apps(|a| {
-            if let Some(tasks) = a.get_mut(app_id).and_then(|app| app["tasks"].as_array_mut()) {
+            if let Some(tasks) = a
+                .get_mut(app_id)
+                .and_then(|app| app["tasks"].as_array_mut())
+            {
                 tasks.retain(|t| t["id"].as_str() != Some(task_id));
             }
         });
@@ -224,7 +241,13 @@ impl FakeMarathon {
 async fn apps(State(inner): State<Arc<Inner>>) -> Response {
     inner.counters.apps.fetch_add(1, Ordering::Relaxed);
     let mode = *inner.mode.lock().unwrap_or_else(|p| p.into_inner());
-    let apps: Vec<Value> = inner.apps.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    let apps: Vec<Value> = inner
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
     match mode {
         Mode::Normal => json_response(json!({ "apps": apps }).to_string()),
         Mode::Empty => json_response(r#"{"apps":[]}"#.to_string()),
@@ -269,31 +292,44 @@ async fn info(State(inner): State<Arc<Inner>>) -> Response {
 async fn events_stream(State(inner): State<Arc<Inner>>) -> Response {
     inner.counters.events.fetch_add(1, Ordering::Relaxed);
     let rx = inner.events.subscribe();
-    let cut = inner.streams.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let cut = inner
+        .streams
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let attached = format!(
         "event: event_stream_attached\ndata: {}\n\n",
         json!({"remoteAddress": "127.0.0.1", "eventType": "event_stream_attached"})
     );
-    let stream = futures_util::stream::unfold((rx, Some(attached), cut), |(mut rx, first, cut)| async move {
-        if let Some(f) = first {
-            return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(f)), (rx, None, cut)));
-        }
-        loop {
-            tokio::select! {
-                _ = cut.cancelled() => return None,
-                ev = rx.recv() => match ev {
-                    Ok((event, data)) => {
-                        let chunk = format!("event: {event}\ndata: {data}\n\n");
-                        return Some((Ok(bytes::Bytes::from(chunk)), (rx, None, cut)));
+    let stream = futures_util::stream::unfold(
+        (rx, Some(attached), cut),
+        |(mut rx, first, cut)| async move {
+            if let Some(f) = first {
+                return Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(f)),
+                    (rx, None, cut),
+                ));
+            }
+            loop {
+                tokio::select! {
+                    _ = cut.cancelled() => return None,
+                    ev = rx.recv() => match ev {
+                        Ok((event, data)) => {
+                            let chunk = format!("event: {event}\ndata: {data}\n\n");
+                            return Some((Ok(bytes::Bytes::from(chunk)), (rx, None, cut)));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
-        }
-    });
+        },
+    );
     (
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(stream),
     )
         .into_response()

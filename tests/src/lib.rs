@@ -1,1 +1,2 @@
+pub mod fake_marathon;
 pub mod servers;

@@ -46,7 +46,10 @@ where
 {
     let start = Instant::now();
     while !f().await {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -70,7 +73,11 @@ fn web_ips(t: &DnsTable) -> Vec<String> {
 
 async fn marathon_with_web() -> FakeMarathon {
     let m = FakeMarathon::start().await.unwrap();
-    m.put_app(app("/web", json!({"OCEAN_REDIS_CLUSTER": "web-cache"}), 6390));
+    m.put_app(app(
+        "/web",
+        json!({"OCEAN_REDIS_CLUSTER": "web-cache"}),
+        6390,
+    ));
     m.add_task("/web", task("/web", 1, "127.0.1.1", &[31001]));
     m
 }
@@ -86,11 +93,20 @@ async fn an_sse_event_reaches_a_subscriber_within_a_second_without_a_request_sto
     })
     .await;
     let (mut w, _task) = subscriber::spawn::<DnsTable>(sub_config(ctl.addr), cancel.clone());
-    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(web_ips(&first.table), vec!["127.0.1.1"]);
     // Let the subscriber settle into its long-poll, then count.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let polls = |v: &Value| v.as_array().unwrap().iter().map(|s| s["polls"].as_u64().unwrap()).sum::<u64>();
+    let polls = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["polls"].as_u64().unwrap())
+            .sum::<u64>()
+    };
     let subs_url = format!("http://{}/v1/subscribers", ctl.addr);
     let before_polls = polls(&get_json(subs_url.clone()).await);
     let before = m.requests();
@@ -98,7 +114,10 @@ async fn an_sse_event_reaches_a_subscriber_within_a_second_without_a_request_sto
     let t0 = Instant::now();
     m.add_task("/web", task("/web", 2, "127.0.1.2", &[31001]));
     loop {
-        let t = tokio::time::timeout(Duration::from_secs(1), w.changed()).await.expect("no new table within 1 s").unwrap();
+        let t = tokio::time::timeout(Duration::from_secs(1), w.changed())
+            .await
+            .expect("no new table within 1 s")
+            .unwrap();
         if web_ips(&t.table).contains(&"127.0.1.2".to_string()) {
             break;
         }
@@ -112,12 +131,23 @@ async fn an_sse_event_reaches_a_subscriber_within_a_second_without_a_request_sto
     let after = m.requests();
     let after_polls = polls(&get_json(subs_url).await);
     // One re-list (plus its leader check) for the change, no more.
-    assert!(after.0 - before.0 <= 2, "/v2/apps requests: {before:?} -> {after:?}");
+    assert!(
+        after.0 - before.0 <= 2,
+        "/v2/apps requests: {before:?} -> {after:?}"
+    );
     assert_eq!(after.2, before.2, "the event stream was not reopened");
     // The subscriber polled once to get the change and once more to wait: no storm.
-    assert!(after_polls - before_polls <= 3, "subscriber polls {before_polls} -> {after_polls}");
+    assert!(
+        after_polls - before_polls <= 3,
+        "subscriber polls {before_polls} -> {after_polls}"
+    );
     let subs = get_json(format!("http://{}/v1/subscribers", ctl.addr)).await;
-    let me = subs.as_array().unwrap().iter().find(|s| s["kind"] == "dns").unwrap();
+    let me = subs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "dns")
+        .unwrap();
     assert_eq!(me["id"], "test-proxy");
     assert_eq!(me["lagging"], false, "{me}");
     assert_eq!(me["running"], me["current"]);
@@ -131,24 +161,40 @@ async fn a_subscriber_keeps_its_table_while_control_restarts_and_reconnects() {
     let addr = ctl.addr;
     let sub_cancel = CancellationToken::new();
     let (mut w, _task) = subscriber::spawn::<RedisTable>(sub_config(addr), sub_cancel.clone());
-    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.table.clusters[0].nodes.len(), 1);
 
     cancel1.cancel();
-    tokio::time::timeout(Duration::from_secs(5), ctl.wait()).await.expect("control did not stop promptly");
+    tokio::time::timeout(Duration::from_secs(5), ctl.wait())
+        .await
+        .expect("control did not stop promptly");
     let w2 = w.clone();
-    eventually("subscriber notices control is gone", Duration::from_secs(5), || {
-        let err = w2.status().last_error.is_some();
-        async move { err }
-    })
+    eventually(
+        "subscriber notices control is gone",
+        Duration::from_secs(5),
+        || {
+            let err = w2.status().last_error.is_some();
+            async move { err }
+        },
+    )
     .await;
-    assert_eq!(w.load().unwrap().etag, first.etag, "the table stays while control is down");
+    assert_eq!(
+        w.load().unwrap().etag,
+        first.etag,
+        "the table stays while control is down"
+    );
 
     m.add_task("/web", task("/web", 2, "127.0.1.2", &[31001]));
     let mut c = config(&m);
     c.listen = addr;
     let (_ctl2, cancel2) = control(c).await;
-    let next = tokio::time::timeout(Duration::from_secs(5), w.changed()).await.unwrap().unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), w.changed())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.table.clusters[0].nodes.len(), 2);
     assert!(w.status().last_error.is_none());
     cancel2.cancel();
@@ -164,7 +210,10 @@ async fn a_restarted_proxy_starts_from_its_table_cache_when_control_is_down() {
     sc.cache_dir = Some(cache.path().to_path_buf());
     let sub_cancel = CancellationToken::new();
     let (mut w, task1) = subscriber::spawn::<DnsTable>(sc.clone(), sub_cancel.clone());
-    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
     sub_cancel.cancel();
     task1.await.unwrap();
     cancel.cancel();
@@ -172,7 +221,10 @@ async fn a_restarted_proxy_starts_from_its_table_cache_when_control_is_down() {
 
     // Control is gone; a new proxy process starts with the same cache.
     let (mut w2, _task2) = subscriber::spawn::<DnsTable>(sc, CancellationToken::new());
-    let cached = tokio::time::timeout(Duration::from_secs(5), w2.first()).await.expect("no table from the cache").unwrap();
+    let cached = tokio::time::timeout(Duration::from_secs(5), w2.first())
+        .await
+        .expect("no table from the cache")
+        .unwrap();
     assert_eq!(cached.etag, first.etag);
     assert_eq!(web_ips(&cached.table), vec!["127.0.1.1"]);
     let source = w2.status().source.unwrap_or_default();
@@ -189,13 +241,21 @@ async fn marathon_failures_leave_tables_unchanged_and_say_why() {
     let (ctl, cancel) = control(c).await;
     let api = format!("http://{}", ctl.addr);
     let etag = |api: String| async move {
-        let r = reqwest::get(format!("{api}/v1/tables/redis")).await.unwrap();
+        let r = reqwest::get(format!("{api}/v1/tables/redis"))
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         r.headers()["etag"].to_str().unwrap().to_string()
     };
     eventually("first sync", Duration::from_secs(5), || {
         let api = api.clone();
-        async move { reqwest::get(format!("{api}/v1/tables/redis")).await.unwrap().status() == 200 }
+        async move {
+            reqwest::get(format!("{api}/v1/tables/redis"))
+                .await
+                .unwrap()
+                .status()
+                == 200
+        }
     })
     .await;
     let good = etag(api.clone()).await;
@@ -207,13 +267,19 @@ async fn marathon_failures_leave_tables_unchanged_and_say_why() {
         (Mode::Hang, "/v2/apps"),
     ] {
         m.set_mode(mode);
-        eventually(&format!("{mode:?} reported"), Duration::from_secs(5), || {
-            let api = api.clone();
-            async move {
-                let p = get_json(format!("{api}/v1/problems")).await;
-                p["sync"]["last_error"].as_str().is_some_and(|e| e.contains(expect))
-            }
-        })
+        eventually(
+            &format!("{mode:?} reported"),
+            Duration::from_secs(5),
+            || {
+                let api = api.clone();
+                async move {
+                    let p = get_json(format!("{api}/v1/problems")).await;
+                    p["sync"]["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(expect))
+                }
+            },
+        )
         .await;
         let h = get_json(format!("{api}/healthz")).await;
         assert_eq!(h["status"], "stale", "{mode:?}: {h}");
@@ -238,7 +304,11 @@ async fn marathon_failures_leave_tables_unchanged_and_say_why() {
     let text = p["problems"].to_string();
     assert!(text.contains("returned no apps"), "{text}");
     assert!(text.contains("redis table held"), "{text}");
-    assert_eq!(etag(api.clone()).await, good, "an empty Marathon emptied the table");
+    assert_eq!(
+        etag(api.clone()).await,
+        good,
+        "an empty Marathon emptied the table"
+    );
 
     // A Marathon that is not the elected leader is not trusted.
     m.set_mode(Mode::Normal);
@@ -247,7 +317,11 @@ async fn marathon_failures_leave_tables_unchanged_and_say_why() {
         let api = api.clone();
         async move {
             let h = get_json(format!("{api}/healthz")).await;
-            h["status"] == "stale" && h["reason"].as_str().unwrap_or("").contains("not the elected leader")
+            h["status"] == "stale"
+                && h["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("not the elected leader")
         }
     })
     .await;
@@ -266,32 +340,43 @@ async fn a_refused_table_leaves_the_old_one_and_is_reported_to_control() {
     let q2 = queries.clone();
     let router = axum::Router::new().route(
         "/v1/tables/redis",
-        axum::routing::get(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
-            let queries = q2.clone();
-            async move {
-                let n = {
-                    let mut q = queries.lock().unwrap();
-                    q.push(uri.query().unwrap_or("").to_string());
-                    q.len()
-                };
-                let inm = headers.get(header::IF_NONE_MATCH).map(|v| v.to_str().unwrap().to_string());
-                match n {
-                    1 => ([(header::ETAG, "\"good\"")], good).into_response(),
-                    2 => ([(header::ETAG, "\"bad\"")], bad).into_response(),
-                    _ => {
-                        assert_eq!(inm.as_deref(), Some("\"bad\""), "the refused table is not asked for again");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        StatusCode::NOT_MODIFIED.into_response()
+        axum::routing::get(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let queries = q2.clone();
+                async move {
+                    let n = {
+                        let mut q = queries.lock().unwrap();
+                        q.push(uri.query().unwrap_or("").to_string());
+                        q.len()
+                    };
+                    let inm = headers
+                        .get(header::IF_NONE_MATCH)
+                        .map(|v| v.to_str().unwrap().to_string());
+                    match n {
+                        1 => ([(header::ETAG, "\"good\"")], good).into_response(),
+                        2 => ([(header::ETAG, "\"bad\"")], bad).into_response(),
+                        _ => {
+                            assert_eq!(
+                                inm.as_deref(),
+                                Some("\"bad\""),
+                                "the refused table is not asked for again"
+                            );
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            StatusCode::NOT_MODIFIED.into_response()
+                        }
                     }
                 }
-            }
-        }),
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let (mut w, _t) = subscriber::spawn::<RedisTable>(sub_config(addr), CancellationToken::new());
-    let first = tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
     let w2 = w.clone();
     eventually("refusal", Duration::from_secs(5), || {
         let n = w2.status().refused;
@@ -302,7 +387,10 @@ async fn a_refused_table_leaves_the_old_one_and_is_reported_to_control() {
     let q2 = queries.clone();
     eventually("refusal reported", Duration::from_secs(5), || {
         let q = q2.lock().unwrap().clone();
-        async move { q.iter().any(|q| q.contains("refused=") && q.contains("cluster+has+no+nodes")) }
+        async move {
+            q.iter()
+                .any(|q| q.contains("refused=") && q.contains("cluster+has+no+nodes"))
+        }
     })
     .await;
     let q = queries.lock().unwrap().clone();
@@ -325,12 +413,26 @@ async fn the_api_token_is_required_on_v1() {
         async move { req.await.unwrap().status() == 200 }
     })
     .await;
-    assert_eq!(reqwest::get(format!("http://{}/healthz", ctl.addr)).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("http://{}/healthz", ctl.addr))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut sc = sub_config(ctl.addr);
     sc.token = Some("s3cret".into());
     let (mut w, _t) = subscriber::spawn::<ocean_core::table::MysqlTable>(sc, cancel.clone());
-    assert!(tokio::time::timeout(Duration::from_secs(5), w.first()).await.unwrap().is_some());
-    let unknown = client.get(format!("http://{}/v1/tables/nope", ctl.addr)).bearer_auth("s3cret").send().await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .is_some());
+    let unknown = client
+        .get(format!("http://{}/v1/tables/nope", ctl.addr))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
     cancel.cancel();
 }
@@ -351,13 +453,27 @@ async fn long_poll_returns_304_after_the_wait_and_200_on_change() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let t0 = Instant::now();
-    let r = client.get(format!("{url}?wait=300ms")).header("If-None-Match", &etag).send().await.unwrap();
+    let r = client
+        .get(format!("{url}?wait=300ms"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
     assert!(t0.elapsed() >= Duration::from_millis(290));
-    let pending = tokio::spawn(client.get(format!("{url}?wait=20s")).header("If-None-Match", etag.clone()).send());
+    let pending = tokio::spawn(
+        client
+            .get(format!("{url}?wait=20s"))
+            .header("If-None-Match", etag.clone())
+            .send(),
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     m.add_task("/web", task("/web", 3, "127.0.1.3", &[31001]));
-    let r = tokio::time::timeout(Duration::from_secs(2), pending).await.unwrap().unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_ne!(r.headers()["etag"].to_str().unwrap(), etag);
     let bad = client.get(format!("{url}?wait=soon")).send().await.unwrap();

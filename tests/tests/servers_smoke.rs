@@ -24,7 +24,11 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], expected_len: usize) -
 
 async fn redis_cli(args: &[&str]) -> String {
     let cli = find_binary("redis-cli", "redis-tools").unwrap();
-    let out = tokio::process::Command::new(cli).args(args).output().await.unwrap();
+    let out = tokio::process::Command::new(cli)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
@@ -33,7 +37,11 @@ async fn redis_cli(args: &[&str]) -> String {
 async fn redis_standalone_set_get_and_gone_after_drop() {
     let redis = RedisServer::start().await.unwrap();
     let mut client = redis.client().await.unwrap();
-    assert!(client.command(&["SET", "greeting", "hello"]).await.unwrap().is_ok());
+    assert!(client
+        .command(&["SET", "greeting", "hello"])
+        .await
+        .unwrap()
+        .is_ok());
     assert_eq!(
         client.command(&["GET", "greeting"]).await.unwrap(),
         Resp::Bulk(Some(b"hello".to_vec()))
@@ -52,13 +60,18 @@ async fn redis_standalone_set_get_and_gone_after_drop() {
     drop(client);
     drop(raw);
     drop(redis);
-    assert!(!pid_exists(pid), "redis-server pid {pid} still exists after drop");
+    assert!(
+        !pid_exists(pid),
+        "redis-server pid {pid} still exists after drop"
+    );
     assert!(!dir.exists(), "temp dir {} left behind", dir.display());
 }
 
 #[tokio::test]
 async fn redis_restart_pause_resume() {
-    let mut redis = RedisServer::start_with(&["--maxmemory", "10mb"]).await.unwrap();
+    let mut redis = RedisServer::start_with(&["--maxmemory", "10mb"])
+        .await
+        .unwrap();
     let maxmemory = redis.cmd(&["CONFIG", "GET", "maxmemory"]).await.unwrap();
     assert_eq!(maxmemory.as_array().unwrap()[1].as_str(), Some("10485760"));
 
@@ -68,13 +81,19 @@ async fn redis_restart_pause_resume() {
     assert!(!pid_exists(old_pid));
     redis.restart().await.unwrap();
     assert_ne!(redis.pid(), old_pid);
-    assert_eq!(redis.cmd(&["PING"]).await.unwrap(), Resp::Simple("PONG".into()));
+    assert_eq!(
+        redis.cmd(&["PING"]).await.unwrap(),
+        Resp::Simple("PONG".into())
+    );
 
     redis.pause().unwrap();
     let paused = tokio::time::timeout(Duration::from_millis(300), redis.cmd(&["PING"])).await;
     assert!(paused.is_err(), "a paused server answered: {paused:?}");
     redis.resume().unwrap();
-    assert_eq!(redis.cmd(&["PING"]).await.unwrap(), Resp::Simple("PONG".into()));
+    assert_eq!(
+        redis.cmd(&["PING"]).await.unwrap(),
+        Resp::Simple("PONG".into())
+    );
 }
 
 #[tokio::test]
@@ -88,22 +107,39 @@ async fn redis_cluster_three_masters_three_replicas() {
         assert_eq!(cluster.replicas_of(master).len(), 1, "replicas of {master}");
     }
     for addr in cluster.addrs() {
-        let info = cluster.node(addr).unwrap().cmd(&["CLUSTER", "INFO"]).await.unwrap();
-        assert!(info.as_str().unwrap().contains("cluster_state:ok"), "{addr}: {info:?}");
+        let info = cluster
+            .node(addr)
+            .unwrap()
+            .cmd(&["CLUSTER", "INFO"])
+            .await
+            .unwrap();
+        assert!(
+            info.as_str().unwrap().contains("cluster_state:ok"),
+            "{addr}: {info:?}"
+        );
     }
 
     // The real cluster client follows MOVED from whichever node it asks.
     for addr in cluster.addrs() {
         let port = addr.port().to_string();
         let key = format!("k{port}");
-        assert_eq!(redis_cli(&["-c", "-p", &port, "set", &key, "v"]).await, "OK");
+        assert_eq!(
+            redis_cli(&["-c", "-p", &port, "set", &key, "v"]).await,
+            "OK"
+        );
         assert_eq!(redis_cli(&["-c", "-p", &port, "get", &key]).await, "v");
     }
 
     // A plain client gets MOVED from a master that does not own the slot.
     let mut moved = 0;
     for &master in &masters {
-        if let Resp::Error(e) = cluster.node(master).unwrap().cmd(&["GET", "foo"]).await.unwrap() {
+        if let Resp::Error(e) = cluster
+            .node(master)
+            .unwrap()
+            .cmd(&["GET", "foo"])
+            .await
+            .unwrap()
+        {
             assert!(e.starts_with("MOVED 12182 127.0.0.1:"), "{e}");
             moved += 1;
         }
@@ -116,7 +152,10 @@ async fn redis_cluster_three_masters_three_replicas() {
     let pids: Vec<u32> = cluster.nodes().iter().map(|n| n.pid()).collect();
     drop(cluster);
     for pid in pids {
-        assert!(!pid_exists(pid), "cluster node pid {pid} still exists after drop");
+        assert!(
+            !pid_exists(pid),
+            "cluster node pid {pid} still exists after drop"
+        );
     }
 }
 
@@ -124,15 +163,24 @@ async fn redis_cluster_three_masters_three_replicas() {
 async fn memcached_set_get_byte_exact() {
     let mc = Memcached::start().await.unwrap();
     let mut stream = TcpStream::connect(mc.addr()).await.unwrap();
-    assert_eq!(exchange(&mut stream, b"set k 5 0 5\r\nhello\r\n", 8).await, b"STORED\r\n");
+    assert_eq!(
+        exchange(&mut stream, b"set k 5 0 5\r\nhello\r\n", 8).await,
+        b"STORED\r\n"
+    );
     let expected = b"VALUE k 5 5\r\nhello\r\nEND\r\n";
-    assert_eq!(exchange(&mut stream, b"get k\r\n", expected.len()).await, expected);
+    assert_eq!(
+        exchange(&mut stream, b"get k\r\n", expected.len()).await,
+        expected
+    );
     assert_eq!(exchange(&mut stream, b"get nope\r\n", 5).await, b"END\r\n");
     // UDP is off (-U 0): only the TCP listener exists.
     let pid = mc.pid();
     drop(stream);
     drop(mc);
-    assert!(!pid_exists(pid), "memcached pid {pid} still exists after drop");
+    assert!(
+        !pid_exists(pid),
+        "memcached pid {pid} still exists after drop"
+    );
 }
 
 #[tokio::test]
@@ -148,26 +196,46 @@ async fn mariadb_user_grant_and_tcp_login() {
     )
     .await
     .unwrap();
-    assert_eq!(db.exec_sql("SELECT COUNT(*) FROM app.t").await.unwrap(), "2");
+    assert_eq!(
+        db.exec_sql("SELECT COUNT(*) FROM app.t").await.unwrap(),
+        "2"
+    );
 
-    let rows = mariadb_query(db.addr(), "web", "secret", Some("app"), "SELECT id, name FROM t ORDER BY id")
-        .await
-        .unwrap();
+    let rows = mariadb_query(
+        db.addr(),
+        "web",
+        "secret",
+        Some("app"),
+        "SELECT id, name FROM t ORDER BY id",
+    )
+    .await
+    .unwrap();
     assert_eq!(rows, "1\tone\n2\ttwo");
 
-    let denied = mariadb_query(db.addr(), "web", "wrong", None, "SELECT 1").await.unwrap_err();
+    let denied = mariadb_query(db.addr(), "web", "wrong", None, "SELECT 1")
+        .await
+        .unwrap_err();
     assert!(format!("{denied:#}").contains("ERROR 1045"), "{denied:#}");
     let readonly = mariadb_query(db.addr(), "web", "secret", Some("app"), "DELETE FROM t")
         .await
         .unwrap_err();
-    assert!(format!("{readonly:#}").contains("ERROR 1142"), "{readonly:#}");
+    assert!(
+        format!("{readonly:#}").contains("ERROR 1142"),
+        "{readonly:#}"
+    );
 
     let sql_error = db.exec_sql("SELEKT 1").await.unwrap_err();
-    assert!(format!("{sql_error:#}").contains("ERROR 1064"), "{sql_error:#}");
+    assert!(
+        format!("{sql_error:#}").contains("ERROR 1064"),
+        "{sql_error:#}"
+    );
 
     let pid = db.pid();
     drop(db);
-    assert!(!pid_exists(pid), "mariadbd pid {pid} still exists after drop");
+    assert!(
+        !pid_exists(pid),
+        "mariadbd pid {pid} still exists after drop"
+    );
 }
 
 #[tokio::test]
@@ -184,23 +252,43 @@ async fn mariadb_replica_follows_primary() {
     assert!(replica.is_replica());
     assert_ne!(replica.server_id(), primary.server_id());
 
-    mariadb_query(primary.addr(), "app", "pw", Some("shop"), "INSERT INTO items VALUES (1), (2)")
-        .await
-        .unwrap();
+    mariadb_query(
+        primary.addr(),
+        "app",
+        "pw",
+        Some("shop"),
+        "INSERT INTO items VALUES (1), (2)",
+    )
+    .await
+    .unwrap();
     replica.sync_with(&primary).await.unwrap();
-    let on_replica = mariadb_query(replica.addr(), "app", "pw", Some("shop"), "SELECT COUNT(*) FROM items")
-        .await
-        .unwrap();
+    let on_replica = mariadb_query(
+        replica.addr(),
+        "app",
+        "pw",
+        Some("shop"),
+        "SELECT COUNT(*) FROM items",
+    )
+    .await
+    .unwrap();
     assert_eq!(on_replica, "2");
-    let write = mariadb_query(replica.addr(), "app", "pw", Some("shop"), "INSERT INTO items VALUES (3)")
-        .await
-        .unwrap_err();
+    let write = mariadb_query(
+        replica.addr(),
+        "app",
+        "pw",
+        Some("shop"),
+        "INSERT INTO items VALUES (3)",
+    )
+    .await
+    .unwrap_err();
     assert!(format!("{write:#}").contains("read-only"), "{write:#}");
 }
 
 #[test]
 fn missing_binary_names_the_debian_package() {
-    let err = find_binary("ocean-no-such-binary", "ocean-pkg").unwrap_err().to_string();
+    let err = find_binary("ocean-no-such-binary", "ocean-pkg")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ocean-no-such-binary not found"), "{err}");
     assert!(err.contains("apt-get install ocean-pkg"), "{err}");
 }

@@ -111,7 +111,9 @@ pub fn check_fqdn(name: &str) -> Result<(), String> {
             .chars()
             .find(|c| !(c.is_ascii_graphic()) || c.is_ascii_uppercase())
         {
-            return Err(format!("label {label:?} contains {c:?} (names are lowercase ASCII)"));
+            return Err(format!(
+                "label {label:?} contains {c:?} (names are lowercase ASCII)"
+            ));
         }
     }
     Ok(())
@@ -129,7 +131,10 @@ impl Table for DnsTable {
         if self.ttl == 0 {
             p.push("ttl", "must be at least 1 second");
         }
-        for (field, v) in [("soa.mname", &self.soa.mname), ("soa.rname", &self.soa.rname)] {
+        for (field, v) in [
+            ("soa.mname", &self.soa.mname),
+            ("soa.rname", &self.soa.rname),
+        ] {
             if let Err(e) = check_fqdn(v) {
                 p.push(field, e);
             }
@@ -202,7 +207,9 @@ mod tests {
         };
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(problems.len(), 4, "{text:?}");
-        assert!(text.iter().any(|s| s.contains("web.example.com.") && s.contains("outside")));
+        assert!(text
+            .iter()
+            .any(|s| s.contains("web.example.com.") && s.contains("outside")));
         assert!(text.iter().any(|s| s.contains("lowercase")));
         assert!(text.iter().any(|s| s.contains("fully qualified")));
         assert!(text.iter().any(|s| s.contains("no records")));

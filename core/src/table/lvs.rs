@@ -90,16 +90,28 @@ impl Table for LvsTable {
             let mut seen = HashSet::new();
             for r in &s.reals {
                 if r.ip.is_ipv4() != s.vip.is_ipv4() {
-                    p.push(&entry, format!("real server {} is not of the VIP's address family", r.ip));
+                    p.push(
+                        &entry,
+                        format!("real server {} is not of the VIP's address family", r.ip),
+                    );
                 }
                 if r.port == 0 {
                     p.push(&entry, format!("real server {} has port 0", r.ip));
                 }
                 if r.weight > MAX_WEIGHT {
-                    p.push(&entry, format!("real server {} weight {} is over {MAX_WEIGHT}", r.ip, r.weight));
+                    p.push(
+                        &entry,
+                        format!(
+                            "real server {} weight {} is over {MAX_WEIGHT}",
+                            r.ip, r.weight
+                        ),
+                    );
                 }
                 if !seen.insert((r.ip, r.port)) {
-                    p.push(&entry, format!("real server {}:{} is listed twice", r.ip, r.port));
+                    p.push(
+                        &entry,
+                        format!("real server {}:{} is listed twice", r.ip, r.port),
+                    );
                 }
             }
         }
@@ -132,7 +144,11 @@ mod tests {
                 }],
             }],
         };
-        let err = t.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = t
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("port is 0"), "{err}");
         assert!(err.contains("unknown scheduler \"fastest\""), "{err}");
         assert!(err.contains("weight 70000 is over 65535"), "{err}");

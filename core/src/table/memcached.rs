@@ -74,7 +74,10 @@ impl Table for MemcachedTable {
             if pool.listen_port == 0 {
                 p.push(&entry, "listen_port is 0");
             } else if !ports.insert(pool.listen_port) {
-                p.push(&entry, format!("listen_port {} is used by another pool", pool.listen_port));
+                p.push(
+                    &entry,
+                    format!("listen_port {} is used by another pool", pool.listen_port),
+                );
             }
             if pool.replicas.is_empty() {
                 p.push(&entry, "pool has no replica sets");
@@ -121,7 +124,9 @@ mod tests {
 
     fn server(a: &str) -> MemcachedServer {
         MemcachedServer {
-            addr: a.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            addr: a
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
             weight: 1,
         }
     }
@@ -145,10 +150,19 @@ mod tests {
                 ],
             }],
         };
-        let err = t.validate().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("pools[0] (sessions).replicas[1] (b): replica set has no servers"), "{err}");
+        let err = t
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("pools[0] (sessions).replicas[1] (b): replica set has no servers"),
+            "{err}"
+        );
         let mut ok = t.clone();
-        ok.pools[0].replicas[1].servers.push(server("127.0.0.1:11312"));
+        ok.pools[0].replicas[1]
+            .servers
+            .push(server("127.0.0.1:11312"));
         assert!(ok.validate().is_ok());
         ok.pools[0].replicas[1].servers[0].weight = 0;
         assert!(ok.validate().is_err());

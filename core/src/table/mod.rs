@@ -226,7 +226,10 @@ pub(crate) fn check_name(p: &mut Problems, entry: &str, name: &str) {
     } else if name.len() > 255 {
         p.push(entry, "name is longer than 255 bytes");
     } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        p.push(entry, format!("name {name:?} contains whitespace or control characters"));
+        p.push(
+            entry,
+            format!("name {name:?} contains whitespace or control characters"),
+        );
     }
 }
 

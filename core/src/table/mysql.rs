@@ -115,9 +115,13 @@ impl Table for MysqlTable {
             if db.schema.is_empty() || db.schema.len() > 64 {
                 p.push(&entry, "schema must be 1 to 64 bytes");
             } else if !schemas.insert(db.schema.as_str()) {
-                p.push(&entry, format!("schema {:?} belongs to another database", db.schema));
+                p.push(
+                    &entry,
+                    format!("schema {:?} belongs to another database", db.schema),
+                );
             }
-            for (what, c) in std::iter::once(("rw", &db.rw)).chain(db.ro.iter().map(|c| ("ro", c))) {
+            for (what, c) in std::iter::once(("rw", &db.rw)).chain(db.ro.iter().map(|c| ("ro", c)))
+            {
                 if c.user.is_empty() || c.user.len() > 80 {
                     p.push(&entry, format!("{what} user must be 1 to 80 bytes"));
                 }
@@ -137,18 +141,25 @@ impl Table for MysqlTable {
             let entry = format!("jobs[{i}] ({})", job.name);
             check_name(&mut p, &entry, &job.name);
             if job.name.len() > 80 {
-                p.push(&entry, "job name is longer than 80 bytes (MySQL's user name limit)");
+                p.push(
+                    &entry,
+                    "job name is longer than 80 bytes (MySQL's user name limit)",
+                );
             }
             if !jobs.insert(&job.name) {
                 p.push(&entry, "duplicate job name");
             }
             for g in &job.grants {
                 if !by_name.contains_key(g.database.as_str()) {
-                    p.push(&entry, format!("grant names unknown database {:?}", g.database));
+                    p.push(
+                        &entry,
+                        format!("grant names unknown database {:?}", g.database),
+                    );
                 }
             }
             if let Some(pw) = &job.password {
-                let ok = |h: &str, n: usize| h.len() == n && h.bytes().all(|b| b.is_ascii_hexdigit());
+                let ok =
+                    |h: &str, n: usize| h.len() == n && h.bytes().all(|b| b.is_ascii_hexdigit());
                 if !ok(&pw.sha1_sha1, 40) || !ok(&pw.sha256_sha256, 64) {
                     p.push(&entry, "password hashes must be 40 and 64 hex digits");
                 }
@@ -200,9 +211,19 @@ mod tests {
                 password: None,
             }],
         };
-        let err = t.validate().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("schema \"key\" belongs to another database"), "{err}");
-        assert!(err.contains("grant names unknown database \"/nope\""), "{err}");
+        let err = t
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("schema \"key\" belongs to another database"),
+            "{err}"
+        );
+        assert!(
+            err.contains("grant names unknown database \"/nope\""),
+            "{err}"
+        );
     }
 
     #[test]

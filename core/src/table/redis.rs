@@ -41,7 +41,10 @@ impl Table for RedisTable {
             if c.listen_port == 0 {
                 p.push(&entry, "listen_port is 0");
             } else if !ports.insert(c.listen_port) {
-                p.push(&entry, format!("listen_port {} is used by another cluster", c.listen_port));
+                p.push(
+                    &entry,
+                    format!("listen_port {} is used by another cluster", c.listen_port),
+                );
             }
             if c.nodes.is_empty() {
                 p.push(&entry, "cluster has no nodes");
@@ -79,7 +82,10 @@ mod tests {
     #[test]
     fn valid_and_invalid_tables() {
         let ok = RedisTable {
-            clusters: vec![cluster("a", 6380, &["127.0.0.1:7000"]), cluster("b", 6381, &["127.0.0.1:7001"])],
+            clusters: vec![
+                cluster("a", 6380, &["127.0.0.1:7000"]),
+                cluster("b", 6381, &["127.0.0.1:7001"]),
+            ],
         };
         assert!(ok.validate().is_ok());
         assert_eq!(ok.backend_count(), 2);
@@ -91,10 +97,23 @@ mod tests {
                 cluster("a", 0, &["127.0.0.1:7000", "127.0.0.1:7000"]),
             ],
         };
-        let err = bad.validate().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("clusters[1] (b): listen_port 6380 is used by another cluster"), "{err}");
-        assert!(err.contains("clusters[1] (b): cluster has no nodes"), "{err}");
-        assert!(err.contains("clusters[2] (a): duplicate cluster name"), "{err}");
+        let err = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("clusters[1] (b): listen_port 6380 is used by another cluster"),
+            "{err}"
+        );
+        assert!(
+            err.contains("clusters[1] (b): cluster has no nodes"),
+            "{err}"
+        );
+        assert!(
+            err.contains("clusters[2] (a): duplicate cluster name"),
+            "{err}"
+        );
         assert!(err.contains("listen_port is 0"), "{err}");
         assert!(err.contains("listed twice"), "{err}");
     }
@@ -102,7 +121,10 @@ mod tests {
     #[test]
     fn unparsable_addresses_are_a_parse_error_that_names_the_problem() {
         let body = br#"{"clusters":[{"name":"a","listen_port":1,"nodes":["10.0.0.1"]}]}"#;
-        let err = RedisTable::from_json(body).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = RedisTable::from_json(body)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("invalid socket address"), "{err}");
     }
 }

@@ -115,7 +115,7 @@ impl MariaDb {
                 socket.display()
             );
         }
-        install_datadir(&install_db, &data, dir.path()).await?;
+        install_datadir(&install_db, &data, &tmp, dir.path()).await?;
 
         let server_id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
         let error_log = dir.path().join("error.log");
@@ -339,10 +339,14 @@ async fn run_client(args: &[OsString], sql: &str) -> Result<String> {
     Ok(out)
 }
 
-async fn install_datadir(install_db: &Path, data: &Path, dir: &Path) -> Result<()> {
+/// Runs `mariadb-install-db`. Its own `--tmpdir` matters: bootstraps running in parallel
+/// with the shared `/tmp` collide on temporary table names and fail with
+/// `ERROR: 1051 Unknown table 'mysql.tmp_user_sys'`.
+async fn install_datadir(install_db: &Path, data: &Path, tmp: &Path, dir: &Path) -> Result<()> {
     let mut cmd = tokio::process::Command::new(install_db);
     cmd.arg("--no-defaults")
         .arg(path_arg("--datadir=", data))
+        .arg(path_arg("--tmpdir=", tmp))
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
         .arg("--skip-name-resolve")
@@ -398,10 +402,16 @@ async fn read_greeting(addr: SocketAddr) -> Result<()> {
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let mut header = [0u8; 4];
-    stream.read_exact(&mut header).await.context("reading the greeting header")?;
+    stream
+        .read_exact(&mut header)
+        .await
+        .context("reading the greeting header")?;
     let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
     let mut payload = vec![0u8; len.min(1024)];
-    stream.read_exact(&mut payload).await.context("reading the greeting")?;
+    stream
+        .read_exact(&mut payload)
+        .await
+        .context("reading the greeting")?;
     match payload.first() {
         Some(10) => Ok(()),
         Some(0xff) => bail!(

@@ -43,10 +43,19 @@ impl Memcached {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            let mut args: Vec<OsString> = ["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64"]
-                .iter()
-                .map(OsString::from)
-                .collect();
+            let mut args: Vec<OsString> = [
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-m",
+                "64",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
             if is_root() {
                 args.push("-u".into());
                 args.push("root".into());
@@ -95,7 +104,10 @@ impl Memcached {
 
 super::impl_process_controls!(Memcached);
 
-async fn wait_memcached_ready(process: &mut ServerProcess, addr: SocketAddr) -> Result<(), NotReady> {
+async fn wait_memcached_ready(
+    process: &mut ServerProcess,
+    addr: SocketAddr,
+) -> Result<(), NotReady> {
     process
         .wait_ready(READY_TIMEOUT, move || async move {
             let mut stream = TcpStream::connect(addr)

@@ -149,7 +149,11 @@ impl ServerProcess {
             };
             let lines: Vec<&str> = text.lines().collect();
             let start = lines.len().saturating_sub(LOG_TAIL_LINES);
-            out.push_str(&format!("--- {} (last {} lines)\n", path.display(), lines.len() - start));
+            out.push_str(&format!(
+                "--- {} (last {} lines)\n",
+                path.display(),
+                lines.len() - start
+            ));
             for line in &lines[start..] {
                 out.push_str(line);
                 out.push('\n');
@@ -196,8 +200,10 @@ impl ServerProcess {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
+        match child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(_) => return reap(child),
         }
         if send_signal(self.pid, "TERM").is_ok() {
             // A paused process only acts on SIGTERM once continued. Failure is harmless:

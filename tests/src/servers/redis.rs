@@ -21,8 +21,9 @@ pub const CLUSTER_SLOTS: usize = 16384;
 pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A `redis-server` on 127.0.0.1 in its own temp dir, without persistence
-/// (`--save "" --appendonly no`) and with `DEBUG` allowed from loopback
-/// (`--enable-debug-command local`, so tests can `DEBUG SLEEP` to fake a slow backend).
+/// (`--save "" --appendonly no`), with `DEBUG` allowed from loopback
+/// (`--enable-debug-command local`, so tests can `DEBUG SLEEP` to fake a slow backend),
+/// and `--repl-diskless-sync-delay 0` so replicas sync at once.
 ///
 /// Dropping it stops the server (SIGTERM, then SIGKILL) and removes its directory.
 #[derive(Debug)]
@@ -75,6 +76,9 @@ impl RedisServer {
                 "",
                 "--enable-debug-command",
                 "local",
+                // A replica's first full sync otherwise waits 5 s for more replicas.
+                "--repl-diskless-sync-delay",
+                "0",
             ]
             .iter()
             .map(OsString::from)
@@ -331,8 +335,8 @@ impl RedisCluster {
     }
 
     /// Waits until every running node reports `cluster_state:ok` with all slots assigned
-    /// and ok, knows all nodes, and sees the same masters, and every replica's link to
-    /// its master is up. Use it after a failover or a restart; returns the topology.
+    /// and ok, knows all nodes, and sees the same masters and replicas (every running
+    /// node one or the other), and every replica's link to its master is up. Use it after a failover or a restart; returns the topology.
     ///
     /// # Errors
     /// On timeout, naming the last check that failed.
@@ -379,10 +383,17 @@ impl RedisCluster {
                 bail!("{addr} not ready yet: {}", info.replace("\r\n", " "));
             }
             let topology = Self::topology_from(addr).await?;
+            // Right after `--cluster create` a replica can still look like a master
+            // without slots to some nodes: wait until each one is classified.
+            if topology.masters.len() + topology.replicas.len() != running.len() {
+                bail!(
+                    "{addr} does not see every running node as master or replica yet: {topology:?}"
+                );
+            }
             match &agreed {
                 None => agreed = Some(topology),
-                Some(first) if first.masters != topology.masters => {
-                    bail!("{addr} sees masters {:?}, others {:?}", topology.masters, first.masters)
+                Some(first) if *first != topology => {
+                    bail!("{addr} sees {topology:?}, another node sees {first:?}")
                 }
                 Some(_) => {}
             }
@@ -393,7 +404,10 @@ impl RedisCluster {
                 continue;
             }
             let role = resp::command(replica, &["ROLE"]).await?;
-            let state = role.as_array().and_then(|r| r.get(3)).and_then(Resp::as_str);
+            let state = role
+                .as_array()
+                .and_then(|r| r.get(3))
+                .and_then(Resp::as_str);
             if state != Some("connected") {
                 bail!("replica {replica} of {master} not synced yet: ROLE {role:?}");
             }

@@ -117,7 +117,9 @@ fn parse_at(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Resp, usize)
     let Some((line, next)) = line_at(buf, pos) else {
         return Ok(None);
     };
-    let (&kind, body) = line.split_first().ok_or_else(|| anyhow!("empty RESP line"))?;
+    let (&kind, body) = line
+        .split_first()
+        .ok_or_else(|| anyhow!("empty RESP line"))?;
     let text = || String::from_utf8_lossy(body).into_owned();
     match kind {
         b'+' => Ok(Some((Resp::Simple(text()), next))),
@@ -129,7 +131,9 @@ fn parse_at(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Resp, usize)
                 return Ok(Some((Resp::Bulk(None), next)));
             }
             let len = usize::try_from(len)?;
-            let end = next.checked_add(len).ok_or_else(|| anyhow!("bulk too long"))?;
+            let end = next
+                .checked_add(len)
+                .ok_or_else(|| anyhow!("bulk too long"))?;
             match (buf.get(next..end), buf.get(end..end + 2)) {
                 (Some(data), Some(b"\r\n")) => Ok(Some((Resp::Bulk(Some(data.to_vec())), end + 2))),
                 (Some(_), Some(_)) => bail!("bulk string not followed by CRLF"),
