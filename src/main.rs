@@ -15,7 +15,12 @@ use ocean_control::config::{FileConfig, Source};
 /// `ocean up` runs control and every proxy in one process from one config (with no
 /// arguments, the bundled example). `ocean control` runs the table service alone.
 #[derive(Debug, Parser)]
-#[command(name = "ocean", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "ocean",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Log filter (RUST_LOG syntax), e.g. `info` or `ocean_control=debug,info`.
     /// RUST_LOG in the environment wins.
@@ -88,7 +93,9 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
     let source = match (a.apps_file, a.marathon.is_empty()) {
         (Some(f), _) => Source::File(f),
         (None, false) => Source::Marathon(a.marathon),
-        (None, true) => anyhow::bail!("no Marathon source: give --marathon URL or --apps-file FILE"),
+        (None, true) => {
+            anyhow::bail!("no Marathon source: give --marathon URL or --apps-file FILE")
+        }
     };
     let mut c = ocean_control::Config::new(source);
     if let Some(path) = &a.config {
@@ -111,7 +118,8 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
     c.debounce = a.debounce;
     c.marathon_timeout = a.marathon_timeout;
     if let Some(f) = a.token_file {
-        let t = std::fs::read_to_string(&f).with_context(|| format!("--token-file {}", f.display()))?;
+        let t =
+            std::fs::read_to_string(&f).with_context(|| format!("--token-file {}", f.display()))?;
         c.token = Some(t.trim().to_string());
     }
     if let Some(v) = a.max_drop {
@@ -127,7 +135,10 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     ocean_core::logging::init(&cli.log, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ocean: cannot start the runtime: {e}");

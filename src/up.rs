@@ -41,11 +41,20 @@ fn default_control_listen() -> SocketAddr {
 const EXAMPLE: &[(&str, &str)] = &[
     ("up.toml", include_str!("../examples/up.toml")),
     ("control.toml", include_str!("../examples/control.toml")),
-    ("marathon-apps.json", include_str!("../examples/marathon-apps.json")),
+    (
+        "marathon-apps.json",
+        include_str!("../examples/marathon-apps.json"),
+    ),
     ("secrets/key.rw", include_str!("../examples/secrets/key.rw")),
     ("secrets/key.ro", include_str!("../examples/secrets/key.ro")),
-    ("secrets/orders.rw", include_str!("../examples/secrets/orders.rw")),
-    ("secrets/orders.ro", include_str!("../examples/secrets/orders.ro")),
+    (
+        "secrets/orders.rw",
+        include_str!("../examples/secrets/orders.rw"),
+    ),
+    (
+        "secrets/orders.ro",
+        include_str!("../examples/secrets/orders.ro"),
+    ),
     ("secrets/web.pw", include_str!("../examples/secrets/web.pw")),
 ];
 
@@ -85,7 +94,10 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     let source = match (&up.control.apps_file, up.control.marathon.is_empty()) {
         (Some(f), true) => Source::File(resolve(&base, f)),
         (None, false) => Source::Marathon(up.control.marathon.clone()),
-        _ => anyhow::bail!("{}: [control] needs exactly one of apps_file or marathon", path.display()),
+        _ => anyhow::bail!(
+            "{}: [control] needs exactly one of apps_file or marathon",
+            path.display()
+        ),
     };
     let mut control = ocean_control::Config::new(source);
     control.listen = up.control.listen;
@@ -100,7 +112,14 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         .context("[control]")?;
     let api = running.addr;
     println!();
-    println!("ocean up: {}", if bundled { "running the bundled example (examples/ in the source tree)" } else { "running" });
+    println!(
+        "ocean up: {}",
+        if bundled {
+            "running the bundled example (examples/ in the source tree)"
+        } else {
+            "running"
+        }
+    );
     println!("  control   http://{api}   tables, state, problems, subscribers, metrics");
     println!();
     println!("Try:");

@@ -78,7 +78,10 @@ impl Config {
         match &self.source {
             Source::Marathon(urls) if urls.is_empty() => return Err(ConfigError::NoSource),
             Source::Marathon(urls) => {
-                if let Some(u) = urls.iter().find(|u| !matches!(u.scheme(), "http" | "https")) {
+                if let Some(u) = urls
+                    .iter()
+                    .find(|u| !matches!(u.scheme(), "http" | "https"))
+                {
                     return Err(ConfigError::Field {
                         field: "--marathon".into(),
                         message: format!("{u}: only http and https"),
@@ -200,7 +203,12 @@ pub struct JobFile {
     pub password_sha256_sha256: Option<String>,
 }
 
-fn read_secret(base: &Path, field: &str, inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+fn read_secret(
+    base: &Path,
+    field: &str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
     match (inline, file) {
         (Some(_), Some(_)) => Err(ConfigError::Field {
             field: field.into(),
@@ -284,13 +292,17 @@ impl FileConfig {
                     message: "database names look like /dept/product/name".into(),
                 });
             }
-            let password = read_secret(base, &field("password"), &db.password, &db.password_file)?.ok_or_else(|| {
-                ConfigError::Field {
+            let password = read_secret(base, &field("password"), &db.password, &db.password_file)?
+                .ok_or_else(|| ConfigError::Field {
                     field: field("password"),
                     message: "a password or password_file is required".into(),
-                }
-            })?;
-            let ro_password = read_secret(base, &field("ro_password"), &db.ro_password, &db.ro_password_file)?;
+                })?;
+            let ro_password = read_secret(
+                base,
+                &field("ro_password"),
+                &db.ro_password,
+                &db.ro_password_file,
+            )?;
             let ro = match (&db.ro_user, ro_password) {
                 (Some(user), Some(password)) => Some(Credentials {
                     user: user.clone(),
@@ -318,7 +330,12 @@ impl FileConfig {
         }
         for (name, job) in &self.mysql.jobs {
             let field = format!("mysql.jobs.\"{name}\"");
-            let clear = read_secret(base, &format!("{field}.password"), &job.password, &job.password_file)?;
+            let clear = read_secret(
+                base,
+                &format!("{field}.password"),
+                &job.password,
+                &job.password_file,
+            )?;
             let hashed = match (clear, &job.password_sha1_sha1, &job.password_sha256_sha256) {
                 (Some(pw), None, None) => hash_password(&pw),
                 (None, Some(a), Some(b)) => JobPassword {

@@ -124,11 +124,21 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let source = match &config.source {
         Source::Marathon(urls) => {
             let client = Arc::new(MarathonClient::new(urls.clone(), config.marathon_timeout)?);
-            tracker.spawn(crate::marathon::events::run(client.clone(), dirty_tx.clone(), stream_up, cancel.clone()));
+            tracker.spawn(crate::marathon::events::run(
+                client.clone(),
+                dirty_tx.clone(),
+                stream_up,
+                cancel.clone(),
+            ));
             Fetcher::Marathon(client)
         }
         Source::File(path) => {
-            tracker.spawn(watch_file(path.clone(), config.poll_while_down.min(Duration::from_secs(1)), dirty_tx.clone(), cancel.clone()));
+            tracker.spawn(watch_file(
+                path.clone(),
+                config.poll_while_down.min(Duration::from_secs(1)),
+                dirty_tx.clone(),
+                cancel.clone(),
+            ));
             Fetcher::File(path.clone())
         }
         Source::Static { name, body } => Fetcher::Static(name.clone(), body.clone()),
@@ -144,7 +154,11 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     };
     tracker.spawn(engine.run(dirty_rx, cancel));
     tracker.close();
-    Ok(Running { addr, shared, tracker })
+    Ok(Running {
+        addr,
+        shared,
+        tracker,
+    })
 }
 
 enum Fetcher {
@@ -171,7 +185,12 @@ impl Fetcher {
 }
 
 /// Marks the state dirty when the apps file's contents change.
-async fn watch_file(path: std::path::PathBuf, every: Duration, dirty: mpsc::Sender<()>, cancel: CancellationToken) {
+async fn watch_file(
+    path: std::path::PathBuf,
+    every: Duration,
+    dirty: mpsc::Sender<()>,
+    cancel: CancellationToken,
+) {
     let mut last: Option<String> = None;
     loop {
         tokio::select! {
@@ -216,7 +235,9 @@ impl Engine {
         loop {
             self.sync().await;
             let interval = match self.source {
-                Fetcher::Marathon(_) if !self.shared.stream_up.load(Ordering::Relaxed) => self.config.poll_while_down,
+                Fetcher::Marathon(_) if !self.shared.stream_up.load(Ordering::Relaxed) => {
+                    self.config.poll_while_down
+                }
                 _ => self.config.resync,
             };
             tokio::select! {
@@ -239,14 +260,27 @@ impl Engine {
         let now = Instant::now();
         let todo: Vec<String> = hosts
             .into_iter()
-            .filter(|h| self.resolved.get(h).is_none_or(|(_, at)| now.duration_since(*at) > FRESH))
+            .filter(|h| {
+                self.resolved
+                    .get(h)
+                    .is_none_or(|(_, at)| now.duration_since(*at) > FRESH)
+            })
             .collect();
         let lookups = todo.into_iter().map(|h| async move {
-            let addrs: Vec<IpAddr> = match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((h.as_str(), 0))).await {
+            let addrs: Vec<IpAddr> = match tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host((h.as_str(), 0)),
+            )
+            .await
+            {
                 Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
                 _ => Vec::new(),
             };
-            let ip = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
+            let ip = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied();
             (h, ip)
         });
         for (h, ip) in futures_util::future::join_all(lookups).await {
@@ -254,10 +288,15 @@ impl Engine {
                 Some(ip) => {
                     self.resolved.insert(h, (ip, now));
                 }
-                None => tracing::warn!(host = %h, "cannot resolve agent host; its tasks are left out"),
+                None => {
+                    tracing::warn!(host = %h, "cannot resolve agent host; its tasks are left out")
+                }
             }
         }
-        self.resolved.iter().map(|(h, (ip, _))| (h.clone(), *ip)).collect()
+        self.resolved
+            .iter()
+            .map(|(h, (ip, _))| (h.clone(), *ip))
+            .collect()
     }
 
     async fn sync(&mut self) {
@@ -297,11 +336,18 @@ impl Engine {
             })
             .collect();
         for app in &state.apps {
-            for t in app.tasks.iter().filter(|t| t.running && t.agent_ip.is_none()) {
+            for t in app
+                .tasks
+                .iter()
+                .filter(|t| t.running && t.agent_ip.is_none())
+            {
                 problems.push(Problem {
                     app: Some(app.id.clone()),
                     table: None,
-                    message: format!("task {} left out: cannot resolve agent host {:?}", t.id, t.host),
+                    message: format!(
+                        "task {} left out: cannot resolve agent host {:?}",
+                        t.id, t.host
+                    ),
                 });
             }
         }
@@ -315,7 +361,9 @@ impl Engine {
         }
 
         // Serialize, guard, publish.
-        let guard = self.guard_state.get_or_insert_with(|| Guard::new(self.config.guard));
+        let guard = self
+            .guard_state
+            .get_or_insert_with(|| Guard::new(self.config.guard));
         let t0 = Instant::now();
         let mut out = Vec::new();
         let mut held = Vec::new();
@@ -330,9 +378,14 @@ impl Engine {
             let (body, backends) = match prepared {
                 Ok(v) => v,
                 Err(e) => {
-                    let message = format!("derived {kind} table not published (a control bug): {e}");
+                    let message =
+                        format!("derived {kind} table not published (a control bug): {e}");
                     tracing::error!(table = %kind, "{message}");
-                    problems.push(Problem { app: None, table: Some(kind), message });
+                    problems.push(Problem {
+                        app: None,
+                        table: Some(kind),
+                        message,
+                    });
                     continue;
                 }
             };
@@ -377,8 +430,13 @@ impl Engine {
         self.shared.problems.store(Arc::new(problems));
         self.shared.state.store(Arc::new(state));
         metrics::counter!("ocean_control_syncs_total", "result" => "ok").increment(1);
-        metrics::histogram!("ocean_control_sync_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("ocean_control_sync_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         metrics::gauge!("ocean_control_last_sync_timestamp_seconds").set(now as f64);
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, publish_ms = t0.elapsed().as_millis() as u64, "synced");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            publish_ms = t0.elapsed().as_millis() as u64,
+            "synced"
+        );
     }
 }

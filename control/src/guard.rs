@@ -62,7 +62,13 @@ impl Guard {
 
     /// Decides for one table. `published` is the backend count of the table proxies have,
     /// `None` when nothing has been published yet (then anything goes).
-    pub fn check(&mut self, kind: TableKind, published: Option<usize>, candidate: usize, now: Instant) -> Decision {
+    pub fn check(
+        &mut self,
+        kind: TableKind,
+        published: Option<usize>,
+        candidate: usize,
+        now: Instant,
+    ) -> Decision {
         let Some(published) = published.filter(|p| *p > 0) else {
             self.since.remove(&kind);
             return Decision::Publish;
@@ -115,8 +121,14 @@ mod tests {
         assert_eq!(g.check(k, Some(10), 5, t0), Decision::Publish);
         assert_eq!(g.check(k, Some(10), 12, t0), Decision::Publish);
         assert!(matches!(g.check(k, Some(10), 4, t0), Decision::Hold(_)));
-        assert!(matches!(g.check(k, Some(10), 0, t0 + Duration::from_secs(60)), Decision::Hold(_)));
-        assert_eq!(g.check(k, Some(10), 0, t0 + Duration::from_secs(121)), Decision::Publish);
+        assert!(matches!(
+            g.check(k, Some(10), 0, t0 + Duration::from_secs(60)),
+            Decision::Hold(_)
+        ));
+        assert_eq!(
+            g.check(k, Some(10), 0, t0 + Duration::from_secs(121)),
+            Decision::Publish
+        );
     }
 
     #[test]
@@ -125,8 +137,14 @@ mod tests {
         let t0 = Instant::now();
         let k = TableKind::Dns;
         assert!(matches!(g.check(k, Some(10), 0, t0), Decision::Hold(_)));
-        assert_eq!(g.check(k, Some(10), 10, t0 + Duration::from_secs(10)), Decision::Publish);
+        assert_eq!(
+            g.check(k, Some(10), 10, t0 + Duration::from_secs(10)),
+            Decision::Publish
+        );
         // A new drop starts a new hold.
-        assert!(matches!(g.check(k, Some(10), 0, t0 + Duration::from_secs(130)), Decision::Hold(_)));
+        assert!(matches!(
+            g.check(k, Some(10), 0, t0 + Duration::from_secs(130)),
+            Decision::Hold(_)
+        ));
     }
 }

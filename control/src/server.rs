@@ -86,12 +86,22 @@ async fn table(
     headers: HeaderMap,
 ) -> Response {
     let Ok(kind) = kind.parse::<TableKind>() else {
-        return (StatusCode::NOT_FOUND, format!("unknown table kind {kind:?} (dns, redis, memcached, mysql, lvs)\n")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("unknown table kind {kind:?} (dns, redis, memcached, mysql, lvs)\n"),
+        )
+            .into_response();
     };
     let wait = match q.wait.as_deref().map(parse_wait) {
         None => Duration::ZERO,
         Some(Some(w)) => w.min(shared.max_wait),
-        Some(None) => return (StatusCode::BAD_REQUEST, "wait must be a duration like 30s or 500ms\n").into_response(),
+        Some(None) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "wait must be a duration like 30s or 500ms\n",
+            )
+                .into_response()
+        }
     };
     if let Some(id) = q.subscriber.filter(|s| !s.is_empty()) {
         let clip = |s: Option<String>, n: usize| s.map(|s| s.chars().take(n).collect::<String>());
@@ -115,10 +125,17 @@ async fn table(
         match current {
             Some(t) if have.as_deref() != Some(t.etag.as_str()) => {
                 metrics::counter!("ocean_control_table_requests_total", "kind" => kind.as_str(), "status" => "200").increment(1);
-                let etag = HeaderValue::from_str(&quote_etag(&t.etag)).unwrap_or(HeaderValue::from_static("\"\""));
+                let etag = HeaderValue::from_str(&quote_etag(&t.etag))
+                    .unwrap_or(HeaderValue::from_static("\"\""));
                 return (
                     StatusCode::OK,
-                    [(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    [
+                        (header::ETAG, etag),
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        ),
+                    ],
                     t.body.clone(),
                 )
                     .into_response();
@@ -135,10 +152,15 @@ async fn table(
             return match shared.store.get(kind) {
                 Some(t) => {
                     metrics::counter!("ocean_control_table_requests_total", "kind" => kind.as_str(), "status" => "304").increment(1);
-                    let etag = HeaderValue::from_str(&quote_etag(&t.etag)).unwrap_or(HeaderValue::from_static("\"\""));
+                    let etag = HeaderValue::from_str(&quote_etag(&t.etag))
+                        .unwrap_or(HeaderValue::from_static("\"\""));
                     (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response()
                 }
-                None => (StatusCode::SERVICE_UNAVAILABLE, "control has not synced with Marathon yet\n").into_response(),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "control has not synced with Marathon yet\n",
+                )
+                    .into_response(),
             };
         }
     }
@@ -146,7 +168,12 @@ async fn table(
 
 async fn subscribers(State(shared): State<Arc<Shared>>) -> Response {
     let snapshot = shared.store.snapshot();
-    Json(shared.subscribers.list(|k| snapshot.get(&k).map(|s| s.etag.clone()))).into_response()
+    Json(
+        shared
+            .subscribers
+            .list(|k| snapshot.get(&k).map(|s| s.etag.clone())),
+    )
+    .into_response()
 }
 
 async fn state(State(shared): State<Arc<Shared>>) -> Response {
@@ -180,18 +207,27 @@ pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
     let age = now.saturating_sub(ok_at);
     let stale_after = shared.resync.as_secs() * 3 + 5;
     let reason = match (&s.last_error, age > stale_after) {
-        (Some(e), _) => Some(format!("last sync failed ({} in a row): {e}; tables are {age}s old", s.consecutive_failures)),
+        (Some(e), _) => Some(format!(
+            "last sync failed ({} in a row): {e}; tables are {age}s old",
+            s.consecutive_failures
+        )),
         (None, true) => Some(format!("no sync for {age}s")),
         _ => None,
     };
     let held: Vec<&str> = s.held.iter().map(|h| h.message.as_str()).collect();
     match (reason, held.is_empty()) {
-        (Some(r), _) => (StatusCode::OK, serde_json::json!({"status": "stale", "reason": r, "held": held})),
+        (Some(r), _) => (
+            StatusCode::OK,
+            serde_json::json!({"status": "stale", "reason": r, "held": held}),
+        ),
         (None, false) => (
             StatusCode::OK,
             serde_json::json!({"status": "held", "reason": "a table is held by the drop guard", "age_s": age, "held": held}),
         ),
-        (None, true) => (StatusCode::OK, serde_json::json!({"status": "ok", "age_s": age})),
+        (None, true) => (
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "age_s": age}),
+        ),
     }
 }
 
@@ -207,16 +243,21 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        metrics::gauge!("ocean_control_marathon_sync_age_seconds").set(now.saturating_sub(t) as f64);
+        metrics::gauge!("ocean_control_marathon_sync_age_seconds")
+            .set(now.saturating_sub(t) as f64);
     }
-    metrics::gauge!("ocean_control_marathon_consecutive_failures").set(s.consecutive_failures as f64);
+    metrics::gauge!("ocean_control_marathon_consecutive_failures")
+        .set(s.consecutive_failures as f64);
     let snapshot = shared.store.snapshot();
-    let list = shared.subscribers.list(|k| snapshot.get(&k).map(|s| s.etag.clone()));
+    let list = shared
+        .subscribers
+        .list(|k| snapshot.get(&k).map(|s| s.etag.clone()));
     for kind in TableKind::ALL {
         let n = list.iter().filter(|v| v.kind == kind).count();
         let lagging = list.iter().filter(|v| v.kind == kind && v.lagging).count();
         metrics::gauge!("ocean_control_subscribers", "kind" => kind.as_str()).set(n as f64);
-        metrics::gauge!("ocean_control_subscribers_lagging", "kind" => kind.as_str()).set(lagging as f64);
+        metrics::gauge!("ocean_control_subscribers_lagging", "kind" => kind.as_str())
+            .set(lagging as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -172,7 +172,15 @@ pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMe
             app.ports
                 .iter()
                 .flatten()
-                .map(|p| (port(Some(*p)), PortSpec { name: None, protocols: vec!["tcp".into()] }))
+                .map(|p| {
+                    (
+                        port(Some(*p)),
+                        PortSpec {
+                            name: None,
+                            protocols: vec!["tcp".into()],
+                        },
+                    )
+                })
                 .unzip()
         };
         // Ports of an IP-per-task app: container ports of its mappings, or the 1.4 discovery ports.
@@ -303,14 +311,23 @@ mod tests {
         let s = state(json, &mut HealthMemory::default());
         let by_id = |id: &str| s.apps.iter().find(|a| a.id == id).unwrap();
         let host = &by_id("/host").tasks[0];
-        assert_eq!((host.ip, host.ports.clone()), ("10.0.1.1".parse().ok(), vec![31000]));
+        assert_eq!(
+            (host.ip, host.ports.clone()),
+            ("10.0.1.1".parse().ok(), vec![31000])
+        );
         assert_eq!(by_id("/host").service_ports, vec![10000]);
         let bridge = &by_id("/bridge").tasks[0];
-        assert_eq!((bridge.ip, bridge.ports.clone()), ("10.0.1.2".parse().ok(), vec![31001]));
+        assert_eq!(
+            (bridge.ip, bridge.ports.clone()),
+            ("10.0.1.2".parse().ok(), vec![31001])
+        );
         assert_eq!(by_id("/bridge").service_ports, vec![10001]);
         let ippt = &by_id("/ippt").tasks[0];
         assert!(by_id("/ippt").ip_per_task);
-        assert_eq!((ippt.ip, ippt.ports.clone()), ("9.0.0.5".parse().ok(), vec![6379]));
+        assert_eq!(
+            (ippt.ip, ippt.ports.clone()),
+            ("9.0.0.5".parse().ok(), vec![6379])
+        );
         assert_eq!(ippt.agent_ip, "10.0.1.3".parse().ok());
     }
 
@@ -327,13 +344,19 @@ mod tests {
         let s = state(&with(""), &mut memory);
         assert_eq!(s.apps[0].tasks[0].healthy, Some(false));
         // Checked alive, then Marathon forgets (leader election): still healthy.
-        let s = state(&with(r#","healthCheckResults":[{"alive":true}]"#), &mut memory);
+        let s = state(
+            &with(r#","healthCheckResults":[{"alive":true}]"#),
+            &mut memory,
+        );
         assert_eq!(s.apps[0].tasks[0].healthy, Some(true));
         let s = state(&with(r#","healthCheckResults":[]"#), &mut memory);
         assert_eq!(s.apps[0].tasks[0].healthy, Some(true));
         assert!(s.apps[0].tasks[0].counts());
         // Failing: not counted.
-        let s = state(&with(r#","healthCheckResults":[{"alive":false}]"#), &mut memory);
+        let s = state(
+            &with(r#","healthCheckResults":[{"alive":false}]"#),
+            &mut memory,
+        );
         assert!(!s.apps[0].tasks[0].counts());
     }
 

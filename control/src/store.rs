@@ -60,11 +60,14 @@ impl Store {
         let mut next = (*current).clone();
         for (k, s) in news {
             tracing::info!(table = %k, etag = %s.etag, backends = s.backends, bytes = s.body.len(), "table published");
-            metrics::gauge!("ocean_control_table_backends", "kind" => k.as_str()).set(s.backends as f64);
-            metrics::gauge!("ocean_control_table_bytes", "kind" => k.as_str()).set(s.body.len() as f64);
+            metrics::gauge!("ocean_control_table_backends", "kind" => k.as_str())
+                .set(s.backends as f64);
+            metrics::gauge!("ocean_control_table_bytes", "kind" => k.as_str())
+                .set(s.body.len() as f64);
             metrics::gauge!("ocean_control_table_etag_prefix", "kind" => k.as_str())
                 .set(u32::from_str_radix(s.etag.get(..8).unwrap_or("0"), 16).unwrap_or(0) as f64);
-            metrics::counter!("ocean_control_table_publishes_total", "kind" => k.as_str()).increment(1);
+            metrics::counter!("ocean_control_table_publishes_total", "kind" => k.as_str())
+                .increment(1);
             next.insert(k, Arc::new(s));
         }
         self.tx.send_replace(Arc::new(next));

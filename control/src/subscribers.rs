@@ -98,7 +98,10 @@ impl Subscribers {
                     current: cur,
                     last_refused: e.refused.clone(),
                     last_refusal_reason: e.reason.clone(),
-                    last_seen_s_ago: now.duration_since(e.last_seen).unwrap_or_default().as_secs(),
+                    last_seen_s_ago: now
+                        .duration_since(e.last_seen)
+                        .unwrap_or_default()
+                        .as_secs(),
                     polls: e.polls,
                 }
             })

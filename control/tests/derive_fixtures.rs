@@ -39,7 +39,12 @@ fn example() -> (State, Derived) {
 }
 
 fn a(d: &Derived, name: &str) -> Vec<String> {
-    let mut v: Vec<String> = d.dns.names.get(name).map(|r| r.a.iter().map(ToString::to_string).collect()).unwrap_or_default();
+    let mut v: Vec<String> = d
+        .dns
+        .names
+        .get(name)
+        .map(|r| r.a.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -48,24 +53,45 @@ fn a(d: &Derived, name: &str) -> Vec<String> {
 fn dns_covers_nested_groups_bridge_ip_per_task_health_and_task_states() {
     let (_, d) = example();
     // Nested group app with a failing-health task (10.0.1.14): left out.
-    assert_eq!(a(&d, "api-browser-miui.marathon.mesos."), vec!["10.0.1.12", "10.0.2.21"]);
+    assert_eq!(
+        a(&d, "api-browser-miui.marathon.mesos."),
+        vec!["10.0.1.12", "10.0.2.21"]
+    );
     // The raw dotted Mesos-DNS name too.
-    assert_eq!(a(&d, "api.browser.miui.marathon.mesos."), vec!["10.0.1.12", "10.0.2.21"]);
+    assert_eq!(
+        a(&d, "api.browser.miui.marathon.mesos."),
+        vec!["10.0.1.12", "10.0.2.21"]
+    );
     // Bridge app mid-deployment: KILLING and STAGING tasks are out, and so is the new
     // RUNNING task whose health was never checked.
-    assert_eq!(a(&d, "catalog-api-shop.marathon.mesos."), vec!["10.0.1.11", "10.0.1.13"]);
+    assert_eq!(
+        a(&d, "catalog-api-shop.marathon.mesos."),
+        vec!["10.0.1.11", "10.0.1.13"]
+    );
     // IP-per-task: container IPs; the agents under .slave.
-    assert_eq!(a(&d, "orders-api-shop.marathon.mesos."), vec!["9.0.2.132", "9.0.3.131", "9.0.7.131"]);
-    assert_eq!(a(&d, "orders-api-shop.marathon.slave.mesos."), vec!["10.0.1.12", "10.0.1.13", "10.0.2.22"]);
+    assert_eq!(
+        a(&d, "orders-api-shop.marathon.mesos."),
+        vec!["9.0.2.132", "9.0.3.131", "9.0.7.131"]
+    );
+    assert_eq!(
+        a(&d, "orders-api-shop.marathon.slave.mesos."),
+        vec!["10.0.1.12", "10.0.1.13", "10.0.2.22"]
+    );
     let srv = &d.dns.names["_orders-api-shop._tcp.marathon.mesos."].srv;
     assert_eq!(srv.len(), 3);
-    assert!(srv.iter().all(|s| s.port == 8080 && s.target.starts_with("orders-api-shop-")));
+    assert!(srv
+        .iter()
+        .all(|s| s.port == 8080 && s.target.starts_with("orders-api-shop-")));
     // Bridge SRV: host ports on the agent, never the 172.17 bridge address.
     let srv = &d.dns.names["_memcached-sessions-cache-infra._tcp.marathon.mesos."].srv;
     let mut ports: Vec<u16> = srv.iter().map(|s| s.port).collect();
     ports.sort();
     assert_eq!(ports, vec![31326, 31726, 31887]);
-    assert!(!d.dns.names.values().any(|r| r.a.iter().any(|ip| ip.octets()[0] == 172)));
+    assert!(!d
+        .dns
+        .names
+        .values()
+        .any(|r| r.a.iter().any(|ip| ip.octets()[0] == 172)));
     // A suspended app has no names.
     assert!(!d.dns.names.keys().any(|n| n.contains("transcoder")));
 }
@@ -73,45 +99,116 @@ fn dns_covers_nested_groups_bridge_ip_per_task_health_and_task_states() {
 #[test]
 fn redis_memcached_mysql_lvs_from_the_example() {
     let (_, d) = example();
-    let names: Vec<(&str, u16, usize)> = d.redis.clusters.iter().map(|c| (c.name.as_str(), c.listen_port, c.nodes.len())).collect();
+    let names: Vec<(&str, u16, usize)> = d
+        .redis
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.listen_port, c.nodes.len()))
+        .collect();
     assert_eq!(names, vec![("feeds", 6391, 6), ("sessions", 6390, 6)]);
-    assert!(d.redis.clusters[0].nodes.iter().all(|n| n.port() == 6379 && n.ip().to_string().starts_with("9.0.")));
+    assert!(d.redis.clusters[0]
+        .nodes
+        .iter()
+        .all(|n| n.port() == 6379 && n.ip().to_string().starts_with("9.0.")));
 
-    let pages = d.memcached.pools.iter().find(|p| p.name == "pages").unwrap();
+    let pages = d
+        .memcached
+        .pools
+        .iter()
+        .find(|p| p.name == "pages")
+        .unwrap();
     assert_eq!(pages.listen_port, 11212);
-    assert_eq!(pages.replicas.iter().map(|r| (r.name.as_str(), r.servers.len())).collect::<Vec<_>>(), vec![("a", 3), ("b", 3)]);
+    assert_eq!(
+        pages
+            .replicas
+            .iter()
+            .map(|r| (r.name.as_str(), r.servers.len()))
+            .collect::<Vec<_>>(),
+        vec![("a", 3), ("b", 3)]
+    );
 
-    let key = d.mysql.databases.iter().find(|db| db.name == "/miui/browser/key").unwrap();
+    let key = d
+        .mysql
+        .databases
+        .iter()
+        .find(|db| db.name == "/miui/browser/key")
+        .unwrap();
     assert_eq!(key.schema, "key");
-    assert_eq!(key.primary.map(|p| p.to_string()).as_deref(), Some("9.0.3.2:3306"));
+    assert_eq!(
+        key.primary.map(|p| p.to_string()).as_deref(),
+        Some("9.0.3.2:3306")
+    );
     assert_eq!(key.replicas.len(), 2);
     assert_eq!(key.ro.as_ref().unwrap().user, "ocean_ro");
-    let orders = d.mysql.databases.iter().find(|db| db.name == "/shop/orders/main").unwrap();
+    let orders = d
+        .mysql
+        .databases
+        .iter()
+        .find(|db| db.name == "/shop/orders/main")
+        .unwrap();
     assert_eq!(orders.schema, "orders");
-    let web = d.mysql.jobs.iter().find(|j| j.name == "browser-web").unwrap();
+    let web = d
+        .mysql
+        .jobs
+        .iter()
+        .find(|j| j.name == "browser-web")
+        .unwrap();
     assert_eq!(web.grants[0].access, Access::Rw);
     assert!(web.password.is_some());
     assert_eq!(web.ips.len(), 4, "the STAGING task does not count");
-    let export = d.mysql.jobs.iter().find(|j| j.name == "shop/reporting/daily-export").unwrap();
+    let export = d
+        .mysql
+        .jobs
+        .iter()
+        .find(|j| j.name == "shop/reporting/daily-export")
+        .unwrap();
     assert_eq!(export.grants.len(), 2);
 
-    let vs80 = d.lvs.services.iter().find(|s| s.vip.to_string() == "10.10.0.1" && s.port == 80).unwrap();
+    let vs80 = d
+        .lvs
+        .services
+        .iter()
+        .find(|s| s.vip.to_string() == "10.10.0.1" && s.port == 80)
+        .unwrap();
     assert_eq!(vs80.scheduler, "wrr");
     assert_eq!(vs80.reals.len(), 5, "browser web (4 live) + canary (1)");
-    assert!(vs80.reals.iter().all(|r| r.port == 80 && r.forward == Forward::Dr));
-    let udp = d.lvs.services.iter().find(|s| s.protocol == Protocol::Udp).unwrap();
+    assert!(vs80
+        .reals
+        .iter()
+        .all(|r| r.port == 80 && r.forward == Forward::Dr));
+    let udp = d
+        .lvs
+        .services
+        .iter()
+        .find(|s| s.protocol == Protocol::Udp)
+        .unwrap();
     assert_eq!((udp.vip.to_string().as_str(), udp.port), ("10.10.0.2", 53));
-    let nat = d.lvs.services.iter().find(|s| s.vip.to_string() == "10.10.0.3").unwrap();
-    assert!(nat.reals.iter().all(|r| r.forward == Forward::Nat && r.port >= 31000));
+    let nat = d
+        .lvs
+        .services
+        .iter()
+        .find(|s| s.vip.to_string() == "10.10.0.3")
+        .unwrap();
+    assert!(nat
+        .reals
+        .iter()
+        .all(|r| r.forward == Forward::Nat && r.port >= 31000));
 
-    let problems: Vec<String> = d.problems.iter().map(|p| format!("{:?} {}", p.app, p.message)).collect();
+    let problems: Vec<String> = d
+        .problems
+        .iter()
+        .map(|p| format!("{:?} {}", p.app, p.message))
+        .collect();
     for (app, text) in [
         ("/infra/cache/redis-ratelimit", "OCEAN_PORT"),
         ("/shop/orders/db-standby", "leader"),
         ("/shop/legacy/php-frontend", "not-an-ip"),
         ("/miui/account/sso", "/miui/account/users"),
     ] {
-        assert!(problems.iter().any(|p| p.contains(app) && p.contains(text)), "no problem for {app}: {problems:#?}");
+        assert!(
+            problems.iter().any(|p| p.contains(app) && p.contains(text)),
+            "no problem for {app}: {problems:#?}"
+        );
     }
 }
 

@@ -69,12 +69,16 @@ impl Zone {
     }
 
     fn srv(&mut self, name: &str, target: &str, port: u16, weight: u16) {
-        self.names.entry(name.to_string()).or_default().srv.push(SrvRecord {
-            priority: 0,
-            weight,
-            port,
-            target: target.to_string(),
-        });
+        self.names
+            .entry(name.to_string())
+            .or_default()
+            .srv
+            .push(SrvRecord {
+                priority: 0,
+                weight,
+                port,
+                target: target.to_string(),
+            });
     }
 }
 
@@ -98,7 +102,11 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
         for name in &forms {
             let app_name = format!("{name}.{FRAMEWORK}");
             if check_fqdn(&format!("{app_name}{tail}")).is_err() {
-                problems.push(Problem::app(app, TableKind::Dns, format!("{name:?} does not make a DNS name")));
+                problems.push(Problem::app(
+                    app,
+                    TableKind::Dns,
+                    format!("{name:?} does not make a DNS name"),
+                ));
                 continue;
             }
             for task in app.tasks.iter().filter(|t| include(t, s)) {
@@ -118,7 +126,12 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                 let slave_target = format!("{canonical}.slave{tail}");
                 for port in task.host_ports.iter().filter(|p| **p != 0) {
                     for proto in ["tcp", "udp"] {
-                        zone.srv(&format!("_{name}._{proto}.{FRAMEWORK}.slave{tail}"), &slave_target, *port, s.srv_weight);
+                        zone.srv(
+                            &format!("_{name}._{proto}.{FRAMEWORK}.slave{tail}"),
+                            &slave_target,
+                            *port,
+                            s.srv_weight,
+                        );
                     }
                 }
                 if task.ip.is_none() {
@@ -127,12 +140,30 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                 let target = format!("{canonical}{tail}");
                 for (i, port) in task.ports.iter().enumerate().filter(|(_, p)| **p != 0) {
                     let spec = app.port_specs.get(i).cloned().unwrap_or_default();
-                    let protos = if spec.protocols.is_empty() { vec!["tcp".to_string()] } else { spec.protocols };
-                    let port_name = spec.name.as_deref().map(|n| label(n, s.enforce_rfc952)).filter(|n| !n.is_empty());
+                    let protos = if spec.protocols.is_empty() {
+                        vec!["tcp".to_string()]
+                    } else {
+                        spec.protocols
+                    };
+                    let port_name = spec
+                        .name
+                        .as_deref()
+                        .map(|n| label(n, s.enforce_rfc952))
+                        .filter(|n| !n.is_empty());
                     for proto in protos.iter().map(|p| label(p, s.enforce_rfc952)) {
-                        zone.srv(&format!("_{name}._{proto}.{FRAMEWORK}{tail}"), &target, *port, s.srv_weight);
+                        zone.srv(
+                            &format!("_{name}._{proto}.{FRAMEWORK}{tail}"),
+                            &target,
+                            *port,
+                            s.srv_weight,
+                        );
                         if let Some(pn) = &port_name {
-                            zone.srv(&format!("_{pn}._{name}._{proto}.{FRAMEWORK}{tail}"), &target, *port, s.srv_weight);
+                            zone.srv(
+                                &format!("_{pn}._{name}._{proto}.{FRAMEWORK}{tail}"),
+                                &target,
+                                *port,
+                                s.srv_weight,
+                            );
                         }
                     }
                 }
@@ -146,7 +177,12 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
         if i == 0 {
             zone.ip(&format!("leader{tail}"), m.ip());
             for proto in ["tcp", "udp"] {
-                zone.srv(&format!("_leader._{proto}{tail}"), &format!("leader{tail}"), m.port(), s.srv_weight);
+                zone.srv(
+                    &format!("_leader._{proto}{tail}"),
+                    &format!("leader{tail}"),
+                    m.port(),
+                    s.srv_weight,
+                );
             }
         }
     }
@@ -184,13 +220,21 @@ mod tests {
     }
 
     fn a(t: &DnsTable, name: &str) -> Vec<String> {
-        t.names.get(name).map(|r| r.a.iter().map(|i| i.to_string()).collect()).unwrap_or_default()
+        t.names
+            .get(name)
+            .map(|r| r.a.iter().map(|i| i.to_string()).collect())
+            .unwrap_or_default()
     }
 
     fn srv(t: &DnsTable, name: &str) -> Vec<String> {
         t.names
             .get(name)
-            .map(|r| r.srv.iter().map(|s| format!("{}:{}", s.target, s.port)).collect())
+            .map(|r| {
+                r.srv
+                    .iter()
+                    .map(|s| format!("{}:{}", s.target, s.port))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -207,10 +251,22 @@ mod tests {
         assert_eq!(a(&t, "app.group.marathon.mesos."), vec!["1.2.3.11"]);
         assert_eq!(a(&t, "app-group-91tus-0.marathon.mesos."), vec!["1.2.3.11"]);
         assert_eq!(a(&t, "app-group.marathon.slave.mesos."), vec!["1.2.3.11"]);
-        assert_eq!(a(&t, "app-group-91tus-0.marathon.slave.mesos."), vec!["1.2.3.11"]);
-        assert_eq!(srv(&t, "_app-group._tcp.marathon.mesos."), vec!["app-group-91tus-0.marathon.mesos.:31000"]);
-        assert_eq!(srv(&t, "_http._app-group._tcp.marathon.mesos."), vec!["app-group-91tus-0.marathon.mesos.:31000"]);
-        assert_eq!(srv(&t, "_app-group._udp.marathon.slave.mesos."), vec!["app-group-91tus-0.marathon.slave.mesos.:31000"]);
+        assert_eq!(
+            a(&t, "app-group-91tus-0.marathon.slave.mesos."),
+            vec!["1.2.3.11"]
+        );
+        assert_eq!(
+            srv(&t, "_app-group._tcp.marathon.mesos."),
+            vec!["app-group-91tus-0.marathon.mesos.:31000"]
+        );
+        assert_eq!(
+            srv(&t, "_http._app-group._tcp.marathon.mesos."),
+            vec!["app-group-91tus-0.marathon.mesos.:31000"]
+        );
+        assert_eq!(
+            srv(&t, "_app-group._udp.marathon.slave.mesos."),
+            vec!["app-group-91tus-0.marathon.slave.mesos.:31000"]
+        );
         assert!(srv(&t, "_app-group._udp.marathon.mesos.").is_empty());
     }
 
@@ -225,8 +281,14 @@ mod tests {
         let canonical = format!("redis-db-{}-s3.marathon.mesos.", task_hash("db_redis.1"));
         assert_eq!(a(&t, "redis-db.marathon.mesos."), vec!["9.0.0.5"]);
         assert_eq!(a(&t, "redis-db.marathon.slave.mesos."), vec!["10.0.1.3"]);
-        assert_eq!(srv(&t, "_redis-db._tcp.marathon.mesos."), vec![format!("{canonical}:6379")]);
-        assert_eq!(srv(&t, "_redis._redis-db._tcp.marathon.mesos."), vec![format!("{canonical}:6379")]);
+        assert_eq!(
+            srv(&t, "_redis-db._tcp.marathon.mesos."),
+            vec![format!("{canonical}:6379")]
+        );
+        assert_eq!(
+            srv(&t, "_redis._redis-db._tcp.marathon.mesos."),
+            vec![format!("{canonical}:6379")]
+        );
     }
 
     #[test]
@@ -248,7 +310,10 @@ mod tests {
     #[test]
     fn masters_and_leader() {
         let s = DnsSettings {
-            masters: vec!["10.0.0.8:5050".parse().unwrap(), "10.0.0.6:5050".parse().unwrap()],
+            masters: vec![
+                "10.0.0.8:5050".parse().unwrap(),
+                "10.0.0.6:5050".parse().unwrap(),
+            ],
             ..Default::default()
         };
         let t = derive(&state(r#"{"apps":[]}"#), &s, &mut Vec::new());

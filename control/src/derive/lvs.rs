@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use ocean_core::table::lvs::{Forward, LvsTable, Protocol, RealServer, VirtualService, MAX_WEIGHT, SCHEDULERS};
+use ocean_core::table::lvs::{
+    Forward, LvsTable, Protocol, RealServer, VirtualService, MAX_WEIGHT, SCHEDULERS,
+};
 use ocean_core::table::TableKind;
 
 use super::Problem;
@@ -58,17 +60,28 @@ fn parse_app(app: &App) -> Result<Option<AppElb>, String> {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "wrr".into());
     if !SCHEDULERS.contains(&scheduler.as_str()) {
-        return Err(format!("OCEAN_ELB_SCHEDULER={scheduler:?} is not a kernel scheduler ({})", SCHEDULERS.join(", ")));
+        return Err(format!(
+            "OCEAN_ELB_SCHEDULER={scheduler:?} is not a kernel scheduler ({})",
+            SCHEDULERS.join(", ")
+        ));
     }
     let forward = match app.labels.get("OCEAN_ELB_FORWARD").map(|s| s.trim()) {
         None | Some("dr") => Forward::Dr,
         Some("nat") => Forward::Nat,
         Some("tunnel") => Forward::Tunnel,
-        Some(other) => return Err(format!("OCEAN_ELB_FORWARD={other:?} is not dr, nat or tunnel")),
+        Some(other) => {
+            return Err(format!(
+                "OCEAN_ELB_FORWARD={other:?} is not dr, nat or tunnel"
+            ))
+        }
     };
     let persistence_s = match app.labels.get("OCEAN_ELB_PERSISTENCE") {
         None => None,
-        Some(p) => Some(p.trim().parse::<u32>().map_err(|_| format!("OCEAN_ELB_PERSISTENCE={p:?} is not seconds"))?),
+        Some(p) => Some(
+            p.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("OCEAN_ELB_PERSISTENCE={p:?} is not seconds"))?,
+        ),
     };
     let weight = match app.labels.get("OCEAN_ELB_WEIGHT") {
         None => 1,
@@ -172,8 +185,14 @@ mod tests {
         t.validate().unwrap();
         assert_eq!(t.services.len(), 3);
         let web = &t.services[0];
-        assert_eq!((web.port, web.protocol, web.scheduler.as_str()), (80, Protocol::Tcp, "wrr"));
-        assert!(web.reals.iter().all(|r| r.port == 80 && r.forward == Forward::Dr));
+        assert_eq!(
+            (web.port, web.protocol, web.scheduler.as_str()),
+            (80, Protocol::Tcp, "wrr")
+        );
+        assert!(web
+            .reals
+            .iter()
+            .all(|r| r.port == 80 && r.forward == Forward::Dr));
         let api = t.services.iter().find(|s| s.port == 443).unwrap();
         assert_eq!(api.reals[0].port, 31002);
         assert_eq!(problems.len(), 2, "{problems:?}");

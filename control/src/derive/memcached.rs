@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use ocean_core::table::memcached::{MemcachedHash, MemcachedPool, MemcachedServer, MemcachedTable, ReplicaSet};
+use ocean_core::table::memcached::{
+    MemcachedHash, MemcachedPool, MemcachedServer, MemcachedTable, ReplicaSet,
+};
 use ocean_core::table::TableKind;
 
 use super::{listen_port, task_addrs, Problem};
@@ -18,7 +20,11 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
         };
         let name = name.trim();
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            problems.push(Problem::app(app, TableKind::Memcached, format!("OCEAN_MEMCACHED_POOL={name:?} is not a usable name")));
+            problems.push(Problem::app(
+                app,
+                TableKind::Memcached,
+                format!("OCEAN_MEMCACHED_POOL={name:?} is not a usable name"),
+            ));
             continue;
         }
         let replica = app
@@ -30,7 +36,11 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
             None | Some("fnv1a_64") => MemcachedHash::Fnv1a64,
             Some("md5") => MemcachedHash::Md5,
             Some(other) => {
-                problems.push(Problem::app(app, TableKind::Memcached, format!("OCEAN_MEMCACHED_HASH={other:?} is not fnv1a_64 or md5")));
+                problems.push(Problem::app(
+                    app,
+                    TableKind::Memcached,
+                    format!("OCEAN_MEMCACHED_HASH={other:?} is not fnv1a_64 or md5"),
+                ));
                 continue;
             }
         };
@@ -41,21 +51,28 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
                 continue;
             }
         };
-        let pool = pools.entry(name.to_string()).or_insert_with(|| MemcachedPool {
-            name: name.to_string(),
-            listen_port: port,
-            hash,
-            replicas: Vec::new(),
-        });
+        let pool = pools
+            .entry(name.to_string())
+            .or_insert_with(|| MemcachedPool {
+                name: name.to_string(),
+                listen_port: port,
+                hash,
+                replicas: Vec::new(),
+            });
         if pool.listen_port != port || pool.hash != hash {
             problems.push(Problem::app(
                 app,
                 TableKind::Memcached,
-                format!("pool {name:?} already listens on {} with hash {:?}; this app disagrees", pool.listen_port, pool.hash),
+                format!(
+                    "pool {name:?} already listens on {} with hash {:?}; this app disagrees",
+                    pool.listen_port, pool.hash
+                ),
             ));
             continue;
         }
-        let servers = task_addrs(app).into_iter().map(|addr| MemcachedServer { addr, weight: 1 });
+        let servers = task_addrs(app)
+            .into_iter()
+            .map(|addr| MemcachedServer { addr, weight: 1 });
         match pool.replicas.iter_mut().find(|r| r.name == replica) {
             Some(r) => r.servers.extend(servers),
             None => pool.replicas.push(ReplicaSet {
@@ -75,7 +92,10 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
                 problems.push(Problem {
                     app: None,
                     table: Some(TableKind::Memcached),
-                    message: format!("replica set {:?} of pool {name:?} has no running servers; left out", r.name),
+                    message: format!(
+                        "replica set {:?} of pool {name:?} has no running servers; left out",
+                        r.name
+                    ),
                 });
             }
             !r.servers.is_empty()
@@ -87,7 +107,10 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
             problems.push(Problem {
                 app: None,
                 table: Some(TableKind::Memcached),
-                message: format!("pool {name:?} wants listen port {} of pool {other:?}; left out", pool.listen_port),
+                message: format!(
+                    "pool {name:?} wants listen port {} of pool {other:?}; left out",
+                    pool.listen_port
+                ),
             });
             continue;
         }
@@ -123,7 +146,10 @@ mod tests {
         t.validate().unwrap();
         assert_eq!(t.pools.len(), 1);
         let p = &t.pools[0];
-        assert_eq!((p.name.as_str(), p.listen_port, p.hash), ("pages", 11212, MemcachedHash::Fnv1a64));
+        assert_eq!(
+            (p.name.as_str(), p.listen_port, p.hash),
+            ("pages", 11212, MemcachedHash::Fnv1a64)
+        );
         let names: Vec<&str> = p.replicas.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, vec!["a", "b"]);
         assert_eq!(p.replicas[1].servers.len(), 2);

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ocean_core::table::mysql::{Access, Credentials, Grant, JobPassword, MysqlDatabase, MysqlJob, MysqlTable};
+use ocean_core::table::mysql::{
+    Access, Credentials, Grant, JobPassword, MysqlDatabase, MysqlJob, MysqlTable,
+};
 use ocean_core::table::TableKind;
 
 use super::{task_addrs, Problem};
@@ -44,7 +46,9 @@ fn parse_grants(label: &str) -> Result<Vec<Grant>, String> {
             other => return Err(format!("grant {item:?} has access {other:?}, not rw or ro")),
         };
         if !db.starts_with('/') {
-            return Err(format!("grant {item:?} does not name a database (/dept/product/name)"));
+            return Err(format!(
+                "grant {item:?} does not name a database (/dept/product/name)"
+            ));
         }
         grants.push(Grant {
             database: db.to_string(),
@@ -69,7 +73,12 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
                 problems.push(Problem::app(
                     app,
                     TableKind::Mysql,
-                    format!("OCEAN_MYSQL_ROLE={}: must be primary or replica", other.map(|r| format!("{r:?}")).unwrap_or_else(|| "(missing)".into())),
+                    format!(
+                        "OCEAN_MYSQL_ROLE={}: must be primary or replica",
+                        other
+                            .map(|r| format!("{r:?}"))
+                            .unwrap_or_else(|| "(missing)".into())
+                    ),
                 ));
                 continue;
             }
@@ -86,14 +95,16 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
             .schema
             .clone()
             .unwrap_or_else(|| name.rsplit('/').next().unwrap_or(name).to_string());
-        let db = dbs.entry(name.to_string()).or_insert_with(|| MysqlDatabase {
-            name: name.to_string(),
-            schema,
-            rw: sec.rw.clone(),
-            ro: sec.ro.clone(),
-            primary: None,
-            replicas: Vec::new(),
-        });
+        let db = dbs
+            .entry(name.to_string())
+            .or_insert_with(|| MysqlDatabase {
+                name: name.to_string(),
+                schema,
+                rw: sec.rw.clone(),
+                ro: sec.ro.clone(),
+                primary: None,
+                replicas: Vec::new(),
+            });
         let addrs = task_addrs(app);
         if primary {
             primaries.entry(name.to_string()).or_default().extend(addrs);
@@ -133,7 +144,11 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
         let grants = match parse_grants(label) {
             Ok(g) => g,
             Err(e) => {
-                problems.push(Problem::app(app, TableKind::Mysql, format!("OCEAN_MYSQL_GRANTS: {e}")));
+                problems.push(Problem::app(
+                    app,
+                    TableKind::Mysql,
+                    format!("OCEAN_MYSQL_GRANTS: {e}"),
+                ));
                 continue;
             }
         };
@@ -162,9 +177,11 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
         .map(|mut j| {
             j.ips.sort();
             j.ips.dedup();
-            j.grants.sort_by(|a, b| (&a.database, a.access).cmp(&(&b.database, b.access)));
+            j.grants
+                .sort_by(|a, b| (&a.database, a.access).cmp(&(&b.database, b.access)));
             // rw implies ro: keep the strongest grant per database.
-            j.grants.dedup_by(|later, earlier| later.database == earlier.database);
+            j.grants
+                .dedup_by(|later, earlier| later.database == earlier.database);
             j
         })
         .collect();
@@ -188,7 +205,10 @@ pub fn hash_password(password: &str) -> JobPassword {
 
 /// Whether a peer at `ip` may log in as `job` (IP + JOBNAME) according to `table`.
 pub fn job_allows(table: &MysqlTable, job: &str, ip: IpAddr) -> bool {
-    table.jobs.iter().any(|j| j.name == job && j.ips.contains(&ip))
+    table
+        .jobs
+        .iter()
+        .any(|j| j.name == job && j.ips.contains(&ip))
 }
 
 #[cfg(test)]
@@ -246,15 +266,46 @@ mod tests {
         assert_eq!(db.ro.as_ref().map(|c| c.user.as_str()), Some("ocean_ro"));
         let web = t.jobs.iter().find(|j| j.name == "browser-web").unwrap();
         assert_eq!(web.ips.len(), 2);
-        assert_eq!(web.grants.len(), 1, "the grant of /x/y/z (no credentials) is dropped");
+        assert_eq!(
+            web.grants.len(),
+            1,
+            "the grant of /x/y/z (no credentials) is dropped"
+        );
         assert!(web.password.is_some());
-        assert!(job_allows(&t, "miui/browser/cron", "10.0.1.3".parse().unwrap()));
-        assert!(!job_allows(&t, "miui/browser/cron", "10.0.1.1".parse().unwrap()));
-        let msgs: Vec<String> = problems.iter().map(|p| format!("{:?}: {}", p.app, p.message)).collect();
-        assert!(msgs.iter().any(|m| m.contains("/db/nocreds") && m.contains("no credentials")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("/db/badrole") && m.contains("leader")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("/bad/grants") && m.contains("admin")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("unknown database \"/x/y/z\"")), "{msgs:?}");
+        assert!(job_allows(
+            &t,
+            "miui/browser/cron",
+            "10.0.1.3".parse().unwrap()
+        ));
+        assert!(!job_allows(
+            &t,
+            "miui/browser/cron",
+            "10.0.1.1".parse().unwrap()
+        ));
+        let msgs: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{:?}: {}", p.app, p.message))
+            .collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("/db/nocreds") && m.contains("no credentials")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("/db/badrole") && m.contains("leader")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("/bad/grants") && m.contains("admin")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("unknown database \"/x/y/z\"")),
+            "{msgs:?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,11 @@ pub fn task_name(app_id: &str) -> String {
 /// else dropped, then trimmed and cut to `maxlen` (63 for RFC 1123, 24 for RFC 952, which
 /// also strips leading digits).
 pub fn label(name: &str, rfc952: bool) -> String {
-    let (maxlen, left) = if rfc952 { (24, "-0123456789") } else { (63, "-") };
+    let (maxlen, left) = if rfc952 {
+        (24, "-0123456789")
+    } else {
+        (63, "-")
+    };
     let mapped: String = name
         .chars()
         .filter_map(|c| match c {
@@ -55,7 +59,11 @@ pub fn task_hash(task_id: &str) -> String {
 
 /// The lowercased last `-`-separated field of an agent id (`...-S1` -> `s1`).
 pub fn slave_tail(slave_id: &str) -> String {
-    slave_id.rsplit('-').next().unwrap_or("").to_ascii_lowercase()
+    slave_id
+        .rsplit('-')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -65,10 +73,22 @@ mod tests {
     #[test]
     fn hashes_match_mesos_dns_vectors() {
         assert_eq!(task_hash("test"), "iffe9");
-        assert_eq!(task_hash("liquor-store.b8db9f73-562f-11e4-a088-c20493233aa5"), "4dfjd");
-        assert_eq!(task_hash("liquor-store.b71166c1-562f-11e4-a088-c20493233aa5"), "zasmd");
-        assert_eq!(task_hash("car-store.43758382-562f-11e4-a088-c20493233aa5"), "zinaz");
-        assert_eq!(task_hash("nginx.48dccce7-90bc-11e6-ae70-70b3d5800001"), "jhy6r");
+        assert_eq!(
+            task_hash("liquor-store.b8db9f73-562f-11e4-a088-c20493233aa5"),
+            "4dfjd"
+        );
+        assert_eq!(
+            task_hash("liquor-store.b71166c1-562f-11e4-a088-c20493233aa5"),
+            "zasmd"
+        );
+        assert_eq!(
+            task_hash("car-store.43758382-562f-11e4-a088-c20493233aa5"),
+            "zinaz"
+        );
+        assert_eq!(
+            task_hash("nginx.48dccce7-90bc-11e6-ae70-70b3d5800001"),
+            "jhy6r"
+        );
     }
 
     #[test]
@@ -87,8 +107,14 @@ mod tests {
         }
         assert_eq!(label("4abc123", true), "abc123");
         assert_eq!(label("4abc123", false), "4abc123");
-        assert_eq!(label("fd%gsf---gs7-f$gs--d7fddg-123", true), "fdgsf---gs7-fgs--d7fddg1");
-        assert_eq!(label("fd%gsf---gs7-f$gs--d7fddg-123", false), "fdgsf---gs7-fgs--d7fddg-123");
+        assert_eq!(
+            label("fd%gsf---gs7-f$gs--d7fddg-123", true),
+            "fdgsf---gs7-fgs--d7fddg1"
+        );
+        assert_eq!(
+            label("fd%gsf---gs7-f$gs--d7fddg-123", false),
+            "fdgsf---gs7-fgs--d7fddg-123"
+        );
         assert_eq!(label(&format!("hello{}f", "-".repeat(58)), false), "hellof");
         assert_eq!(label(&"a".repeat(70), false), "a".repeat(63));
         assert_eq!(label(&"a".repeat(70), true), "a".repeat(24));

@@ -17,7 +17,11 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> RedisTable {
         };
         let name = name.trim();
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            problems.push(Problem::app(app, TableKind::Redis, format!("OCEAN_REDIS_CLUSTER={name:?} is not a usable name")));
+            problems.push(Problem::app(
+                app,
+                TableKind::Redis,
+                format!("OCEAN_REDIS_CLUSTER={name:?} is not a usable name"),
+            ));
             continue;
         }
         let port = match listen_port(app) {
@@ -107,7 +111,10 @@ mod tests {
         let sessions = &t.clusters[1];
         assert_eq!(sessions.listen_port, 6390);
         let nodes: Vec<String> = sessions.nodes.iter().map(|n| n.to_string()).collect();
-        assert_eq!(nodes, vec!["10.0.0.1:31000", "10.0.0.2:31000", "10.0.0.3:31001"]);
+        assert_eq!(
+            nodes,
+            vec!["10.0.0.1:31000", "10.0.0.2:31000", "10.0.0.3:31001"]
+        );
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].app.as_deref(), Some("/cache/bad"));
         assert!(problems[0].message.contains("OCEAN_PORT=\"99999\""));

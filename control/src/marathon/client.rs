@@ -20,7 +20,10 @@ pub enum MarathonError {
         source: reqwest::Error,
     },
     #[error("{url}: HTTP {status}")]
-    Status { url: Url, status: reqwest::StatusCode },
+    Status {
+        url: Url,
+        status: reqwest::StatusCode,
+    },
     #[error("{url}: not the elected leader (/v2/info says elected=false)")]
     NotLeader { url: Url },
     #[error("{url}: /v2/info is not JSON: {message}")]
@@ -97,7 +100,10 @@ impl MarathonClient {
                     .header(reqwest::header::ACCEPT, "application/json")
                     .send()
                     .await
-                    .map_err(|source| MarathonError::Http { url: url.clone(), source })?;
+                    .map_err(|source| MarathonError::Http {
+                        url: url.clone(),
+                        source,
+                    })?;
                 if !resp.status().is_success() {
                     return Err(MarathonError::Status {
                         url,
@@ -130,21 +136,25 @@ impl MarathonClient {
             .get(url.clone())
             .send()
             .await
-            .map_err(|source| MarathonError::Http { url: url.clone(), source })?;
+            .map_err(|source| MarathonError::Http {
+                url: url.clone(),
+                source,
+            })?;
         if !resp.status().is_success() {
             return Err(MarathonError::Status {
                 url,
                 status: resp.status(),
             });
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|source| MarathonError::Http { url: url.clone(), source })?;
-        let info: serde_json::Value = serde_json::from_slice(&body).map_err(|e| MarathonError::Info {
+        let body = resp.bytes().await.map_err(|source| MarathonError::Http {
             url: url.clone(),
-            message: e.to_string(),
+            source,
         })?;
+        let info: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| MarathonError::Info {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         // Marathon reports `elected: true` only on the leader. An instance that omits the
         // field (very old versions) is trusted.
         if info.get("elected").and_then(|e| e.as_bool()) == Some(false) {
@@ -161,7 +171,10 @@ mod tests {
     #[test]
     fn join_keeps_a_base_path() {
         let base = Url::parse("http://m:8080/marathon/").unwrap();
-        assert_eq!(join(&base, "/v2/info").as_str(), "http://m:8080/marathon/v2/info");
+        assert_eq!(
+            join(&base, "/v2/info").as_str(),
+            "http://m:8080/marathon/v2/info"
+        );
         let base = Url::parse("http://m:8080").unwrap();
         assert_eq!(join(&base, "/v2/apps").as_str(), "http://m:8080/v2/apps");
     }

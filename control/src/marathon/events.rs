@@ -144,7 +144,9 @@ pub async fn run(
         metrics::gauge!("ocean_control_event_stream_up").set(0.0);
         match result {
             Ok(()) => tracing::info!(marathon = %base, "event stream ended; reconnecting"),
-            Err(e) => tracing::warn!(marathon = %base, error = %e, "event stream failed; polling until it is back"),
+            Err(e) => {
+                tracing::warn!(marathon = %base, error = %e, "event stream failed; polling until it is back")
+            }
         }
         client.rotate();
         let sleep = rand::rng().random_range(min..=backoff.max(min));
@@ -195,7 +197,8 @@ async fn stream_once(
     while let Some(chunk) = resp.chunk().await? {
         for ev in parser.feed(&chunk)? {
             *backoff = min;
-            metrics::counter!("ocean_control_marathon_events_total", "type" => ev.event.clone()).increment(1);
+            metrics::counter!("ocean_control_marathon_events_total", "type" => ev.event.clone())
+                .increment(1);
             if relevant(&ev) {
                 tracing::debug!(event = %ev.event, "marathon event");
                 mark(dirty);
@@ -217,9 +220,14 @@ mod tests {
     #[test]
     fn parses_events_split_across_chunks() {
         let mut p = SseParser::new(1024);
-        let mut got = p.feed(b"event: status_update_event\r\ndata: {\"a\":").unwrap();
+        let mut got = p
+            .feed(b"event: status_update_event\r\ndata: {\"a\":")
+            .unwrap();
         assert!(got.is_empty());
-        got.extend(p.feed(b"1}\r\n\r\n: keepalive\n\nevent: x\ndata: 1\ndata: 2\n\n").unwrap());
+        got.extend(
+            p.feed(b"1}\r\n\r\n: keepalive\n\nevent: x\ndata: 1\ndata: 2\n\n")
+                .unwrap(),
+        );
         assert_eq!(
             got,
             vec![
@@ -240,7 +248,10 @@ mod tests {
         let mut p = SseParser::new(8);
         assert_eq!(p.feed(b"data: 0123456789"), Err(SseError::LineTooLong(8)));
         let mut p = SseParser::new(10);
-        assert_eq!(p.feed(b"data:12345\ndata:67890\n"), Err(SseError::EventTooLarge(10)));
+        assert_eq!(
+            p.feed(b"data:12345\ndata:67890\n"),
+            Err(SseError::EventTooLarge(10))
+        );
     }
 
     #[test]

@@ -196,7 +196,10 @@ mod tests {
     #[test]
     fn parses_real_marathon_15_and_14_responses() {
         for file in ["marathon15_apps.json", "zdd_apps.json"] {
-            let path = format!("{}/../../shared/reference/marathon/{file}", env!("CARGO_MANIFEST_DIR"));
+            let path = format!(
+                "{}/../../shared/reference/marathon/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            );
             let Ok(body) = std::fs::read(&path) else {
                 // shared/ sits beside the checkout in CI and in development.
                 panic!("reference file {path} missing");
@@ -204,7 +207,9 @@ mod tests {
             let (apps, bad) = parse_apps(&body).unwrap_or_default_for_test();
             assert!(bad.is_empty(), "{file}: {bad:?}");
             assert!(!apps.is_empty(), "{file}");
-            assert!(apps.iter().all(|a| a.tasks.as_ref().is_some_and(|t| !t.is_empty())));
+            assert!(apps
+                .iter()
+                .all(|a| a.tasks.as_ref().is_some_and(|t| !t.is_empty())));
         }
     }
 
