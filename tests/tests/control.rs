@@ -480,3 +480,70 @@ async fn long_poll_returns_304_after_the_wait_and_200_on_change() {
     assert_eq!(bad.status(), 400);
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn only_the_elected_leader_is_trusted_among_several_marathons() {
+    let standby = FakeMarathon::start().await.unwrap();
+    standby.set_elected(false);
+    // The standby holds a stale view that must never be published.
+    standby.put_app(app("/web", json!({"OCEAN_REDIS_CLUSTER": "stale"}), 6390));
+    standby.add_task("/web", task("/web", 9, "127.0.9.9", &[31009]));
+    let leader = marathon_with_web().await;
+    let mut c = config(&leader);
+    c.source = Source::Marathon(vec![standby.url(), leader.url()]);
+    let (ctl, cancel) = control(c).await;
+    let (mut w, _t) = subscriber::spawn::<RedisTable>(sub_config(ctl.addr), cancel.clone());
+    let t = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.table.clusters[0].name, "web-cache");
+    let status = ctl.shared.status();
+    assert!(
+        status.source.contains(&leader.addr().to_string()),
+        "{}",
+        status.source
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_cut_event_stream_is_reopened_and_changes_keep_flowing() {
+    let m = marathon_with_web().await;
+    let (ctl, cancel) = control(config(&m)).await;
+    let shared = ctl.shared.clone();
+    let up = || {
+        let s = shared.clone();
+        move || {
+            let up = s.status().event_stream_up;
+            async move { up }
+        }
+    };
+    eventually("event stream up", Duration::from_secs(5), up()).await;
+    let (mut w, _t) = subscriber::spawn::<DnsTable>(sub_config(ctl.addr), cancel.clone());
+    tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
+    let opened = m.requests().2;
+    m.cut_event_streams();
+    eventually("event stream reopened", Duration::from_secs(5), || {
+        let n = m.requests().2;
+        async move { n > opened }
+    })
+    .await;
+    eventually("event stream up again", Duration::from_secs(5), up()).await;
+    m.add_task("/web", task("/web", 2, "127.0.1.2", &[31001]));
+    let t0 = Instant::now();
+    loop {
+        let t = tokio::time::timeout(Duration::from_secs(2), w.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        if web_ips(&t.table).len() == 2 {
+            break;
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    cancel.cancel();
+}
