@@ -104,13 +104,7 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
         file.apply(&base, &mut c)?;
     }
     if let Some(d) = a.domain {
-        let file = FileConfig {
-            domain: Some(d),
-            ..Default::default()
-        };
-        file.apply(std::path::Path::new("."), &mut c)
-            .map(|_| ())
-            .or_else(|e| Err(e).context("--domain"))?;
+        c.derive.dns.set_domain(&d);
     }
     c.listen = a.listen;
     c.resync = a.resync;
@@ -120,7 +114,13 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
     if let Some(f) = a.token_file {
         let t =
             std::fs::read_to_string(&f).with_context(|| format!("--token-file {}", f.display()))?;
-        c.token = Some(t.trim().to_string());
+        let t = t.trim();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "--token-file {}: the file is empty",
+            f.display()
+        );
+        c.token = Some(t.to_string());
     }
     if let Some(v) = a.max_drop {
         c.guard.max_drop = v;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ocean_core::table::dns::Soa;
 use ocean_core::table::mysql::{Credentials, JobPassword};
 use serde::Deserialize;
 use url::Url;
@@ -245,13 +244,7 @@ impl FileConfig {
     pub fn apply(&self, base: &Path, config: &mut Config) -> Result<(), ConfigError> {
         let dns = &mut config.derive.dns;
         if let Some(d) = &self.domain {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            dns.soa = Soa {
-                mname: format!("ns1.{d}."),
-                rname: format!("root.ns1.{d}."),
-                ..dns.soa.clone()
-            };
-            dns.domain = d;
+            dns.set_domain(d);
         }
         if let Some(t) = self.dns.ttl {
             dns.ttl = t;
@@ -281,7 +274,15 @@ impl FileConfig {
             config.guard.drop_hold = v;
         }
         if let Some(f) = &self.token_file {
-            config.token = read_secret(base, "token_file", &None, &Some(f.clone()))?;
+            let token =
+                read_secret(base, "token_file", &None, &Some(f.clone()))?.unwrap_or_default();
+            if token.trim().is_empty() {
+                return Err(ConfigError::Field {
+                    field: "token_file".into(),
+                    message: format!("{}: the file is empty", base.join(f).display()),
+                });
+            }
+            config.token = Some(token.trim().to_string());
         }
         let mut secrets = MysqlSecrets::default();
         for (name, db) in &self.mysql.databases {

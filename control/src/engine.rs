@@ -91,6 +91,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 /// Binds the API, starts the sync loop and returns at once.
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
+    // Install the recorder before anything records, so no early sample is lost.
+    ocean_core::metrics::handle();
     let listener = ocean_core::listener::bind_tcp(config.listen, false)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let addr = listener.local_addr()?;

@@ -299,6 +299,7 @@ pub fn spawn<T: Table>(
     config: SubscriberConfig,
     cancel: CancellationToken,
 ) -> (TableWatch<T>, tokio::task::JoinHandle<()>) {
+    crate::metrics::handle();
     let current = Arc::new(ArcSwapOption::empty());
     let (tx, rx) = watch::channel(None);
     let status = Arc::new(Mutex::new(SubscriberStatus::default()));

@@ -52,6 +52,16 @@ impl Default for DnsSettings {
     }
 }
 
+impl DnsSettings {
+    /// Sets the domain and the SOA names that follow from it (`ns1.<domain>.`).
+    pub fn set_domain(&mut self, domain: &str) {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.soa.mname = format!("ns1.{d}.");
+        self.soa.rname = format!("root.ns1.{d}.");
+        self.domain = d;
+    }
+}
+
 const FRAMEWORK: &str = "marathon";
 
 #[derive(Default)]

@@ -32,6 +32,14 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
             .get("OCEAN_MEMCACHED_REPLICA")
             .map(|r| r.trim().to_string())
             .unwrap_or_else(|| app.id.clone());
+        if replica.is_empty() || replica.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.push(Problem::app(
+                app,
+                TableKind::Memcached,
+                format!("OCEAN_MEMCACHED_REPLICA={replica:?} is not a usable name"),
+            ));
+            continue;
+        }
         let hash = match app.labels.get("OCEAN_MEMCACHED_HASH").map(|h| h.trim()) {
             None | Some("fnv1a_64") => MemcachedHash::Fnv1a64,
             Some("md5") => MemcachedHash::Md5,

@@ -95,6 +95,17 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
             .schema
             .clone()
             .unwrap_or_else(|| name.rsplit('/').next().unwrap_or(name).to_string());
+        if let Some(other) = dbs.values().find(|d| d.schema == schema && d.name != name) {
+            problems.push(Problem::app(
+                app,
+                TableKind::Mysql,
+                format!(
+                    "database {name:?} has schema {schema:?}, which database {:?} already has; set `schema` in control's config",
+                    other.name
+                ),
+            ));
+            continue;
+        }
         let db = dbs
             .entry(name.to_string())
             .or_insert_with(|| MysqlDatabase {
@@ -153,6 +164,17 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
             }
         };
         let jobname = app.jobname().to_string();
+        if jobname.is_empty()
+            || jobname.len() > 80
+            || jobname.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            problems.push(Problem::app(
+                app,
+                TableKind::Mysql,
+                format!("JOBNAME {jobname:?} cannot be a MySQL user name (1-80 bytes, no spaces)"),
+            ));
+            continue;
+        }
         let job = jobs.entry(jobname.clone()).or_insert_with(|| MysqlJob {
             name: jobname.clone(),
             ips: Vec::new(),
@@ -328,5 +350,46 @@ mod tests {
         assert_eq!(h.sha1_sha1.len(), 40);
         assert_eq!(h.sha256_sha256.len(), 64);
         assert_eq!(h.sha1_sha1, "d821809f681a40a6e379b50d0463efae20bdd122");
+    }
+}
+
+#[cfg(test)]
+mod unusable_labels {
+    use super::*;
+    use crate::derive::fixtures::{state, task};
+    use ocean_core::table::Table;
+
+    #[test]
+    fn a_bad_jobname_or_a_shared_schema_is_reported_and_the_table_stays_valid() {
+        let mut s = MysqlSecrets::default();
+        for name in ["/a/x/key", "/b/y/key"] {
+            s.databases.insert(
+                name.into(),
+                DatabaseSecrets {
+                    schema: None,
+                    rw: Credentials {
+                        user: "u".into(),
+                        password: "p".into(),
+                    },
+                    ro: None,
+                },
+            );
+        }
+        let json = format!(
+            r#"{{"apps":[
+            {{"id":"/db/a","labels":{{"OCEAN_MYSQL_DB":"/a/x/key","OCEAN_MYSQL_ROLE":"primary"}},"tasks":[{}]}},
+            {{"id":"/db/b","labels":{{"OCEAN_MYSQL_DB":"/b/y/key","OCEAN_MYSQL_ROLE":"primary"}},"tasks":[{}]}},
+            {{"id":"/web","labels":{{"OCEAN_JOBNAME":"has space","OCEAN_MYSQL_GRANTS":"/a/x/key:rw"}},"tasks":[{}]}}
+            ]}}"#,
+            task("a.1", "10.0.0.1", &[3306]),
+            task("b.1", "10.0.0.2", &[3306]),
+            task("w.1", "10.0.0.3", &[1]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &s, &mut problems);
+        t.validate().unwrap();
+        assert_eq!(t.databases.len(), 1);
+        assert!(t.jobs.is_empty());
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 }

@@ -20,6 +20,7 @@ pub struct MemcachedTable {
 pub enum MemcachedHash {
     /// twemproxy's default.
     #[default]
+    #[serde(rename = "fnv1a_64")]
     Fnv1a64,
     Md5,
 }
