@@ -1,4 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The workspace's rust-version is 1.85; `is_multiple_of` is stable since 1.87.
+#![allow(clippy::manual_is_multiple_of)]
 //! Scale benchmark of `ocean control` (not run in CI).
 //!
 //! Part 1, the sync pipeline on a synthetic Marathon of `--apps` apps with
@@ -68,7 +70,7 @@ fn parse_args() -> Args {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (arg.clone(), None),
         };
-        let mut number = |it: &mut dyn Iterator<Item = String>| -> usize {
+        let number = |it: &mut dyn Iterator<Item = String>| -> usize {
             let v = inline.clone().or_else(|| it.next()).unwrap_or_default();
             match v.parse::<usize>() {
                 Ok(n) if n > 0 => n,
@@ -145,10 +147,22 @@ fn spec(i: usize, tpa: usize) -> Spec {
     let slot = i % 100;
     let (kind, net, health) = match slot {
         0..=1 => (Kind::Redis, Net::IpPerTask, true),
-        2..=4 => (Kind::Memcached((b'a' + (slot - 2) as u8) as char), Net::Bridge, false),
+        2..=4 => (
+            Kind::Memcached((b'a' + (slot - 2) as u8) as char),
+            Net::Bridge,
+            false,
+        ),
         5 => (Kind::MysqlPrimary, Net::Host, true),
         6 => (Kind::MysqlReplica, Net::Host, true),
-        7..=11 => (Kind::Grants, if slot % 2 == 0 { Net::Bridge } else { Net::Host }, slot % 2 == 1),
+        7..=11 => (
+            Kind::Grants,
+            if slot % 2 == 0 {
+                Net::Bridge
+            } else {
+                Net::Host
+            },
+            slot % 2 == 1,
+        ),
         12..=16 => (Kind::Elb(slot - 12), Net::Host, true),
         _ => {
             let net = match i % 3 {
@@ -226,7 +240,11 @@ struct Stats {
 /// same arguments give the same bytes, and `extra` changes only that app.
 fn generate(apps: usize, tpa: usize, extra: usize) -> (Vec<u8>, Stats) {
     let agents = (apps * tpa / 50).clamp(1, 250 * 250);
-    let extra_at = if extra > 0 { Some(extra_app(apps, tpa)) } else { None };
+    let extra_at = if extra > 0 {
+        Some(extra_app(apps, tpa))
+    } else {
+        None
+    };
     let mut out = Vec::with_capacity(apps * tpa * 1200);
     out.extend_from_slice(b"{\"apps\":[");
     let mut stats = Stats {
@@ -295,7 +313,11 @@ fn app_json(i: usize, s: &Spec, agents: usize, service_port: &mut u32) -> Value 
         }
         Kind::MysqlPrimary | Kind::MysqlReplica => {
             label("OCEAN_MYSQL_DB", db_name(block));
-            let role = if s.kind == Kind::MysqlPrimary { "primary" } else { "replica" };
+            let role = if s.kind == Kind::MysqlPrimary {
+                "primary"
+            } else {
+                "replica"
+            };
             label("OCEAN_MYSQL_ROLE", role.to_string());
             vec![("mysql", 3306)]
         }
@@ -333,7 +355,10 @@ fn app_json(i: usize, s: &Spec, agents: usize, service_port: &mut u32) -> Value 
         Kind::Plain if i % 5 == 0 => vec![("http", 8080), ("metrics", 9090)],
         Kind::Plain => vec![("http", 8080)],
     };
-    let service_ports: Vec<u32> = ports.iter().map(|_| next_service_port(service_port)).collect();
+    let service_ports: Vec<u32> = ports
+        .iter()
+        .map(|_| next_service_port(service_port))
+        .collect();
 
     let mut app = json!({
         "id": id,
@@ -370,7 +395,17 @@ fn app_json(i: usize, s: &Spec, agents: usize, service_port: &mut u32) -> Value 
         "requirePorts": false,
     });
     let obj = app.as_object_mut().expect("object");
-    let image = format!("registry.example.com/dept{}/{}:1.{}.0", block % 10, obj["id"].as_str().unwrap_or("x").rsplit('/').next().unwrap_or("x"), i % 7);
+    let image = format!(
+        "registry.example.com/dept{}/{}:1.{}.0",
+        block % 10,
+        obj["id"]
+            .as_str()
+            .unwrap_or("x")
+            .rsplit('/')
+            .next()
+            .unwrap_or("x"),
+        i % 7
+    );
     match s.net {
         Net::Host => {
             let defs: Vec<Value> = ports
@@ -408,7 +443,10 @@ fn app_json(i: usize, s: &Spec, agents: usize, service_port: &mut u32) -> Value 
                 json!({"type": "DOCKER", "volumes": [], "portMappings": maps,
                        "docker": {"image": image, "forcePullImage": false, "privileged": false, "parameters": []}}),
             );
-            obj.insert("networks".into(), json!([{"mode": "container", "name": "dcos"}]));
+            obj.insert(
+                "networks".into(),
+                json!([{"mode": "container", "name": "dcos"}]),
+            );
             obj.insert("portDefinitions".into(), json!([]));
         }
     }
@@ -425,7 +463,11 @@ fn app_json(i: usize, s: &Spec, agents: usize, service_port: &mut u32) -> Value 
     };
     obj.insert("healthChecks".into(), health_checks);
 
-    let task_prefix = obj["id"].as_str().unwrap_or("").trim_start_matches('/').replace('/', "_");
+    let task_prefix = obj["id"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .replace('/', "_");
     let app_id_value = obj["id"].clone();
     let stride = 2 * s.tasks.max(1) + 4;
     let tasks: Vec<Value> = (0..s.tasks)
@@ -500,7 +542,10 @@ fn mysql_secrets(apps: usize) -> MysqlSecrets {
                 }),
             },
         );
-        s.jobs.insert(format!("product{block}-api"), hash_password(&format!("job-{block}")));
+        s.jobs.insert(
+            format!("product{block}-api"),
+            hash_password(&format!("job-{block}")),
+        );
     }
     s
 }
@@ -551,7 +596,9 @@ fn proc_status_kib(field: &str) -> Option<u64> {
 }
 
 fn mem(field: &str) -> String {
-    proc_status_kib(field).map(|k| mib(k * 1024)).unwrap_or_else(|| "n/a".into())
+    proc_status_kib(field)
+        .map(|k| mib(k * 1024))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 /// Resets VmHWM to the current RSS (Linux >= 4.0).
@@ -612,7 +659,9 @@ fn table_rows(d: &Derived, reps: usize) -> Vec<TableRow> {
 /// Per-rep sums over tables of one column, so the median of a sum is a median of real runs.
 fn summed(rows: &[TableRow], col: impl Fn(&TableRow) -> &Vec<Duration>) -> Vec<Duration> {
     let reps = rows.first().map(|r| col(r).len()).unwrap_or(0);
-    (0..reps).map(|k| rows.iter().map(|r| col(r)[k]).sum()).collect()
+    (0..reps)
+        .map(|k| rows.iter().map(|r| col(r)[k]).sum())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -634,16 +683,28 @@ fn pipeline(args: &Args) {
         stats.by_net[Net::Bridge as usize],
         stats.by_net[Net::IpPerTask as usize]
     );
-    println!("apps JSON: {} ({} bytes), generated in {} ms; {} reps per stage, median shown", mib(body.len() as u64), body.len(), ms(gen_time), args.reps);
+    println!(
+        "apps JSON: {} ({} bytes), generated in {} ms; {} reps per stage, median shown",
+        mib(body.len() as u64),
+        body.len(),
+        ms(gen_time),
+        args.reps
+    );
     let rss_generated = mem("VmRSS");
     let hwm_generated = mem("VmHWM");
     let reset = reset_hwm();
 
     let (parse_t, parsed) = repeat(args.reps, || parse_apps(&body).expect("apps JSON"));
     let (apps, bad) = parsed;
-    assert!(bad.is_empty(), "generator produced apps control refuses: {:?}", bad.iter().take(3).collect::<Vec<_>>());
+    assert!(
+        bad.is_empty(),
+        "generator produced apps control refuses: {:?}",
+        bad.iter().take(3).collect::<Vec<_>>()
+    );
     let rss_parsed = mem("VmRSS");
-    let (norm_t, state) = repeat(args.reps, || normalize(&apps, &Resolved::new(), &mut HealthMemory::default()));
+    let (norm_t, state) = repeat(args.reps, || {
+        normalize(&apps, &Resolved::new(), &mut HealthMemory::default())
+    });
     let rss_normalized = mem("VmRSS");
     let config = derive_config(args.apps);
     let (derive_t, derived) = repeat(args.reps, || derive_all(&state, &config));
@@ -653,7 +714,12 @@ fn pipeline(args: &Args) {
     let hwm_pipeline = mem("VmHWM");
 
     let live: usize = state.apps.iter().map(|a| a.live_tasks().count()).sum();
-    println!("normalized: {} apps, {} tasks, {} live (running, healthy, addressable)", state.apps.len(), state.apps.iter().map(|a| a.tasks.len()).sum::<usize>(), live);
+    println!(
+        "normalized: {} apps, {} tasks, {} live (running, healthy, addressable)",
+        state.apps.len(),
+        state.apps.iter().map(|a| a.tasks.len()).sum::<usize>(),
+        live
+    );
     println!("derive problems: {}", derived.problems.len());
     for p in derived.problems.iter().take(5) {
         println!("  {:?} {:?}: {}", p.app, p.table, p.message);
@@ -672,7 +738,10 @@ fn pipeline(args: &Args) {
     ];
     let total: Duration = stages.iter().map(|(_, t)| median(t)).sum();
     println!();
-    println!("{:<30} {:>10} {:>10} {:>10} {:>8}", "stage", "median ms", "min ms", "max ms", "share");
+    println!(
+        "{:<30} {:>10} {:>10} {:>10} {:>8}",
+        "stage", "median ms", "min ms", "max ms", "share"
+    );
     for (name, t) in &stages {
         let m = median(t);
         println!(
@@ -687,8 +756,8 @@ fn pipeline(args: &Args) {
     println!("{:<30} {:>10}", "total (sum of medians)", ms(total));
     println!();
     println!(
-        "{:<10} {:>9} {:>9} {:>14} {:>12} {:>12} {:>9} {:>11}  {}",
-        "table", "entries", "backends", "bytes", "validate ms", "json ms", "etag ms", "json MB/s", "etag"
+        "{:<10} {:>9} {:>9} {:>14} {:>12} {:>12} {:>9} {:>11}  etag",
+        "table", "entries", "backends", "bytes", "validate ms", "json ms", "etag ms", "json MB/s"
     );
     for r in &rows {
         let j = median(&r.json);
@@ -706,7 +775,13 @@ fn pipeline(args: &Args) {
         );
     }
     let total_bytes: usize = rows.iter().map(|r| r.bytes).sum();
-    println!("{:<10} {:>9} {:>9} {:>14}", "all", "", rows.iter().map(|r| r.backends).sum::<usize>(), total_bytes);
+    println!(
+        "{:<10} {:>9} {:>9} {:>14}",
+        "all",
+        "",
+        rows.iter().map(|r| r.backends).sum::<usize>(),
+        total_bytes
+    );
     println!("(entries: dns names, redis clusters, memcached pools, mysql databases + jobs, lvs virtual services)");
 
     drop(rows);
@@ -737,6 +812,7 @@ struct Got {
     etag: String,
     headers_at: Instant,
     body_at: Instant,
+    bytes: usize,
 }
 
 async fn long_poll(client: reqwest::Client, url: String, have: String) -> Result<Got, String> {
@@ -754,36 +830,57 @@ async fn long_poll(client: reqwest::Client, url: String, have: String) -> Result
         .and_then(|v| v.to_str().ok())
         .map(|v| unquote_etag(v).to_string())
         .unwrap_or_default();
-    resp.bytes().await.map_err(|e| e.to_string())?;
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?.len();
     Ok(Got {
         status,
         etag,
         headers_at,
         body_at: Instant::now(),
+        bytes,
     })
 }
 
 /// Waits until `n` subscribers whose id starts with `prefix` poll the dns table.
-async fn wait_subscribed(client: &reqwest::Client, addr: SocketAddr, prefix: &str, n: usize) -> Duration {
+async fn wait_subscribed(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    prefix: &str,
+    n: usize,
+) -> Duration {
     let started = Instant::now();
     loop {
-        let rows: Vec<Value> = match client.get(format!("http://{addr}/v1/subscribers")).send().await {
+        let rows: Vec<Value> = match client
+            .get(format!("http://{addr}/v1/subscribers"))
+            .send()
+            .await
+        {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(_) => Vec::new(),
         };
         let count = rows
             .iter()
-            .filter(|r| r["kind"] == "dns" && r["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
+            .filter(|r| {
+                r["kind"] == "dns" && r["id"].as_str().is_some_and(|id| id.starts_with(prefix))
+            })
             .count();
         if count >= n {
             return started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "only {count} of {n} subscribers arrived within 60s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {count} of {n} subscribers arrived within 60s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn spawn_waiters(client: &reqwest::Client, addr: SocketAddr, prefix: &str, have: &str, n: usize) -> Vec<tokio::task::JoinHandle<Result<Got, String>>> {
+fn spawn_waiters(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    prefix: &str,
+    have: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<Got, String>>> {
     (0..n)
         .map(|i| {
             let url = format!("http://{addr}/v1/tables/dns?wait=60s&subscriber={prefix}{i}");
@@ -798,24 +895,34 @@ struct Round {
     errors: Vec<String>,
     headers: Vec<Duration>,
     bodies: Vec<Duration>,
+    bytes: usize,
 }
 
-async fn collect(name: &'static str, t0: Instant, want: &str, handles: Vec<tokio::task::JoinHandle<Result<Got, String>>>) -> Round {
+async fn collect(
+    name: &'static str,
+    t0: Instant,
+    want: &str,
+    handles: Vec<tokio::task::JoinHandle<Result<Got, String>>>,
+) -> Round {
     let mut r = Round {
         name,
         ok: 0,
         errors: Vec::new(),
         headers: Vec::new(),
         bodies: Vec::new(),
+        bytes: 0,
     };
     for h in handles {
         match h.await {
             Ok(Ok(g)) if g.status == 200 && g.etag == want => {
                 r.ok += 1;
+                r.bytes += g.bytes;
                 r.headers.push(g.headers_at.saturating_duration_since(t0));
                 r.bodies.push(g.body_at.saturating_duration_since(t0));
             }
-            Ok(Ok(g)) => r.errors.push(format!("status {} etag {}", g.status, g.etag)),
+            Ok(Ok(g)) => r
+                .errors
+                .push(format!("status {} etag {}", g.status, g.etag)),
             Ok(Err(e)) => r.errors.push(e),
             Err(e) => r.errors.push(e.to_string()),
         }
@@ -865,6 +972,8 @@ fn fanout(args: &Args) {
         );
         n = fit.max(1);
     }
+    let rss_before = mem("VmRSS");
+    let reset = reset_hwm();
     let fa = args.fanout_apps;
     let tpa = args.tasks_per_app;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -875,7 +984,9 @@ fn fanout(args: &Args) {
     write_atomically(&path, &body0);
     let config_derive = derive_config(fa);
     // What the engine spends computing the changed state (median of 5).
-    let sync_times: Vec<Duration> = (0..5).map(|_| sync_once(&body1, &config_derive).0).collect();
+    let sync_times: Vec<Duration> = (0..5)
+        .map(|_| sync_once(&body1, &config_derive).0)
+        .collect();
     let (_, derived2) = sync_once(&body2, &config_derive);
     let dns2 = canonical_json(&derived2.dns).expect("dns json");
     let served2 = Served {
@@ -904,7 +1015,9 @@ fn fanout(args: &Args) {
         .build()
         .expect("client runtime");
     let cancel = CancellationToken::new();
-    let running: Running = control_rt.block_on(ocean_control::engine::start(config, cancel.clone())).expect("start control");
+    let running: Running = control_rt
+        .block_on(ocean_control::engine::start(config, cancel.clone()))
+        .expect("start control");
     let addr = running.addr;
     let shared = running.shared.clone();
     println!(
@@ -919,14 +1032,21 @@ fn fanout(args: &Args) {
     let rounds = client_rt.block_on(async {
         let started = Instant::now();
         while shared.store.get(TableKind::Dns).is_none() {
-            assert!(started.elapsed() < Duration::from_secs(30), "control published no dns table within 30s");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "control published no dns table within 30s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let client = ocean_core::http::client_builder(Duration::from_secs(10))
             .pool_max_idle_per_host(usize::MAX)
             .build()
             .expect("http client");
-        let first = client.get(format!("http://{addr}/v1/tables/dns")).send().await.expect("GET dns");
+        let first = client
+            .get(format!("http://{addr}/v1/tables/dns"))
+            .send()
+            .await
+            .expect("GET dns");
         let etag0 = first
             .headers()
             .get(reqwest::header::ETAG)
@@ -939,7 +1059,10 @@ fn fanout(args: &Args) {
         // Round 1: the apps file changes (one task added).
         let handles = spawn_waiters(&client, addr, "file-", &etag0, n);
         let took = wait_subscribed(&client, addr, "file-", n).await;
-        println!("round 1: {n} long-polls waiting after {} ms", took.as_millis());
+        println!(
+            "round 1: {n} long-polls waiting after {} ms",
+            took.as_millis()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         write_atomically(&path, &body1);
         let t0 = Instant::now();
@@ -948,7 +1071,10 @@ fn fanout(args: &Args) {
             if let Some(s) = shared.store.get(TableKind::Dns).filter(|s| s.etag != etag0) {
                 break s.etag.clone();
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "the file change was not published within 30s");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the file change was not published within 30s"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         let file = collect("apps file rewritten -> 200", t0, &etag1, handles).await;
@@ -956,7 +1082,10 @@ fn fanout(args: &Args) {
         // Round 2: Store::publish called directly.
         let handles = spawn_waiters(&client, addr, "publish-", &etag1, n);
         let took = wait_subscribed(&client, addr, "publish-", n).await;
-        println!("round 2: {n} long-polls waiting after {} ms", took.as_millis());
+        println!(
+            "round 2: {n} long-polls waiting after {} ms",
+            took.as_millis()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         let want = served2.etag.clone();
         let t0 = Instant::now();
@@ -968,13 +1097,13 @@ fn fanout(args: &Args) {
 
     println!();
     println!(
-        "{:<28} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}   (ms after t0)",
+        "{:<40} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}   (ms after t0)",
         "round / measured at", "ok", "errors", "min", "p50", "p99", "max"
     );
     for r in &rounds {
         for (what, v) in [("headers", &r.headers), ("full body", &r.bodies)] {
             println!(
-                "{:<28} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                "{:<40} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}",
                 format!("{} [{what}]", r.name),
                 r.ok,
                 r.errors.len(),
@@ -988,6 +1117,16 @@ fn fanout(args: &Args) {
             println!("  error: {e}");
         }
     }
+    for r in &rounds {
+        // From the first 200 to the last body: how fast control pushes the table out.
+        let spread = pct(&r.bodies, 100.0).saturating_sub(pct(&r.headers, 0.0));
+        println!(
+            "{}: {:.0} MB of table bodies delivered, {:.2} GB/s from the first response to the last body",
+            r.name,
+            r.bytes as f64 / 1e6,
+            r.bytes as f64 / 1e9 / spread.as_secs_f64().max(1e-9)
+        );
+    }
     let file_p50 = pct(&rounds[0].bodies, 50.0);
     let pub_p50 = pct(&rounds[1].bodies, 50.0);
     println!(
@@ -1000,6 +1139,16 @@ fn fanout(args: &Args) {
         "publish round = fan-out alone. p50 ratio file/publish: {:.1}x. Clients and control share this process and its CPUs ({} available).",
         file_p50.as_secs_f64() / pub_p50.as_secs_f64().max(1e-9),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+
+    println!(
+        "memory: RSS before the fan-out {rss_before}, VmHWM during it {}{}",
+        mem("VmHWM"),
+        if reset {
+            ""
+        } else {
+            " (VmHWM not reset: whole process)"
+        }
     );
 
     cancel.cancel();
@@ -1017,5 +1166,9 @@ fn main() {
         fanout(&args);
     }
     println!();
-    println!("VmHWM at exit: {}   (whole process: pipeline, fan-out control and {} clients)", mem("VmHWM"), args.subscribers);
+    println!(
+        "RSS at exit {}, VmHWM at exit {} (since the last reset, if /proc/self/clear_refs allowed one)",
+        mem("VmRSS"),
+        mem("VmHWM")
+    );
 }
