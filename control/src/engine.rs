@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use ocean_core::table::{canonical_json, etag_of, Table, TableKind};
+use ocean_core::table::{
+    canonical_json, etag_of, DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Source};
 use crate::derive::{derive_all, Problem};
-use crate::guard::{Decision, Guard, Held};
+use crate::guard::{Guard, Held, Pools};
 use crate::marathon::client::MarathonClient;
 use crate::marathon::model::parse_apps;
 use crate::state::{hostnames, normalize, HealthMemory, Resolved, State};
@@ -151,6 +153,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         shared: shared.clone(),
         source,
         guard_state: None,
+        published: Published::default(),
         memory: HealthMemory::default(),
         resolved: HashMap::new(),
     };
@@ -213,16 +216,73 @@ struct Engine {
     shared: Arc<Shared>,
     source: Fetcher,
     guard_state: Option<Guard>,
+    published: Published,
     memory: HealthMemory,
     resolved: HashMap<String, (IpAddr, Instant)>,
 }
 
-/// Validates (derive makes valid tables by construction; this keeps a bug from reaching
-/// proxies) and serializes a table; returns the canonical body and the backend count.
-fn prepare<T: Table>(table: &T) -> Result<(Vec<u8>, usize), String> {
-    table.validate().map_err(|e| e.to_string())?;
-    let body = canonical_json(table).map_err(|e| e.to_string())?;
-    Ok((body, table.backend_count()))
+/// The tables last published, typed: the guard's baseline.
+#[derive(Default)]
+struct Published {
+    dns: Option<DnsTable>,
+    redis: Option<RedisTable>,
+    memcached: Option<MemcachedTable>,
+    mysql: Option<MysqlTable>,
+    lvs: Option<LvsTable>,
+}
+
+/// Where guarded tables go during one sync.
+struct Sink<'a> {
+    guard: &'a mut Guard,
+    now: Instant,
+    out: &'a mut Vec<(TableKind, Served)>,
+    held: &'a mut Vec<Held>,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Sink<'_> {
+    /// Validates a derived table (derive makes valid tables by construction; this keeps a
+    /// bug from reaching proxies), guards it, and queues it for publishing.
+    fn take<T: Pools>(&mut self, published: &mut Option<T>, candidate: T) {
+        let kind = T::KIND;
+        if let Err(e) = candidate.validate() {
+            let message = format!("derived {kind} table not published (a control bug): {e}");
+            tracing::error!(table = %kind, "{message}");
+            self.problems.push(Problem {
+                app: None,
+                table: Some(kind),
+                message,
+            });
+            return;
+        }
+        let guarded = self.guard.apply(published.as_ref(), candidate, self.now);
+        metrics::gauge!("ocean_control_table_held", "kind" => kind.as_str())
+            .set(guarded.held.len() as f64);
+        for h in &guarded.held {
+            tracing::warn!(table = %kind, pool = %h.pool, published = h.published_backends, candidate = h.candidate_backends, "{}", h.message);
+            self.problems.push(Problem {
+                app: None,
+                table: Some(kind),
+                message: h.message.clone(),
+            });
+        }
+        self.held.extend(guarded.held);
+        match canonical_json(&guarded.table) {
+            Ok(body) => {
+                self.out.push((
+                    kind,
+                    Served {
+                        etag: etag_of(&body),
+                        body: body.into(),
+                        backends: guarded.table.backend_count(),
+                        published_at: SystemTime::now(),
+                    },
+                ));
+                *published = Some(guarded.table);
+            }
+            Err(e) => tracing::error!(table = %kind, error = %e, "cannot serialize table"),
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -328,7 +388,7 @@ impl Engine {
         let hosts = hostnames(&apps);
         let resolved = self.resolve(hosts).await;
         let state = normalize(&apps, &resolved, &mut self.memory);
-        let derived = derive_all(&state, &self.config.derive);
+        let mut derived = derive_all(&state, &self.config.derive);
         let mut problems: Vec<Problem> = bad
             .into_iter()
             .map(|b| Problem {
@@ -353,7 +413,7 @@ impl Engine {
                 });
             }
         }
-        problems.extend(derived.problems.iter().cloned());
+        problems.extend(std::mem::take(&mut derived.problems));
         if state.apps.is_empty() {
             problems.push(Problem {
                 app: None,
@@ -362,61 +422,27 @@ impl Engine {
             });
         }
 
-        // Serialize, guard, publish.
+        // Guard, serialize, publish.
+        let now_i = Instant::now();
         let guard = self
             .guard_state
             .get_or_insert_with(|| Guard::new(self.config.guard));
-        let t0 = Instant::now();
         let mut out = Vec::new();
         let mut held = Vec::new();
-        let candidates = [
-            (TableKind::Dns, prepare(&derived.dns)),
-            (TableKind::Redis, prepare(&derived.redis)),
-            (TableKind::Memcached, prepare(&derived.memcached)),
-            (TableKind::Mysql, prepare(&derived.mysql)),
-            (TableKind::Lvs, prepare(&derived.lvs)),
-        ];
-        for (kind, prepared) in candidates {
-            let (body, backends) = match prepared {
-                Ok(v) => v,
-                Err(e) => {
-                    let message =
-                        format!("derived {kind} table not published (a control bug): {e}");
-                    tracing::error!(table = %kind, "{message}");
-                    problems.push(Problem {
-                        app: None,
-                        table: Some(kind),
-                        message,
-                    });
-                    continue;
-                }
-            };
-            let published = self.shared.store.get(kind).map(|s| s.backends);
-            match guard.check(kind, published, backends, Instant::now()) {
-                Decision::Publish => {
-                    metrics::gauge!("ocean_control_table_held", "kind" => kind.as_str()).set(0.0);
-                    out.push((
-                        kind,
-                        Served {
-                            etag: etag_of(&body),
-                            body: body.into(),
-                            backends,
-                            published_at: SystemTime::now(),
-                        },
-                    ));
-                }
-                Decision::Hold(h) => {
-                    metrics::gauge!("ocean_control_table_held", "kind" => kind.as_str()).set(1.0);
-                    tracing::warn!(table = %kind, published = h.published_backends, candidate = h.candidate_backends, "{}", h.message);
-                    problems.push(Problem {
-                        app: None,
-                        table: Some(kind),
-                        message: h.message.clone(),
-                    });
-                    held.push(h);
-                }
-            }
-        }
+        let mut sink = Sink {
+            guard,
+            now: now_i,
+            out: &mut out,
+            held: &mut held,
+            problems: &mut problems,
+        };
+        let p = &mut self.published;
+        sink.take(&mut p.dns, derived.dns);
+        sink.take(&mut p.redis, derived.redis);
+        sink.take(&mut p.memcached, derived.memcached);
+        sink.take(&mut p.mysql, derived.mysql);
+        sink.take(&mut p.lvs, derived.lvs);
+        let t0 = now_i;
         self.shared.store.publish(out);
         let tasks = state.apps.iter().map(|a| a.tasks.len()).sum();
         if let Ok(mut s) = self.shared.status.lock() {

@@ -547,3 +547,61 @@ async fn a_cut_event_stream_is_reopened_and_changes_keep_flowing() {
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_collapsing_pool_is_held_while_the_rest_of_its_table_moves_on() {
+    let m = FakeMarathon::start().await.unwrap();
+    m.put_app(app("/cache/a", json!({"OCEAN_REDIS_CLUSTER": "a"}), 6390));
+    m.put_app(app("/cache/b", json!({"OCEAN_REDIS_CLUSTER": "b"}), 6391));
+    for n in 1..=4 {
+        m.add_task(
+            "/cache/a",
+            task("/cache/a", n, &format!("127.0.2.{n}"), &[7000]),
+        );
+    }
+    m.add_task("/cache/b", task("/cache/b", 1, "127.0.3.1", &[7000]));
+    let (ctl, cancel) = control(config(&m)).await;
+    let (mut w, _t) = subscriber::spawn::<RedisTable>(sub_config(ctl.addr), cancel.clone());
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.table.clusters[0].nodes.len(), 4);
+
+    // Marathon suddenly lists one node of cluster a (3 of 4 gone), and b grows.
+    let tasks: Vec<String> = (2..=4)
+        .map(|n| {
+            task("/cache/a", n, "x", &[])["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for id in &tasks {
+        m.kill_task("/cache/a", id);
+    }
+    m.add_task("/cache/b", task("/cache/b", 2, "127.0.3.2", &[7000]));
+    let next = loop {
+        let t = tokio::time::timeout(Duration::from_secs(2), w.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        if t.table.clusters[1].nodes.len() == 2 {
+            break t;
+        }
+    };
+    assert_eq!(next.table.clusters[0].name, "a");
+    assert_eq!(
+        next.table.clusters[0].nodes.len(),
+        4,
+        "cluster a keeps its last good nodes"
+    );
+    let p = get_json(format!("http://{}/v1/problems", ctl.addr)).await;
+    let text = p["problems"].to_string();
+    assert!(text.contains("cluster a would drop 75%"), "{text}");
+    assert_eq!(
+        get_json(format!("http://{}/healthz", ctl.addr)).await["status"],
+        "held"
+    );
+    cancel.cancel();
+}
