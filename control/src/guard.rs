@@ -158,7 +158,7 @@ fn keep_by_key<I: Clone, K: Ord>(items: &mut Vec<I>, old: &[I], key: impl Fn(&I)
     if let Some(o) = old.iter().find(|i| key(i) == *want) {
         items.push(o.clone());
     }
-    items.sort_by(|a, b| key(a).cmp(&key(b)));
+    items.sort_by_key(&key);
 }
 
 impl Pools for DnsTable {
