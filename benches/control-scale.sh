@@ -16,13 +16,7 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
 fi
 ulimit -n "$want" || echo "warning: could not raise the open files limit (now $(ulimit -n))" >&2
 
-# Build first, so that the peak memory GNU time reports below is the benchmark's, not rustc's.
-cargo bench -p ocean-control --bench scale --no-run
-
-if [ -x /usr/bin/time ]; then
-    # %M: the largest resident set of the process tree (the benchmark binary under cargo).
-    /usr/bin/time -f 'GNU time: peak RSS of the benchmark process %M KiB, wall %e s' \
-        cargo bench -p ocean-control --bench scale -- "$@"
-else
-    cargo bench -p ocean-control --bench scale -- "$@"
-fi
+# The benchmark reports its own memory (VmRSS / VmHWM from /proc/self/status). It resets
+# VmHWM between parts, and that also resets the peak that /usr/bin/time would report, so
+# the script does not run it under GNU time.
+exec cargo bench -p ocean-control --bench scale -- "$@"

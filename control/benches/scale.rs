@@ -26,7 +26,7 @@ use ocean_control::config::Source;
 use ocean_control::derive::dns::DnsSettings;
 use ocean_control::derive::mysql::{hash_password, DatabaseSecrets, MysqlSecrets};
 use ocean_control::derive::{derive_all, DeriveConfig, Derived};
-use ocean_control::engine::Running;
+use ocean_control::engine::{Running, Shared};
 use ocean_control::marathon::model::parse_apps;
 use ocean_control::state::{normalize, HealthMemory, Resolved};
 use ocean_control::store::Served;
@@ -41,6 +41,7 @@ const USAGE: &str = "usage: cargo bench -p ocean-control --bench scale -- [optio
   --reps N            repetitions of each pipeline stage; the median is reported (5)
   --subscribers N     long-polling clients in the fan-out part (1000)
   --fanout-apps N     apps in the apps file control watches in the fan-out part (200)
+  --fanout-reps N     rounds of each kind (file change, direct publish) after a warm-up (3)
   --no-fanout         skip the fan-out part";
 
 // ---------------------------------------------------------------------------------------
@@ -52,6 +53,7 @@ struct Args {
     reps: usize,
     subscribers: usize,
     fanout_apps: usize,
+    fanout_reps: usize,
     fanout: bool,
 }
 
@@ -62,6 +64,7 @@ fn parse_args() -> Args {
         reps: 5,
         subscribers: 1000,
         fanout_apps: 200,
+        fanout_reps: 3,
         fanout: true,
     };
     let mut it = std::env::args().skip(1);
@@ -88,6 +91,7 @@ fn parse_args() -> Args {
             "--reps" => a.reps = number(&mut it),
             "--subscribers" => a.subscribers = number(&mut it),
             "--fanout-apps" => a.fanout_apps = number(&mut it),
+            "--fanout-reps" => a.fanout_reps = number(&mut it),
             "--no-fanout" => a.fanout = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -816,7 +820,7 @@ struct Got {
 }
 
 async fn long_poll(client: reqwest::Client, url: String, have: String) -> Result<Got, String> {
-    let resp = client
+    let mut resp = client
         .get(&url)
         .header(reqwest::header::IF_NONE_MATCH, quote_etag(&have))
         .send()
@@ -830,7 +834,12 @@ async fn long_poll(client: reqwest::Client, url: String, have: String) -> Result
         .and_then(|v| v.to_str().ok())
         .map(|v| unquote_etag(v).to_string())
         .unwrap_or_default();
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?.len();
+    // Read and drop chunk by chunk: 1000 clients buffering whole bodies would dwarf
+    // control's own memory in VmHWM.
+    let mut bytes = 0;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        bytes += chunk.len();
+    }
     Ok(Got {
         status,
         etag,
@@ -890,7 +899,6 @@ fn spawn_waiters(
 }
 
 struct Round {
-    name: &'static str,
     ok: usize,
     errors: Vec<String>,
     headers: Vec<Duration>,
@@ -899,13 +907,11 @@ struct Round {
 }
 
 async fn collect(
-    name: &'static str,
     t0: Instant,
     want: &str,
     handles: Vec<tokio::task::JoinHandle<Result<Got, String>>>,
 ) -> Round {
     let mut r = Round {
-        name,
         ok: 0,
         errors: Vec::new(),
         headers: Vec::new(),
@@ -930,6 +936,61 @@ async fn collect(
     r.headers.sort();
     r.bodies.sort();
     r
+}
+
+enum Trigger<'a> {
+    /// Rewrite the apps file with this body; the engine notices, syncs and publishes.
+    File(&'a Path, &'a [u8]),
+    /// Publish this dns table directly.
+    Publish(&'a Served),
+}
+
+struct Ctx<'a> {
+    client: &'a reqwest::Client,
+    addr: SocketAddr,
+    shared: &'a Shared,
+    n: usize,
+}
+
+impl Ctx<'_> {
+    /// `n` long-polls holding `have`, then the trigger (t0), then every response. Returns
+    /// the round and the new dns ETag.
+    async fn round(&self, prefix: String, have: &str, trigger: Trigger<'_>) -> (Round, String) {
+        let handles = spawn_waiters(self.client, self.addr, &prefix, have, self.n);
+        wait_subscribed(self.client, self.addr, &prefix, self.n).await;
+        // Every handler has registered; give the last ones time to reach their wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (t0, want) = match trigger {
+            Trigger::File(path, body) => {
+                write_atomically(path, body);
+                let t0 = Instant::now();
+                let want = loop {
+                    let current = self.shared.store.get(TableKind::Dns);
+                    if let Some(s) = current.filter(|s| s.etag != have) {
+                        break s.etag.clone();
+                    }
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(30),
+                        "the file change was not published within 30s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                };
+                (t0, want)
+            }
+            Trigger::Publish(served) => {
+                let served = Served {
+                    published_at: SystemTime::now(),
+                    ..served.clone()
+                };
+                let want = served.etag.clone();
+                assert_ne!(want, have, "publishing the table the clients already have");
+                let t0 = Instant::now();
+                self.shared.store.publish(vec![(TableKind::Dns, served)]);
+                (t0, want)
+            }
+        };
+        (collect(t0, &want, handles).await, want)
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -1029,7 +1090,8 @@ fn fanout(args: &Args) {
         debounce.as_millis()
     );
 
-    let rounds = client_rt.block_on(async {
+    let reps = args.fanout_reps;
+    let (file_rounds, publish_rounds) = client_rt.block_on(async {
         let started = Instant::now();
         while shared.store.get(TableKind::Dns).is_none() {
             assert!(
@@ -1055,80 +1117,110 @@ fn fanout(args: &Args) {
             .expect("ETag header");
         let dns_bytes = first.bytes().await.expect("dns body").len();
         println!("dns table: {dns_bytes} bytes, etag {etag0}");
-
-        // Round 1: the apps file changes (one task added).
-        let handles = spawn_waiters(&client, addr, "file-", &etag0, n);
-        let took = wait_subscribed(&client, addr, "file-", n).await;
-        println!(
-            "round 1: {n} long-polls waiting after {} ms",
-            took.as_millis()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        write_atomically(&path, &body1);
-        let t0 = Instant::now();
-        let etag1 = loop {
-            // The etag the engine will publish; known once it has.
-            if let Some(s) = shared.store.get(TableKind::Dns).filter(|s| s.etag != etag0) {
-                break s.etag.clone();
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "the file change was not published within 30s"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        let ctx = Ctx {
+            client: &client,
+            addr,
+            shared: &shared,
+            n,
         };
-        let file = collect("apps file rewritten -> 200", t0, &etag1, handles).await;
-
-        // Round 2: Store::publish called directly.
-        let handles = spawn_waiters(&client, addr, "publish-", &etag1, n);
-        let took = wait_subscribed(&client, addr, "publish-", n).await;
+        // Warm-up (not reported): opens the connections and lets TCP grow its windows, as on
+        // the long-lived keep-alive connections proxies poll on.
+        let (warm, mut have) = ctx
+            .round("warm-up".into(), &etag0, Trigger::Publish(&served2))
+            .await;
         println!(
-            "round 2: {n} long-polls waiting after {} ms",
-            took.as_millis()
+            "warm-up: {} long-polls answered ({} errors), full body p50 {} ms",
+            warm.ok,
+            warm.errors.len(),
+            ms(pct(&warm.bodies, 50.0))
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let want = served2.etag.clone();
-        let t0 = Instant::now();
-        shared.store.publish(vec![(TableKind::Dns, served2)]);
-        let publish = collect("Store::publish -> 200", t0, &want, handles).await;
+        let mut file_rounds = Vec::new();
+        let mut publish_rounds = Vec::new();
+        for k in 0..reps {
+            // The file alternates between one task more and the original state.
+            let body = if k % 2 == 0 { &body1 } else { &body0 };
+            let (r, etag) = ctx
+                .round(format!("f{k}."), &have, Trigger::File(&path, body))
+                .await;
+            file_rounds.push(r);
+            let (r, etag) = ctx
+                .round(format!("p{k}."), &etag, Trigger::Publish(&served2))
+                .await;
+            publish_rounds.push(r);
+            have = etag;
+        }
         drop(client);
-        vec![file, publish]
+        (file_rounds, publish_rounds)
     });
 
     println!();
     println!(
         "{:<40} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}   (ms after t0)",
-        "round / measured at", "ok", "errors", "min", "p50", "p99", "max"
+        format!("{reps} rounds of {n} pooled / measured at"),
+        "ok",
+        "errors",
+        "min",
+        "p50",
+        "p99",
+        "max"
     );
-    for r in &rounds {
-        for (what, v) in [("headers", &r.headers), ("full body", &r.bodies)] {
+    let kinds = [
+        ("apps file rewritten -> 200", &file_rounds),
+        ("Store::publish -> 200", &publish_rounds),
+    ];
+    for (name, rounds) in kinds {
+        let mut headers: Vec<Duration> = rounds.iter().flat_map(|r| r.headers.clone()).collect();
+        let mut bodies: Vec<Duration> = rounds.iter().flat_map(|r| r.bodies.clone()).collect();
+        headers.sort();
+        bodies.sort();
+        let ok: usize = rounds.iter().map(|r| r.ok).sum();
+        let errors: Vec<&String> = rounds.iter().flat_map(|r| &r.errors).collect();
+        for (what, v) in [("headers", &headers), ("full body", &bodies)] {
             println!(
                 "{:<40} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}",
-                format!("{} [{what}]", r.name),
-                r.ok,
-                r.errors.len(),
+                format!("{name} [{what}]"),
+                ok,
+                errors.len(),
                 ms(pct(v, 0.0)),
                 ms(pct(v, 50.0)),
                 ms(pct(v, 99.0)),
                 ms(pct(v, 100.0))
             );
         }
-        for e in r.errors.iter().take(3) {
+        for e in errors.iter().take(3) {
             println!("  error: {e}");
         }
     }
-    for r in &rounds {
+    for (name, rounds) in kinds {
+        let per_round: Vec<String> = rounds
+            .iter()
+            .map(|r| format!("{}/{}", ms(pct(&r.bodies, 50.0)), ms(pct(&r.bodies, 100.0))))
+            .collect();
         // From the first 200 to the last body: how fast control pushes the table out.
-        let spread = pct(&r.bodies, 100.0).saturating_sub(pct(&r.headers, 0.0));
+        let rates: Vec<String> = rounds
+            .iter()
+            .map(|r| {
+                let spread = pct(&r.bodies, 100.0).saturating_sub(pct(&r.headers, 0.0));
+                format!(
+                    "{:.2}",
+                    r.bytes as f64 / 1e9 / spread.as_secs_f64().max(1e-9)
+                )
+            })
+            .collect();
         println!(
-            "{}: {:.0} MB of table bodies delivered, {:.2} GB/s from the first response to the last body",
-            r.name,
-            r.bytes as f64 / 1e6,
-            r.bytes as f64 / 1e9 / spread.as_secs_f64().max(1e-9)
+            "{name}: full body p50/max per round (ms) {}; {:.0} MB of bodies per round, delivered at {} GB/s",
+            per_round.join(", "),
+            rounds.first().map(|r| r.bytes as f64 / 1e6).unwrap_or(0.0),
+            rates.join(", ")
         );
     }
-    let file_p50 = pct(&rounds[0].bodies, 50.0);
-    let pub_p50 = pct(&rounds[1].bodies, 50.0);
+    let pooled_p50 = |rounds: &[Round]| {
+        let mut v: Vec<Duration> = rounds.iter().flat_map(|r| r.bodies.clone()).collect();
+        v.sort();
+        pct(&v, 50.0)
+    };
+    let file_p50 = pooled_p50(&file_rounds);
+    let pub_p50 = pooled_p50(&publish_rounds);
     println!(
         "apps file round = file watcher poll (0-{} ms) + debounce {} ms + sync of the changed state ({} ms median here) + fan-out;",
         watch_every.as_millis(),
@@ -1136,13 +1228,13 @@ fn fanout(args: &Args) {
         ms(median(&sync_times))
     );
     println!(
-        "publish round = fan-out alone. p50 ratio file/publish: {:.1}x. Clients and control share this process and its CPUs ({} available).",
+        "publish round = fan-out alone. p50 ratio file/publish: {:.2}x. Clients and control share this process and its CPUs ({} available).",
         file_p50.as_secs_f64() / pub_p50.as_secs_f64().max(1e-9),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
 
     println!(
-        "memory: RSS before the fan-out {rss_before}, VmHWM during it {}{}",
+        "memory: RSS before the fan-out {rss_before}, VmHWM during it {}{} (control and clients; bodies are read chunk by chunk)",
         mem("VmHWM"),
         if reset {
             ""

@@ -1,0 +1,268 @@
+//! Answering one query: parse, look up the pre-built answer, assemble the response.
+//!
+//! Everything here is synchronous and works on caller-provided buffers, so the UDP loop can
+//! answer without allocating. Queries for names outside the zone come back as
+//! [`Action::Forward`] for the caller to send upstream.
+
+use crate::proto::encode::opt;
+use crate::proto::query::{parse, ParseError, Query};
+use crate::proto::{rcode, CLASSIC_UDP_PAYLOAD, CLASS_IN, HEADER_LEN};
+use crate::zone::Zone;
+
+/// How the query arrived, which bounds the answer size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the caller should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `out`.
+    Reply,
+    /// The name is outside our zone: forward the request.
+    Forward,
+    /// Send nothing (not a query, or too short to answer).
+    Drop,
+}
+
+/// What happened, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub qtype: u16,
+    pub rcode: u8,
+    pub truncated: bool,
+}
+
+/// Answering settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Whether out-of-zone names can be forwarded (sets RA, and REFUSED otherwise).
+    pub forwarding: bool,
+    /// The largest UDP answer we send to an EDNS client.
+    pub max_udp_payload: u16,
+}
+
+/// Answers `req` into `out`. `n` picks the rotation of multi-record answers.
+pub fn respond(
+    zone: Option<&Zone>,
+    req: &[u8],
+    transport: Transport,
+    settings: Settings,
+    n: u32,
+    out: &mut Vec<u8>,
+) -> (Action, Outcome) {
+    out.clear();
+    let q = match parse(req) {
+        Ok(q) => q,
+        Err(ParseError::TooShort | ParseError::NotAQuery) => {
+            return (
+                Action::Drop,
+                Outcome {
+                    qtype: 0,
+                    rcode: rcode::FORMERR,
+                    truncated: false,
+                },
+            );
+        }
+        Err(ParseError::FormErr { id, flags, .. }) => {
+            error_header(out, id, flags, rcode::FORMERR, settings.forwarding);
+            return (
+                Action::Reply,
+                Outcome {
+                    qtype: 0,
+                    rcode: rcode::FORMERR,
+                    truncated: false,
+                },
+            );
+        }
+        Err(ParseError::NotImp { id, flags, .. }) => {
+            error_header(out, id, flags, rcode::NOTIMP, settings.forwarding);
+            return (
+                Action::Reply,
+                Outcome {
+                    qtype: 0,
+                    rcode: rcode::NOTIMP,
+                    truncated: false,
+                },
+            );
+        }
+    };
+    let outcome = |rcode, truncated| Outcome {
+        qtype: q.qtype,
+        rcode,
+        truncated,
+    };
+    if let Some(e) = q.edns {
+        if e.version > 0 {
+            // BADVERS: extended rcode 16 = upper bits 1 in the OPT, 0 in the header.
+            write_header(out, &q, 0, false, settings.forwarding, false, 0, 0, 0);
+            write_question(out, &q, req);
+            finish(out, &q, 1, settings);
+            return (Action::Reply, outcome(rcode::REFUSED, false));
+        }
+    }
+    let Some(zone) = zone else {
+        // No table yet: SERVFAIL, never a wrong NXDOMAIN.
+        simple(out, &q, req, rcode::SERVFAIL, settings);
+        return (Action::Reply, outcome(rcode::SERVFAIL, false));
+    };
+    if q.qclass != CLASS_IN || !zone.contains(q.name()) {
+        if q.qclass == CLASS_IN && settings.forwarding {
+            return (Action::Forward, outcome(rcode::NOERROR, false));
+        }
+        simple(out, &q, req, rcode::REFUSED, settings);
+        return (Action::Reply, outcome(rcode::REFUSED, false));
+    }
+    let limit = match (transport, q.edns) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, None) => CLASSIC_UDP_PAYLOAD as usize,
+        (Transport::Udp, Some(e)) => e.udp_size.clamp(
+            CLASSIC_UDP_PAYLOAD,
+            settings.max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
+        ) as usize,
+    };
+    let opt_len = if q.edns.is_some() { 11 } else { 0 };
+    match zone.get(q.name()) {
+        Some(entry) => match entry.get(q.qtype) {
+            Some(answer) => {
+                let sections = answer.sections(n);
+                let question_len = q.question.len().max(q.name().len() + 4);
+                if HEADER_LEN + question_len + sections.len() + opt_len > limit {
+                    // Does not fit: TC with no records; the client retries over TCP.
+                    write_header(
+                        out,
+                        &q,
+                        rcode::NOERROR,
+                        true,
+                        settings.forwarding,
+                        true,
+                        0,
+                        0,
+                        0,
+                    );
+                    write_question(out, &q, req);
+                    finish(out, &q, 0, settings);
+                    return (Action::Reply, outcome(rcode::NOERROR, true));
+                }
+                write_header(
+                    out,
+                    &q,
+                    rcode::NOERROR,
+                    true,
+                    settings.forwarding,
+                    false,
+                    answer.ancount,
+                    0,
+                    answer.arcount,
+                );
+                write_question(out, &q, req);
+                out.extend_from_slice(sections);
+                finish(out, &q, answer.arcount, settings);
+                (Action::Reply, outcome(rcode::NOERROR, false))
+            }
+            None => {
+                // NODATA: the name exists with other types.
+                negative(out, &q, req, zone, rcode::NOERROR, settings);
+                (Action::Reply, outcome(rcode::NOERROR, false))
+            }
+        },
+        None => {
+            negative(out, &q, req, zone, rcode::NXDOMAIN, settings);
+            (Action::Reply, outcome(rcode::NXDOMAIN, false))
+        }
+    }
+}
+
+/// A response with only a header (FORMERR, NOTIMP): no question, since it may be unreadable.
+fn error_header(out: &mut Vec<u8>, id: u16, flags: u16, rc: u8, ra: bool) {
+    out.extend_from_slice(&id.to_be_bytes());
+    let opcode = flags & 0x7800;
+    let rd = flags & 0x0100;
+    let ra = if ra { 0x0080 } else { 0 };
+    let f = 0x8000 | opcode | rd | ra | rc as u16;
+    out.extend_from_slice(&f.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_header(
+    out: &mut Vec<u8>,
+    q: &Query,
+    rc: u8,
+    aa: bool,
+    ra: bool,
+    tc: bool,
+    an: u16,
+    ns: u16,
+    ar: u16,
+) {
+    out.extend_from_slice(&q.id.to_be_bytes());
+    let mut f: u16 = 0x8000 | (q.flags & 0x0110); // QR, RD and CD echoed
+    if aa {
+        f |= 0x0400;
+    }
+    if tc {
+        f |= 0x0200;
+    }
+    if ra {
+        f |= 0x0080;
+    }
+    f |= rc as u16 & 0xf;
+    out.extend_from_slice(&f.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&an.to_be_bytes());
+    out.extend_from_slice(&ns.to_be_bytes());
+    out.extend_from_slice(&ar.to_be_bytes());
+}
+
+/// The question, as the client wrote it (case preserved, for 0x20-randomizing resolvers),
+/// or rebuilt when the client compressed it.
+fn write_question(out: &mut Vec<u8>, q: &Query, req: &[u8]) {
+    match req.get(q.question.clone()) {
+        Some(bytes) if !q.question_compressed => out.extend_from_slice(bytes),
+        _ => {
+            out.extend_from_slice(q.name());
+            out.extend_from_slice(&q.qtype.to_be_bytes());
+            out.extend_from_slice(&q.qclass.to_be_bytes());
+        }
+    }
+}
+
+/// Appends the OPT record when the client used EDNS, counting it in ARCOUNT (the header
+/// already counts `ar` additional records).
+fn finish(out: &mut Vec<u8>, q: &Query, ar: u16, settings: Settings) {
+    if let Some(e) = q.edns {
+        let ext = if e.version > 0 {
+            (rcode::BADVERS >> 4) as u8
+        } else {
+            0
+        };
+        opt(out, settings.max_udp_payload, ext, e.dnssec_ok);
+        let ar = ar + 1;
+        out[10..12].copy_from_slice(&ar.to_be_bytes());
+    }
+}
+
+fn simple(out: &mut Vec<u8>, q: &Query, req: &[u8], rc: u8, settings: Settings) {
+    write_header(out, q, rc, false, settings.forwarding, false, 0, 0, 0);
+    write_question(out, q, req);
+    finish(out, q, 0, settings);
+}
+
+/// NXDOMAIN or NODATA, authoritative, with the SOA in the authority section (RFC 2308).
+fn negative(out: &mut Vec<u8>, q: &Query, req: &[u8], zone: &Zone, rc: u8, settings: Settings) {
+    write_header(out, q, rc, true, settings.forwarding, false, 0, 1, 0);
+    write_question(out, q, req);
+    out.extend_from_slice(&zone.soa_authority);
+    finish(out, q, 0, settings);
+}
+
+/// A SERVFAIL answer to `req` (when forwarding fails); `None` when `req` is not a query.
+pub fn servfail(req: &[u8], settings: Settings, out: &mut Vec<u8>) -> Option<Query> {
+    out.clear();
+    let q = parse(req).ok()?;
+    simple(out, &q, req, rcode::SERVFAIL, settings);
+    Some(q)
+}

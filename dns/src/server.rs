@@ -1,0 +1,520 @@
+//! The DNS server: UDP workers, the TCP listener, the zone builder and the HTTP API.
+//!
+//! UDP is the hot path. Each worker is an OS thread with its own `SO_REUSEPORT` socket in
+//! blocking mode (the kernel spreads datagrams over the sockets): receive, answer from the
+//! pre-built zone, send. That loop measured faster here than any async shape (PERF.md).
+//! Queries to forward leave the loop through a bounded channel to async tasks; when it is
+//! full the client gets SERVFAIL at once. TCP runs on the async runtime.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use ocean_core::subscriber::{self, TableWatch};
+use ocean_core::table::DnsTable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::forward::Forwarder;
+use crate::proto::query::parse;
+use crate::proto::{rcode, rtype};
+use crate::respond::{respond, servfail, Action, Outcome, Settings, Transport};
+use crate::zone::Zone;
+
+/// The current zone, swapped whole when a new table arrives.
+pub type SharedZone = Arc<ArcSwapOption<Zone>>;
+
+/// A running `ocean dns`.
+pub struct Running {
+    pub dns_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub zone: SharedZone,
+    tracker: TaskTracker,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every task and worker thread to stop (after cancellation).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+        let threads = self.threads;
+        // Workers notice the stop flag within their read timeout.
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs `ocean dns` until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    start(config, cancel).await?.wait().await;
+    Ok(())
+}
+
+/// A query to forward, from a UDP worker.
+struct ForwardJob {
+    req: Vec<u8>,
+    peer: SocketAddr,
+    socket: Arc<std::net::UdpSocket>,
+}
+
+/// Binds everything, starts the subscriber, and returns once listening.
+pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    ocean_core::metrics::handle();
+    let tracker = TaskTracker::new();
+    let zone: SharedZone = Arc::new(ArcSwapOption::empty());
+    let forwarder = Arc::new(Forwarder::new(
+        config.resolvers.clone(),
+        &config.zone_resolvers,
+        config.forward_timeout,
+    ));
+    let settings = Settings {
+        forwarding: forwarder.enabled(),
+        max_udp_payload: config.max_udp_payload,
+    };
+
+    // UDP sockets: the first decides the port (it may be 0), the others share it.
+    let first = bind_udp(config.listen)?;
+    let dns_addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..config.udp_workers {
+        sockets.push(bind_udp(dns_addr)?);
+    }
+    let tcp = ocean_core::listener::bind_tcp(dns_addr, false)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {dns_addr}/tcp (--listen): {e}"))?;
+
+    // Table -> zone.
+    let (watch, _sub) = subscriber::spawn::<DnsTable>(config.subscriber.clone(), cancel.clone());
+    tracker.spawn(build_zones(watch.clone(), zone.clone(), cancel.clone()));
+
+    // Forwarding.
+    let (fwd_tx, fwd_rx) = mpsc::channel::<ForwardJob>(config.max_forward_inflight.max(1));
+    tracker.spawn(forward_udp(
+        fwd_rx,
+        forwarder.clone(),
+        settings,
+        config.max_forward_inflight,
+        cancel.clone(),
+    ));
+
+    // UDP workers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (i, s) in sockets.into_iter().enumerate() {
+        let (zone, stop, fwd_tx) = (zone.clone(), stop.clone(), fwd_tx.clone());
+        let socket = Arc::new(s);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || udp_worker(socket, zone, settings, fwd_tx, stop))?,
+        );
+    }
+    let c = cancel.clone();
+    tracker.spawn(async move {
+        c.cancelled().await;
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    // TCP.
+    tracker.spawn(serve_tcp(
+        tcp,
+        zone.clone(),
+        forwarder,
+        settings,
+        config.clone(),
+        cancel.clone(),
+    ));
+
+    // HTTP.
+    let http_addr = match config.http {
+        Some(addr) => {
+            let listener = ocean_core::listener::bind_tcp(addr, false)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--http): {e}"))?;
+            let local = listener.local_addr()?;
+            let router = crate::http::router(crate::http::ApiState {
+                zone: zone.clone(),
+                watch,
+                config: config.clone(),
+            });
+            let c = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = ocean_core::admin::serve(listener, router, c).await {
+                    tracing::error!(error = %e, "HTTP API failed");
+                }
+            });
+            Some(local)
+        }
+        None => None,
+    };
+    tracker.close();
+    tracing::info!(dns = %dns_addr, http = ?http_addr, workers = config.udp_workers, forwarding = settings.forwarding, "ocean dns listening");
+    Ok(Running {
+        dns_addr,
+        http_addr,
+        zone,
+        tracker,
+        threads,
+    })
+}
+
+fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Bursts from many clients queue in the kernel instead of being dropped.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}/udp (--listen): {e}"))?;
+    let s: std::net::UdpSocket = s.into();
+    // A short timeout so a worker notices shutdown.
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(s)
+}
+
+/// Rebuilds the zone for every accepted table.
+async fn build_zones(mut watch: TableWatch<DnsTable>, zone: SharedZone, cancel: CancellationToken) {
+    let mut last_serial = 0u32;
+    loop {
+        let table = tokio::select! {
+            _ = cancel.cancelled() => return,
+            t = watch.first() => t,
+        };
+        let Some(table) = table else { return };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        let serial = now.max(last_serial.wrapping_add(1));
+        let started = std::time::Instant::now();
+        let etag = table.etag.clone();
+        match tokio::task::spawn_blocking(move || Zone::build(table, serial)).await {
+            Ok(Ok(z)) => {
+                last_serial = serial;
+                tracing::info!(etag = %etag, names = z.len(), serial, build_ms = started.elapsed().as_millis() as u64, "zone loaded");
+                metrics::gauge!("ocean_dns_zone_names").set(z.len() as f64);
+                metrics::gauge!("ocean_dns_zone_serial").set(serial as f64);
+                metrics::gauge!("ocean_dns_zone_loaded_timestamp_seconds").set(now as f64);
+                metrics::histogram!("ocean_dns_zone_build_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                zone.store(Some(Arc::new(z)));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(etag = %etag, error = %e, "cannot build a zone from this table; keeping the current one")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "zone builder panicked; keeping the current zone")
+            }
+        }
+        // Wait for the next table.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = watch.changed() => if changed.is_none() { return },
+        }
+        // `changed` consumed the new value; `first` returns it again on the next turn.
+    }
+}
+
+/// Per-worker counters, flushed to the metrics registry in batches so that the hot path
+/// does no registry lookups.
+struct Counters {
+    by: [[u64; 6]; 5],
+    truncated: u64,
+    forwarded: u64,
+    dropped: u64,
+    pending: u32,
+}
+
+const QTYPES: [&str; 5] = ["A", "AAAA", "SRV", "SOA_NS_ANY", "other"];
+const RCODES: [&str; 6] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+];
+
+impl Counters {
+    fn new() -> Self {
+        Counters {
+            by: [[0; 6]; 5],
+            truncated: 0,
+            forwarded: 0,
+            dropped: 0,
+            pending: 0,
+        }
+    }
+
+    fn count(&mut self, o: Outcome, action: Action) {
+        let t = match o.qtype {
+            rtype::A => 0,
+            rtype::AAAA => 1,
+            rtype::SRV => 2,
+            rtype::SOA | rtype::NS | rtype::ANY => 3,
+            _ => 4,
+        };
+        match action {
+            Action::Forward => self.forwarded += 1,
+            Action::Drop => self.dropped += 1,
+            Action::Reply => self.by[t][(o.rcode as usize).min(5)] += 1,
+        }
+        if o.truncated {
+            self.truncated += 1;
+        }
+        self.pending += 1;
+        if self.pending >= 4096 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (t, row) in self.by.iter_mut().enumerate() {
+            for (r, n) in row.iter_mut().enumerate() {
+                if *n > 0 {
+                    metrics::counter!("ocean_dns_queries_total", "qtype" => QTYPES[t], "rcode" => RCODES[r]).increment(*n);
+                    *n = 0;
+                }
+            }
+        }
+        for (name, n) in [
+            ("ocean_dns_truncated_total", &mut self.truncated),
+            ("ocean_dns_forwarded_total", &mut self.forwarded),
+            ("ocean_dns_dropped_total", &mut self.dropped),
+        ] {
+            if *n > 0 {
+                metrics::counter!(name).increment(*n);
+                *n = 0;
+            }
+        }
+        self.pending = 0;
+    }
+}
+
+fn udp_worker(
+    socket: Arc<std::net::UdpSocket>,
+    zone: SharedZone,
+    settings: Settings,
+    fwd: mpsc::Sender<ForwardJob>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut counters = Counters::new();
+    let mut n: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (len, peer) = match socket.recv_from(&mut buf) {
+            Ok(v) => v,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                counters.flush();
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive failed");
+                continue;
+            }
+        };
+        n = n.wrapping_add(1);
+        let req = &buf[..len];
+        let (action, outcome) = {
+            let guard = zone.load();
+            respond(guard.as_deref(), req, Transport::Udp, settings, n, &mut out)
+        };
+        counters.count(outcome, action);
+        match action {
+            Action::Reply => {
+                if let Err(e) = socket.send_to(&out, peer) {
+                    tracing::debug!(%peer, error = %e, "udp send failed");
+                }
+            }
+            Action::Forward => {
+                let job = ForwardJob {
+                    req: req.to_vec(),
+                    peer,
+                    socket: socket.clone(),
+                };
+                if fwd.try_send(job).is_err() {
+                    // Too many forwards in flight: fail fast.
+                    if servfail(req, settings, &mut out).is_some() {
+                        let _ = socket.send_to(&out, peer);
+                    }
+                }
+            }
+            Action::Drop => {}
+        }
+    }
+    counters.flush();
+}
+
+async fn forward_udp(
+    mut rx: mpsc::Receiver<ForwardJob>,
+    forwarder: Arc<Forwarder>,
+    settings: Settings,
+    max_inflight: usize,
+    cancel: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(max_inflight.max(1)));
+    let tasks = TaskTracker::new();
+    loop {
+        let job = tokio::select! {
+            _ = cancel.cancelled() => break,
+            j = rx.recv() => match j { Some(j) => j, None => break },
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let forwarder = forwarder.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut out = Vec::new();
+            let answer = match parse(&job.req) {
+                Ok(q) => forwarder.forward(&job.req, q.name(), Transport::Udp).await,
+                Err(_) => return,
+            };
+            let reply = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "forwarding failed");
+                    if servfail(&job.req, settings, &mut out).is_none() {
+                        return;
+                    }
+                    out
+                }
+            };
+            // A blocking std socket, but UDP sends do not block for long.
+            if let Err(e) = job.socket.send_to(&reply, job.peer) {
+                tracing::debug!(peer = %job.peer, error = %e, "udp send failed");
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    zone: SharedZone,
+    forwarder: Arc<Forwarder>,
+    settings: Settings,
+    config: Config,
+    cancel: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(config.max_tcp_connections.max(1)));
+    let conns = TaskTracker::new();
+    loop {
+        // A permit before accept: at the limit, new connections wait in the backlog.
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "tcp accept failed");
+                    continue;
+                }
+            },
+        };
+        let (zone, forwarder, cancel) = (zone.clone(), forwarder.clone(), cancel.clone());
+        let idle = config.tcp_idle_timeout;
+        conns.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = tcp_connection(stream, zone, forwarder, settings, idle, cancel).await {
+                tracing::debug!(%peer, error = %e, "tcp connection ended");
+            }
+        });
+    }
+    conns.close();
+    conns.wait().await;
+}
+
+async fn tcp_connection(
+    mut stream: tokio::net::TcpStream,
+    zone: SharedZone,
+    forwarder: Arc<Forwarder>,
+    settings: Settings,
+    idle: Duration,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut out = Vec::with_capacity(4096);
+    let mut req = Vec::new();
+    let mut n: u32 = 0;
+    let mut counters = Counters::new();
+    let result = loop {
+        // The length prefix: wait up to the idle timeout for the next query.
+        let len = tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            r = tokio::time::timeout(idle, stream.read_u16()) => match r {
+                Ok(Ok(len)) => len as usize,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Ok(()), // idle
+            },
+        };
+        req.resize(len, 0);
+        // The body must follow promptly: a client that sends a length and stalls is cut.
+        match tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut req)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break Err(e),
+            Err(_) => break Ok(()),
+        }
+        n = n.wrapping_add(1);
+        let (action, outcome) = {
+            let guard = zone.load();
+            respond(
+                guard.as_deref(),
+                &req,
+                Transport::Tcp,
+                settings,
+                n,
+                &mut out,
+            )
+        };
+        counters.count(outcome, action);
+        let reply: &[u8] = match action {
+            Action::Reply => &out,
+            Action::Drop => break Ok(()),
+            Action::Forward => {
+                let name = parse(&req).map(|q| q.name().to_vec()).unwrap_or_default();
+                match forwarder.forward(&req, &name, Transport::Tcp).await {
+                    Ok(a) => {
+                        out = a;
+                        &out
+                    }
+                    Err(_) => {
+                        if servfail(&req, settings, &mut out).is_none() {
+                            break Ok(());
+                        }
+                        &out
+                    }
+                }
+            }
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        framed.extend_from_slice(reply);
+        if let Err(e) = stream.write_all(&framed).await {
+            break Err(e);
+        }
+        if outcome.rcode == rcode::FORMERR && action == Action::Reply {
+            // The stream may be out of step after a malformed message.
+            break Ok(());
+        }
+    };
+    counters.flush();
+    result
+}

@@ -1,0 +1,396 @@
+//! The zone, built from a `dns` table off the hot path: every answer pre-encoded, so that a
+//! query costs a hash lookup and a copy.
+//!
+//! For each name and type the answer and additional sections are encoded once, with the
+//! owner names written as a pointer to the question (offset 12), so they can be appended
+//! after any question for that name. Answers with several records are stored in a few
+//! rotations; queries take them in turn, which spreads clients over the backends.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use ocean_core::table::{DnsTable, Versioned};
+use rustc_hash::FxHashMap;
+
+use crate::proto::encode::{name_to_wire, record, Owner, RData, Writer};
+use crate::proto::{rtype, HEADER_LEN};
+
+/// Rotations kept per answer (fewer when there are fewer records).
+const MAX_ROTATIONS: usize = 8;
+/// An answer never grows past this (TCP's 64 KiB limit less header room).
+const MAX_ANSWER_BYTES: usize = 60_000;
+
+/// The answer and additional sections for one (name, type).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub ancount: u16,
+    pub arcount: u16,
+    /// Encoded sections, one per rotation; at least one.
+    pub rotations: Vec<Vec<u8>>,
+}
+
+impl Answer {
+    /// The rotation for the `n`th query.
+    pub fn sections(&self, n: u32) -> &[u8] {
+        let i = n as usize % self.rotations.len().max(1);
+        self.rotations.get(i).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// What a name holds. All `None` for an empty non-terminal (a name that exists only
+/// because names below it do): NODATA, not NXDOMAIN.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    pub a: Option<Answer>,
+    pub aaaa: Option<Answer>,
+    pub srv: Option<Answer>,
+    pub soa: Option<Answer>,
+    pub ns: Option<Answer>,
+    pub any: Option<Answer>,
+}
+
+impl Entry {
+    pub fn get(&self, qtype: u16) -> Option<&Answer> {
+        match qtype {
+            rtype::A => self.a.as_ref(),
+            rtype::AAAA => self.aaaa.as_ref(),
+            rtype::SRV => self.srv.as_ref(),
+            rtype::SOA => self.soa.as_ref(),
+            rtype::NS => self.ns.as_ref(),
+            rtype::ANY => self.any.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A ready-to-serve zone.
+pub struct Zone {
+    /// The table it was built from (the HTTP API reads it).
+    pub table: Arc<Versioned<DnsTable>>,
+    pub serial: u32,
+    /// Lowercase wire-format apex.
+    pub apex: Vec<u8>,
+    names: FxHashMap<Box<[u8]>, Entry>,
+    /// The SOA record (owner written in full) for the authority section of negative answers.
+    pub soa_authority: Vec<u8>,
+}
+
+impl std::fmt::Debug for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zone")
+            .field("etag", &self.table.etag)
+            .field("serial", &self.serial)
+            .field("names", &self.names.len())
+            .finish()
+    }
+}
+
+/// Why a table cannot become a zone (it passed validation, so only our own limits apply).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ZoneError(String);
+
+fn rotations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    let n = items.len();
+    let r = n.clamp(1, MAX_ROTATIONS);
+    (0..r)
+        .map(|i| {
+            let mut v = items.to_vec();
+            v.rotate_left(i * n / r);
+            v
+        })
+        .collect()
+}
+
+impl Zone {
+    /// Builds the zone; `serial` goes into the SOA (the time the zone was loaded, as
+    /// Mesos-DNS does).
+    pub fn build(table: Arc<Versioned<DnsTable>>, serial: u32) -> Result<Zone, ZoneError> {
+        let t = &table.table;
+        let apex = name_to_wire(&t.domain)
+            .ok_or_else(|| ZoneError(format!("bad domain {:?}", t.domain)))?;
+        let mname = name_to_wire(&t.soa.mname).ok_or_else(|| ZoneError("bad SOA mname".into()))?;
+        let rname = name_to_wire(&t.soa.rname).ok_or_else(|| ZoneError("bad SOA rname".into()))?;
+        let ttl = t.ttl;
+        let soa = RData::Soa {
+            mname: &mname,
+            rname: &rname,
+            serial,
+            refresh: t.soa.refresh_s,
+            retry: t.soa.retry_s,
+            expire: t.soa.expire_s,
+            minimum: ttl,
+        };
+        let mut soa_authority = Writer::new();
+        record(&mut soa_authority, Owner::Name(&apex), ttl, &soa);
+
+        // Wire names of every table name, for SRV targets and additional records.
+        let mut wire: FxHashMap<&str, Vec<u8>> = FxHashMap::default();
+        for name in t.names.keys() {
+            if let Some(w) = name_to_wire(name) {
+                wire.insert(name.as_str(), w);
+            }
+        }
+        let mut names: FxHashMap<Box<[u8]>, Entry> = FxHashMap::default();
+        for (name, recs) in &t.names {
+            let Some(owner) = wire.get(name.as_str()) else {
+                continue;
+            };
+            let mut e = Entry::default();
+            if !recs.a.is_empty() {
+                e.a = Some(encode_ips(
+                    &recs.a.iter().map(|i| IpAddr::V4(*i)).collect::<Vec<_>>(),
+                    ttl,
+                ));
+            }
+            if !recs.aaaa.is_empty() {
+                e.aaaa = Some(encode_ips(
+                    &recs.aaaa.iter().map(|i| IpAddr::V6(*i)).collect::<Vec<_>>(),
+                    ttl,
+                ));
+            }
+            if !recs.srv.is_empty() {
+                e.srv = Some(encode_srv(t, &recs.srv, &wire, ttl));
+            }
+            let mut any: Vec<u8> = Vec::new();
+            let mut any_count = 0u16;
+            for ans in [&e.a, &e.aaaa, &e.srv].into_iter().flatten() {
+                let first = ans.sections(0);
+                // Only the answer part: ANY carries no additional section.
+                let mut w = Writer::new();
+                let (_, end) = split_answers(first, ans.ancount);
+                w.bytes(&first[..end]);
+                any.extend_from_slice(&w.into_vec());
+                any_count += ans.ancount;
+            }
+            if any_count > 0 && any.len() <= MAX_ANSWER_BYTES {
+                e.any = Some(Answer {
+                    ancount: any_count,
+                    arcount: 0,
+                    rotations: vec![any],
+                });
+            }
+            names.insert(owner.clone().into_boxed_slice(), e);
+        }
+        // The apex: SOA and NS.
+        let apex_entry = names.entry(apex.clone().into_boxed_slice()).or_default();
+        let mut w = Writer::new();
+        record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, &soa);
+        apex_entry.soa = Some(Answer {
+            ancount: 1,
+            arcount: 0,
+            rotations: vec![w.into_vec()],
+        });
+        let mut w = Writer::new();
+        record(
+            &mut w,
+            Owner::Pointer(HEADER_LEN as u16),
+            ttl,
+            &RData::Ns(&mname),
+        );
+        apex_entry.ns = Some(Answer {
+            ancount: 1,
+            arcount: 0,
+            rotations: vec![w.into_vec()],
+        });
+        // Empty non-terminals between each name and the apex.
+        let existing: Vec<Box<[u8]>> = names.keys().cloned().collect();
+        for name in existing {
+            let mut pos = 0usize;
+            while let Some(&len) = name.get(pos) {
+                if len == 0 {
+                    break;
+                }
+                pos += 1 + len as usize;
+                let parent = &name[pos.min(name.len())..];
+                if parent.len() < apex.len() {
+                    break;
+                }
+                names.entry(parent.to_vec().into_boxed_slice()).or_default();
+            }
+        }
+        Ok(Zone {
+            table,
+            serial,
+            apex,
+            names,
+            soa_authority: soa_authority.into_vec(),
+        })
+    }
+
+    /// The entry of a lowercase wire-format name, if it exists in the zone.
+    pub fn get(&self, name: &[u8]) -> Option<&Entry> {
+        self.names.get(name)
+    }
+
+    /// Whether `name` (lowercase wire format) is the apex or below it.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        let mut pos = 0usize;
+        loop {
+            let rest = &name[pos.min(name.len())..];
+            if rest == self.apex.as_slice() {
+                return true;
+            }
+            match name.get(pos) {
+                Some(&0) | None => return false,
+                Some(&len) => pos += 1 + len as usize,
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Splits encoded sections after `ancount` records; returns (count, byte offset).
+fn split_answers(sections: &[u8], ancount: u16) -> (u16, usize) {
+    let mut pos = 0usize;
+    for _ in 0..ancount {
+        // Owner is a 2-byte pointer in our encoding; then type, class, ttl, rdlen.
+        let Some(rdlen) = sections.get(pos + 10..pos + 12) else {
+            break;
+        };
+        pos += 12 + u16::from_be_bytes([rdlen[0], rdlen[1]]) as usize;
+    }
+    (ancount, pos.min(sections.len()))
+}
+
+fn encode_ips(ips: &[IpAddr], ttl: u32) -> Answer {
+    let rotations: Vec<Vec<u8>> = rotations(ips)
+        .into_iter()
+        .map(|ips| {
+            let mut w = Writer::new();
+            for ip in ips.iter().take(MAX_ANSWER_BYTES / 28) {
+                let rd = match ip {
+                    IpAddr::V4(v4) => RData::A(*v4),
+                    IpAddr::V6(v6) => RData::Aaaa(*v6),
+                };
+                record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, &rd);
+            }
+            w.into_vec()
+        })
+        .collect();
+    Answer {
+        ancount: ips.len().min(MAX_ANSWER_BYTES / 28) as u16,
+        arcount: 0,
+        rotations,
+    }
+}
+
+fn encode_srv(
+    t: &DnsTable,
+    srvs: &[ocean_core::table::dns::SrvRecord],
+    wire: &FxHashMap<&str, Vec<u8>>,
+    ttl: u32,
+) -> Answer {
+    // Additional section: the first A and AAAA of each distinct target, as Mesos-DNS does.
+    let mut additional = Writer::new();
+    let mut arcount = 0u16;
+    let mut seen = rustc_hash::FxHashSet::default();
+    for s in srvs {
+        if !seen.insert(s.target.as_str()) {
+            continue;
+        }
+        let (Some(target), Some(recs)) = (wire.get(s.target.as_str()), t.names.get(&s.target))
+        else {
+            continue;
+        };
+        if let Some(a) = recs.a.first() {
+            record(&mut additional, Owner::Name(target), ttl, &RData::A(*a));
+            arcount += 1;
+        }
+        if let Some(a) = recs.aaaa.first() {
+            record(&mut additional, Owner::Name(target), ttl, &RData::Aaaa(*a));
+            arcount += 1;
+        }
+    }
+    let targets: Vec<(u16, u16, u16, Vec<u8>)> = srvs
+        .iter()
+        .filter_map(|s| {
+            let w = wire
+                .get(s.target.as_str())
+                .cloned()
+                .or_else(|| name_to_wire(&s.target))?;
+            Some((s.priority, s.weight, s.port, w))
+        })
+        .collect();
+    let mut ancount = 0u16;
+    let rotations: Vec<Vec<u8>> = rotations(&targets)
+        .into_iter()
+        .map(|list| {
+            let mut w = Writer::new();
+            let mut n = 0u16;
+            for (priority, weight, port, target) in &list {
+                let before = w.len();
+                record(
+                    &mut w,
+                    Owner::Pointer(HEADER_LEN as u16),
+                    ttl,
+                    &RData::Srv {
+                        priority: *priority,
+                        weight: *weight,
+                        port: *port,
+                        target,
+                    },
+                );
+                if w.len() > MAX_ANSWER_BYTES {
+                    // Keep what fits; the rest would not fit a TCP message either.
+                    let mut v = w.into_vec();
+                    v.truncate(before);
+                    w = Writer::new();
+                    w.bytes(&v);
+                    break;
+                }
+                n += 1;
+            }
+            ancount = n;
+            w.into_vec()
+        })
+        .collect();
+    let additional = additional.into_vec();
+    let (rotations, arcount) = if rotations
+        .iter()
+        .all(|r| r.len() + additional.len() <= MAX_ANSWER_BYTES)
+    {
+        (
+            rotations
+                .into_iter()
+                .map(|mut r| {
+                    r.extend_from_slice(&additional);
+                    r
+                })
+                .collect(),
+            arcount,
+        )
+    } else {
+        (rotations, 0)
+    };
+    Answer {
+        ancount,
+        arcount,
+        rotations,
+    }
+}
+
+/// Test helper: an IPv4 answer's addresses in order.
+#[doc(hidden)]
+pub fn answer_ipv4s(sections: &[u8], ancount: u16) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for _ in 0..ancount {
+        if let Some(rd) = sections.get(pos + 12..pos + 16) {
+            out.push(Ipv4Addr::new(rd[0], rd[1], rd[2], rd[3]));
+        }
+        let rdlen = sections
+            .get(pos + 10..pos + 12)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .unwrap_or(0);
+        pos += 12 + rdlen as usize;
+    }
+    out
+}
