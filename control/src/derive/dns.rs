@@ -10,7 +10,9 @@
 //!   host ports Mesos allocated.
 //!
 //! Unlike Mesos-DNS, tasks failing their health checks are left out unless
-//! `include_unhealthy` is set.
+//! `include_unhealthy` is set, and a name too long for the per-task label (over 63 bytes)
+//! keeps its `{name}.marathon[.slave]` records but gets no per-task names or SRV records
+//! (reported as a problem) instead of names no server could answer.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +30,8 @@ pub struct DnsSettings {
     pub domain: String,
     pub ttl: u32,
     pub soa: Soa,
-    /// Mesos masters, for `master.{domain}`, `masterN.{domain}` and `leader.{domain}`.
+    /// Mesos masters, for `master.{domain}`, `masterN.{domain}` and `leader.{domain}` (the
+    /// first); N counts distinct addresses, in order.
     pub masters: Vec<SocketAddr>,
     /// Labels of at most 24 characters, no leading digits (Mesos-DNS `EnforceRFC952`).
     pub enforce_rfc952: bool,
@@ -119,21 +122,45 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                 ));
                 continue;
             }
+            let mut reported = false;
             for task in app.tasks.iter().filter(|t| include(t, s)) {
                 let canonical = format!(
                     "{name}-{}-{}.{FRAMEWORK}",
                     task_hash(&task.id),
                     slave_tail(&task.slave_id)
                 );
+                let target = format!("{canonical}{tail}");
+                let slave_target = format!("{canonical}.slave{tail}");
+                // A long name (from about 54 characters) makes a per-task label longer than
+                // 63 bytes. Mesos-DNS makes it anyway, but no server can answer it, and an
+                // SRV record pointing at it would make the whole table invalid.
+                let per_task = check_fqdn(&target).is_ok() && check_fqdn(&slave_target).is_ok();
+                if !per_task && !reported {
+                    reported = true;
+                    problems.push(Problem::app(
+                        app,
+                        TableKind::Dns,
+                        format!(
+                            "{target:?} does not make a DNS name: tasks get {app_name}{tail} \
+                             but no per-task names or SRV records"
+                        ),
+                    ));
+                }
                 if let Some(ip) = task.ip {
                     zone.ip(&format!("{app_name}{tail}"), ip);
-                    zone.ip(&format!("{canonical}{tail}"), ip);
+                    if per_task {
+                        zone.ip(&target, ip);
+                    }
                 }
                 if let Some(ip) = task.agent_ip {
                     zone.ip(&format!("{app_name}.slave{tail}"), ip);
-                    zone.ip(&format!("{canonical}.slave{tail}"), ip);
+                    if per_task {
+                        zone.ip(&slave_target, ip);
+                    }
                 }
-                let slave_target = format!("{canonical}.slave{tail}");
+                if !per_task {
+                    continue;
+                }
                 for port in task.host_ports.iter().filter(|p| **p != 0) {
                     for proto in ["tcp", "udp"] {
                         zone.srv(
@@ -147,7 +174,6 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                 if task.ip.is_none() {
                     continue;
                 }
-                let target = format!("{canonical}{tail}");
                 for (i, port) in task.ports.iter().enumerate().filter(|(_, p)| **p != 0) {
                     let spec = app.port_specs.get(i).cloned().unwrap_or_default();
                     let protos = if spec.protocols.is_empty() {
@@ -181,7 +207,15 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
         }
     }
     // Masters: master.{d} -> all, masterN.{d} -> each, leader.{d} -> the first, with SRV.
-    for (i, m) in s.masters.iter().enumerate() {
+    // As in Mesos-DNS's masterRecord, a master whose address is already listed (a duplicate,
+    // or another port on the same host) takes no masterN of its own.
+    let mut listed: Vec<IpAddr> = Vec::with_capacity(s.masters.len());
+    for m in &s.masters {
+        if listed.contains(&m.ip()) {
+            continue;
+        }
+        let i = listed.len();
+        listed.push(m.ip());
         zone.ip(&format!("master{tail}"), m.ip());
         zone.ip(&format!("master{i}{tail}"), m.ip());
         if i == 0 {
@@ -318,6 +352,34 @@ mod tests {
     }
 
     #[test]
+    fn a_name_too_long_for_per_task_names_keeps_its_app_names_and_the_table_valid() {
+        // 57 characters: "{name}-{hash}-s0" is 66 bytes, more than a label may hold.
+        let json = format!(
+            r#"{{"apps":[{{"id":"/{}","portDefinitions":[{{"port":10000,"name":"http"}}],
+            "tasks":[{}]}},{{"id":"/short","tasks":[{}]}}]}}"#,
+            "a".repeat(57),
+            crate::derive::fixtures::task("a.1", "10.0.0.1", &[31000]),
+            crate::derive::fixtures::task("short.1", "10.0.0.2", &[31001]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &DnsSettings::default(), &mut problems);
+        t.validate().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("does not make a DNS name"));
+        let long = format!("{}.marathon.mesos.", "a".repeat(57));
+        assert_eq!(a(&t, &long), vec!["10.0.0.1"]);
+        let per_task = format!("{}-", "a".repeat(57));
+        assert!(
+            t.names.keys().all(|n| !n.contains(&per_task)),
+            "{:?}",
+            t.names.keys()
+        );
+        assert!(srv(&t, &format!("_{}._tcp.marathon.mesos.", "a".repeat(57))).is_empty());
+        assert_eq!(a(&t, "short.marathon.mesos."), vec!["10.0.0.2"]);
+        assert_eq!(srv(&t, "_short._tcp.marathon.mesos.").len(), 1);
+    }
+
+    #[test]
     fn masters_and_leader() {
         let s = DnsSettings {
             masters: vec![
@@ -331,5 +393,23 @@ mod tests {
         assert_eq!(a(&t, "master1.mesos."), vec!["10.0.0.6"]);
         assert_eq!(a(&t, "leader.mesos."), vec!["10.0.0.8"]);
         assert_eq!(srv(&t, "_leader._tcp.mesos."), vec!["leader.mesos.:5050"]);
+        // As Mesos-DNS: an address listed again takes no masterN of its own.
+        let s = DnsSettings {
+            masters: [
+                "10.0.0.8:5050",
+                "10.0.0.8:5050",
+                "10.0.0.8:5051",
+                "10.0.0.6:5050",
+            ]
+            .iter()
+            .map(|m| m.parse().unwrap())
+            .collect(),
+            ..Default::default()
+        };
+        let t = derive(&state(r#"{"apps":[]}"#), &s, &mut Vec::new());
+        assert_eq!(a(&t, "master.mesos."), vec!["10.0.0.6", "10.0.0.8"]);
+        assert_eq!(a(&t, "master0.mesos."), vec!["10.0.0.8"]);
+        assert_eq!(a(&t, "master1.mesos."), vec!["10.0.0.6"]);
+        assert!(a(&t, "master2.mesos.").is_empty());
     }
 }
