@@ -37,8 +37,135 @@ struct Cli {
 enum Command {
     /// Watch Marathon (or a file in its JSON), derive one table per proxy kind, serve them.
     Control(Box<ControlArgs>),
+    /// Answer Mesos-DNS names from the `dns` table (UDP and TCP), with Mesos-DNS's HTTP API.
+    Dns(Box<DnsArgs>),
     /// Run control and every proxy in one process from one config file.
     Up(UpArgs),
+}
+
+/// Where a proxy gets its table; shared by every proxy subcommand.
+#[derive(Debug, Args)]
+struct SubscriberArgs {
+    /// Control base URL; repeat for several control instances (tried in order).
+    #[arg(long = "control", value_name = "URL", conflicts_with = "table_file")]
+    control: Vec<url::Url>,
+    /// A static table file (the JSON control serves), re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    table_file: Option<PathBuf>,
+    /// Directory for the last good table; used at start when no control answers.
+    #[arg(long, value_name = "DIR")]
+    table_cache: Option<PathBuf>,
+    /// File with control's API bearer token.
+    #[arg(long = "control-token-file", value_name = "FILE")]
+    control_token_file: Option<PathBuf>,
+    /// How long one long-poll may wait for a change.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    long_poll_wait: Duration,
+    /// How this proxy names itself to control (default: hostname:pid).
+    #[arg(long)]
+    subscriber_id: Option<String>,
+}
+
+impl SubscriberArgs {
+    fn into_config(self) -> anyhow::Result<ocean_core::subscriber::SubscriberConfig> {
+        let mut c = ocean_core::subscriber::SubscriberConfig {
+            controls: self.control,
+            table_file: self.table_file,
+            cache_dir: self.table_cache,
+            wait: self.long_poll_wait,
+            ..Default::default()
+        };
+        if let Some(id) = self.subscriber_id {
+            c.subscriber_id = id;
+        }
+        if let Some(f) = self.control_token_file {
+            let t = std::fs::read_to_string(&f)
+                .with_context(|| format!("--control-token-file {}", f.display()))?;
+            let t = t.trim();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "--control-token-file {}: the file is empty",
+                f.display()
+            );
+            c.token = Some(t.to_string());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `host:port`, or a bare IP meaning port 53.
+fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT"))
+}
+
+fn parse_zone_resolver(s: &str) -> Result<(String, SocketAddr), String> {
+    let (zone, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ZONE=ADDR"))?;
+    Ok((zone.to_string(), parse_resolver(addr)?))
+}
+
+#[derive(Debug, Args)]
+struct DnsArgs {
+    #[command(flatten)]
+    table: SubscriberArgs,
+    /// DNS address (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:8053")]
+    listen: SocketAddr,
+    /// Address of the Mesos-DNS HTTP API and /metrics, /healthz, /table.
+    #[arg(long, default_value = "127.0.0.1:8123")]
+    http: SocketAddr,
+    /// Do not serve HTTP.
+    #[arg(long)]
+    no_http: bool,
+    /// Upstream resolver for names outside the domain (IP or IP:PORT); repeat to try several in order.
+    #[arg(long = "resolver", value_name = "ADDR", value_parser = parse_resolver)]
+    resolvers: Vec<SocketAddr>,
+    /// Upstream for one zone, tried before --resolver: ZONE=ADDR (e.g. consul=127.0.0.1:8600); repeatable.
+    #[arg(long = "zone-resolver", value_name = "ZONE=ADDR", value_parser = parse_zone_resolver)]
+    zone_resolvers: Vec<(String, SocketAddr)>,
+    /// Timeout of one upstream try.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    forward_timeout: Duration,
+    /// Forwarded queries in flight at most; beyond it clients get SERVFAIL at once.
+    #[arg(long, default_value_t = 1024)]
+    max_forward_inflight: usize,
+    /// UDP worker threads, each with its own SO_REUSEPORT socket (default: one per CPU).
+    #[arg(long)]
+    udp_workers: Option<usize>,
+    /// Largest UDP answer to EDNS clients (smaller when the client offers less).
+    #[arg(long, default_value_t = 1232)]
+    max_udp_payload: u16,
+    /// TCP connections at most.
+    #[arg(long, default_value_t = 1024)]
+    max_tcp_connections: usize,
+    /// Close a TCP connection idle this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    tcp_idle_timeout: Duration,
+}
+
+fn dns_config(a: DnsArgs) -> anyhow::Result<ocean_dns::Config> {
+    let mut c = ocean_dns::Config::new(a.table.into_config()?);
+    c.listen = a.listen;
+    c.http = (!a.no_http).then_some(a.http);
+    c.resolvers = a.resolvers;
+    c.zone_resolvers = a.zone_resolvers;
+    c.forward_timeout = a.forward_timeout;
+    c.max_forward_inflight = a.max_forward_inflight;
+    if let Some(n) = a.udp_workers {
+        c.udp_workers = n;
+    }
+    c.max_udp_payload = a.max_udp_payload;
+    c.max_tcp_connections = a.max_tcp_connections;
+    c.tcp_idle_timeout = a.tcp_idle_timeout;
+    c.validate()?;
+    Ok(c)
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +281,7 @@ fn main() -> std::process::ExitCode {
                 let config = control_config(a)?;
                 ocean_control::run(config, cancel).await
             }
+            Command::Dns(a) => ocean_dns::run(dns_config(*a)?, cancel).await,
             Command::Up(a) => up::run(a.config, cancel).await,
         }
     });

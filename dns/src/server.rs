@@ -467,7 +467,12 @@ async fn tcp_connection(
         };
         req.resize(len, 0);
         // The body must follow promptly: a client that sends a length and stalls is cut.
-        match tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut req)).await {
+        match tokio::time::timeout(
+            idle.min(Duration::from_secs(5)),
+            stream.read_exact(&mut req),
+        )
+        .await
+        {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => break Err(e),
             Err(_) => break Ok(()),
