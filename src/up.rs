@@ -16,6 +16,32 @@ use tokio_util::sync::CancellationToken;
 #[serde(deny_unknown_fields)]
 struct UpConfig {
     control: ControlSection,
+    /// `ocean dns`; absent: not run.
+    dns: Option<DnsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSection {
+    /// DNS address, UDP and TCP (127.0.0.1:8053).
+    #[serde(default = "default_dns_listen")]
+    listen: SocketAddr,
+    /// Mesos-DNS HTTP API (127.0.0.1:8123).
+    #[serde(default = "default_dns_http")]
+    http: SocketAddr,
+    /// Upstream resolvers for names outside the domain.
+    #[serde(default)]
+    resolvers: Vec<SocketAddr>,
+    /// UDP worker threads (default: one per CPU).
+    udp_workers: Option<usize>,
+}
+
+fn default_dns_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8053))
+}
+
+fn default_dns_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8123))
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +137,29 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         .await
         .context("[control]")?;
     let api = running.addr;
+    // Proxies start once control has its first tables, so they do not begin with a 503.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running.shared.status().last_success_unix.is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let control_url = url::Url::parse(&format!("http://{api}"))?;
+    let dns = match &up.dns {
+        Some(d) => {
+            let mut c = ocean_dns::Config::new(ocean_core::subscriber::SubscriberConfig {
+                controls: vec![control_url.clone()],
+                subscriber_id: "ocean-up/dns".into(),
+                ..Default::default()
+            });
+            c.listen = d.listen;
+            c.http = Some(d.http);
+            c.resolvers = d.resolvers.clone();
+            if let Some(n) = d.udp_workers {
+                c.udp_workers = n;
+            }
+            Some(ocean_dns::server::start(c, cancel.clone()).await.context("[dns]")?)
+        }
+        None => None,
+    };
     println!();
     println!(
         "ocean up: {}",
@@ -121,8 +170,18 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         }
     );
     println!("  control   http://{api}   tables, state, problems, subscribers, metrics");
+    if let Some(d) = &dns {
+        println!("  dns       {} (udp, tcp)   Mesos-DNS names of the apps", d.dns_addr);
+        if let Some(h) = d.http_addr {
+            println!("  dns-http  http://{h}   Mesos-DNS HTTP API, /metrics");
+        }
+    }
     println!();
     println!("Try:");
+    if let Some(d) = &dns {
+        println!("  dig @{} -p {} web-browser-miui.marathon.mesos", d.dns_addr.ip(), d.dns_addr.port());
+        println!("  dig @{} -p {} _web-browser-miui._tcp.marathon.mesos SRV", d.dns_addr.ip(), d.dns_addr.port());
+    }
     println!("  curl -s http://{api}/v1/tables/dns | head -c 600; echo");
     println!("  curl -s http://{api}/v1/tables/redis");
     println!("  curl -s http://{api}/v1/problems");
@@ -131,5 +190,8 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     println!();
     println!("Ctrl-C stops.");
     running.wait().await;
+    if let Some(d) = dns {
+        d.wait().await;
+    }
     Ok(())
 }
