@@ -234,6 +234,8 @@ struct Counters {
     forwarded: u64,
     dropped: u64,
     pending: u32,
+    /// Sampled answer times (every 64th query), seconds.
+    latency: Vec<f64>,
 }
 
 const QTYPES: [&str; 5] = ["A", "AAAA", "SRV", "SOA_NS_ANY", "other"];
@@ -249,6 +251,7 @@ impl Counters {
             forwarded: 0,
             dropped: 0,
             pending: 0,
+            latency: Vec::with_capacity(64),
         }
     }
 
@@ -293,6 +296,9 @@ impl Counters {
                 *n = 0;
             }
         }
+        for s in self.latency.drain(..) {
+            metrics::histogram!("ocean_dns_answer_seconds").record(s);
+        }
         self.pending = 0;
     }
 }
@@ -327,10 +333,15 @@ fn udp_worker(
         };
         n = n.wrapping_add(1);
         let req = &buf[..len];
+        // Time one query in 64: enough for a latency histogram, free for the rest.
+        let started = (n % 64 == 0).then(std::time::Instant::now);
         let (action, outcome) = {
             let guard = zone.load();
             respond(guard.as_deref(), req, Transport::Udp, settings, n, &mut out)
         };
+        if let Some(t) = started {
+            counters.latency.push(t.elapsed().as_secs_f64());
+        }
         counters.count(outcome, action);
         match action {
             Action::Reply => {
