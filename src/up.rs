@@ -139,7 +139,9 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     let api = running.addr;
     // Proxies start once control has its first tables, so they do not begin with a 503.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while running.shared.status().last_success_unix.is_none() && std::time::Instant::now() < deadline {
+    while running.shared.status().last_success_unix.is_none()
+        && std::time::Instant::now() < deadline
+    {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let control_url = url::Url::parse(&format!("http://{api}"))?;
@@ -156,7 +158,11 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
             if let Some(n) = d.udp_workers {
                 c.udp_workers = n;
             }
-            Some(ocean_dns::server::start(c, cancel.clone()).await.context("[dns]")?)
+            Some(
+                ocean_dns::server::start(c, cancel.clone())
+                    .await
+                    .context("[dns]")?,
+            )
         }
         None => None,
     };
@@ -171,7 +177,10 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     );
     println!("  control   http://{api}   tables, state, problems, subscribers, metrics");
     if let Some(d) = &dns {
-        println!("  dns       {} (udp, tcp)   Mesos-DNS names of the apps", d.dns_addr);
+        println!(
+            "  dns       {} (udp, tcp)   Mesos-DNS names of the apps",
+            d.dns_addr
+        );
         if let Some(h) = d.http_addr {
             println!("  dns-http  http://{h}   Mesos-DNS HTTP API, /metrics");
         }
@@ -179,8 +188,16 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     println!();
     println!("Try:");
     if let Some(d) = &dns {
-        println!("  dig @{} -p {} web-browser-miui.marathon.mesos", d.dns_addr.ip(), d.dns_addr.port());
-        println!("  dig @{} -p {} _web-browser-miui._tcp.marathon.mesos SRV", d.dns_addr.ip(), d.dns_addr.port());
+        println!(
+            "  dig @{} -p {} web-browser-miui.marathon.mesos",
+            d.dns_addr.ip(),
+            d.dns_addr.port()
+        );
+        println!(
+            "  dig @{} -p {} _web-browser-miui._tcp.marathon.mesos SRV",
+            d.dns_addr.ip(),
+            d.dns_addr.port()
+        );
     }
     println!("  curl -s http://{api}/v1/tables/dns | head -c 600; echo");
     println!("  curl -s http://{api}/v1/tables/redis");

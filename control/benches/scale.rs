@@ -31,7 +31,7 @@ use ocean_control::marathon::model::parse_apps;
 use ocean_control::state::{normalize, HealthMemory, Resolved};
 use ocean_control::store::Served;
 use ocean_core::table::mysql::Credentials;
-use ocean_core::table::{canonical_json, etag_of, quote_etag, unquote_etag, Table, TableKind};
+use ocean_core::table::{etag_of, quote_etag, unquote_etag, Table, TableKind};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -636,7 +636,7 @@ fn table_row<T: Table>(t: &T, entries: usize, reps: usize) -> TableRow {
     if let Err(e) = ok {
         panic!("derived {} table is invalid: {e}", T::KIND);
     }
-    let (json, body) = repeat(reps, || canonical_json(t).expect("canonical json"));
+    let (json, body) = repeat(reps, || t.canonical_body().expect("canonical json"));
     let (etag_t, etag) = repeat(reps, || etag_of(&body));
     TableRow {
         kind: T::KIND,
@@ -1049,7 +1049,7 @@ fn fanout(args: &Args) {
         .map(|_| sync_once(&body1, &config_derive).0)
         .collect();
     let (_, derived2) = sync_once(&body2, &config_derive);
-    let dns2 = canonical_json(&derived2.dns).expect("dns json");
+    let dns2 = derived2.dns.canonical_body().expect("dns json");
     let served2 = Served {
         etag: etag_of(&dns2),
         body: Bytes::from(dns2),

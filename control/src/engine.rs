@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use ocean_core::table::{
-    canonical_json, etag_of, DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind,
+    etag_of, DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -267,7 +267,7 @@ impl Sink<'_> {
             });
         }
         self.held.extend(guarded.held);
-        match canonical_json(&guarded.table) {
+        match guarded.table.canonical_body() {
             Ok(body) => {
                 self.out.push((
                     kind,

@@ -170,7 +170,13 @@ fn ocean_up_serves_the_bundled_example_and_stops_on_sigterm() {
     assert!(problems.contains("OCEAN_PORT=\\\"99999\\\""), "{problems}");
     // The README's dig line: ocean dns answers the example's names.
     let dig = Command::new("dig")
-        .args(["@127.0.0.1", "-p", "8053", "+short", "web-browser-miui.marathon.mesos"])
+        .args([
+            "@127.0.0.1",
+            "-p",
+            "8053",
+            "+short",
+            "web-browser-miui.marathon.mesos",
+        ])
         .output()
         .expect("dig: install the Debian package bind9-dnsutils");
     let ips = String::from_utf8_lossy(&dig.stdout);

@@ -17,13 +17,13 @@ use super::{Problems, Table, TableError, TableKind};
 pub struct DnsTable {
     /// The domain without trailing dot, e.g. `mesos`.
     pub domain: String,
-    /// TTL of every record, seconds.
-    pub ttl: u32,
-    /// SOA fields of the domain (the serial is set by the DNS server when it loads a zone).
-    pub soa: Soa,
     /// Every name in the zone and its records.
     #[serde(default)]
     pub names: BTreeMap<String, DnsRecords>,
+    /// SOA fields of the domain (the serial is set by the DNS server when it loads a zone).
+    pub soa: Soa,
+    /// TTL of every record, seconds.
+    pub ttl: u32,
 }
 
 impl Default for DnsTable {
@@ -41,13 +41,13 @@ impl Default for DnsTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Soa {
+    pub expire_s: u32,
     /// Primary name server, fully qualified (`ns1.mesos.`); also the NS record.
     pub mname: String,
-    /// Responsible mailbox as a name (`root.ns1.mesos.`).
-    pub rname: String,
     pub refresh_s: u32,
     pub retry_s: u32,
-    pub expire_s: u32,
+    /// Responsible mailbox as a name (`root.ns1.mesos.`).
+    pub rname: String,
 }
 
 impl Default for Soa {
@@ -84,11 +84,11 @@ impl DnsRecords {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SrvRecord {
-    pub priority: u16,
-    pub weight: u16,
     pub port: u16,
+    pub priority: u16,
     /// Fully qualified target name.
     pub target: String,
+    pub weight: u16,
 }
 
 /// Checks that `name` is a fully qualified DNS name: labels of 1..=63 bytes of

@@ -46,24 +46,24 @@ pub const MAX_WEIGHT: u32 = 65535;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualService {
-    pub vip: IpAddr,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub scheduler: String,
     /// Persistence timeout (`ipvsadm -p`), seconds; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence_s: Option<u32>,
+    pub port: u16,
+    pub protocol: Protocol,
     pub reals: Vec<RealServer>,
+    pub scheduler: String,
+    pub vip: IpAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealServer {
+    #[serde(default)]
+    pub forward: Forward,
     pub ip: IpAddr,
     pub port: u16,
     pub weight: u32,
-    #[serde(default)]
-    pub forward: Forward,
 }
 
 impl Table for LvsTable {

@@ -29,11 +29,11 @@ pub enum MemcachedHash {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemcachedPool {
-    pub name: String,
-    /// The port routers listen on for this pool.
-    pub listen_port: u16,
     #[serde(default)]
     pub hash: MemcachedHash,
+    /// The port routers listen on for this pool.
+    pub listen_port: u16,
+    pub name: String,
     /// Replica sets, in preference order (reads go to the first and fail over).
     pub replicas: Vec<ReplicaSet>,
 }

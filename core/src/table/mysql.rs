@@ -26,26 +26,26 @@ pub struct MysqlTable {
 pub struct MysqlDatabase {
     /// The `OCEAN_MYSQL_DB` name, e.g. `/miui/browser/key`.
     pub name: String,
-    /// The schema clients name in their handshake or `USE`.
-    pub schema: String,
-    /// Credentials for read-write sessions.
-    pub rw: Credentials,
-    /// Credentials for read-only sessions; `rw` is used when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ro: Option<Credentials>,
     /// The current primary, if one is running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<SocketAddr>,
     /// Running replicas.
     #[serde(default)]
     pub replicas: Vec<SocketAddr>,
+    /// Credentials for read-only sessions; `rw` is used when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro: Option<Credentials>,
+    /// Credentials for read-write sessions.
+    pub rw: Credentials,
+    /// The schema clients name in their handshake or `USE`.
+    pub schema: String,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    pub user: String,
     pub password: String,
+    pub user: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -72,11 +72,11 @@ pub enum Access {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlJob {
-    /// JOBNAME: label `OCEAN_JOBNAME`, else the app id without its leading slash.
-    pub name: String,
+    pub grants: Vec<Grant>,
     /// IPs of the job's running tasks: the only peers allowed to log in as this job.
     pub ips: Vec<IpAddr>,
-    pub grants: Vec<Grant>,
+    /// JOBNAME: label `OCEAN_JOBNAME`, else the app id without its leading slash.
+    pub name: String,
     /// An optional password on top of IP + JOBNAME, stored as hashes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<JobPassword>,
@@ -85,9 +85,9 @@ pub struct MysqlJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
+    pub access: Access,
     /// A database `name` from `databases`.
     pub database: String,
-    pub access: Access,
 }
 
 /// The hashes a proxy needs to check a password without knowing it: `SHA1(SHA1(pw))` for

@@ -18,9 +18,9 @@ pub struct RedisTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisCluster {
-    pub name: String,
     /// The port routers listen on for this cluster (the app's first service port or `OCEAN_PORT`).
     pub listen_port: u16,
+    pub name: String,
     /// Addresses of the cluster's nodes (running tasks); the router's seeds.
     pub nodes: Vec<SocketAddr>,
 }
