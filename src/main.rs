@@ -148,6 +148,10 @@ struct DnsArgs {
     /// Close a TCP connection idle this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     tcp_idle_timeout: Duration,
+    /// A Mesos-DNS config.json: its listener/port, HTTP, resolvers, externalon and timeout
+    /// replace the flags above; keys that belong to control are reported.
+    #[arg(long, value_name = "FILE")]
+    mesos_dns_config: Option<PathBuf>,
 }
 
 fn dns_config(a: DnsArgs) -> anyhow::Result<ocean_dns::Config> {
@@ -164,6 +168,12 @@ fn dns_config(a: DnsArgs) -> anyhow::Result<ocean_dns::Config> {
     c.max_udp_payload = a.max_udp_payload;
     c.max_tcp_connections = a.max_tcp_connections;
     c.tcp_idle_timeout = a.tcp_idle_timeout;
+    if let Some(path) = &a.mesos_dns_config {
+        let m = ocean_dns::mesos_config::load(path)?;
+        for note in m.apply(&mut c) {
+            tracing::warn!(file = %path.display(), "{note}");
+        }
+    }
     c.validate()?;
     Ok(c)
 }

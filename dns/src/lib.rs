@@ -15,6 +15,7 @@
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod mesos_config;
 pub mod proto;
 pub mod respond;
 pub mod server;

@@ -140,10 +140,14 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             let listener = ocean_core::listener::bind_tcp(addr, false)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--http): {e}"))?;
             let local = listener.local_addr()?;
+            // /v1/config reports the bound addresses (port 0 in tests becomes the real port).
+            let mut shown = config.clone();
+            shown.listen = dns_addr;
+            shown.http = Some(local);
             let router = crate::http::router(crate::http::ApiState {
                 zone: zone.clone(),
                 watch,
-                config: config.clone(),
+                config: shown,
             });
             let c = cancel.clone();
             tracker.spawn(async move {
