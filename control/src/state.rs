@@ -53,6 +53,9 @@ pub struct Task {
     pub agent_ip: Option<IpAddr>,
     /// The address other hosts reach the task at.
     pub ip: Option<IpAddr>,
+    /// Every address DNS publishes for the task: `ip`, plus the first address of the other
+    /// family for an IP-per-task task that has both (as Mesos-DNS does).
+    pub ips: Vec<IpAddr>,
     /// Ports on `ip`, in port-index order.
     pub ports: Vec<u16>,
     /// Host ports Mesos allocated (the `resources.ports` Mesos-DNS uses for `.slave.` SRV).
@@ -144,6 +147,13 @@ pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMe
     for app in apps {
         let ip_per_task = is_ip_per_task(app);
         let mappings = port_mappings(app);
+        // Marathon 1.4 IP-per-task apps declare their ports (names, protocols) as discovery ports.
+        let discovery: Vec<&model::DiscoveryPort> = app
+            .ip_address
+            .iter()
+            .flat_map(|i| i.discovery.iter())
+            .flat_map(|d| &d.ports)
+            .collect();
         let (service_ports, port_specs): (Vec<u16>, Vec<PortSpec>) = if let Some(pm) = mappings {
             pm.iter()
                 .map(|m| {
@@ -152,6 +162,19 @@ pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMe
                         PortSpec {
                             name: m.name.clone(),
                             protocols: protocols(m.protocol.as_deref()),
+                        },
+                    )
+                })
+                .unzip()
+        } else if mappings.is_none() && !discovery.is_empty() {
+            discovery
+                .iter()
+                .map(|d| {
+                    (
+                        0,
+                        PortSpec {
+                            name: d.name.clone(),
+                            protocols: protocols(d.protocol.as_deref()),
                         },
                     )
                 })
@@ -225,11 +248,13 @@ pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMe
                 .ok()
                 .or_else(|| resolved.get(&t.host).copied());
             let host_ports: Vec<u16> = t.ports.iter().flatten().map(|p| port(Some(*p))).collect();
-            let task_ip = t
+            let task_ips: Vec<IpAddr> = t
                 .ip_addresses
                 .iter()
                 .flatten()
-                .find_map(|a| a.ip_address.parse::<IpAddr>().ok());
+                .filter_map(|a| a.ip_address.parse::<IpAddr>().ok())
+                .collect();
+            let task_ip = task_ips.first().copied();
             let (ip, ports) = match (ip_per_task, task_ip) {
                 (true, Some(ip)) => {
                     let ports = if container_ports.iter().any(|p| *p != 0) {
@@ -241,12 +266,22 @@ pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMe
                 }
                 _ => (agent_ip, host_ports.clone()),
             };
+            let mut ips: Vec<IpAddr> = ip.into_iter().collect();
+            if ip_per_task {
+                if let Some(other) = task_ips
+                    .iter()
+                    .find(|a| a.is_ipv4() != ip.is_some_and(|i| i.is_ipv4()))
+                {
+                    ips.push(*other);
+                }
+            }
             tasks.push(Task {
                 id: t.id.clone(),
                 slave_id: t.slave_id.clone().unwrap_or_default(),
                 host: t.host.clone(),
                 agent_ip,
                 ip,
+                ips,
                 ports,
                 host_ports,
                 state,
@@ -358,6 +393,26 @@ mod tests {
             &mut memory,
         );
         assert!(!s.apps[0].tasks[0].counts());
+    }
+
+    #[test]
+    fn dual_stack_tasks_and_marathon_14_discovery_ports() {
+        let json = r#"{"apps":[{"id":"/db","ipAddress":{"discovery":{"ports":[{"number":53,"name":"dns","protocol":"udp"}]}},
+            "portDefinitions":[],
+            "tasks":[{"id":"db.1","host":"10.0.0.1","ports":[],"state":"TASK_RUNNING",
+              "ipAddresses":[{"ipAddress":"9.0.0.1","protocol":"IPv4"},{"ipAddress":"fd01::1","protocol":"IPv6"},{"ipAddress":"9.0.0.2","protocol":"IPv4"}]}]}]}"#;
+        let s = state(json, &mut HealthMemory::default());
+        let t = &s.apps[0].tasks[0];
+        assert_eq!(
+            t.ips,
+            vec![
+                "9.0.0.1".parse::<IpAddr>().unwrap(),
+                "fd01::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(t.ports, vec![53]);
+        assert_eq!(s.apps[0].port_specs[0].name.as_deref(), Some("dns"));
+        assert_eq!(s.apps[0].port_specs[0].protocols, vec!["udp"]);
     }
 
     #[test]

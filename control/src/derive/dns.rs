@@ -146,7 +146,7 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                         ),
                     ));
                 }
-                if let Some(ip) = task.ip {
+                for &ip in &task.ips {
                     zone.ip(&format!("{app_name}{tail}"), ip);
                     if per_task {
                         zone.ip(&target, ip);
