@@ -266,3 +266,173 @@ pub fn servfail(req: &[u8], settings: Settings, out: &mut Vec<u8>) -> Option<Que
     simple(out, &q, req, rcode::SERVFAIL, settings);
     Some(q)
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+    use ocean_core::table::dns::DnsRecords;
+    use ocean_core::table::{DnsTable, Versioned};
+
+    use super::*;
+
+    fn zone() -> Zone {
+        let mut t = DnsTable::default();
+        t.names.insert(
+            "web.marathon.mesos.".into(),
+            DnsRecords {
+                a: (1..=4)
+                    .map(|i| std::net::Ipv4Addr::new(10, 0, 0, i))
+                    .collect(),
+                ..Default::default()
+            },
+        );
+        t.names.insert(
+            "big.marathon.mesos.".into(),
+            DnsRecords {
+                a: (1..=100)
+                    .map(|i| std::net::Ipv4Addr::new(10, 1, 0, i))
+                    .collect(),
+                ..Default::default()
+            },
+        );
+        Zone::build(Versioned::new(t).unwrap(), 7).unwrap()
+    }
+
+    fn ask(
+        zone: Option<&Zone>,
+        name: &str,
+        rtype: RecordType,
+        edns: Option<u16>,
+        transport: Transport,
+        n: u32,
+    ) -> (Action, Option<Message>) {
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), rtype));
+        if let Some(size) = edns {
+            let mut e = hickory_proto::op::Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        let req = m.to_vec().unwrap();
+        let mut out = Vec::new();
+        let settings = Settings {
+            forwarding: false,
+            max_udp_payload: 1232,
+        };
+        let (action, _) = respond(zone, &req, transport, settings, n, &mut out);
+        (
+            action,
+            (action == Action::Reply).then(|| Message::from_vec(&out).unwrap()),
+        )
+    }
+
+    #[test]
+    fn answers_rotate_and_negative_answers_carry_the_soa() {
+        let z = zone();
+        let first = |n| {
+            let (_, m) = ask(
+                Some(&z),
+                "web.marathon.mesos.",
+                RecordType::A,
+                None,
+                Transport::Udp,
+                n,
+            );
+            let m = m.unwrap();
+            assert!(m.metadata.authoritative);
+            assert_eq!(m.answers.len(), 4);
+            m.answers[0].data.clone()
+        };
+        assert_ne!(
+            first(0),
+            first(1),
+            "consecutive queries start at different records"
+        );
+        let (_, m) = ask(
+            Some(&z),
+            "nope.marathon.mesos.",
+            RecordType::A,
+            None,
+            Transport::Udp,
+            0,
+        );
+        let m = m.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.authorities.len(), 1);
+        // An empty non-terminal and another type: NODATA.
+        for (name, t) in [
+            ("marathon.mesos.", RecordType::A),
+            ("web.marathon.mesos.", RecordType::AAAA),
+        ] {
+            let (_, m) = ask(Some(&z), name, t, None, Transport::Udp, 0);
+            let m = m.unwrap();
+            assert_eq!(
+                (
+                    m.metadata.response_code,
+                    m.answers.len(),
+                    m.authorities.len()
+                ),
+                (ResponseCode::NoError, 0, 1),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_limits_truncate_over_udp_only() {
+        let z = zone();
+        // 100 A records (1.6 KB) exceed 512 and 1232 bytes over UDP...
+        for edns in [None, Some(4096)] {
+            let (_, m) = ask(
+                Some(&z),
+                "big.marathon.mesos.",
+                RecordType::A,
+                edns,
+                Transport::Udp,
+                0,
+            );
+            let m = m.unwrap();
+            assert!(m.metadata.truncation, "{edns:?}");
+            assert!(m.answers.is_empty());
+            assert_eq!(
+                m.edns.is_some(),
+                edns.is_some(),
+                "OPT echoed only to EDNS clients"
+            );
+        }
+        // ...and come whole over TCP.
+        let (_, m) = ask(
+            Some(&z),
+            "big.marathon.mesos.",
+            RecordType::A,
+            None,
+            Transport::Tcp,
+            0,
+        );
+        assert_eq!(m.unwrap().answers.len(), 100);
+    }
+
+    #[test]
+    fn no_zone_is_servfail_and_outside_names_are_refused_without_forwarding() {
+        let (_, m) = ask(
+            None,
+            "web.marathon.mesos.",
+            RecordType::A,
+            None,
+            Transport::Udp,
+            0,
+        );
+        assert_eq!(m.unwrap().metadata.response_code, ResponseCode::ServFail);
+        let z = zone();
+        let (_, m) = ask(
+            Some(&z),
+            "example.com.",
+            RecordType::A,
+            None,
+            Transport::Udp,
+            0,
+        );
+        assert_eq!(m.unwrap().metadata.response_code, ResponseCode::Refused);
+    }
+}

@@ -6,7 +6,7 @@
 //! after any question for that name. Answers with several records are stored in a few
 //! rotations; queries take them in turn, which spreads clients over the backends.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ocean_core::table::{DnsTable, Versioned};
@@ -157,10 +157,7 @@ impl Zone {
             for ans in [&e.a, &e.aaaa, &e.srv].into_iter().flatten() {
                 let first = ans.sections(0);
                 // Only the answer part: ANY carries no additional section.
-                let mut w = Writer::new();
-                let (_, end) = split_answers(first, ans.ancount);
-                w.bytes(&first[..end]);
-                any.extend_from_slice(&w.into_vec());
+                any.extend_from_slice(&first[..answers_len(first, ans.ancount)]);
                 any_count += ans.ancount;
             }
             if any_count > 0 && any.len() <= MAX_ANSWER_BYTES {
@@ -247,8 +244,9 @@ impl Zone {
     }
 }
 
-/// Splits encoded sections after `ancount` records; returns (count, byte offset).
-fn split_answers(sections: &[u8], ancount: u16) -> (u16, usize) {
+/// The length of the first `ancount` records of encoded sections (the answer section,
+/// without the additional records that follow it).
+fn answers_len(sections: &[u8], ancount: u16) -> usize {
     let mut pos = 0usize;
     for _ in 0..ancount {
         // Owner is a 2-byte pointer in our encoding; then type, class, ttl, rdlen.
@@ -257,7 +255,7 @@ fn split_answers(sections: &[u8], ancount: u16) -> (u16, usize) {
         };
         pos += 12 + u16::from_be_bytes([rdlen[0], rdlen[1]]) as usize;
     }
-    (ancount, pos.min(sections.len()))
+    pos.min(sections.len())
 }
 
 fn encode_ips(ips: &[IpAddr], ttl: u32) -> Answer {
@@ -375,22 +373,4 @@ fn encode_srv(
         arcount,
         rotations,
     }
-}
-
-/// Test helper: an IPv4 answer's addresses in order.
-#[doc(hidden)]
-pub fn answer_ipv4s(sections: &[u8], ancount: u16) -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    for _ in 0..ancount {
-        if let Some(rd) = sections.get(pos + 12..pos + 16) {
-            out.push(Ipv4Addr::new(rd[0], rd[1], rd[2], rd[3]));
-        }
-        let rdlen = sections
-            .get(pos + 10..pos + 12)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .unwrap_or(0);
-        pos += 12 + rdlen as usize;
-    }
-    out
 }
