@@ -1,0 +1,419 @@
+//! `ocean dns` keeps answering every query while its table is swapped 100 times under load.
+//!
+//! The server runs in-process on a table file; `dnsperf` (Debian package `dnsperf`) sends a
+//! rate-limited load of A and SRV queries for names present in every version of the table,
+//! plus names that never exist, while the test renames 100 different tables into place and
+//! waits until each one is served. Every query must be answered, with NOERROR for the present
+//! names and NXDOMAIN for the absent ones: no loss, no SERVFAIL, no wrong NXDOMAIN.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use ocean_core::subscriber::SubscriberConfig;
+use ocean_core::table::dns::{DnsRecords, SrvRecord};
+use ocean_core::table::DnsTable;
+use tokio_util::sync::CancellationToken;
+
+const SWAPS: u32 = 100;
+const APPS: u32 = 40;
+const TASKS: u32 = 3;
+/// dnsperf's run: seconds and queries per second at most (low enough for a shared CI box).
+const LOAD_SECONDS: u64 = 8;
+const LOAD_QPS: u32 = 5000;
+/// The swaps are spread over this much of the load, so that all of them happen under it (the
+/// rest of the run is slack for a slow machine).
+const SWAP_WINDOW: Duration = Duration::from_secs(4);
+
+fn a(ips: impl IntoIterator<Item = Ipv4Addr>) -> DnsRecords {
+    DnsRecords {
+        a: ips.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// Version `generation` of the table. The names the queries ask for are in every version
+/// (some with other records each time); the churn is in other names.
+fn table(generation: u32) -> DnsTable {
+    let g = generation;
+    let mut names = BTreeMap::new();
+    for n in 0..APPS {
+        let n8 = n as u8;
+        let mut srv = Vec::new();
+        for k in 0..TASKS {
+            let task = format!("app{n}-t{k}.marathon.mesos.");
+            names.insert(task.clone(), a([Ipv4Addr::new(10, 1, n8, k as u8 + 1)]));
+            // app1's tasks move to other ports in every version.
+            let port = if n == 1 {
+                20000 + (g * 7 + k) as u16
+            } else {
+                31000 + (n * TASKS + k) as u16
+            };
+            srv.push(SrvRecord {
+                priority: 0,
+                weight: 1,
+                port,
+                target: task,
+            });
+        }
+        // app0's addresses change in every version: another subnet, one to four of them.
+        let ips: Vec<Ipv4Addr> = if n == 0 {
+            (0..=(g % 4) as u8)
+                .map(|i| Ipv4Addr::new(10, 2, (g % 250) as u8, i + 1))
+                .collect()
+        } else {
+            (0..TASKS as u8)
+                .map(|k| Ipv4Addr::new(10, 1, n8, k + 1))
+                .collect()
+        };
+        names.insert(format!("app{n}.marathon.mesos."), a(ips));
+        names.insert(
+            format!("_app{n}._tcp.marathon.mesos."),
+            DnsRecords {
+                srv,
+                ..Default::default()
+            },
+        );
+    }
+    // The canary: queried by the test itself after each swap.
+    names.insert("canary.marathon.mesos.".into(), a([canary_ip(g)]));
+    // A name that only this version has, and one that every other version has.
+    names.insert(
+        format!("extra-{g}.marathon.mesos."),
+        a([Ipv4Addr::new(10, 3, 0, 1)]),
+    );
+    if g % 2 == 1 {
+        names.insert(
+            "odd.marathon.mesos.".into(),
+            a([Ipv4Addr::new(10, 3, 0, 2)]),
+        );
+    }
+    DnsTable {
+        names,
+        ..Default::default()
+    }
+}
+
+fn canary_ip(generation: u32) -> Ipv4Addr {
+    Ipv4Addr::new(
+        10,
+        250,
+        (generation / 250) as u8,
+        (generation % 250) as u8 + 1,
+    )
+}
+
+/// Replaces the table file the way an operator should: write aside, rename into place.
+fn write_table(path: &Path, generation: u32) -> DnsTable {
+    let t = table(generation);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&t).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+    t
+}
+
+/// dnsperf's query file: A and SRV names present in every version, and names that never
+/// exist (`gone-*`, answered NXDOMAIN).
+fn query_file(dir: &Path) -> PathBuf {
+    let mut lines = Vec::new();
+    for n in 0..APPS {
+        lines.push(format!("app{n}.marathon.mesos A"));
+        lines.push(format!("app{n}.marathon.mesos A"));
+        lines.push(format!("_app{n}._tcp.marathon.mesos SRV"));
+        lines.push(format!("app{n}-t{}.marathon.mesos A", n % TASKS));
+        if n % 4 == 0 {
+            lines.push(format!("gone-{n}.marathon.mesos A"));
+        }
+    }
+    lines.push("canary.marathon.mesos A".into());
+    let path = dir.join("queries.txt");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn expected_rcode(name: &str) -> &'static str {
+    if name.starts_with("gone-") {
+        "NXDOMAIN"
+    } else {
+        "NOERROR"
+    }
+}
+
+/// One A query over UDP; `None` on timeout.
+async fn query_a(server: SocketAddr, name: &str) -> Option<Message> {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Message::from_vec(&buf[..n]).unwrap())
+}
+
+fn ipv4s(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Kills dnsperf if the test fails half way.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What dnsperf printed, parsed.
+#[derive(Debug, Default)]
+struct Report {
+    sent: u64,
+    completed: u64,
+    lost: u64,
+    rcodes: BTreeMap<String, u64>,
+    /// Per-query lines (`-v`): rcode, name, type.
+    answers: Vec<(String, String, String)>,
+}
+
+fn field(text: &str, label: &str) -> u64 {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in dnsperf's output:\n{text}"));
+    line[line.find(label).unwrap() + label.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {label:?} in {line:?}"))
+}
+
+fn parse_report(text: &str) -> Report {
+    let mut r = Report {
+        sent: field(text, "Queries sent:"),
+        completed: field(text, "Queries completed:"),
+        lost: field(text, "Queries lost:"),
+        ..Default::default()
+    };
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Response codes:"))
+    {
+        // "Response codes:       NOERROR 223174 (90.00%), NXDOMAIN 24802 (10.00%)"
+        let list = line.split_once(':').unwrap().1;
+        for part in list.split(',') {
+            let mut w = part.split_whitespace();
+            if let (Some(code), Some(n)) = (w.next(), w.next()) {
+                r.rcodes.insert(code.to_string(), n.parse().unwrap());
+            }
+        }
+    }
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("> ") {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.len() >= 3 {
+                r.answers
+                    .push((f[0].into(), f[1].trim_end_matches('.').into(), f[2].into()));
+            }
+        }
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_table_swaps_under_dnsperf_load_lose_no_query() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let table_path = dir.path().join("dns.json");
+    let mut current = write_table(&table_path, 0);
+
+    let cancel = CancellationToken::new();
+    let mut cfg = ocean_dns::Config::new(SubscriberConfig {
+        table_file: Some(table_path.clone()),
+        file_poll: Duration::from_millis(20),
+        ..Default::default()
+    });
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.http = None;
+    let running = ocean_dns::server::start(cfg, cancel.clone()).await.unwrap();
+    let server = running.dns_addr;
+
+    // Serving the first table.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(m) = query_a(server, "canary.marathon.mesos.").await {
+            if m.metadata.response_code == ResponseCode::NoError && ipv4s(&m) == [canary_ip(0)] {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ocean dns did not serve the first table within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The load.
+    let queries = query_file(dir.path());
+    let out_path = dir.path().join("dnsperf.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let child = Command::new("dnsperf")
+        .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string()])
+        .arg("-d")
+        .arg(&queries)
+        .args(["-l", &LOAD_SECONDS.to_string()])
+        .args(["-c", "2", "-q", "50", "-t", "2"])
+        .args(["-Q", &LOAD_QPS.to_string()])
+        // One line per answer: its rcode and name.
+        .arg("-v")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run dnsperf ({e}): install the Debian package dnsperf (apt-get install dnsperf)")
+        });
+    let mut child = KillOnDrop(Some(child));
+    let load_started = Instant::now();
+    // Let it get going before the first swap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 100 swaps, each one served before the next is written.
+    let mut swap_times = Vec::new();
+    for g in 1..=SWAPS {
+        let due = load_started + Duration::from_millis(300) + SWAP_WINDOW * g / SWAPS;
+        tokio::time::sleep_until(due.into()).await;
+        let t0 = Instant::now();
+        let expected = write_table(&table_path, g);
+        assert_ne!(expected, current);
+        current = expected;
+        let deadline = t0 + Duration::from_secs(5);
+        loop {
+            let loaded = running.zone.load_full();
+            if loaded.as_ref().is_some_and(|z| z.table.table == current) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "swap {g}: table not loaded within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // And answered over the wire.
+        loop {
+            if let Some(m) = query_a(server, "canary.marathon.mesos.").await {
+                assert_eq!(
+                    m.metadata.response_code,
+                    ResponseCode::NoError,
+                    "swap {g}: {m:?}"
+                );
+                if ipv4s(&m) == [canary_ip(g)] {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "swap {g}: canary not answered with {} within 5 s",
+                canary_ip(g)
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        swap_times.push(t0.elapsed());
+        // All swaps must happen under load.
+        if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            panic!(
+                "dnsperf exited ({status}) before swap {g} of {SWAPS} was done, {:?} after it \
+                 started; swaps took (ms) {:?}:\n{}",
+                load_started.elapsed(),
+                swap_times
+                    .iter()
+                    .map(Duration::as_millis)
+                    .collect::<Vec<_>>(),
+                &text[text.find("Statistics:").unwrap_or(0)..]
+            );
+        }
+    }
+    let swaps_done = load_started.elapsed();
+
+    // The load ends by itself.
+    let mut c = child.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || c.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(status.success(), "dnsperf failed ({status}):\n{text}");
+    let r = parse_report(&text);
+    let tail = &text[text.find("Statistics:").unwrap_or(0)..];
+
+    assert!(
+        r.sent >= 1000,
+        "dnsperf sent only {} queries:\n{tail}",
+        r.sent
+    );
+    assert_eq!(r.lost, 0, "queries lost during the swaps:\n{tail}");
+    assert_eq!(r.completed, r.sent, "queries not completed:\n{tail}");
+    let unexpected: Vec<&String> = r
+        .rcodes
+        .keys()
+        .filter(|c| !["NOERROR", "NXDOMAIN"].contains(&c.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "response codes other than NOERROR/NXDOMAIN:\n{tail}"
+    );
+    assert!(
+        r.rcodes.get("NXDOMAIN").copied().unwrap_or(0) > 0,
+        "no NXDOMAIN for the gone-* names:\n{tail}"
+    );
+    // Each answer, by name: present names NOERROR, gone-* NXDOMAIN.
+    assert_eq!(
+        r.answers.len() as u64,
+        r.completed,
+        "dnsperf -v printed one line per answer:\n{tail}"
+    );
+    let wrong: Vec<&(String, String, String)> = r
+        .answers
+        .iter()
+        .filter(|(code, name, _)| code != expected_rcode(name))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers had the wrong rcode, e.g. {:?}",
+        wrong.len(),
+        r.answers.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+
+    let mut sorted = swap_times.clone();
+    sorted.sort();
+    eprintln!(
+        "{SWAPS} swaps in {:.1} s under {} queries ({} completed, {} lost, {:?}); swap served after p50 {:?}, max {:?}; test {:.1} s",
+        swaps_done.as_secs_f64(),
+        r.sent,
+        r.completed,
+        r.lost,
+        r.rcodes,
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+        started.elapsed().as_secs_f64()
+    );
+    cancel.cancel();
+    running.wait().await;
+}
