@@ -127,7 +127,8 @@ pub fn respond(
     match zone.get(q.name()) {
         Some(entry) => match entry.get(q.qtype) {
             Some(answer) => {
-                let sections = answer.sections(n);
+                let section = answer.pick(n);
+                let sections = &section.bytes;
                 let question_len = q.question.len().max(q.name().len() + 4);
                 if HEADER_LEN + question_len + sections.len() + opt_len > limit {
                     // Does not fit: TC with no records; the client retries over TCP.
@@ -153,13 +154,13 @@ pub fn respond(
                     true,
                     settings.forwarding,
                     false,
-                    answer.ancount,
+                    section.ancount,
                     0,
-                    answer.arcount,
+                    section.arcount,
                 );
                 write_question(out, &q, req);
                 out.extend_from_slice(sections);
-                finish(out, &q, answer.arcount, settings);
+                finish(out, &q, section.arcount, settings);
                 (Action::Reply, outcome(rcode::NOERROR, false))
             }
             None => {

@@ -20,20 +20,37 @@ const MAX_ROTATIONS: usize = 8;
 /// An answer never grows past this (TCP's 64 KiB limit less header room).
 const MAX_ANSWER_BYTES: usize = 60_000;
 
-/// The answer and additional sections for one (name, type).
-#[derive(Debug, Clone)]
-pub struct Answer {
+/// The answer and additional sections for one (name, type), in one order.
+#[derive(Debug, Clone, Default)]
+pub struct Section {
+    pub bytes: Vec<u8>,
     pub ancount: u16,
     pub arcount: u16,
-    /// Encoded sections, one per rotation; at least one.
-    pub rotations: Vec<Vec<u8>>,
+}
+
+/// The pre-encoded answer for one (name, type), in a few rotations.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// At least one.
+    pub rotations: Vec<Section>,
 }
 
 impl Answer {
+    fn single(section: Section) -> Answer {
+        Answer {
+            rotations: vec![section],
+        }
+    }
+
     /// The rotation for the `n`th query.
-    pub fn sections(&self, n: u32) -> &[u8] {
+    pub fn pick(&self, n: u32) -> &Section {
+        static EMPTY: Section = Section {
+            bytes: Vec::new(),
+            ancount: 0,
+            arcount: 0,
+        };
         let i = n as usize % self.rotations.len().max(1);
-        self.rotations.get(i).map(Vec::as_slice).unwrap_or(&[])
+        self.rotations.get(i).unwrap_or(&EMPTY)
     }
 }
 
@@ -150,22 +167,18 @@ impl Zone {
                 ));
             }
             if !recs.srv.is_empty() {
-                e.srv = Some(encode_srv(t, &recs.srv, &wire, ttl));
+                e.srv = Some(encode_srv(t, &recs.srv, &wire, owner.len(), ttl));
             }
-            let mut any: Vec<u8> = Vec::new();
-            let mut any_count = 0u16;
+            let mut any = Section::default();
             for ans in [&e.a, &e.aaaa, &e.srv].into_iter().flatten() {
-                let first = ans.sections(0);
+                let first = ans.pick(0);
                 // Only the answer part: ANY carries no additional section.
-                any.extend_from_slice(&first[..answers_len(first, ans.ancount)]);
-                any_count += ans.ancount;
+                any.bytes
+                    .extend_from_slice(&first.bytes[..answers_len(&first.bytes, first.ancount)]);
+                any.ancount += first.ancount;
             }
-            if any_count > 0 && any.len() <= MAX_ANSWER_BYTES {
-                e.any = Some(Answer {
-                    ancount: any_count,
-                    arcount: 0,
-                    rotations: vec![any],
-                });
+            if any.ancount > 0 && any.bytes.len() <= MAX_ANSWER_BYTES {
+                e.any = Some(Answer::single(any));
             }
             names.insert(owner.clone().into_boxed_slice(), e);
         }
@@ -173,11 +186,11 @@ impl Zone {
         let apex_entry = names.entry(apex.clone().into_boxed_slice()).or_default();
         let mut w = Writer::new();
         record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, &soa);
-        apex_entry.soa = Some(Answer {
+        apex_entry.soa = Some(Answer::single(Section {
+            bytes: w.into_vec(),
             ancount: 1,
             arcount: 0,
-            rotations: vec![w.into_vec()],
-        });
+        }));
         let mut w = Writer::new();
         record(
             &mut w,
@@ -185,11 +198,11 @@ impl Zone {
             ttl,
             &RData::Ns(&mname),
         );
-        apex_entry.ns = Some(Answer {
+        apex_entry.ns = Some(Answer::single(Section {
+            bytes: w.into_vec(),
             ancount: 1,
             arcount: 0,
-            rotations: vec![w.into_vec()],
-        });
+        }));
         // Empty non-terminals between each name and the apex.
         let existing: Vec<Box<[u8]>> = names.keys().cloned().collect();
         for name in existing {
@@ -259,80 +272,68 @@ fn answers_len(sections: &[u8], ancount: u16) -> usize {
 }
 
 fn encode_ips(ips: &[IpAddr], ttl: u32) -> Answer {
-    let rotations: Vec<Vec<u8>> = rotations(ips)
+    let take = ips.len().min(MAX_ANSWER_BYTES / 28);
+    let rotations = rotations(&ips[..take])
         .into_iter()
         .map(|ips| {
             let mut w = Writer::new();
-            for ip in ips.iter().take(MAX_ANSWER_BYTES / 28) {
+            for ip in &ips {
                 let rd = match ip {
                     IpAddr::V4(v4) => RData::A(*v4),
                     IpAddr::V6(v6) => RData::Aaaa(*v6),
                 };
                 record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, &rd);
             }
-            w.into_vec()
+            Section {
+                bytes: w.into_vec(),
+                ancount: take as u16,
+                arcount: 0,
+            }
         })
         .collect();
-    Answer {
-        ancount: ips.len().min(MAX_ANSWER_BYTES / 28) as u16,
-        arcount: 0,
-        rotations,
-    }
+    Answer { rotations }
 }
 
+/// Encodes SRV records and, in the additional section, the first A and AAAA of each
+/// distinct target (as Mesos-DNS does). An additional record's owner is a pointer to the
+/// target name inside the SRV record that names it: the answer section always starts
+/// right after the question, whose length is fixed for this name, so the offsets are known
+/// in advance.
 fn encode_srv(
     t: &DnsTable,
     srvs: &[ocean_core::table::dns::SrvRecord],
     wire: &FxHashMap<&str, Vec<u8>>,
+    owner_len: usize,
     ttl: u32,
 ) -> Answer {
-    // Additional section: the first A and AAAA of each distinct target, as Mesos-DNS does.
-    let mut additional = Writer::new();
-    let mut arcount = 0u16;
-    let mut seen = rustc_hash::FxHashSet::default();
-    for s in srvs {
-        if !seen.insert(s.target.as_str()) {
-            continue;
-        }
-        let (Some(target), Some(recs)) = (wire.get(s.target.as_str()), t.names.get(&s.target))
-        else {
-            continue;
-        };
-        if let Some(a) = recs.a.first() {
-            record(&mut additional, Owner::Name(target), ttl, &RData::A(*a));
-            arcount += 1;
-        }
-        if let Some(a) = recs.aaaa.first() {
-            record(&mut additional, Owner::Name(target), ttl, &RData::Aaaa(*a));
-            arcount += 1;
-        }
-    }
-    let targets: Vec<(u16, u16, u16, Vec<u8>)> = srvs
+    let answers_at = HEADER_LEN + owner_len + 4;
+    let targets: Vec<(&ocean_core::table::dns::SrvRecord, Vec<u8>)> = srvs
         .iter()
         .filter_map(|s| {
             let w = wire
                 .get(s.target.as_str())
                 .cloned()
                 .or_else(|| name_to_wire(&s.target))?;
-            Some((s.priority, s.weight, s.port, w))
+            Some((s, w))
         })
         .collect();
-    let mut ancount = 0u16;
-    let rotations: Vec<Vec<u8>> = rotations(&targets)
+    let rotations = rotations(&targets)
         .into_iter()
         .map(|list| {
             let mut w = Writer::new();
-            let mut n = 0u16;
-            for (priority, weight, port, target) in &list {
+            let mut ancount = 0u16;
+            // (target, offset of its name in the message), first mention of each target.
+            let mut named: Vec<(&str, &[u8], usize)> = Vec::new();
+            for (srv, target) in &list {
                 let before = w.len();
                 record(
                     &mut w,
                     Owner::Pointer(HEADER_LEN as u16),
                     ttl,
                     &RData::Srv {
-                        priority: *priority,
-                        weight: *weight,
-                        port: *port,
+                        priority: srv.priority,
+                        weight: srv.weight,
+                        port: srv.port,
                         target,
                     },
                 );
@@ -344,33 +345,48 @@ fn encode_srv(
                     w.bytes(&v);
                     break;
                 }
-                n += 1;
+                ancount += 1;
+                if !named.iter().any(|(n, _, _)| *n == srv.target) {
+                    // Owner pointer (2), type, class, TTL, length (10), priority, weight, port (6).
+                    named.push((
+                        srv.target.as_str(),
+                        target.as_slice(),
+                        answers_at + before + 18,
+                    ));
+                }
             }
-            ancount = n;
-            w.into_vec()
+            let answers_len = w.len();
+            let mut arcount = 0u16;
+            for (name, target, at) in named {
+                let Some(recs) = t.names.get(name) else {
+                    continue;
+                };
+                // Pointers reach the first 16 KiB of a message; later names are written out.
+                let owner = if at < 0x4000 {
+                    Owner::Pointer(at as u16)
+                } else {
+                    Owner::Name(target)
+                };
+                if let Some(a) = recs.a.first() {
+                    record(&mut w, owner, ttl, &RData::A(*a));
+                    arcount += 1;
+                }
+                if let Some(a) = recs.aaaa.first() {
+                    record(&mut w, owner, ttl, &RData::Aaaa(*a));
+                    arcount += 1;
+                }
+            }
+            let mut bytes = w.into_vec();
+            if bytes.len() > MAX_ANSWER_BYTES {
+                bytes.truncate(answers_len);
+                arcount = 0;
+            }
+            Section {
+                bytes,
+                ancount,
+                arcount,
+            }
         })
         .collect();
-    let additional = additional.into_vec();
-    let (rotations, arcount) = if rotations
-        .iter()
-        .all(|r| r.len() + additional.len() <= MAX_ANSWER_BYTES)
-    {
-        (
-            rotations
-                .into_iter()
-                .map(|mut r| {
-                    r.extend_from_slice(&additional);
-                    r
-                })
-                .collect(),
-            arcount,
-        )
-    } else {
-        (rotations, 0)
-    };
-    Answer {
-        ancount,
-        arcount,
-        rotations,
-    }
+    Answer { rotations }
 }
