@@ -216,6 +216,10 @@ struct ControlArgs {
     /// DNS domain (overrides `domain` in the config file).
     #[arg(long)]
     domain: Option<String>,
+    /// Keep the last published tables here, so that after a restart the drop guard still
+    /// holds back an empty or partial Marathon answer.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +248,7 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
         c.derive.dns.set_domain(&d);
     }
     c.listen = a.listen;
+    c.state_dir = a.state_dir;
     c.resync = a.resync;
     c.poll_while_down = a.poll_while_down;
     c.debounce = a.debounce;

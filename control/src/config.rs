@@ -48,6 +48,9 @@ pub struct Config {
     pub max_wait: Duration,
     /// Bearer token required on `/v1/` when set.
     pub token: Option<String>,
+    /// Where the last published tables are kept, so that a restarted control guards
+    /// against an empty or partial Marathon answer as a running one does.
+    pub state_dir: Option<std::path::PathBuf>,
     pub derive: DeriveConfig,
     pub guard: GuardConfig,
 }
@@ -64,6 +67,7 @@ impl Config {
             marathon_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(120),
             token: None,
+            state_dir: None,
             derive: DeriveConfig {
                 dns: DnsSettings::default(),
                 mysql: MysqlSecrets::default(),

@@ -148,12 +148,16 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         Source::Static { name, body } => Fetcher::Static(name.clone(), body.clone()),
     };
     tracing::info!(%addr, "control listening");
+    let published = match &config.state_dir {
+        Some(dir) => Published::load(dir),
+        None => Published::default(),
+    };
     let engine = Engine {
         config,
         shared: shared.clone(),
         source,
         guard_state: None,
-        published: Published::default(),
+        published,
         memory: HealthMemory::default(),
         resolved: HashMap::new(),
     };
@@ -229,6 +233,41 @@ struct Published {
     memcached: Option<MemcachedTable>,
     mysql: Option<MysqlTable>,
     lvs: Option<LvsTable>,
+}
+
+impl Published {
+    /// The tables a previous run published, from `--state-dir`: the guard's baseline after a
+    /// restart. A missing or unreadable file leaves that kind without a baseline.
+    fn load(dir: &std::path::Path) -> Published {
+        fn one<T: ocean_core::table::Table>(dir: &std::path::Path) -> Option<T> {
+            let path = ocean_core::subscriber::cache_path(dir, T::KIND.as_str());
+            let body = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the state dir");
+                    return None;
+                }
+            };
+            match T::from_json(&body) {
+                Ok(t) => {
+                    tracing::info!(table = %T::KIND, path = %path.display(), "guard baseline from the state dir");
+                    Some(t)
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an invalid table in the state dir");
+                    None
+                }
+            }
+        }
+        Published {
+            dns: one(dir),
+            redis: one(dir),
+            memcached: one(dir),
+            mysql: one(dir),
+            lvs: one(dir),
+        }
+    }
 }
 
 /// Where guarded tables go during one sync.
@@ -443,7 +482,22 @@ impl Engine {
         sink.take(&mut p.mysql, derived.mysql);
         sink.take(&mut p.lvs, derived.lvs);
         let t0 = now_i;
-        self.shared.store.publish(out);
+        let published = self.shared.store.publish(out);
+        if let (Some(dir), false) = (self.config.state_dir.clone(), published.is_empty()) {
+            // Off the async threads: the dns table can be large.
+            let written = tokio::task::spawn_blocking(move || {
+                for (kind, served) in published {
+                    if let Err(e) =
+                        ocean_core::subscriber::write_cache_file(&dir, kind.as_str(), &served.body)
+                    {
+                        tracing::warn!(table = %kind, dir = %dir.display(), error = %e, "cannot write the state dir");
+                    }
+                }
+            });
+            if let Err(e) = written.await {
+                tracing::warn!(error = %e, "state dir writer failed");
+            }
+        }
         let tasks = state.apps.iter().map(|a| a.tasks.len()).sum();
         if let Ok(mut s) = self.shared.status.lock() {
             s.source = origin;

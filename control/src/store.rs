@@ -46,17 +46,18 @@ impl Store {
         self.tx.subscribe()
     }
 
-    /// Publishes the tables in `changed` (all at once: waiters wake once). Returns whether
-    /// anything differed from what was published.
-    pub fn publish(&self, changed: Vec<(TableKind, Served)>) -> bool {
+    /// Publishes the tables in `changed` (all at once: waiters wake once). Returns the
+    /// tables that differed from what was published.
+    pub fn publish(&self, changed: Vec<(TableKind, Served)>) -> Vec<(TableKind, Arc<Served>)> {
         let current = self.snapshot();
         let news: Vec<_> = changed
             .into_iter()
             .filter(|(k, s)| current.get(k).map(|c| c.etag != s.etag).unwrap_or(true))
             .collect();
         if news.is_empty() {
-            return false;
+            return Vec::new();
         }
+        let mut published = Vec::with_capacity(news.len());
         let mut next = (*current).clone();
         for (k, s) in news {
             tracing::info!(table = %k, etag = %s.etag, backends = s.backends, bytes = s.body.len(), "table published");
@@ -68,9 +69,11 @@ impl Store {
                 .set(u32::from_str_radix(s.etag.get(..8).unwrap_or("0"), 16).unwrap_or(0) as f64);
             metrics::counter!("ocean_control_table_publishes_total", "kind" => k.as_str())
                 .increment(1);
-            next.insert(k, Arc::new(s));
+            let s = Arc::new(s);
+            published.push((k, s.clone()));
+            next.insert(k, s);
         }
         self.tx.send_replace(Arc::new(next));
-        true
+        published
     }
 }

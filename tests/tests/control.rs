@@ -605,3 +605,48 @@ async fn a_collapsing_pool_is_held_while_the_rest_of_its_table_moves_on() {
     );
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_restarted_control_with_a_state_dir_still_holds_an_empty_marathon() {
+    let m = marathon_with_web().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut c = config(&m);
+    c.state_dir = Some(state.path().to_path_buf());
+    let (ctl, cancel) = control(c.clone()).await;
+    eventually(
+        "first publish written to the state dir",
+        Duration::from_secs(5),
+        || {
+            let exists = state.path().join("redis.json").exists();
+            async move { exists }
+        },
+    )
+    .await;
+    cancel.cancel();
+    ctl.wait().await;
+
+    // Marathon comes back empty while control restarts.
+    m.set_mode(Mode::Empty);
+    let (ctl2, cancel2) = control(c).await;
+    let url2 = format!("http://{}/v1/tables/redis", ctl2.addr);
+    eventually(
+        "first sync after the restart",
+        Duration::from_secs(5),
+        || {
+            let url2 = url2.clone();
+            async move { reqwest::get(url2).await.unwrap().status() == 200 }
+        },
+    )
+    .await;
+    let t: Value = reqwest::get(&url2).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        t["clusters"][0]["nodes"].as_array().map(|n| n.len()),
+        Some(1),
+        "the empty answer emptied the table: {t}"
+    );
+    assert_eq!(
+        get_json(format!("http://{}/healthz", ctl2.addr)).await["status"],
+        "held"
+    );
+    cancel2.cancel();
+}
