@@ -422,7 +422,14 @@ async fn run_control<T: Table>(
             Ok(Some((etag, body))) => {
                 let source = format!("control {base}");
                 // A refusal is reported to control on every later poll (from the status).
-                publisher.offer(&body, &source, true);
+                let outcome = publisher.offer(&body, &source, true);
+                if outcome == Outcome::Refused && !tried_cache && publisher.running_etag().is_none()
+                {
+                    // Nothing to serve and control's table is unusable: the cache is better
+                    // than nothing until control sends a valid table.
+                    tried_cache = true;
+                    load_cache(&publisher).await;
+                }
                 seen = Some(etag);
                 failures_in_a_row = 0;
                 backoff = backoff_min;

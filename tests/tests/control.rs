@@ -650,3 +650,35 @@ async fn a_restarted_control_with_a_state_dir_still_holds_an_empty_marathon() {
     );
     cancel2.cancel();
 }
+
+#[tokio::test]
+async fn a_proxy_whose_first_table_is_refused_starts_from_its_cache() {
+    // A stand-in control that only ever serves an invalid table.
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let bad = r#"{"clusters":[{"name":"c","listen_port":6380,"nodes":[]}]}"#;
+    let router = axum::Router::new().route(
+        "/v1/tables/redis",
+        axum::routing::get(
+            move || async move { ([(header::ETAG, "\"bad\"")], bad).into_response() },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let cache = tempfile::tempdir().unwrap();
+    let good = r#"{"clusters":[{"listen_port":6380,"name":"c","nodes":["127.0.0.1:7000"]}]}"#;
+    ocean_core::subscriber::write_cache_file(cache.path(), "redis", good.as_bytes()).unwrap();
+    let mut sc = sub_config(addr);
+    sc.cache_dir = Some(cache.path().to_path_buf());
+    let cancel = CancellationToken::new();
+    let (mut w, _t) = subscriber::spawn::<RedisTable>(sc, cancel.clone());
+    let t = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .expect("no table from the cache")
+        .unwrap();
+    assert_eq!(t.table.clusters[0].nodes.len(), 1);
+    assert!(w.status().source.unwrap_or_default().starts_with("cache "));
+    assert_eq!(w.status().refused, 1);
+    cancel.cancel();
+}
