@@ -482,6 +482,21 @@ impl Engine {
         sink.take(&mut p.mysql, derived.mysql);
         sink.take(&mut p.lvs, derived.lvs);
         let t0 = now_i;
+        // Status and problems first: whoever sees the new tables also sees why they are
+        // what they are (held pools, skipped apps).
+        let tasks = state.apps.iter().map(|a| a.tasks.len()).sum();
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.source = origin;
+            s.last_attempt_unix = Some(now);
+            s.last_success_unix = Some(now);
+            s.last_error = None;
+            s.consecutive_failures = 0;
+            s.apps = state.apps.len();
+            s.tasks = tasks;
+            s.held = held;
+        }
+        self.shared.problems.store(Arc::new(problems));
+        self.shared.state.store(Arc::new(state));
         let published = self.shared.store.publish(out);
         if let (Some(dir), false) = (self.config.state_dir.clone(), published.is_empty()) {
             // Off the async threads: the dns table can be large.
@@ -498,19 +513,6 @@ impl Engine {
                 tracing::warn!(error = %e, "state dir writer failed");
             }
         }
-        let tasks = state.apps.iter().map(|a| a.tasks.len()).sum();
-        if let Ok(mut s) = self.shared.status.lock() {
-            s.source = origin;
-            s.last_attempt_unix = Some(now);
-            s.last_success_unix = Some(now);
-            s.last_error = None;
-            s.consecutive_failures = 0;
-            s.apps = state.apps.len();
-            s.tasks = tasks;
-            s.held = held;
-        }
-        self.shared.problems.store(Arc::new(problems));
-        self.shared.state.store(Arc::new(state));
         metrics::counter!("ocean_control_syncs_total", "result" => "ok").increment(1);
         metrics::histogram!("ocean_control_sync_duration_seconds")
             .record(started.elapsed().as_secs_f64());

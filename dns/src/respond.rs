@@ -35,6 +35,17 @@ pub struct Outcome {
     pub truncated: bool,
 }
 
+impl Outcome {
+    /// A message answered (or dropped) before its question could be read.
+    fn header_only(rcode: u8) -> Outcome {
+        Outcome {
+            qtype: 0,
+            rcode,
+            truncated: false,
+        }
+    }
+}
+
 /// Answering settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -57,36 +68,15 @@ pub fn respond(
     let q = match parse(req) {
         Ok(q) => q,
         Err(ParseError::TooShort | ParseError::NotAQuery) => {
-            return (
-                Action::Drop,
-                Outcome {
-                    qtype: 0,
-                    rcode: rcode::FORMERR,
-                    truncated: false,
-                },
-            );
+            return (Action::Drop, Outcome::header_only(rcode::FORMERR));
         }
         Err(ParseError::FormErr { id, flags, .. }) => {
             error_header(out, id, flags, rcode::FORMERR, settings.forwarding);
-            return (
-                Action::Reply,
-                Outcome {
-                    qtype: 0,
-                    rcode: rcode::FORMERR,
-                    truncated: false,
-                },
-            );
+            return (Action::Reply, Outcome::header_only(rcode::FORMERR));
         }
         Err(ParseError::NotImp { id, flags, .. }) => {
             error_header(out, id, flags, rcode::NOTIMP, settings.forwarding);
-            return (
-                Action::Reply,
-                Outcome {
-                    qtype: 0,
-                    rcode: rcode::NOTIMP,
-                    truncated: false,
-                },
-            );
+            return (Action::Reply, Outcome::header_only(rcode::NOTIMP));
         }
     };
     let outcome = |rcode, truncated| Outcome {

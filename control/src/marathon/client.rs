@@ -94,25 +94,7 @@ impl MarathonClient {
                 self.check_leader(base).await?;
                 let mut url = join(base, "/v2/apps");
                 url.set_query(Some("embed=apps.tasks"));
-                let resp = self
-                    .client
-                    .get(url.clone())
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .send()
-                    .await
-                    .map_err(|source| MarathonError::Http {
-                        url: url.clone(),
-                        source,
-                    })?;
-                if !resp.status().is_success() {
-                    return Err(MarathonError::Status {
-                        url,
-                        status: resp.status(),
-                    });
-                }
-                resp.bytes()
-                    .await
-                    .map_err(|source| MarathonError::Http { url, source })
+                self.get(url).await
             }
             .await;
             match result {
@@ -129,11 +111,12 @@ impl MarathonClient {
         Err(last.unwrap_or(MarathonError::NoUrls))
     }
 
-    async fn check_leader(&self, base: &Url) -> Result<(), MarathonError> {
-        let url = join(base, "/v2/info");
+    /// GETs `url` as JSON; any status but 2xx is an error.
+    async fn get(&self, url: Url) -> Result<Bytes, MarathonError> {
         let resp = self
             .client
             .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(|source| MarathonError::Http {
@@ -146,10 +129,14 @@ impl MarathonClient {
                 status: resp.status(),
             });
         }
-        let body = resp.bytes().await.map_err(|source| MarathonError::Http {
-            url: url.clone(),
-            source,
-        })?;
+        resp.bytes()
+            .await
+            .map_err(|source| MarathonError::Http { url, source })
+    }
+
+    async fn check_leader(&self, base: &Url) -> Result<(), MarathonError> {
+        let url = join(base, "/v2/info");
+        let body = self.get(url.clone()).await?;
         let info: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| MarathonError::Info {
                 url: url.clone(),
