@@ -1,0 +1,207 @@
+//! Compatibility with twemproxy: `nutcracker` (Debian's twemproxy) is the oracle.
+//!
+//! The same pool (weights, a server on port 11211, keys with bytes >= 0x80) is configured
+//! in nutcracker; keys are set through it, then every memcached is asked directly which
+//! one holds each key, and the ketama [`Ring`] must name that server.
+//! A missing `nutcracker` binary fails the test, naming the Debian package.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ocean_memcached_router::ketama::{server_name, KeyHash, Ring};
+use ocean_tests::servers::{find_binary, free_port, is_root, Memcached, ServerProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `request` and reads until the reply ends with one of `ends`.
+async fn roundtrip(stream: &mut TcpStream, request: &[u8], ends: &[&[u8]]) -> Result<Vec<u8>> {
+    stream.write_all(request).await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, async {
+        while !ends.iter().any(|e| reply.ends_with(e)) {
+            if stream.read_buf(&mut reply).await? == 0 {
+                bail!(
+                    "connection closed after {:?}",
+                    String::from_utf8_lossy(&reply)
+                );
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("reply timed out")??;
+    Ok(reply)
+}
+
+async fn connect_retry(addr: SocketAddr) -> Result<TcpStream> {
+    let mut last = None;
+    for _ in 0..100 {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{addr} never accepted: {last:?}")
+}
+
+/// A memcached on 127.0.0.55:11211, started directly (the harness always listens on
+/// 127.0.0.1 with a free port), to cover twemproxy's "port 11211 is not hashed" rule.
+struct Default11211 {
+    _process: ServerProcess,
+    _dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+async fn start_11211() -> Result<Default11211> {
+    let addr: SocketAddr = "127.0.0.55:11211".parse()?;
+    if TcpStream::connect(addr).await.is_ok() {
+        bail!("{addr} is already in use by something else");
+    }
+    let program = find_binary("memcached", "memcached")?;
+    let dir = tempfile::tempdir()?;
+    let mut args: Vec<OsString> = ["-l", "127.0.0.55", "-p", "11211", "-U", "0", "-m", "16"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    if is_root() {
+        args.push("-u".into());
+        args.push("root".into());
+    }
+    let process = ServerProcess::spawn(
+        format!("memcached {addr}"),
+        program,
+        args,
+        dir.path(),
+        dir.path().join("memcached.log"),
+        Vec::new(),
+    )?;
+    let mut s = connect_retry(addr).await?;
+    roundtrip(&mut s, b"version\r\n", &[b"\r\n"]).await?;
+    Ok(Default11211 {
+        _process: process,
+        _dir: dir,
+        addr,
+    })
+}
+
+fn keys() -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = (0..150)
+        .map(|i| format!("user:{i}:profile").into_bytes())
+        .collect();
+    for i in 0u8..50 {
+        // Bytes >= 0x80 (UTF-8 and raw Latin-1), never spaces or control characters.
+        let mut k = "clé-".as_bytes().to_vec();
+        k.push(0x80 + i);
+        k.push(0xFF - i);
+        k.extend_from_slice(format!("{i}").as_bytes());
+        keys.push(k);
+    }
+    keys.push(vec![0xFF; 40]);
+    keys.push(vec![0x80]);
+    keys
+}
+
+async fn check_pool(hash_name: &str, hash: KeyHash) -> Result<()> {
+    let nutcracker = find_binary("nutcracker", "nutcracker")?;
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Memcached::start().await?);
+    }
+    let extra = start_11211().await?;
+    let mut addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
+    addrs.push(extra.addr);
+    let weights = [1u32, 2, 3, 2];
+
+    let dir = tempfile::tempdir()?;
+    let listen = free_port()?;
+    let stats = free_port()?;
+    let mut conf = format!(
+        "pool:\n  listen: 127.0.0.1:{listen}\n  hash: {hash_name}\n  distribution: ketama\n  \
+         auto_eject_hosts: false\n  timeout: 3000\n  servers:\n"
+    );
+    for (a, w) in addrs.iter().zip(weights) {
+        conf.push_str(&format!("   - {}:{}:{}\n", a.ip(), a.port(), w));
+    }
+    let conf_path = dir.path().join("nutcracker.yml");
+    std::fs::write(&conf_path, &conf)?;
+    let _proxy = ServerProcess::spawn(
+        "nutcracker",
+        nutcracker,
+        [
+            "-c".into(),
+            conf_path.clone().into_os_string(),
+            "-s".into(),
+            stats.to_string().into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+        ]
+        .into(),
+        dir.path(),
+        dir.path().join("nutcracker.log"),
+        Vec::new(),
+    )?;
+    let proxy_addr: SocketAddr = format!("127.0.0.1:{listen}").parse()?;
+    let mut proxy = connect_retry(proxy_addr).await?;
+
+    let named: Vec<(String, u32)> = addrs
+        .iter()
+        .zip(weights)
+        .map(|(a, w)| (server_name(*a), w))
+        .collect();
+    assert_eq!(
+        named[3].0, "127.0.0.55",
+        "port 11211 is left out of the name"
+    );
+    let ring = Ring::new(&named, hash);
+
+    let mut direct = Vec::new();
+    for a in &addrs {
+        direct.push(TcpStream::connect(a).await?);
+    }
+    let keys = keys();
+    let mut per_server = vec![0usize; addrs.len()];
+    for (i, key) in keys.iter().enumerate() {
+        let value = format!("v{i}");
+        let mut req = b"set ".to_vec();
+        req.extend_from_slice(key);
+        req.extend_from_slice(format!(" 0 0 {}\r\n{value}\r\n", value.len()).as_bytes());
+        let reply = roundtrip(&mut proxy, &req, &[b"\r\n"]).await?;
+        assert_eq!(reply, b"STORED\r\n", "set {key:?} through nutcracker");
+
+        let mut holders = Vec::new();
+        for (s, stream) in direct.iter_mut().enumerate() {
+            let mut get = b"get ".to_vec();
+            get.extend_from_slice(key);
+            get.extend_from_slice(b"\r\n");
+            let reply = roundtrip(stream, &get, &[b"END\r\n"]).await?;
+            if reply.starts_with(b"VALUE ") {
+                holders.push(s);
+            }
+        }
+        assert_eq!(holders.len(), 1, "key {key:?} held by {holders:?}");
+        assert_eq!(
+            ring.server_for(key),
+            holders[0],
+            "key {key:?} ({hash_name}): nutcracker put it on {} ({})",
+            addrs[holders[0]],
+            named[holders[0]].0
+        );
+        per_server[holders[0]] += 1;
+    }
+    // Every server got some keys, so the check covered the whole ring.
+    assert!(per_server.iter().all(|&n| n > 0), "{per_server:?}");
+    Ok(())
+}
+
+/// One test for both hashes: they share 127.0.0.55:11211, so they must not run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nutcracker_agrees_fnv1a_64_and_md5() -> Result<()> {
+    check_pool("fnv1a_64", KeyHash::Fnv1a64).await?;
+    check_pool("md5", KeyHash::Md5).await
+}
