@@ -13,12 +13,36 @@
 //!
 //! | condition | reply | stream |
 //! |---|---|---|
-//! | unknown command, empty line | `ERROR` | line consumed, continues |
-//! | bad arguments, bad key (over 250 bytes, control characters), too many keys | `CLIENT_ERROR bad command line format` | line consumed, continues; **closes** for storage commands (the data block length is unknown) |
+//! | unknown command, empty line, a known command with a number of arguments none of its forms takes (`get`, `incr k`, `touch k`, `verbosity`, `mg`, `set k 0 0`) | `ERROR` | line consumed, continues; **closes** for storage commands and `ms` |
+//! | bad key (empty, over 250 bytes; memcached checks only the length, so control characters pass), bad numbers, bad `verbosity` level, `me` without a key | `CLIENT_ERROR bad command line format` | line consumed, continues; **closes** for storage commands and `ms` (the data block length is unknown) |
+//! | more keys than [`Limits::max_keys`] (memcached has no such limit) | `CLIENT_ERROR bad command line format` | continues |
+//! | `delete <key> <x>`, `<x>` neither `0` nor `noreply` | `CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]` | continues |
+//! | bad exptime on `touch`, `gat`, `gats`, `flush_all` | `CLIENT_ERROR invalid exptime argument` | continues |
 //! | bad `incr`/`decr` delta | `CLIENT_ERROR invalid numeric delta argument` | continues |
+//! | meta `b` key that is not base64 | `CLIENT_ERROR error decoding key` | continues; **closes** for `ms` |
 //! | line longer than the limit | `CLIENT_ERROR line too long` | **closes** (memcached closes silently) |
-//! | data block over [`Limits::max_value_bytes`] | `SERVER_ERROR object too large for cache` | the caller discards [`DecodeError::swallow`] bytes (the declared block and its `\r\n`), as memcached's `conn_swallow` does, when it is at most [`Limits::max_swallow_bytes`]; otherwise **closes** (a 2 GB declared length) |
+//! | declared length over `INT_MAX - 2` | `CLIENT_ERROR bad command line format` | **closes** |
+//! | data block over [`Limits::max_value_bytes`] | `SERVER_ERROR object too large for cache` | the caller discards [`DecodeError::swallow`] bytes (the declared block and its `\r\n`), as memcached's `conn_swallow` does, when it is at most [`Limits::max_swallow_bytes`]; otherwise **closes** |
 //! | data block not followed by `\r\n` | `CLIENT_ERROR bad data chunk` | **closes**: the client and the proxy no longer agree where requests start |
+//!
+//! The reply strings are memcached's (1.6, `proto_text.c`), checked against a real server
+//! by `tests/memcached_oracle.rs`. Like memcached, the codec accepts what looks wrong but
+//! memcached takes: flags over 32 bits (memcached truncates them), any token after a
+//! storage command's length or `incr`/`touch` delta (only `noreply` means anything),
+//! arguments after `version`, `quit`, `mn`, `stats`, and a leading `+` on numbers. Meta
+//! flags are not checked here: the server answers bad ones itself.
+//!
+//! ## Deliberate differences from memcached
+//! - Where memcached, after an error on a storage command or a bad data chunk, goes on
+//!   reading the client's data block as commands (answering `ERROR` to each line), we send
+//!   the same error line and close: a proxy must not forward a client's data as commands.
+//! - memcached closes silently on a line over 2048 bytes without a newline (except
+//!   `get`/`gets`); we reply `CLIENT_ERROR line too long` first, and let `gat`/`gats`
+//!   lines grow like `get` lines.
+//! - memcached sends `SERVER_ERROR object too large for cache` once the block has been
+//!   swallowed; the caller may send ours at once.
+//! - A keyless `gat <exptime>` is `ERROR` (memcached answers `END`): there is no key to
+//!   route it by.
 
 use std::ops::Range;
 
@@ -74,6 +98,26 @@ pub enum DecodeError {
         /// Whether the next byte starts a new request.
         resync: bool,
     },
+    /// A known command with a number of arguments none of its forms takes: memcached
+    /// answers `ERROR`, as for an unknown command. `resync` is false for storage commands
+    /// and `ms`, whose data block length could not be read.
+    #[error("wrong number of arguments")]
+    WrongArguments {
+        /// Whether the next byte starts a new request.
+        resync: bool,
+    },
+    /// `delete <key> <x>` where `<x>` is neither `0` nor `noreply`.
+    #[error("bad delete arguments")]
+    DeleteUsage,
+    /// `touch`, `gat`, `gats` or `flush_all` with an exptime that is not a number.
+    #[error("invalid exptime argument")]
+    InvalidExptime,
+    /// A meta command's `b` (base64) key that does not decode.
+    #[error("error decoding key")]
+    KeyDecoding {
+        /// Whether the next byte starts a new request (false for `ms`).
+        resync: bool,
+    },
     /// `incr`/`decr` with a delta that is not an unsigned 64-bit number.
     #[error("invalid numeric delta argument")]
     InvalidDelta,
@@ -111,7 +155,12 @@ impl DecodeError {
     /// The reply line memcached sends for this error, `\r\n` included.
     pub fn reply(&self) -> &'static [u8] {
         match self {
-            DecodeError::UnknownCommand => b"ERROR\r\n",
+            DecodeError::UnknownCommand | DecodeError::WrongArguments { .. } => b"ERROR\r\n",
+            DecodeError::DeleteUsage => {
+                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+            }
+            DecodeError::InvalidExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
+            DecodeError::KeyDecoding { .. } => b"CLIENT_ERROR error decoding key\r\n",
             DecodeError::BadFormat { .. } | DecodeError::TooManyKeys { .. } => {
                 b"CLIENT_ERROR bad command line format\r\n"
             }
@@ -127,8 +176,12 @@ impl DecodeError {
         match self {
             DecodeError::UnknownCommand
             | DecodeError::InvalidDelta
+            | DecodeError::DeleteUsage
+            | DecodeError::InvalidExptime
             | DecodeError::TooManyKeys { .. } => false,
-            DecodeError::BadFormat { resync, .. } => !resync,
+            DecodeError::BadFormat { resync, .. }
+            | DecodeError::WrongArguments { resync }
+            | DecodeError::KeyDecoding { resync } => !resync,
             DecodeError::ValueTooLarge { swallow, .. } => swallow.is_none(),
             DecodeError::LineTooLong { .. } | DecodeError::BadDataChunk => true,
         }
@@ -410,16 +463,25 @@ fn is_multiget_prefix(buf: &[u8]) -> bool {
         .any(|p| rest.starts_with(p))
 }
 
+/// memcached checks only a key's length: control characters (anything but a space, which
+/// separates tokens, and the newline) pass, so they pass here too.
 fn valid_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_BYTES && key.iter().all(|&b| b > b' ' && b != 0x7f)
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES
 }
 
+/// An unsigned number as memcached's `safe_strtoul`/`safe_strtoull` take it: decimal
+/// digits, an optional leading `+`, no sign.
 fn parse_u64(token: &[u8]) -> Option<u64> {
-    if token.is_empty() || token.len() > 20 || !token.iter().all(u8::is_ascii_digit) {
+    let digits = token.strip_prefix(b"+").unwrap_or(token);
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(token).ok()?.parse().ok()
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
+
+/// The largest data block length memcached parses (`vlen > INT_MAX - 2` is `CLIENT_ERROR
+/// bad command line format`, not `SERVER_ERROR object too large for cache`).
+const MAX_DECLARED_LEN: u64 = (i32::MAX - 2) as u64;
 
 fn parse_i64(token: &[u8]) -> Option<i64> {
     std::str::from_utf8(token).ok()?.parse().ok()
@@ -551,6 +613,9 @@ fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed, DecodeError> {
     let args = tokens.get(1..).unwrap_or_default();
     let arg = |i: usize| args.get(i).map(|r| token(line, r));
     let is_noreply = |i: usize| arg(i) == Some(&b"noreply"[..]);
+    // memcached's `set_noreply_maybe`: the last token, whatever its position.
+    let last_is_noreply = args.last().is_some_and(|r| token(line, r) == b"noreply");
+    let wrong = DecodeError::WrongArguments { resync: true };
     let mut p = Parsed {
         command,
         keys: Vec::new(),
@@ -571,12 +636,13 @@ fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed, DecodeError> {
         Command::Get | Command::Gets | Command::Gat | Command::Gats => {
             let skip = usize::from(matches!(command, Command::Gat | Command::Gats));
             if skip == 1 {
-                let e = args.first().ok_or(bad("missing exptime"))?;
-                parse_i64(token(line, e)).ok_or(bad("bad exptime"))?;
+                let e = args.first().ok_or(wrong.clone())?;
+                parse_i64(token(line, e)).ok_or(DecodeError::InvalidExptime)?;
                 p.exptime = Some(e.clone());
             }
             let keys = args.get(skip..).unwrap_or_default();
             if keys.is_empty() {
+                // memcached answers END to a keyless `gat <exptime>`; see the module docs.
                 return Err(DecodeError::UnknownCommand);
             }
             if keys.len() > limits.max_keys {
@@ -603,72 +669,76 @@ fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed, DecodeError> {
                 resync: false,
             };
             let n = if command == Command::Cas { 5 } else { 4 };
-            if args.len() != n && !(args.len() == n + 1 && is_noreply(n)) {
-                return Err(fatal("wrong number of arguments"));
+            // One optional token after the fixed ones; only `noreply` means anything.
+            if args.len() != n && args.len() != n + 1 {
+                return Err(DecodeError::WrongArguments { resync: false });
             }
-            let len = arg(3).and_then(parse_u64).ok_or(fatal("bad length"))?;
-            let flags_ok = arg(1)
-                .and_then(parse_u64)
-                .is_some_and(|f| f <= u64::from(u32::MAX));
-            let exptime_ok = arg(2).and_then(parse_i64).is_some();
-            let cas_ok = command != Command::Cas || arg(4).and_then(parse_u64).is_some();
-            if !(flags_ok && exptime_ok && cas_ok) {
-                return Err(fatal("bad number"));
-            }
-            p.data_len = Some(check_len(len, limits)?);
             p.keys.push(key_at(0).map_err(|_| fatal("invalid key"))?);
-            p.noreply = args.len() == n + 1;
+            let flags_ok = arg(1).and_then(parse_u64).is_some();
+            let exptime_ok = arg(2).and_then(parse_i64).is_some();
+            let len = arg(3).and_then(parse_u64);
+            let cas_ok = command != Command::Cas || arg(4).and_then(parse_u64).is_some();
+            let len = match len {
+                Some(len) if flags_ok && exptime_ok && cas_ok && len <= MAX_DECLARED_LEN => len,
+                _ => return Err(fatal("bad number")),
+            };
+            p.data_len = Some(check_len(len, limits)?);
+            p.noreply = is_noreply(n);
         }
         Command::Delete => {
-            p.keys.push(key_at(0)?);
-            match args.len() {
-                1 => {}
-                2 if is_noreply(1) => p.noreply = true,
-                2 if arg(1) == Some(&b"0"[..]) => {}
-                3 if arg(1) == Some(&b"0"[..]) && is_noreply(2) => p.noreply = true,
-                _ => return Err(bad("usage: delete <key> [noreply]")),
+            if args.is_empty() || args.len() > 3 {
+                return Err(wrong);
             }
+            let hold_is_zero = arg(1) == Some(&b"0"[..]);
+            p.noreply = last_is_noreply;
+            let usage_ok = match args.len() {
+                1 => true,
+                2 => hold_is_zero || p.noreply,
+                _ => hold_is_zero && p.noreply,
+            };
+            if !usage_ok {
+                return Err(DecodeError::DeleteUsage);
+            }
+            p.keys.push(key_at(0)?);
         }
         Command::Incr | Command::Decr => {
-            if !(args.len() == 2 || args.len() == 3 && is_noreply(2)) {
-                return Err(bad("wrong number of arguments"));
+            if args.len() != 2 && args.len() != 3 {
+                return Err(wrong);
             }
             p.keys.push(key_at(0)?);
             arg(1)
                 .and_then(parse_u64)
                 .ok_or(DecodeError::InvalidDelta)?;
-            p.noreply = args.len() == 3;
+            p.noreply = is_noreply(2);
         }
         Command::Touch => {
-            if !(args.len() == 2 || args.len() == 3 && is_noreply(2)) {
-                return Err(bad("wrong number of arguments"));
+            if args.len() != 2 && args.len() != 3 {
+                return Err(wrong);
             }
             p.keys.push(key_at(0)?);
-            arg(1).and_then(parse_i64).ok_or(bad("bad exptime"))?;
-            p.noreply = args.len() == 3;
+            arg(1)
+                .and_then(parse_i64)
+                .ok_or(DecodeError::InvalidExptime)?;
+            p.noreply = is_noreply(2);
         }
-        Command::Version | Command::Quit | Command::MetaNoop => {
-            if !args.is_empty() {
-                return Err(DecodeError::UnknownCommand);
-            }
-        }
+        // memcached matches these on the command word alone and ignores any arguments.
+        Command::Version | Command::Quit | Command::MetaNoop | Command::Stats => {}
         Command::Verbosity => {
-            if !(args.len() == 1 || args.len() == 2 && is_noreply(1)) {
-                return Err(DecodeError::UnknownCommand);
+            if args.is_empty() || args.len() > 2 {
+                return Err(wrong);
             }
-            arg(0)
-                .and_then(parse_u64)
-                .ok_or(DecodeError::UnknownCommand)?;
-            p.noreply = args.len() == 2;
+            arg(0).and_then(parse_u64).ok_or(bad("bad level"))?;
+            p.noreply = last_is_noreply;
         }
-        Command::Stats => {}
         Command::FlushAll => {
-            p.noreply = args.last().is_some_and(|r| token(line, r) == b"noreply");
-            let delays = args.len() - usize::from(p.noreply);
-            match delays {
-                0 => {}
-                1 if arg(0).and_then(parse_i64).is_some() => {}
-                _ => return Err(bad("usage: flush_all [delay] [noreply]")),
+            if args.len() > 2 {
+                return Err(wrong);
+            }
+            p.noreply = last_is_noreply;
+            if args.len() > usize::from(p.noreply) {
+                arg(0)
+                    .and_then(parse_i64)
+                    .ok_or(DecodeError::InvalidExptime)?;
             }
         }
         Command::MetaGet
@@ -677,15 +747,31 @@ fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed, DecodeError> {
         | Command::MetaArithmetic
         | Command::MetaDebug => {
             let is_set = command == Command::MetaSet;
-            let key_range = args.first().ok_or(DecodeError::BadFormat {
-                reason: "missing key",
+            let key_range = match args.first() {
+                Some(r) => r,
+                // `me` alone is a format error, `mg`/`ms`/`md`/`ma` alone are unknown.
+                None if command == Command::MetaDebug => return Err(bad("missing key")),
+                None => return Err(DecodeError::WrongArguments { resync: !is_set }),
+            };
+            let wire_key = token(line, key_range);
+            // A bad key on `ms` leaves a data block we could skip, but memcached itself
+            // then treats the block as commands; we close instead.
+            let key_err = DecodeError::BadFormat {
+                reason: "invalid key",
                 resync: !is_set,
-            })?;
+            };
+            // memcached checks the key as sent, base64 or not, before anything else.
+            if !valid_key(wire_key) {
+                return Err(key_err);
+            }
             let flags_from = if is_set {
-                let len = arg(1).and_then(parse_u64).ok_or(DecodeError::BadFormat {
-                    reason: "bad length",
-                    resync: false,
-                })?;
+                let len = arg(1)
+                    .and_then(parse_u64)
+                    .filter(|&len| len <= MAX_DECLARED_LEN)
+                    .ok_or(DecodeError::BadFormat {
+                        reason: "bad length",
+                        resync: false,
+                    })?;
                 p.data_len = Some(check_len(len, limits)?);
                 2
             } else {
@@ -702,23 +788,14 @@ fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed, DecodeError> {
                     _ => {}
                 }
             }
-            let wire_key = token(line, key_range);
-            // A bad key on `ms` leaves a data block we could skip, but memcached itself
-            // then treats the block as commands; we close instead.
-            let key_err = DecodeError::BadFormat {
-                reason: "invalid key",
-                resync: !is_set,
-            };
             if m.base64_key {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(wire_key)
-                    .map_err(|_| key_err.clone())?;
+                    .map_err(|_| DecodeError::KeyDecoding { resync: !is_set })?;
                 if !(1..=MAX_KEY_BYTES).contains(&decoded.len()) {
                     return Err(key_err);
                 }
                 p.decoded_key = Some(Bytes::from(decoded));
-            } else if !valid_key(wire_key) {
-                return Err(key_err);
             }
             p.keys.push(key_range.clone());
             p.meta = Some((m, flag_tokens));
@@ -866,10 +943,9 @@ mod tests {
         assert_eq!(ok(b"ma k N0 J13 D2\r\n").command(), Command::MetaArithmetic);
         assert_eq!(ok(b"me k\r\n").command(), Command::MetaDebug);
         // Bad base64.
-        assert!(matches!(
-            one(b"mg !!!! b v\r\n"),
-            Err(DecodeError::BadFormat { .. })
-        ));
+        let e = one(b"mg !!!! b v\r\n").unwrap_err();
+        assert_eq!(e.reply(), b"CLIENT_ERROR error decoding key\r\n");
+        assert!(!e.closes_connection());
         // A decoded key over 250 bytes.
         let long = base64::engine::general_purpose::STANDARD.encode([b'k'; 251]);
         let line = format!("mg {long} b v\r\n");
@@ -930,25 +1006,31 @@ mod tests {
             (b"\r\n", b"ERROR\r\n", false),
             (b"get\r\n", b"ERROR\r\n", false),
             (b"GET k\r\n", b"ERROR\r\n", false),
-            (b"version x\r\n", b"ERROR\r\n", false),
+            (b"verbosity\r\n", b"ERROR\r\n", false),
             (
-                b"get a\x01b\r\n",
-                b"CLIENT_ERROR bad command line format\r\n",
-                false,
-            ),
-            (
-                b"get a\x7f\r\n",
+                b"verbosity x\r\n",
                 b"CLIENT_ERROR bad command line format\r\n",
                 false,
             ),
             (
                 b"delete k 5\r\n",
-                b"CLIENT_ERROR bad command line format\r\n",
+                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+                false,
+            ),
+            (b"touch k\r\n", b"ERROR\r\n", false),
+            (
+                b"touch k x\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
                 false,
             ),
             (
-                b"touch k\r\n",
-                b"CLIENT_ERROR bad command line format\r\n",
+                b"gat x k\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
+                false,
+            ),
+            (
+                b"flush_all x\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
                 false,
             ),
             (
@@ -961,11 +1043,7 @@ mod tests {
                 b"CLIENT_ERROR invalid numeric delta argument\r\n",
                 false,
             ),
-            (
-                b"set k 0 0\r\n",
-                b"CLIENT_ERROR bad command line format\r\n",
-                true,
-            ),
+            (b"set k 0 0\r\n", b"ERROR\r\n", true),
             (
                 b"set k 0 0 -1\r\n",
                 b"CLIENT_ERROR bad command line format\r\n",
@@ -977,20 +1055,17 @@ mod tests {
                 true,
             ),
             (
-                b"set k 4294967296 0 1\r\n",
+                b"set k -1 0 1\r\n",
                 b"CLIENT_ERROR bad command line format\r\n",
                 true,
             ),
             (
-                b"cas k 0 0 1\r\n",
+                b"set k 0 0 2147483646\r\n",
                 b"CLIENT_ERROR bad command line format\r\n",
                 true,
             ),
-            (
-                b"set k 0 0 1 maybe\r\n",
-                b"CLIENT_ERROR bad command line format\r\n",
-                true,
-            ),
+            (b"cas k 0 0 1\r\n", b"ERROR\r\n", true),
+            (b"set k 0 0 1 noreply x\r\n", b"ERROR\r\n", true),
         ];
         for (input, reply, closes) in cases {
             let mut buf = BytesMut::from(*input);
@@ -1009,8 +1084,21 @@ mod tests {
             one(&long(251)),
             Err(DecodeError::BadFormat { .. })
         ));
-        // Keys with bytes >= 0x80 are fine.
+        // Keys with bytes >= 0x80 are fine, and so are control characters: memcached
+        // checks only the length.
         assert_eq!(keys(&ok("get clé\r\n".as_bytes())), ["clé".as_bytes()]);
+        assert_eq!(
+            keys(&ok(b"get a\x01b c\x7f\r\n")),
+            [&b"a\x01b"[..], b"c\x7f"]
+        );
+        // What memcached accepts although it looks wrong: flags over 32 bits (it truncates
+        // them), any token after the length, arguments after `version`.
+        assert!(ok(b"set k 4294967296 0 1\r\na\r\n").data().is_some());
+        assert!(!ok(b"set k 0 0 1 maybe\r\na\r\n").noreply());
+        assert_eq!(ok(b"set k 0 0 +1\r\na\r\n").data().unwrap().as_ref(), b"a");
+        assert_eq!(ok(b"version x\r\n").command(), Command::Version);
+        assert!(!ok(b"incr k 1 maybe\r\n").noreply());
+        assert!(ok(b"flush_all 1 noreply\r\n").noreply());
     }
 
     #[test]
@@ -1028,7 +1116,15 @@ mod tests {
 
     #[test]
     fn two_gigabyte_length_closes_without_allocating() {
+        // Past INT_MAX - 2 memcached cannot parse the length at all.
         let mut buf = BytesMut::from(&b"set k 0 0 2147483648\r\nxxxx"[..]);
+        let e = decode(&mut buf, &Limits::default()).unwrap_err();
+        assert_eq!(e.reply(), b"CLIENT_ERROR bad command line format\r\n");
+        assert!(e.closes_connection());
+        assert_eq!(e.swallow(), 0);
+        assert_eq!(buf.as_ref(), b"xxxx", "only the line was consumed");
+        // Up to it, the item is too large, but too much to skip.
+        let mut buf = BytesMut::from(&b"set k 0 0 2147483645\r\nxxxx"[..]);
         let e = decode(&mut buf, &Limits::default()).unwrap_err();
         assert_eq!(e.reply(), b"SERVER_ERROR object too large for cache\r\n");
         assert!(e.closes_connection());
