@@ -1,0 +1,593 @@
+//! IPVS state as data: virtual services, their destinations (real servers), the desired state
+//! built from an `lvs` table, and [`InMemoryIpvs`], a model of the kernel's table with the
+//! kernel's error semantics, for tests and the dry-run backend.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+pub use ocean_core::table::lvs::{Forward, Protocol};
+use ocean_core::table::lvs::{LvsTable, MAX_WEIGHT, SCHEDULERS};
+
+use crate::plan::Op;
+
+/// Service flag `IP_VS_SVC_F_PERSISTENT`: set by the kernel when a persistence timeout is on;
+/// here it is carried by [`Service::persistence_s`] instead.
+pub const SVC_F_PERSISTENT: u32 = 0x0001;
+/// Service flag `IP_VS_SVC_F_ONEPACKET` (`ipvsadm -o`, UDP one-packet scheduling).
+pub const SVC_F_ONEPACKET: u32 = 0x0004;
+/// Scheduler flags 1..3 (`ipvsadm -b flag-1,flag-2,flag-3`; `sh-fallback`, `sh-port`, ...).
+pub const SVC_F_SCHED1: u32 = 0x0008;
+/// See [`SVC_F_SCHED1`].
+pub const SVC_F_SCHED2: u32 = 0x0010;
+/// See [`SVC_F_SCHED1`].
+pub const SVC_F_SCHED3: u32 = 0x0020;
+
+/// How the kernel addresses a virtual service: protocol + VIP + port, or a firewall mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceKey {
+    /// A TCP or UDP virtual service (`-t`/`-u VIP:PORT`).
+    Addr {
+        protocol: Protocol,
+        addr: SocketAddr,
+    },
+    /// A firewall-mark service (`-f MARK`, with `-6` for IPv6).
+    Fwmark { mark: u32, ipv6: bool },
+}
+
+impl ServiceKey {
+    /// A TCP service key.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr,
+        }
+    }
+
+    /// A UDP service key.
+    pub fn udp(addr: SocketAddr) -> Self {
+        ServiceKey::Addr {
+            protocol: Protocol::Udp,
+            addr,
+        }
+    }
+
+    /// Whether the service is UDP (its leaving real servers are deleted at once: UDP has no
+    /// connections to drain).
+    pub fn is_udp(&self) -> bool {
+        matches!(
+            self,
+            ServiceKey::Addr {
+                protocol: Protocol::Udp,
+                ..
+            }
+        )
+    }
+
+    /// Whether the service is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        match self {
+            ServiceKey::Addr { addr, .. } => addr.is_ipv6(),
+            ServiceKey::Fwmark { ipv6, .. } => *ipv6,
+        }
+    }
+
+    /// The virtual port; `None` for a firewall-mark service.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ServiceKey::Addr { addr, .. } => Some(addr.port()),
+            ServiceKey::Fwmark { .. } => None,
+        }
+    }
+}
+
+/// As ipvsadm spells the service: `-t 10.0.0.1:80`, `-u [2001:db8::1]:53`, `-f 7`, `-f 7 -6`.
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceKey::Addr {
+                protocol: Protocol::Tcp,
+                addr,
+            } => write!(f, "-t {addr}"),
+            ServiceKey::Addr {
+                protocol: Protocol::Udp,
+                addr,
+            } => write!(f, "-u {addr}"),
+            ServiceKey::Fwmark { mark, ipv6: false } => write!(f, "-f {mark}"),
+            ServiceKey::Fwmark { mark, ipv6: true } => write!(f, "-f {mark} -6"),
+        }
+    }
+}
+
+/// One virtual service's settings (what `ipvsadm -A`/`-E` sets).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub key: ServiceKey,
+    /// Scheduler name (`rr`, `wrr`, `sh`, ...).
+    pub scheduler: String,
+    /// Persistence timeout in seconds (`-p`); `None` when not persistent.
+    pub persistence_s: Option<u32>,
+    /// Persistence netmask (`-M`): an IPv4 mask, or the IPv6 prefix length, as the kernel
+    /// stores it. See [`Service::default_netmask`].
+    pub netmask: u32,
+    /// Other service flags ([`SVC_F_ONEPACKET`], [`SVC_F_SCHED1`]..); never
+    /// [`SVC_F_PERSISTENT`], which `persistence_s` carries.
+    pub flags: u32,
+}
+
+impl Service {
+    /// A service with no persistence, the default netmask and no flags.
+    pub fn new(key: ServiceKey, scheduler: impl Into<String>) -> Self {
+        Service {
+            key,
+            scheduler: scheduler.into(),
+            persistence_s: None,
+            netmask: Self::default_netmask(&key),
+            flags: 0,
+        }
+    }
+
+    /// The netmask ipvsadm sets when `-M` is absent: 255.255.255.255, or /128 for IPv6.
+    pub fn default_netmask(key: &ServiceKey) -> u32 {
+        if key.is_ipv6() {
+            128
+        } else {
+            u32::MAX
+        }
+    }
+}
+
+/// A destination is addressed by IP + port inside its service.
+pub type DestKey = SocketAddr;
+
+/// One destination (real server) of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Dest {
+    pub addr: DestKey,
+    /// 0..=65535; 0 takes no new connections (drain).
+    pub weight: u32,
+    pub forward: Forward,
+    /// Connection counters as the kernel reports them; ignored by every comparison of
+    /// configuration and never written.
+    pub active_conns: u32,
+    pub inactive_conns: u32,
+}
+
+impl Dest {
+    /// A destination with zero connection counts.
+    pub fn new(addr: DestKey, weight: u32, forward: Forward) -> Self {
+        Dest {
+            addr,
+            weight,
+            forward,
+            active_conns: 0,
+            inactive_conns: 0,
+        }
+    }
+
+    /// Whether `other` has the same configuration (address, weight, forwarding method),
+    /// ignoring the connection counts.
+    pub fn same_config(&self, other: &Dest) -> bool {
+        self.addr == other.addr && self.weight == other.weight && self.forward == other.forward
+    }
+
+    /// Active + inactive connections.
+    pub fn conns(&self) -> u64 {
+        u64::from(self.active_conns) + u64::from(self.inactive_conns)
+    }
+}
+
+/// A service and its destinations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub service: Service,
+    pub dests: BTreeMap<DestKey, Dest>,
+}
+
+impl ServiceEntry {
+    /// Whether `other` has the same configuration, ignoring connection counts.
+    pub fn same_config(&self, other: &ServiceEntry) -> bool {
+        self.service == other.service
+            && self.dests.len() == other.dests.len()
+            && self
+                .dests
+                .iter()
+                .zip(other.dests.iter())
+                .all(|((ka, a), (kb, b))| ka == kb && a.same_config(b))
+    }
+}
+
+/// A whole IPVS table, ordered so plans and dumps are deterministic.
+pub type Ipvs = BTreeMap<ServiceKey, ServiceEntry>;
+
+/// What this director should have, built by [`desired_from_table`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// The services to have, exactly (connection counts are zero).
+    pub services: Ipvs,
+    /// Services whose table entry was refused in a way that says nothing about whether they
+    /// should exist (duplicate, unknown scheduler): the plan leaves them as they are in the
+    /// kernel instead of deleting them.
+    pub held_services: BTreeSet<ServiceKey>,
+    /// Destinations refused the same way (weight over the limit, listed twice): left as they
+    /// are in the kernel, neither drained nor deleted.
+    pub held_dests: BTreeSet<(ServiceKey, DestKey)>,
+}
+
+/// One refused table entry: the rest of the table is still applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Which entry, e.g. `services[3] (10.0.0.1:80/tcp)` or
+    /// `services[3] (10.0.0.1:80/tcp) real 10.1.0.1:80`.
+    pub entry: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.entry, self.reason)
+    }
+}
+
+/// An IPv4 or IPv6 network, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// A `--vip` value that is not a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CIDR {input:?}: {reason}")]
+pub struct CidrError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl Cidr {
+    /// A network; fails when `prefix` is longer than the address.
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, CidrError> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(CidrError {
+                input: format!("{addr}/{prefix}"),
+                reason: "prefix longer than the address",
+            });
+        }
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` is inside this network (never across address families).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| CidrError {
+            input: s.to_string(),
+            reason,
+        };
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| err("prefix is not a number"))?,
+            None if addr.is_ipv4() => 32,
+            None => 128,
+        };
+        Cidr::new(addr, prefix).map_err(|e| err(e.reason))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+/// Builds the desired IPVS state from an `lvs` table.
+///
+/// `vips` limits this director to its own VIPs (`--vip`, repeatable); an empty slice allows
+/// every VIP. Bad entries are refused one by one and the rest is applied:
+/// - a VIP outside `vips`: the service is not this director's (not held: an owned service
+///   whose VIP left `--vip` is removed);
+/// - a service listed twice, or with an unknown scheduler: refused and *held* (the kernel's
+///   entry, if any, is left alone, since the table says nothing reliable about it);
+/// - port 0: refused;
+/// - a real server of the other address family, a NAT real server with port 0: refused;
+/// - a weight over 65535, a real server listed twice: refused and held.
+///
+/// For DR and tunnel real servers the port is the virtual port, as ipvsadm sets it in
+/// userspace (the kernel would report it so, and the diff would never converge otherwise).
+pub fn desired_from_table(table: &LvsTable, vips: &[Cidr]) -> (Desired, Vec<Refusal>) {
+    let mut desired = Desired::default();
+    let mut refusals = Vec::new();
+    let mut counts: HashMap<ServiceKey, usize> = HashMap::new();
+    for s in &table.services {
+        let key = ServiceKey::Addr {
+            protocol: s.protocol,
+            addr: SocketAddr::new(s.vip, s.port),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    for (i, s) in table.services.iter().enumerate() {
+        let key = ServiceKey::Addr {
+            protocol: s.protocol,
+            addr: SocketAddr::new(s.vip, s.port),
+        };
+        let entry = format!(
+            "services[{i}] ({}/{})",
+            SocketAddr::new(s.vip, s.port),
+            proto_name(s.protocol)
+        );
+        let mut refuse = |entry: &str, reason: String| {
+            refusals.push(Refusal {
+                entry: entry.to_string(),
+                reason,
+            })
+        };
+        if !vips.is_empty() && !vips.iter().any(|c| c.contains(s.vip)) {
+            let list: Vec<String> = vips.iter().map(Cidr::to_string).collect();
+            refuse(
+                &entry,
+                format!(
+                    "VIP {} is outside this director's --vip ranges ({})",
+                    s.vip,
+                    list.join(", ")
+                ),
+            );
+            continue;
+        }
+        let n = counts.get(&key).copied().unwrap_or(0);
+        if n > 1 {
+            refuse(
+                &entry,
+                format!("duplicate virtual service (listed {n} times); the kernel's entry is left as it is"),
+            );
+            desired.held_services.insert(key);
+            continue;
+        }
+        if s.port == 0 {
+            refuse(&entry, "port is 0".to_string());
+            continue;
+        }
+        if !SCHEDULERS.contains(&s.scheduler.as_str()) {
+            refuse(
+                &entry,
+                format!(
+                    "unknown scheduler {:?} (known: {}); the kernel's entry is left as it is",
+                    s.scheduler,
+                    SCHEDULERS.join(", ")
+                ),
+            );
+            desired.held_services.insert(key);
+            continue;
+        }
+        let mut service = Service::new(key, s.scheduler.clone());
+        service.persistence_s = s.persistence_s;
+
+        // Real servers: map DR/tunnel ports first, then refuse per real.
+        let mapped: Vec<SocketAddr> = s
+            .reals
+            .iter()
+            .map(|r| match r.forward {
+                Forward::Dr | Forward::Tunnel => SocketAddr::new(r.ip, s.port),
+                Forward::Nat => SocketAddr::new(r.ip, r.port),
+            })
+            .collect();
+        let mut dest_counts: HashMap<SocketAddr, usize> = HashMap::new();
+        for a in &mapped {
+            *dest_counts.entry(*a).or_default() += 1;
+        }
+        let mut dests = BTreeMap::new();
+        for (r, addr) in s.reals.iter().zip(mapped) {
+            let rentry = format!("{entry} real {}", SocketAddr::new(r.ip, r.port));
+            if r.ip.is_ipv4() != s.vip.is_ipv4() {
+                refuse(
+                    &rentry,
+                    format!("real server {} is not of the VIP's address family", r.ip),
+                );
+                continue;
+            }
+            if r.forward == Forward::Nat && r.port == 0 {
+                refuse(&rentry, "NAT real server has port 0".to_string());
+                continue;
+            }
+            if r.weight > MAX_WEIGHT {
+                refuse(
+                    &rentry,
+                    format!(
+                        "weight {} is over the kernel's limit {MAX_WEIGHT}; the kernel's entry is left as it is",
+                        r.weight
+                    ),
+                );
+                desired.held_dests.insert((key, addr));
+                continue;
+            }
+            let dn = dest_counts.get(&addr).copied().unwrap_or(0);
+            if dn > 1 {
+                refuse(
+                    &rentry,
+                    format!("real server {addr} is listed {dn} times (DR and tunnel use the virtual port); the kernel's entry is left as it is"),
+                );
+                desired.held_dests.insert((key, addr));
+                continue;
+            }
+            dests.insert(addr, Dest::new(addr, r.weight, r.forward));
+        }
+        desired
+            .services
+            .insert(key, ServiceEntry { service, dests });
+    }
+    (desired, refusals)
+}
+
+/// An IPVS error as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpvsError {
+    #[error("service {0} already exists (EEXIST)")]
+    ServiceExists(ServiceKey),
+    #[error("destination {1} of service {0} already exists (EEXIST)")]
+    DestExists(ServiceKey, DestKey),
+    #[error("no service {0} (ESRCH)")]
+    NoService(ServiceKey),
+    #[error("no destination {1} in service {0} (ENOENT)")]
+    NoDest(ServiceKey, DestKey),
+    #[error("invalid argument for {0}: {1} (EINVAL)")]
+    Invalid(ServiceKey, &'static str),
+}
+
+/// The kernel's IPVS table, in memory, with the kernel's semantics: adding what exists is
+/// EEXIST, editing or deleting what is missing is ESRCH (service) or ENOENT (destination),
+/// edits change weight/forwarding or scheduler/flags in place and keep connection counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InMemoryIpvs {
+    services: Ipvs,
+}
+
+impl InMemoryIpvs {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A table holding `services` as they are (connection counts included).
+    pub fn from_services(services: Ipvs) -> Self {
+        InMemoryIpvs { services }
+    }
+
+    /// The whole table, as a read of the kernel would return it.
+    pub fn services(&self) -> &Ipvs {
+        &self.services
+    }
+
+    /// Sets a destination's connection counters (what traffic would do); false when absent.
+    pub fn set_conns(
+        &mut self,
+        key: &ServiceKey,
+        dest: &DestKey,
+        active: u32,
+        inactive: u32,
+    ) -> bool {
+        match self
+            .services
+            .get_mut(key)
+            .and_then(|e| e.dests.get_mut(dest))
+        {
+            Some(d) => {
+                d.active_conns = active;
+                d.inactive_conns = inactive;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets every destination's connection counters to zero (all connections closed).
+    pub fn zero_all_conns(&mut self) {
+        for e in self.services.values_mut() {
+            for d in e.dests.values_mut() {
+                d.active_conns = 0;
+                d.inactive_conns = 0;
+            }
+        }
+    }
+
+    /// Applies one operation as the kernel would.
+    ///
+    /// # Errors
+    /// [`IpvsError::ServiceExists`]/[`IpvsError::DestExists`] on adding what exists,
+    /// [`IpvsError::NoService`] on touching a missing service, [`IpvsError::NoDest`] on
+    /// editing or deleting a missing destination, [`IpvsError::Invalid`] on a weight over
+    /// 65535 or an add/edit whose key does not match. A failed op changes nothing.
+    pub fn apply(&mut self, op: &Op) -> Result<(), IpvsError> {
+        match op {
+            Op::AddService(s) => {
+                if self.services.contains_key(&s.key) {
+                    return Err(IpvsError::ServiceExists(s.key));
+                }
+                self.services.insert(
+                    s.key,
+                    ServiceEntry {
+                        service: s.clone(),
+                        dests: BTreeMap::new(),
+                    },
+                );
+                Ok(())
+            }
+            Op::EditService(s) => {
+                let e = self
+                    .services
+                    .get_mut(&s.key)
+                    .ok_or(IpvsError::NoService(s.key))?;
+                e.service = s.clone();
+                Ok(())
+            }
+            Op::DelService(k) => self
+                .services
+                .remove(k)
+                .map(|_| ())
+                .ok_or(IpvsError::NoService(*k)),
+            Op::AddDest(k, d) => {
+                if d.weight > MAX_WEIGHT {
+                    return Err(IpvsError::Invalid(*k, "weight over 65535"));
+                }
+                let e = self.services.get_mut(k).ok_or(IpvsError::NoService(*k))?;
+                if e.dests.contains_key(&d.addr) {
+                    return Err(IpvsError::DestExists(*k, d.addr));
+                }
+                e.dests
+                    .insert(d.addr, Dest::new(d.addr, d.weight, d.forward));
+                Ok(())
+            }
+            Op::EditDest(k, d) => {
+                if d.weight > MAX_WEIGHT {
+                    return Err(IpvsError::Invalid(*k, "weight over 65535"));
+                }
+                let e = self.services.get_mut(k).ok_or(IpvsError::NoService(*k))?;
+                let cur = e
+                    .dests
+                    .get_mut(&d.addr)
+                    .ok_or(IpvsError::NoDest(*k, d.addr))?;
+                cur.weight = d.weight;
+                cur.forward = d.forward;
+                Ok(())
+            }
+            Op::DelDest(k, a) => {
+                let e = self.services.get_mut(k).ok_or(IpvsError::NoService(*k))?;
+                e.dests
+                    .remove(a)
+                    .map(|_| ())
+                    .ok_or(IpvsError::NoDest(*k, *a))
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The reconcile engine: current + desired + ownership + drain state -> the minimal list of
+//! operations, and [`apply_plan`], which applies one idempotently.
+//!
+//! Rules:
+//! - Only services in the desired set, or in `owned` (recorded as ours by an earlier run),
+//!   are ever touched; every other service is foreign and left byte-for-byte alone.
+//! - Edit in place where the kernel allows: scheduler, persistence, netmask and flags
+//!   (`-E`); weight and forwarding method (`-e`).
+//! - A real server leaving a pool goes to weight 0 first (drain) and is deleted after
+//!   `drain`, or at once when its connections are 0 or the service is UDP; it is restored
+//!   (desired weight) if it comes back meanwhile.
+//! - A plan removing more than `max_delete` services + real servers, or any at all while
+//!   the desired table is empty, is refused unless `force`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use crate::model::{
+    Desired, Dest, DestKey, InMemoryIpvs, Ipvs, IpvsError, Service, ServiceKey, SVC_F_ONEPACKET,
+    SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3,
+};
+use ocean_core::table::lvs::Forward;
+
+/// One change to the kernel's IPVS table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `ipvsadm -A`: a new service, without destinations.
+    AddService(Service),
+    /// `ipvsadm -E`: scheduler, persistence, netmask, flags in place.
+    EditService(Service),
+    /// `ipvsadm -D`: the service and all its destinations.
+    DelService(ServiceKey),
+    /// `ipvsadm -a` (connection counts in the `Dest` are ignored).
+    AddDest(ServiceKey, Dest),
+    /// `ipvsadm -e`: weight and forwarding method in place.
+    EditDest(ServiceKey, Dest),
+    /// `ipvsadm -d`.
+    DelDest(ServiceKey, DestKey),
+}
+
+impl Op {
+    /// The service the op touches.
+    pub fn key(&self) -> &ServiceKey {
+        match self {
+            Op::AddService(s) | Op::EditService(s) => &s.key,
+            Op::DelService(k) | Op::AddDest(k, _) | Op::EditDest(k, _) | Op::DelDest(k, _) => k,
+        }
+    }
+
+    /// A short name for metrics and logs: `add_service`, `edit_dest`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::AddService(_) => "add_service",
+            Op::EditService(_) => "edit_service",
+            Op::DelService(_) => "del_service",
+            Op::AddDest(..) => "add_dest",
+            Op::EditDest(..) => "edit_dest",
+            Op::DelDest(..) => "del_dest",
+        }
+    }
+}
+
+fn write_service(f: &mut fmt::Formatter<'_>, s: &Service) -> fmt::Result {
+    write!(f, "{} -s {}", s.key, s.scheduler)?;
+    let mut sched_flags = Vec::new();
+    for (bit, name) in [
+        (SVC_F_SCHED1, "flag-1"),
+        (SVC_F_SCHED2, "flag-2"),
+        (SVC_F_SCHED3, "flag-3"),
+    ] {
+        if s.flags & bit != 0 {
+            sched_flags.push(name);
+        }
+    }
+    if !sched_flags.is_empty() {
+        write!(f, " -b {}", sched_flags.join(","))?;
+    }
+    if let Some(p) = s.persistence_s {
+        write!(f, " -p {p}")?;
+        if s.netmask != Service::default_netmask(&s.key) {
+            if s.key.is_ipv6() {
+                write!(f, " -M {}", s.netmask)?;
+            } else {
+                write!(f, " -M {}", std::net::Ipv4Addr::from(s.netmask))?;
+            }
+        }
+    }
+    if s.flags & SVC_F_ONEPACKET != 0 {
+        write!(f, " -o")?;
+    }
+    Ok(())
+}
+
+fn write_dest(f: &mut fmt::Formatter<'_>, k: &ServiceKey, d: &Dest) -> fmt::Result {
+    let fwd = match d.forward {
+        Forward::Dr => "-g",
+        Forward::Nat => "-m",
+        Forward::Tunnel => "-i",
+    };
+    write!(f, "{k} -r {} {fwd} -w {}", d.addr, d.weight)
+}
+
+/// The op as an ipvsadm command line without the program name, e.g.
+/// `-A -t 10.0.0.1:80 -s wrr`, `-a -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 1`, `-d -t ... -r ...`.
+/// Also valid as a line of `ipvsadm-restore` input.
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::AddService(s) => {
+                f.write_str("-A ")?;
+                write_service(f, s)
+            }
+            Op::EditService(s) => {
+                f.write_str("-E ")?;
+                write_service(f, s)
+            }
+            Op::DelService(k) => write!(f, "-D {k}"),
+            Op::AddDest(k, d) => {
+                f.write_str("-a ")?;
+                write_dest(f, k, d)
+            }
+            Op::EditDest(k, d) => {
+                f.write_str("-e ")?;
+                write_dest(f, k, d)
+            }
+            Op::DelDest(k, a) => write!(f, "-d {k} -r {a}"),
+        }
+    }
+}
+
+/// Services recorded as ours by an earlier run (the state file).
+pub type OwnedSet = BTreeSet<ServiceKey>;
+
+/// Real servers being drained (weight 0, waiting for their connections to end), with the
+/// time (ms, the caller's monotonic clock) the drain started. Kept across plans; lost on
+/// restart, after which a weight-0 leaving server simply starts a new drain period.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainState {
+    since_ms: BTreeMap<(ServiceKey, DestKey), u64>,
+}
+
+impl DrainState {
+    /// How many real servers are draining.
+    pub fn len(&self) -> usize {
+        self.since_ms.len()
+    }
+
+    /// Whether nothing is draining.
+    pub fn is_empty(&self) -> bool {
+        self.since_ms.is_empty()
+    }
+
+    /// When the drain of `dest` in `key` started, if it is draining.
+    pub fn since_ms(&self, key: &ServiceKey, dest: &DestKey) -> Option<u64> {
+        self.since_ms.get(&(*key, *dest)).copied()
+    }
+}
+
+/// Plan settings (`--drain`, `--max-delete`, `--force`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// How long a leaving real server stays at weight 0 before it is deleted.
+    pub drain: Duration,
+    /// The most services + real servers one plan may remove (drain or delete).
+    pub max_delete: usize,
+    /// Plan removals past `max_delete` and with an empty desired table.
+    pub force: bool,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        PlanConfig {
+            drain: Duration::from_secs(30),
+            max_delete: 100,
+            force: false,
+        }
+    }
+}
+
+/// The operations to apply, in order, and what they mean.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// The services to record as ours once the plan is applied: the desired ones plus
+    /// owned ones held back by a refused table entry.
+    pub owned: OwnedSet,
+    /// Services + real servers this plan starts to remove (services deleted with their
+    /// real servers, real servers drained or deleted outright); the finishing delete of a
+    /// real server already draining is not counted again.
+    pub removals: usize,
+}
+
+impl Plan {
+    /// Whether the plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Why a plan was refused; nothing is applied and the drain state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("plan would remove {count} services and real servers, over --max-delete {max}; rerun with --force if this is intended")]
+    TooManyRemovals { count: usize, max: usize },
+    #[error("the desired table is empty and the plan would remove {count} services and real servers; an empty table never flushes without --force")]
+    EmptyDesired { count: usize },
+}
+
+/// Plans the minimal operations that take `current` (the kernel's table) to `desired`,
+/// touching only desired and `owned` services.
+///
+/// `now_ms` is the caller's monotonic clock in milliseconds. On success `drain` is updated
+/// (drains started, finished, cancelled); on error it is left as it was.
+///
+/// # Errors
+/// [`PlanError::TooManyRemovals`] when more than `config.max_delete` services + real servers
+/// would be removed, [`PlanError::EmptyDesired`] when the desired table is empty and anything
+/// would be removed; both only without `config.force`.
+pub fn plan(
+    current: &Ipvs,
+    desired: &Desired,
+    owned: &OwnedSet,
+    drain: &mut DrainState,
+    now_ms: u64,
+    config: &PlanConfig,
+) -> Result<Plan, PlanError> {
+    let drain_ms = u64::try_from(config.drain.as_millis()).unwrap_or(u64::MAX);
+    let mut ops = Vec::new();
+    let mut removals = 0usize;
+    let mut next_drain = BTreeMap::new();
+
+    let keys: BTreeSet<&ServiceKey> = desired
+        .services
+        .keys()
+        .chain(owned.iter().filter(|k| current.contains_key(k)))
+        .filter(|k| !desired.held_services.contains(k))
+        .collect();
+
+    for key in keys {
+        match (current.get(key), desired.services.get(key)) {
+            (None, Some(want)) => {
+                ops.push(Op::AddService(want.service.clone()));
+                for d in want.dests.values() {
+                    ops.push(Op::AddDest(*key, d.clone()));
+                }
+            }
+            (Some(have), None) => {
+                ops.push(Op::DelService(*key));
+                removals += 1 + have.dests.len();
+            }
+            (Some(have), Some(want)) => {
+                if have.service != want.service {
+                    ops.push(Op::EditService(want.service.clone()));
+                }
+                for d in want.dests.values() {
+                    match have.dests.get(&d.addr) {
+                        None => ops.push(Op::AddDest(*key, d.clone())),
+                        Some(h) if !h.same_config(d) => ops.push(Op::EditDest(*key, d.clone())),
+                        Some(_) => {}
+                    }
+                }
+                for h in have.dests.values() {
+                    if want.dests.contains_key(&h.addr)
+                        || desired.held_dests.contains(&(*key, h.addr))
+                    {
+                        continue;
+                    }
+                    let since = drain.since_ms(key, &h.addr);
+                    let expired = since.is_some_and(|s| now_ms.saturating_sub(s) >= drain_ms);
+                    if key.is_udp() || h.conns() == 0 || expired {
+                        ops.push(Op::DelDest(*key, h.addr));
+                        if since.is_none() {
+                            removals += 1;
+                        }
+                        continue;
+                    }
+                    if h.weight != 0 {
+                        let mut zero = h.clone();
+                        zero.weight = 0;
+                        zero.active_conns = 0;
+                        zero.inactive_conns = 0;
+                        ops.push(Op::EditDest(*key, zero));
+                    }
+                    if since.is_none() {
+                        removals += 1;
+                    }
+                    next_drain.insert((*key, h.addr), since.unwrap_or(now_ms));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    // Held destinations and services keep their drain, if any, so a later table that drops
+    // them again resumes it instead of starting over.
+    for (&(k, a), &s) in &drain.since_ms {
+        let held = desired.held_services.contains(&k) || desired.held_dests.contains(&(k, a));
+        let present = current.get(&k).is_some_and(|e| e.dests.contains_key(&a));
+        if held && present {
+            next_drain.insert((k, a), s);
+        }
+    }
+
+    if !config.force {
+        if desired.services.is_empty() && removals > 0 {
+            return Err(PlanError::EmptyDesired { count: removals });
+        }
+        if removals > config.max_delete {
+            return Err(PlanError::TooManyRemovals {
+                count: removals,
+                max: config.max_delete,
+            });
+        }
+    }
+
+    let mut next_owned: OwnedSet = desired.services.keys().copied().collect();
+    next_owned.extend(
+        owned
+            .iter()
+            .filter(|k| desired.held_services.contains(k) && current.contains_key(k)),
+    );
+    drain.since_ms = next_drain;
+    Ok(Plan {
+        ops,
+        owned: next_owned,
+        removals,
+    })
+}
+
+/// What [`apply_plan`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Ops applied as planned.
+    pub applied: usize,
+    /// Ops turned into their idempotent counterpart: an add that met EEXIST became an edit,
+    /// an edit that met a missing entry became an add, a delete of something already gone
+    /// counted as done.
+    pub converted: usize,
+    /// Ops that failed even so (e.g. a destination whose service another writer deleted);
+    /// the next reconcile repairs them.
+    pub errors: Vec<(Op, IpvsError)>,
+}
+
+/// Applies `plan` to `ipvs` idempotently, as the kernel backend will: EEXIST on an add is
+/// retried as an edit, ENOENT/ESRCH on an edit as an add, ESRCH/ENOENT on a delete is done.
+/// Never stops at an error: every op is tried, failures are reported.
+pub fn apply_plan(ipvs: &mut InMemoryIpvs, plan: &Plan) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    for op in &plan.ops {
+        let fallback = match ipvs.apply(op) {
+            Ok(()) => {
+                report.applied += 1;
+                continue;
+            }
+            Err(e) => match (op, &e) {
+                (Op::AddService(s), IpvsError::ServiceExists(_)) => Op::EditService(s.clone()),
+                (Op::EditService(s), IpvsError::NoService(_)) => Op::AddService(s.clone()),
+                (Op::AddDest(k, d), IpvsError::DestExists(..)) => Op::EditDest(*k, d.clone()),
+                (Op::EditDest(k, d), IpvsError::NoDest(..)) => Op::AddDest(*k, d.clone()),
+                (Op::DelService(_), IpvsError::NoService(_))
+                | (Op::DelDest(..), IpvsError::NoDest(..) | IpvsError::NoService(_)) => {
+                    report.converted += 1;
+                    continue;
+                }
+                _ => {
+                    report.errors.push((op.clone(), e));
+                    continue;
+                }
+            },
+        };
+        match ipvs.apply(&fallback) {
+            Ok(()) => report.converted += 1,
+            Err(e) => report.errors.push((op.clone(), e)),
+        }
+    }
+    report
+}
