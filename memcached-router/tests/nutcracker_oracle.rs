@@ -6,13 +6,12 @@
 //! A missing `nutcracker` binary fails the test, naming the Debian package.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ocean_memcached_router::ketama::{server_name, KeyHash, Ring};
-use ocean_tests::servers::{find_binary, free_port, is_root, Memcached, ServerProcess};
+use ocean_tests::servers::{find_binary, free_port, Memcached, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,46 +49,6 @@ async fn connect_retry(addr: SocketAddr) -> Result<TcpStream> {
     bail!("{addr} never accepted: {last:?}")
 }
 
-/// A memcached on 127.0.0.55:11211, started directly (the harness always listens on
-/// 127.0.0.1 with a free port), to cover twemproxy's "port 11211 is not hashed" rule.
-struct Default11211 {
-    _process: ServerProcess,
-    _dir: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-async fn start_11211() -> Result<Default11211> {
-    let addr: SocketAddr = "127.0.0.55:11211".parse()?;
-    if TcpStream::connect(addr).await.is_ok() {
-        bail!("{addr} is already in use by something else");
-    }
-    let program = find_binary("memcached", "memcached")?;
-    let dir = tempfile::tempdir()?;
-    let mut args: Vec<OsString> = ["-l", "127.0.0.55", "-p", "11211", "-U", "0", "-m", "16"]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    if is_root() {
-        args.push("-u".into());
-        args.push("root".into());
-    }
-    let process = ServerProcess::spawn(
-        format!("memcached {addr}"),
-        program,
-        args,
-        dir.path(),
-        dir.path().join("memcached.log"),
-        Vec::new(),
-    )?;
-    let mut s = connect_retry(addr).await?;
-    roundtrip(&mut s, b"version\r\n", &[b"\r\n"]).await?;
-    Ok(Default11211 {
-        _process: process,
-        _dir: dir,
-        addr,
-    })
-}
-
 fn keys() -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = (0..150)
         .map(|i| format!("user:{i}:profile").into_bytes())
@@ -113,9 +72,9 @@ async fn check_pool(hash_name: &str, hash: KeyHash) -> Result<()> {
     for _ in 0..3 {
         servers.push(Memcached::start().await?);
     }
-    let extra = start_11211().await?;
-    let mut addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
-    addrs.push(extra.addr);
+    // Port 11211 on its own loopback address: twemproxy leaves it out of the hashed name.
+    servers.push(Memcached::start_at("127.0.0.55:11211".parse()?).await?);
+    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
     let weights = [1u32, 2, 3, 2];
 
     let dir = tempfile::tempdir()?;

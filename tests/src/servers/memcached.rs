@@ -38,45 +38,60 @@ impl Memcached {
     /// # Errors
     /// As [`start`](Self::start).
     pub async fn start_with<S: AsRef<OsStr>>(extra_args: &[S]) -> Result<Self> {
-        let program = find_binary("memcached", "memcached")?;
-        let dir = server_dir("ocean-memcached-")?;
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
-            let mut args: Vec<OsString> = [
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-m",
-                "64",
-            ]
-            .iter()
-            .map(OsString::from)
-            .collect();
-            if is_root() {
-                args.push("-u".into());
-                args.push("root".into());
-            }
-            args.extend(extra_args.iter().map(|a| a.as_ref().to_owned()));
-            let addr = loopback(port);
-            let mut process = ServerProcess::spawn(
-                format!("memcached {addr}"),
-                program.clone(),
-                args,
-                dir.path(),
-                dir.path().join("memcached.log"),
-                Vec::new(),
-            )?;
-            match wait_memcached_ready(&mut process, addr).await {
-                Ok(()) => return Ok(Memcached { process, addr, dir }),
+            match Self::spawn(loopback(free_port()?), extra_args).await {
+                Ok(m) => return Ok(m),
                 Err(NotReady::AddrInUse(e)) => last = Some(e),
                 Err(NotReady::Failed(e)) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| anyhow!("memcached: no start attempt made")))
+    }
+
+    /// Starts memcached on exactly `addr` (a loopback address the test chose, e.g.
+    /// `127.0.0.55:11211` to exercise the default port), without retrying elsewhere.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and when `addr` is taken.
+    pub async fn start_at(addr: SocketAddr) -> Result<Self> {
+        Self::spawn::<&str>(addr, &[])
+            .await
+            .map_err(NotReady::into_error)
+    }
+
+    async fn spawn<S: AsRef<OsStr>>(addr: SocketAddr, extra_args: &[S]) -> Result<Self, NotReady> {
+        let program = find_binary("memcached", "memcached").map_err(NotReady::Failed)?;
+        let dir = server_dir("ocean-memcached-").map_err(NotReady::Failed)?;
+        let mut args: Vec<OsString> = [
+            "-l",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "-U",
+            "0",
+            "-m",
+            "64",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        if is_root() {
+            args.push("-u".into());
+            args.push("root".into());
+        }
+        args.extend(extra_args.iter().map(|a| a.as_ref().to_owned()));
+        let mut process = ServerProcess::spawn(
+            format!("memcached {addr}"),
+            program,
+            args,
+            dir.path(),
+            dir.path().join("memcached.log"),
+            Vec::new(),
+        )
+        .map_err(NotReady::Failed)?;
+        wait_memcached_ready(&mut process, addr).await?;
+        Ok(Memcached { process, addr, dir })
     }
 
     /// The address clients connect to (`127.0.0.1:port`).
