@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use ocean_core::table::memcached::{
     MemcachedHash, MemcachedPool, MemcachedServer, MemcachedTable, ReplicaSet,
 };
-use ocean_core::table::TableKind;
+use ocean_core::table::{name_problem, TableKind};
 
 use super::{listen_port, task_addrs, Problem};
 use crate::state::State;
@@ -19,11 +19,11 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
             continue;
         };
         let name = name.trim();
-        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if let Some(reason) = name_problem(name) {
             problems.push(Problem::app(
                 app,
                 TableKind::Memcached,
-                format!("OCEAN_MEMCACHED_POOL={name:?} is not a usable name"),
+                format!("OCEAN_MEMCACHED_POOL: {reason}"),
             ));
             continue;
         }
@@ -32,11 +32,11 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> MemcachedTable {
             .get("OCEAN_MEMCACHED_REPLICA")
             .map(|r| r.trim().to_string())
             .unwrap_or_else(|| app.id.clone());
-        if replica.is_empty() || replica.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if let Some(reason) = name_problem(&replica) {
             problems.push(Problem::app(
                 app,
                 TableKind::Memcached,
-                format!("OCEAN_MEMCACHED_REPLICA={replica:?} is not a usable name"),
+                format!("OCEAN_MEMCACHED_REPLICA: {reason}"),
             ));
             continue;
         }

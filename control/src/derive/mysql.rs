@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use ocean_core::table::mysql::{
     Access, Credentials, Grant, JobPassword, MysqlDatabase, MysqlJob, MysqlTable,
 };
-use ocean_core::table::TableKind;
+use ocean_core::table::{name_problem, TableKind};
 
 use super::{task_addrs, Problem};
 use crate::state::State;
@@ -164,14 +164,15 @@ pub fn derive(state: &State, secrets: &MysqlSecrets, problems: &mut Vec<Problem>
             }
         };
         let jobname = app.jobname().to_string();
-        if jobname.is_empty()
-            || jobname.len() > 80
-            || jobname.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        let unusable = name_problem(&jobname).or_else(|| {
+            (jobname.len() > 80)
+                .then(|| "longer than 80 bytes (MySQL's user name limit)".to_string())
+        });
+        if let Some(reason) = unusable {
             problems.push(Problem::app(
                 app,
                 TableKind::Mysql,
-                format!("JOBNAME {jobname:?} cannot be a MySQL user name (1-80 bytes, no spaces)"),
+                format!("JOBNAME {jobname:?} cannot be a MySQL user name: {reason}"),
             ));
             continue;
         }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use ocean_core::table::redis::{RedisCluster, RedisTable};
-use ocean_core::table::TableKind;
+use ocean_core::table::{name_problem, TableKind};
 
 use super::{listen_port, task_addrs, Problem};
 use crate::state::State;
@@ -16,11 +16,11 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> RedisTable {
             continue;
         };
         let name = name.trim();
-        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if let Some(reason) = name_problem(name) {
             problems.push(Problem::app(
                 app,
                 TableKind::Redis,
-                format!("OCEAN_REDIS_CLUSTER={name:?} is not a usable name"),
+                format!("OCEAN_REDIS_CLUSTER: {reason}"),
             ));
             continue;
         }
@@ -118,5 +118,33 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].app.as_deref(), Some("/cache/bad"));
         assert!(problems[0].message.contains("OCEAN_PORT=\"99999\""));
+    }
+}
+
+#[cfg(test)]
+mod label_names {
+    use super::*;
+    use crate::derive::fixtures::{state, task};
+    use ocean_core::table::Table;
+
+    #[test]
+    fn a_name_the_table_would_refuse_leaves_out_only_its_app() {
+        let long = "c".repeat(300);
+        let json = format!(
+            r#"{{"apps":[
+            {{"id":"/a","labels":{{"OCEAN_REDIS_CLUSTER":"{long}"}},"portDefinitions":[{{"port":6390}}],"tasks":[{}]}},
+            {{"id":"/b","labels":{{"OCEAN_REDIS_CLUSTER":"ok"}},"portDefinitions":[{{"port":6391}}],"tasks":[{}]}}
+            ]}}"#,
+            task("a.1", "10.0.0.1", &[7000]),
+            task("b.1", "10.0.0.2", &[7000]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &mut problems);
+        t.validate().unwrap();
+        assert_eq!(t.clusters.len(), 1);
+        assert!(
+            problems[0].message.contains("longer than 255 bytes"),
+            "{problems:?}"
+        );
     }
 }

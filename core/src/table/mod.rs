@@ -227,17 +227,27 @@ pub fn unquote_etag(header: &str) -> &str {
         .unwrap_or(h)
 }
 
-/// Checks a name that identifies an entry (cluster, pool, job): non-empty, printable, no spaces.
-pub(crate) fn check_name(p: &mut Problems, entry: &str, name: &str) {
+/// Why `name` cannot identify an entry (cluster, pool, replica set, job), if it cannot:
+/// empty, longer than 255 bytes, or containing whitespace or control characters. Control
+/// applies the same rule to labels, so a bad label leaves out one app, not the whole table.
+pub fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        p.push(entry, "name is empty");
+        Some("name is empty".into())
     } else if name.len() > 255 {
-        p.push(entry, "name is longer than 255 bytes");
+        Some("name is longer than 255 bytes".into())
     } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        p.push(
-            entry,
-            format!("name {name:?} contains whitespace or control characters"),
-        );
+        Some(format!(
+            "name {name:?} contains whitespace or control characters"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Records [`name_problem`] for an entry.
+pub(crate) fn check_name(p: &mut Problems, entry: &str, name: &str) {
+    if let Some(reason) = name_problem(name) {
+        p.push(entry, reason);
     }
 }
 
