@@ -43,57 +43,6 @@ enum Command {
     Up(UpArgs),
 }
 
-/// Where a proxy gets its table; shared by every proxy subcommand.
-#[derive(Debug, Args)]
-struct SubscriberArgs {
-    /// Control base URL; repeat for several control instances (tried in order).
-    #[arg(long = "control", value_name = "URL", conflicts_with = "table_file")]
-    control: Vec<url::Url>,
-    /// A static table file (the JSON control serves), re-read when it changes.
-    #[arg(long, value_name = "FILE")]
-    table_file: Option<PathBuf>,
-    /// Directory for the last good table; used at start when no control answers.
-    #[arg(long, value_name = "DIR")]
-    table_cache: Option<PathBuf>,
-    /// File with control's API bearer token.
-    #[arg(long = "control-token-file", value_name = "FILE")]
-    control_token_file: Option<PathBuf>,
-    /// How long one long-poll may wait for a change.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    long_poll_wait: Duration,
-    /// How this proxy names itself to control (default: hostname:pid).
-    #[arg(long)]
-    subscriber_id: Option<String>,
-}
-
-impl SubscriberArgs {
-    fn into_config(self) -> anyhow::Result<ocean_core::subscriber::SubscriberConfig> {
-        let mut c = ocean_core::subscriber::SubscriberConfig {
-            controls: self.control,
-            table_file: self.table_file,
-            cache_dir: self.table_cache,
-            wait: self.long_poll_wait,
-            ..Default::default()
-        };
-        if let Some(id) = self.subscriber_id {
-            c.subscriber_id = id;
-        }
-        if let Some(f) = self.control_token_file {
-            let t = std::fs::read_to_string(&f)
-                .with_context(|| format!("--control-token-file {}", f.display()))?;
-            let t = t.trim();
-            anyhow::ensure!(
-                !t.is_empty(),
-                "--control-token-file {}: the file is empty",
-                f.display()
-            );
-            c.token = Some(t.to_string());
-        }
-        c.validate()?;
-        Ok(c)
-    }
-}
-
 /// `host:port`, or a bare IP meaning port 53.
 fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
@@ -114,7 +63,7 @@ fn parse_zone_resolver(s: &str) -> Result<(String, SocketAddr), String> {
 #[derive(Debug, Args)]
 struct DnsArgs {
     #[command(flatten)]
-    table: SubscriberArgs,
+    table: ocean_core::subscriber::SubscriberArgs,
     /// DNS address (UDP and TCP).
     #[arg(long, default_value = "127.0.0.1:8053")]
     listen: SocketAddr,

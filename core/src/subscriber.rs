@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use rand::Rng;
 use reqwest::StatusCode;
@@ -548,6 +549,58 @@ async fn poll_once(
             Ok(Some((etag, body)))
         }
         s => Err(PollError::Status(s)),
+    }
+}
+
+/// Where a proxy gets its table; shared by every proxy subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubscriberArgs {
+    /// Control base URL; repeat for several control instances (tried in order).
+    #[arg(long = "control", value_name = "URL", conflicts_with = "table_file")]
+    pub control: Vec<url::Url>,
+    /// A static table file (the JSON control serves), re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub table_file: Option<PathBuf>,
+    /// Directory for the last good table; used at start when no control answers.
+    #[arg(long, value_name = "DIR")]
+    pub table_cache: Option<PathBuf>,
+    /// File with control's API bearer token.
+    #[arg(long = "control-token-file", value_name = "FILE")]
+    pub control_token_file: Option<PathBuf>,
+    /// How long one long-poll may wait for a change.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub long_poll_wait: Duration,
+    /// How this proxy names itself to control (default: hostname:pid).
+    #[arg(long)]
+    pub subscriber_id: Option<String>,
+}
+
+impl SubscriberArgs {
+    /// The subscriber config these flags describe (reads the token file).
+    pub fn into_config(self) -> anyhow::Result<SubscriberConfig> {
+        let mut c = SubscriberConfig {
+            controls: self.control,
+            table_file: self.table_file,
+            cache_dir: self.table_cache,
+            wait: self.long_poll_wait,
+            ..Default::default()
+        };
+        if let Some(id) = self.subscriber_id {
+            c.subscriber_id = id;
+        }
+        if let Some(f) = self.control_token_file {
+            let t = std::fs::read_to_string(&f)
+                .with_context(|| format!("--control-token-file {}", f.display()))?;
+            let t = t.trim();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "--control-token-file {}: the file is empty",
+                f.display()
+            );
+            c.token = Some(t.to_string());
+        }
+        c.validate()?;
+        Ok(c)
     }
 }
 
