@@ -7,9 +7,23 @@
 //! - [`proto`]: the RESP2/RESP3 codec, with inline commands (synchronous, total, bounded).
 //! - [`slot`]: CRC16 key slots with hash tags.
 //! - [`command`]: the command table: key positions, flags, how multi-key commands split.
-//!
-//! The daemon (listener, connections, slot map, MOVED/ASK, pools) comes with issue 4.
+//! - [`value`]: a parsed view of the few backend replies the router reads.
+//! - [`backend`]: multiplexed shared connections and dedicated connections to nodes.
+//! - [`cluster`]: nodes, the slot map and its refresher, the dedicated-connection pool.
+//! - [`route`]: one request to its final reply (MOVED, ASK, TRYAGAIN, retries).
+//! - [`client`]: one client connection (pipelining, local commands, splits, pinned modes).
+//! - [`metrics`]: per command family metrics.
+//! - [`server`]: flags, config, workers, listeners, table mode.
 
+pub mod backend;
+pub mod client;
+pub mod cluster;
 pub mod command;
+pub mod metrics;
 pub mod proto;
+pub mod route;
+pub mod server;
 pub mod slot;
+pub mod value;
+
+pub use server::{run, start, Args, Config, Mode, Running};

@@ -1,0 +1,486 @@
+//! Connections to cluster nodes.
+//!
+//! - [`SharedConn`]: one multiplexed, pipelined connection used by every client of a worker.
+//!   Its writer drains all queued [`Job`]s into one buffer and writes it with one syscall;
+//!   replies come back in order and are matched FIFO. It connects lazily (on the first job)
+//!   and reconnects on the next job after a failure.
+//! - [`DedicatedConn`]: a plain connection for a client in a stateful mode (MULTI/WATCH,
+//!   blocking commands, pub/sub), taken from and given back to a bounded per-node pool.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proto::{Protocol, ReplyLimits, ReplyScanner, Request};
+
+/// How the router talks to backends.
+#[derive(Debug, Clone)]
+pub struct BackendOpts {
+    /// ACL user for `AUTH`/`HELLO AUTH` (with `password`).
+    pub user: Option<String>,
+    /// Password sent on every new backend connection.
+    pub password: Option<String>,
+    /// Longest wait for a TCP connect plus the AUTH/HELLO handshake.
+    pub connect_timeout: Duration,
+    /// Longest wait for a reply on a shared connection; then the connection is closed and
+    /// every request waiting on it fails.
+    pub command_timeout: Duration,
+    /// Bounds on backend replies.
+    pub reply_limits: ReplyLimits,
+}
+
+impl Default for BackendOpts {
+    fn default() -> Self {
+        BackendOpts {
+            user: None,
+            password: None,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(5),
+            reply_limits: ReplyLimits::default(),
+        }
+    }
+}
+
+/// Why a request got no reply from a backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The connection could not be made; the request was not sent (safe to retry).
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddr, String),
+    /// The connection broke after the request may have been sent.
+    #[error("connection to {0} lost")]
+    Lost(SocketAddr),
+    /// No reply within the command timeout.
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    /// The backend sent something that is not RESP.
+    #[error("{0} sent an invalid reply")]
+    Protocol(SocketAddr),
+    /// No node serves the slot (yet).
+    #[error("Hash slot not served")]
+    Unserved,
+}
+
+impl BackendError {
+    /// Whether the request never reached the backend, so sending it again is safe.
+    pub fn not_sent(&self) -> bool {
+        matches!(self, BackendError::Connect(..) | BackendError::Unserved)
+    }
+}
+
+/// What a shared connection hands back.
+pub type JobResult = Result<Bytes, BackendError>;
+
+/// One unit of work for a shared connection: bytes holding `replies` requests written
+/// back to back (2 for `ASKING` + command); the last reply is delivered.
+#[derive(Debug)]
+pub struct Job {
+    /// Encoded request(s).
+    pub bytes: Bytes,
+    /// How many replies the bytes produce.
+    pub replies: u8,
+    /// Where the reply goes.
+    pub tx: oneshot::Sender<JobResult>,
+}
+
+/// A handle to one multiplexed backend connection.
+#[derive(Debug, Clone)]
+pub struct SharedConn {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Jobs queued per shared connection before senders wait.
+const QUEUE: usize = 8192;
+/// Most bytes gathered into one write.
+const MAX_BATCH: usize = 256 * 1024;
+
+impl SharedConn {
+    /// Spawns the connection's task on the current runtime. It connects on the first job
+    /// and ends when every handle is dropped.
+    pub fn spawn(addr: SocketAddr, proto: Protocol, opts: Arc<BackendOpts>) -> SharedConn {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(shared_task(addr, proto, opts, rx));
+        SharedConn { tx }
+    }
+
+    /// Queues a job without waiting; gives it back when the queue is full.
+    pub fn try_send(&self, job: Job) -> Option<Job> {
+        match self.tx.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                let _ = job.tx.send(Err(BackendError::Unserved));
+                None
+            }
+        }
+    }
+
+    /// Queues a job; fails it (not sent) if the task has ended.
+    pub async fn send(&self, job: Job) {
+        let job = match self.tx.try_send(job) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(job)) => job,
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                let _ = job.tx.send(Err(BackendError::Unserved));
+                return;
+            }
+        };
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job).await {
+            let _ = job.tx.send(Err(BackendError::Unserved));
+        }
+    }
+}
+
+struct Waiting {
+    replies_left: u8,
+    sent: Instant,
+    tx: oneshot::Sender<JobResult>,
+}
+
+fn fail_all(pending: &Mutex<VecDeque<Waiting>>, err: &BackendError) {
+    let drained: Vec<Waiting> = match pending.lock() {
+        Ok(mut p) => p.drain(..).collect(),
+        Err(_) => return,
+    };
+    for w in drained {
+        let _ = w.tx.send(Err(err.clone()));
+    }
+}
+
+async fn shared_task(
+    addr: SocketAddr,
+    proto: Protocol,
+    opts: Arc<BackendOpts>,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    loop {
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let stream = match connect(addr, proto, &opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "backend connect failed");
+                let _ = first.tx.send(Err(e.clone()));
+                // Fail what queued up meanwhile too: the node is down, the callers retry
+                // after a slot-map refresh.
+                while let Ok(job) = rx.try_recv() {
+                    let _ = job.tx.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let gauge = metrics::gauge!("ocean_redis_backend_connections", "kind" => "shared");
+        gauge.increment(1.0);
+        metrics::counter!("ocean_redis_backend_connects_total", "kind" => "shared").increment(1);
+        let err = run_shared(stream, addr, first, &mut rx, &opts).await;
+        gauge.decrement(1.0);
+        if let Some(err) = err {
+            tracing::debug!(%addr, error = %err, "shared backend connection closed");
+        } else {
+            return;
+        }
+    }
+}
+
+/// Runs one connection until it fails (`Some(error)`) or every handle is gone (`None`).
+async fn run_shared(
+    stream: TcpStream,
+    addr: SocketAddr,
+    first: Job,
+    rx: &mut mpsc::Receiver<Job>,
+    opts: &BackendOpts,
+) -> Option<BackendError> {
+    let (mut rd, mut wr) = stream.into_split();
+    let pending: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
+    let writer = async {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut next = Some(first);
+        loop {
+            let job = match next.take() {
+                Some(j) => j,
+                None => rx.recv().await?,
+            };
+            buf.clear();
+            {
+                let now = Instant::now();
+                let Ok(mut p) = pending.lock() else {
+                    return Some(BackendError::Lost(addr));
+                };
+                let mut job = job;
+                loop {
+                    buf.extend_from_slice(&job.bytes);
+                    p.push_back(Waiting {
+                        replies_left: job.replies.max(1),
+                        sent: now,
+                        tx: job.tx,
+                    });
+                    if buf.len() >= MAX_BATCH {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(j) => job = j,
+                        Err(_) => break,
+                    }
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                return Some(BackendError::Lost(addr));
+            }
+        }
+    };
+    let reader = async {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut scanner = ReplyScanner::new();
+        let tick = (opts.command_timeout / 4).max(Duration::from_millis(10));
+        loop {
+            let n = match tokio::time::timeout(tick, rd.read_buf(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return BackendError::Lost(addr),
+                Err(_) => {
+                    let oldest = pending.lock().ok().and_then(|p| p.front().map(|w| w.sent));
+                    if oldest.is_some_and(|t| t.elapsed() > opts.command_timeout) {
+                        return BackendError::Timeout(addr, opts.command_timeout);
+                    }
+                    continue;
+                }
+            };
+            if n == 0 {
+                return BackendError::Lost(addr);
+            }
+            loop {
+                match scanner.check(&buf, &opts.reply_limits) {
+                    Ok(Some(len)) => {
+                        let reply = buf.split_to(len).freeze();
+                        if reply.first() == Some(&b'>') {
+                            // A RESP3 push (no request asked for it): not ours to deliver.
+                            continue;
+                        }
+                        let Ok(mut p) = pending.lock() else {
+                            return BackendError::Lost(addr);
+                        };
+                        let Some(front) = p.front_mut() else {
+                            return BackendError::Protocol(addr);
+                        };
+                        front.replies_left -= 1;
+                        if front.replies_left == 0 {
+                            if let Some(w) = p.pop_front() {
+                                let _ = w.tx.send(Ok(reply));
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return BackendError::Protocol(addr),
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 * 1024);
+            }
+        }
+    };
+    let result = tokio::select! {
+        e = writer => e,
+        e = reader => Some(e),
+    };
+    fail_all(
+        &pending,
+        &result.clone().unwrap_or(BackendError::Lost(addr)),
+    );
+    result
+}
+
+/// Connects, authenticates and (for RESP3) says `HELLO 3`.
+///
+/// # Errors
+/// [`BackendError::Connect`] with the reason.
+pub async fn connect(
+    addr: SocketAddr,
+    proto: Protocol,
+    opts: &BackendOpts,
+) -> Result<TcpStream, BackendError> {
+    let fail = |e: String| BackendError::Connect(addr, e);
+    let handshake = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let mut hello: Vec<Bytes> = Vec::new();
+        match proto {
+            Protocol::Resp3 => {
+                hello.push(Bytes::from_static(b"HELLO"));
+                hello.push(Bytes::from_static(b"3"));
+                if let Some(p) = &opts.password {
+                    hello.push(Bytes::from_static(b"AUTH"));
+                    hello.push(Bytes::from(
+                        opts.user.clone().unwrap_or_else(|| "default".into()),
+                    ));
+                    hello.push(Bytes::from(p.clone()));
+                }
+            }
+            Protocol::Resp2 => {
+                if let Some(p) = &opts.password {
+                    hello.push(Bytes::from_static(b"AUTH"));
+                    if let Some(u) = &opts.user {
+                        hello.push(Bytes::from(u.clone()));
+                    }
+                    hello.push(Bytes::from(p.clone()));
+                }
+            }
+        }
+        if !hello.is_empty() {
+            let mut buf = BytesMut::new();
+            Request::new(hello).encode(&mut buf);
+            stream
+                .write_all(&buf)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let mut rbuf = BytesMut::new();
+            let reply = read_one(&mut stream, &mut rbuf, &opts.reply_limits)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if reply.first() == Some(&b'-') {
+                return Err(fail(String::from_utf8_lossy(&reply).trim_end().to_string()));
+            }
+        }
+        Ok(stream)
+    };
+    match tokio::time::timeout(opts.connect_timeout, handshake).await {
+        Ok(r) => r,
+        Err(_) => Err(fail(format!("timed out after {:?}", opts.connect_timeout))),
+    }
+}
+
+/// Reads exactly one reply (keeping any bytes after it in `buf`).
+async fn read_one(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    limits: &ReplyLimits,
+) -> std::io::Result<Bytes> {
+    let mut scanner = ReplyScanner::new();
+    loop {
+        match scanner.check(buf, limits) {
+            Ok(Some(len)) => return Ok(buf.split_to(len).freeze()),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// One request/reply exchange on a fresh connection (slot-map refreshes, cluster-wide
+/// commands' helpers).
+///
+/// # Errors
+/// Connect errors, timeouts, broken replies.
+pub async fn one_shot(
+    addr: SocketAddr,
+    req: Request,
+    opts: &BackendOpts,
+) -> Result<Bytes, BackendError> {
+    let mut conn = DedicatedConn::open(addr, Protocol::Resp2, opts).await?;
+    let mut buf = BytesMut::new();
+    req.encode(&mut buf);
+    match tokio::time::timeout(opts.command_timeout, async {
+        conn.send(&buf).await?;
+        conn.read_reply(&opts.reply_limits).await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(BackendError::Timeout(addr, opts.command_timeout)),
+    }
+}
+
+/// A connection owned by one client at a time.
+#[derive(Debug)]
+pub struct DedicatedConn {
+    /// The node.
+    pub addr: SocketAddr,
+    /// The protocol it speaks.
+    pub proto: Protocol,
+    stream: TcpStream,
+    buf: BytesMut,
+    scanner: ReplyScanner,
+    _gauge: DedicatedGauge,
+}
+
+#[derive(Debug)]
+struct DedicatedGauge;
+
+impl DedicatedGauge {
+    fn new() -> Self {
+        metrics::gauge!("ocean_redis_backend_connections", "kind" => "dedicated").increment(1.0);
+        metrics::counter!("ocean_redis_backend_connects_total", "kind" => "dedicated").increment(1);
+        DedicatedGauge
+    }
+}
+
+impl Drop for DedicatedGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("ocean_redis_backend_connections", "kind" => "dedicated").decrement(1.0);
+    }
+}
+
+impl DedicatedConn {
+    /// Connects (see [`connect`]).
+    ///
+    /// # Errors
+    /// As [`connect`].
+    pub async fn open(
+        addr: SocketAddr,
+        proto: Protocol,
+        opts: &BackendOpts,
+    ) -> Result<Self, BackendError> {
+        let stream = connect(addr, proto, opts).await?;
+        Ok(DedicatedConn {
+            addr,
+            proto,
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            scanner: ReplyScanner::new(),
+            _gauge: DedicatedGauge::new(),
+        })
+    }
+
+    /// Writes bytes.
+    ///
+    /// # Errors
+    /// [`BackendError::Lost`].
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|_| BackendError::Lost(self.addr))
+    }
+
+    /// Reads the next reply. Cancel-safe: bytes read so far stay buffered.
+    ///
+    /// # Errors
+    /// [`BackendError::Lost`] or [`BackendError::Protocol`].
+    pub async fn read_reply(&mut self, limits: &ReplyLimits) -> Result<Bytes, BackendError> {
+        loop {
+            match self.scanner.check(&self.buf, limits) {
+                Ok(Some(len)) => return Ok(self.buf.split_to(len).freeze()),
+                Ok(None) => {}
+                Err(_) => return Err(BackendError::Protocol(self.addr)),
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Err(BackendError::Lost(self.addr)),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Whether no unread bytes are buffered (a precondition for reuse).
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty()
+    }
+}

@@ -1,0 +1,433 @@
+//! One Redis Cluster as a worker sees it: its nodes (with their shared and dedicated
+//! connections), the slot map, and the refresher that keeps the map current.
+//!
+//! The map is read lock-free on every command (`ArcSwap`). Refreshes come from MOVED
+//! replies, failed connections and a timer; they are debounced: at most one in flight, and
+//! requests arriving meanwhile fold into one more refresh after it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{one_shot, BackendError, BackendOpts, DedicatedConn, SharedConn};
+use crate::proto::{Protocol, Request};
+use crate::slot::SLOTS;
+use crate::value::{parse, Value};
+
+/// Per-cluster tuning shared by its workers.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    /// Shared (multiplexed) connections per node and protocol.
+    pub conns_per_node: usize,
+    /// Dedicated connections per node at most (idle plus in use).
+    pub max_dedicated: usize,
+    /// Idle dedicated connections kept per node.
+    pub max_idle_dedicated: usize,
+    /// How often the slot map is refreshed without a reason.
+    pub refresh_interval: Duration,
+    /// Least time between two refreshes.
+    pub refresh_debounce: Duration,
+    /// Backend connection options.
+    pub backend: Arc<BackendOpts>,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            conns_per_node: 2,
+            max_dedicated: 512,
+            max_idle_dedicated: 16,
+            refresh_interval: Duration::from_secs(10),
+            refresh_debounce: Duration::from_millis(100),
+            backend: Arc::new(BackendOpts::default()),
+        }
+    }
+}
+
+/// A node and its connections.
+#[derive(Debug)]
+pub struct Node {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shared: [Vec<SharedConn>; 2],
+    next: AtomicUsize,
+    idle: Mutex<Vec<DedicatedConn>>,
+    dedicated: Arc<Semaphore>,
+}
+
+impl Node {
+    fn new(addr: SocketAddr, opts: &ClusterOpts) -> Node {
+        let conns = |p| {
+            (0..opts.conns_per_node.max(1))
+                .map(|_| SharedConn::spawn(addr, p, opts.backend.clone()))
+                .collect()
+        };
+        Node {
+            addr,
+            shared: [conns(Protocol::Resp2), conns(Protocol::Resp3)],
+            next: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            dedicated: Arc::new(Semaphore::new(opts.max_dedicated.max(1))),
+        }
+    }
+
+    /// A shared connection for `proto`, round robin.
+    pub fn shared(&self, proto: Protocol) -> &SharedConn {
+        let list = &self.shared[usize::from(proto == Protocol::Resp3)];
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len().max(1);
+        // `list` is never empty (conns_per_node >= 1).
+        &list[i.min(list.len() - 1)]
+    }
+}
+
+/// A dedicated connection on loan, with its pool slot.
+#[derive(Debug)]
+pub struct Lease {
+    /// The connection.
+    pub conn: DedicatedConn,
+    node: Arc<Node>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Gives a clean connection back to its node's idle list (or closes it when full).
+    pub fn release(self, max_idle: usize) {
+        if !self.conn.is_idle() {
+            return;
+        }
+        if let Ok(mut idle) = self.node.idle.lock() {
+            if idle.len() < max_idle {
+                idle.push(self.conn);
+            }
+        }
+    }
+}
+
+/// The slot map: masters (sorted by address) and each slot's master.
+#[derive(Debug)]
+pub struct SlotMap {
+    /// Masters owning slots, sorted by address (SCAN walks them in this order).
+    pub masters: Vec<Arc<Node>>,
+    /// Index into `masters`; `u16::MAX` for an unserved slot.
+    pub slots: Vec<u16>,
+}
+
+impl SlotMap {
+    fn empty() -> SlotMap {
+        SlotMap {
+            masters: Vec::new(),
+            slots: vec![u16::MAX; usize::from(SLOTS)],
+        }
+    }
+
+    /// The master serving `slot`.
+    pub fn node(&self, slot: u16) -> Option<&Arc<Node>> {
+        let i = *self.slots.get(usize::from(slot))?;
+        self.masters.get(usize::from(i))
+    }
+
+    /// Slots with an owner.
+    pub fn covered(&self) -> usize {
+        self.slots.iter().filter(|&&i| i != u16::MAX).count()
+    }
+}
+
+/// One cluster in one worker.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The cluster's name (`standalone` outside table mode).
+    pub name: String,
+    /// Tuning.
+    pub opts: ClusterOpts,
+    seeds: Mutex<Vec<SocketAddr>>,
+    map: ArcSwap<SlotMap>,
+    nodes: Mutex<HashMap<SocketAddr, Arc<Node>>>,
+    refresh: Notify,
+    refreshed: Notify,
+    /// Completed refreshes.
+    pub refreshes: AtomicU64,
+    /// Connected clients.
+    pub clients: AtomicUsize,
+    next_client_id: AtomicU64,
+}
+
+impl Cluster {
+    /// A cluster with no map yet; [`Cluster::spawn_refresher`] fetches it.
+    pub fn new(name: String, seeds: Vec<SocketAddr>, opts: ClusterOpts) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            name,
+            opts,
+            seeds: Mutex::new(seeds),
+            map: ArcSwap::from_pointee(SlotMap::empty()),
+            nodes: Mutex::new(HashMap::new()),
+            refresh: Notify::new(),
+            refreshed: Notify::new(),
+            refreshes: AtomicU64::new(0),
+            clients: AtomicUsize::new(0),
+            next_client_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A new client id.
+    pub fn client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The current slot map.
+    pub fn map(&self) -> Arc<SlotMap> {
+        self.map.load_full()
+    }
+
+    /// The node serving `slot`, without touching reference counts of the map.
+    pub fn with_slot<R>(&self, slot: u16, f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
+        let map = self.map.load();
+        f(map.node(slot))
+    }
+
+    /// The node at `addr`, created on first use (MOVED/ASK may name a node the map lacks).
+    pub fn node(&self, addr: SocketAddr) -> Arc<Node> {
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return Arc::new(Node::new(addr, &self.opts));
+        };
+        nodes
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Node::new(addr, &self.opts)))
+            .clone()
+    }
+
+    /// Replaces the seeds (table mode) and asks for a refresh.
+    pub fn set_seeds(&self, seeds: Vec<SocketAddr>) {
+        if let Ok(mut s) = self.seeds.lock() {
+            *s = seeds;
+        }
+        self.request_refresh();
+    }
+
+    /// Asks the refresher for a new map (debounced).
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Waits for the next completed refresh, at most `timeout`.
+    pub async fn wait_refresh(&self, timeout: Duration) {
+        let notified = self.refreshed.notified();
+        self.request_refresh();
+        let _ = tokio::time::timeout(timeout, notified).await;
+    }
+
+    /// Runs the refresher until `cancel` fires: once at start, then on request and on a
+    /// timer, never more often than the debounce interval.
+    pub fn spawn_refresher(self: &Arc<Self>, cancel: CancellationToken) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = cluster.refresh_now().await {
+                    tracing::warn!(cluster = %cluster.name, error = %e, "slot map refresh failed");
+                    metrics::counter!("ocean_redis_slot_refresh_errors_total").increment(1);
+                }
+                cluster.refreshed.notify_waiters();
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(cluster.opts.refresh_debounce) => {}
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = cluster.refresh.notified() => {}
+                    _ = tokio::time::sleep(cluster.opts.refresh_interval) => {}
+                }
+            }
+        });
+    }
+
+    /// Fetches the map from the known masters, then the seeds; the first answer wins.
+    ///
+    /// # Errors
+    /// When no node answers with a map.
+    pub async fn refresh_now(&self) -> anyhow::Result<()> {
+        let mut candidates: Vec<SocketAddr> = self.map().masters.iter().map(|n| n.addr).collect();
+        if let Ok(seeds) = self.seeds.lock() {
+            for s in seeds.iter() {
+                if !candidates.contains(s) {
+                    candidates.push(*s);
+                }
+            }
+        }
+        let mut last = anyhow::anyhow!("no seeds");
+        for addr in candidates {
+            match self.fetch_map(addr).await {
+                Ok(ranges) if !ranges.is_empty() => {
+                    self.install(ranges);
+                    return Ok(());
+                }
+                Ok(_) => last = anyhow::anyhow!("{addr} knows no slots"),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_map(&self, addr: SocketAddr) -> anyhow::Result<Vec<(u16, u16, SocketAddr)>> {
+        let opts = &self.opts.backend;
+        let shards = one_shot(addr, Request::new(["CLUSTER", "SHARDS"]), opts).await?;
+        if shards.first() != Some(&b'-') {
+            if let Some(r) = parse(&shards).and_then(|v| parse_shards(&v, addr)) {
+                return Ok(r);
+            }
+        }
+        let slots = one_shot(addr, Request::new(["CLUSTER", "SLOTS"]), opts).await?;
+        parse(&slots)
+            .and_then(|v| parse_slots(&v, addr))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{addr}: CLUSTER SLOTS answered {}",
+                    String::from_utf8_lossy(&slots).trim_end()
+                )
+            })
+    }
+
+    fn install(&self, ranges: Vec<(u16, u16, SocketAddr)>) {
+        let mut addrs: Vec<SocketAddr> = ranges.iter().map(|r| r.2).collect();
+        addrs.sort();
+        addrs.dedup();
+        let masters: Vec<Arc<Node>> = addrs.iter().map(|a| self.node(*a)).collect();
+        let mut slots = vec![u16::MAX; usize::from(SLOTS)];
+        for (start, end, addr) in ranges {
+            let Ok(i) = addrs.binary_search(&addr) else {
+                continue;
+            };
+            for s in start..=end.min(SLOTS - 1) {
+                if let Some(x) = slots.get_mut(usize::from(s)) {
+                    *x = i as u16;
+                }
+            }
+        }
+        // Forget nodes that left the map (their connections close when the last in-flight
+        // request lets go of them).
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.retain(|a, _| addrs.contains(a));
+        }
+        self.map.store(Arc::new(SlotMap { masters, slots }));
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ocean_redis_slot_refreshes_total").increment(1);
+    }
+
+    /// Takes a dedicated connection to `node` for `proto`, waiting up to the connect
+    /// timeout for a pool slot.
+    ///
+    /// # Errors
+    /// When the pool stays full or the connection fails.
+    pub async fn lease(&self, node: Arc<Node>, proto: Protocol) -> Result<Lease, BackendError> {
+        let opts = &self.opts.backend;
+        let permit =
+            tokio::time::timeout(opts.connect_timeout, node.dedicated.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    BackendError::Connect(node.addr, "dedicated connection pool full".into())
+                })?;
+        let reused = node.idle.lock().ok().and_then(|mut idle| {
+            let i = idle.iter().rposition(|c| c.proto == proto)?;
+            Some(idle.swap_remove(i))
+        });
+        let conn = match reused {
+            Some(c) => c,
+            None => DedicatedConn::open(node.addr, proto, opts).await?,
+        };
+        Ok(Lease {
+            conn,
+            node,
+            _permit: permit,
+        })
+    }
+}
+
+fn parse_addr(host: &[u8], port: i64, fallback: SocketAddr) -> Option<SocketAddr> {
+    let port = u16::try_from(port).ok()?;
+    let host = std::str::from_utf8(host).ok()?;
+    if host.is_empty() || host == "?" {
+        // An empty host means "the address you reached me on".
+        return Some(SocketAddr::new(fallback.ip(), port));
+    }
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [ip, port, id, ...], replicas...], ...]`.
+fn parse_slots(v: &Value, from: SocketAddr) -> Option<Vec<(u16, u16, SocketAddr)>> {
+    let mut out = Vec::new();
+    for range in v.as_array()? {
+        let r = range.as_array()?;
+        let start = u16::try_from(r.first()?.as_int()?).ok()?;
+        let end = u16::try_from(r.get(1)?.as_int()?).ok()?;
+        let master = r.get(2)?.as_array()?;
+        let addr = parse_addr(master.first()?.as_bytes()?, master.get(1)?.as_int()?, from)?;
+        out.push((start, end, addr));
+    }
+    Some(out)
+}
+
+fn field<'a>(pairs: &'a [Value], name: &str) -> Option<&'a Value> {
+    pairs
+        .chunks(2)
+        .find(|kv| kv.first().and_then(Value::as_bytes).map(|b| &b[..]) == Some(name.as_bytes()))
+        .and_then(|kv| kv.get(1))
+}
+
+/// `CLUSTER SHARDS`: `[{slots: [s, e, ...], nodes: [{ip, port, role, health, ...}]}, ...]`.
+fn parse_shards(v: &Value, from: SocketAddr) -> Option<Vec<(u16, u16, SocketAddr)>> {
+    let mut out = Vec::new();
+    for shard in v.as_array()? {
+        let shard = shard.as_array()?;
+        let slots = field(shard, "slots")?.as_array()?;
+        let nodes = field(shard, "nodes")?.as_array()?;
+        let master = nodes.iter().filter_map(Value::as_array).find(|n| {
+            field(n, "role").and_then(Value::as_bytes).map(|b| &b[..]) == Some(b"master")
+                && field(n, "health").and_then(Value::as_bytes).map(|b| &b[..]) != Some(b"fail")
+        });
+        let Some(master) = master else { continue };
+        let host = field(master, "ip")
+            .or_else(|| field(master, "endpoint"))
+            .and_then(Value::as_bytes)
+            .cloned()
+            .unwrap_or_else(Bytes::new);
+        let port = field(master, "port")
+            .or_else(|| field(master, "tls-port"))
+            .and_then(Value::as_int)?;
+        let addr = parse_addr(&host, port, from)?;
+        for pair in slots.chunks(2) {
+            let start = u16::try_from(pair.first()?.as_int()?).ok()?;
+            let end = u16::try_from(pair.get(1)?.as_int()?).ok()?;
+            out.push((start, end, addr));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_slots_and_shards() {
+        let from: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let slots = Bytes::from_static(
+            b"*1\r\n*4\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$2\r\nid\r\n*3\r\n$9\r\n127.0.0.1\r\n:7004\r\n$2\r\nid\r\n",
+        );
+        let r = parse_slots(&parse(&slots).unwrap(), from).unwrap();
+        assert_eq!(r, vec![(0, 5460, "127.0.0.1:7001".parse().unwrap())]);
+        let shards = Bytes::from_static(
+            b"*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:10\r\n$5\r\nnodes\r\n*1\r\n*8\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n:7002\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$6\r\nhealth\r\n$6\r\nonline\r\n",
+        );
+        let r = parse_shards(&parse(&shards).unwrap(), from).unwrap();
+        assert_eq!(r, vec![(0, 10, "127.0.0.1:7002".parse().unwrap())]);
+    }
+}

@@ -1,0 +1,472 @@
+//! The daemon: flags, config, workers, listeners, and table mode.
+//!
+//! Runtime shape: `--threads N` workers, each an OS thread with its own `current_thread`
+//! runtime, its own `SO_REUSEPORT` listener per cluster, its own slot map and its own
+//! shared backend connections (so nothing on the data path is shared across threads).
+//! `threads = 0` runs one worker on the caller's runtime (tests, embedding).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig, TableWatch};
+use ocean_core::table::redis::RedisTable;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::BackendOpts;
+use crate::client::{self, ClientOpts, Shared};
+use crate::cluster::{Cluster, ClusterOpts};
+use crate::metrics::FamilyMetrics;
+use crate::proto::{Limits, ReplyLimits};
+use crate::route::RouteOpts;
+
+/// `ocean redis-router` flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Standalone mode: the address clients connect to (needs at least one --seed).
+    #[arg(long, value_name = "ADDR", requires = "seed")]
+    pub listen: Option<SocketAddr>,
+    /// Standalone mode: a cluster node to fetch the slot map from; repeat for more.
+    #[arg(long = "seed", value_name = "ADDR")]
+    pub seed: Vec<SocketAddr>,
+    /// Table mode: where the `redis` table comes from.
+    #[command(flatten)]
+    pub table: SubscriberArgs,
+    /// Table mode: the address every cluster's listen_port is bound on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Worker threads, each with a current_thread runtime and its own SO_REUSEPORT
+    /// listener and backend connections (0: run on the caller's runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Multiplexed connections per backend node, per worker and client protocol.
+    #[arg(long, default_value_t = 2)]
+    pub conns_per_node: usize,
+    /// Dedicated backend connections (MULTI/WATCH, blocking, pub/sub) per node and
+    /// worker at most.
+    #[arg(long, default_value_t = 512)]
+    pub max_dedicated: usize,
+    /// Password clients must AUTH with (user `default`).
+    #[arg(long, env = "OCEAN_REDIS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// ACL user the router authenticates as on backends (with --backend-password).
+    #[arg(long, requires = "backend_password")]
+    pub backend_user: Option<String>,
+    /// Password the router authenticates with on backends.
+    #[arg(long, env = "OCEAN_REDIS_BACKEND_PASSWORD", hide_env_values = true)]
+    pub backend_password: Option<String>,
+    /// Longest wait for a backend connection (TCP connect plus AUTH/HELLO).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Longest wait for a backend reply (not for blocking commands); then the connection
+    /// is closed and the requests on it get an error.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub command_timeout: Duration,
+    /// How long a request keeps retrying while its node is unreachable, the cluster is
+    /// down, or the backend says TRYAGAIN (failover, resharding).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_timeout: Duration,
+    /// MOVED/ASK redirects followed per request.
+    #[arg(long, default_value_t = 5)]
+    pub max_redirects: u8,
+    /// How often the slot map is refreshed without a MOVED.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refresh_interval: Duration,
+    /// Longest bulk string in a client request.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    pub max_bulk_len: usize,
+    /// Most arguments in one client request.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_array_len: usize,
+    /// Replies one client may have outstanding before the router stops reading from it.
+    #[arg(long, default_value_t = 1024)]
+    pub max_pending: usize,
+    /// Pass FLUSHALL/FLUSHDB to every master (refused otherwise).
+    #[arg(long)]
+    pub allow_flush: bool,
+    /// Serve /metrics and /healthz here.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+}
+
+/// Where the clusters come from.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// One cluster on one address.
+    Standalone {
+        /// Client address (port 0 picks one; see [`Running::listen_addr`]).
+        listen: SocketAddr,
+        /// Nodes to fetch the slot map from.
+        seeds: Vec<SocketAddr>,
+    },
+    /// One listener per cluster of the `redis` table.
+    Table {
+        /// The table source.
+        subscriber: SubscriberConfig,
+        /// Address the listen ports are bound on.
+        bind: IpAddr,
+    },
+}
+
+/// Everything the router needs; build it in code or from [`Args`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Standalone or table mode.
+    pub mode: Mode,
+    /// Worker threads (0: the caller's runtime).
+    pub threads: usize,
+    /// Client-side settings.
+    pub client: ClientOpts,
+    /// Backend-side settings.
+    pub cluster: ClusterOpts,
+    /// Admin HTTP address.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Config {
+    /// A standalone config with defaults, on `listen`, for `seeds`.
+    pub fn standalone(listen: SocketAddr, seeds: Vec<SocketAddr>) -> Config {
+        Config {
+            mode: Mode::Standalone { listen, seeds },
+            threads: 0,
+            client: ClientOpts::default(),
+            cluster: ClusterOpts::default(),
+            admin: None,
+        }
+    }
+}
+
+impl Args {
+    /// The config these flags describe.
+    ///
+    /// # Errors
+    /// When neither --listen nor a table source is given, or a file cannot be read.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let table_mode = !self.table.control.is_empty() || self.table.table_file.is_some();
+        let mode = match (self.listen, table_mode) {
+            (Some(listen), false) => {
+                anyhow::ensure!(!self.seed.is_empty(), "--listen needs at least one --seed");
+                Mode::Standalone {
+                    listen,
+                    seeds: self.seed,
+                }
+            }
+            (None, true) => Mode::Table {
+                subscriber: self.table.into_config()?,
+                bind: self.bind,
+            },
+            (Some(_), true) => {
+                anyhow::bail!("--listen (standalone) and --control/--table-file (table mode) exclude each other")
+            }
+            (None, false) => anyhow::bail!(
+                "give --listen ADDR --seed ADDR (standalone) or --control/--table-file (table mode)"
+            ),
+        };
+        let backend = BackendOpts {
+            user: self.backend_user,
+            password: self.backend_password,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            reply_limits: ReplyLimits::default(),
+        };
+        Ok(Config {
+            mode,
+            threads: self.threads,
+            client: ClientOpts {
+                limits: Limits {
+                    max_bulk_len: self.max_bulk_len,
+                    max_array_len: self.max_array_len,
+                    ..Limits::default()
+                },
+                max_pending: self.max_pending.max(1),
+                password: self.password,
+                allow_flush: self.allow_flush,
+                route: RouteOpts {
+                    max_redirects: self.max_redirects,
+                    retry_timeout: self.retry_timeout,
+                },
+            },
+            cluster: ClusterOpts {
+                conns_per_node: self.conns_per_node.max(1),
+                max_dedicated: self.max_dedicated.max(1),
+                refresh_interval: self.refresh_interval,
+                backend: Arc::new(backend),
+                ..ClusterOpts::default()
+            },
+            admin: self.admin,
+        })
+    }
+}
+
+/// Clusters with a bound listener, by name (table mode), shared with tests.
+pub type Bound = Arc<Mutex<HashMap<String, SocketAddr>>>;
+
+/// A started router.
+#[derive(Debug)]
+pub struct Running {
+    /// Standalone mode: the bound client address.
+    pub listen_addr: Option<SocketAddr>,
+    /// The bound admin address.
+    pub admin_addr: Option<SocketAddr>,
+    /// Table mode: each cluster's bound address (worker 0's view).
+    pub bound: Bound,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every worker to stop (after cancellation).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Starts the router and waits until it is cancelled.
+///
+/// # Errors
+/// As [`start`].
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config, cancel.clone()).await?;
+    cancel.cancelled().await;
+    running.wait().await;
+    Ok(())
+}
+
+fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+enum WorkerJob {
+    Standalone(std::net::TcpListener, Vec<SocketAddr>),
+    Table(TableWatch<RedisTable>, IpAddr),
+}
+
+/// Binds everything and starts the workers.
+///
+/// # Errors
+/// When a listener cannot be bound or a worker thread cannot start.
+pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
+    let workers = config.threads.max(1);
+    let bound: Bound = Arc::new(Mutex::new(HashMap::new()));
+    let mut jobs = Vec::new();
+    let mut listen_addr = None;
+    let mut tasks = Vec::new();
+    match &config.mode {
+        Mode::Standalone { listen, seeds } => {
+            let first = bind_std(*listen).with_context(|| format!("binding {listen}"))?;
+            let addr = first.local_addr()?;
+            listen_addr = Some(addr);
+            jobs.push(WorkerJob::Standalone(first, seeds.clone()));
+            for _ in 1..workers {
+                let l = bind_std(addr).with_context(|| format!("binding {addr}"))?;
+                jobs.push(WorkerJob::Standalone(l, seeds.clone()));
+            }
+        }
+        Mode::Table { subscriber, bind } => {
+            let (watch, handle) =
+                ocean_core::subscriber::spawn::<RedisTable>(subscriber.clone(), cancel.clone());
+            tasks.push(handle);
+            for _ in 0..workers {
+                jobs.push(WorkerJob::Table(watch.clone(), *bind));
+            }
+        }
+    }
+    let mut threads = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let config = config.clone();
+        let cancel = cancel.clone();
+        let bound = if i == 0 { Some(bound.clone()) } else { None };
+        if config.threads == 0 {
+            tasks.push(tokio::spawn(worker(config, job, bound, cancel)));
+        } else {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building a worker runtime")?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("redis-router-{i}"))
+                    .spawn(move || rt.block_on(worker(config, job, bound, cancel)))
+                    .context("starting a worker thread")?,
+            );
+        }
+    }
+    let admin_addr = match config.admin {
+        Some(addr) => {
+            let listener = ocean_core::listener::bind_tcp(addr, false)
+                .with_context(|| format!("binding --admin {addr}"))?;
+            let local = listener.local_addr()?;
+            let health = Arc::new(|| ocean_core::admin::Health {
+                status: "ok",
+                reason: None,
+            });
+            let router = ocean_core::admin::router(health, None);
+            let cancel = cancel.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = ocean_core::admin::serve(listener, router, cancel).await;
+            }));
+            Some(local)
+        }
+        None => None,
+    };
+    Ok(Running {
+        listen_addr,
+        admin_addr,
+        bound,
+        threads,
+        tasks,
+    })
+}
+
+fn new_cluster(name: &str, seeds: Vec<SocketAddr>, config: &Config) -> Shared {
+    let cluster = Cluster::new(name.to_string(), seeds, config.cluster.clone());
+    Shared {
+        cluster,
+        opts: Arc::new(config.client.clone()),
+        metrics: Arc::new(FamilyMetrics::new(name)),
+    }
+}
+
+async fn worker(config: Config, job: WorkerJob, bound: Option<Bound>, cancel: CancellationToken) {
+    match job {
+        WorkerJob::Standalone(listener, seeds) => {
+            let shared = new_cluster("standalone", seeds, &config);
+            shared.cluster.spawn_refresher(cancel.clone());
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => accept_loop(l, shared, cancel).await,
+                Err(e) => tracing::error!(error = %e, "redis-router listener"),
+            }
+        }
+        WorkerJob::Table(watch, bind) => table_worker(config, watch, bind, bound, cancel).await,
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Shared, cancel: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = client::serve(stream, shared) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+struct Served {
+    port: u16,
+    shared: Shared,
+    /// Stops the listener and the refresher; clients of a re-seeded cluster keep going.
+    stop: CancellationToken,
+}
+
+async fn table_worker(
+    config: Config,
+    mut watch: TableWatch<RedisTable>,
+    bind: IpAddr,
+    bound: Option<Bound>,
+    cancel: CancellationToken,
+) {
+    let mut served: HashMap<String, Served> = HashMap::new();
+    let mut table = tokio::select! {
+        _ = cancel.cancelled() => return,
+        t = watch.first() => t,
+    };
+    loop {
+        let Some(t) = table else { return };
+        let wanted: HashMap<&str, _> = t
+            .table
+            .clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        served.retain(|name, s| {
+            let keep = wanted
+                .get(name.as_str())
+                .is_some_and(|c| c.listen_port == s.port);
+            if !keep {
+                tracing::info!(cluster = %name, "redis-router: cluster removed");
+                s.stop.cancel();
+                if let Some(b) = &bound {
+                    if let Ok(mut b) = b.lock() {
+                        b.remove(name);
+                    }
+                }
+            }
+            keep
+        });
+        for (name, c) in &wanted {
+            if let Some(s) = served.get(*name) {
+                // Same port: only the seeds may have changed; the clients stay.
+                s.shared.cluster.set_seeds(c.nodes.clone());
+                continue;
+            }
+            let addr = SocketAddr::new(bind, c.listen_port);
+            let listener = match bind_std(addr).and_then(tokio::net::TcpListener::from_std) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(cluster = %name, %addr, error = %e, "cannot bind cluster port");
+                    continue;
+                }
+            };
+            let shared = new_cluster(name, c.nodes.clone(), &config);
+            let stop = cancel.child_token();
+            shared.cluster.spawn_refresher(stop.clone());
+            tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
+            if let Some(b) = &bound {
+                if let Ok(mut b) = b.lock() {
+                    b.insert(name.to_string(), addr);
+                }
+            }
+            tracing::info!(cluster = %name, %addr, "redis-router: cluster added");
+            served.insert(
+                name.to_string(),
+                Served {
+                    port: c.listen_port,
+                    shared,
+                    stop,
+                },
+            );
+        }
+        table = tokio::select! {
+            _ = cancel.cancelled() => return,
+            t = watch.changed() => t,
+        };
+    }
+}
+
+/// The default table-mode bind address.
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
