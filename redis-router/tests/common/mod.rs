@@ -1,6 +1,8 @@
 //! Shared helpers for the router's end-to-end tests.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
