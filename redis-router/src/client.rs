@@ -388,6 +388,8 @@ impl Session {
     }
 
     async fn forward(&mut self, req: &Request, target: Target, family: Family) {
+        let read_only =
+            command::lookup(req.name()).is_some_and(|s| s.flags.contains(Flags::READONLY));
         let bytes = self.encode(req);
         let started = Instant::now();
         let rx = route::send(&self.shared.cluster, target, &bytes, self.proto, false).await;
@@ -397,6 +399,7 @@ impl Session {
                 req: bytes,
                 target,
                 proto: self.proto,
+                read_only,
             },
             family,
             started,
@@ -515,6 +518,7 @@ impl Session {
                 req: bytes,
                 target,
                 proto: self.proto,
+                read_only: spec.flags.contains(Flags::READONLY),
             });
         }
         metrics::counter!("ocean_redis_split_subcommands_total").increment(parts.len() as u64);

@@ -52,6 +52,8 @@ pub struct Flight {
     pub target: Target,
     /// The client's protocol.
     pub proto: Protocol,
+    /// Whether it only reads, so it may be sent again after its connection broke.
+    pub read_only: bool,
 }
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -123,6 +125,7 @@ pub async fn call(
             req,
             target,
             proto,
+            read_only: false,
         },
     )
     .await
@@ -195,7 +198,10 @@ pub async fn finish(cluster: &Cluster, opts: &RouteOpts, first: JobResult, f: Fl
                 tokio::time::sleep(Duration::from_millis(25)).await;
                 (f.target, false)
             }
-            Err(e) if e.not_sent() && Instant::now() < deadline => {
+            Err(e)
+                if (e.not_sent() || (f.read_only && matches!(e, BackendError::Lost(_))))
+                    && Instant::now() < deadline =>
+            {
                 metrics::counter!("ocean_redis_retries_total").increment(1);
                 cluster.wait_refresh(Duration::from_millis(200)).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
