@@ -58,7 +58,8 @@ pub fn spawn_load(
                 let mut i: usize = w * 7919;
                 while !stop.load(Ordering::Relaxed) {
                     i = i.wrapping_add(1);
-                    let n = i % keys;
+                    // Each worker writes its own keys, so a GET sees its own SET.
+                    let n = (i % (keys / workers).max(1)) * workers + w;
                     let key = if w == 0 && !watched.is_empty() {
                         watched[i % watched.len()].clone()
                     } else {
