@@ -9,10 +9,19 @@
 //! - [`plan`]: the reconcile engine: current + desired + ownership + drain state -> the
 //!   minimal list of operations.
 //!
-//! The kernel backends (netlink, dry-run, ipvsadm-restore) and the daemon come with issue 7.
+//! - [`netlink`]: IPVS over generic netlink (hand-encoded messages over `netlink-sys`).
+//! - [`backend`]: netlink, dry-run, ipvsadm-restore (and the in-memory model for tests).
+//! - [`reconcile`]: one read-plan-apply-verify round with ownership memory and metrics.
+//! - [`daemon`]: `Args`, `Config`, `start`/`run`, `--once`.
 
+pub mod backend;
+pub mod daemon;
 pub mod model;
+pub mod netlink;
 pub mod plan;
+pub mod reconcile;
+
+pub use daemon::{run, run_once, start, Args, Config, Running};
 
 #[cfg(test)]
 mod tests;

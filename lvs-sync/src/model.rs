@@ -463,6 +463,9 @@ pub enum IpvsError {
     NoDest(ServiceKey, DestKey),
     #[error("invalid argument for {0}: {1} (EINVAL)")]
     Invalid(ServiceKey, &'static str),
+    /// Any other failure of a real backend (socket error, another errno), described.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// The kernel's IPVS table, in memory, with the kernel's semantics: adding what exists is

@@ -342,10 +342,26 @@ pub struct ApplyReport {
     pub errors: Vec<(Op, IpvsError)>,
 }
 
-/// Applies `plan` to `ipvs` idempotently, as the kernel backend will: EEXIST on an add is
-/// retried as an edit, ENOENT/ESRCH on an edit as an add, ESRCH/ENOENT on a delete is done.
+/// Something that applies operations with the kernel's error semantics: the in-memory model,
+/// the netlink backend, the printing backends.
+pub trait IpvsWrite {
+    /// Applies one operation.
+    ///
+    /// # Errors
+    /// The kernel's answer (EEXIST, ESRCH, ENOENT as their [`IpvsError`] variants).
+    fn apply(&mut self, op: &Op) -> Result<(), IpvsError>;
+}
+
+impl IpvsWrite for InMemoryIpvs {
+    fn apply(&mut self, op: &Op) -> Result<(), IpvsError> {
+        InMemoryIpvs::apply(self, op)
+    }
+}
+
+/// Applies `plan` to `ipvs` idempotently: EEXIST on an add is retried as an edit,
+/// ENOENT/ESRCH on an edit as an add, ESRCH/ENOENT on a delete is done.
 /// Never stops at an error: every op is tried, failures are reported.
-pub fn apply_plan(ipvs: &mut InMemoryIpvs, plan: &Plan) -> ApplyReport {
+pub fn apply_plan<W: IpvsWrite + ?Sized>(ipvs: &mut W, plan: &Plan) -> ApplyReport {
     let mut report = ApplyReport::default();
     for op in &plan.ops {
         let fallback = match ipvs.apply(op) {

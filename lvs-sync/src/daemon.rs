@@ -1,0 +1,337 @@
+//! `ocean lvs-sync`: flags, config, and the loop that reconciles on every new table and
+//! every `--resync`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use ocean_core::subscriber::{self, SubscriberArgs, SubscriberConfig};
+use ocean_core::table::lvs::LvsTable;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{Backend, BackendKind, Output};
+use crate::model::Cidr;
+use crate::plan::PlanConfig;
+use crate::reconcile::{Reason, ReconcileReport, Reconciler};
+
+/// `ocean lvs-sync` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub table: SubscriberArgs,
+    /// Where changes go: the kernel (`netlink`), or printed as `ipvsadm` commands
+    /// (`dry-run`, reads nothing) or as `ipvsadm-restore` input.
+    #[arg(long, value_enum, default_value = "netlink")]
+    pub backend: BackendKind,
+    /// This director's VIPs (CIDR, repeatable); services outside are refused. Default: all.
+    #[arg(long = "vip", value_name = "CIDR")]
+    pub vips: Vec<Cidr>,
+    /// File that records the services this daemon created, so a later run may change or
+    /// delete them; services neither desired nor recorded are never touched.
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+    /// How long a leaving real server stays at weight 0 before it is deleted (sooner when
+    /// its connections reach 0; at once for UDP).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// Period of the full reconcile that repairs drift.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resync: Duration,
+    /// The most services + real servers one reconcile may remove without --force.
+    #[arg(long, default_value_t = 100)]
+    pub max_delete: usize,
+    /// Remove past --max-delete, and remove everything ours when the table is empty.
+    #[arg(long)]
+    pub force: bool,
+    /// Reconcile once, verify by reading back, and exit: 0 when the table converged.
+    #[arg(long)]
+    pub once: bool,
+    /// Serve /metrics and /healthz on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+}
+
+/// Everything `ocean lvs-sync` runs with; buildable in code by tests and `ocean up`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub subscriber: SubscriberConfig,
+    pub backend: BackendKind,
+    /// Where the printing backends write (stdout by default).
+    pub output: Output,
+    pub vips: Vec<Cidr>,
+    pub state_file: Option<PathBuf>,
+    pub plan: PlanConfig,
+    pub resync: Duration,
+    pub once: bool,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Config {
+    /// A config for `backend` with the defaults of the flags and no table source.
+    pub fn new(backend: BackendKind) -> Self {
+        Config {
+            subscriber: SubscriberConfig::default(),
+            backend,
+            output: Output::Stdout,
+            vips: Vec::new(),
+            state_file: None,
+            plan: PlanConfig::default(),
+            resync: Duration::from_secs(30),
+            once: false,
+            admin: None,
+        }
+    }
+}
+
+impl Args {
+    /// The config these flags describe.
+    ///
+    /// # Errors
+    /// Bad table-source flags, a zero `--resync`.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        anyhow::ensure!(!self.resync.is_zero(), "--resync must be over 0");
+        Ok(Config {
+            subscriber: self.table.into_config()?,
+            backend: self.backend,
+            output: Output::Stdout,
+            vips: self.vips,
+            state_file: self.state_file,
+            plan: PlanConfig {
+                drain: self.drain,
+                max_delete: self.max_delete,
+                force: self.force,
+            },
+            resync: self.resync,
+            once: self.once,
+            admin: self.admin,
+        })
+    }
+}
+
+/// A running `ocean lvs-sync`.
+pub struct Running {
+    /// The admin address, when `--admin` was given (port 0 resolved).
+    pub admin_addr: Option<SocketAddr>,
+    /// The last reconcile's report.
+    pub last: Arc<Mutex<Option<ReconcileReport>>>,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Waits for every task to stop (after cancellation).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+    }
+}
+
+fn open_reconciler(config: &Config) -> anyhow::Result<Reconciler> {
+    let backend =
+        Backend::open(config.backend, config.output.clone()).context("opening the IPVS backend")?;
+    Reconciler::new(
+        backend,
+        config.vips.clone(),
+        config.plan.clone(),
+        config.state_file.clone(),
+    )
+}
+
+/// Runs one reconcile on a blocking thread (netlink calls block) and hands the reconciler
+/// back.
+async fn reconcile_blocking(
+    mut r: Reconciler,
+    table: Arc<LvsTable>,
+    reason: Reason,
+) -> anyhow::Result<(Reconciler, anyhow::Result<ReconcileReport>)> {
+    tokio::task::spawn_blocking(move || {
+        let rep = r.reconcile(&table, reason).map_err(anyhow::Error::from);
+        (r, rep)
+    })
+    .await
+    .context("reconcile task")
+}
+
+/// Starts the daemon: the table subscriber, the reconcile loop and the admin server.
+///
+/// # Errors
+/// The backend cannot be opened, the state file is unreadable, the admin address cannot be
+/// bound.
+pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
+    ocean_core::metrics::handle();
+    let tracker = TaskTracker::new();
+    let reconciler = tokio::task::spawn_blocking({
+        let c = config.clone();
+        move || open_reconciler(&c)
+    })
+    .await
+    .context("opening the backend")??;
+    let (mut watch, sub_task) =
+        subscriber::spawn::<LvsTable>(config.subscriber.clone(), cancel.clone());
+    tracker.spawn(async move {
+        let _ = sub_task.await;
+    });
+    let last: Arc<Mutex<Option<ReconcileReport>>> = Arc::new(Mutex::new(None));
+
+    let admin_addr = match config.admin {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --admin {addr}"))?;
+            let bound = listener.local_addr()?;
+            let health_last = last.clone();
+            let health = Arc::new(move || {
+                let rep = health_last.lock().ok().and_then(|l| l.clone());
+                match rep {
+                    None => ocean_core::admin::Health {
+                        status: "starting",
+                        reason: Some("no reconcile yet".into()),
+                    },
+                    Some(r) if r.converged() => ocean_core::admin::Health {
+                        status: "ok",
+                        reason: None,
+                    },
+                    Some(r) => ocean_core::admin::Health {
+                        status: "stale",
+                        reason: Some(format!(
+                            "last reconcile: {} errors, {} changes missing",
+                            r.errors.len(),
+                            r.unconverged.len()
+                        )),
+                    },
+                }
+            });
+            let router = ocean_core::admin::router(health, None);
+            let c = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = ocean_core::admin::serve(listener, router, c).await {
+                    tracing::error!(error = %e, "admin server failed");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let resync = config.resync;
+    let loop_last = last.clone();
+    tracker.spawn(async move {
+        let mut reconciler = Some(reconciler);
+        let mut table: Option<Arc<LvsTable>> = None;
+        let mut tick = tokio::time::interval(resync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        loop {
+            let reason = tokio::select! {
+                _ = cancel.cancelled() => break,
+                t = watch.changed() => match t {
+                    Some(v) => {
+                        table = Some(Arc::new(v.table.clone()));
+                        tick.reset();
+                        Reason::Table
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => Reason::Resync,
+            };
+            let (Some(t), Some(r)) = (table.clone(), reconciler.take()) else {
+                continue;
+            };
+            match reconcile_blocking(r, t, reason).await {
+                Ok((r, rep)) => {
+                    reconciler = Some(r);
+                    match rep {
+                        Ok(rep) => {
+                            if let Ok(mut l) = loop_last.lock() {
+                                *l = Some(rep);
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile failed"),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reconcile task died");
+                    break;
+                }
+            }
+        }
+    });
+    tracker.close();
+    Ok(Running {
+        admin_addr,
+        last,
+        tracker,
+    })
+}
+
+/// Reads the table for `--once`: a `--table-file` directly (so one bad entry is refused on
+/// its own, not the whole table), else the first table the subscriber accepts.
+async fn once_table(config: &Config, cancel: &CancellationToken) -> anyhow::Result<LvsTable> {
+    if let Some(f) = &config.subscriber.table_file {
+        let body = tokio::fs::read(f)
+            .await
+            .with_context(|| format!("reading --table-file {}", f.display()))?;
+        return serde_json::from_slice(&body)
+            .with_context(|| format!("--table-file {}: not an lvs table", f.display()));
+    }
+    let child = cancel.child_token();
+    let (mut watch, task) = subscriber::spawn::<LvsTable>(config.subscriber.clone(), child.clone());
+    let first = tokio::time::timeout(
+        config.subscriber.wait + Duration::from_secs(30),
+        watch.first(),
+    )
+    .await;
+    child.cancel();
+    let _ = task.await;
+    match first {
+        Ok(Some(v)) => Ok(v.table.clone()),
+        Ok(None) => anyhow::bail!("the table subscriber stopped before a table arrived"),
+        Err(_) => anyhow::bail!("no lvs table arrived from the table source"),
+    }
+}
+
+/// `--once`: reconciles one table and returns the report; an error when the table did not
+/// converge.
+///
+/// # Errors
+/// No table, backend errors, a refused plan, failed writes, a failed verification.
+pub async fn run_once(
+    config: Config,
+    cancel: CancellationToken,
+) -> anyhow::Result<ReconcileReport> {
+    let table = Arc::new(once_table(&config, &cancel).await?);
+    let reconciler = tokio::task::spawn_blocking({
+        let c = config.clone();
+        move || open_reconciler(&c)
+    })
+    .await
+    .context("opening the backend")??;
+    let (_, rep) = reconcile_blocking(reconciler, table, Reason::Table).await?;
+    let rep = rep?;
+    anyhow::ensure!(
+        rep.errors.is_empty(),
+        "{} IPVS changes failed: {}",
+        rep.errors.len(),
+        rep.errors.join("; ")
+    );
+    anyhow::ensure!(
+        rep.unconverged.is_empty(),
+        "the IPVS table did not converge; still needed: {}",
+        rep.unconverged.join("; ")
+    );
+    Ok(rep)
+}
+
+/// Runs `ocean lvs-sync` until `cancel` fires (or, with `once`, one reconcile).
+///
+/// # Errors
+/// See [`start`] and [`run_once`].
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    if config.once {
+        run_once(config, cancel).await.map(|_| ())
+    } else {
+        start(config, cancel).await?.wait().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,587 @@
+//! One reconcile: read the table, plan, apply idempotently, read back and verify; with the
+//! ownership memory (the state file), the drain state, logs and metrics around it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ocean_core::table::lvs::LvsTable;
+
+use crate::backend::{Backend, ReadError};
+use crate::model::{desired_from_table, Cidr, Ipvs, IpvsError, Refusal, ServiceKey};
+use crate::plan::{apply_plan, plan, DrainState, IpvsWrite, Op, OwnedSet, PlanConfig, PlanError};
+
+/// Why a reconcile runs (drift is only counted on resyncs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A new table arrived.
+    Table,
+    /// The periodic `--resync`.
+    Resync,
+}
+
+/// What one reconcile did.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileReport {
+    /// Operations planned.
+    pub planned: usize,
+    /// Writes sent to the backend (an add retried as an edit counts twice).
+    pub writes: usize,
+    /// Table entries refused (the rest was applied).
+    pub refusals: Vec<Refusal>,
+    /// Operations that failed even after their idempotent retry.
+    pub errors: Vec<String>,
+    /// Operations still needed after the read-back (empty when the table converged).
+    pub unconverged: Vec<String>,
+    /// Operations that repaired drift (on a resync).
+    pub drift_repaired: usize,
+    /// Owned services and their destinations after the reconcile.
+    pub services: usize,
+    pub destinations: usize,
+    pub duration: Duration,
+}
+
+impl ReconcileReport {
+    /// Whether the owned part of the kernel's table now equals the desired state.
+    pub fn converged(&self) -> bool {
+        self.errors.is_empty() && self.unconverged.is_empty()
+    }
+}
+
+/// A reconcile that could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reading the IPVS table: {0}")]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Refused(#[from] PlanError),
+    #[error("state file: {0:#}")]
+    State(anyhow::Error),
+}
+
+/// Counts writes and logs each kernel change as an ipvsadm-style line.
+struct Counting<'a> {
+    inner: &'a mut Backend,
+    writes: usize,
+    log: bool,
+}
+
+impl IpvsWrite for Counting<'_> {
+    fn apply(&mut self, op: &Op) -> Result<(), IpvsError> {
+        self.writes += 1;
+        let r = self.inner.apply(op);
+        match &r {
+            Ok(()) if self.log => tracing::info!(change = %format!("ipvsadm {op}"), "ipvs"),
+            Ok(()) => {}
+            Err(e) => tracing::debug!(op = %op, error = %e, "ipvs write answered"),
+        }
+        r
+    }
+}
+
+/// The reconcile engine with its memory: owned services and draining real servers.
+#[derive(Debug)]
+pub struct Reconciler {
+    backend: Backend,
+    vips: Vec<Cidr>,
+    plan_config: PlanConfig,
+    state_file: Option<PathBuf>,
+    owned: OwnedSet,
+    drain: DrainState,
+    clock: Instant,
+    last_table: Option<LvsTable>,
+}
+
+impl Reconciler {
+    /// A reconciler over `backend`; loads the owned services from `state_file` if it exists.
+    ///
+    /// # Errors
+    /// An unreadable or malformed state file.
+    pub fn new(
+        backend: Backend,
+        vips: Vec<Cidr>,
+        plan_config: PlanConfig,
+        state_file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let owned = match &state_file {
+            Some(p) => load_state(p)?,
+            None => OwnedSet::new(),
+        };
+        Ok(Reconciler {
+            backend,
+            vips,
+            plan_config,
+            state_file,
+            owned,
+            drain: DrainState::default(),
+            clock: Instant::now(),
+            last_table: None,
+        })
+    }
+
+    /// The services this reconciler owns.
+    pub fn owned(&self) -> &OwnedSet {
+        &self.owned
+    }
+
+    /// The backend (tests read the in-memory table through it).
+    pub fn backend_mut(&mut self) -> &mut Backend {
+        &mut self.backend
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn save(&self, owned: &OwnedSet) -> Result<(), ReconcileError> {
+        match &self.state_file {
+            Some(p) => save_state(p, owned).map_err(ReconcileError::State),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads, plans, applies, reads back and verifies. Logs and counts metrics.
+    ///
+    /// # Errors
+    /// A failed read, a plan refused by `--max-delete` or the empty-table guard, or a state
+    /// file that cannot be written; failed writes are reported in the result instead.
+    pub fn reconcile(
+        &mut self,
+        table: &LvsTable,
+        reason: Reason,
+    ) -> Result<ReconcileReport, ReconcileError> {
+        let started = Instant::now();
+        let r = self.reconcile_inner(table, reason, started);
+        metrics::histogram!("ocean_lvs_reconcile_seconds").record(started.elapsed().as_secs_f64());
+        match &r {
+            Ok(rep) => {
+                metrics::gauge!("ocean_lvs_services").set(rep.services as f64);
+                metrics::gauge!("ocean_lvs_destinations").set(rep.destinations as f64);
+                metrics::gauge!("ocean_lvs_refused_entries").set(rep.refusals.len() as f64);
+                metrics::counter!("ocean_lvs_writes_total").increment(rep.writes as u64);
+                metrics::counter!("ocean_lvs_drift_repaired_total")
+                    .increment(rep.drift_repaired as u64);
+                if !rep.errors.is_empty() {
+                    metrics::counter!("ocean_lvs_errors_total", "stage" => "apply")
+                        .increment(rep.errors.len() as u64);
+                }
+                if !rep.unconverged.is_empty() {
+                    metrics::counter!("ocean_lvs_errors_total", "stage" => "verify").increment(1);
+                }
+            }
+            Err(e) => {
+                let stage = match e {
+                    ReconcileError::Read(_) => "read",
+                    ReconcileError::Refused(_) => "plan",
+                    ReconcileError::State(_) => "state",
+                };
+                metrics::counter!("ocean_lvs_errors_total", "stage" => stage).increment(1);
+            }
+        }
+        r
+    }
+
+    fn reconcile_inner(
+        &mut self,
+        table: &LvsTable,
+        reason: Reason,
+        started: Instant,
+    ) -> Result<ReconcileReport, ReconcileError> {
+        let current = self.backend.read()?;
+        let (desired, refusals) = desired_from_table(table, &self.vips);
+        for r in &refusals {
+            tracing::warn!(entry = %r.entry, reason = %r.reason, "lvs table entry refused");
+        }
+        let draining_before: BTreeSet<(ServiceKey, std::net::SocketAddr)> = current
+            .iter()
+            .flat_map(|(k, e)| e.dests.keys().map(move |a| (*k, *a)))
+            .filter(|(k, a)| self.drain.since_ms(k, a).is_some())
+            .collect();
+        let now = self.now_ms();
+        let mut drain = self.drain.clone();
+        let p = plan(
+            &current,
+            &desired,
+            &self.owned,
+            &mut drain,
+            now,
+            &self.plan_config,
+        )?;
+
+        // Remember new services as ours before creating them, so a crash in between never
+        // leaves an owned service that a restart would take for foreign.
+        let mut before: OwnedSet = self.owned.clone();
+        before.extend(p.owned.iter().copied());
+        if before != self.owned {
+            self.save(&before)?;
+        }
+        self.drain = drain;
+
+        let log = self.backend.is_kernel();
+        let mut counting = Counting {
+            inner: &mut self.backend,
+            writes: 0,
+            log,
+        };
+        let applied = apply_plan(&mut counting, &p);
+        let writes = counting.writes;
+        for op in &p.ops {
+            metrics::counter!("ocean_lvs_operations_total", "kind" => op.kind()).increment(1);
+        }
+        let errors: Vec<String> = applied
+            .errors
+            .iter()
+            .map(|(op, e)| format!("ipvsadm {op}: {e}"))
+            .collect();
+        for e in &errors {
+            tracing::error!(error = %e, "ipvs change failed");
+        }
+
+        let drift_repaired = if reason == Reason::Resync && self.last_table.as_ref() == Some(table)
+        {
+            p.ops
+                .iter()
+                .filter(|op| match op {
+                    Op::DelDest(k, a) => !draining_before.contains(&(*k, *a)),
+                    _ => true,
+                })
+                .count()
+        } else {
+            0
+        };
+        if drift_repaired > 0 {
+            tracing::warn!(
+                ops = drift_repaired,
+                "repaired drift in the kernel's IPVS table"
+            );
+        }
+
+        // Read back and verify: planning again must find nothing left to do but the end of
+        // drains whose connections closed meanwhile.
+        let back = self.backend.read()?;
+        let mut verify_drain = self.drain.clone();
+        let force = PlanConfig {
+            force: true,
+            ..self.plan_config.clone()
+        };
+        let mut owned_after = p.owned.clone();
+        owned_after.extend(self.owned.iter().filter(|k| back.contains_key(k)).copied());
+        let unconverged: Vec<String> = match plan(
+            &back,
+            &desired,
+            &owned_after,
+            &mut verify_drain,
+            now,
+            &force,
+        ) {
+            Ok(again) => again
+                .ops
+                .iter()
+                .filter(|op| match op {
+                    Op::DelDest(k, a) => self.drain.since_ms(k, a).is_none(),
+                    _ => true,
+                })
+                .map(|op| format!("ipvsadm {op}"))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        for u in &unconverged {
+            tracing::error!(missing = %u, "IPVS table did not converge");
+        }
+        if owned_after != self.owned {
+            self.save(&owned_after)?;
+            self.owned = owned_after;
+        }
+        self.last_table = Some(table.clone());
+
+        let (services, destinations) = count_owned(&back, &self.owned);
+        let report = ReconcileReport {
+            planned: p.ops.len(),
+            writes,
+            refusals,
+            errors,
+            unconverged,
+            drift_repaired,
+            services,
+            destinations,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            backend = self.backend.name(),
+            planned = report.planned,
+            writes = report.writes,
+            services,
+            destinations,
+            draining = self.drain.len(),
+            ms = report.duration.as_millis() as u64,
+            "reconciled"
+        );
+        Ok(report)
+    }
+}
+
+fn count_owned(table: &Ipvs, owned: &OwnedSet) -> (usize, usize) {
+    let mut s = 0;
+    let mut d = 0;
+    for (k, e) in table {
+        if owned.contains(k) {
+            s += 1;
+            d += e.dests.len();
+        }
+    }
+    (s, d)
+}
+
+/// Parses one state-file line, a service as ipvsadm spells it: `-t 10.0.0.1:80`,
+/// `-u [2001:db8::1]:53`, `-f 7`, `-f 7 -6`.
+pub fn parse_service_key(line: &str) -> Option<ServiceKey> {
+    let mut it = line.split_whitespace();
+    let flag = it.next()?;
+    let value = it.next()?;
+    let extra = it.next();
+    if it.next().is_some() {
+        return None;
+    }
+    match (flag, extra) {
+        ("-t", None) => value.parse().ok().map(ServiceKey::tcp),
+        ("-u", None) => value.parse().ok().map(ServiceKey::udp),
+        ("-f", None) => value
+            .parse()
+            .ok()
+            .map(|mark| ServiceKey::Fwmark { mark, ipv6: false }),
+        ("-f", Some("-6")) => value
+            .parse()
+            .ok()
+            .map(|mark| ServiceKey::Fwmark { mark, ipv6: true }),
+        _ => None,
+    }
+}
+
+/// Reads the owned services from the state file (absent: none).
+///
+/// # Errors
+/// An unreadable file or a line that is not a service.
+pub fn load_state(path: &Path) -> anyhow::Result<OwnedSet> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OwnedSet::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut owned = OwnedSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = parse_service_key(line)
+            .with_context(|| format!("{}:{}: not a service: {line:?}", path.display(), i + 1))?;
+        owned.insert(key);
+    }
+    Ok(owned)
+}
+
+/// Writes the owned services atomically (temporary file + rename).
+///
+/// # Errors
+/// I/O errors.
+pub fn save_state(path: &Path, owned: &OwnedSet) -> anyhow::Result<()> {
+    let mut text = String::from("# services ocean lvs-sync created and may change or delete\n");
+    for k in owned {
+        text.push_str(&k.to_string());
+        text.push('\n');
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use ocean_core::table::lvs::{Forward, Protocol, RealServer, VirtualService};
+
+    use super::*;
+    use crate::backend::Output;
+    use crate::model::{InMemoryIpvs, Service, ServiceEntry};
+
+    fn vs(vip: &str, port: u16, reals: &[(&str, u32)]) -> VirtualService {
+        VirtualService {
+            vip: vip.parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+            scheduler: "wrr".into(),
+            persistence_s: None,
+            reals: reals
+                .iter()
+                .map(|(ip, w)| RealServer {
+                    ip: ip.parse().unwrap(),
+                    port,
+                    weight: *w,
+                    forward: Forward::Dr,
+                })
+                .collect(),
+        }
+    }
+
+    fn foreign() -> (ServiceKey, ServiceEntry) {
+        let key = ServiceKey::tcp("192.168.50.1:443".parse().unwrap());
+        let mut e = ServiceEntry {
+            service: Service::new(key, "lc"),
+            dests: Default::default(),
+        };
+        let a = "192.168.60.1:443".parse().unwrap();
+        e.dests
+            .insert(a, crate::model::Dest::new(a, 5, Forward::Nat));
+        (key, e)
+    }
+
+    #[test]
+    fn a_second_reconcile_with_nothing_changed_makes_zero_writes_and_foreign_stays() {
+        let (fk, fe) = foreign();
+        let mut start = Ipvs::new();
+        start.insert(fk, fe.clone());
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::from_services(start)));
+        let dir = std::env::temp_dir().join(format!("lvs-sync-state-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let state = dir.join("owned");
+        let _ = std::fs::remove_file(&state);
+        let mut r = Reconciler::new(
+            Backend::Memory(mem.clone()),
+            vec![],
+            PlanConfig::default(),
+            Some(state.clone()),
+        )
+        .unwrap();
+        let table = LvsTable {
+            services: vec![
+                vs("10.0.0.1", 80, &[("10.1.0.1", 1), ("10.1.0.2", 2)]),
+                vs("10.0.0.2", 53, &[("10.1.0.3", 1)]),
+            ],
+        };
+        let first = r.reconcile(&table, Reason::Table).unwrap();
+        assert!(first.converged(), "{first:?}");
+        assert_eq!(first.writes, 5);
+        assert_eq!((first.services, first.destinations), (2, 3));
+        let second = r.reconcile(&table, Reason::Resync).unwrap();
+        assert_eq!(second.writes, 0, "{second:?}");
+        assert_eq!(second.drift_repaired, 0);
+        assert_eq!(mem.lock().unwrap().services().get(&fk), Some(&fe));
+
+        // The state file remembers both services; a new reconciler deletes one that left.
+        let owned = load_state(&state).unwrap();
+        assert_eq!(owned.len(), 2);
+        let mut r2 = Reconciler::new(
+            Backend::Memory(mem.clone()),
+            vec![],
+            PlanConfig::default(),
+            Some(state.clone()),
+        )
+        .unwrap();
+        let smaller = LvsTable {
+            services: vec![table.services[0].clone()],
+        };
+        let rep = r2.reconcile(&smaller, Reason::Table).unwrap();
+        assert!(rep.converged());
+        assert_eq!(rep.writes, 1);
+        assert_eq!(load_state(&state).unwrap().len(), 1);
+        assert_eq!(mem.lock().unwrap().services().len(), 2);
+        assert_eq!(mem.lock().unwrap().services().get(&fk), Some(&fe));
+
+        // Drift: someone changes a weight behind our back; the resync repairs it.
+        let key = ServiceKey::tcp("10.0.0.1:80".parse().unwrap());
+        let mut d = crate::model::Dest::new("10.1.0.1:80".parse().unwrap(), 9, Forward::Dr);
+        mem.lock()
+            .unwrap()
+            .apply(&Op::EditDest(key, d.clone()))
+            .unwrap();
+        let rep = r2.reconcile(&smaller, Reason::Resync).unwrap();
+        assert_eq!((rep.writes, rep.drift_repaired), (1, 1));
+        d.weight = 1;
+        assert!(mem.lock().unwrap().services()[&key].dests[&d.addr].same_config(&d));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dry_run_prints_ipvsadm_commands_from_an_empty_table_then_only_changes() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let backend = Backend::open(
+            crate::backend::BackendKind::DryRun,
+            Output::Buffer(buf.clone()),
+        )
+        .unwrap();
+        let mut r = Reconciler::new(backend, vec![], PlanConfig::default(), None).unwrap();
+        let t1 = LvsTable {
+            services: vec![vs("10.0.0.1", 80, &[("10.1.0.1", 1)])],
+        };
+        r.reconcile(&t1, Reason::Table).unwrap();
+        let t2 = LvsTable {
+            services: vec![vs("10.0.0.1", 80, &[("10.1.0.1", 4)])],
+        };
+        r.reconcile(&t2, Reason::Table).unwrap();
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "ipvsadm -A -t 10.0.0.1:80 -s wrr\n\
+             ipvsadm -a -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 1\n\
+             ipvsadm -e -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 4\n"
+        );
+    }
+
+    #[test]
+    fn ipvsadm_restore_output_is_restore_lines() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let backend = Backend::open(
+            crate::backend::BackendKind::IpvsadmRestore,
+            Output::Buffer(buf.clone()),
+        )
+        .unwrap();
+        let mut r = Reconciler::new(backend, vec![], PlanConfig::default(), None).unwrap();
+        let t1 = LvsTable {
+            services: vec![vs("10.0.0.1", 80, &[("10.1.0.1", 1)])],
+        };
+        r.reconcile(&t1, Reason::Table).unwrap();
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 1\n"
+        );
+    }
+
+    #[test]
+    fn a_plan_over_max_delete_is_refused_and_nothing_is_written() {
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
+        let config = PlanConfig {
+            max_delete: 1,
+            ..PlanConfig::default()
+        };
+        let mut r = Reconciler::new(Backend::Memory(mem.clone()), vec![], config, None).unwrap();
+        let t1 = LvsTable {
+            services: vec![
+                vs("10.0.0.1", 80, &[("10.1.0.1", 1)]),
+                vs("10.0.0.2", 80, &[("10.1.0.1", 1)]),
+            ],
+        };
+        r.reconcile(&t1, Reason::Table).unwrap();
+        let before = mem.lock().unwrap().clone();
+        let t2 = LvsTable {
+            services: vec![vs("10.0.0.3", 80, &[])],
+        };
+        let err = r.reconcile(&t2, Reason::Table).unwrap_err();
+        assert!(err.to_string().contains("--max-delete"), "{err}");
+        assert_eq!(*mem.lock().unwrap(), before);
+    }
+
+    #[test]
+    fn state_file_lines_round_trip() {
+        for line in ["-t 10.0.0.1:80", "-u [2001:db8::1]:53", "-f 7", "-f 7 -6"] {
+            let k = parse_service_key(line).unwrap();
+            assert_eq!(k.to_string(), line);
+        }
+        for bad in ["", "-t", "-x 1.2.3.4:80", "-t 1.2.3.4", "-f x", "-f 7 -6 z"] {
+            assert!(parse_service_key(bad).is_none(), "{bad}");
+        }
+    }
+}
