@@ -72,7 +72,11 @@ impl IpvsWrite for Counting<'_> {
         self.writes += 1;
         let r = self.inner.apply(op);
         match &r {
-            Ok(()) if self.log => tracing::info!(change = %format!("ipvsadm {op}"), "ipvs"),
+            Ok(()) if self.log => tracing::info!(
+                target: "ocean_lvs_sync::change",
+                change = %format!("ipvsadm {op}"),
+                "ipvs"
+            ),
             Ok(()) => {}
             Err(e) => tracing::debug!(op = %op, error = %e, "ipvs write answered"),
         }

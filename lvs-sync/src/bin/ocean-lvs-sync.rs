@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
     let cli = Cli::parse();
     match real_main(cli) {
