@@ -330,3 +330,52 @@ fn errors_and_acks_parse_and_garbage_does_not_panic() {
     }
     assert!(messages(&hex("ff 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00")).is_err());
 }
+
+/// Real replies, captured from Debian's 6.1 kernel in the qemu test
+/// (`ocean-lvs-sync --dump-netlink-hex` after table 1 of `tests/kernel.rs`): a GET_SERVICE
+/// dump (one datagram of five NLM_F_MULTI messages, then NLMSG_DONE in its own datagram)
+/// and the GET_DEST dump of 10.0.0.1:80.
+#[test]
+fn real_get_replies_from_a_linux_6_1_kernel_parse() {
+    let text = include_str!("testdata/linux-6.1-get-dumps.hex");
+    let datagrams: Vec<Vec<u8>> = text.lines().map(hex).collect();
+    assert_eq!(datagrams.len(), 4);
+    let mut services = Vec::new();
+    let mut dests = Vec::new();
+    let mut dones = 0;
+    for d in &datagrams {
+        for m in messages(d).unwrap() {
+            match m.kind {
+                NLMSG_DONE => dones += 1,
+                _ => {
+                    assert_eq!(m.flags & NLM_F_MULTI, NLM_F_MULTI);
+                    let cmd = m.payload[0];
+                    if cmd == IPVS_CMD_NEW_SERVICE {
+                        services.push(parse_service(m.payload).unwrap().unwrap());
+                    } else {
+                        assert_eq!(cmd, IPVS_CMD_NEW_DEST);
+                        dests.push(parse_dest(m.payload, false).unwrap().unwrap());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(dones, 2);
+    services.sort_by_key(|s| s.key);
+    let mut persistent = Service::new(ServiceKey::tcp(sa("10.0.0.2:8080")), "rr");
+    persistent.persistence_s = Some(600);
+    let want = vec![
+        Service::new(ServiceKey::tcp(sa("10.0.0.1:80")), "wrr"),
+        persistent,
+        Service::new(ServiceKey::tcp(sa("192.168.50.1:443")), "lc"),
+        Service::new(ServiceKey::tcp(sa("[2001:db8::1]:443")), "rr"),
+        Service::new(ServiceKey::udp(sa("10.0.0.3:53")), "sh"),
+    ];
+    assert_eq!(services, want);
+    dests.sort_by_key(|d| d.addr);
+    let want: Vec<Dest> = [("10.1.0.1:80", 1), ("10.1.0.2:80", 2), ("10.1.0.3:80", 3)]
+        .iter()
+        .map(|(a, w)| Dest::new(sa(a), *w, Forward::Dr))
+        .collect();
+    assert_eq!(dests, want);
+}
