@@ -226,7 +226,8 @@ fn table1() -> Vec<u8> {
             None,
             vec![real("2001:db8::10", 443, 1, "dr")]
         ),
-        // outside --vip: refused, the rest applied
+        // bad entries, each refused on its own, the rest applied:
+        // outside --vip
         svc(
             "172.16.0.1",
             80,
@@ -234,6 +235,53 @@ fn table1() -> Vec<u8> {
             "rr",
             None,
             vec![real("10.1.0.9", 80, 1, "dr")]
+        ),
+        // a duplicate service
+        svc(
+            "10.0.0.5",
+            80,
+            "tcp",
+            "rr",
+            None,
+            vec![real("10.1.0.9", 80, 1, "dr")]
+        ),
+        svc(
+            "10.0.0.5",
+            80,
+            "tcp",
+            "wrr",
+            None,
+            vec![real("10.1.0.9", 80, 2, "dr")]
+        ),
+        // an unknown scheduler
+        svc(
+            "10.0.0.6",
+            80,
+            "tcp",
+            "fastest",
+            None,
+            vec![real("10.1.0.9", 80, 1, "dr")]
+        ),
+        // port 0
+        svc(
+            "10.0.0.7",
+            0,
+            "tcp",
+            "rr",
+            None,
+            vec![real("10.1.0.9", 80, 1, "dr")]
+        ),
+        // a weight over the kernel's limit (the service itself is applied)
+        svc(
+            "10.0.0.8",
+            80,
+            "tcp",
+            "rr",
+            None,
+            vec![
+                real("10.1.0.8", 80, 70000, "dr"),
+                real("10.1.0.9", 80, 1, "dr"),
+            ]
         ),
     ]))
 }
@@ -317,6 +365,13 @@ $S --table-file /t2.json 2>&1; echo "===RC3 $?"
 echo "===BEGIN2"; ipvsadm -Ln; echo "===END2"
 $S --table-file /t2.json 2>&1; echo "===RC4 $?"
 echo "===BEGIN3"; ipvsadm -Ln; echo "===END3"
+# the daemon: the drain of 10.1.0.3 ends after --drain even with connections open
+D="/lvs-sync --backend netlink --state-file /tmp/owned --vip 10.0.0.0/24 --vip 2001:db8::/32"
+$D --drain 2s --resync 1s --table-file /t2.json 2>&1 &
+pid=$!
+sleep 8
+kill $pid; wait $pid; echo "===RCD $?"
+echo "===BEGIN4"; ipvsadm -Ln; echo "===END4"
 # the 1,100 change lines would slow the serial console more than the kernel
 export RUST_LOG=info,ocean_lvs_sync::change=warn
 SC="/lvs-sync --once --backend netlink --state-file /tmp/scale-owned --max-delete 100000"
@@ -487,10 +542,16 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
 
     // 1. table 1 applied, one entry refused, the foreign service as it was
     assert!(out.contains("===RC1 0"), "first --once failed:\n{out_msg}");
-    assert!(
-        out.contains("VIP 172.16.0.1 is outside this director's --vip ranges"),
-        "the refusal is not logged:\n{out_msg}"
-    );
+    for refusal in [
+        "services[4] (172.16.0.1:80/tcp) reason=VIP 172.16.0.1 is outside this director's --vip ranges",
+        "services[5] (10.0.0.5:80/tcp) reason=duplicate virtual service (listed 2 times)",
+        "services[6] (10.0.0.5:80/tcp) reason=duplicate virtual service (listed 2 times)",
+        "services[7] (10.0.0.6:80/tcp) reason=unknown scheduler \"fastest\"",
+        "services[8] (10.0.0.7:0/tcp) reason=port is 0",
+        "services[9] (10.0.0.8:80/tcp) real 10.1.0.8:80 reason=weight 70000 is over the kernel's limit 65535",
+    ] {
+        assert!(out.contains(refusal), "not refused: {refusal}\n{out_msg}");
+    }
     let t1 = table_lines(between(&out, "===BEGIN1", "===END1"));
     let want1 = [
         // ipvsadm's own sort: by family, protocol, then address as a signed difference
@@ -503,6 +564,8 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
         "TCP 10.0.0.2:8080 rr persistent 600",
         "  -> 10.1.0.4:9090 Masq 1",
         "  -> 10.1.0.5:9090 Masq 1",
+        "TCP 10.0.0.8:80 rr",
+        "  -> 10.1.0.9:80 Route 1",
         "UDP 10.0.0.3:53 sh",
         "  -> 10.1.0.6:53 Tunnel 1",
         "TCP [2001:db8::1]:443 rr",
@@ -549,6 +612,23 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
     );
     let r4 = reconciled(&out, "===RC4");
     assert_eq!(r4.get("writes").map(String::as_str), Some("0"), "{r4:?}");
+
+    // the daemon ends the drain after --drain and exits 0 on SIGTERM
+    assert!(out.contains("===RCD 0"), "the daemon failed:\n{out_msg}");
+    let want4: Vec<&str> = want2
+        .iter()
+        .copied()
+        .filter(|l| !l.contains("10.1.0.3"))
+        .collect();
+    assert_eq!(
+        table_lines(between(&out, "===BEGIN4", "===END4")),
+        want4,
+        "{out_msg}"
+    );
+    assert!(
+        out.contains("ipvsadm -d -t 10.0.0.1:80 -r 10.1.0.3:80"),
+        "{out_msg}"
+    );
 
     // 4. scale: 100 x 10 from empty, then no change
     assert!(
