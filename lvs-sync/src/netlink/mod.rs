@@ -27,6 +27,9 @@ const ESRCH: i32 = 3;
 const ENOENT: i32 = 2;
 const EINVAL: i32 = 22;
 const RECV_BUF: usize = 256 * 1024;
+/// `MSG_TRUNC`: recv returns a datagram's real length even when it did not fit, so a
+/// truncated reply is an error instead of silently lost messages.
+const MSG_TRUNC: i32 = 0x20;
 
 /// A netlink failure that is not one of the kernel's IPVS answers to a write.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +107,7 @@ impl NetlinkIpvs {
     fn recv(&mut self) -> io::Result<usize> {
         loop {
             self.buf.clear();
-            match self.sock.recv(&mut self.buf, 0) {
+            match self.sock.recv(&mut self.buf, MSG_TRUNC) {
                 Ok(n) if n > self.buf.len() => {
                     return Err(io::Error::other(format!(
                         "netlink datagram of {n} bytes truncated to {}",
