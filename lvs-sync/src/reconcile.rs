@@ -138,10 +138,14 @@ impl Reconciler {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Records `owned` in the state file; never for the printing backends, which create
+    /// nothing (a dry run must not claim the kernel's services as ours).
     fn save(&self, owned: &OwnedSet) -> Result<(), ReconcileError> {
         match &self.state_file {
-            Some(p) => save_state(p, owned).map_err(ReconcileError::State),
-            None => Ok(()),
+            Some(p) if self.backend.is_kernel() => {
+                save_state(p, owned).map_err(ReconcileError::State)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -521,11 +525,15 @@ mod tests {
             Output::Buffer(buf.clone()),
         )
         .unwrap();
-        let mut r = Reconciler::new(backend, vec![], PlanConfig::default(), None).unwrap();
+        let state = std::env::temp_dir().join(format!("lvs-sync-dry-{}", std::process::id()));
+        let _ = std::fs::remove_file(&state);
+        let mut r =
+            Reconciler::new(backend, vec![], PlanConfig::default(), Some(state.clone())).unwrap();
         let t1 = LvsTable {
             services: vec![vs("10.0.0.1", 80, &[("10.1.0.1", 1)])],
         };
         r.reconcile(&t1, Reason::Table).unwrap();
+        assert!(!state.exists(), "a dry run wrote the state file");
         let t2 = LvsTable {
             services: vec![vs("10.0.0.1", 80, &[("10.1.0.1", 4)])],
         };
