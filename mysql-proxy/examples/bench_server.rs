@@ -1,0 +1,34 @@
+//! `ocean mysql-proxy` as a standalone program for benches/mysql.sh (the `ocean` binary
+//! wires the same Args). `--threads 1` (default) runs a current_thread runtime.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: ocean_mysql_proxy::Args,
+    /// Runtime worker threads; 1 = current_thread.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    ocean_core::logging::init("warn", ocean_core::logging::LogFormat::Text);
+    let rt = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()?
+    };
+    let config = cli.args.into_config()?;
+    rt.block_on(async move {
+        let cancel = ocean_core::shutdown::install()?;
+        ocean_mysql_proxy::run(config, cancel).await
+    })
+}
