@@ -1,13 +1,26 @@
 //! # ocean-memcached-router
 //!
 //! mcrouter-style routing for memcached: ketama pools compatible with twemproxy, several
-//! replica sets per pool, writes to all, reads fail over.
+//! replica sets per pool, writes to all, reads fail over, failure detection (TKO).
 //!
 //! # Layout
-//! - [`proto`]: the memcached ASCII and meta protocol codec (synchronous, total).
+//! - [`proto`]: the memcached ASCII and meta request codec (synchronous, total).
+//! - [`reply`]: framing of backend replies (synchronous, total).
 //! - [`ketama`]: the ketama ring, byte-compatible with twemproxy's placement.
-//!
-//! The daemon (listener, connections, routing, failure detection) comes with issue 5.
+//! - [`config`]: flags ([`Args`]) and [`Config`].
+//! - [`route`]: a pool's routing state (rings over shared servers), swapped whole.
+//! - [`upstream`]: backend servers, pipelined shared connections, TKO and probes.
+//! - [`connection`]: one client connection: decode, route, collect replies in order.
+//! - [`server`]: listeners, workers (threads), table mode; [`start`] and [`run`].
 
+pub mod config;
+pub mod connection;
 pub mod ketama;
 pub mod proto;
+pub mod reply;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use config::{Args, Config};
+pub use server::{run, start, Running};

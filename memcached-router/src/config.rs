@@ -1,0 +1,430 @@
+//! Flags ([`Args`]) and the configuration they build ([`Config`]), with the pool syntax of
+//! standalone mode.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
+
+use crate::ketama::{server_name_for, KeyHash};
+use crate::proto::Limits;
+
+/// How a write (storage command, delete, incr/decr, touch) answers the client when a pool
+/// has several replica sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WritePolicy {
+    /// The first replica set's answer (the next set's when the first failed); the other
+    /// sets are written without waiting.
+    #[default]
+    First,
+    /// Wait for every set and answer the worst reply (mcrouter AllSync-style).
+    All,
+}
+
+/// The key hash flag values (twemproxy's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HashArg {
+    /// twemproxy's default.
+    #[default]
+    #[value(name = "fnv1a_64")]
+    Fnv1a64,
+    /// twemproxy's `md5`.
+    Md5,
+}
+
+impl From<HashArg> for KeyHash {
+    fn from(h: HashArg) -> KeyHash {
+        match h {
+            HashArg::Fnv1a64 => KeyHash::Fnv1a64,
+            HashArg::Md5 => KeyHash::Md5,
+        }
+    }
+}
+
+/// `ocean memcached-router` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Standalone mode: the address clients connect to (needs --pool).
+    #[arg(long, value_name = "ADDR", requires = "pool")]
+    pub listen: Option<SocketAddr>,
+    /// Standalone mode: one replica set of the pool, `NAME=HOST:PORT[:WEIGHT],...`. Repeat
+    /// for more replica sets (`--pool a=... --pool b=...`); reads prefer the first.
+    #[arg(long, value_name = "SET=SERVERS", requires = "listen")]
+    pub pool: Vec<String>,
+    /// Key hash of the standalone pool (ketama over twemproxy's hashes).
+    #[arg(long, value_enum, default_value = "fnv1a_64")]
+    pub hash: HashArg,
+    /// Table mode: the address listeners bind to, one per pool on its `listen_port`.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// How writes answer when a pool has several replica sets.
+    #[arg(long, value_enum, default_value = "first")]
+    pub write_policy: WritePolicy,
+    /// Retry a read that missed on the next replica set (for warming a new set).
+    #[arg(long)]
+    pub miss_failover: bool,
+    /// Pass `flush_all` on to every server (refused otherwise).
+    #[arg(long)]
+    pub allow_flush: bool,
+    /// Consecutive failures after which a server is marked down.
+    #[arg(long, default_value_t = 3)]
+    pub tko_after: u32,
+    /// First probe of a down server after this long; each failed probe waits 1.5x longer.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub probe_interval: Duration,
+    /// Longest wait between probes of a down server.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub probe_interval_max: Duration,
+    /// Connecting to a backend gives up after this long.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// A backend reply that takes longer counts as a failure (the read fails over).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Pipelined connections per backend server, shared by all clients (per thread).
+    #[arg(long, default_value_t = 1)]
+    pub backend_connections: usize,
+    /// Worker threads, each a single-threaded runtime with its own listener (SO_REUSEPORT)
+    /// and backend connections; 0 runs on the caller's runtime.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Most client connections at once (per listener and thread).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_clients: usize,
+    /// Largest value a client may store (bytes); memcached's default item size is 1 MiB.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+    /// Admin HTTP address (/metrics, /healthz, /table).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Table mode: where the `memcached` table comes from.
+    #[command(flatten)]
+    pub subscriber: SubscriberArgs,
+}
+
+/// One backend server of a replica set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The name hashed onto the ketama ring (twemproxy's: host as written, `:port` unless
+    /// 11211).
+    pub name: String,
+    /// Ketama weight.
+    pub weight: u32,
+}
+
+/// One replica set: a full copy of the keyspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSetSpec {
+    /// Its name (for logs and metrics).
+    pub name: String,
+    /// Its servers, in configuration order.
+    pub servers: Vec<ServerSpec>,
+}
+
+/// A pool: replica sets in preference order, hashed the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Pool name (metrics label).
+    pub name: String,
+    /// The key hash.
+    pub hash: KeyHash,
+    /// Replica sets; reads go to the first and fail over in order.
+    pub replica_sets: Vec<ReplicaSetSpec>,
+}
+
+/// Where pools come from.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// One pool on one address.
+    Standalone {
+        /// Client address (port 0 picks one; see `Running::addrs`).
+        listen: SocketAddr,
+        /// The pool.
+        pool: PoolSpec,
+    },
+    /// The `memcached` table: one listener per pool on `bind:listen_port`.
+    Table {
+        /// Address the listeners bind to.
+        bind: std::net::IpAddr,
+        /// The table source.
+        subscriber: SubscriberConfig,
+    },
+}
+
+/// Routing and failure-detection settings shared by every pool.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// See [`WritePolicy`].
+    pub write_policy: WritePolicy,
+    /// Retry misses on the next replica set.
+    pub miss_failover: bool,
+    /// Pass `flush_all` on.
+    pub allow_flush: bool,
+    /// Consecutive failures before a server is down.
+    pub tko_after: u32,
+    /// First probe delay.
+    pub probe_interval: Duration,
+    /// Probe delay cap.
+    pub probe_interval_max: Duration,
+    /// Backend connect timeout.
+    pub connect_timeout: Duration,
+    /// Backend reply timeout.
+    pub request_timeout: Duration,
+    /// Connections per backend (per worker).
+    pub backend_connections: usize,
+    /// Client request limits.
+    pub limits: Limits,
+    /// Client connections per listener and worker.
+    pub max_clients: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            write_policy: WritePolicy::First,
+            miss_failover: false,
+            allow_flush: false,
+            tko_after: 3,
+            probe_interval: Duration::from_secs(10),
+            probe_interval_max: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            backend_connections: 1,
+            limits: Limits::default(),
+            max_clients: 10_000,
+        }
+    }
+}
+
+/// Everything the router needs to start; tests and `ocean up` build it in code.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Standalone or table mode.
+    pub mode: Mode,
+    /// Routing settings.
+    pub settings: Settings,
+    /// Worker threads (0: the caller's runtime).
+    pub threads: usize,
+    /// Admin HTTP address.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Standalone config with default settings, for tests and embedding.
+    pub fn standalone(listen: SocketAddr, pool: PoolSpec) -> Config {
+        Config {
+            mode: Mode::Standalone { listen, pool },
+            settings: Settings::default(),
+            threads: 0,
+            admin: None,
+        }
+    }
+
+    /// Checks what flags cannot: non-empty pools, sane settings.
+    ///
+    /// # Errors
+    /// A message naming the flag or field at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Mode::Standalone { pool, .. } = &self.mode {
+            pool.validate()?;
+        }
+        let s = &self.settings;
+        if s.tko_after == 0 {
+            bail!("--tko-after must be at least 1");
+        }
+        if s.backend_connections == 0 {
+            bail!("--backend-connections must be at least 1");
+        }
+        if s.probe_interval.is_zero() || s.probe_interval_max < s.probe_interval {
+            bail!("--probe-interval must be > 0 and <= --probe-interval-max");
+        }
+        if s.max_clients == 0 {
+            bail!("--max-clients must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl PoolSpec {
+    /// Checks that every replica set has servers with non-zero weights.
+    ///
+    /// # Errors
+    /// A message naming the replica set.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.replica_sets.is_empty() {
+            bail!("pool {}: no replica sets", self.name);
+        }
+        for rs in &self.replica_sets {
+            if rs.servers.is_empty() {
+                bail!("pool {} replica set {}: no servers", self.name, rs.name);
+            }
+            if let Some(s) = rs.servers.iter().find(|s| s.weight == 0) {
+                bail!(
+                    "pool {} replica set {}: {} has weight 0",
+                    self.name,
+                    rs.name,
+                    s.addr
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool a `memcached` table entry describes (server names from their addresses).
+    pub fn from_table(pool: &ocean_core::table::memcached::MemcachedPool) -> PoolSpec {
+        use ocean_core::table::memcached::MemcachedHash;
+        PoolSpec {
+            name: pool.name.clone(),
+            hash: match pool.hash {
+                MemcachedHash::Fnv1a64 => KeyHash::Fnv1a64,
+                MemcachedHash::Md5 => KeyHash::Md5,
+            },
+            replica_sets: pool
+                .replicas
+                .iter()
+                .map(|rs| ReplicaSetSpec {
+                    name: rs.name.clone(),
+                    servers: rs
+                        .servers
+                        .iter()
+                        .map(|s| ServerSpec {
+                            addr: s.addr,
+                            name: crate::ketama::server_name(s.addr),
+                            weight: s.weight,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parses one `--pool` value: `NAME=HOST:PORT[:WEIGHT],...` (the `NAME=` part may be left
+/// out: the set is then named by its position, `set<i>`). The hashed name is the host as
+/// written, as twemproxy does.
+///
+/// # Errors
+/// A message quoting the part that does not parse or resolve.
+pub fn parse_replica_set(value: &str, index: usize) -> anyhow::Result<ReplicaSetSpec> {
+    let (name, servers) = match value.split_once('=') {
+        Some((n, s)) => (n.trim().to_owned(), s),
+        None => (format!("set{index}"), value),
+    };
+    if name.is_empty() {
+        bail!("--pool {value}: empty replica set name");
+    }
+    let mut out = Vec::new();
+    for part in servers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        out.push(parse_server(part).with_context(|| format!("--pool {value}: {part}"))?);
+    }
+    if out.is_empty() {
+        bail!("--pool {value}: no servers");
+    }
+    Ok(ReplicaSetSpec { name, servers: out })
+}
+
+/// `HOST:PORT[:WEIGHT]`, IPv6 hosts in brackets (`[::1]:11211:2`).
+fn parse_server(s: &str) -> anyhow::Result<ServerSpec> {
+    let (host, rest) = if let Some(stripped) = s.strip_prefix('[') {
+        let (h, r) = stripped.split_once(']').context("unclosed '['")?;
+        (h, r.strip_prefix(':').context("expected :PORT after ']'")?)
+    } else {
+        s.split_once(':').context("expected HOST:PORT[:WEIGHT]")?
+    };
+    let (port, weight) = match rest.split_once(':') {
+        Some((p, w)) => (p, w.parse::<u32>().context("bad weight")?),
+        None => (rest, 1),
+    };
+    let port: u16 = port.parse().context("bad port")?;
+    let addr = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    if weight == 0 {
+        bail!("weight 0");
+    }
+    Ok(ServerSpec {
+        addr,
+        name: server_name_for(host, port),
+        weight,
+    })
+}
+
+impl Args {
+    /// The config these flags describe.
+    ///
+    /// # Errors
+    /// Bad `--pool` values, a missing table source in table mode, bad settings.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let settings = Settings {
+            write_policy: self.write_policy,
+            miss_failover: self.miss_failover,
+            allow_flush: self.allow_flush,
+            tko_after: self.tko_after,
+            probe_interval: self.probe_interval,
+            probe_interval_max: self.probe_interval_max,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            backend_connections: self.backend_connections,
+            limits: Limits {
+                max_value_bytes: self.max_value_bytes,
+                ..Limits::default()
+            },
+            max_clients: self.max_clients,
+        };
+        let mode = match self.listen {
+            Some(listen) => {
+                let replica_sets = self
+                    .pool
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| parse_replica_set(v, i))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Mode::Standalone {
+                    listen,
+                    pool: PoolSpec {
+                        name: "default".into(),
+                        hash: self.hash.into(),
+                        replica_sets,
+                    },
+                }
+            }
+            None => Mode::Table {
+                bind: self.bind,
+                subscriber: self.subscriber.into_config()?,
+            },
+        };
+        let config = Config {
+            mode,
+            settings,
+            threads: self.threads,
+            admin: self.admin,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_values() {
+        let rs = parse_replica_set("a=127.0.0.1:11311,127.0.0.1:11211:3", 0).unwrap();
+        assert_eq!(rs.name, "a");
+        assert_eq!(rs.servers[0].name, "127.0.0.1:11311");
+        assert_eq!(rs.servers[1].name, "127.0.0.1", "port 11211 is left out");
+        assert_eq!(rs.servers[1].weight, 3);
+        let rs = parse_replica_set("[::1]:11300:2", 4).unwrap();
+        assert_eq!(rs.name, "set4");
+        assert_eq!(rs.servers[0].name, "::1:11300");
+        assert!(parse_replica_set("a=127.0.0.1:x", 0).is_err());
+        assert!(parse_replica_set("a=127.0.0.1:1:0", 0).is_err());
+        assert!(parse_replica_set("a=", 0).is_err());
+    }
+}

@@ -1,0 +1,635 @@
+//! One client connection: read what is there, decode every complete request, send each to
+//! its backends at once, then collect the replies in request order, write them in one
+//! batch, and read again.
+//!
+//! Routing (see `docs/memcached-router.md`):
+//! - reads (`get`/`gets`/`gat`/`gats`, `mg`, `me`) go to the first replica set, grouped by
+//!   server and fanned out; a part whose server fails (or is down) is sent to the next set;
+//!   with miss-failover, missed keys too;
+//! - writes (storage commands, `delete`, `incr`/`decr`, `touch`, `ms`, `md`, `ma`) go to
+//!   every set; the reply is the first set's (the next one's when it failed) or, with
+//!   `--write-policy all`, the worst;
+//! - `cas` and meta commands with a `C` (compare cas) flag go to the first set only and
+//!   never fail over: a cas token is valid only where it was issued;
+//! - `noreply` requests and meta quiet mode are sent with an `mn` behind them, so their end
+//!   is known; a client's `mn` is answered in order, after every earlier reply.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WritePolicy;
+use crate::proto::{decode, discard, Command, Request};
+use crate::reply::{count_values, value_blocks, write_severity, Expect};
+use crate::route::PoolRoute;
+use crate::upstream::{Sent, UpstreamError};
+
+/// Requests decoded from one read before their replies are collected.
+const MAX_BATCH: usize = 512;
+
+/// The router's own counters, for `stats`.
+#[derive(Debug)]
+pub struct RouterStats {
+    started: Instant,
+    /// Open client connections.
+    pub curr_connections: AtomicU64,
+    /// Client connections accepted.
+    pub total_connections: AtomicU64,
+    cmd_get: AtomicU64,
+    cmd_set: AtomicU64,
+    get_hits: AtomicU64,
+    get_misses: AtomicU64,
+    backend_errors: AtomicU64,
+}
+
+impl Default for RouterStats {
+    fn default() -> Self {
+        RouterStats {
+            started: Instant::now(),
+            curr_connections: AtomicU64::new(0),
+            total_connections: AtomicU64::new(0),
+            cmd_get: AtomicU64::new(0),
+            cmd_set: AtomicU64::new(0),
+            get_hits: AtomicU64::new(0),
+            get_misses: AtomicU64::new(0),
+            backend_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RouterStats {
+    fn render(&self, out: &mut BytesMut) {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let lines = [
+            ("pid", u64::from(std::process::id())),
+            ("uptime", self.started.elapsed().as_secs()),
+            ("curr_connections", v(&self.curr_connections)),
+            ("total_connections", v(&self.total_connections)),
+            ("cmd_get", v(&self.cmd_get)),
+            ("cmd_set", v(&self.cmd_set)),
+            ("get_hits", v(&self.get_hits)),
+            ("get_misses", v(&self.get_misses)),
+            ("backend_errors", v(&self.backend_errors)),
+        ];
+        for (name, value) in lines {
+            out.extend_from_slice(format!("STAT {name} {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!("STAT version {}\r\nEND\r\n", env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
+    }
+}
+
+/// What a client connection shares with its listener.
+pub struct ClientContext {
+    /// The pool's current route (swapped on table changes; loaded once per batch).
+    pub route: Arc<ArcSwap<PoolRoute>>,
+    /// Counters for `stats`.
+    pub stats: Arc<RouterStats>,
+}
+
+/// A request sent, waiting for its replies.
+enum Pending {
+    Reply(&'static [u8]),
+    Owned(Bytes),
+    Nothing,
+    Quit,
+    Read(ReadOp),
+    Write(WriteOp),
+}
+
+/// A read: its parts (one per server) in flight.
+struct ReadOp {
+    req: Request,
+    parts: Vec<Part>,
+    quiet: bool,
+}
+
+struct Part {
+    set: usize,
+    keys: Vec<usize>,
+    sent: Sent,
+}
+
+/// A write sent to every set (or the first only, for cas).
+struct WriteOp {
+    sends: Vec<Sent>,
+    noreply: bool,
+    quiet: bool,
+}
+
+/// Serves one client until it quits, disconnects, sends what cannot be resynchronized, or
+/// `cancel` fires.
+pub async fn serve(
+    mut stream: TcpStream,
+    ctx: Arc<ClientContext>,
+    slot: usize,
+    cancel: CancellationToken,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay");
+    }
+    let mut rbuf = BytesMut::with_capacity(16 << 10);
+    let mut wbuf = BytesMut::with_capacity(16 << 10);
+    let mut skip: u64 = 0;
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut route = ctx.route.load_full();
+    loop {
+        // Decode what is buffered, sending each request on at once.
+        let mut close = false;
+        loop {
+            if skip > 0 {
+                discard(&mut rbuf, &mut skip);
+                if skip > 0 {
+                    break;
+                }
+            }
+            match decode(&mut rbuf, &route.settings.limits) {
+                Ok(Some(req)) => {
+                    let p = dispatch(&route, &ctx.stats, req, slot);
+                    let quit = matches!(p, Pending::Quit);
+                    batch.push(p);
+                    if quit {
+                        close = true;
+                        break;
+                    }
+                    if batch.len() >= MAX_BATCH {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad request");
+                    batch.push(Pending::Reply(e.reply()));
+                    if e.closes_connection() {
+                        close = true;
+                        break;
+                    }
+                    skip = e.swallow();
+                }
+            }
+        }
+        if batch.is_empty() && !close {
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(16 << 10);
+            }
+            let n = tokio::select! {
+                () = cancel.cancelled() => break,
+                r = stream.read_buf(&mut rbuf) => r,
+            };
+            match n {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            // A new batch sees the newest route (table swaps reach open connections here).
+            route = ctx.route.load_full();
+            continue;
+        }
+        // Collect the replies in request order and write them in one go.
+        for p in batch.drain(..) {
+            finish(p, &route, &ctx.stats, slot, &mut wbuf).await;
+        }
+        if !wbuf.is_empty() {
+            if stream.write_all(&wbuf).await.is_err() {
+                break;
+            }
+            wbuf.clear();
+        }
+        if close {
+            break;
+        }
+    }
+}
+
+/// Whether a meta command carries a flag starting with `C` (compare cas).
+fn has_compare_cas(req: &Request) -> bool {
+    req.meta()
+        .is_some_and(|m| m.tokens.iter().any(|t| t.first() == Some(&b'C')))
+}
+
+fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -> Pending {
+    match req.command() {
+        Command::Get | Command::Gets | Command::Gat | Command::Gats => {
+            stats
+                .cmd_get
+                .fetch_add(req.keys().len() as u64, Ordering::Relaxed);
+            let all: Vec<usize> = (0..req.keys().len()).collect();
+            let parts = send_keys(route, &req, slot, 0, &all, true);
+            Pending::Read(ReadOp {
+                req,
+                parts,
+                quiet: false,
+            })
+        }
+        Command::MetaGet | Command::MetaDebug => {
+            if req.command() == Command::MetaGet {
+                stats.cmd_get.fetch_add(1, Ordering::Relaxed);
+            }
+            let quiet = req.meta().is_some_and(|m| m.quiet);
+            let parts = send_keys(route, &req, slot, 0, &[0], true);
+            Pending::Read(ReadOp { req, parts, quiet })
+        }
+        Command::Set
+        | Command::Add
+        | Command::Replace
+        | Command::Append
+        | Command::Prepend
+        | Command::Cas
+        | Command::Delete
+        | Command::Incr
+        | Command::Decr
+        | Command::Touch
+        | Command::MetaSet
+        | Command::MetaDelete
+        | Command::MetaArithmetic => {
+            if req.command().has_data() {
+                stats.cmd_set.fetch_add(1, Ordering::Relaxed);
+            }
+            let first_only = req.command() == Command::Cas || has_compare_cas(&req);
+            let quiet = req.meta().is_some_and(|m| m.quiet);
+            let noreply = req.noreply();
+            let (expect, append_mn) = if noreply || quiet {
+                (Expect::UntilMn, true)
+            } else if req.command().is_meta() {
+                (Expect::Meta, false)
+            } else {
+                (Expect::Line, false)
+            };
+            let Some(key) = req.keys().first() else {
+                return Pending::Reply(b"ERROR\r\n");
+            };
+            let sets = if first_only { 1 } else { route.sets.len() };
+            let sends = route
+                .sets
+                .iter()
+                .take(sets)
+                .filter_map(|set| set.server(set.server_index(key)))
+                .map(|server| server.send(slot, req.raw().clone(), expect, append_mn, !noreply))
+                .collect();
+            if noreply {
+                return Pending::Nothing;
+            }
+            Pending::Write(WriteOp {
+                sends,
+                noreply,
+                quiet,
+            })
+        }
+        Command::MetaNoop => Pending::Reply(b"MN\r\n"),
+        Command::Version => Pending::Owned(Bytes::from(format!(
+            "VERSION ocean-memcached-router-{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        Command::Verbosity => {
+            if req.noreply() {
+                Pending::Nothing
+            } else {
+                Pending::Reply(b"OK\r\n")
+            }
+        }
+        Command::Quit => Pending::Quit,
+        Command::Stats => {
+            let mut out = BytesMut::new();
+            stats.render(&mut out);
+            Pending::Owned(out.freeze())
+        }
+        Command::FlushAll => {
+            if !route.settings.allow_flush {
+                return Pending::Reply(b"SERVER_ERROR flush_all is disabled\r\n");
+            }
+            let noreply = req.noreply();
+            let (expect, append_mn) = if noreply {
+                (Expect::UntilMn, true)
+            } else {
+                (Expect::Line, false)
+            };
+            let sends: Vec<Sent> = route
+                .all_servers()
+                .map(|s| s.send(slot, req.raw().clone(), expect, append_mn, !noreply))
+                .collect();
+            if noreply {
+                return Pending::Nothing;
+            }
+            Pending::Write(WriteOp {
+                sends,
+                noreply,
+                quiet: false,
+            })
+        }
+    }
+}
+
+/// Sends the keys at `indices` of a read to their servers in replica set `set`, one part
+/// per server. `whole` says `indices` are all the request's keys, so a request that lands
+/// on one server is forwarded as received.
+fn send_keys(
+    route: &PoolRoute,
+    req: &Request,
+    slot: usize,
+    set: usize,
+    indices: &[usize],
+    whole: bool,
+) -> Vec<Part> {
+    let Some(set_route) = route.sets.get(set) else {
+        return Vec::new();
+    };
+    let quiet = req.meta().is_some_and(|m| m.quiet);
+    let (expect, append_mn) = if req.command().is_retrieval() {
+        (Expect::Retrieval, false)
+    } else if quiet {
+        (Expect::UntilMn, true)
+    } else {
+        (Expect::Meta, false)
+    };
+    // Group by server, keeping key order within each group.
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &i in indices {
+        let Some(key) = req.keys().get(i) else {
+            continue;
+        };
+        let s = set_route.server_index(key);
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, keys)) => keys.push(i),
+            None => groups.push((s, vec![i])),
+        }
+    }
+    let single = groups.len() == 1;
+    groups
+        .into_iter()
+        .filter_map(|(s, keys)| {
+            let server = set_route.server(s)?;
+            let bytes = if whole && single {
+                req.raw().clone()
+            } else {
+                let mut out = BytesMut::new();
+                req.encode_retrieval(&keys, &mut out);
+                out.freeze()
+            };
+            Some(Part {
+                set,
+                keys,
+                sent: server.send(slot, bytes, expect, append_mn, true),
+            })
+        })
+        .collect()
+}
+
+fn server_error(out: &mut BytesMut, e: &UpstreamError) {
+    out.extend_from_slice(format!("SERVER_ERROR {e}\r\n").as_bytes());
+}
+
+fn strip_mn(reply: Bytes) -> Bytes {
+    if reply.ends_with(b"MN\r\n") {
+        reply.slice(..reply.len() - 4)
+    } else {
+        reply
+    }
+}
+
+async fn finish(
+    p: Pending,
+    route: &PoolRoute,
+    stats: &RouterStats,
+    slot: usize,
+    out: &mut BytesMut,
+) {
+    match p {
+        Pending::Reply(r) => out.extend_from_slice(r),
+        Pending::Owned(r) => out.extend_from_slice(&r),
+        Pending::Nothing | Pending::Quit => {}
+        Pending::Read(op) if op.req.command().is_retrieval() => {
+            finish_retrieval(op, route, stats, slot, out).await;
+        }
+        Pending::Read(op) => finish_meta_read(op, route, stats, slot, out).await,
+        Pending::Write(op) => finish_write(op, route, stats, out).await,
+    }
+}
+
+async fn finish_retrieval(
+    op: ReadOp,
+    route: &PoolRoute,
+    stats: &RouterStats,
+    slot: usize,
+    out: &mut BytesMut,
+) {
+    let ReadOp { req, parts, .. } = op;
+    let miss_failover = route.settings.miss_failover && route.sets.len() > 1;
+    let mut queue: std::collections::VecDeque<Part> = parts.into();
+    // Fast path: one server answered for all keys.
+    if queue.len() == 1 && !miss_failover {
+        if let Some(part) = queue.pop_front() {
+            let server = part.sent.server().clone();
+            match part.sent.reply().await {
+                Ok(reply) => {
+                    let n = req.keys().len() as u64;
+                    let hits = if n == 1 {
+                        u64::from(reply.starts_with(b"VALUE "))
+                    } else {
+                        count_values(&reply).unwrap_or(0) as u64
+                    };
+                    server.record_lookups(hits, n.saturating_sub(hits));
+                    stats.get_hits.fetch_add(hits, Ordering::Relaxed);
+                    stats
+                        .get_misses
+                        .fetch_add(n.saturating_sub(hits), Ordering::Relaxed);
+                    out.extend_from_slice(&reply);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed, failing over");
+                    stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                    if part.set + 1 < route.sets.len() {
+                        queue.extend(send_keys(route, &req, slot, part.set + 1, &part.keys, true));
+                    } else {
+                        server_error(out, &e);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let mut found: Vec<Option<Bytes>> = vec![None; req.keys().len()];
+    let mut failed: Option<UpstreamError> = None;
+    let mut answered = false;
+    while let Some(part) = queue.pop_front() {
+        let server = part.sent.server().clone();
+        match part.sent.reply().await {
+            Ok(reply) => {
+                let Some(blocks) = value_blocks(&reply) else {
+                    // An error line from the server: it answers for the whole request.
+                    out.extend_from_slice(&reply);
+                    return;
+                };
+                answered = true;
+                let mut blocks = blocks.into_iter().peekable();
+                let mut missed = Vec::new();
+                for &i in &part.keys {
+                    let key = req.keys().get(i);
+                    match blocks.peek() {
+                        Some(b) if Some(&b.key) == key => {
+                            if let (Some(slot), Some(b)) = (found.get_mut(i), blocks.next()) {
+                                *slot = Some(b.block);
+                            }
+                        }
+                        _ => missed.push(i),
+                    }
+                }
+                let hits = (part.keys.len() - missed.len()) as u64;
+                server.record_lookups(hits, missed.len() as u64);
+                if miss_failover && !missed.is_empty() && part.set + 1 < route.sets.len() {
+                    queue.extend(send_keys(route, &req, slot, part.set + 1, &missed, false));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed, failing over");
+                stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                if part.set + 1 < route.sets.len() {
+                    queue.extend(send_keys(
+                        route,
+                        &req,
+                        slot,
+                        part.set + 1,
+                        &part.keys,
+                        false,
+                    ));
+                } else {
+                    failed = Some(e);
+                }
+            }
+        }
+    }
+    if let (false, Some(e)) = (answered, &failed) {
+        server_error(out, e);
+        return;
+    }
+    // Keys whose every set failed count as misses when other keys were answered.
+    let mut hits = 0;
+    for block in found.iter().flatten() {
+        out.extend_from_slice(block);
+        hits += 1;
+    }
+    stats.get_hits.fetch_add(hits, Ordering::Relaxed);
+    stats
+        .get_misses
+        .fetch_add(found.len() as u64 - hits, Ordering::Relaxed);
+    out.extend_from_slice(b"END\r\n");
+}
+
+fn is_meta_miss(reply: &[u8]) -> bool {
+    reply.is_empty() || reply.starts_with(b"EN")
+}
+
+async fn finish_meta_read(
+    op: ReadOp,
+    route: &PoolRoute,
+    stats: &RouterStats,
+    slot: usize,
+    out: &mut BytesMut,
+) {
+    let ReadOp { req, parts, quiet } = op;
+    let miss_failover = route.settings.miss_failover && req.command() == Command::MetaGet;
+    let mut queue: std::collections::VecDeque<Part> = parts.into();
+    let mut last: Option<Result<Bytes, UpstreamError>> = None;
+    while let Some(part) = queue.pop_front() {
+        let server = part.sent.server().clone();
+        let more = part.set + 1 < route.sets.len();
+        match part.sent.reply().await {
+            Ok(reply) => {
+                let reply = if quiet { strip_mn(reply) } else { reply };
+                let miss = is_meta_miss(&reply);
+                if req.command() == Command::MetaGet {
+                    server.record_lookups(u64::from(!miss), u64::from(miss));
+                }
+                if miss && miss_failover && more {
+                    queue.extend(send_keys(route, &req, slot, part.set + 1, &part.keys, true));
+                    last = Some(Ok(reply));
+                    continue;
+                }
+                if req.command() == Command::MetaGet {
+                    let counter = if miss {
+                        &stats.get_misses
+                    } else {
+                        &stats.get_hits
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                out.extend_from_slice(&reply);
+                return;
+            }
+            Err(e) => {
+                stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                if more {
+                    queue.extend(send_keys(route, &req, slot, part.set + 1, &part.keys, true));
+                }
+                if !matches!(last, Some(Ok(_))) {
+                    last = Some(Err(e));
+                }
+            }
+        }
+    }
+    match last {
+        Some(Ok(reply)) => out.extend_from_slice(&reply),
+        Some(Err(e)) => server_error(out, &e),
+        None => out.extend_from_slice(b"SERVER_ERROR no server for key\r\n"),
+    }
+}
+
+async fn finish_write(op: WriteOp, route: &PoolRoute, stats: &RouterStats, out: &mut BytesMut) {
+    let WriteOp {
+        sends,
+        noreply,
+        quiet,
+    } = op;
+    if noreply {
+        return;
+    }
+    let clean = |r: Bytes| if quiet { strip_mn(r) } else { r };
+    match route.settings.write_policy {
+        WritePolicy::First => {
+            let mut first_err = None;
+            for sent in sends {
+                match sent.reply().await {
+                    Ok(r) => {
+                        out.extend_from_slice(&clean(r));
+                        return;
+                    }
+                    Err(e) => {
+                        stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            match first_err {
+                Some(e) => server_error(out, &e),
+                None => out.extend_from_slice(b"SERVER_ERROR no server for key\r\n"),
+            }
+        }
+        WritePolicy::All => {
+            let mut worst: Option<(u8, Result<Bytes, UpstreamError>)> = None;
+            for sent in sends {
+                let r = sent.reply().await;
+                let severity = match &r {
+                    Ok(b) => write_severity(b),
+                    Err(_) => {
+                        stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                        3
+                    }
+                };
+                if worst.as_ref().is_none_or(|(s, _)| severity > *s) {
+                    worst = Some((severity, r));
+                }
+            }
+            match worst {
+                Some((_, Ok(r))) => out.extend_from_slice(&clean(r)),
+                Some((_, Err(e))) => server_error(out, &e),
+                None => out.extend_from_slice(b"SERVER_ERROR no server for key\r\n"),
+            }
+        }
+    }
+}

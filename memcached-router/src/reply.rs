@@ -1,0 +1,248 @@
+//! Framing of backend replies (synchronous, total): how many bytes at the front of a
+//! buffer make one complete reply of the kind a request expects, so replies can be matched
+//! to requests in order on a pipelined connection.
+
+use bytes::Bytes;
+
+/// What reply a request forwarded to a backend expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// One line (`STORED`, `DELETED`, a number, `VERSION ..`, `OK`, an error line).
+    Line,
+    /// One meta reply: a line, plus a data block when it starts with `VA <size>`.
+    Meta,
+    /// `VALUE` blocks up to `END` (or one error line).
+    Retrieval,
+    /// Any meta replies or lines up to and including `MN`: the router appends `mn` to a
+    /// request that may not answer (noreply, meta quiet mode), so that the end of its reply
+    /// is always known.
+    UntilMn,
+}
+
+/// A reply the router cannot frame: the connection cannot be trusted any more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed reply from backend: {0}")]
+pub struct BadReply(pub &'static str);
+
+/// The longest reply line we wait for (`VALUE <250-byte key> <flags> <len> <cas>` or a meta
+/// line with its flags fits easily).
+const MAX_LINE: usize = 8192;
+
+/// Returns the length of the complete reply of kind `expect` at the front of `buf`,
+/// `Ok(None)` when more bytes are needed.
+///
+/// # Errors
+/// [`BadReply`] when the bytes cannot be a reply of that kind.
+pub fn reply_len(buf: &[u8], expect: Expect) -> Result<Option<usize>, BadReply> {
+    match expect {
+        Expect::Line => Ok(line_len(buf)?),
+        Expect::Meta => meta_len(buf),
+        Expect::Retrieval => {
+            let mut at = 0;
+            loop {
+                let Some(rest) = buf.get(at..) else {
+                    return Ok(None);
+                };
+                let Some(l) = line_len(rest)? else {
+                    return Ok(None);
+                };
+                let line = trim_eol(rest.get(..l).unwrap_or_default());
+                if let Some(header) = line.strip_prefix(b"VALUE ") {
+                    let size = nth_number(header, 2).ok_or(BadReply("VALUE without length"))?;
+                    match data_end(rest, l, size)? {
+                        Some(end) => at += end,
+                        None => return Ok(None),
+                    }
+                } else {
+                    // END or an error line both end the reply.
+                    return Ok(Some(at + l));
+                }
+            }
+        }
+        Expect::UntilMn => {
+            let mut at = 0;
+            loop {
+                let Some(rest) = buf.get(at..) else {
+                    return Ok(None);
+                };
+                let Some(l) = meta_len(rest)? else {
+                    return Ok(None);
+                };
+                let done = rest.starts_with(b"MN\r\n") || rest.starts_with(b"MN\n");
+                at += l;
+                if done {
+                    return Ok(Some(at));
+                }
+            }
+        }
+    }
+}
+
+fn meta_len(buf: &[u8]) -> Result<Option<usize>, BadReply> {
+    let Some(l) = line_len(buf)? else {
+        return Ok(None);
+    };
+    let line = trim_eol(buf.get(..l).unwrap_or_default());
+    if let Some(header) = line.strip_prefix(b"VA ") {
+        let size = nth_number(header, 0).ok_or(BadReply("VA without length"))?;
+        return data_end(buf, l, size);
+    }
+    Ok(Some(l))
+}
+
+/// The end of a data block of `size` bytes (plus `\r\n`) starting at `start`.
+fn data_end(buf: &[u8], start: usize, size: u64) -> Result<Option<usize>, BadReply> {
+    let size = usize::try_from(size).map_err(|_| BadReply("data length"))?;
+    let end = start
+        .checked_add(size)
+        .and_then(|e| e.checked_add(2))
+        .ok_or(BadReply("data length"))?;
+    match buf.get(end - 2..end) {
+        None => Ok(None),
+        Some(b"\r\n") => Ok(Some(end)),
+        Some(_) => Err(BadReply("data block not followed by \\r\\n")),
+    }
+}
+
+fn line_len(buf: &[u8]) -> Result<Option<usize>, BadReply> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(nl) => Ok(Some(nl + 1)),
+        None if buf.len() > MAX_LINE => Err(BadReply("line too long")),
+        None => Ok(None),
+    }
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn nth_number(s: &[u8], n: usize) -> Option<u64> {
+    let token = s.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(n)?;
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// One `VALUE` block of a retrieval reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueBlock {
+    /// The key it is for.
+    pub key: Bytes,
+    /// The whole block: `VALUE ...\r\n<data>\r\n`.
+    pub block: Bytes,
+}
+
+/// Splits a complete retrieval reply into its `VALUE` blocks. Returns `None` when the
+/// reply is an error line rather than `VALUE`s and `END`.
+pub fn value_blocks(reply: &Bytes) -> Option<Vec<ValueBlock>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = reply.get(at..)?;
+        let l = line_len(rest).ok()??;
+        let line = trim_eol(rest.get(..l)?);
+        if line == b"END" {
+            return Some(out);
+        }
+        let header = line.strip_prefix(b"VALUE ")?;
+        let key_len = header.iter().position(|&b| b == b' ')?;
+        let size = nth_number(header, 2)?;
+        let end = data_end(rest, l, size).ok()??;
+        out.push(ValueBlock {
+            key: reply.slice(at + 6..at + 6 + key_len),
+            block: reply.slice(at..at + end),
+        });
+        at += end;
+    }
+}
+
+/// How many `VALUE` blocks a complete retrieval reply holds (hits), or `None` for an error
+/// line.
+pub fn count_values(reply: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    let mut at = 0;
+    loop {
+        let rest = reply.get(at..)?;
+        let l = line_len(rest).ok()??;
+        let line = trim_eol(rest.get(..l)?);
+        if line == b"END" {
+            return Some(n);
+        }
+        let header = line.strip_prefix(b"VALUE ")?;
+        let size = nth_number(header, 2)?;
+        at += data_end(rest, l, size).ok()??;
+        n += 1;
+    }
+}
+
+/// Whether a reply line says the operation failed on the server (`ERROR`, `CLIENT_ERROR`,
+/// `SERVER_ERROR`), as opposed to a normal outcome.
+pub fn is_error_line(reply: &[u8]) -> bool {
+    reply.starts_with(b"ERROR")
+        || reply.starts_with(b"CLIENT_ERROR")
+        || reply.starts_with(b"SERVER_ERROR")
+}
+
+/// How bad a write's reply is, for `--write-policy all` (higher is worse): 0 success,
+/// 1 a normal refusal (`NOT_STORED`, `EXISTS`, `NOT_FOUND`, meta `NS`/`EX`/`NF`), 2 an
+/// error line.
+pub fn write_severity(reply: &[u8]) -> u8 {
+    if is_error_line(reply) {
+        2
+    } else if [
+        &b"NOT_STORED"[..],
+        b"EXISTS",
+        b"NOT_FOUND",
+        b"NS",
+        b"EX",
+        b"NF",
+    ]
+    .iter()
+    .any(|p| reply.starts_with(p))
+    {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing() {
+        assert_eq!(reply_len(b"STORED\r\n", Expect::Line), Ok(Some(8)));
+        assert_eq!(reply_len(b"STOR", Expect::Line), Ok(None));
+        let r = b"VALUE a 0 2\r\nab\r\nVALUE b 5 3 99\r\nEND\r\nEND\r\n";
+        assert_eq!(reply_len(r, Expect::Retrieval), Ok(Some(r.len())));
+        for cut in 0..r.len() {
+            assert_eq!(reply_len(&r[..cut], Expect::Retrieval), Ok(None), "{cut}");
+        }
+        assert_eq!(
+            reply_len(b"SERVER_ERROR out of memory\r\nmore", Expect::Retrieval),
+            Ok(Some(28))
+        );
+        assert!(reply_len(b"VALUE a 0 2\r\nabc\r\n", Expect::Retrieval).is_err());
+        let m = b"VA 2 f1\r\nMN\r\nMN\r\n";
+        assert_eq!(reply_len(m, Expect::Meta), Ok(Some(13)));
+        assert_eq!(reply_len(m, Expect::UntilMn), Ok(Some(m.len())));
+        assert_eq!(reply_len(b"MN\r\n", Expect::UntilMn), Ok(Some(4)));
+        assert_eq!(reply_len(b"HD\r\nMN", Expect::UntilMn), Ok(None));
+        assert!(reply_len(&[b'x'; 9000], Expect::Line).is_err());
+    }
+
+    #[test]
+    fn blocks_and_counts() {
+        let r = Bytes::from_static(b"VALUE a 0 2\r\nab\r\nVALUE bb 5 3 99\r\nEND\r\nEND\r\n");
+        let blocks = value_blocks(&r).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1].key.as_ref(), b"bb");
+        assert_eq!(blocks[0].block.as_ref(), b"VALUE a 0 2\r\nab\r\n");
+        assert_eq!(count_values(&r), Some(2));
+        assert_eq!(count_values(b"END\r\n"), Some(0));
+        assert_eq!(count_values(b"SERVER_ERROR x\r\n"), None);
+        assert_eq!(write_severity(b"STORED\r\n"), 0);
+        assert_eq!(write_severity(b"NOT_STORED\r\n"), 1);
+        assert_eq!(write_severity(b"SERVER_ERROR x\r\n"), 2);
+    }
+}

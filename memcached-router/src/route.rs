@@ -1,0 +1,133 @@
+//! A pool's routing state: one ketama ring per replica set over shared [`Server`]s, built
+//! off the hot path and swapped in whole.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{PoolSpec, Settings};
+use crate::ketama::Ring;
+use crate::upstream::Server;
+
+/// One replica set: its ring and its servers (indexed as the ring's).
+#[derive(Debug)]
+pub struct SetRoute {
+    /// Replica set name.
+    pub name: String,
+    /// The ketama ring.
+    pub ring: Ring,
+    /// Servers in configuration order.
+    pub servers: Vec<Arc<Server>>,
+}
+
+impl SetRoute {
+    /// The server for `key`.
+    pub fn server_index(&self, key: &[u8]) -> usize {
+        self.ring.server_for(key)
+    }
+
+    /// The server at `index` (from [`server_index`](Self::server_index)).
+    pub fn server(&self, index: usize) -> Option<&Arc<Server>> {
+        self.servers.get(index)
+    }
+}
+
+/// A pool: replica sets in preference order.
+#[derive(Debug)]
+pub struct PoolRoute {
+    /// Pool name.
+    pub name: String,
+    /// Replica sets; reads prefer the first.
+    pub sets: Vec<SetRoute>,
+    /// Routing settings.
+    pub settings: Arc<Settings>,
+}
+
+impl PoolRoute {
+    /// Every server of every set (for `flush_all`).
+    pub fn all_servers(&self) -> impl Iterator<Item = &Arc<Server>> {
+        self.sets.iter().flat_map(|s| s.servers.iter())
+    }
+}
+
+/// The servers a worker has connections to, kept across table swaps so that a server that
+/// stays in a pool keeps its connections and TKO state.
+#[derive(Default)]
+pub struct Registry {
+    servers: HashMap<(String, String, SocketAddr), Arc<Server>>,
+}
+
+impl Registry {
+    /// Builds the route for `spec`, reusing servers already known. Call
+    /// [`retain`](Self::retain) after all pools of a table are built.
+    pub fn build(
+        &mut self,
+        spec: &PoolSpec,
+        settings: &Arc<Settings>,
+        cancel: &CancellationToken,
+    ) -> PoolRoute {
+        let sets = spec
+            .replica_sets
+            .iter()
+            .map(|rs| {
+                let named: Vec<(String, u32)> = rs
+                    .servers
+                    .iter()
+                    .map(|s| (s.name.clone(), s.weight))
+                    .collect();
+                let servers = rs
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        self.servers
+                            .entry((spec.name.clone(), rs.name.clone(), s.addr))
+                            .or_insert_with(|| {
+                                Server::new(
+                                    s.addr,
+                                    &spec.name,
+                                    &rs.name,
+                                    settings.clone(),
+                                    cancel.child_token(),
+                                )
+                            })
+                            .clone()
+                    })
+                    .collect();
+                SetRoute {
+                    name: rs.name.clone(),
+                    ring: Ring::new(&named, spec.hash),
+                    servers,
+                }
+            })
+            .collect();
+        PoolRoute {
+            name: spec.name.clone(),
+            sets,
+            settings: settings.clone(),
+        }
+    }
+
+    /// Forgets servers no route uses any more (their connections close once the last
+    /// client holding an old route lets go).
+    pub fn retain(&mut self, routes: &[&PoolRoute]) {
+        let used: std::collections::HashSet<(String, String, SocketAddr)> = routes
+            .iter()
+            .flat_map(|r| {
+                r.sets.iter().flat_map(move |s| {
+                    s.servers
+                        .iter()
+                        .map(move |srv| (r.name.clone(), s.name.clone(), srv.addr()))
+                })
+            })
+            .collect();
+        self.servers.retain(|k, server| {
+            let keep = used.contains(k);
+            if !keep {
+                server.close();
+            }
+            keep
+        });
+    }
+}

@@ -1,0 +1,399 @@
+//! Listeners and workers: [`start`] binds everything and returns [`Running`]; [`run`]
+//! waits until cancelled.
+//!
+//! A *worker* is one set of accept loops, client tasks and backend connections on one
+//! runtime: `threads = 0` runs one worker on the caller's runtime; `threads = N` runs N
+//! workers, each on its own thread with a single-threaded runtime and its own
+//! `SO_REUSEPORT` listener per pool (the kernel spreads clients over them) and its own
+//! backend connections and TKO state.
+//!
+//! In table mode each worker follows the `memcached` table: a new pool gets a listener on
+//! `bind:listen_port`; a changed pool gets a new route, swapped in with one `ArcSwap::store`
+//! that open client connections pick up at their next batch; a removed pool's listener
+//! closes (its open clients keep the last route until they disconnect).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use ocean_core::subscriber::{self, TableWatch};
+use ocean_core::table::memcached::MemcachedTable;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Mode, PoolSpec, Settings};
+use crate::connection::{serve, ClientContext, RouterStats};
+use crate::route::Registry;
+
+/// A started router.
+pub struct Running {
+    /// Standalone mode: the address clients connect to (port 0 resolved).
+    pub listen_addr: Option<SocketAddr>,
+    /// The admin HTTP address, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The router's counters (`stats`), shared by all workers.
+    pub stats: Arc<RouterStats>,
+    tracker: TaskTracker,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every task and worker thread to stop (after cancellation).
+    pub async fn wait(self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        let threads = self.threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                if t.join().is_err() {
+                    tracing::error!("a memcached-router worker thread panicked");
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::error!("joining memcached-router workers failed");
+        }
+    }
+}
+
+/// Starts the router and waits until `cancel` fires and everything has stopped.
+///
+/// # Errors
+/// As [`start`].
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    start(config, cancel).await?.wait().await;
+    Ok(())
+}
+
+/// What a worker starts from.
+enum WorkerSource {
+    Standalone {
+        listener: std::net::TcpListener,
+        pool: PoolSpec,
+    },
+    Table {
+        bind: std::net::IpAddr,
+        watch: TableWatch<MemcachedTable>,
+    },
+}
+
+/// Validates `config`, binds the listeners (standalone) or starts the table subscriber
+/// (table mode), starts the workers and the admin server, and returns once listening.
+///
+/// # Errors
+/// Invalid config, an address that cannot be bound, a worker thread that cannot start.
+pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    let tracker = TaskTracker::new();
+    let stats = Arc::new(RouterStats::default());
+    let settings = Arc::new(config.settings.clone());
+    let workers = config.threads.max(1);
+    let mut sources = Vec::new();
+    let mut listen_addr = None;
+    let mut table_watch = None;
+    match &config.mode {
+        Mode::Standalone { listen, pool } => {
+            let first = ocean_core::listener::bind_tcp(*listen, true)
+                .with_context(|| format!("cannot listen on {listen} (--listen)"))?;
+            let addr = first.local_addr()?;
+            listen_addr = Some(addr);
+            let mut listeners = vec![first.into_std()?];
+            for _ in 1..workers {
+                listeners.push(
+                    ocean_core::listener::bind_tcp(addr, true)
+                        .with_context(|| format!("cannot listen on {addr}"))?
+                        .into_std()?,
+                );
+            }
+            for listener in listeners {
+                sources.push(WorkerSource::Standalone {
+                    listener,
+                    pool: pool.clone(),
+                });
+            }
+        }
+        Mode::Table { bind, subscriber } => {
+            let (watch, sub) =
+                subscriber::spawn::<MemcachedTable>(subscriber.clone(), cancel.clone());
+            tracker.spawn(async move {
+                if let Err(e) = sub.await {
+                    tracing::error!(error = %e, "table subscriber failed");
+                }
+            });
+            table_watch = Some(watch.clone());
+            for _ in 0..workers {
+                sources.push(WorkerSource::Table {
+                    bind: *bind,
+                    watch: watch.clone(),
+                });
+            }
+        }
+    }
+
+    let mut threads = Vec::new();
+    for (i, source) in sources.into_iter().enumerate() {
+        let worker = worker(source, settings.clone(), stats.clone(), cancel.clone());
+        if config.threads == 0 {
+            tracker.spawn(worker);
+        } else {
+            let handle = std::thread::Builder::new()
+                .name(format!("memcached-router-{i}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(worker),
+                        Err(e) => tracing::error!(error = %e, "cannot build worker runtime"),
+                    }
+                })
+                .context("spawning a worker thread")?;
+            threads.push(handle);
+        }
+    }
+
+    let admin_addr = match config.admin {
+        Some(addr) => {
+            let listener = ocean_core::listener::bind_tcp(addr, false)
+                .with_context(|| format!("cannot listen on {addr} (--admin)"))?;
+            let bound = listener.local_addr()?;
+            let health_watch = table_watch.clone();
+            let health = Arc::new(move || match &health_watch {
+                None => ocean_core::admin::Health {
+                    status: "ok",
+                    reason: None,
+                },
+                Some(w) => match (w.load(), w.status().last_error) {
+                    (None, _) => ocean_core::admin::Health {
+                        status: "starting",
+                        reason: Some("no memcached table yet".into()),
+                    },
+                    (Some(_), Some(e)) => ocean_core::admin::Health {
+                        status: "stale",
+                        reason: Some(e),
+                    },
+                    (Some(_), None) => ocean_core::admin::Health {
+                        status: "ok",
+                        reason: None,
+                    },
+                },
+            });
+            let table_fn = table_watch.clone().map(|w| {
+                Arc::new(move || {
+                    w.load().map(|t| {
+                        serde_json::json!({
+                            "etag": t.etag,
+                            "table": serde_json::from_slice::<serde_json::Value>(&t.body).ok(),
+                            "status": w.status(),
+                        })
+                    })
+                }) as Arc<dyn Fn() -> Option<serde_json::Value> + Send + Sync>
+            });
+            let router = ocean_core::admin::router(health, table_fn);
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = ocean_core::admin::serve(listener, router, cancel).await {
+                    tracing::error!(error = %e, "admin server failed");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
+    tracing::info!(listen = ?listen_addr, threads = config.threads, "memcached router started");
+    Ok(Running {
+        listen_addr,
+        admin_addr,
+        stats,
+        tracker,
+        threads,
+    })
+}
+
+async fn worker(
+    source: WorkerSource,
+    settings: Arc<Settings>,
+    stats: Arc<RouterStats>,
+    cancel: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let mut registry = Registry::default();
+    match source {
+        WorkerSource::Standalone { listener, pool } => {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use listener");
+                    return;
+                }
+            };
+            let route = Arc::new(ArcSwap::from_pointee(
+                registry.build(&pool, &settings, &cancel),
+            ));
+            let ctx = Arc::new(ClientContext { route, stats });
+            accept_loop(
+                listener,
+                ctx,
+                settings.max_clients,
+                &tracker,
+                cancel.clone(),
+            )
+            .await;
+        }
+        WorkerSource::Table { bind, watch } => {
+            follow_table(
+                bind,
+                watch,
+                &mut registry,
+                settings,
+                stats,
+                &tracker,
+                &cancel,
+            )
+            .await;
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+struct PoolListener {
+    port: u16,
+    ctx: Arc<ClientContext>,
+    stop: CancellationToken,
+}
+
+async fn follow_table(
+    bind: std::net::IpAddr,
+    mut watch: TableWatch<MemcachedTable>,
+    registry: &mut Registry,
+    settings: Arc<Settings>,
+    stats: Arc<RouterStats>,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let mut pools: HashMap<String, PoolListener> = HashMap::new();
+    let mut next = tokio::select! {
+        () = cancel.cancelled() => return,
+        t = watch.first() => t,
+    };
+    while let Some(table) = next {
+        let specs: Vec<(PoolSpec, u16)> = table
+            .table
+            .pools
+            .iter()
+            .map(|p| (PoolSpec::from_table(p), p.listen_port))
+            .collect();
+        let routes: Vec<_> = specs
+            .iter()
+            .map(|(spec, _)| Arc::new(registry.build(spec, &settings, cancel)))
+            .collect();
+        let wanted: std::collections::HashSet<&str> =
+            specs.iter().map(|(s, _)| s.name.as_str()).collect();
+        pools.retain(|name, l| {
+            let keep = wanted.contains(name.as_str());
+            if !keep {
+                l.stop.cancel();
+            }
+            keep
+        });
+        for ((spec, port), route) in specs.iter().zip(&routes) {
+            match pools.get(&spec.name) {
+                Some(l) if l.port == *port => l.ctx.route.store(route.clone()),
+                _ => {
+                    if let Some(old) = pools.remove(&spec.name) {
+                        old.stop.cancel();
+                    }
+                    let addr = SocketAddr::new(bind, *port);
+                    let listener = match ocean_core::listener::bind_tcp(addr, true) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(pool = %spec.name, %addr, error = %e, "cannot listen");
+                            continue;
+                        }
+                    };
+                    let ctx = Arc::new(ClientContext {
+                        route: Arc::new(ArcSwap::new(route.clone())),
+                        stats: stats.clone(),
+                    });
+                    let stop = cancel.child_token();
+                    tracker.spawn(accept_loop(
+                        listener,
+                        ctx.clone(),
+                        settings.max_clients,
+                        tracker,
+                        stop.clone(),
+                    ));
+                    pools.insert(
+                        spec.name.clone(),
+                        PoolListener {
+                            port: *port,
+                            ctx,
+                            stop,
+                        },
+                    );
+                }
+            }
+        }
+        let refs: Vec<&crate::route::PoolRoute> = routes.iter().map(|r| r.as_ref()).collect();
+        registry.retain(&refs);
+        tracing::info!(etag = %table.etag, pools = specs.len(), "memcached table applied");
+        metrics::counter!("ocean_memcached_table_swaps_total").increment(1);
+        next = tokio::select! {
+            () = cancel.cancelled() => return,
+            t = watch.changed() => t,
+        };
+    }
+}
+
+static CLIENT_SLOTS: AtomicUsize = AtomicUsize::new(0);
+
+fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ClientContext>,
+    max_clients: usize,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let tracker = tracker.clone();
+    async move {
+        let permits = Arc::new(Semaphore::new(max_clients));
+        loop {
+            let permit = tokio::select! {
+                () = cancel.cancelled() => return,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let ctx = ctx.clone();
+            let cancel = cancel.clone();
+            let slot = CLIENT_SLOTS.fetch_add(1, Ordering::Relaxed);
+            tracker.spawn(async move {
+                ctx.stats.curr_connections.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(%peer, "client connected");
+                serve(stream, ctx.clone(), slot, cancel).await;
+                ctx.stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+    }
+}
