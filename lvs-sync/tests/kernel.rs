@@ -149,7 +149,8 @@ fn libs(bin: &Path) -> Vec<PathBuf> {
 /// The binary without debug info (an initramfs of 130 MB would need a big VM), or as is
 /// when `strip` is not there.
 fn stripped(bin: &Path) -> Vec<u8> {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ocean-lvs-sync.stripped");
+    let name = bin.file_name().unwrap().to_string_lossy().to_string();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.stripped"));
     let ok = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
@@ -349,6 +350,7 @@ ip link set lo up
 ip addr add 10.9.9.9/32 dev lo
 ip route add 10.0.0.0/8 dev lo src 10.9.9.9
 for m in $(cat /modules.order); do insmod /modules/$m || echo "===INSMOD-FAILED $m"; done
+/probe; echo "===RCP $?"
 ipvsadm -A -t 192.168.50.1:443 -s lc
 ipvsadm -a -t 192.168.50.1:443 -r 192.168.60.1:443 -m -w 5
 S="/lvs-sync --once --backend netlink --state-file /tmp/owned --vip 10.0.0.0/24 --vip 2001:db8::/32 --drain 30s"
@@ -392,6 +394,9 @@ fn build_initramfs(kernel: &Path, bin: &Path) -> Vec<u8> {
     c.file("bin/busybox", 0o755, &std::fs::read(&busybox).unwrap());
     c.file("usr/sbin/ipvsadm", 0o755, &std::fs::read(&ipvsadm).unwrap());
     c.file("lvs-sync", 0o755, &stripped(bin));
+    // the error-mapping probe (src/bin/lvs-sync-kernel-probe.rs)
+    let probe = PathBuf::from(env!("CARGO_BIN_EXE_lvs-sync-kernel-probe"));
+    c.file("probe", 0o755, &stripped(&probe));
     let mut seen = std::collections::BTreeSet::new();
     for lib in libs(&ipvsadm).into_iter().chain(libs(bin)) {
         if seen.insert(lib.clone()) {
@@ -538,6 +543,12 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
     assert!(
         !out.contains("===INSMOD-FAILED"),
         "a module did not load:\n{out_msg}"
+    );
+
+    // 0. the kernel's answers map to the errors apply_plan turns into idempotent retries
+    assert!(
+        out.contains("PROBE OK") && out.contains("===RCP 0"),
+        "the error-mapping probe failed:\n{out_msg}"
     );
 
     // 1. table 1 applied, one entry refused, the foreign service as it was
