@@ -46,6 +46,10 @@ pub struct RouterStats {
     get_hits: AtomicU64,
     get_misses: AtomicU64,
     backend_errors: AtomicU64,
+    /// Servers marked down now (summed over workers).
+    pub servers_down: AtomicU64,
+    /// Times a server was marked down.
+    pub tko_events: AtomicU64,
 }
 
 impl Default for RouterStats {
@@ -59,6 +63,8 @@ impl Default for RouterStats {
             get_hits: AtomicU64::new(0),
             get_misses: AtomicU64::new(0),
             backend_errors: AtomicU64::new(0),
+            servers_down: AtomicU64::new(0),
+            tko_events: AtomicU64::new(0),
         }
     }
 }
@@ -76,6 +82,8 @@ impl RouterStats {
             ("get_hits", v(&self.get_hits)),
             ("get_misses", v(&self.get_misses)),
             ("backend_errors", v(&self.backend_errors)),
+            ("servers_down", v(&self.servers_down)),
+            ("tko_events", v(&self.tko_events)),
         ];
         for (name, value) in lines {
             out.extend_from_slice(format!("STAT {name} {value}\r\n").as_bytes());

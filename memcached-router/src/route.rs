@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PoolSpec, Settings};
+use crate::connection::RouterStats;
 use crate::ketama::Ring;
 use crate::upstream::Server;
 
@@ -54,12 +55,20 @@ impl PoolRoute {
 
 /// The servers a worker has connections to, kept across table swaps so that a server that
 /// stays in a pool keeps its connections and TKO state.
-#[derive(Default)]
 pub struct Registry {
     servers: HashMap<(String, String, SocketAddr), Arc<Server>>,
+    stats: Arc<RouterStats>,
 }
 
 impl Registry {
+    /// An empty registry; its servers report TKO changes to `stats`.
+    pub fn new(stats: Arc<RouterStats>) -> Registry {
+        Registry {
+            servers: HashMap::new(),
+            stats,
+        }
+    }
+
     /// Builds the route for `spec`, reusing servers already known. Call
     /// [`retain`](Self::retain) after all pools of a table are built.
     pub fn build(
@@ -89,6 +98,7 @@ impl Registry {
                                     &spec.name,
                                     &rs.name,
                                     settings.clone(),
+                                    self.stats.clone(),
                                     cancel.child_token(),
                                 )
                             })

@@ -223,7 +223,7 @@ async fn worker(
     cancel: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
-    let mut registry = Registry::default();
+    let mut registry = Registry::new(stats.clone());
     match source {
         WorkerSource::Standalone { listener, pool } => {
             let listener = match TcpListener::from_std(listener) {

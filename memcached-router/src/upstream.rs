@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::connection::RouterStats;
 use crate::reply::{reply_len, Expect};
 
 /// Requests queued per connection before senders are refused (`SERVER_ERROR`).
@@ -94,6 +95,7 @@ pub struct Server {
     down: AtomicBool,
     settings: Arc<Settings>,
     metrics: ServerMetrics,
+    stats: Arc<RouterStats>,
     cancel: CancellationToken,
 }
 
@@ -151,6 +153,7 @@ impl Server {
         pool: &str,
         replica_set: &str,
         settings: Arc<Settings>,
+        stats: Arc<RouterStats>,
         cancel: CancellationToken,
     ) -> Arc<Server> {
         let labels = [
@@ -177,6 +180,7 @@ impl Server {
             down: AtomicBool::new(false),
             settings,
             metrics,
+            stats,
             cancel,
         })
     }
@@ -284,6 +288,8 @@ impl Server {
         if n >= self.settings.tko_after && !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(server = %self.addr, failures = n, "memcached server marked down");
             self.metrics.up.set(0.0);
+            self.stats.servers_down.fetch_add(1, Ordering::Relaxed);
+            self.stats.tko_events.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("ocean_memcached_server_tko_total", "server" => self.addr.to_string())
                 .increment(1);
             for cell in &self.conns {
@@ -314,6 +320,7 @@ async fn probe(server: Arc<Server>) {
             server.failures.store(0, Ordering::Relaxed);
             server.down.store(false, Ordering::Relaxed);
             server.metrics.up.set(1.0);
+            server.stats.servers_down.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(server = %server.addr, "memcached server is back up");
             return;
         }
