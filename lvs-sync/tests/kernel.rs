@@ -8,7 +8,7 @@
 //!    draining), an owned service removed, a scheduler edited in place; the foreign service
 //!    untouched throughout;
 //! 4. scale: 100 services x 10 real servers from empty, then a no-change resync (times
-//!    printed).
+//!    printed; `LVS_SYNC_KERNEL_SCALE=1000x20` for a bigger run).
 //!
 //! The kernel comes from `lvs-sync/tests/qemu/fetch-kernel.sh` (run here into the target dir
 //! when missing; it needs the Debian mirror). Needs qemu-system-x86, busybox-static, ipvsadm.
@@ -384,6 +384,17 @@ echo "===DONE"
 poweroff -f
 "#;
 
+/// Services x real servers of the scale run.
+fn scale() -> (usize, usize) {
+    std::env::var("LVS_SYNC_KERNEL_SCALE")
+        .ok()
+        .and_then(|v| {
+            let (a, b) = v.split_once('x')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((100, 10))
+}
+
 fn build_initramfs(kernel: &Path, bin: &Path) -> Vec<u8> {
     let busybox = need("/bin/busybox", "busybox-static");
     let ipvsadm = need("/usr/sbin/ipvsadm", "ipvsadm");
@@ -415,7 +426,8 @@ fn build_initramfs(kernel: &Path, bin: &Path) -> Vec<u8> {
     c.file("modules.order", 0o644, order.as_bytes());
     c.file("t1.json", 0o644, &table1());
     c.file("t2.json", 0o644, &table2());
-    c.file("scale.json", 0o644, &scale_table(100, 10));
+    let (services, reals) = scale();
+    c.file("scale.json", 0o644, &scale_table(services, reals));
     c.file("init", 0o755, INIT.as_bytes());
     c.finish()
 }
@@ -648,11 +660,16 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
     );
     let r5 = reconciled(&out, "===RC5");
     let r6 = reconciled(&out, "===RC6");
-    assert_eq!(r5.get("writes").map(String::as_str), Some("1100"), "{r5:?}");
+    let (services, reals) = scale();
+    let writes = (services + services * reals).to_string();
+    assert_eq!(r5.get("writes"), Some(&writes), "{r5:?}");
     assert_eq!(r6.get("writes").map(String::as_str), Some("0"), "{r6:?}");
-    assert!(out.contains("===SCALE-COUNT 100 1000"), "{out_msg}");
+    assert!(
+        out.contains(&format!("===SCALE-COUNT {services} {}", services * reals)),
+        "{out_msg}"
+    );
     eprintln!(
-        "real kernel (qemu TCG): 100 services x 10 reals from empty: {} ms; no-change resync: {} ms",
+        "real kernel (qemu TCG): {services} services x {reals} reals from empty: {} ms; no-change resync: {} ms",
         r5.get("ms").map(String::as_str).unwrap_or("?"),
         r6.get("ms").map(String::as_str).unwrap_or("?")
     );
