@@ -113,14 +113,26 @@ for _ in $(seq 50); do redis-cli -p "$P_TWEM" ping >/dev/null 2>&1 && break; sle
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
+# redis-benchmark has no MGET test: MGET of 10 keys (in 10 different slots) is run as a
+# custom command. Its keys are set first so the replies carry values.
+MGET_KEYS=(key:1 key:2 key:3 key:4 key:5 key:6 key:7 key:8 key:9 key:10)
+
 # bench target port pipeline -> "get set mget" ops/s
 bench() {
     local port=$1 p=$2 n
     if ((p == 1)); then n=$N_P1; else n=$N_P16; fi
-    redis-benchmark -h 127.0.0.1 -p "$port" -t get,set,mget -P "$p" -c "$CLIENTS" -n "$n" --csv 2>/dev/null |
-        awk -F'","' '/^"(GET|SET|MGET)/ { gsub(/"/, "", $1); gsub(/"/, "", $2); split($1, t, " "); r[t[1]] = $2 }
+    {
+        redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -P "$p" -c "$CLIENTS" -n "$n" --csv 2>/dev/null
+        redis-benchmark -h 127.0.0.1 -p "$port" -P "$p" -c "$CLIENTS" -n "$n" --csv MGET "${MGET_KEYS[@]}" 2>/dev/null
+    } | awk -F'","' '/^"(GET|SET|MGET)/ { gsub(/"/, "", $1); gsub(/"/, "", $2); split($1, t, " "); r[t[1]] = $2 }
                      END { printf "%s %s %s\n", r["GET"], r["SET"], r["MGET"] }'
 }
+
+for port in "$P_DIRECT" "$P_TWEM" "$P_O1" "$P_O3"; do
+    args=(); for k in "${MGET_KEYS[@]}"; do args+=("$k" "value"); done
+    redis-cli -p "$port" mset "${args[@]}" >/dev/null
+done
+PID_TWEM=$(pgrep -f "nutcracker -c $WORK/nutcracker.yml" | head -1)
 
 declare -A RESULTS
 TARGETS=(direct twemproxy ocean-1 ocean-3)
@@ -132,11 +144,12 @@ for round in $(seq "$ROUNDS"); do
             pid=""
             [[ $t == ocean-1 ]] && pid=$PID_O1
             [[ $t == ocean-3 ]] && pid=$PID_O3
+            [[ $t == twemproxy ]] && pid=$PID_TWEM
             [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
             r=$(bench "${PORT[$t]}" "$p")
             if [[ -n $pid ]]; then
                 c1=$(cpu_ticks "$pid")
-                n=$(( (p == 1 ? N_P1 : N_P16) * 3 ))
+                n=$(( (p == 1 ? N_P1 : N_P16) * 3 ))  # ops in get + set + mget
                 CPU[$t/$p]="${CPU[$t/$p]:-} $(awk -v d=$((c1 - c0)) -v tk="$TICK" -v n="$n" 'BEGIN { printf "%.2f", d / tk * 1e6 / n }')"
             fi
             RESULTS[$t/$p]="${RESULTS[$t/$p]:-}|$r"
@@ -171,9 +184,9 @@ for p in 1 16; do
     done
 done
 echo
-echo "router CPU, us per operation (median over rounds):"
+echo "proxy CPU, us per operation (median over rounds):"
 for p in 1 16; do
-    for o in ocean-1 ocean-3; do
+    for o in twemproxy ocean-1 ocean-3; do
         printf "  %-8s P%-3s %s\n" "$o" "$p" "$(echo "${CPU[$o/$p]}" | median)"
     done
 done

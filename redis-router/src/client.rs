@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,7 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{BackendError, JobResult};
+use crate::backend::BackendError;
 use crate::cluster::{Cluster, Lease};
 use crate::command::{self, CommandSpec, Flags, Split};
 use crate::metrics::{Family, FamilyMetrics};
@@ -112,6 +112,7 @@ pub async fn serve(stream: TcpStream, shared: Shared) {
         dec: Decoder::new(),
         enc: BytesMut::with_capacity(16 * 1024),
         any: 0,
+        read_at: Instant::now(),
     };
     session.run().await;
     drop(session);
@@ -125,15 +126,19 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared:
     let mut dead = false;
     let cluster = &shared.cluster;
     let ropts = &shared.opts.route;
+    // One clock read per wake-up, not per reply.
+    let mut now = Instant::now();
     loop {
         let item = match rx.try_recv() {
             Ok(i) => i,
             Err(mpsc::error::TryRecvError::Empty) => {
                 flush(&mut wr, &mut out, &mut dead).await;
-                match rx.recv().await {
+                let i = match rx.recv().await {
                     Some(i) => i,
                     None => break,
-                }
+                };
+                now = Instant::now();
+                i
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
@@ -149,7 +154,9 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared:
                     Ok(r) => r,
                     Err(oneshot::error::TryRecvError::Empty) => {
                         flush(&mut wr, &mut out, &mut dead).await;
-                        (&mut f.rx).await.unwrap_or(Err(BackendError::Unserved))
+                        let r = (&mut f.rx).await.unwrap_or(Err(BackendError::Unserved));
+                        now = Instant::now();
+                        r
                     }
                     Err(oneshot::error::TryRecvError::Closed) => Err(BackendError::Unserved),
                 };
@@ -160,15 +167,18 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared:
                     }
                 } else {
                     flush(&mut wr, &mut out, &mut dead).await;
-                    route::finish(cluster, ropts, first, f).await
+                    let r = route::finish(cluster, ropts, first, f).await;
+                    now = Instant::now();
+                    r
                 };
-                shared.metrics.record(family, started, &reply);
+                shared.metrics.record_at(family, started, now, &reply);
                 reply
             }
             Out::Merge(m, family, started) => {
                 flush(&mut wr, &mut out, &mut dead).await;
                 let reply = merge(cluster, ropts, *m).await;
-                shared.metrics.record(family, started, &reply);
+                now = Instant::now();
+                shared.metrics.record_at(family, started, now, &reply);
                 reply
             }
             Out::Task(t, family, started) => {
@@ -176,7 +186,8 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared:
                 let reply = t
                     .await
                     .unwrap_or_else(|_| Bytes::from_static(b"-ERR internal error\r\n"));
-                shared.metrics.record(family, started, &reply);
+                now = Instant::now();
+                shared.metrics.record_at(family, started, now, &reply);
                 reply
             }
         };
@@ -303,6 +314,9 @@ struct Session {
     dec: Decoder,
     enc: BytesMut,
     any: u16,
+    /// When the last read from the client completed: the start of every request in it
+    /// (one clock read per read, not per request).
+    read_at: Instant,
 }
 
 /// Waits until the client closes its side, buffering what it sends meanwhile (bounded).
@@ -353,7 +367,7 @@ impl Session {
             }
             match self.rd.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return None,
-                Ok(_) => {}
+                Ok(_) => self.read_at = Instant::now(),
             }
         }
     }
@@ -373,6 +387,9 @@ impl Session {
     }
 
     fn encode(&mut self, req: &Request) -> Bytes {
+        if let Some(raw) = &req.raw {
+            return raw.clone();
+        }
         req.encode(&mut self.enc);
         self.enc.split().freeze()
     }
@@ -387,11 +404,9 @@ impl Session {
         self.any
     }
 
-    async fn forward(&mut self, req: &Request, target: Target, family: Family) {
-        let read_only =
-            command::lookup(req.name()).is_some_and(|s| s.flags.contains(Flags::READONLY));
+    async fn forward(&mut self, req: &Request, target: Target, family: Family, read_only: bool) {
         let bytes = self.encode(req);
-        let started = Instant::now();
+        let started = self.read_at;
         let rx = route::send(&self.shared.cluster, target, &bytes, self.proto, false).await;
         self.push(Out::Wait(
             Flight {
@@ -416,7 +431,8 @@ impl Session {
             }
             // Unknown to us: the backend's own error (or a newer command) is the answer.
             let slot = self.any_slot();
-            self.forward(&req, Target::Slot(slot), Family::Other).await;
+            self.forward(&req, Target::Slot(slot), Family::Other, false)
+                .await;
             return Flow::Continue;
         };
         if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
@@ -458,7 +474,13 @@ impl Session {
                     let s = slot
                         .or_else(|| req.args.get(1).map(|c| key_slot(c)))
                         .unwrap_or(0);
-                    self.forward(&req, Target::Slot(s), family).await;
+                    self.forward(
+                        &req,
+                        Target::Slot(s),
+                        family,
+                        spec.flags.contains(Flags::READONLY),
+                    )
+                    .await;
                     return Flow::Continue;
                 }
             }
@@ -485,7 +507,13 @@ impl Session {
             Some(s) => s,
             None => self.any_slot(),
         };
-        self.forward(&req, Target::Slot(s), family).await;
+        self.forward(
+            &req,
+            Target::Slot(s),
+            family,
+            spec.flags.contains(Flags::READONLY),
+        )
+        .await;
         Flow::Continue
     }
 
@@ -653,7 +681,8 @@ impl Session {
                 // The table's source of truth is the backend: pass COMMAND (and its
                 // COUNT/INFO/DOCS/GETKEYS subcommands) to some node.
                 let s = self.any_slot();
-                self.forward(&req, Target::Slot(s), Family::Local).await;
+                self.forward(&req, Target::Slot(s), Family::Local, true)
+                    .await;
                 return Flow::Continue;
             }
             other => {
@@ -1198,10 +1227,50 @@ pub fn family_of(name: &[u8]) -> Option<Family> {
     command::lookup(name).map(Family::of)
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>(_: T) {}
-    let _ = |s: TcpStream, sh: Shared| is_send(serve(s, sh));
-    let _ = Duration::ZERO;
-    let _: Option<JobResult> = None;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_array_replies() {
+        let r = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:5\r\n");
+        let e = array_elements(&r).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!(&e[0][..], b"$1\r\na\r\n");
+        assert_eq!(&e[1][..], b"$-1\r\n");
+        assert_eq!(&e[2][..], b"*1\r\n:5\r\n");
+        assert!(array_elements(&Bytes::from_static(b"-ERR x\r\n")).is_none());
+        assert!(array_elements(&Bytes::from_static(b"*2\r\n:1\r\n")).is_none());
+    }
+
+    #[test]
+    fn notices_the_last_unsubscribe() {
+        let last = Bytes::from_static(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n");
+        let more = Bytes::from_static(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:1\r\n");
+        let push = Bytes::from_static(b">3\r\n$12\r\npunsubscribe\r\n$1\r\nc\r\n:0\r\n");
+        let msg = Bytes::from_static(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\n0\r\n");
+        assert!(subscriptions_ended(&last));
+        assert!(!subscriptions_ended(&more));
+        assert!(subscriptions_ended(&push));
+        assert!(!subscriptions_ended(&msg));
+        assert!(subscriptions_ended(&Bytes::from_static(b"+RESET\r\n")));
+    }
+
+    #[test]
+    fn xread_blocks_only_with_block() {
+        let spec = command::lookup(b"xread").unwrap();
+        let r = |s: &str| {
+            Request::new(
+                s.split(' ')
+                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert!(is_blocking(spec, &r("XREAD BLOCK 0 STREAMS s 0")));
+        assert!(!is_blocking(spec, &r("XREAD COUNT 1 STREAMS block 0")));
+        assert!(is_blocking(
+            command::lookup(b"blpop").unwrap(),
+            &r("BLPOP k 0")
+        ));
+    }
 }

@@ -41,7 +41,7 @@ pub struct ClusterOpts {
 impl Default for ClusterOpts {
     fn default() -> Self {
         ClusterOpts {
-            conns_per_node: 2,
+            conns_per_node: 1,
             max_dedicated: 512,
             max_idle_dedicated: 16,
             refresh_interval: Duration::from_secs(10),

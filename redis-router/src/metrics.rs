@@ -112,13 +112,19 @@ impl FamilyMetrics {
 
     /// Counts one reply.
     pub fn record(&self, family: Family, started: Instant, reply: &[u8]) {
+        self.record_at(family, started, Instant::now(), reply);
+    }
+
+    /// Counts one reply that was complete at `now` (callers batching clock reads).
+    pub fn record_at(&self, family: Family, started: Instant, now: Instant, reply: &[u8]) {
         let i = FAMILIES.iter().position(|(f, _)| *f == family).unwrap_or(0);
         if let Some(h) = self.handles.get(i) {
             h.count.increment(1);
             if reply.first() == Some(&b'-') {
                 h.errors.increment(1);
             }
-            h.latency.record(started.elapsed().as_secs_f64());
+            h.latency
+                .record(now.saturating_duration_since(started).as_secs_f64());
         }
     }
 }

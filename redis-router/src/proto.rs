@@ -41,12 +41,22 @@ const PREALLOC_ARGS: usize = 1024;
 
 /// One client command: its arguments, each a slice of the input buffer (no copy), except
 /// inline arguments that needed unescaping.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub struct Request {
     /// The command name followed by its arguments; never empty.
     pub args: Vec<Bytes>,
     /// Whether it came as an inline command rather than a multibulk array.
     pub inline: bool,
+    /// The request's own bytes when they are canonical RESP (a multibulk array whose
+    /// payloads all end in CRLF), so it can be forwarded without re-encoding.
+    pub raw: Option<Bytes>,
+}
+
+/// Equal when the arguments and the form are; `raw` is a cache of the bytes.
+impl PartialEq for Request {
+    fn eq(&self, other: &Request) -> bool {
+        self.args == other.args && self.inline == other.inline
+    }
 }
 
 impl Request {
@@ -59,6 +69,7 @@ impl Request {
         Request {
             args: args.into_iter().map(Into::into).collect(),
             inline: false,
+            raw: None,
         }
     }
 
@@ -315,11 +326,15 @@ fn decode_multibulk(
         ranges.push((start, end));
         pos = end + 2;
     }
+    let canonical = ranges
+        .iter()
+        .all(|&(_, e)| buf.get(e..e + 2) == Some(b"\r\n".as_slice()));
     let frame = buf.split_to(pos).freeze();
     let args = ranges.into_iter().map(|(s, e)| frame.slice(s..e)).collect();
     Ok(Parsed::Request(Request {
         args,
         inline: false,
+        raw: canonical.then_some(frame),
     }))
 }
 
@@ -343,7 +358,11 @@ fn decode_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, DecodeEr
     if args.is_empty() {
         return Ok(Parsed::Empty);
     }
-    Ok(Parsed::Request(Request { args, inline: true }))
+    Ok(Parsed::Request(Request {
+        args,
+        inline: true,
+        raw: None,
+    }))
 }
 
 /// C's `isspace` in the "C" locale.

@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Multiplexed connections per backend node, per worker and client protocol.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub conns_per_node: usize,
     /// Dedicated backend connections (MULTI/WATCH, blocking, pub/sub) per node and
     /// worker at most.
