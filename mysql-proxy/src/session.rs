@@ -229,6 +229,7 @@ async fn login<S: Halves>(
     let Accepted {
         job,
         schema,
+        plugin,
         route,
         backend,
         backend_addr,
@@ -245,7 +246,13 @@ async fn login<S: Halves>(
         );
         return;
     }
-    audit(&job, ip, &schema, "ok", &format!("backend {backend_addr}"));
+    audit(
+        &job,
+        ip,
+        &schema,
+        "ok",
+        &format!("plugin {} backend {backend_addr}", plugin.name()),
+    );
     login_metric(&job, "ok");
     shared
         .server_version
@@ -308,6 +315,7 @@ async fn login<S: Halves>(
 struct Accepted {
     job: String,
     schema: String,
+    plugin: Plugin,
     route: Route,
     backend: backend::Backend,
     backend_addr: SocketAddr,
@@ -493,7 +501,7 @@ async fn authenticate<S: Halves>(
     let (addrs, creds) = backends(&route, &shared.rr);
     if addrs.is_empty() {
         return Err(deny(
-            2003,
+            1429,
             b"HY000",
             format!("ocean: database for schema '{schema}' has no running primary"),
             &job,
@@ -543,6 +551,7 @@ async fn authenticate<S: Halves>(
                 return Ok(Accepted {
                     job,
                     schema,
+                    plugin,
                     route,
                     backend,
                     backend_addr: addr,
@@ -556,7 +565,7 @@ async fn authenticate<S: Halves>(
         }
     }
     Err(deny(
-        2003,
+        1429,
         b"HY000",
         format!("ocean: cannot reach the database for schema '{schema}' (see the proxy's log)"),
         &job,

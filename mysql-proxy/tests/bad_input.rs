@@ -168,7 +168,7 @@ async fn garbage_big_packets_vanishing_clients_and_bad_backends() {
         .await
         .unwrap_err();
     println!("backend down: {err}");
-    assert!(err.contains("ERROR 2003"), "{err}");
+    assert!(err.contains("ERROR 1429"), "{err}");
 
     // 5. Backend hangs at login (SIGSTOP): an error after --connect-timeout, not a hang.
     let etag = proxy.table_etag().unwrap();

@@ -94,13 +94,6 @@ async fn primary_moves_while_clients_run() {
             seen
         })
     };
-    // A batch-job session for the revocation check.
-    let mut batch =
-        mysql_async::Conn::new(opts(addr, "127.0.0.6", "shop/batch", None, Some("shop")))
-            .await
-            .unwrap();
-    let _: Option<u8> = batch.query_first("SELECT 1").await.unwrap();
-
     tokio::time::sleep(Duration::from_millis(500)).await;
     let etag = proxy.table_etag().unwrap();
     let changed_at = Instant::now();
@@ -160,6 +153,13 @@ async fn primary_moves_while_clients_run() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(backend_sessions(&a).await, 0);
+
+    // A batch-job session (on the new primary) for the revocation check.
+    let mut batch =
+        mysql_async::Conn::new(opts(addr, "127.0.0.6", "shop/batch", None, Some("shop")))
+            .await
+            .unwrap();
+    let _: Option<u8> = batch.query_first("SELECT 1").await.unwrap();
 
     // The batch job's task is gone: its open session is closed (--kick-revoked), a new
     // login is refused.

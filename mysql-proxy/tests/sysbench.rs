@@ -74,14 +74,19 @@ async fn sysbench_oltp_through_the_proxy() {
             line("ignored errors:"),
             line("95th percentile:")
         );
-        assert!(
-            line("ignored errors:").starts_with("ignored errors:                      0"),
-            "{out}"
-        );
+        // sysbench retries its own transactions' deadlocks (1213) and lock wait timeouts
+        // (1205) and counts them as "ignored errors"; any other error is FATAL.
+        assert!(!out.contains("FATAL"), "{out}");
+        assert!(line("queries:").contains("per sec"), "{out}");
     }
-    // sysbench's client library negotiated this plugin with the proxy:
+    // Which auth plugin sysbench's client library (libmariadb) answered with:
     let logs = logs();
-    assert!(logs.contains("shop/bench"), "{logs}");
+    let login = logs
+        .lines()
+        .find(|l| l.contains("shop/bench") && l.contains("result=\"ok\""))
+        .expect("no audit line for sysbench's logins");
+    println!("sysbench login: {login}");
+    assert!(login.contains("plugin mysql_native_password"), "{login}");
     sysbench(port, &["oltp_read_write", "cleanup"]).await;
     cancel.cancel();
     proxy.wait().await;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# sysbench oltp_point_select and oltp_read_only, 8 threads, against MariaDB directly,
+# through haproxy (TCP mode) and through ocean mysql-proxy; prints qps, p95 and ratios.
+# Needs: mariadb-server, sysbench, haproxy. Not run in CI.
+#   benches/mysql.sh            # 10 s per run
+#   TIME=5 TABLE_SIZE=10000 benches/mysql.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TIME=${TIME:-10}
+TABLE_SIZE=${TABLE_SIZE:-10000}
+THREADS=${THREADS:-8}
+PROXY_THREADS=${PROXY_THREADS:-1}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-mysql}
+
+for b in mariadbd mariadb-install-db sysbench haproxy; do
+  command -v "$b" >/dev/null || { echo "missing $b (Debian: mariadb-server sysbench haproxy)" >&2; exit 1; }
+done
+cargo build -q --release -p ocean-mysql-proxy --example bench_server
+PROXY_BIN=$CARGO_TARGET_DIR/release/examples/bench_server
+
+W=$(mktemp -d /tmp/ocean-mysql-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+DB_PORT=$(free_port); HA_PORT=$(free_port); OC_PORT=$(free_port)
+ROOT=(); [ "$(id -u)" = 0 ] && ROOT=(--user=root)
+mariadb-install-db --no-defaults --datadir="$W/data" --auth-root-authentication-method=normal \
+  --skip-test-db "${ROOT[@]}" >"$W/install.log" 2>&1
+mariadbd --no-defaults --datadir="$W/data" --socket="$W/sock" --port="$DB_PORT" \
+  --bind-address=127.0.0.1 --skip-name-resolve --log-error="$W/error.log" --pid-file="$W/pid" \
+  --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --max-connections=500 \
+  --performance-schema=OFF "${ROOT[@]}" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -S "$W/sock" ] && break; sleep 0.1; done
+sql() { mariadb --no-defaults --protocol=SOCKET --socket="$W/sock" -uroot -e "$1"; }
+sql "CREATE DATABASE sbtest; CREATE USER 'sb'@'127.0.0.1' IDENTIFIED BY 'sbpw';
+     GRANT ALL ON sbtest.* TO 'sb'@'127.0.0.1';"
+
+cat >"$W/haproxy.cfg" <<CFG
+global
+  maxconn 1000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen mysql
+  bind 127.0.0.1:$HA_PORT
+  server db 127.0.0.1:$DB_PORT
+CFG
+haproxy -f "$W/haproxy.cfg" -db >"$W/haproxy.log" 2>&1 &
+PIDS+=($!)
+
+cat >"$W/mysql.json" <<JSON
+{"databases": [{"name": "/bench/sb/main", "primary": "127.0.0.1:$DB_PORT", "replicas": [],
+  "rw": {"user": "sb", "password": "sbpw"}, "schema": "sbtest"}],
+ "jobs": [{"name": "bench", "ips": ["192.0.2.77"], "grants": [{"database": "/bench/sb/main", "access": "rw"}]}]}
+JSON
+"$PROXY_BIN" --listen "127.0.0.1:$OC_PORT" --table-file "$W/mysql.json" --host-ip 192.0.2.77 \
+  --threads "$PROXY_THREADS" >"$W/ocean.log" 2>&1 &
+OC_PID=$!
+PIDS+=($OC_PID)
+sleep 1.5
+
+sb() { # port user password test action
+  sysbench "$4" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$1" --mysql-user="$2" \
+    --mysql-password="$3" --mysql-db=sbtest --mysql-ssl=off --tables=4 --table-size="$TABLE_SIZE" \
+    --threads="$THREADS" --time="$TIME" --report-interval=0 "$5"
+}
+sb "$DB_PORT" sb sbpw oltp_read_only prepare >"$W/prepare.log"
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+declare -A QPS P95
+for test in oltp_point_select oltp_read_only; do
+  for path in direct haproxy ocean; do
+    case $path in
+      direct)  port=$DB_PORT user=sb pw=sbpw ;;
+      haproxy) port=$HA_PORT user=sb pw=sbpw ;;
+      ocean)   port=$OC_PORT user=bench pw= ;;
+    esac
+    t0=$(cpu_ticks "$OC_PID")
+    out=$(sb "$port" "$user" "$pw" "$test" run)
+    t1=$(cpu_ticks "$OC_PID")
+    if echo "$out" | grep -q "FATAL"; then echo "$out" >&2; exit 1; fi
+    QPS[$test.$path]=$(echo "$out" | awk '/queries:/ {gsub(/\(/,"",$3); print $3}')
+    P95[$test.$path]=$(echo "$out" | awk '/95th percentile:/ {print $3}')
+    errs=$(echo "$out" | awk '/ignored errors:/ {print $3}')
+    extra=""
+    if [ "$path" = ocean ]; then
+      queries=$(echo "$out" | awk '/queries:/ {print $2}')
+      extra=$(awk -v t="$((t1 - t0))" -v q="$queries" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "  proxy CPU %.1f us/query", t / hz * 1e6 / q}')
+    fi
+    printf '%-18s %-8s qps %10s  p95 %7s ms  errors %s%s\n' "$test" "$path" \
+      "${QPS[$test.$path]}" "${P95[$test.$path]}" "$errs" "$extra"
+  done
+done
+echo
+for test in oltp_point_select oltp_read_only; do
+  awk -v t="$test" -v d="${QPS[$test.direct]}" -v h="${QPS[$test.haproxy]}" -v o="${QPS[$test.ocean]}" \
+      -v hp="${P95[$test.haproxy]}" -v op="${P95[$test.ocean]}" \
+    'BEGIN {printf "%-18s ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f  p95 ocean %s ms vs haproxy %s ms\n", t, o/d, o/h, h/d, op, hp}'
+done
