@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ocean_memcached_router::config::{PoolSpec, ReplicaSetSpec, ServerSpec};
 use ocean_memcached_router::ketama::{server_name, KeyHash, Ring};
 use ocean_tests::servers::{find_binary, free_port, Memcached, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -155,6 +157,59 @@ async fn check_pool(hash_name: &str, hash: KeyHash) -> Result<()> {
     }
     // Every server got some keys, so the check covered the whole ring.
     assert!(per_server.iter().all(|&n| n > 0), "{per_server:?}");
+
+    // The running router, configured with the same pool, finds every key nutcracker set
+    // (it reads only where ketama says, so a hit is the same server), and keys it sets
+    // are found by nutcracker.
+    let spec = PoolSpec {
+        name: "oracle".into(),
+        hash,
+        replica_sets: vec![ReplicaSetSpec {
+            name: "a".into(),
+            servers: addrs
+                .iter()
+                .zip(weights)
+                .map(|(a, w)| ServerSpec {
+                    addr: *a,
+                    name: server_name(*a),
+                    weight: w,
+                })
+                .collect(),
+        }],
+    };
+    let cancel = CancellationToken::new();
+    let running = ocean_memcached_router::start(
+        ocean_memcached_router::Config::standalone("127.0.0.1:0".parse()?, spec),
+        cancel.clone(),
+    )
+    .await?;
+    let mut router = TcpStream::connect(running.listen_addr.context("listen addr")?).await?;
+    for (i, key) in keys.iter().enumerate() {
+        let mut get = b"get ".to_vec();
+        get.extend_from_slice(key);
+        get.extend_from_slice(b"\r\n");
+        let reply = roundtrip(&mut router, &get, &[b"END\r\n"]).await?;
+        let mut want = b"VALUE ".to_vec();
+        want.extend_from_slice(key);
+        want.extend_from_slice(
+            format!(" 0 {}\r\nv{i}\r\nEND\r\n", format!("v{i}").len()).as_bytes(),
+        );
+        assert_eq!(reply, want, "get {key:?} ({hash_name}) through ocean");
+        let mut set = b"set ".to_vec();
+        set.extend_from_slice(key);
+        set.extend_from_slice(b" 0 0 5\r\nocean\r\n");
+        assert_eq!(
+            roundtrip(&mut router, &set, &[b"\r\n"]).await?,
+            b"STORED\r\n"
+        );
+        let reply = roundtrip(&mut proxy, &get, &[b"END\r\n"]).await?;
+        assert!(
+            reply.ends_with(b"\r\nocean\r\nEND\r\n"),
+            "nutcracker reads what ocean set: {key:?}"
+        );
+    }
+    cancel.cancel();
+    running.wait().await;
     Ok(())
 }
 
