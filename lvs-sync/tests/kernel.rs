@@ -371,7 +371,8 @@ echo "===BEGIN3"; ipvsadm -Ln; echo "===END3"
 D="/lvs-sync --backend netlink --state-file /tmp/owned --vip 10.0.0.0/24 --vip 2001:db8::/32"
 $D --drain 2s --resync 1s --table-file /t2.json 2>&1 &
 pid=$!
-sleep 8
+# wait for the drain to end (2 s + a resync tick; a generous bound for a slow emulator)
+for i in $(seq 1 60); do sleep 1; ipvsadm -Ln | grep -q '10.1.0.3:80' || break; done
 kill $pid; wait $pid; echo "===RCD $?"
 echo "===BEGIN4"; ipvsadm -Ln; echo "===END4"
 # the 1,100 change lines would slow the serial console more than the kernel
