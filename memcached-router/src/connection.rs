@@ -50,6 +50,8 @@ pub struct RouterStats {
     pub servers_down: AtomicU64,
     /// Times a server was marked down.
     pub tko_events: AtomicU64,
+    /// Tables applied (summed over workers).
+    pub table_swaps: AtomicU64,
 }
 
 impl Default for RouterStats {
@@ -65,6 +67,7 @@ impl Default for RouterStats {
             backend_errors: AtomicU64::new(0),
             servers_down: AtomicU64::new(0),
             tko_events: AtomicU64::new(0),
+            table_swaps: AtomicU64::new(0),
         }
     }
 }
@@ -84,6 +87,7 @@ impl RouterStats {
             ("backend_errors", v(&self.backend_errors)),
             ("servers_down", v(&self.servers_down)),
             ("tko_events", v(&self.tko_events)),
+            ("table_swaps", v(&self.table_swaps)),
         ];
         for (name, value) in lines {
             out.extend_from_slice(format!("STAT {name} {value}\r\n").as_bytes());

@@ -345,6 +345,7 @@ async fn follow_table(
         registry.retain(&refs);
         tracing::info!(etag = %table.etag, pools = specs.len(), "memcached table applied");
         metrics::counter!("ocean_memcached_table_swaps_total").increment(1);
+        stats.table_swaps.fetch_add(1, Ordering::Relaxed);
         next = tokio::select! {
             () = cancel.cancelled() => return,
             t = watch.changed() => t,
