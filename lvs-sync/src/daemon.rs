@@ -167,11 +167,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     })
     .await
     .context("opening the backend")??;
-    let (mut watch, sub_task) =
-        subscriber::spawn::<LvsTable>(config.subscriber.clone(), cancel.clone());
-    tracker.spawn(async move {
-        let _ = sub_task.await;
-    });
+    let mut tables = table_source(&config, &cancel, &tracker);
     let last: Arc<Mutex<Option<ReconcileReport>>> = Arc::new(Mutex::new(None));
 
     let admin_addr = match config.admin {
@@ -225,9 +221,9 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         loop {
             let reason = tokio::select! {
                 _ = cancel.cancelled() => break,
-                t = watch.changed() => match t {
-                    Some(v) => {
-                        table = Some(Arc::new(v.table.clone()));
+                t = tables.recv() => match t {
+                    Some(t) => {
+                        table = Some(t);
                         tick.reset();
                         Reason::Table
                     }
@@ -263,6 +259,65 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         last,
         tracker,
     })
+}
+
+/// New tables, in order. From `--table-file`, the file is polled and parsed here without
+/// the whole-table validation of the shared subscriber, so one bad entry is refused on its
+/// own (by [`crate::model::desired_from_table`]) and the rest is applied; from control, the
+/// subscriber's tables (control publishes only valid ones).
+fn table_source(
+    config: &Config,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> tokio::sync::mpsc::Receiver<Arc<LvsTable>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let cancel = cancel.clone();
+    if let Some(path) = config.subscriber.table_file.clone() {
+        let poll = config.subscriber.file_poll;
+        tracker.spawn(async move {
+            let mut last: Option<Vec<u8>> = None;
+            loop {
+                match tokio::fs::read(&path).await {
+                    Ok(body) if last.as_ref() != Some(&body) => {
+                        match serde_json::from_slice::<LvsTable>(&body) {
+                            Ok(t) => {
+                                tracing::info!(file = %path.display(), services = t.services.len(), "lvs table read");
+                                if tx.send(Arc::new(t)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                metrics::counter!("ocean_lvs_errors_total", "stage" => "table")
+                                    .increment(1);
+                                tracing::error!(file = %path.display(), error = %e, "lvs table refused; the last one stays");
+                            }
+                        }
+                        last = Some(body);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(file = %path.display(), error = %e, "reading the lvs table"),
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+        });
+    } else {
+        let (mut watch, sub_task) =
+            subscriber::spawn::<LvsTable>(config.subscriber.clone(), cancel.clone());
+        tracker.spawn(async move {
+            let _ = sub_task.await;
+        });
+        tracker.spawn(async move {
+            while let Some(v) = watch.changed().await {
+                if tx.send(Arc::new(v.table.clone())).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    rx
 }
 
 /// Reads the table for `--once`: a `--table-file` directly (so one bad entry is refused on

@@ -16,6 +16,12 @@ fn table(weight: u32, with_second: bool) -> String {
         "vip": "10.0.0.1", "port": 80, "protocol": "tcp", "scheduler": "wrr",
         "reals": [{"ip": "10.1.0.1", "port": 80, "weight": weight, "forward": "dr"}]
     })];
+    // refused on its own (unknown scheduler, and a weight over the kernel's limit): the
+    // rest of the file is applied
+    services.push(serde_json::json!({
+        "vip": "10.0.0.9", "port": 80, "protocol": "tcp", "scheduler": "fastest",
+        "reals": [{"ip": "10.1.0.9", "port": 80, "weight": 70000, "forward": "dr"}]
+    }));
     if with_second {
         services.push(serde_json::json!({
             "vip": "10.0.0.2", "port": 53, "protocol": "udp", "scheduler": "rr",
