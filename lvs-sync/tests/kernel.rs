@@ -381,6 +381,16 @@ SC="/lvs-sync --once --backend netlink --state-file /tmp/scale-owned --max-delet
 $SC --table-file /scale.json 2>&1; echo "===RC5 $?"
 $SC --table-file /scale.json 2>&1; echo "===RC6 $?"
 echo "===SCALE-COUNT $(ipvsadm -Ln | grep -c '^TCP  10\.2\.') $(ipvsadm -Ln | grep -c -- '-> 10\.3\.')"
+# the printing backends' output is valid ipvsadm commands / `ipvsadm -R` input
+ipvsadm -C
+V="--vip 10.0.0.0/24 --vip 2001:db8::/32 --table-file /t1.json --once"
+/lvs-sync --backend dry-run $V 2>/dev/null > /tmp/dry.sh; echo "===RCDRY $?"
+sh -e /tmp/dry.sh; echo "===RCSH $?"
+echo "===BEGIN5"; ipvsadm -Ln; echo "===END5"
+ipvsadm -C
+/lvs-sync --backend ipvsadm-restore $V 2>/dev/null > /tmp/restore.txt; echo "===RCRES $?"
+ipvsadm -R < /tmp/restore.txt; echo "===RCIR $?"
+echo "===BEGIN6"; ipvsadm -Ln; echo "===END6"
 echo "===DONE"
 poweroff -f
 "#;
@@ -674,6 +684,24 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
         r5.get("ms").map(String::as_str).unwrap_or("?"),
         r6.get("ms").map(String::as_str).unwrap_or("?")
     );
+
+    // 5. dry-run's commands run by sh, and ipvsadm-restore's input, each from an empty
+    //    kernel, make exactly table 1
+    for rc in ["===RCDRY 0", "===RCSH 0", "===RCRES 0", "===RCIR 0"] {
+        assert!(out.contains(rc), "{rc} missing:\n{out_msg}");
+    }
+    let want_ours: Vec<&str> = want1
+        .iter()
+        .copied()
+        .filter(|l| !l.contains("192.168."))
+        .collect();
+    for (b, e) in [("===BEGIN5", "===END5"), ("===BEGIN6", "===END6")] {
+        assert_eq!(
+            table_lines(between(&out, b, e)),
+            want_ours,
+            "{b}:\n{out_msg}"
+        );
+    }
 
     // real GET replies, for the parser's fixture
     let hex: Vec<&str> = out
