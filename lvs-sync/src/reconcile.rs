@@ -196,7 +196,20 @@ impl Reconciler {
         reason: Reason,
         started: Instant,
     ) -> Result<ReconcileReport, ReconcileError> {
-        let current = self.backend.read()?;
+        let current = match self.backend.read() {
+            Ok(c) => c,
+            Err(e) => {
+                // A netlink socket that failed (timeout, half-read dump) is replaced, so the
+                // next reconcile starts clean.
+                if let Backend::Netlink(_) = self.backend {
+                    match crate::netlink::NetlinkIpvs::open() {
+                        Ok(n) => self.backend = Backend::Netlink(n),
+                        Err(e) => tracing::warn!(error = %e, "reopening the netlink socket"),
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         let (desired, refusals) = desired_from_table(table, &self.vips);
         for r in &refusals {
             tracing::warn!(entry = %r.entry, reason = %r.reason, "lvs table entry refused");

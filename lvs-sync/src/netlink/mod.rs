@@ -27,6 +27,7 @@ const ESRCH: i32 = 3;
 const ENOENT: i32 = 2;
 const EINVAL: i32 = 22;
 const RECV_BUF: usize = 256 * 1024;
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// `MSG_TRUNC`: recv returns a datagram's real length even when it did not fit, so a
 /// truncated reply is an error instead of silently lost messages.
 const MSG_TRUNC: i32 = 0x20;
@@ -71,6 +72,8 @@ impl NetlinkIpvs {
         let mut sock = Socket::new(NETLINK_GENERIC)?;
         sock.bind_auto()?;
         sock.connect(&NlAddr::new(0, 0))?;
+        // The kernel answers at once; a bound keeps a lost answer from hanging the daemon.
+        socket2::SockRef::from(&sock).set_read_timeout(Some(READ_TIMEOUT))?;
         let mut me = NetlinkIpvs {
             sock,
             family: 0,
