@@ -413,6 +413,48 @@ impl Args {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn standalone_flags() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--pool",
+            "a=127.0.0.1:11311,127.0.0.1:11312:2",
+            "--pool",
+            "b=127.0.0.1:11411",
+            "--hash",
+            "md5",
+            "--write-policy",
+            "all",
+            "--tko-after",
+            "5",
+            "--probe-interval",
+            "100ms",
+        ])
+        .unwrap();
+        let config = cli.args.into_config().unwrap();
+        let Mode::Standalone { pool, .. } = &config.mode else {
+            panic!("standalone expected");
+        };
+        assert_eq!(pool.hash, KeyHash::Md5);
+        assert_eq!(pool.replica_sets.len(), 2);
+        assert_eq!(pool.replica_sets[0].servers[1].weight, 2);
+        assert_eq!(config.settings.write_policy, WritePolicy::All);
+        assert_eq!(config.settings.tko_after, 5);
+        assert_eq!(config.settings.probe_interval, Duration::from_millis(100));
+        // Table mode needs a source.
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert!(cli.args.into_config().is_err());
+    }
+
     #[test]
     fn pool_values() {
         let rs = parse_replica_set("a=127.0.0.1:11311,127.0.0.1:11211:3", 0).unwrap();

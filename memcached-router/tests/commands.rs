@@ -309,3 +309,42 @@ async fn real_client_and_pipelining() -> Result<()> {
     router.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_share_the_port() -> Result<()> {
+    let servers = three().await?;
+    let addrs: Vec<_> = servers.iter().map(Memcached::addr).collect();
+    let mut config = ocean_memcached_router::Config::standalone(
+        "127.0.0.1:0".parse()?,
+        pool(&[addrs], KeyHash::Md5),
+    );
+    config.threads = 2;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = ocean_memcached_router::start(config, cancel.clone()).await?;
+    let addr = running.listen_addr.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = Raw::connect(addr).await?;
+            for i in 0..50 {
+                let key = format!("w{t}:{i}");
+                c.expect(
+                    format!("set {key} 0 0 {}\r\n{key}\r\nget {key}\r\n", key.len()).as_bytes(),
+                    format!("STORED\r\nVALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len()).as_bytes(),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Every client's key is visible from any other connection (any worker).
+    let mut c = Raw::connect(addr).await?;
+    c.expect(b"get w3:7\r\n", b"VALUE w3:7 0 4\r\nw3:7\r\nEND\r\n")
+        .await?;
+    cancel.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.wait()).await?;
+    Ok(())
+}
