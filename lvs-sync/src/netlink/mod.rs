@@ -3,9 +3,10 @@
 //! The socket is `netlink-sys` (a small, safe wrapper over the `AF_NETLINK` socket, part of
 //! the rust-netlink project); the messages are encoded and parsed by hand in [`wire`],
 //! because IPVS needs only nine commands and a few dozen attributes, and hand-written bytes
-//! can be checked line by line against `linux/ip_vs.h`. (`netlink-packet-generic` has no IPVS
-//! messages; the `ipvs` crate on crates.io is a young single-author crate without dumps of
-//! destinations' counters or the kernel's error semantics, so it was not leaned on.)
+//! can be checked line by line against `linux/ip_vs.h`. `netlink-packet-generic` has no
+//! IPVS messages, and `neli` would add a large typed layer for the same nine commands. The
+//! `ipvs` crate on crates.io (0.1.1, LGPL-3.0, about 300 lines, "just reserved a name" in
+//! its own description) is not usable.
 //!
 //! Calls are blocking and short (the kernel answers at once); the daemon runs them on a
 //! blocking thread.
