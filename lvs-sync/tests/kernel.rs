@@ -353,6 +353,8 @@ for m in $(cat /modules.order); do insmod /modules/$m || echo "===INSMOD-FAILED 
 /probe; echo "===RCP $?"
 ipvsadm -A -t 192.168.50.1:443 -s lc
 ipvsadm -a -t 192.168.50.1:443 -r 192.168.60.1:443 -m -w 5
+ipvsadm -A -f 7 -s rr
+ipvsadm -a -f 7 -r 192.168.60.2 -g -w 2
 S="/lvs-sync --once --backend netlink --state-file /tmp/owned --vip 10.0.0.0/24 --vip 2001:db8::/32 --drain 30s"
 export RUST_LOG=info
 $S --table-file /t1.json 2>&1; echo "===RC1 $?"
@@ -502,7 +504,12 @@ fn between<'a>(out: &'a str, begin: &str, end: &str) -> &'a str {
 fn table_lines(listing: &str) -> Vec<String> {
     listing
         .lines()
-        .filter(|l| l.starts_with("TCP") || l.starts_with("UDP") || l.starts_with("  ->"))
+        .filter(|l| {
+            l.starts_with("TCP")
+                || l.starts_with("UDP")
+                || l.starts_with("FWM")
+                || l.starts_with("  ->")
+        })
         .filter(|l| !l.contains("RemoteAddress"))
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -604,6 +611,9 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
         "  -> 10.1.0.6:53 Tunnel 1",
         "TCP [2001:db8::1]:443 rr",
         "  -> [2001:db8::10]:443 Route 1",
+        // a foreign firewall-mark service
+        "FWM 7 rr",
+        "  -> 192.168.60.2:0 Route 2",
     ];
     assert_eq!(t1, want1, "after table 1:\n{out_msg}");
 
@@ -632,6 +642,9 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
         "  -> 10.1.0.6:53 Tunnel 1",
         "TCP [2001:db8::1]:443 wlc",
         "  -> [2001:db8::10]:443 Route 1",
+        // a foreign firewall-mark service
+        "FWM 7 rr",
+        "  -> 192.168.60.2:0 Route 2",
     ];
     assert_eq!(t2, want2, "after table 2:\n{out_msg}");
     assert!(out.contains("ipvsadm -e -t 10.0.0.1:80 -r 10.1.0.3:80 -g -w 0"));
@@ -693,7 +706,7 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
     let want_ours: Vec<&str> = want1
         .iter()
         .copied()
-        .filter(|l| !l.contains("192.168."))
+        .filter(|l| !l.contains("192.168.") && !l.starts_with("FWM"))
         .collect();
     for (b, e) in [("===BEGIN5", "===END5"), ("===BEGIN6", "===END6")] {
         assert_eq!(
