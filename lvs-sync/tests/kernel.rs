@@ -287,6 +287,14 @@ fn table1() -> Vec<u8> {
     ]))
 }
 
+/// Table 2 without the UDP service.
+fn table3() -> Vec<u8> {
+    let mut t: serde_json::Value = serde_json::from_slice(&table2()).unwrap();
+    let list = t["services"].as_array_mut().unwrap();
+    list.retain(|s| s["protocol"] != "udp");
+    serde_json::to_vec(&t).unwrap()
+}
+
 fn table2() -> Vec<u8> {
     table_json(serde_json::json!([
         // 10.1.0.1 weight 1 -> 5; 10.1.0.3 leaves while it has connections -> weight 0
@@ -368,6 +376,9 @@ echo "===BEGINC"; ipvsadm -Ln; echo "===ENDC"
 $S --table-file /t2.json 2>&1; echo "===RC3 $?"
 echo "===BEGIN2"; ipvsadm -Ln; echo "===END2"
 $S --table-file /t2.json 2>&1; echo "===RC4 $?"
+# removing the UDP service and its real server, plus 10.1.0.3 whose drain this new process
+# starts again, is 3 removals: refused under --max-delete 1
+$S --table-file /t3.json --max-delete 1 2>&1; echo "===RCX $?"
 echo "===BEGIN3"; ipvsadm -Ln; echo "===END3"
 # the daemon: the drain of 10.1.0.3 ends after --drain even with connections open
 D="/lvs-sync --backend netlink --state-file /tmp/owned --vip 10.0.0.0/24 --vip 2001:db8::/32"
@@ -439,6 +450,7 @@ fn build_initramfs(kernel: &Path, bin: &Path) -> Vec<u8> {
     c.file("modules.order", 0o644, order.as_bytes());
     c.file("t1.json", 0o644, &table1());
     c.file("t2.json", 0o644, &table2());
+    c.file("t3.json", 0o644, &table3());
     let (services, reals) = scale();
     c.file("scale.json", 0o644, &scale_table(services, reals));
     c.file("init", 0o755, INIT.as_bytes());
@@ -655,6 +667,15 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
     assert_eq!(
         table_lines(between(&out, "===BEGIN3", "===END3")),
         want2,
+        "{out_msg}"
+    );
+    // a plan over --max-delete: exit status 1, nothing applied (BEGIN3 above is table 2)
+    assert!(
+        out.contains("===RCX 1"),
+        "--max-delete did not fail --once:\n{out_msg}"
+    );
+    assert!(
+        out.contains("plan would remove 3 services and real servers, over --max-delete 1"),
         "{out_msg}"
     );
     let r4 = reconciled(&out, "===RC4");
