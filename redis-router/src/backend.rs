@@ -78,14 +78,18 @@ impl BackendError {
 pub type JobResult = Result<Bytes, BackendError>;
 
 /// One unit of work for a shared connection: bytes holding `replies` requests written
-/// back to back (2 for `ASKING` + command); the last reply is delivered.
+/// back to back. Their replies are delivered together, as one contiguous `Bytes` (a client's
+/// pipelined batch costs one channel message, not one per request); with `skip_first` the
+/// first reply (`ASKING`'s `+OK`) is dropped and not counted in `replies`.
 #[derive(Debug)]
 pub struct Job {
     /// Encoded request(s).
     pub bytes: Bytes,
-    /// How many replies the bytes produce.
-    pub replies: u8,
-    /// Where the reply goes.
+    /// How many replies are delivered.
+    pub replies: u32,
+    /// Whether an `ASKING` reply comes first and is dropped.
+    pub skip_first: bool,
+    /// Where the replies go.
     pub tx: oneshot::Sender<JobResult>,
 }
 
@@ -138,7 +142,8 @@ impl SharedConn {
 }
 
 struct Waiting {
-    replies_left: u8,
+    replies_left: u32,
+    skip_first: bool,
     sent: Instant,
     tx: oneshot::Sender<JobResult>,
 }
@@ -218,6 +223,7 @@ async fn run_shared(
                     buf.extend_from_slice(&job.bytes);
                     p.push_back(Waiting {
                         replies_left: job.replies.max(1),
+                        skip_first: job.skip_first,
                         sent: now,
                         tx: job.tx,
                     });
@@ -238,6 +244,7 @@ async fn run_shared(
     let reader = async {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut scanner = ReplyScanner::new();
+        let mut acc = 0usize;
         let tick = (opts.command_timeout / 4).max(Duration::from_millis(10));
         loop {
             let n = match tokio::time::timeout(tick, rd.read_buf(&mut buf)).await {
@@ -255,11 +262,15 @@ async fn run_shared(
                 return BackendError::Lost(addr);
             }
             loop {
-                match scanner.check(&buf, &opts.reply_limits) {
+                // Replies of the front job accumulate in `buf[..acc]` until all are in.
+                let rest = buf.get(acc..).unwrap_or_default();
+                match scanner.check(rest, &opts.reply_limits) {
                     Ok(Some(len)) => {
-                        let reply = buf.split_to(len).freeze();
-                        if reply.first() == Some(&b'>') {
+                        if rest.first() == Some(&b'>') {
                             // A RESP3 push (no request asked for it): not ours to deliver.
+                            let mut tail = buf.split_off(acc);
+                            let _ = tail.split_to(len);
+                            buf.unsplit(tail);
                             continue;
                         }
                         let Ok(mut p) = pending.lock() else {
@@ -268,8 +279,17 @@ async fn run_shared(
                         let Some(front) = p.front_mut() else {
                             return BackendError::Protocol(addr);
                         };
+                        if front.skip_first {
+                            front.skip_first = false;
+                            // ASKING's reply is first in the job: nothing accumulated yet.
+                            let _ = buf.split_to(len);
+                            continue;
+                        }
+                        acc += len;
                         front.replies_left -= 1;
                         if front.replies_left == 0 {
+                            let reply = buf.split_to(acc).freeze();
+                            acc = 0;
                             if let Some(w) = p.pop_front() {
                                 let _ = w.tx.send(Ok(reply));
                             }

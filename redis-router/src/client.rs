@@ -16,7 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, JobResult};
 use crate::cluster::{Cluster, Lease};
 use crate::command::{self, CommandSpec, Flags, Split};
 use crate::metrics::{Family, FamilyMetrics};
@@ -68,11 +68,41 @@ pub struct Shared {
 
 enum Out {
     Ready(Bytes),
+    Batch(Box<BatchFlight>, Instant),
     Wait(Flight, Family, Instant),
     Merge(Box<Merge>, Family, Instant),
     Task(tokio::task::JoinHandle<Bytes>, Family, Instant),
     Barrier(oneshot::Sender<()>),
 }
+
+/// Consecutive requests of one client for one node, sent as one job.
+struct BatchFlight {
+    rx: oneshot::Receiver<JobResult>,
+    /// Each request's bytes, slot, read-only flag and family, in order.
+    reqs: Vec<Queued>,
+    proto: Protocol,
+}
+
+struct Queued {
+    bytes: Bytes,
+    slot: u16,
+    read_only: bool,
+    family: Family,
+}
+
+/// Requests being gathered for one node.
+struct Batch {
+    /// Identity of the node (its `Arc` pointer).
+    node: usize,
+    bytes: BytesMut,
+    reqs: Vec<Queued>,
+    started: Instant,
+}
+
+/// Most requests gathered into one job.
+const MAX_BATCH_REQS: usize = 256;
+/// Most bytes gathered into one job.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 struct Merge {
     split: Split,
@@ -113,6 +143,7 @@ pub async fn serve(stream: TcpStream, shared: Shared) {
         enc: BytesMut::with_capacity(16 * 1024),
         any: 0,
         read_at: Instant::now(),
+        batch: None,
     };
     session.run().await;
     drop(session);
@@ -174,6 +205,33 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared:
                 shared.metrics.record_at(family, started, now, &reply);
                 reply
             }
+            Out::Batch(mut b, started) => {
+                let first = match b.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        flush(&mut wr, &mut out, &mut dead).await;
+                        let r = (&mut b.rx).await.unwrap_or(Err(BackendError::Unserved));
+                        now = Instant::now();
+                        r
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => Err(BackendError::Unserved),
+                };
+                match first {
+                    // No error reply in there: relay the whole batch as it came.
+                    Ok(bytes) if !bytes.contains(&b'-') => {
+                        for q in &b.reqs {
+                            shared.metrics.record_at(q.family, started, now, b"+");
+                        }
+                        bytes
+                    }
+                    other => {
+                        flush(&mut wr, &mut out, &mut dead).await;
+                        let r = finish_batch(&shared, other, *b, started).await;
+                        now = Instant::now();
+                        r
+                    }
+                }
+            }
             Out::Merge(m, family, started) => {
                 flush(&mut wr, &mut out, &mut dead).await;
                 let reply = merge(cluster, ropts, *m).await;
@@ -210,6 +268,54 @@ async fn flush(wr: &mut OwnedWriteHalf, out: &mut BytesMut, dead: &mut bool) {
         *dead = true;
     }
     out.clear();
+}
+
+/// A batch whose replies need a look: each reply is checked and, where it is a redirect
+/// or a failure, finished on its own.
+async fn finish_batch(
+    shared: &Shared,
+    first: JobResult,
+    b: BatchFlight,
+    started: Instant,
+) -> Bytes {
+    let cluster = &shared.cluster;
+    let ropts = &shared.opts.route;
+    let limits = proto::ReplyLimits::default();
+    let mut out = BytesMut::new();
+    let mut pos = 0;
+    for q in b.reqs {
+        let flight = |rx| Flight {
+            rx,
+            req: q.bytes.clone(),
+            target: Target::Slot(q.slot),
+            proto: b.proto,
+            read_only: q.read_only,
+        };
+        let reply = match &first {
+            Ok(bytes) => {
+                let rest = bytes.get(pos..).unwrap_or_default();
+                match proto::decode_reply(rest, &limits) {
+                    Ok(Some(len)) => {
+                        let one = bytes.slice(pos..pos + len);
+                        pos += len;
+                        let r = Ok(one);
+                        if route::is_final(&r) {
+                            r.unwrap_or_default()
+                        } else {
+                            route::finish(cluster, ropts, r, flight(oneshot::channel().1)).await
+                        }
+                    }
+                    _ => route::error_reply(&BackendError::Protocol(([0, 0, 0, 0], 0).into())),
+                }
+            }
+            Err(e) => {
+                route::finish(cluster, ropts, Err(e.clone()), flight(oneshot::channel().1)).await
+            }
+        };
+        shared.metrics.record(q.family, started, &reply);
+        out.extend_from_slice(&reply);
+    }
+    out.freeze()
 }
 
 async fn resolve(cluster: &Cluster, ropts: &RouteOpts, mut f: Flight) -> Bytes {
@@ -317,6 +423,9 @@ struct Session {
     /// When the last read from the client completed: the start of every request in it
     /// (one clock read per read, not per request).
     read_at: Instant,
+    /// Requests gathered for one node, sent when a request for elsewhere comes, before
+    /// anything else is queued, and before the next read.
+    batch: Option<Batch>,
 }
 
 /// Waits until the client closes its side, buffering what it sends meanwhile (bounded).
@@ -362,6 +471,7 @@ impl Session {
                     return Some(Err(e.reply()));
                 }
             }
+            self.flush_batch().await;
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(16 * 1024);
             }
@@ -372,15 +482,59 @@ impl Session {
         }
     }
 
-    async fn push(&self, out: Out) {
+    async fn push(&mut self, out: Out) {
+        self.flush_batch().await;
         let _ = self.tx.send(out).await;
     }
 
-    async fn ready(&self, b: Bytes) {
+    async fn ready(&mut self, b: Bytes) {
         self.push(Out::Ready(b)).await;
     }
 
-    async fn barrier(&self) {
+    /// Sends the gathered requests as one job (or one plain request).
+    async fn flush_batch(&mut self) {
+        let Some(mut b) = self.batch.take() else {
+            return;
+        };
+        let proto = self.proto;
+        let cluster = &self.shared.cluster;
+        if b.reqs.len() == 1 {
+            if let Some(q) = b.reqs.pop() {
+                let target = Target::Slot(q.slot);
+                let rx = route::send(cluster, target, &q.bytes, proto, false).await;
+                let flight = Flight {
+                    rx,
+                    req: q.bytes,
+                    target,
+                    proto,
+                    read_only: q.read_only,
+                };
+                let _ = self.tx.send(Out::Wait(flight, q.family, b.started)).await;
+            }
+            return;
+        }
+        let Some(first) = b.reqs.first().map(|q| q.slot) else {
+            return;
+        };
+        let n = b.reqs.len() as u32;
+        let rx = route::send_job(
+            cluster,
+            Target::Slot(first),
+            b.bytes.freeze(),
+            n,
+            false,
+            proto,
+        )
+        .await;
+        let flight = BatchFlight {
+            rx,
+            reqs: b.reqs,
+            proto,
+        };
+        let _ = self.tx.send(Out::Batch(Box::new(flight), b.started)).await;
+    }
+
+    async fn barrier(&mut self) {
         let (tx, rx) = oneshot::channel();
         self.push(Out::Barrier(tx)).await;
         let _ = rx.await;
@@ -406,6 +560,38 @@ impl Session {
 
     async fn forward(&mut self, req: &Request, target: Target, family: Family, read_only: bool) {
         let bytes = self.encode(req);
+        if let Target::Slot(slot) = target {
+            let node = self
+                .shared
+                .cluster
+                .with_slot(slot, |n| n.map(|n| Arc::as_ptr(n) as usize));
+            if let Some(node) = node {
+                let full = self.batch.as_ref().is_some_and(|b| {
+                    b.node != node
+                        || b.reqs.len() >= MAX_BATCH_REQS
+                        || b.bytes.len() >= MAX_BATCH_BYTES
+                });
+                if full {
+                    self.flush_batch().await;
+                }
+                let started = self.read_at;
+                let b = self.batch.get_or_insert_with(|| Batch {
+                    node,
+                    bytes: BytesMut::new(),
+                    reqs: Vec::new(),
+                    started,
+                });
+                b.bytes.extend_from_slice(&bytes);
+                b.reqs.push(Queued {
+                    bytes,
+                    slot,
+                    read_only,
+                    family,
+                });
+                return;
+            }
+        }
+        self.flush_batch().await;
         let started = self.read_at;
         let rx = route::send(&self.shared.cluster, target, &bytes, self.proto, false).await;
         self.push(Out::Wait(
@@ -519,6 +705,8 @@ impl Session {
 
     /// MGET/MSET/DEL/UNLINK/EXISTS/TOUCH across slots: one sub-command per slot.
     async fn split(&mut self, spec: &CommandSpec, req: &Request, family: Family) {
+        // Earlier requests reach their nodes before the parts do.
+        self.flush_batch().await;
         let started = Instant::now();
         let Ok(keys) = command::keys_for(spec, &req.args) else {
             return;
@@ -564,6 +752,7 @@ impl Session {
     }
 
     async fn cluster_wide(&mut self, spec: &CommandSpec, req: Request, family: Family) -> Flow {
+        self.flush_batch().await;
         let started = Instant::now();
         let cluster = self.shared.cluster.clone();
         let ropts = self.shared.opts.route.clone();

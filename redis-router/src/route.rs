@@ -66,7 +66,6 @@ pub async fn send(
     proto: Protocol,
     asking: bool,
 ) -> oneshot::Receiver<JobResult> {
-    let (tx, rx) = oneshot::channel();
     let bytes = if asking {
         let mut b = BytesMut::with_capacity(ASKING.len() + req.len());
         b.put_slice(ASKING);
@@ -75,9 +74,24 @@ pub async fn send(
     } else {
         req.clone()
     };
+    send_job(cluster, target, bytes, 1, asking, proto).await
+}
+
+/// Queues `replies` requests written back to back for `target`; their replies come back
+/// together.
+pub async fn send_job(
+    cluster: &Cluster,
+    target: Target,
+    bytes: Bytes,
+    replies: u32,
+    skip_first: bool,
+    proto: Protocol,
+) -> oneshot::Receiver<JobResult> {
+    let (tx, rx) = oneshot::channel();
     let job = Job {
         bytes,
-        replies: if asking { 2 } else { 1 },
+        replies,
+        skip_first,
         tx,
     };
     let conn = match target {

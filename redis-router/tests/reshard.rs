@@ -67,6 +67,8 @@ async fn reshard_under_load_without_client_errors() -> Result<()> {
 
     let m = cluster.master_addrs();
     reshard(m[0], m[1], 1500).await?;
+    // redis-cli checks that every node agrees on the config before it starts.
+    cluster.wait_ok(Duration::from_secs(30)).await?;
     reshard(m[1], m[2], 1500).await?;
     cluster.wait_ok(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
