@@ -39,6 +39,14 @@ enum Command {
     Control(Box<ControlArgs>),
     /// Answer Mesos-DNS names from the `dns` table (UDP and TCP), with Mesos-DNS's HTTP API.
     Dns(Box<DnsArgs>),
+    /// One plain-Redis port in front of a Redis Cluster (slots, MOVED/ASK, multi-key splits).
+    RedisRouter(Box<ocean_redis_router::Args>),
+    /// Memcached pools with ketama, replica sets and failover (mcrouter-style).
+    MemcachedRouter(Box<ocean_memcached_router::Args>),
+    /// MySQL logins as JOBNAME from the job's task IPs, routed to the granted database.
+    MysqlProxy(Box<ocean_mysql_proxy::Args>),
+    /// Keep the kernel's IPVS table equal to the virtual services Marathon apps declare.
+    LvsSync(Box<ocean_lvs_sync::Args>),
     /// Run control and every proxy in one process from one config file.
     Up(UpArgs),
 }
@@ -246,6 +254,12 @@ fn main() -> std::process::ExitCode {
                 ocean_control::run(config, cancel).await
             }
             Command::Dns(a) => ocean_dns::run(dns_config(*a)?, cancel).await,
+            Command::RedisRouter(a) => ocean_redis_router::run(a.into_config()?, cancel).await,
+            Command::MemcachedRouter(a) => {
+                ocean_memcached_router::run(a.into_config()?, cancel).await
+            }
+            Command::MysqlProxy(a) => ocean_mysql_proxy::run(a.into_config()?, cancel).await,
+            Command::LvsSync(a) => ocean_lvs_sync::run(a.into_config()?, cancel).await,
             Command::Up(a) => up::run(a.config, cancel).await,
         }
     });

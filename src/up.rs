@@ -18,6 +18,62 @@ struct UpConfig {
     control: ControlSection,
     /// `ocean dns`; absent: not run.
     dns: Option<DnsSection>,
+    /// `ocean redis-router` in table mode; absent: not run.
+    redis_router: Option<RouterSection>,
+    /// `ocean memcached-router` in table mode; absent: not run.
+    memcached_router: Option<RouterSection>,
+    /// `ocean mysql-proxy`; absent: not run.
+    mysql_proxy: Option<MysqlSection>,
+    /// `ocean lvs-sync`; absent: not run.
+    lvs_sync: Option<LvsSection>,
+}
+
+/// A router in table mode: one listener per cluster or pool, on its table port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterSection {
+    /// Address the table's ports are bound on (127.0.0.1).
+    #[serde(default = "default_bind")]
+    bind: std::net::IpAddr,
+    /// /metrics and /healthz of this router (off when absent).
+    admin: Option<SocketAddr>,
+}
+
+fn default_bind() -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, 1])
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MysqlSection {
+    /// Client address (127.0.0.1:3307).
+    #[serde(default = "default_mysql_listen")]
+    listen: SocketAddr,
+    /// This host's addresses, for clients at 127.0.0.1 (default: the host's own).
+    #[serde(default)]
+    host_ips: Vec<std::net::IpAddr>,
+    /// /metrics and /healthz of the proxy (off when absent).
+    admin: Option<SocketAddr>,
+}
+
+fn default_mysql_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3307))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LvsSection {
+    /// `dry-run` (print the ipvsadm commands; needs nothing), `ipvsadm-restore`, or
+    /// `netlink` (the kernel: root and the ip_vs module).
+    #[serde(default = "default_lvs_backend")]
+    backend: String,
+    /// This director's VIPs (CIDR); default: all.
+    #[serde(default)]
+    vips: Vec<String>,
+}
+
+fn default_lvs_backend() -> String {
+    "dry-run".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +222,85 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         }
         None => None,
     };
+    let table_source = |who: &str| ocean_core::subscriber::SubscriberConfig {
+        controls: vec![control_url.clone()],
+        subscriber_id: format!("ocean-up/{who}"),
+        ..Default::default()
+    };
+    let redis = match &up.redis_router {
+        Some(r) => {
+            let mut c = ocean_redis_router::Config::standalone(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                Vec::new(),
+            );
+            c.mode = ocean_redis_router::Mode::Table {
+                subscriber: table_source("redis-router"),
+                bind: r.bind,
+            };
+            c.admin = r.admin;
+            Some(
+                ocean_redis_router::start(c, cancel.clone())
+                    .await
+                    .context("[redis_router]")?,
+            )
+        }
+        None => None,
+    };
+    let memcached = match &up.memcached_router {
+        Some(r) => {
+            let c = ocean_memcached_router::Config {
+                mode: ocean_memcached_router::config::Mode::Table {
+                    bind: r.bind,
+                    subscriber: table_source("memcached-router"),
+                },
+                settings: ocean_memcached_router::config::Settings::default(),
+                threads: 0,
+                admin: r.admin,
+            };
+            Some(
+                ocean_memcached_router::start(c, cancel.clone())
+                    .await
+                    .context("[memcached_router]")?,
+            )
+        }
+        None => None,
+    };
+    let mysql = match &up.mysql_proxy {
+        Some(m) => {
+            let mut c = ocean_mysql_proxy::Config::new(m.listen, table_source("mysql-proxy"));
+            if !m.host_ips.is_empty() {
+                c.host_ips = m.host_ips.clone();
+            }
+            c.admin = m.admin;
+            Some(
+                ocean_mysql_proxy::start(c, cancel.clone())
+                    .await
+                    .context("[mysql_proxy]")?,
+            )
+        }
+        None => None,
+    };
+    let lvs = match &up.lvs_sync {
+        Some(l) => {
+            use clap::ValueEnum;
+            let backend = ocean_lvs_sync::backend::BackendKind::from_str(&l.backend, false)
+                .map_err(|e| anyhow::anyhow!("[lvs_sync] backend {:?}: {e}", l.backend))?;
+            let mut c = ocean_lvs_sync::Config::new(backend);
+            c.subscriber = table_source("lvs-sync");
+            for v in &l.vips {
+                c.vips.push(
+                    v.parse()
+                        .map_err(|e| anyhow::anyhow!("[lvs_sync] vips {v:?}: {e}"))?,
+                );
+            }
+            Some(
+                ocean_lvs_sync::start(c, cancel.clone())
+                    .await
+                    .context("[lvs_sync]")?,
+            )
+        }
+        None => None,
+    };
     println!();
     println!(
         "ocean up: {}",
@@ -184,6 +319,33 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         if let Some(h) = d.http_addr {
             println!("  dns-http  http://{h}   Mesos-DNS HTTP API, /metrics");
         }
+    }
+    if redis.is_some() {
+        println!(
+            "  redis     one plain-Redis port per cluster of the redis table (its listen_port)"
+        );
+    }
+    if memcached.is_some() {
+        println!(
+            "  memcached one memcached port per pool of the memcached table (its listen_port)"
+        );
+    }
+    if let Some(m) = &mysql {
+        println!(
+            "  mysql     {}   log in as a JOBNAME from one of its task IPs",
+            m.addr
+        );
+    }
+    if let Some(l) = &up.lvs_sync {
+        println!(
+            "  lvs-sync  backend {}: the IPVS changes for the lvs table{}",
+            l.backend,
+            if l.backend == "dry-run" {
+                " are printed above as ipvsadm commands"
+            } else {
+                ""
+            }
+        );
     }
     println!();
     println!("Try:");
@@ -209,6 +371,18 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     running.wait().await;
     if let Some(d) = dns {
         d.wait().await;
+    }
+    if let Some(r) = redis {
+        r.wait().await;
+    }
+    if let Some(m) = memcached {
+        m.wait().await;
+    }
+    if let Some(m) = mysql {
+        m.wait().await;
+    }
+    if let Some(l) = lvs {
+        l.wait().await;
     }
     Ok(())
 }
