@@ -134,6 +134,22 @@ struct WriteOp {
     sends: Vec<Sent>,
     noreply: bool,
     quiet: bool,
+    invalidate: Option<Invalidate>,
+}
+
+/// Deletes for the other replica sets after a cas the first set took.
+struct Invalidate {
+    request: Bytes,
+    servers: Vec<Arc<crate::upstream::Server>>,
+}
+
+impl Invalidate {
+    fn send(self, slot: usize) {
+        for server in self.servers {
+            // Nobody waits: the request ends with `mn`, so the reply is framed and dropped.
+            drop(server.send(slot, self.request.clone(), Expect::UntilMn, true, false));
+        }
+    }
 }
 
 /// Serves one client until it quits, disconnects, sends what cannot be resynchronized, or
@@ -219,6 +235,31 @@ pub async fn serve(
     }
 }
 
+/// A quiet delete of `key` (decoded) for the other replica sets after a cas: `delete k
+/// noreply`, or `md <base64> b q` for a meta command whose key was base64 on the wire.
+fn invalidation(req: &Request, key: &Bytes) -> Bytes {
+    use base64::Engine;
+    let mut out = BytesMut::new();
+    if req.meta().is_some_and(|m| m.base64_key) {
+        out.extend_from_slice(b"md ");
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(key)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b" b q\r\n");
+    } else if req.command().is_meta() {
+        out.extend_from_slice(b"md ");
+        out.extend_from_slice(key);
+        out.extend_from_slice(b" q\r\n");
+    } else {
+        out.extend_from_slice(b"delete ");
+        out.extend_from_slice(key);
+        out.extend_from_slice(b" noreply\r\n");
+    }
+    out.freeze()
+}
+
 /// Whether a meta command carries a flag starting with `C` (compare cas).
 fn has_compare_cas(req: &Request) -> bool {
     req.meta()
@@ -277,6 +318,17 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -
                 return Pending::Reply(b"ERROR\r\n");
             };
             let sets = if first_only { 1 } else { route.sets.len() };
+            // The other sets cannot check a cas token: once the first set has taken the
+            // cas, their copy is dropped rather than left stale (fire and forget).
+            let invalidate = first_only.then(|| Invalidate {
+                request: invalidation(&req, key),
+                servers: route
+                    .sets
+                    .iter()
+                    .skip(1)
+                    .filter_map(|set| set.server(set.server_index(key)).cloned())
+                    .collect(),
+            });
             let sends = route
                 .sets
                 .iter()
@@ -285,12 +337,16 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -
                 .map(|server| server.send(slot, req.raw().clone(), expect, append_mn, !noreply))
                 .collect();
             if noreply {
+                if let Some(inv) = invalidate {
+                    inv.send(slot);
+                }
                 return Pending::Nothing;
             }
             Pending::Write(WriteOp {
                 sends,
                 noreply,
                 quiet,
+                invalidate,
             })
         }
         Command::MetaNoop => Pending::Reply(b"MN\r\n"),
@@ -332,6 +388,7 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -
                 sends,
                 noreply,
                 quiet: false,
+                invalidate: None,
             })
         }
     }
@@ -419,7 +476,7 @@ async fn finish(
             finish_retrieval(op, route, stats, slot, out).await;
         }
         Pending::Read(op) => finish_meta_read(op, route, stats, slot, out).await,
-        Pending::Write(op) => finish_write(op, route, stats, out).await,
+        Pending::Write(op) => finish_write(op, route, stats, slot, out).await,
     }
 }
 
@@ -592,12 +649,39 @@ async fn finish_meta_read(
     }
 }
 
-async fn finish_write(op: WriteOp, route: &PoolRoute, stats: &RouterStats, out: &mut BytesMut) {
+async fn finish_write(
+    op: WriteOp,
+    route: &PoolRoute,
+    stats: &RouterStats,
+    slot: usize,
+    out: &mut BytesMut,
+) {
     let WriteOp {
         sends,
         noreply,
         quiet,
+        invalidate,
     } = op;
+    if let Some(inv) = invalidate {
+        // cas: the first set only, no failover.
+        for sent in sends {
+            match sent.reply().await {
+                Ok(r) => {
+                    let r = if quiet { strip_mn(r) } else { r };
+                    if write_severity(&r) == 0 {
+                        inv.send(slot);
+                    }
+                    out.extend_from_slice(&r);
+                }
+                Err(e) => {
+                    stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                    server_error(out, &e);
+                }
+            }
+            return;
+        }
+        return;
+    }
     if noreply {
         return;
     }

@@ -230,11 +230,23 @@ async fn hung_server_times_out_and_fails_over_cas_does_not() -> Result<()> {
         b"STORED\r\n",
     )
     .await?;
-    // No connection leaked to the healthy server.
-    assert_eq!(
-        common::stat(b.addr(), "curr_connections").await?,
-        conns_before
-    );
+    // The second set cannot check the token: its copy is dropped rather than left stale.
+    c.expect(b"mn\r\n", b"MN\r\n").await?;
+    assert_eq!(direct_get(a.addr(), b"k").await?, Some(b"x".to_vec()));
+    let mut gone = false;
+    for _ in 0..50 {
+        if direct_get(b.addr(), b"k").await?.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "cas invalidates the other sets' copy");
+    // No connection leaked to the healthy server (direct checks above close theirs).
+    wait_for("the backend's connection count to settle", async || {
+        Ok(common::stat(b.addr(), "curr_connections").await? == conns_before)
+    })
+    .await?;
     router.stop().await;
 
     // One set only: a hung server is a SERVER_ERROR after the request timeout.
