@@ -243,7 +243,16 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                                 *l = Some(rep);
                             }
                         }
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile failed"),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "reconcile failed");
+                            // /healthz says so until a reconcile succeeds
+                            if let Ok(mut l) = loop_last.lock() {
+                                *l = Some(ReconcileReport {
+                                    errors: vec![format!("{e:#}")],
+                                    ..ReconcileReport::default()
+                                });
+                            }
+                        }
                     }
                 }
                 Err(e) => {
