@@ -298,9 +298,9 @@ async fn finish_batch(
                     Ok(Some(len)) => {
                         let one = bytes.slice(pos..pos + len);
                         pos += len;
-                        let r = Ok(one);
+                        let r: JobResult = Ok(one.clone());
                         if route::is_final(&r) {
-                            r.unwrap_or_default()
+                            one
                         } else {
                             route::finish(cluster, ropts, r, flight(oneshot::channel().1)).await
                         }
