@@ -664,21 +664,22 @@ async fn finish_write(
     } = op;
     if let Some(inv) = invalidate {
         // cas: the first set only, no failover.
-        for sent in sends {
-            match sent.reply().await {
-                Ok(r) => {
-                    let r = if quiet { strip_mn(r) } else { r };
-                    if write_severity(&r) == 0 {
-                        inv.send(slot);
-                    }
-                    out.extend_from_slice(&r);
-                }
-                Err(e) => {
-                    stats.backend_errors.fetch_add(1, Ordering::Relaxed);
-                    server_error(out, &e);
-                }
-            }
+        let Some(sent) = sends.into_iter().next() else {
+            out.extend_from_slice(b"SERVER_ERROR no server for key\r\n");
             return;
+        };
+        match sent.reply().await {
+            Ok(r) => {
+                let r = if quiet { strip_mn(r) } else { r };
+                if write_severity(&r) == 0 {
+                    inv.send(slot);
+                }
+                out.extend_from_slice(&r);
+            }
+            Err(e) => {
+                stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                server_error(out, &e);
+            }
         }
         return;
     }
