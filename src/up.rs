@@ -341,7 +341,7 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
             "  lvs-sync  backend {}: the IPVS changes for the lvs table{}",
             l.backend,
             if l.backend == "dry-run" {
-                " are printed above as ipvsadm commands"
+                " are printed as ipvsadm commands"
             } else {
                 ""
             }
