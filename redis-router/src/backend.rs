@@ -33,6 +33,8 @@ pub struct BackendOpts {
     pub command_timeout: Duration,
     /// Bounds on backend replies.
     pub reply_limits: ReplyLimits,
+    /// Send `READONLY` on every new connection (replica reads).
+    pub readonly: bool,
 }
 
 impl Default for BackendOpts {
@@ -43,6 +45,7 @@ impl Default for BackendOpts {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(5),
             reply_limits: ReplyLimits::default(),
+            readonly: false,
         }
     }
 }
@@ -353,19 +356,29 @@ pub async fn connect(
                 }
             }
         }
+        let mut buf = BytesMut::new();
+        let mut replies = 0;
         if !hello.is_empty() {
-            let mut buf = BytesMut::new();
             Request::new(hello).encode(&mut buf);
+            replies += 1;
+        }
+        if opts.readonly {
+            Request::new([Bytes::from_static(b"READONLY")]).encode(&mut buf);
+            replies += 1;
+        }
+        if replies > 0 {
             stream
                 .write_all(&buf)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let mut rbuf = BytesMut::new();
-            let reply = read_one(&mut stream, &mut rbuf, &opts.reply_limits)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            if reply.first() == Some(&b'-') {
-                return Err(fail(String::from_utf8_lossy(&reply).trim_end().to_string()));
+            for _ in 0..replies {
+                let reply = read_one(&mut stream, &mut rbuf, &opts.reply_limits)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                if reply.first() == Some(&b'-') {
+                    return Err(fail(String::from_utf8_lossy(&reply).trim_end().to_string()));
+                }
             }
         }
         Ok(stream)

@@ -560,6 +560,30 @@ impl Session {
 
     async fn forward(&mut self, req: &Request, target: Target, family: Family, read_only: bool) {
         let bytes = self.encode(req);
+        if let (Target::Slot(slot), true) = (target, read_only) {
+            if let Some(replica) = self.shared.cluster.replica_for(slot) {
+                // A replica read: sent alone; a retry (MOVED, lost replica) goes to the
+                // slot's master.
+                self.flush_batch().await;
+                let rx = route::send(
+                    &self.shared.cluster,
+                    Target::Node(replica),
+                    &bytes,
+                    self.proto,
+                    false,
+                )
+                .await;
+                let flight = Flight {
+                    rx,
+                    req: bytes,
+                    target,
+                    proto: self.proto,
+                    read_only,
+                };
+                let _ = self.tx.send(Out::Wait(flight, family, self.read_at)).await;
+                return;
+            }
+        }
         if let Target::Slot(slot) = target {
             let node = self
                 .shared
@@ -1010,11 +1034,12 @@ impl Session {
         let masters: Vec<String> = map.masters.iter().map(|n| n.addr.to_string()).collect();
         let text = format!(
             "# Server\r\nredis_version:7.2.0\r\nredis_mode:standalone\r\nproxy:ocean-redis-router\r\n\r\n\
-             # Proxy\r\ncluster_name:{}\r\nmasters:{}\r\nmaster_addrs:{}\r\nslots_covered:{}\r\n\
+             # Proxy\r\ncluster_name:{}\r\nmasters:{}\r\nmaster_addrs:{}\r\nreplicas_read:{}\r\nslots_covered:{}\r\n\
              slot_map_refreshes:{}\r\nconnected_clients:{}\r\n",
             cluster.name,
             masters.len(),
             masters.join(","),
+            map.replicas.iter().map(Vec::len).sum::<usize>(),
             map.covered(),
             cluster.refreshes.load(Ordering::Relaxed),
             cluster.clients.load(Ordering::Relaxed),

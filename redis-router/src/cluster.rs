@@ -34,6 +34,9 @@ pub struct ClusterOpts {
     pub refresh_interval: Duration,
     /// Least time between two refreshes.
     pub refresh_debounce: Duration,
+    /// Send read-only commands to replicas (round robin), with `READONLY` on every
+    /// backend connection.
+    pub read_from_replicas: bool,
     /// Backend connection options.
     pub backend: Arc<BackendOpts>,
 }
@@ -46,6 +49,7 @@ impl Default for ClusterOpts {
             max_idle_dedicated: 16,
             refresh_interval: Duration::from_secs(10),
             refresh_debounce: Duration::from_millis(100),
+            read_from_replicas: false,
             backend: Arc::new(BackendOpts::default()),
         }
     }
@@ -117,6 +121,8 @@ pub struct SlotMap {
     pub masters: Vec<Arc<Node>>,
     /// Index into `masters`; `u16::MAX` for an unserved slot.
     pub slots: Vec<u16>,
+    /// Each master's replicas (same index as `masters`); empty unless replicas are read.
+    pub replicas: Vec<Vec<Arc<Node>>>,
 }
 
 impl SlotMap {
@@ -124,6 +130,7 @@ impl SlotMap {
         SlotMap {
             masters: Vec::new(),
             slots: vec![u16::MAX; usize::from(SLOTS)],
+            replicas: Vec::new(),
         }
     }
 
@@ -131,6 +138,13 @@ impl SlotMap {
     pub fn node(&self, slot: u16) -> Option<&Arc<Node>> {
         let i = *self.slots.get(usize::from(slot))?;
         self.masters.get(usize::from(i))
+    }
+
+    /// A replica of `slot`'s master, chosen by `pick`; `None` when it has none.
+    pub fn replica(&self, slot: u16, pick: usize) -> Option<&Arc<Node>> {
+        let i = *self.slots.get(usize::from(slot))?;
+        let list = self.replicas.get(usize::from(i))?;
+        list.get(pick % list.len().max(1))
     }
 
     /// Slots with an owner.
@@ -156,6 +170,7 @@ pub struct Cluster {
     /// Connected clients.
     pub clients: AtomicUsize,
     next_client_id: AtomicU64,
+    next_replica: AtomicUsize,
 }
 
 impl Cluster {
@@ -172,6 +187,7 @@ impl Cluster {
             refreshes: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
+            next_replica: AtomicUsize::new(0),
         })
     }
 
@@ -189,6 +205,15 @@ impl Cluster {
     pub fn with_slot<R>(&self, slot: u16, f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
         let map = self.map.load();
         f(map.node(slot))
+    }
+
+    /// A replica of `slot`'s master, round robin, when replicas are read.
+    pub fn replica_for(&self, slot: u16) -> Option<SocketAddr> {
+        if !self.opts.read_from_replicas {
+            return None;
+        }
+        let pick = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        self.map.load().replica(slot, pick).map(|n| n.addr)
     }
 
     /// The node at `addr`, created on first use (MOVED/ASK may name a node the map lacks).
@@ -273,7 +298,7 @@ impl Cluster {
         Err(last)
     }
 
-    async fn fetch_map(&self, addr: SocketAddr) -> anyhow::Result<Vec<(u16, u16, SocketAddr)>> {
+    async fn fetch_map(&self, addr: SocketAddr) -> anyhow::Result<Vec<Range>> {
         let opts = &self.opts.backend;
         let shards = one_shot(addr, Request::new(["CLUSTER", "SHARDS"]), opts).await?;
         if shards.first() != Some(&b'-') {
@@ -292,16 +317,28 @@ impl Cluster {
             })
     }
 
-    fn install(&self, ranges: Vec<(u16, u16, SocketAddr)>) {
+    fn install(&self, ranges: Vec<Range>) {
         let mut addrs: Vec<SocketAddr> = ranges.iter().map(|r| r.2).collect();
         addrs.sort();
         addrs.dedup();
         let masters: Vec<Arc<Node>> = addrs.iter().map(|a| self.node(*a)).collect();
+        let mut replicas: Vec<Vec<Arc<Node>>> = vec![Vec::new(); addrs.len()];
+        let mut keep = addrs.clone();
         let mut slots = vec![u16::MAX; usize::from(SLOTS)];
-        for (start, end, addr) in ranges {
+        for (start, end, addr, reps) in ranges {
             let Ok(i) = addrs.binary_search(&addr) else {
                 continue;
             };
+            if self.opts.read_from_replicas {
+                if let Some(list) = replicas.get_mut(i) {
+                    for r in reps {
+                        if !list.iter().any(|n| n.addr == r) {
+                            list.push(self.node(r));
+                            keep.push(r);
+                        }
+                    }
+                }
+            }
             for s in start..=end.min(SLOTS - 1) {
                 if let Some(x) = slots.get_mut(usize::from(s)) {
                     *x = i as u16;
@@ -311,9 +348,13 @@ impl Cluster {
         // Forget nodes that left the map (their connections close when the last in-flight
         // request lets go of them).
         if let Ok(mut nodes) = self.nodes.lock() {
-            nodes.retain(|a, _| addrs.contains(a));
+            nodes.retain(|a, _| keep.contains(a));
         }
-        self.map.store(Arc::new(SlotMap { masters, slots }));
+        self.map.store(Arc::new(SlotMap {
+            masters,
+            slots,
+            replicas,
+        }));
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ocean_redis_slot_refreshes_total").increment(1);
     }
@@ -349,6 +390,9 @@ impl Cluster {
     }
 }
 
+/// A slot range, its master and its replicas.
+type Range = (u16, u16, SocketAddr, Vec<SocketAddr>);
+
 fn parse_addr(host: &[u8], port: i64, fallback: SocketAddr) -> Option<SocketAddr> {
     let port = u16::try_from(port).ok()?;
     let host = std::str::from_utf8(host).ok()?;
@@ -362,7 +406,7 @@ fn parse_addr(host: &[u8], port: i64, fallback: SocketAddr) -> Option<SocketAddr
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [ip, port, id, ...], replicas...], ...]`.
-fn parse_slots(v: &Value, from: SocketAddr) -> Option<Vec<(u16, u16, SocketAddr)>> {
+fn parse_slots(v: &Value, from: SocketAddr) -> Option<Vec<Range>> {
     let mut out = Vec::new();
     for range in v.as_array()? {
         let r = range.as_array()?;
@@ -370,7 +414,16 @@ fn parse_slots(v: &Value, from: SocketAddr) -> Option<Vec<(u16, u16, SocketAddr)
         let end = u16::try_from(r.get(1)?.as_int()?).ok()?;
         let master = r.get(2)?.as_array()?;
         let addr = parse_addr(master.first()?.as_bytes()?, master.get(1)?.as_int()?, from)?;
-        out.push((start, end, addr));
+        let replicas = r
+            .get(3..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| {
+                let n = n.as_array()?;
+                parse_addr(n.first()?.as_bytes()?, n.get(1)?.as_int()?, from)
+            })
+            .collect();
+        out.push((start, end, addr, replicas));
     }
     Some(out)
 }
@@ -383,7 +436,7 @@ fn field<'a>(pairs: &'a [Value], name: &str) -> Option<&'a Value> {
 }
 
 /// `CLUSTER SHARDS`: `[{slots: [s, e, ...], nodes: [{ip, port, role, health, ...}]}, ...]`.
-fn parse_shards(v: &Value, from: SocketAddr) -> Option<Vec<(u16, u16, SocketAddr)>> {
+fn parse_shards(v: &Value, from: SocketAddr) -> Option<Vec<Range>> {
     let mut out = Vec::new();
     for shard in v.as_array()? {
         let shard = shard.as_array()?;
@@ -403,10 +456,29 @@ fn parse_shards(v: &Value, from: SocketAddr) -> Option<Vec<(u16, u16, SocketAddr
             .or_else(|| field(master, "tls-port"))
             .and_then(Value::as_int)?;
         let addr = parse_addr(&host, port, from)?;
+        let replicas: Vec<SocketAddr> = nodes
+            .iter()
+            .filter_map(Value::as_array)
+            .filter(|n| {
+                // A fresh replica says `loading` until its offset moves; one really
+                // loading answers -LOADING and the read is retried on the master.
+                field(n, "role").and_then(Value::as_bytes).map(|b| &b[..]) == Some(b"replica")
+                    && !matches!(
+                        field(n, "health").and_then(Value::as_bytes).map(|b| &b[..]),
+                        Some(b"fail" | b"failed")
+                    )
+            })
+            .filter_map(|n| {
+                let host = field(n, "ip")
+                    .or_else(|| field(n, "endpoint"))
+                    .and_then(Value::as_bytes)?;
+                parse_addr(host, field(n, "port").and_then(Value::as_int)?, from)
+            })
+            .collect();
         for pair in slots.chunks(2) {
             let start = u16::try_from(pair.first()?.as_int()?).ok()?;
             let end = u16::try_from(pair.get(1)?.as_int()?).ok()?;
-            out.push((start, end, addr));
+            out.push((start, end, addr, replicas.clone()));
         }
     }
     Some(out)
@@ -423,11 +495,19 @@ mod tests {
             b"*1\r\n*4\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$2\r\nid\r\n*3\r\n$9\r\n127.0.0.1\r\n:7004\r\n$2\r\nid\r\n",
         );
         let r = parse_slots(&parse(&slots).unwrap(), from).unwrap();
-        assert_eq!(r, vec![(0, 5460, "127.0.0.1:7001".parse().unwrap())]);
+        assert_eq!(
+            r,
+            vec![(
+                0,
+                5460,
+                "127.0.0.1:7001".parse().unwrap(),
+                vec!["127.0.0.1:7004".parse().unwrap()]
+            )]
+        );
         let shards = Bytes::from_static(
             b"*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:10\r\n$5\r\nnodes\r\n*1\r\n*8\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n:7002\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$6\r\nhealth\r\n$6\r\nonline\r\n",
         );
         let r = parse_shards(&parse(&shards).unwrap(), from).unwrap();
-        assert_eq!(r, vec![(0, 10, "127.0.0.1:7002".parse().unwrap())]);
+        assert_eq!(r, vec![(0, 10, "127.0.0.1:7002".parse().unwrap(), vec![])]);
     }
 }

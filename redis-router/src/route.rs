@@ -153,7 +153,8 @@ pub fn is_final(r: &JobResult) -> bool {
                 || !(b.starts_with(b"-MOVED ")
                     || b.starts_with(b"-ASK ")
                     || b.starts_with(b"-TRYAGAIN")
-                    || b.starts_with(b"-CLUSTERDOWN"))
+                    || b.starts_with(b"-CLUSTERDOWN")
+                    || b.starts_with(b"-LOADING"))
         }
         Err(_) => false,
     }

@@ -83,6 +83,10 @@ pub struct Args {
     /// Replies one client may have outstanding before the router stops reading from it.
     #[arg(long, default_value_t = 1024)]
     pub max_pending: usize,
+    /// Send read-only commands to the replicas of the slot's master (round robin), with
+    /// READONLY on backend connections; reads may then see slightly stale data.
+    #[arg(long)]
+    pub read_from_replicas: bool,
     /// Pass FLUSHALL/FLUSHDB to every master (refused otherwise).
     #[arg(long)]
     pub allow_flush: bool,
@@ -170,6 +174,7 @@ impl Args {
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             reply_limits: ReplyLimits::default(),
+            readonly: self.read_from_replicas,
         };
         Ok(Config {
             mode,
@@ -192,6 +197,7 @@ impl Args {
                 conns_per_node: self.conns_per_node.max(1),
                 max_dedicated: self.max_dedicated.max(1),
                 refresh_interval: self.refresh_interval,
+                read_from_replicas: self.read_from_replicas,
                 backend: Arc::new(backend),
                 ..ClusterOpts::default()
             },
