@@ -51,7 +51,8 @@ listen mysql
   server db 127.0.0.1:$DB_PORT
 CFG
 haproxy -f "$W/haproxy.cfg" -db >"$W/haproxy.log" 2>&1 &
-PIDS+=($!)
+HA_PID=$!
+PIDS+=($HA_PID)
 
 cat >"$W/mysql.json" <<JSON
 {"databases": [{"name": "/bench/sb/main", "primary": "127.0.0.1:$DB_PORT", "replicas": [],
@@ -80,18 +81,18 @@ for test in oltp_point_select oltp_read_only; do
       haproxy) port=$HA_PORT user=sb pw=sbpw ;;
       ocean)   port=$OC_PORT user=bench pw= ;;
     esac
-    t0=$(cpu_ticks "$OC_PID")
-    out=$(sb "$port" "$user" "$pw" "$test" run)
-    t1=$(cpu_ticks "$OC_PID")
-    if echo "$out" | grep -q "FATAL"; then echo "$out" >&2; exit 1; fi
+    case $path in ocean) pid=$OC_PID ;; haproxy) pid=$HA_PID ;; *) pid= ;; esac
+    [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+    out=$(sb "$port" "$user" "$pw" "$test" run 2>&1) || { echo "sysbench $test via $path failed:" >&2; echo "$out" >&2; exit 1; }
+    [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
     QPS[$test.$path]=$(echo "$out" | awk '/queries:/ {gsub(/\(/,"",$3); print $3}')
     P95[$test.$path]=$(echo "$out" | awk '/95th percentile:/ {print $3}')
     errs=$(echo "$out" | awk '/ignored errors:/ {print $3}')
     extra=""
-    if [ "$path" = ocean ]; then
+    if [ -n "$pid" ]; then
       queries=$(echo "$out" | awk '/queries:/ {print $2}')
       extra=$(awk -v t="$((t1 - t0))" -v q="$queries" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN {printf "  proxy CPU %.1f us/query", t / hz * 1e6 / q}')
+        'BEGIN {printf "  %s CPU %.1f us/query", "'"$path"'", t / hz * 1e6 / q}')
     fi
     printf '%-18s %-8s qps %10s  p95 %7s ms  errors %s%s\n' "$test" "$path" \
       "${QPS[$test.$path]}" "${P95[$test.$path]}" "$errs" "$extra"
