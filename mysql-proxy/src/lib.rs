@@ -11,6 +11,7 @@ pub mod access;
 pub mod auth;
 pub mod backend;
 pub mod packet;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod relay;
 pub mod session;
@@ -80,6 +81,10 @@ pub struct Args {
     /// caching_sha2_password. Clients answering with either are checked as they answered.
     #[arg(long, default_value = "mysql_native_password")]
     pub default_auth: Plugin,
+    /// Networks of L4 balancers allowed to send a PROXY protocol v2 header (repeatable);
+    /// peers in them must send one, and the address in it is the client's.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxy: Vec<proxy_protocol::Cidr>,
     /// Server version in the greeting (default: the last backend's, until then 8.0.0-ocean).
     #[arg(long)]
     pub server_version: Option<String>,
@@ -102,6 +107,7 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     pub default_auth: Plugin,
     pub server_version: Option<String>,
+    pub trusted_proxies: Vec<proxy_protocol::Cidr>,
 }
 
 impl Config {
@@ -122,6 +128,7 @@ impl Config {
             idle_timeout: None,
             default_auth: Plugin::Native,
             server_version: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -147,6 +154,7 @@ impl Args {
         c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         c.default_auth = self.default_auth;
         c.server_version = self.server_version;
+        c.trusted_proxies = self.trusted_proxy;
         Ok(c)
     }
 }

@@ -79,6 +79,35 @@ fn login_metric(job: &str, result: &'static str) {
 
 /// Serves one accepted connection to the end.
 pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let mut peer = peer;
+    if shared
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|c| c.contains(peer.ip()))
+    {
+        let header = tokio::time::timeout(
+            shared.config.connect_timeout,
+            crate::proxy_protocol::read_v2(&mut tcp),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        match header {
+            Ok(Some(client)) => peer = client,
+            Ok(None) => {}
+            Err(e) => {
+                audit(
+                    "",
+                    peer.ip(),
+                    "",
+                    "error",
+                    &format!("from trusted proxy {peer}: {e}"),
+                );
+                login_metric("", "bad_handshake");
+                return;
+            }
+        }
+    }
     let ip = peer.ip().to_canonical();
     let _ = tcp.set_nodelay(true);
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
