@@ -283,9 +283,13 @@ async fn login<S: Halves>(
         &format!("plugin {} backend {backend_addr}", plugin.name()),
     );
     login_metric(&job, "ok");
-    shared
-        .server_version
-        .store(Arc::new(backend.server_version.clone()));
+    if shared.config.server_version.is_none()
+        && **shared.server_version.load() != backend.server_version
+    {
+        shared
+            .server_version
+            .store(Arc::new(backend.server_version.clone()));
+    }
 
     let db = route.database.name.clone();
     let gauge =

@@ -31,6 +31,7 @@ async fn per_job_and_overall_limits_and_idle_timeout() {
     cfg.max_connections_per_job = 2;
     cfg.max_connections = 3;
     cfg.idle_timeout = Some(Duration::from_millis(700));
+    cfg.admin = Some("127.0.0.1:0".parse().unwrap());
     let (proxy, cancel) = start_proxy(cfg).await;
     let addr = proxy.addr;
     let web = || mysql_async::Conn::new(opts(addr, "127.0.0.2", "shop/web", None, Some("shop")));
@@ -70,6 +71,37 @@ async fn per_job_and_overall_limits_and_idle_timeout() {
     let one: Option<u8> = again.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
     assert!(logs().contains("idle timeout"));
+
+    // Metrics per job and database on the admin port.
+    let metrics = http_get(proxy.admin_addr.unwrap(), "/metrics").await;
+    for needle in [
+        r#"ocean_mysql_sessions{job="shop/web",database="/dept/shop/main"} 1"#,
+        r#"ocean_mysql_logins_total{job="shop/web",result="job_limit"} 1"#,
+        r#"ocean_mysql_logins_total{job="",result="too_many_connections"} 1"#,
+        r#"ocean_mysql_sessions_closed_total{job="shop/web",database="/dept/shop/main",reason="idle"}"#,
+        r#"ocean_mysql_bytes_total{job="shop/web",database="/dept/shop/main",direction="to_client"}"#,
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+    let table = http_get(proxy.admin_addr.unwrap(), "/table").await;
+    assert!(
+        !table.contains(RW_PASSWORD) && table.contains("<redacted>"),
+        "{table}"
+    );
     cancel.cancel();
     proxy.wait().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
