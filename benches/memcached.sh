@@ -6,9 +6,10 @@
 # values; and a multi-get variant (10 keys per get). Rows:
 #   direct            memcaslap -> memcached
 #   nutcracker        memcaslap -> nutcracker -> memcached
-#   ocean 1 set       memcaslap -> ocean (one replica set, one worker thread) -> memcached
+#   ocean 1 set       memcaslap -> ocean (one replica set; default --threads: one
+#                     current_thread worker per CPU, SO_REUSEPORT) -> memcached
 #   ocean 2 sets      the same with a second replica set (writes go to both)
-#   ocean 1 set t2    two worker threads (SO_REUSEPORT), each current_thread
+#   ocean 1 set t1    one worker thread
 #   ocean 1 set mt    tokio's multi-thread runtime (2 workers) instead
 # Prints ops/s, p99 (memcaslap's log2 buckets), proxy CPU us/op and ratios to direct.
 #
@@ -77,16 +78,16 @@ for variant in "get" "multiget"; do
   EXTRA=(); [ "$variant" = multiget ] && EXTRA=(-d 10)
   run "direct/$variant" "$M1" 0 "${EXTRA[@]}"
   run "nutcracker/$variant" "$NC" "$(pgrep -n -x nutcracker)" "${EXTRA[@]}"
-  start_ocean --pool "a=$M1" --threads 1; run "ocean 1 set/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
-  start_ocean --pool "a=$M1" --pool "b=$M2" --threads 1; run "ocean 2 sets/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
-  start_ocean --pool "a=$M1" --threads 2; run "ocean 1 set t2/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
+  start_ocean --pool "a=$M1"; run "ocean 1 set/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
+  start_ocean --pool "a=$M1" --pool "b=$M2"; run "ocean 2 sets/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
+  start_ocean --pool "a=$M1" --threads 1; run "ocean 1 set t1/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
   BENCH_MULTI_THREAD=2 start_ocean --pool "a=$M1" --threads 0; run "ocean 1 set mt/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
 done
 
 printf '\n%-26s %10s %9s %12s %10s\n' "path/load" "ops/s" "p99(us)" "proxy ns/op" "vs direct"
 for variant in get multiget; do
   d=${OPS[direct/$variant]}
-  for name in direct nutcracker "ocean 1 set" "ocean 2 sets" "ocean 1 set t2" "ocean 1 set mt"; do
+  for name in direct nutcracker "ocean 1 set" "ocean 2 sets" "ocean 1 set t1" "ocean 1 set mt"; do
     k="$name/$variant"
     ratio=$(awk -v a="${OPS[$k]}" -v b="$d" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }')
     printf '%-26s %10s %9s %12s %10s\n' "$k" "${OPS[$k]}" "${P99[$k]}" "${CPU[$k]}" "$ratio"

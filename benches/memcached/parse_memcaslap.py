@@ -2,7 +2,7 @@
 """Reads memcaslap output (run with -S) on stdin; prints "ops_per_s p99_us avg_us".
 
 p99 comes from memcaslap's log2 latency histogram of all commands (Total Statistics):
-the upper bound of the power-of-two bucket holding the 99th percentile, so it is coarse
+the upper bound of the power-of-two bucket (memcaslap counts a latency of t us in bucket ceil(log2 t)) holding the 99th percentile, so it is coarse
 (a factor of 2), which is what memcaslap offers.
 """
 import re
@@ -25,6 +25,6 @@ if n:
     for exp in sorted(counts):
         seen += counts[exp]
         if seen >= 0.99 * n:
-            p99 = 2 ** (exp + 1)
+            p99 = 2 ** exp
             break
 print(tps[-1] if tps else 0, p99, avg.group(1) if avg else 0)

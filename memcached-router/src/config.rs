@@ -85,10 +85,11 @@ pub struct Args {
     /// Pipelined connections per backend server, shared by all clients (per thread).
     #[arg(long, default_value_t = 1)]
     pub backend_connections: usize,
-    /// Worker threads, each a single-threaded runtime with its own listener (SO_REUSEPORT)
-    /// and backend connections; 0 runs on the caller's runtime.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Worker threads, each a single-threaded runtime with its own listener (SO_REUSEPORT),
+    /// backend connections and TKO state; 0 runs on the caller's runtime. Default: one per
+    /// CPU.
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Most client connections at once (per listener and thread).
     #[arg(long, default_value_t = 10_000)]
     pub max_clients: usize,
@@ -401,7 +402,9 @@ impl Args {
         let config = Config {
             mode,
             settings,
-            threads: self.threads,
+            threads: self.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
             admin: self.admin,
         };
         config.validate()?;
