@@ -90,6 +90,8 @@ enum WorkerSource {
 /// Invalid config, an address that cannot be bound, a worker thread that cannot start.
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
+    // The process-wide recorder must exist before servers create their metric handles.
+    ocean_core::metrics::handle();
     let tracker = TaskTracker::new();
     let stats = Arc::new(RouterStats::default());
     let settings = Arc::new(config.settings.clone());

@@ -348,3 +348,45 @@ async fn worker_threads_share_the_port() -> Result<()> {
     tokio::time::timeout(std::time::Duration::from_secs(10), running.wait()).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_per_pool_and_server() -> Result<()> {
+    let server = Memcached::start().await?;
+    let mut config = ocean_memcached_router::Config::standalone(
+        "127.0.0.1:0".parse()?,
+        pool(&[vec![server.addr()]], KeyHash::Fnv1a64),
+    );
+    config.admin = Some("127.0.0.1:0".parse()?);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = ocean_memcached_router::start(config, cancel.clone()).await?;
+    let mut c = Raw::connect(running.listen_addr.unwrap()).await?;
+    c.expect(
+        b"set m 0 0 1\r\n1\r\nget m nope\r\n",
+        b"STORED\r\nVALUE m 0 1\r\n1\r\nEND\r\n",
+    )
+    .await?;
+    let mut http = Raw::connect(running.admin_addr.unwrap()).await?;
+    http.stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let body = String::from_utf8(http.read_to_close().await?)?;
+    let labels = format!(
+        "pool=\"test\",replica_set=\"set0\",server=\"{}\"",
+        server.addr()
+    );
+    for series in [
+        "ocean_memcached_server_requests_total",
+        "ocean_memcached_server_hits_total",
+        "ocean_memcached_server_misses_total",
+        "ocean_memcached_server_up",
+        "ocean_memcached_server_latency_seconds",
+    ] {
+        assert!(
+            body.contains(series) && body.contains(&labels),
+            "{series} in {body}"
+        );
+    }
+    cancel.cancel();
+    running.wait().await;
+    Ok(())
+}
