@@ -89,14 +89,15 @@ bench:
   servers:
     - 127.0.0.1:$P_DIRECT:1
 EOF
-nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" &
+nutcracker -c "$WORK/nutcracker.yml" -o "$WORK/nutcracker.log" -s "$(free_port)" &
 PIDS+=($!)
 # (c) one-node cluster
-P_ONE=$(free_port); start_redis "$P_ONE" --cluster-enabled yes --cluster-config-file "$WORK/one-nodes.conf"
+# Cluster nodes get an explicit bus port (the default, port + 10000, may be taken or > 65535).
+P_ONE=$(free_port); start_redis "$P_ONE" --cluster-enabled yes --cluster-port "$(free_port)" --cluster-config-file "$WORK/one-nodes.conf"
 redis-cli -p "$P_ONE" cluster addslotsrange 0 16383 >/dev/null
 wait_cluster_ok "$P_ONE"
 # (d) three masters
-P3=(); for i in 1 2 3; do p=$(free_port); P3+=("$p"); start_redis "$p" --cluster-enabled yes --cluster-config-file "$WORK/three-$p.conf"; done
+P3=(); for i in 1 2 3; do p=$(free_port); P3+=("$p"); start_redis "$p" --cluster-enabled yes --cluster-port "$(free_port)" --cluster-config-file "$WORK/three-$p.conf"; done
 redis-cli --cluster create "127.0.0.1:${P3[0]}" "127.0.0.1:${P3[1]}" "127.0.0.1:${P3[2]}" --cluster-yes >"$WORK/create.log" 2>&1
 wait_cluster_ok "${P3[0]}"; wait_cluster_ok "${P3[1]}"; wait_cluster_ok "${P3[2]}"
 
@@ -130,7 +131,7 @@ bench() {
 
 for port in "$P_DIRECT" "$P_TWEM" "$P_O1" "$P_O3"; do
     args=(); for k in "${MGET_KEYS[@]}"; do args+=("$k" "value"); done
-    redis-cli -p "$port" mset "${args[@]}" >/dev/null
+    for _ in $(seq 50); do redis-cli -p "$port" mset "${args[@]}" 2>/dev/null | grep -q OK && break; sleep 0.1; done
 done
 PID_TWEM=$(pgrep -f "nutcracker -c $WORK/nutcracker.yml" | head -1)
 

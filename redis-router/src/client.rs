@@ -106,7 +106,10 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 struct Merge {
     split: Split,
-    parts: Vec<Flight>,
+    /// One job per node, each with the parts (sub-commands) it carries, by part index.
+    jobs: Vec<(BatchFlight, Vec<usize>)>,
+    /// How many parts there are.
+    nparts: usize,
     /// For MGET: each part's keys' positions in the reply.
     positions: Vec<Vec<usize>>,
     total: usize,
@@ -278,17 +281,32 @@ async fn finish_batch(
     b: BatchFlight,
     started: Instant,
 ) -> Bytes {
-    let cluster = &shared.cluster;
-    let ropts = &shared.opts.route;
-    let limits = proto::ReplyLimits::default();
+    let replies = job_replies(&shared.cluster, &shared.opts.route, first, &b.reqs, b.proto).await;
     let mut out = BytesMut::new();
+    for (q, reply) in b.reqs.iter().zip(&replies) {
+        shared.metrics.record(q.family, started, reply);
+        out.extend_from_slice(reply);
+    }
+    out.freeze()
+}
+
+/// The final reply of each request of a job, given the job's first result.
+async fn job_replies(
+    cluster: &Cluster,
+    ropts: &RouteOpts,
+    first: JobResult,
+    reqs: &[Queued],
+    proto: Protocol,
+) -> Vec<Bytes> {
+    let limits = proto::ReplyLimits::default();
+    let mut out = Vec::with_capacity(reqs.len());
     let mut pos = 0;
-    for q in b.reqs {
-        let flight = |rx| Flight {
-            rx,
+    for q in reqs {
+        let flight = || Flight {
+            rx: oneshot::channel().1,
             req: q.bytes.clone(),
             target: Target::Slot(q.slot),
-            proto: b.proto,
+            proto,
             read_only: q.read_only,
         };
         let reply = match &first {
@@ -302,25 +320,17 @@ async fn finish_batch(
                         if route::is_final(&r) {
                             one
                         } else {
-                            route::finish(cluster, ropts, r, flight(oneshot::channel().1)).await
+                            route::finish(cluster, ropts, r, flight()).await
                         }
                     }
                     _ => route::error_reply(&BackendError::Protocol(([0, 0, 0, 0], 0).into())),
                 }
             }
-            Err(e) => {
-                route::finish(cluster, ropts, Err(e.clone()), flight(oneshot::channel().1)).await
-            }
+            Err(e) => route::finish(cluster, ropts, Err(e.clone()), flight()).await,
         };
-        shared.metrics.record(q.family, started, &reply);
-        out.extend_from_slice(&reply);
+        out.push(reply);
     }
-    out.freeze()
-}
-
-async fn resolve(cluster: &Cluster, ropts: &RouteOpts, mut f: Flight) -> Bytes {
-    let first = (&mut f.rx).await.unwrap_or(Err(BackendError::Unserved));
-    route::finish(cluster, ropts, first, f).await
+    out
 }
 
 /// Splits `*N\r\n` + N elements into its elements.
@@ -345,9 +355,15 @@ fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
 }
 
 async fn merge(cluster: &Cluster, ropts: &RouteOpts, m: Merge) -> Bytes {
-    let mut replies = Vec::with_capacity(m.parts.len());
-    for f in m.parts {
-        replies.push(resolve(cluster, ropts, f).await);
+    let mut replies = vec![Bytes::new(); m.nparts];
+    for (job, parts) in m.jobs {
+        let first = job.rx.await.unwrap_or(Err(BackendError::Unserved));
+        let got = job_replies(cluster, ropts, first, &job.reqs, job.proto).await;
+        for (reply, i) in got.into_iter().zip(parts) {
+            if let Some(r) = replies.get_mut(i) {
+                *r = reply;
+            }
+        }
     }
     if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
         return err.clone();
@@ -737,10 +753,13 @@ impl Session {
         };
         let groups = command::group_by_slot(&keys);
         let pairs = spec.split == Split::AllOk;
-        let mut parts = Vec::with_capacity(groups.len());
-        let mut positions = Vec::with_capacity(groups.len());
+        let read_only = spec.flags.contains(Flags::READONLY);
+        let nparts = groups.len();
+        let mut positions = Vec::with_capacity(nparts);
         let total = keys.indices().count();
-        for (slot, idxs) in groups {
+        // Parts for one node travel as one job: (node, first slot, bytes, parts, indices).
+        let mut by_node: Vec<(usize, u16, BytesMut, Vec<Queued>, Vec<usize>)> = Vec::new();
+        for (part, (slot, idxs)) in groups.into_iter().enumerate() {
             let mut args = Vec::with_capacity(1 + idxs.len() * (1 + usize::from(pairs)));
             args.push(req.args.first().cloned().unwrap_or_default());
             for &i in &idxs {
@@ -751,21 +770,52 @@ impl Session {
             }
             positions.push(idxs.iter().map(|i| i.saturating_sub(1)).collect());
             let bytes = self.encode_args(args);
-            let target = Target::Slot(slot);
-            let rx = route::send(&self.shared.cluster, target, &bytes, self.proto, false).await;
-            parts.push(Flight {
-                rx,
-                req: bytes,
-                target,
-                proto: self.proto,
-                read_only: spec.flags.contains(Flags::READONLY),
-            });
+            let node = self
+                .shared
+                .cluster
+                .with_slot(slot, |n| n.map(|n| Arc::as_ptr(n) as usize))
+                .unwrap_or(0);
+            let q = Queued {
+                bytes: bytes.clone(),
+                slot,
+                read_only,
+                family,
+            };
+            match by_node.iter_mut().find(|g| g.0 == node) {
+                Some(g) => {
+                    g.2.extend_from_slice(&bytes);
+                    g.3.push(q);
+                    g.4.push(part);
+                }
+                None => by_node.push((node, slot, BytesMut::from(&bytes[..]), vec![q], vec![part])),
+            }
         }
-        metrics::counter!("ocean_redis_split_subcommands_total").increment(parts.len() as u64);
+        metrics::counter!("ocean_redis_split_subcommands_total").increment(nparts as u64);
+        let mut jobs = Vec::with_capacity(by_node.len());
+        for (_, slot, bytes, reqs, parts) in by_node {
+            let rx = route::send_job(
+                &self.shared.cluster,
+                Target::Slot(slot),
+                bytes.freeze(),
+                reqs.len() as u32,
+                false,
+                self.proto,
+            )
+            .await;
+            jobs.push((
+                BatchFlight {
+                    rx,
+                    reqs,
+                    proto: self.proto,
+                },
+                parts,
+            ));
+        }
         self.push(Out::Merge(
             Box::new(Merge {
                 split: spec.split,
-                parts,
+                jobs,
+                nparts,
                 positions,
                 total,
             }),

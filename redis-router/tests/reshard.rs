@@ -18,7 +18,28 @@ async fn myid(addr: std::net::SocketAddr) -> Result<String> {
     Ok(r.as_str().unwrap_or_default().to_string())
 }
 
+/// `redis-cli --cluster reshard` refuses to start while the nodes' slot configs have not
+/// converged yet ("Nodes don't agree about configuration"): retry a few times.
 async fn reshard(from: std::net::SocketAddr, to: std::net::SocketAddr, slots: usize) -> Result<()> {
+    let mut last = None;
+    for _ in 0..10 {
+        match reshard_once(from, to, slots).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("agree") => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("reshard never ran")))
+}
+
+async fn reshard_once(
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+    slots: usize,
+) -> Result<()> {
     let bin = find_binary("redis-cli", "redis-tools")?;
     let out = tokio::process::Command::new(bin)
         .arg("--cluster")
