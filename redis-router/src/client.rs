@@ -99,6 +99,10 @@ struct Batch {
     started: Instant,
 }
 
+/// A split command's parts for one node: node identity, first slot, the parts' bytes,
+/// the parts, and their indices.
+type NodeParts = (usize, u16, BytesMut, Vec<Queued>, Vec<usize>);
+
 /// Most requests gathered into one job.
 const MAX_BATCH_REQS: usize = 256;
 /// Most bytes gathered into one job.
@@ -758,7 +762,7 @@ impl Session {
         let mut positions = Vec::with_capacity(nparts);
         let total = keys.indices().count();
         // Parts for one node travel as one job: (node, first slot, bytes, parts, indices).
-        let mut by_node: Vec<(usize, u16, BytesMut, Vec<Queued>, Vec<usize>)> = Vec::new();
+        let mut by_node: Vec<NodeParts> = Vec::new();
         for (part, (slot, idxs)) in groups.into_iter().enumerate() {
             let mut args = Vec::with_capacity(1 + idxs.len() * (1 + usize::from(pairs)));
             args.push(req.args.first().cloned().unwrap_or_default());
