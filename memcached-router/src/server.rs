@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::{Config, Mode, PoolSpec, Settings};
 use crate::connection::{serve, ClientContext, RouterStats};
@@ -392,8 +393,10 @@ fn accept_loop(
             tracker.spawn(async move {
                 ctx.stats.curr_connections.fetch_add(1, Ordering::Relaxed);
                 ctx.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(%peer, "client connected");
-                serve(stream, ctx.clone(), slot, cancel).await;
+                let span = tracing::debug_span!("client", client.addr = %peer, conn = slot);
+                serve(stream, ctx.clone(), slot, cancel)
+                    .instrument(span)
+                    .await;
                 ctx.stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
