@@ -18,9 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-memcached}
-cargo build --release -q -p ocean-memcached-router --example bench_server
-ROUTER="$CARGO_TARGET_DIR/release/examples/bench_server"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p ocean-memcached-router --example memcached_bench_server
+ROUTER="$CARGO_TARGET_DIR/release/examples/memcached_bench_server"
 MEMCASLAP=$(command -v memcaslap || echo /usr/bin/memcaslap)
 PARSE="python3 benches/memcached/parse_memcaslap.py"
 WORK=$(mktemp -d)

@@ -1,7 +1,7 @@
 //! Runs the router from its flags, for `benches/memcached.sh` (the `ocean` binary wires
 //! the same `Args` as `ocean memcached-router`). Stops on SIGINT or SIGTERM.
 //!
-//! `cargo run --release -p ocean-memcached-router --example bench_server -- --listen
+//! `cargo run --release -p ocean-memcached-router --example memcached_bench_server -- --listen
 //! 127.0.0.1:22200 --pool a=127.0.0.1:22122`
 
 use clap::Parser;
