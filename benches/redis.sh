@@ -52,6 +52,7 @@ cleanup() {
     if ((KEEP)); then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
