@@ -10,13 +10,13 @@ TIME=${TIME:-10}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 THREADS=${THREADS:-8}
 PROXY_THREADS=${PROXY_THREADS:-1}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-mysql}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 for b in mariadbd mariadb-install-db sysbench haproxy; do
   command -v "$b" >/dev/null || { echo "missing $b (Debian: mariadb-server sysbench haproxy)" >&2; exit 1; }
 done
-cargo build -q --release -p ocean-mysql-proxy --example bench_server
-PROXY_BIN=$CARGO_TARGET_DIR/release/examples/bench_server
+cargo build -q --release -p ocean-mysql-proxy --example mysql_bench_server
+PROXY_BIN=$CARGO_TARGET_DIR/release/examples/mysql_bench_server
 
 W=$(mktemp -d /tmp/ocean-mysql-bench.XXXXXX)
 PIDS=()
