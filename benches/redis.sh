@@ -41,8 +41,8 @@ for bin in redis-server redis-cli redis-benchmark nutcracker; do
 done
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-cargo build --release -q -p ocean-redis-router --example bench_server
-ROUTER=$CARGO_TARGET_DIR/release/examples/bench_server
+cargo build --release -q -p ocean-redis-router --example redis_bench_server
+ROUTER=$CARGO_TARGET_DIR/release/examples/redis_bench_server
 
 WORK=$(mktemp -d /tmp/ocean-redis-bench.XXXXXX)
 PIDS=()
