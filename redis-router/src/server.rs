@@ -476,3 +476,53 @@ async fn table_worker(
 
 /// The default table-mode bind address.
 pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flags_parse_into_configs() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+            "--seed",
+            "127.0.0.1:7001",
+            "--threads",
+            "2",
+            "--read-from-replicas",
+            "--command-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        let c = cli.args.into_config().unwrap();
+        assert!(matches!(c.mode, Mode::Standalone { ref seeds, .. } if seeds.len() == 2));
+        assert_eq!(c.threads, 2);
+        assert!(c.cluster.read_from_replicas && c.cluster.backend.readonly);
+        assert_eq!(
+            c.cluster.backend.command_timeout,
+            Duration::from_millis(250)
+        );
+
+        let cli =
+            Cli::try_parse_from(["x", "--table-file", "/tmp/redis.json", "--bind", "0.0.0.0"])
+                .unwrap();
+        let c = cli.args.into_config().unwrap();
+        assert!(matches!(c.mode, Mode::Table { bind, .. } if bind.is_unspecified()));
+
+        assert!(Cli::try_parse_from(["x", "--listen", "127.0.0.1:1"]).is_err());
+        let neither = Cli::try_parse_from(["x"]).unwrap();
+        assert!(neither.args.into_config().is_err());
+    }
+}
