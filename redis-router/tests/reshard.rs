@@ -19,10 +19,11 @@ async fn myid(addr: std::net::SocketAddr) -> Result<String> {
 }
 
 /// `redis-cli --cluster reshard` refuses to start while the nodes' slot configs have not
-/// converged yet ("Nodes don't agree about configuration"): retry a few times.
+/// converged yet ("Nodes don't agree about configuration"): retry for up to 30 s, which a
+/// loaded CI machine may need.
 async fn reshard(from: std::net::SocketAddr, to: std::net::SocketAddr, slots: usize) -> Result<()> {
     let mut last = None;
-    for _ in 0..10 {
+    for _ in 0..60 {
         match reshard_once(from, to, slots).await {
             Ok(()) => return Ok(()),
             Err(e) if e.to_string().contains("agree") => {
