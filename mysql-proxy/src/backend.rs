@@ -8,7 +8,9 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use ocean_core::table::mysql::Credentials;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::auth::client_response;
 use crate::packet::{read_packet, write_packet, LOGIN_PACKET_LIMIT};
@@ -22,9 +24,15 @@ pub struct ClientParams {
     pub attributes: Option<HashMap<String, String>>,
 }
 
+/// The connection to a backend: plain TCP, or TLS with `--backend-tls`.
+pub enum BackendStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 /// A logged-in backend connection.
 pub struct Backend {
-    pub stream: TcpStream,
+    pub stream: BackendStream,
     /// The backend's final OK payload (its status flags go to the client).
     pub ok: Vec<u8>,
     pub server_version: String,
@@ -40,15 +48,19 @@ pub enum BackendError {
     Refused { code: u16, message: String },
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
-/// Connects to `addr` and logs in as `creds` into `schema`.
+/// Connects to `addr` and logs in as `creds` into `schema`; with `tls` (`--backend-tls`)
+/// the login switches to TLS first (SSLRequest), and fails if the backend does not offer it.
 pub async fn login(
     addr: SocketAddr,
     creds: &Credentials,
     schema: Option<&str>,
     client: &ClientParams,
     allowed: CapabilityFlags,
+    tls: Option<&TlsConnector>,
 ) -> Result<Backend, BackendError> {
     let mut stream = TcpStream::connect(addr)
         .await
@@ -89,6 +101,17 @@ pub async fn login(
         - CapabilityFlags::CLIENT_COMPRESS
         - CapabilityFlags::CLIENT_LOCAL_FILES
         - CapabilityFlags::CLIENT_CONNECT_ATTRS;
+    let caps = match tls {
+        Some(_) if !server_caps.contains(CapabilityFlags::CLIENT_SSL) => {
+            return Err(BackendError::Tls(
+                "the backend does not offer TLS, which --backend-tls requires \
+                 (configure ssl_cert/ssl_key on the server)"
+                    .into(),
+            ))
+        }
+        Some(_) => caps | CapabilityFlags::CLIENT_SSL,
+        None => caps,
+    };
     let attrs = if server_caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) {
         client.attributes.clone()
     } else {
@@ -111,51 +134,97 @@ pub async fn login(
     if let Some(b) = payload.get_mut(8) {
         *b = client.collation;
     }
-    let mut seq = seq.wrapping_add(1);
-    write_packet(&mut stream, seq, &payload).await?;
+    let server_version = hs.server_version_str().into_owned();
+    let seq = seq.wrapping_add(1);
+    match tls {
+        None => {
+            write_packet(&mut stream, seq, &payload).await?;
+            let ok = authenticate(&mut stream, plugin, &creds.password, false).await?;
+            Ok(Backend {
+                stream: BackendStream::Plain(stream),
+                ok,
+                server_version,
+            })
+        }
+        Some(connector) => {
+            // SSLRequest: the response's first 32 bytes (capabilities with CLIENT_SSL, max
+            // packet size, collation, filler), then the TLS handshake, then the response.
+            let ssl_request = payload.get(..32).ok_or_else(|| {
+                BackendError::Protocol("handshake response shorter than 32 bytes".into())
+            })?;
+            write_packet(&mut stream, seq, ssl_request).await?;
+            let name = rustls::pki_types::ServerName::from(addr.ip());
+            let mut stream = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| BackendError::Tls(format!("handshake with {addr}: {e}")))?;
+            let seq = seq.wrapping_add(1);
+            write_packet(&mut stream, seq, &payload).await?;
+            let ok = authenticate(&mut stream, plugin, &creds.password, true).await?;
+            Ok(Backend {
+                stream: BackendStream::Tls(Box::new(stream)),
+                ok,
+                server_version,
+            })
+        }
+    }
+}
 
-    let mut plugin = plugin;
+/// The rest of the login after the handshake response went out:
+/// auth switches and caching_sha2_password's extra round trips, until OK (its payload
+/// is returned) or ERR. Full authentication sends the password in clear, so only over TLS.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    mut plugin: Vec<u8>,
+    password: &str,
+    tls: bool,
+) -> Result<Vec<u8>, BackendError> {
     loop {
-        let (s, p) = read_packet(&mut stream, LOGIN_PACKET_LIMIT).await?;
-        seq = s.wrapping_add(1);
+        let (s, p) = read_packet(stream, LOGIN_PACKET_LIMIT).await?;
+        let seq = s.wrapping_add(1);
         match p.first() {
-            Some(0x00) => {
-                return Ok(Backend {
-                    stream,
-                    ok: p,
-                    server_version: hs.server_version_str().into_owned(),
-                })
-            }
+            Some(0x00) => return Ok(p),
             Some(0xff) => return Err(refused(&p)),
             // AuthSwitchRequest: plugin name, NUL, new nonce (maybe NUL-terminated).
             Some(0xfe) => {
                 let rest = p.get(1..).unwrap_or_default();
                 let nul = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-                plugin = rest[..nul].to_vec();
+                plugin = rest.get(..nul).unwrap_or_default().to_vec();
                 let mut nonce = rest.get(nul + 1..).unwrap_or_default().to_vec();
                 if nonce.last() == Some(&0) {
                     nonce.pop();
                 }
-                let data =
-                    client_response(&plugin, &nonce, &creds.password).ok_or_else(|| {
-                        BackendError::Protocol(format!(
-                            "backend switched to unsupported auth plugin {}",
-                            String::from_utf8_lossy(&plugin)
-                        ))
-                    })?;
-                write_packet(&mut stream, seq, &data).await?;
+                let data = client_response(&plugin, &nonce, password).ok_or_else(|| {
+                    BackendError::Protocol(format!(
+                        "backend switched to unsupported auth plugin {}",
+                        String::from_utf8_lossy(&plugin)
+                    ))
+                })?;
+                write_packet(stream, seq, &data).await?;
             }
             // AuthMoreData of caching_sha2_password: 3 = fast auth succeeded (OK follows),
-            // 4 = full authentication (needs TLS or the server's RSA key).
+            // 4 = full authentication: the password in clear over TLS (RSA key exchange
+            // for plain connections is not supported).
             Some(0x01) if plugin == b"caching_sha2_password" => match p.get(1) {
                 Some(3) => continue,
-                _ => {
+                Some(4) if tls => {
+                    let mut clear = Vec::with_capacity(password.len() + 1);
+                    clear.extend_from_slice(password.as_bytes());
+                    clear.push(0);
+                    write_packet(stream, seq, &clear).await?;
+                }
+                Some(4) => {
                     return Err(BackendError::Protocol(
-                        "backend asks caching_sha2_password full authentication, which needs TLS \
-                         or RSA to the backend (not supported): log in once with the mysql client \
-                         to fill the server's cache, or use mysql_native_password for the proxy's user"
+                        "backend asks caching_sha2_password full authentication, which needs \
+                         TLS to the backend: run the proxy with --backend-tls (RSA key exchange \
+                         is not supported), or use mysql_native_password for the proxy's user"
                             .into(),
                     ))
+                }
+                other => {
+                    return Err(BackendError::Protocol(format!(
+                        "unexpected caching_sha2_password data {other:?}"
+                    )))
                 }
             },
             _ => {
@@ -181,5 +250,121 @@ fn refused(p: &[u8]) -> BackendError {
     BackendError::Refused {
         code,
         message: String::from_utf8_lossy(msg).into_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const OK: &[u8] = &[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+
+    /// Runs `authenticate` against a scripted server: `script` is what the server sends
+    /// (sequence numbers from 2), `expect` what it must then receive, in turn.
+    async fn run(
+        plugin: &str,
+        tls: bool,
+        script: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Vec<u8>, BackendError> {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let fake = tokio::spawn(async move {
+            let mut seq = 2u8;
+            for (send, expect) in script {
+                write_packet(&mut server, seq, &send).await.unwrap();
+                if let Some(expect) = expect {
+                    let (s, got) = read_packet(&mut server, 1 << 20).await.unwrap();
+                    assert_eq!(s, seq + 1, "client sequence");
+                    assert_eq!(got, expect, "client packet");
+                    seq += 2;
+                } else {
+                    seq += 1;
+                }
+            }
+        });
+        let r = authenticate(&mut client, plugin.as_bytes().to_vec(), "s3cret", tls).await;
+        drop(client);
+        fake.await.unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_full_auth_over_tls_sends_the_password_in_clear() {
+        let ok = run(
+            "caching_sha2_password",
+            true,
+            vec![
+                (vec![0x01, 0x04], Some(b"s3cret\0".to_vec())),
+                (OK.to_vec(), None),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok, OK);
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_full_auth_without_tls_names_backend_tls() {
+        let err = run(
+            "caching_sha2_password",
+            false,
+            vec![(vec![0x01, 0x04], None)],
+        )
+        .await
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("--backend-tls"), "{msg}");
+        assert!(msg.contains("full authentication"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_fast_auth_then_ok() {
+        let ok = run(
+            "caching_sha2_password",
+            false,
+            vec![(vec![0x01, 0x03], None), (OK.to_vec(), None)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok, OK);
+    }
+
+    #[tokio::test]
+    async fn switch_to_caching_sha2_then_full_auth_over_tls() {
+        let nonce = [7u8; 20];
+        let mut switch = vec![0xfe];
+        switch.extend_from_slice(b"caching_sha2_password\0");
+        switch.extend_from_slice(&nonce);
+        switch.push(0);
+        let scramble = client_response(b"caching_sha2_password", &nonce, "s3cret").unwrap();
+        let ok = run(
+            "mysql_native_password",
+            true,
+            vec![
+                (switch, Some(scramble)),
+                (vec![0x01, 0x04], Some(b"s3cret\0".to_vec())),
+                (OK.to_vec(), None),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok, OK);
+    }
+
+    #[tokio::test]
+    async fn refusal_after_full_auth_is_reported() {
+        let mut err = vec![0xff, 0x15, 0x04, b'#'];
+        err.extend_from_slice(b"28000Access denied");
+        let e = run(
+            "caching_sha2_password",
+            true,
+            vec![(vec![0x01, 0x04], Some(b"s3cret\0".to_vec())), (err, None)],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, BackendError::Refused { code: 1045, message } if message == "Access denied"),
+            "{e}"
+        );
     }
 }

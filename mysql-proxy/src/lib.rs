@@ -5,7 +5,7 @@
 //! Modules: [`packet`] framing, [`auth`] password checks and scrambles, [`access`] the
 //! table indexed for logins, [`session`] one client connection, [`backend`] the proxy's
 //! own login to MySQL, [`relay`] the byte relay after login, [`registry`] open sessions
-//! (limits, failover, revocation), [`tls`] rustls for clients.
+//! (limits, failover, revocation), [`tls`] rustls for clients and backends.
 
 pub mod access;
 pub mod auth;
@@ -88,6 +88,14 @@ pub struct Args {
     /// Server version in the greeting (default: the last backend's, until then 8.0.0-ocean).
     #[arg(long)]
     pub server_version: Option<String>,
+    /// Require TLS to every backend: logins to a backend that does not offer TLS, or
+    /// whose certificate does not verify against --backend-ca for its IP, fail.
+    #[arg(long, requires = "backend_ca")]
+    pub backend_tls: bool,
+    /// PEM CA certificate(s) verifying backend certificates (with --backend-tls); a
+    /// backend's certificate must name its IP as an IP subject alternative name.
+    #[arg(long, value_name = "FILE", requires = "backend_tls")]
+    pub backend_ca: Option<PathBuf>,
 }
 
 /// Everything `start` needs; tests and `ocean up` build it in code.
@@ -108,6 +116,8 @@ pub struct Config {
     pub default_auth: Plugin,
     pub server_version: Option<String>,
     pub trusted_proxies: Vec<proxy_protocol::Cidr>,
+    /// `--backend-ca` when `--backend-tls`: TLS to every backend, verified with this CA.
+    pub backend_tls: Option<PathBuf>,
 }
 
 impl Config {
@@ -129,6 +139,7 @@ impl Config {
             default_auth: Plugin::Native,
             server_version: None,
             trusted_proxies: Vec::new(),
+            backend_tls: None,
         }
     }
 }
@@ -155,6 +166,11 @@ impl Args {
         c.default_auth = self.default_auth;
         c.server_version = self.server_version;
         c.trusted_proxies = self.trusted_proxy;
+        anyhow::ensure!(
+            self.backend_tls == self.backend_ca.is_some(),
+            "--backend-tls and --backend-ca go together"
+        );
+        c.backend_tls = self.backend_ca;
         Ok(c)
     }
 }
@@ -177,6 +193,7 @@ pub(crate) struct Shared {
     index: ArcSwapOption<Index>,
     registry: Arc<Registry>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    backend_tls: Option<tokio_rustls::TlsConnector>,
     next_conn_id: AtomicU32,
     rr: AtomicUsize,
     server_version: ArcSwap<String>,
@@ -226,6 +243,10 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
+    let backend_tls = match &config.backend_tls {
+        Some(ca) => Some(tls::connector(ca)?),
+        None => None,
+    };
     let listener = ocean_core::listener::bind_tcp(config.listen, false)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -234,6 +255,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         index: ArcSwapOption::empty(),
         registry: Arc::new(Registry::default()),
         tls,
+        backend_tls,
         next_conn_id: AtomicU32::new(1),
         rr: AtomicUsize::new(0),
         server_version: ArcSwap::from_pointee(
@@ -299,7 +321,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         None => None,
     };
     tracker.close();
-    tracing::info!(listen = %addr, admin = ?admin_addr, tls = shared.tls.is_some(), "ocean mysql-proxy listening");
+    tracing::info!(listen = %addr, admin = ?admin_addr, tls = shared.tls.is_some(), backend_tls = shared.backend_tls.is_some(), "ocean mysql-proxy listening");
     Ok(Running {
         addr,
         admin_addr,
@@ -400,5 +422,32 @@ async fn accept_loop(
                 () = cancel.cancelled() => {}
             }
         });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn backend_tls_and_backend_ca_go_together() {
+        Cli::command().debug_assert();
+        let base = ["ocean", "--table-file", "/tmp/mysql.json"];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));
+        assert!(with(&["--backend-tls"]).is_err());
+        assert!(with(&["--backend-ca", "/tmp/ca.pem"]).is_err());
+        let cli = with(&["--backend-tls", "--backend-ca", "/tmp/ca.pem"]).unwrap();
+        let c = cli.args.into_config().unwrap();
+        assert_eq!(c.backend_tls, Some(PathBuf::from("/tmp/ca.pem")));
+        let c = with(&[]).unwrap().args.into_config().unwrap();
+        assert_eq!(c.backend_tls, None);
     }
 }

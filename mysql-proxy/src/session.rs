@@ -306,18 +306,18 @@ async fn login<S: Halves>(
         database: &db,
     };
     let (cr, cw) = stream.halves();
-    let (br, bw) = backend.stream.into_split();
-    let end = relay(
-        cr,
-        cw,
-        br,
-        bw,
-        &check,
-        &counters,
-        shared.config.idle_timeout,
-        &guard.closer.token,
-    )
-    .await;
+    let idle = shared.config.idle_timeout;
+    let token = &guard.closer.token;
+    let end = match backend.stream {
+        backend::BackendStream::Plain(b) => {
+            let (br, bw) = b.into_split();
+            relay(cr, cw, br, bw, &check, &counters, idle, token).await
+        }
+        backend::BackendStream::Tls(b) => {
+            let (br, bw) = tokio::io::split(*b);
+            relay(cr, cw, br, bw, &check, &counters, idle, token).await
+        }
+    };
     gauge.decrement(1.0);
     let reason = match &end {
         End::Kicked => guard
@@ -579,7 +579,16 @@ async fn authenticate<S: Halves>(
                 "per-job connection limit",
             ));
         };
-        match backend::login(addr, &creds, backend_schema, &params, offered).await {
+        match backend::login(
+            addr,
+            &creds,
+            backend_schema,
+            &params,
+            offered,
+            shared.backend_tls.as_ref(),
+        )
+        .await
+        {
             Ok(backend) => {
                 return Ok(Accepted {
                     job,
