@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::{Protocol, ReplyLimits, ReplyScanner, Request};
+use crate::tls::{Connector, Stream};
 
 /// How the router talks to backends.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct BackendOpts {
     pub reply_limits: ReplyLimits,
     /// Send `READONLY` on every new connection (replica reads).
     pub readonly: bool,
+    /// TLS to backends (`--backend-tls`); the node's IP is the checked server name.
+    pub tls: Option<Connector>,
 }
 
 impl Default for BackendOpts {
@@ -46,6 +49,7 @@ impl Default for BackendOpts {
             command_timeout: Duration::from_secs(5),
             reply_limits: ReplyLimits::default(),
             readonly: false,
+            tls: None,
         }
     }
 }
@@ -187,7 +191,16 @@ async fn shared_task(
         let gauge = metrics::gauge!("ocean_redis_backend_connections", "kind" => "shared");
         gauge.increment(1.0);
         metrics::counter!("ocean_redis_backend_connects_total", "kind" => "shared").increment(1);
-        let err = run_shared(stream, addr, first, &mut rx, &opts).await;
+        let err = match stream {
+            Stream::Plain(s) => {
+                let (rd, wr) = s.into_split();
+                run_shared(rd, wr, addr, first, &mut rx, &opts).await
+            }
+            Stream::Tls(s) => {
+                let (rd, wr) = tokio::io::split(*s);
+                run_shared(rd, wr, addr, first, &mut rx, &opts).await
+            }
+        };
         gauge.decrement(1.0);
         if let Some(err) = err {
             tracing::debug!(%addr, error = %err, "shared backend connection closed");
@@ -198,14 +211,14 @@ async fn shared_task(
 }
 
 /// Runs one connection until it fails (`Some(error)`) or every handle is gone (`None`).
-async fn run_shared(
-    stream: TcpStream,
+async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut rd: R,
+    mut wr: W,
     addr: SocketAddr,
     first: Job,
     rx: &mut mpsc::Receiver<Job>,
     opts: &BackendOpts,
 ) -> Option<BackendError> {
-    let (mut rd, mut wr) = stream.into_split();
     let pending: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
     let writer = async {
         let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -239,7 +252,8 @@ async fn run_shared(
                     }
                 }
             }
-            if wr.write_all(&buf).await.is_err() {
+            // flush: TLS may keep records back after write_all (a no-op on plain TCP).
+            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
                 return Some(BackendError::Lost(addr));
             }
         }
@@ -326,13 +340,24 @@ pub async fn connect(
     addr: SocketAddr,
     proto: Protocol,
     opts: &BackendOpts,
-) -> Result<TcpStream, BackendError> {
+) -> Result<Stream, BackendError> {
     let fail = |e: String| BackendError::Connect(addr, e);
     let handshake = async {
-        let mut stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream = match &opts.tls {
+            None => Stream::Plain(tcp),
+            Some(c) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls =
+                    c.0.connect(name, tcp)
+                        .await
+                        .map_err(|e| fail(format!("TLS: {e}")))?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         let mut hello: Vec<Bytes> = Vec::new();
         match proto {
             Protocol::Resp3 => {
@@ -371,6 +396,7 @@ pub async fn connect(
                 .write_all(&buf)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
+            stream.flush().await.map_err(|e| fail(e.to_string()))?;
             let mut rbuf = BytesMut::new();
             for _ in 0..replies {
                 let reply = read_one(&mut stream, &mut rbuf, &opts.reply_limits)
@@ -390,8 +416,8 @@ pub async fn connect(
 }
 
 /// Reads exactly one reply (keeping any bytes after it in `buf`).
-async fn read_one(
-    stream: &mut TcpStream,
+async fn read_one<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     limits: &ReplyLimits,
 ) -> std::io::Result<Bytes> {
@@ -439,7 +465,7 @@ pub struct DedicatedConn {
     pub addr: SocketAddr,
     /// The protocol it speaks.
     pub proto: Protocol,
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     scanner: ReplyScanner,
     _gauge: DedicatedGauge,
@@ -490,6 +516,11 @@ impl DedicatedConn {
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         self.stream
             .write_all(bytes)
+            .await
+            .map_err(|_| BackendError::Lost(self.addr))?;
+        // TLS may keep records back after write_all (a no-op on plain TCP).
+        self.stream
+            .flush()
             .await
             .map_err(|_| BackendError::Lost(self.addr))
     }

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +37,8 @@ pub struct ClientOpts {
     pub allow_flush: bool,
     /// Routing limits.
     pub route: RouteOpts,
+    /// TLS for clients (`--tls-cert`/`--tls-key`): the listeners then accept TLS only.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 impl Default for ClientOpts {
@@ -51,6 +52,7 @@ impl Default for ClientOpts {
             password: None,
             allow_flush: false,
             route: RouteOpts::default(),
+            tls: None,
         }
     }
 }
@@ -127,14 +129,29 @@ enum Flow {
     Gone,
 }
 
-/// Serves one client until it leaves.
+/// Serves one plain-TCP client until it leaves.
 pub async fn serve(stream: TcpStream, shared: Shared) {
     let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    serve_halves(rd, wr, shared).await;
+}
+
+/// Serves one TLS client (handshake done) until it leaves.
+pub async fn serve_tls(stream: tokio_rustls::server::TlsStream<TcpStream>, shared: Shared) {
+    let _ = stream.get_ref().0.set_nodelay(true);
+    let (rd, wr) = tokio::io::split(stream);
+    serve_halves(rd, wr, shared).await;
+}
+
+async fn serve_halves<R, W>(rd: R, wr: W, shared: Shared)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let cluster = shared.cluster.clone();
     cluster.clients.fetch_add(1, Ordering::Relaxed);
     let gauge = metrics::gauge!("ocean_redis_client_connections");
     gauge.increment(1.0);
-    let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(shared.opts.max_pending.max(1));
     let writer = tokio::spawn(write_loop(wr, rx, shared.clone()));
     let mut session = Session {
@@ -159,7 +176,7 @@ pub async fn serve(stream: TcpStream, shared: Shared) {
     gauge.decrement(1.0);
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared: Shared) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Out>, shared: Shared) {
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut dead = false;
     let cluster = &shared.cluster;
@@ -267,11 +284,12 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared:
     let _ = wr.shutdown().await;
 }
 
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut BytesMut, dead: &mut bool) {
+async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut BytesMut, dead: &mut bool) {
     if out.is_empty() {
         return;
     }
-    if !*dead && wr.write_all(out).await.is_err() {
+    // flush: TLS may keep records back after write_all (a no-op on plain TCP).
+    if !*dead && (wr.write_all(out).await.is_err() || wr.flush().await.is_err()) {
         *dead = true;
     }
     out.clear();
@@ -428,14 +446,14 @@ fn lower(name: &[u8]) -> String {
     String::from_utf8_lossy(name).to_ascii_lowercase()
 }
 
-struct Session {
+struct Session<R> {
     shared: Shared,
     id: u64,
     authed: bool,
     proto: Protocol,
     name: Option<Bytes>,
     tx: mpsc::Sender<Out>,
-    rd: OwnedReadHalf,
+    rd: R,
     buf: BytesMut,
     dec: Decoder,
     enc: BytesMut,
@@ -449,7 +467,7 @@ struct Session {
 }
 
 /// Waits until the client closes its side, buffering what it sends meanwhile (bounded).
-async fn client_eof(rd: &mut OwnedReadHalf, buf: &mut BytesMut) {
+async fn client_eof<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) {
     loop {
         if buf.len() > 1024 * 1024 {
             std::future::pending::<()>().await;
@@ -461,7 +479,7 @@ async fn client_eof(rd: &mut OwnedReadHalf, buf: &mut BytesMut) {
     }
 }
 
-impl Session {
+impl<R: AsyncRead + Unpin + Send> Session<R> {
     async fn run(&mut self) {
         loop {
             let req = match self.next_request().await {

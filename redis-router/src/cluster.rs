@@ -302,7 +302,8 @@ impl Cluster {
         let opts = &self.opts.backend;
         let shards = one_shot(addr, Request::new(["CLUSTER", "SHARDS"]), opts).await?;
         if shards.first() != Some(&b'-') {
-            if let Some(r) = parse(&shards).and_then(|v| parse_shards(&v, addr)) {
+            if let Some(r) = parse(&shards).and_then(|v| parse_shards(&v, addr, opts.tls.is_some()))
+            {
                 return Ok(r);
             }
         }
@@ -436,7 +437,18 @@ fn field<'a>(pairs: &'a [Value], name: &str) -> Option<&'a Value> {
 }
 
 /// `CLUSTER SHARDS`: `[{slots: [s, e, ...], nodes: [{ip, port, role, health, ...}]}, ...]`.
-fn parse_shards(v: &Value, from: SocketAddr) -> Option<Vec<Range>> {
+/// With `tls` (TLS to backends), a node's `tls-port` is preferred over its `port`.
+fn parse_shards(v: &Value, from: SocketAddr, tls: bool) -> Option<Vec<Range>> {
+    let port_of = |n: &[Value]| {
+        let (first, second) = if tls {
+            ("tls-port", "port")
+        } else {
+            ("port", "tls-port")
+        };
+        field(n, first)
+            .or_else(|| field(n, second))
+            .and_then(Value::as_int)
+    };
     let mut out = Vec::new();
     for shard in v.as_array()? {
         let shard = shard.as_array()?;
@@ -452,9 +464,7 @@ fn parse_shards(v: &Value, from: SocketAddr) -> Option<Vec<Range>> {
             .and_then(Value::as_bytes)
             .cloned()
             .unwrap_or_else(Bytes::new);
-        let port = field(master, "port")
-            .or_else(|| field(master, "tls-port"))
-            .and_then(Value::as_int)?;
+        let port = port_of(master)?;
         let addr = parse_addr(&host, port, from)?;
         let replicas: Vec<SocketAddr> = nodes
             .iter()
@@ -472,7 +482,7 @@ fn parse_shards(v: &Value, from: SocketAddr) -> Option<Vec<Range>> {
                 let host = field(n, "ip")
                     .or_else(|| field(n, "endpoint"))
                     .and_then(Value::as_bytes)?;
-                parse_addr(host, field(n, "port").and_then(Value::as_int)?, from)
+                parse_addr(host, port_of(n)?, from)
             })
             .collect();
         for pair in slots.chunks(2) {
@@ -507,7 +517,7 @@ mod tests {
         let shards = Bytes::from_static(
             b"*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:10\r\n$5\r\nnodes\r\n*1\r\n*8\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n:7002\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$6\r\nhealth\r\n$6\r\nonline\r\n",
         );
-        let r = parse_shards(&parse(&shards).unwrap(), from).unwrap();
+        let r = parse_shards(&parse(&shards).unwrap(), from, false).unwrap();
         assert_eq!(r, vec![(0, 10, "127.0.0.1:7002".parse().unwrap(), vec![])]);
     }
 }

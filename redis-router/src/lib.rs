@@ -24,6 +24,7 @@ pub mod proto;
 pub mod route;
 pub mod server;
 pub mod slot;
+pub mod tls;
 pub mod value;
 
 pub use server::{run, start, Args, Config, Mode, Running};

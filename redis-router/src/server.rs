@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +94,19 @@ pub struct Args {
     /// Serve /metrics and /healthz here.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+    /// TLS for clients: the certificate chain (PEM); the listeners then accept TLS only.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS for clients: the private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Connect to backends with TLS (needs --backend-ca); node certificates must name the
+    /// node's IP address (an IP SAN).
+    #[arg(long, requires = "backend_ca")]
+    pub backend_tls: bool,
+    /// The CA certificates (PEM) that backend node certificates are checked against.
+    #[arg(long, value_name = "FILE", requires = "backend_tls")]
+    pub backend_ca: Option<PathBuf>,
 }
 
 /// Where the clusters come from.
@@ -168,6 +182,14 @@ impl Args {
                 "give --listen ADDR --seed ADDR (standalone) or --control/--table-file (table mode)"
             ),
         };
+        let client_tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let backend_tls = match (&self.backend_ca, self.backend_tls) {
+            (Some(ca), true) => Some(crate::tls::connector(ca)?),
+            _ => None,
+        };
         let backend = BackendOpts {
             user: self.backend_user,
             password: self.backend_password,
@@ -175,6 +197,7 @@ impl Args {
             command_timeout: self.command_timeout,
             reply_limits: ReplyLimits::default(),
             readonly: self.read_from_replicas,
+            tls: backend_tls,
         };
         Ok(Config {
             mode,
@@ -192,6 +215,7 @@ impl Args {
                     max_redirects: self.max_redirects,
                     retry_timeout: self.retry_timeout,
                 },
+                tls: client_tls,
             },
             cluster: ClusterOpts {
                 conns_per_node: self.conns_per_node.max(1),
@@ -368,6 +392,9 @@ async fn worker(config: Config, job: WorkerJob, bound: Option<Bound>, cancel: Ca
     }
 }
 
+/// Longest wait for a client's TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Shared, cancel: CancellationToken) {
     loop {
         let stream = tokio::select! {
@@ -383,12 +410,42 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Shared, cancel: 
         };
         let shared = shared.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = client::serve(stream, shared) => {}
-                _ = cancel.cancelled() => {}
+        match shared.opts.tls.clone() {
+            None => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = client::serve(stream, shared) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.0.accept(stream));
+                    let stream = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                metrics::counter!("ocean_redis_tls_handshake_errors_total").increment(1);
+                                tracing::debug!(error = %e, "client TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                metrics::counter!("ocean_redis_tls_handshake_errors_total").increment(1);
+                                tracing::debug!("client TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = cancel.cancelled() => return,
+                    };
+                    tokio::select! {
+                        _ = client::serve_tls(stream, shared) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -524,5 +581,30 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--listen", "127.0.0.1:1"]).is_err());
         let neither = Cli::try_parse_from(["x"]).unwrap();
         assert!(neither.args.into_config().is_err());
+
+        // TLS flags come in pairs; missing files are errors, not plain fallbacks.
+        let base = [
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+        ];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        assert!(with(&["--tls-cert", "/nonexistent.pem"]).is_err());
+        assert!(with(&["--backend-tls"]).is_err());
+        assert!(with(&["--backend-ca", "/nonexistent.pem"]).is_err());
+        let c = with(&["--backend-tls", "--backend-ca", "/nonexistent.pem"]).unwrap();
+        assert!(c.args.into_config().is_err());
+        let c = with(&[
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.pem",
+        ])
+        .unwrap();
+        assert!(c.args.into_config().is_err());
+        let c = with(&[]).unwrap().args.into_config().unwrap();
+        assert!(c.client.tls.is_none() && c.cluster.backend.tls.is_none());
     }
 }
