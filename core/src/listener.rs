@@ -7,6 +7,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Binds a TCP listener with `SO_REUSEADDR` (restart without waiting for TIME_WAIT) and,
 /// when `reuse_port` is set, `SO_REUSEPORT` (several sockets sharing one port).
 pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(bind_tcp_std(addr, reuse_port)?)
+}
+
+/// [`bind_tcp`] as a non-blocking std listener, for a worker thread that registers it with
+/// its own runtime later.
+pub fn bind_tcp_std(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
@@ -18,7 +24,7 @@ pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::ne
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    tokio::net::TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Binds a UDP socket, optionally with `SO_REUSEPORT`.

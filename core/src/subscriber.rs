@@ -167,6 +167,26 @@ impl<T: Table> TableWatch<T> {
     pub fn status(&self) -> SubscriberStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
+
+    /// The `/healthz` answer of a daemon serving this table: `starting` until the first
+    /// table, `stale` while the source fails (the last good table is still served), else
+    /// `ok`.
+    pub fn health(&self) -> crate::admin::Health {
+        match (self.load(), self.status().last_error) {
+            (None, _) => crate::admin::Health {
+                status: "starting",
+                reason: Some(format!("no {} table yet", T::KIND)),
+            },
+            (Some(_), Some(e)) => crate::admin::Health {
+                status: "stale",
+                reason: Some(e),
+            },
+            (Some(_), None) => crate::admin::Health {
+                status: "ok",
+                reason: None,
+            },
+        }
+    }
 }
 
 /// The write side, owned by the subscriber task.
@@ -618,6 +638,39 @@ mod tests {
             }],
         };
         serde_json::to_vec(&t).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn health_is_starting_until_the_first_table_then_ok() -> anyhow::Result<()> {
+        // A control that does not answer and nothing cached: starting, naming the kind.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let cancel = CancellationToken::new();
+        let config = SubscriberConfig {
+            controls: vec![Url::parse(&format!("http://127.0.0.1:{port}"))?],
+            ..Default::default()
+        };
+        let (w, task) = spawn::<RedisTable>(config, cancel.clone());
+        let h = w.health();
+        assert_eq!(h.status, "starting");
+        assert_eq!(h.reason.as_deref(), Some("no redis table yet"));
+        cancel.cancel();
+        let _ = task.await;
+
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("redis.json");
+        std::fs::write(&file, table(6380))?;
+        let cancel = CancellationToken::new();
+        let config = SubscriberConfig {
+            table_file: Some(file),
+            ..Default::default()
+        };
+        let (mut w, task) = spawn::<RedisTable>(config, cancel.clone());
+        w.first().await.ok_or_else(|| anyhow::anyhow!("no table"))?;
+        let h = w.health();
+        assert_eq!((h.status, h.reason), ("ok", None));
+        cancel.cancel();
+        let _ = task.await;
+        Ok(())
     }
 
     #[tokio::test]

@@ -172,20 +172,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                     status: "ok",
                     reason: None,
                 },
-                Some(w) => match (w.load(), w.status().last_error) {
-                    (None, _) => ocean_core::admin::Health {
-                        status: "starting",
-                        reason: Some("no memcached table yet".into()),
-                    },
-                    (Some(_), Some(e)) => ocean_core::admin::Health {
-                        status: "stale",
-                        reason: Some(e),
-                    },
-                    (Some(_), None) => ocean_core::admin::Health {
-                        status: "ok",
-                        reason: None,
-                    },
-                },
+                Some(w) => w.health(),
             });
             let table_fn = table_watch.clone().map(|w| {
                 Arc::new(move || {

@@ -284,23 +284,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 .map_err(|e| anyhow::anyhow!("cannot listen on {a} (--admin): {e}"))?;
             let local = l.local_addr()?;
             let (w1, w2) = (watch.clone(), watch.clone());
-            let health = Arc::new(move || {
-                let st = w1.status();
-                match (w1.load(), st.last_error) {
-                    (None, _) => ocean_core::admin::Health {
-                        status: "starting",
-                        reason: Some("no mysql table yet".into()),
-                    },
-                    (Some(_), Some(e)) => ocean_core::admin::Health {
-                        status: "stale",
-                        reason: Some(e),
-                    },
-                    (Some(_), None) => ocean_core::admin::Health {
-                        status: "ok",
-                        reason: None,
-                    },
-                }
-            });
+            let health = Arc::new(move || w1.health());
             // The table carries backend passwords: /table shows it redacted.
             let table = Arc::new(move || {
                 w2.load().map(|v| {

@@ -273,18 +273,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     Ok(())
 }
 
+/// A worker's listener: SO_REUSEPORT so that every worker accepts on the same port.
 fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    ocean_core::listener::bind_tcp_std(addr, true)
 }
 
 enum WorkerJob {
@@ -302,6 +293,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let mut jobs = Vec::new();
     let mut listen_addr = None;
     let mut tasks = Vec::new();
+    let mut table_watch = None;
     match &config.mode {
         Mode::Standalone { listen, seeds } => {
             let first = bind_std(*listen).with_context(|| format!("binding {listen}"))?;
@@ -320,6 +312,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             for _ in 0..workers {
                 jobs.push(WorkerJob::Table(watch.clone(), *bind));
             }
+            table_watch = Some(watch);
         }
     }
     let mut threads = Vec::new();
@@ -347,9 +340,13 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             let listener = ocean_core::listener::bind_tcp(addr, false)
                 .with_context(|| format!("binding --admin {addr}"))?;
             let local = listener.local_addr()?;
-            let health = Arc::new(|| ocean_core::admin::Health {
-                status: "ok",
-                reason: None,
+            // Table mode: starting / stale / ok from the table source.
+            let health = Arc::new(move || match &table_watch {
+                Some(w) => w.health(),
+                None => ocean_core::admin::Health {
+                    status: "ok",
+                    reason: None,
+                },
             });
             let router = ocean_core::admin::router(health, None);
             let cancel = cancel.clone();
