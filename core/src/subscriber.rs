@@ -643,7 +643,9 @@ mod tests {
     #[tokio::test]
     async fn health_is_starting_until_the_first_table_then_ok() -> anyhow::Result<()> {
         // A control that does not answer and nothing cached: starting, naming the kind.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let cancel = CancellationToken::new();
         let config = SubscriberConfig {
             controls: vec![Url::parse(&format!("http://127.0.0.1:{port}"))?],
