@@ -67,6 +67,37 @@ struct ForwardJob {
 }
 
 /// Binds everything, starts the subscriber, and returns once listening.
+/// Binds the UDP sockets and the TCP listener on one port. With port 0 the kernel picks a
+/// UDP port whose TCP twin may be taken (an outgoing connection's ephemeral port): then
+/// pick again, a few times.
+fn bind_udp_and_tcp(
+    listen: SocketAddr,
+    udp_workers: usize,
+) -> anyhow::Result<(
+    SocketAddr,
+    Vec<std::net::UdpSocket>,
+    tokio::net::TcpListener,
+)> {
+    let attempts = if listen.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let first = bind_udp(listen)?;
+        let dns_addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..udp_workers {
+            sockets.push(bind_udp(dns_addr)?);
+        }
+        match ocean_core::listener::bind_tcp(dns_addr, false) {
+            Ok(tcp) => return Ok((dns_addr, sockets, tcp)),
+            Err(e) => last = Some((dns_addr, e)),
+        }
+    }
+    match last {
+        Some((addr, e)) => anyhow::bail!("cannot listen on {addr}/tcp (--listen): {e}"),
+        None => anyhow::bail!("cannot listen on {listen} (--listen)"),
+    }
+}
+
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
     ocean_core::metrics::handle();
@@ -83,14 +114,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     };
 
     // UDP sockets: the first decides the port (it may be 0), the others share it.
-    let first = bind_udp(config.listen)?;
-    let dns_addr = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..config.udp_workers {
-        sockets.push(bind_udp(dns_addr)?);
-    }
-    let tcp = ocean_core::listener::bind_tcp(dns_addr, false)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {dns_addr}/tcp (--listen): {e}"))?;
+    let (dns_addr, sockets, tcp) = bind_udp_and_tcp(config.listen, config.udp_workers)?;
 
     // Table -> zone.
     let (watch, _sub) = subscriber::spawn::<DnsTable>(config.subscriber.clone(), cancel.clone());
