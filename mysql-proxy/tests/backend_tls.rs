@@ -6,12 +6,10 @@ mod common;
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
 use ocean_tests::servers::mariadb::MariaDb;
-use ocean_tests::servers::{find_binary, is_root, ServerProcess};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
 /// A CA and a server certificate for 127.0.0.1 (IP SAN) signed by it, as PEM files in
@@ -43,72 +41,26 @@ fn arg(flag: &str, p: &Path) -> OsString {
     s
 }
 
-/// Restarts `db`'s datadir under a new mariadbd with TLS on (ssl_* are read-only at
-/// runtime in MariaDB 10.11, and the harness takes no extra options), same port and
-/// socket so `db.exec_sql` keeps working. Drop the returned process before `db`.
-async fn restart_with_tls(db: &mut MariaDb, ca: &Path, cert: &Path, key: &Path) -> ServerProcess {
+/// Restarts `db` with TLS on (ssl_* are read-only at runtime in MariaDB 10.11), same port
+/// and socket, and checks that the server took the certificate.
+async fn restart_with_tls(db: &mut MariaDb, ca: &Path, cert: &Path, key: &Path) {
     db.stop();
-    let dir = db.dir().to_path_buf();
-    let mut args: Vec<OsString> = vec![
-        "--no-defaults".into(),
-        arg("--datadir=", &dir.join("data")),
-        arg("--socket=", db.socket_path()),
-        format!("--port={}", db.addr().port()).into(),
-        "--bind-address=127.0.0.1".into(),
-        arg("--pid-file=", &dir.join("mariadbd-tls.pid")),
-        arg("--log-error=", &dir.join("error-tls.log")),
-        arg("--tmpdir=", &dir.join("tmp")),
-        format!("--server-id={}", db.server_id()).into(),
-        "--log-bin=mysql-bin".into(),
-        "--binlog-format=ROW".into(),
-        "--skip-name-resolve".into(),
-        "--character-set-server=utf8mb4".into(),
-        "--collation-server=utf8mb4_general_ci".into(),
-        "--performance-schema=OFF".into(),
-        "--innodb-buffer-pool-size=16M".into(),
-        "--innodb-log-file-size=4M".into(),
-        "--innodb-flush-log-at-trx-commit=0".into(),
-        "--innodb-doublewrite=0".into(),
-        "--innodb-use-native-aio=0".into(),
+    db.restart_with(&[
         arg("--ssl-ca=", ca),
         arg("--ssl-cert=", cert),
         arg("--ssl-key=", key),
-    ];
-    if is_root() {
-        args.push("--user=root".into());
-    }
-    let mut last = None;
-    for attempt in 0..3 {
-        let mut p = ServerProcess::spawn(
-            "mariadbd tls",
-            find_binary("mariadbd", "mariadb-server").unwrap(),
-            args.clone(),
-            &dir,
-            dir.join("mariadbd-tls.out"),
-            vec![dir.join("error-tls.log")],
-        )
+    ])
+    .await
+    .unwrap();
+    let have_ssl = db
+        .exec_sql("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME='HAVE_SSL'")
+        .await
         .unwrap();
-        for _ in 0..200 {
-            if let Ok(v) = db
-                .exec_sql("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME='HAVE_SSL'")
-                .await
-            {
-                assert_eq!(v, "YES", "mariadbd did not enable TLS:\n{}", p.log_tail());
-                return p;
-            }
-            if !p.is_running() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        last = Some(format!("attempt {attempt}:\n{}", p.log_tail()));
-        p.stop();
-        // The old server's port may linger a moment.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "mariadbd with TLS did not start: {}",
-        last.unwrap_or_default()
+    assert_eq!(
+        have_ssl,
+        "YES",
+        "mariadbd did not enable TLS:\n{}",
+        db.log_tail()
     );
 }
 
@@ -150,7 +102,7 @@ async fn backend_tls_login_and_refusals() {
     proxy.wait().await;
 
     // The backend now serves TLS and its user requires it.
-    let _tls_server = restart_with_tls(&mut db, &ca, &cert, &key).await;
+    restart_with_tls(&mut db, &ca, &cert, &key).await;
     db.exec_sql(&format!("ALTER USER '{RW_USER}'@'127.0.0.1' REQUIRE SSL"))
         .await
         .unwrap();

@@ -267,6 +267,18 @@ impl MariaDb {
             .await
             .map_err(NotReady::into_error)
     }
+
+    /// [`restart`](Self::restart) with `extra` server options added (kept for later
+    /// restarts): for settings mariadbd reads only at start, such as `--ssl-cert`.
+    ///
+    /// # Errors
+    /// As [`restart`](Self::restart).
+    pub async fn restart_with(&mut self, extra: &[OsString]) -> Result<()> {
+        self.process.respawn_with_args(extra)?;
+        wait_mariadb_ready(&mut self.process, self.addr, &self.socket)
+            .await
+            .map_err(NotReady::into_error)
+    }
 }
 
 super::impl_process_controls!(MariaDb);

@@ -113,6 +113,19 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// [`respawn`](Self::respawn) with `extra` options added to the command line (and
+    /// kept for later restarts), e.g. to turn on a feature the server reads only at start.
+    ///
+    /// # Errors
+    /// As [`respawn`](Self::respawn).
+    pub fn respawn_with_args(&mut self, extra: &[OsString]) -> Result<()> {
+        if self.is_running() {
+            bail!("{} (pid {}) is still running", self.name, self.pid);
+        }
+        self.args.extend_from_slice(extra);
+        self.respawn()
+    }
+
     /// The server's name, as used in messages (`redis-server 127.0.0.1:6379`).
     pub fn name(&self) -> &str {
         &self.name
