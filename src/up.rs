@@ -229,15 +229,16 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     };
     let redis = match &up.redis_router {
         Some(r) => {
-            let mut c = ocean_redis_router::Config::standalone(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                Vec::new(),
-            );
-            c.mode = ocean_redis_router::Mode::Table {
-                subscriber: table_source("redis-router"),
-                bind: r.bind,
+            let c = ocean_redis_router::Config {
+                mode: ocean_redis_router::Mode::Table {
+                    subscriber: table_source("redis-router"),
+                    bind: r.bind,
+                },
+                threads: 0,
+                client: Default::default(),
+                cluster: Default::default(),
+                admin: r.admin,
             };
-            c.admin = r.admin;
             Some(
                 ocean_redis_router::start(c, cancel.clone())
                     .await
