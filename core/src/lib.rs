@@ -14,12 +14,16 @@
 //! - [`shutdown`]: one cancellation token driven by SIGTERM/SIGINT.
 //! - [`http`]: the HTTP client settings shared by control and subscribers.
 //! - [`logging`]: tracing setup.
+//! - [`secret`]: a string (password, token) that `Debug` redacts.
+//! - [`tls`]: PEM files into rustls server configs and root stores.
 
 pub mod admin;
 pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod secret;
 pub mod shutdown;
 pub mod subscriber;
 pub mod table;
+pub mod tls;
