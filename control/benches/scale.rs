@@ -24,10 +24,11 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use ocean_control::config::Source;
 use ocean_control::derive::dns::DnsSettings;
-use ocean_control::derive::mysql::{hash_password, DatabaseSecrets, MysqlSecrets};
+use ocean_control::derive::mysql::{hash_password, DatabaseConfig, MysqlConfig};
 use ocean_control::derive::{derive_all, DeriveConfig, Derived};
 use ocean_control::engine::{Running, Shared};
 use ocean_control::marathon::model::parse_apps;
+use ocean_control::ownership::{AllowRule, AppPrefix, Owners, VipRange};
 use ocean_control::state::{normalize, HealthMemory, Resolved};
 use ocean_control::store::Served;
 use ocean_core::table::mysql::Credentials;
@@ -529,12 +530,12 @@ fn app_json(i: usize, s: &Spec, agents: usize, service_port: &mut u32) -> Value 
 
 /// Backend credentials for every generated database, and job passwords for the shared
 /// JOBNAMEs, as control.toml would give them.
-fn mysql_secrets(apps: usize) -> MysqlSecrets {
-    let mut s = MysqlSecrets::default();
+fn mysql_secrets(apps: usize) -> MysqlConfig {
+    let mut s = MysqlConfig::default();
     for block in 0..apps.div_ceil(100) {
         s.databases.insert(
             db_name(block),
-            DatabaseSecrets {
+            DatabaseConfig {
                 schema: None,
                 rw: Credentials {
                     user: "ocean_rw".into(),
@@ -544,6 +545,10 @@ fn mysql_secrets(apps: usize) -> MysqlSecrets {
                     user: "ocean_ro".into(),
                     password: format!("ro-secret-{block}"),
                 }),
+                // Generated ids do not follow the database names' groups: open rules keep
+                // every claim, so the bench measures the same tables as before ownership.
+                apps: Some(vec![open_prefix()]),
+                allow: AllowRule::parse("/:rw").ok().map(|r| vec![r]),
             },
         );
         s.jobs.insert(
@@ -554,10 +559,22 @@ fn mysql_secrets(apps: usize) -> MysqlSecrets {
     s
 }
 
+fn open_prefix() -> AppPrefix {
+    AppPrefix::parse("/").unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn derive_config(apps: usize) -> DeriveConfig {
+    let mut owners = Owners::default();
+    for net in ["0.0.0.0/0", "::/0"] {
+        owners.vips.push(VipRange {
+            cidr: net.parse().unwrap_or_else(|e| panic!("{e}")),
+            apps: vec![open_prefix()],
+        });
+    }
     DeriveConfig {
         dns: DnsSettings::default(),
         mysql: mysql_secrets(apps),
+        owners,
     }
 }
 

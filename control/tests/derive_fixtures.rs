@@ -226,6 +226,7 @@ fn real_marathon_14_and_15_responses_derive() {
             &ocean_control::derive::DeriveConfig {
                 dns: Default::default(),
                 mysql: Default::default(),
+                owners: Default::default(),
             },
         );
         d.dns.validate().unwrap();

@@ -6,6 +6,11 @@
 //! `OCEAN_ELB_PERSISTENCE` (seconds), `OCEAN_ELB_WEIGHT` (default 1).
 //! For DR and tunnel the real server port is the virtual port (the kernel ignores any other);
 //! for NAT it is the task's first port.
+//!
+//! A VIP is claimed only inside a `[lvs] vips = [{ cidr, apps }]` range of control.toml whose
+//! `apps` covers the app (the most specific containing range decides; no range, no VIP).
+//! Several apps may serve one virtual service when they declare it alike; when they differ
+//! (scheduler, persistence) the service is a conflict, reported for each, and left out.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +21,7 @@ use ocean_core::table::lvs::{
 use ocean_core::table::TableKind;
 
 use super::Problem;
+use crate::ownership::{self, VipRange};
 use crate::state::{App, State};
 
 fn parse_elb(label: &str) -> Result<Vec<(IpAddr, u16, Protocol)>, String> {
@@ -99,35 +105,115 @@ fn parse_app(app: &App) -> Result<Option<AppElb>, String> {
     }))
 }
 
-pub fn derive(state: &State, problems: &mut Vec<Problem>) -> LvsTable {
-    let mut services: BTreeMap<(IpAddr, u16, Protocol), VirtualService> = BTreeMap::new();
-    for app in &state.apps {
-        let elb = match parse_app(app) {
-            Ok(Some(e)) => e,
-            Ok(None) => continue,
+/// Whether `app` may claim `vip`: the most specific `[lvs] vips` ranges that contain it
+/// must cover the app. The error names the rule that refused it.
+fn judge_vip(ranges: &[VipRange], app: &App, vip: IpAddr) -> Result<(), String> {
+    let owners = ownership::vip_owners(ranges, vip);
+    if owners.is_empty() {
+        return Err(format!(
+            "refused: {vip} lies in no [lvs] vips range of control.toml (no range, no VIP)"
+        ));
+    }
+    if owners
+        .iter()
+        .any(|r| ownership::any_covers(&r.apps, &app.id))
+    {
+        return Ok(());
+    }
+    let rules: Vec<String> = owners
+        .iter()
+        .map(|r| {
+            format!(
+                "{{ cidr = \"{}\", apps = [{}] }}",
+                r.cidr,
+                ownership::list(&r.apps)
+            )
+        })
+        .collect();
+    Err(format!(
+        "refused by [lvs] vips {}, which does not cover this app",
+        rules.join(", ")
+    ))
+}
+
+fn elb_item(vip: IpAddr, port: u16, protocol: Protocol) -> String {
+    let p = match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    format!("OCEAN_ELB={}/{p}", SocketAddr::new(vip, port))
+}
+
+pub fn derive(state: &State, ranges: &[VipRange], problems: &mut Vec<Problem>) -> LvsTable {
+    type Key = (IpAddr, u16, Protocol);
+    // Every accepted claim per virtual service, in app order.
+    let mut claims: BTreeMap<Key, Vec<(&App, &AppElb)>> = BTreeMap::new();
+    let parsed: Vec<(&App, AppElb)> = state
+        .apps
+        .iter()
+        .filter_map(|app| match parse_app(app) {
+            Ok(Some(e)) => Some((app, e)),
+            Ok(None) => None,
             Err(e) => {
                 problems.push(Problem::app(app, TableKind::Lvs, e));
-                continue;
+                None
             }
-        };
+        })
+        .collect();
+    for (app, elb) in &parsed {
         for (vip, port, protocol) in &elb.services {
-            let key = (*vip, *port, *protocol);
-            let vs = services.entry(key).or_insert_with(|| VirtualService {
-                vip: *vip,
-                port: *port,
-                protocol: *protocol,
-                scheduler: elb.scheduler.clone(),
-                persistence_s: elb.persistence_s,
-                reals: Vec::new(),
-            });
-            if vs.scheduler != elb.scheduler || vs.persistence_s != elb.persistence_s {
+            let vip = ownership::canonical(*vip);
+            if let Err(why) = judge_vip(ranges, app, vip) {
                 problems.push(Problem::app(
                     app,
                     TableKind::Lvs,
-                    format!("{vip}:{port} is already declared with scheduler {} by another app; this app is left out of it", vs.scheduler),
+                    format!("{}: {why}", elb_item(vip, *port, *protocol)),
                 ));
                 continue;
             }
+            claims
+                .entry((vip, *port, *protocol))
+                .or_default()
+                .push((app, elb));
+        }
+    }
+    let mut services = Vec::new();
+    for ((vip, port, protocol), claimants) in claims {
+        let Some((_, first)) = claimants.first() else {
+            continue;
+        };
+        let agree = claimants
+            .iter()
+            .all(|(_, e)| e.scheduler == first.scheduler && e.persistence_s == first.persistence_s);
+        if !agree {
+            // Owners that disagree: neither wins by order; the service is left out and the
+            // kernel's entry, if lvs-sync made one, is drained by lvs-sync as usual.
+            let who: Vec<String> = claimants
+                .iter()
+                .map(|(a, e)| format!("{} (scheduler {})", a.id, e.scheduler))
+                .collect();
+            for (app, _) in &claimants {
+                problems.push(Problem::app(
+                    app,
+                    TableKind::Lvs,
+                    format!(
+                        "{}: conflict: declared differently by {}; left out until they agree",
+                        elb_item(vip, port, protocol),
+                        who.join(", ")
+                    ),
+                ));
+            }
+            continue;
+        }
+        let mut vs = VirtualService {
+            vip,
+            port,
+            protocol,
+            scheduler: first.scheduler.clone(),
+            persistence_s: first.persistence_s,
+            reals: Vec::new(),
+        };
+        for (app, elb) in &claimants {
             for t in app.live_tasks() {
                 let Some(ip) = t.ip else { continue };
                 if ip.is_ipv4() != vip.is_ipv4() {
@@ -138,7 +224,7 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> LvsTable {
                         Some(p) if *p != 0 => *p,
                         _ => continue,
                     },
-                    Forward::Dr | Forward::Tunnel => *port,
+                    Forward::Dr | Forward::Tunnel => port,
                 };
                 vs.reals.push(RealServer {
                     ip,
@@ -148,15 +234,10 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> LvsTable {
                 });
             }
         }
+        vs.reals.sort_by_key(|r| (r.ip, r.port));
+        vs.reals.dedup_by_key(|r| (r.ip, r.port));
+        services.push(vs);
     }
-    let services = services
-        .into_values()
-        .map(|mut vs| {
-            vs.reals.sort_by_key(|r| (r.ip, r.port));
-            vs.reals.dedup_by_key(|r| (r.ip, r.port));
-            vs
-        })
-        .collect();
     LvsTable { services }
 }
 
@@ -165,6 +246,14 @@ mod tests {
     use super::*;
     use crate::derive::fixtures::{state, task};
     use ocean_core::table::Table;
+
+    /// One range that lets every app claim any IPv4 VIP.
+    fn open_ranges() -> Vec<VipRange> {
+        vec![VipRange {
+            cidr: "0.0.0.0/0".parse().unwrap(),
+            apps: vec![crate::ownership::AppPrefix::parse("/").unwrap()],
+        }]
+    }
 
     #[test]
     fn virtual_services_from_labels() {
@@ -181,7 +270,7 @@ mod tests {
             task("b.1", "10.0.0.4", &[31003]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &mut problems);
+        let t = derive(&state(&json), &open_ranges(), &mut problems);
         t.validate().unwrap();
         assert_eq!(t.services.len(), 3);
         let web = &t.services[0];
@@ -207,5 +296,89 @@ mod tests {
         assert!(v[0].0.is_ipv6());
         assert!(parse_elb("10.0.0.1:80/sctp").is_err());
         assert!(parse_elb("10.0.0.1:0").is_err());
+    }
+}
+
+#[cfg(test)]
+mod ownership_rules {
+    use super::*;
+    use crate::derive::fixtures::{state, task};
+    use crate::ownership::AppPrefix;
+    use ocean_core::table::Table;
+
+    #[test]
+    fn a_vip_thief_gets_nothing_and_the_owner_keeps_its_vip() {
+        let ranges = vec![
+            VipRange {
+                cidr: "10.99.0.0/24".parse().unwrap(),
+                apps: vec![AppPrefix::parse("/lb/").unwrap()],
+            },
+            VipRange {
+                cidr: "10.99.1.0/24".parse().unwrap(),
+                apps: vec![AppPrefix::parse("/evil/").unwrap()],
+            },
+        ];
+        let json = format!(
+            r#"{{"apps":[
+            {{"id":"/lb/web","labels":{{"OCEAN_ELB":"10.99.0.1:80/tcp","OCEAN_ELB_SCHEDULER":"wrr"}},"tasks":[{}]}},
+            {{"id":"/evil/thief","labels":{{"OCEAN_ELB":"10.99.0.1:80/tcp,10.0.0.1:22/tcp,10.99.1.9:80","OCEAN_ELB_SCHEDULER":"rr"}},"tasks":[{}]}},
+            {{"id":"/lb/a","labels":{{"OCEAN_ELB":"10.99.0.2:80","OCEAN_ELB_SCHEDULER":"rr"}},"tasks":[{}]}},
+            {{"id":"/lb/b","labels":{{"OCEAN_ELB":"10.99.0.2:80","OCEAN_ELB_SCHEDULER":"lc"}},"tasks":[{}]}}
+            ]}}"#,
+            task("w.1", "10.0.5.1", &[31000]),
+            task("e.1", "10.6.6.1", &[31000]),
+            task("a.1", "10.0.5.2", &[31000]),
+            task("b.1", "10.0.5.3", &[31000]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &ranges, &mut problems);
+        t.validate().unwrap();
+        let got: Vec<(String, String, Vec<String>)> = t
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    format!("{}:{}", s.vip, s.port),
+                    s.scheduler.clone(),
+                    s.reals.iter().map(|r| r.ip.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.99.0.1:80".into(), "wrr".into(), vec!["10.0.5.1".into()]),
+                ("10.99.1.9:80".into(), "rr".into(), vec!["10.6.6.1".into()]),
+            ],
+            "{problems:?}"
+        );
+        let msgs: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.app.as_deref().unwrap_or("-"), p.message))
+            .collect();
+        let has = |s: &str| msgs.iter().any(|m| m.contains(s));
+        assert!(has("/evil/thief: OCEAN_ELB=10.99.0.1:80/tcp: refused by [lvs] vips { cidr = \"10.99.0.0/24\", apps = [\"/lb/\"] }"), "{msgs:?}");
+        assert!(has("/evil/thief: OCEAN_ELB=10.0.0.1:22/tcp: refused: 10.0.0.1 lies in no [lvs] vips range"), "{msgs:?}");
+        assert!(has("/lb/a: OCEAN_ELB=10.99.0.2:80/tcp: conflict: declared differently by /lb/a (scheduler rr), /lb/b (scheduler lc)"), "{msgs:?}");
+        assert!(
+            has("/lb/b: OCEAN_ELB=10.99.0.2:80/tcp: conflict"),
+            "{msgs:?}"
+        );
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+    }
+
+    #[test]
+    fn no_range_no_vip() {
+        let json = format!(
+            r#"{{"apps":[{{"id":"/lb/web","labels":{{"OCEAN_ELB":"10.99.0.1:80/tcp"}},"tasks":[{}]}}]}}"#,
+            task("w.1", "10.0.5.1", &[31000]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &[], &mut problems);
+        assert!(t.services.is_empty());
+        assert!(
+            problems[0].message.contains("no range, no VIP"),
+            "{problems:?}"
+        );
     }
 }

@@ -10,11 +10,13 @@ pub mod mysql;
 pub mod names;
 pub mod redis;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use ocean_core::table::{DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind};
 use serde::Serialize;
 
+use crate::ownership::{self, NameRule, Owners};
 use crate::state::{App, State};
 
 /// Why an app (or a whole source) did not make it into a table.
@@ -29,8 +31,12 @@ pub struct Problem {
 
 impl Problem {
     pub fn app(app: &App, table: TableKind, message: impl Into<String>) -> Problem {
+        Problem::for_app(&app.id, table, message)
+    }
+
+    pub fn for_app(app_id: &str, table: TableKind, message: impl Into<String>) -> Problem {
         Problem {
-            app: Some(app.id.clone()),
+            app: Some(app_id.to_string()),
             table: Some(table),
             message: message.into(),
         }
@@ -41,7 +47,9 @@ impl Problem {
 #[derive(Debug, Clone)]
 pub struct DeriveConfig {
     pub dns: dns::DnsSettings,
-    pub mysql: mysql::MysqlSecrets,
+    pub mysql: mysql::MysqlConfig,
+    /// Who may claim Redis clusters, memcached pools and VIPs.
+    pub owners: Owners,
 }
 
 /// Every table derived from one state, and what was wrong.
@@ -59,10 +67,10 @@ pub struct Derived {
 pub fn derive_all(state: &State, config: &DeriveConfig) -> Derived {
     let mut problems = Vec::new();
     let dns = dns::derive(state, &config.dns, &mut problems);
-    let redis = redis::derive(state, &mut problems);
-    let memcached = memcached::derive(state, &mut problems);
+    let redis = redis::derive(state, &config.owners, &mut problems);
+    let memcached = memcached::derive(state, &config.owners, &mut problems);
     let mysql = mysql::derive(state, &config.mysql, &mut problems);
-    let lvs = lvs::derive(state, &mut problems);
+    let lvs = lvs::derive(state, &config.owners.vips, &mut problems);
     Derived {
         dns,
         redis,
@@ -71,6 +79,75 @@ pub fn derive_all(state: &State, config: &DeriveConfig) -> Derived {
         lvs,
         problems,
     }
+}
+
+/// The claimants of one shared name (a Redis cluster, a memcached pool) that its ownership
+/// rule accepted, in app order.
+pub(crate) struct NameClaim<'a> {
+    pub name: String,
+    pub apps: Vec<&'a App>,
+    /// Whether control.toml names the owners (it then wins a contested listen port).
+    pub configured: bool,
+}
+
+/// Groups `claims` by name and keeps the apps each name's rule accepts; every refusal
+/// becomes a problem naming the app, the label and the rule. `section` is the control.toml
+/// table that holds the rules (`redis.clusters`).
+pub(crate) fn judge_claims<'a, 'r>(
+    label: &str,
+    section: &str,
+    table: TableKind,
+    claims: Vec<(String, &'a App)>,
+    rule: impl Fn(&str) -> NameRule<'r>,
+    problems: &mut Vec<Problem>,
+) -> Vec<NameClaim<'a>> {
+    let mut out = Vec::new();
+    for (name, apps) in ownership::by_name(claims) {
+        let r = rule(&name);
+        let configured = matches!(r, NameRule::Configured(_));
+        let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+        let verdict =
+            ownership::judge_name(label, &name, &format!("[{section}.{name:?}]"), r, &ids);
+        for (id, why) in verdict.refused {
+            problems.push(Problem::for_app(id, table, why));
+        }
+        let apps: Vec<&App> = apps
+            .into_iter()
+            .filter(|a| verdict.accepted.contains(&a.id.as_str()))
+            .collect();
+        if !apps.is_empty() {
+            out.push(NameClaim {
+                name,
+                apps,
+                configured,
+            });
+        }
+    }
+    out
+}
+
+/// For listen ports wanted by several names: each name that does not get its port, with the
+/// other names that wanted it (see [`ownership::port_owner`]).
+pub(crate) fn port_losers(wants: &[(u16, &str, bool)]) -> BTreeMap<String, Vec<String>> {
+    let mut by_port: BTreeMap<u16, Vec<(&str, bool)>> = BTreeMap::new();
+    for (port, name, configured) in wants {
+        by_port.entry(*port).or_default().push((name, *configured));
+    }
+    let mut losers = BTreeMap::new();
+    for contenders in by_port.values() {
+        let winner = ownership::port_owner(contenders);
+        for (name, _) in contenders {
+            if Some(*name) != winner {
+                let others = contenders
+                    .iter()
+                    .map(|(n, _)| n.to_string())
+                    .filter(|n| n != name)
+                    .collect();
+                losers.insert(name.to_string(), others);
+            }
+        }
+    }
+    losers
 }
 
 /// The port a router listens on for an app: label `OCEAN_PORT`, else its first service port.

@@ -1,16 +1,20 @@
 //! The `redis` table: apps labelled `OCEAN_REDIS_CLUSTER=name` are nodes of that cluster.
-
-use std::collections::BTreeMap;
+//!
+//! A cluster name is a shared thing: the router sends AUTH to every node and believes their
+//! slot maps. Only apps its `[redis.clusters."name"] apps` rule covers may add nodes; without
+//! a rule every claimant must share one top-level group, else the name is refused for all
+//! (see [`crate::ownership`]). A listen port wanted by two clusters goes to the one with a
+//! rule in control.toml when it is the only one; otherwise to neither.
 
 use ocean_core::table::redis::{RedisCluster, RedisTable};
 use ocean_core::table::{name_problem, TableKind};
 
-use super::{listen_port, task_addrs, Problem};
-use crate::state::State;
+use super::{judge_claims, listen_port, port_losers, task_addrs, Problem};
+use crate::ownership::Owners;
+use crate::state::{App, State};
 
-pub fn derive(state: &State, problems: &mut Vec<Problem>) -> RedisTable {
-    let mut clusters: BTreeMap<String, RedisCluster> = BTreeMap::new();
-    let mut port_owner: BTreeMap<u16, String> = BTreeMap::new();
+pub fn derive(state: &State, owners: &Owners, problems: &mut Vec<Problem>) -> RedisTable {
+    let mut claims: Vec<(String, &App)> = Vec::new();
     for app in &state.apps {
         let Some(name) = app.labels.get("OCEAN_REDIS_CLUSTER") else {
             continue;
@@ -24,53 +28,87 @@ pub fn derive(state: &State, problems: &mut Vec<Problem>) -> RedisTable {
             ));
             continue;
         }
-        let port = match listen_port(app) {
-            Ok(p) => p,
-            Err(e) => {
-                problems.push(Problem::app(app, TableKind::Redis, e));
-                continue;
+        claims.push((name.to_string(), app));
+    }
+    let claims = judge_claims(
+        "OCEAN_REDIS_CLUSTER",
+        "redis.clusters",
+        TableKind::Redis,
+        claims,
+        |n| owners.redis(n),
+        problems,
+    );
+    // One cluster per accepted name: (cluster, its apps, whether control.toml names it).
+    let mut clusters: Vec<(RedisCluster, Vec<&App>, bool)> = Vec::new();
+    for claim in claims {
+        let name = claim.name;
+        let mut c: Option<(RedisCluster, Vec<&App>)> = None;
+        for app in claim.apps {
+            let port = match listen_port(app) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(Problem::app(app, TableKind::Redis, e));
+                    continue;
+                }
+            };
+            match &mut c {
+                Some((cluster, apps)) if cluster.listen_port != port => {
+                    problems.push(Problem::app(
+                        app,
+                        TableKind::Redis,
+                        format!(
+                            "OCEAN_REDIS_CLUSTER={name}: the cluster listens on {} (app {}); this app says {port}",
+                            cluster.listen_port, apps[0].id
+                        ),
+                    ));
+                }
+                Some((cluster, apps)) => {
+                    cluster.nodes.extend(task_addrs(app));
+                    apps.push(app);
+                }
+                None => {
+                    let cluster = RedisCluster {
+                        name: name.clone(),
+                        listen_port: port,
+                        nodes: task_addrs(app),
+                    };
+                    c = Some((cluster, vec![app]));
+                }
             }
-        };
-        if let Some(owner) = port_owner.get(&port).filter(|o| o.as_str() != name) {
-            problems.push(Problem::app(
-                app,
-                TableKind::Redis,
-                format!("listen port {port} is already used by redis cluster {owner:?}"),
-            ));
-            continue;
         }
-        match clusters.get_mut(name) {
-            Some(c) if c.listen_port != port => {
+        if let Some((cluster, apps)) = c {
+            clusters.push((cluster, apps, claim.configured));
+        }
+    }
+    let wants: Vec<(u16, &str, bool)> = clusters
+        .iter()
+        .map(|(c, _, configured)| (c.listen_port, c.name.as_str(), *configured))
+        .collect();
+    let losers = port_losers(&wants);
+    let mut out = Vec::new();
+    for (mut c, apps, _) in clusters {
+        if let Some(others) = losers.get(&c.name) {
+            for app in apps {
                 problems.push(Problem::app(
                     app,
                     TableKind::Redis,
-                    format!("cluster {name:?} listens on {} (from an earlier app); this app says {port}", c.listen_port),
+                    format!(
+                        "OCEAN_REDIS_CLUSTER={}: conflict: listen port {} is also wanted by cluster {}; a contested port goes only to the one cluster with a [redis.clusters] rule in control.toml, so this cluster is left out",
+                        c.name,
+                        c.listen_port,
+                        others.join(", ")
+                    ),
                 ));
-                continue;
             }
-            Some(c) => c.nodes.extend(task_addrs(app)),
-            None => {
-                port_owner.insert(port, name.to_string());
-                clusters.insert(
-                    name.to_string(),
-                    RedisCluster {
-                        name: name.to_string(),
-                        listen_port: port,
-                        nodes: task_addrs(app),
-                    },
-                );
-            }
+            continue;
         }
-    }
-    let mut out = Vec::new();
-    for (name, mut c) in clusters {
         c.nodes.sort();
         c.nodes.dedup();
         if c.nodes.is_empty() {
             problems.push(Problem {
                 app: None,
                 table: Some(TableKind::Redis),
-                message: format!("redis cluster {name:?} has no running nodes; left out"),
+                message: format!("redis cluster {:?} has no running nodes; left out", c.name),
             });
             continue;
         }
@@ -103,7 +141,7 @@ mod tests {
             task("x.1", "10.0.0.5", &[31003]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &mut problems);
+        let t = derive(&state(&json), &Owners::default(), &mut problems);
         t.validate().unwrap();
         assert_eq!(t.clusters.len(), 2);
         let feeds = &t.clusters[0];
@@ -139,11 +177,91 @@ mod label_names {
             task("b.1", "10.0.0.2", &[7000]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &mut problems);
+        let t = derive(&state(&json), &Owners::default(), &mut problems);
         t.validate().unwrap();
         assert_eq!(t.clusters.len(), 1);
         assert!(
             problems[0].message.contains("longer than 255 bytes"),
+            "{problems:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod ownership_rules {
+    use super::*;
+    use crate::derive::fixtures::{state, task};
+    use crate::ownership::AppPrefix;
+    use ocean_core::table::Table;
+
+    fn apps() -> String {
+        format!(
+            r#"{{"apps":[
+            {{"id":"/cache/sessions","labels":{{"OCEAN_REDIS_CLUSTER":"sessions"}},"portDefinitions":[{{"port":6390}}],"tasks":[{}]}},
+            {{"id":"/evil/seed","labels":{{"OCEAN_REDIS_CLUSTER":"sessions"}},"portDefinitions":[{{"port":6390}}],"tasks":[{}]}},
+            {{"id":"/evil/port","labels":{{"OCEAN_REDIS_CLUSTER":"mine"}},"portDefinitions":[{{"port":6390}}],"tasks":[{}]}}
+            ]}}"#,
+            task("s.1", "10.0.0.1", &[7000]),
+            task("e.1", "10.6.6.1", &[7000]),
+            task("e.2", "10.6.6.2", &[7000]),
+        )
+    }
+
+    #[test]
+    fn without_a_rule_a_name_claimed_across_groups_is_refused_for_all() {
+        let mut problems = Vec::new();
+        let t = derive(&state(&apps()), &Owners::default(), &mut problems);
+        t.validate().unwrap();
+        // "sessions" is a conflict; "mine" then has port 6390 to itself.
+        let names: Vec<&str> = t.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["mine"]);
+        let refused: Vec<&str> = problems
+            .iter()
+            .filter(|p| {
+                p.message
+                    .contains("conflict: claimed by apps of several top-level groups")
+            })
+            .filter_map(|p| p.app.as_deref())
+            .collect();
+        assert_eq!(
+            refused,
+            vec!["/cache/sessions", "/evil/seed"],
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn with_a_rule_the_owner_keeps_its_cluster_and_its_port() {
+        let mut owners = Owners::default();
+        owners.redis_clusters.insert(
+            "sessions".into(),
+            vec![AppPrefix::parse("/cache/").unwrap()],
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&apps()), &owners, &mut problems);
+        t.validate().unwrap();
+        assert_eq!(t.clusters.len(), 1);
+        assert_eq!(t.clusters[0].name, "sessions");
+        assert_eq!(
+            t.clusters[0].nodes,
+            vec!["10.0.0.1:7000".parse().unwrap()],
+            "the thief's task is no seed"
+        );
+        let msg = |app: &str| {
+            problems
+                .iter()
+                .find(|p| p.app.as_deref() == Some(app))
+                .map(|p| p.message.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            msg("/evil/seed")
+                .contains("refused by [redis.clusters.\"sessions\"] apps = [\"/cache/\"]"),
+            "{problems:?}"
+        );
+        assert!(
+            msg("/evil/port")
+                .contains("conflict: listen port 6390 is also wanted by cluster sessions"),
             "{problems:?}"
         );
     }
