@@ -1,5 +1,5 @@
 //! Derive against whole Marathon responses: the bundled example (Marathon 1.5 shape, every
-//! label kind) and the real 1.4 / 1.5 responses kept in shared/reference/marathon.
+//! label kind) and real Marathon 1.4 / 1.5 responses (tests/fixtures/marathon, see its README).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -214,7 +214,7 @@ fn redis_memcached_mysql_lvs_from_the_example() {
 
 #[test]
 fn real_marathon_14_and_15_responses_derive() {
-    let shared = root().join("../shared/reference/marathon");
+    let shared = root().join("control/tests/fixtures/marathon");
     for file in ["zdd_apps.json", "marathon15_apps.json", "zdd_app_blue.json"] {
         let path = shared.join(file);
         let body = std::fs::read(&path).unwrap();
