@@ -197,12 +197,11 @@ mod tests {
     fn parses_real_marathon_15_and_14_responses() {
         for file in ["marathon15_apps.json", "zdd_apps.json"] {
             let path = format!(
-                "{}/../../shared/reference/marathon/{file}",
+                "{}/tests/fixtures/marathon/{file}",
                 env!("CARGO_MANIFEST_DIR")
             );
             let Ok(body) = std::fs::read(&path) else {
-                // shared/ sits beside the checkout in CI and in development.
-                panic!("reference file {path} missing");
+                panic!("fixture {path} missing");
             };
             let (apps, bad) = parse_apps(&body).unwrap_or_default_for_test();
             assert!(bad.is_empty(), "{file}: {bad:?}");
