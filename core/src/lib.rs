@@ -10,6 +10,8 @@
 //!   `watch` channel so the proxy can rebuild its routing state off the hot path.
 //! - [`admin`]: the admin HTTP endpoints every daemon serves (`/metrics`, `/healthz`, `/table`).
 //! - [`metrics`]: the process-wide Prometheus recorder.
+//! - [`daemon`]: the accept loop every TCP proxy shares: client cap with the protocol's own
+//!   refusal, accept backoff, connection ids and spans, write deadlines, `RLIMIT_NOFILE`.
 //! - [`listener`]: sockets bound with the options proxies need (socket2).
 //! - [`shutdown`]: one cancellation token driven by SIGTERM/SIGINT.
 //! - [`http`]: the HTTP client settings shared by control and subscribers.
@@ -18,6 +20,7 @@
 //! - [`tls`]: PEM files into rustls server configs and root stores.
 
 pub mod admin;
+pub mod daemon;
 pub mod http;
 pub mod listener;
 pub mod logging;
