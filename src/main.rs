@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ocean_control::api_auth::{self, ApiToken};
 use ocean_control::config::{FileConfig, Source};
+use ocean_control::tls::TlsFiles;
 
 /// Ocean: the data plane of a Mesos/Marathon platform.
 ///
@@ -161,9 +162,22 @@ struct ControlArgs {
     /// Timeout of each request to Marathon.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     marathon_timeout: Duration,
-    /// File with the bearer token every /v1/ request must carry (overrides the config file).
+    /// File with a bearer token that reads every /v1/ endpoint (replaces `token_file` of the
+    /// config file; `[[api.tokens]]` there add scoped ones). Required off loopback.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the mysql table (backend passwords) without TLS to peers off loopback.
+    #[arg(long)]
+    allow_plaintext_secrets: bool,
+    /// CA certificates (PEM) an https --marathon must chain to (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    marathon_ca: Option<PathBuf>,
     /// Hold a table that would lose more than this fraction of its backends (overrides guard.max_drop).
     #[arg(long)]
     max_drop: Option<f64>,
@@ -211,16 +225,19 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
     c.debounce = a.debounce;
     c.marathon_timeout = a.marathon_timeout;
     if let Some(f) = a.token_file {
-        let t =
-            std::fs::read_to_string(&f).with_context(|| format!("--token-file {}", f.display()))?;
-        let t = t.trim();
-        anyhow::ensure!(
-            !t.is_empty(),
-            "--token-file {}: the file is empty",
-            f.display()
+        // The flag replaces the config file's unscoped `token_file`, not its [[api.tokens]].
+        c.tokens
+            .retain(|t| t.origin != api_auth::ORIGIN_TOKEN_FILE_KEY);
+        c.tokens.insert(
+            0,
+            ApiToken::from_file(api_auth::ORIGIN_TOKEN_FLAG, &f, None)?,
         );
-        c.token = Some(t.to_string());
     }
+    if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
+        c.tls = Some(TlsFiles { cert, key });
+    }
+    c.allow_plaintext_secrets = a.allow_plaintext_secrets;
+    c.marathon_ca = a.marathon_ca;
     if let Some(v) = a.max_drop {
         c.guard.max_drop = v;
     }

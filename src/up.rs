@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use ocean_control::api_auth::ApiToken;
 use ocean_control::config::{FileConfig, Source};
+use ocean_core::secret::Secret;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -162,6 +164,16 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// 32 random bytes from the kernel, hex.
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("/dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::Result<()> {
     let (_example_dir, path, bundled) = match config {
         Some(p) => (None, p, false),
@@ -189,6 +201,19 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         let file_base = file_path.parent().map(PathBuf::from).unwrap_or_default();
         file.apply(&file_base, &mut control)?;
     }
+    // When the config sets tokens, the proxies in this process get one of their own: random,
+    // unscoped, and never written anywhere.
+    let internal_token = if control.tokens.is_empty() {
+        None
+    } else {
+        let token = Secret::new(random_token()?);
+        control.tokens.push(ApiToken::new(
+            "ocean up (in-process proxies)",
+            &token,
+            None,
+        )?);
+        Some(token)
+    };
     let running = ocean_control::engine::start(control, cancel.clone())
         .await
         .context("[control]")?;
@@ -206,6 +231,7 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
             let mut c = ocean_dns::Config::new(ocean_core::subscriber::SubscriberConfig {
                 controls: vec![control_url.clone()],
                 subscriber_id: "ocean-up/dns".into(),
+                token: internal_token.clone(),
                 ..Default::default()
             });
             c.listen = d.listen;
@@ -225,6 +251,7 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
     let table_source = |who: &str| ocean_core::subscriber::SubscriberConfig {
         controls: vec![control_url.clone()],
         subscriber_id: format!("ocean-up/{who}"),
+        token: internal_token.clone(),
         ..Default::default()
     };
     let redis = match &up.redis_router {

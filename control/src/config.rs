@@ -14,10 +14,12 @@ use ocean_core::table::mysql::{Credentials, JobPassword};
 use serde::Deserialize;
 use url::Url;
 
+use crate::api_auth::{ApiFile, ApiToken, TokenError, ORIGIN_TOKEN_FILE_KEY};
 use crate::derive::dns::DnsSettings;
 use crate::derive::mysql::{hash_password, DatabaseSecrets, MysqlSecrets};
 use crate::derive::DeriveConfig;
 use crate::guard::GuardConfig;
+use crate::tls::TlsFiles;
 
 /// Where Marathon's state comes from.
 #[derive(Debug, Clone)]
@@ -46,8 +48,16 @@ pub struct Config {
     pub marathon_timeout: Duration,
     /// Longest long-poll a client may ask for.
     pub max_wait: Duration,
-    /// Bearer token required on `/v1/` when set.
-    pub token: Option<String>,
+    /// Bearer tokens for `/v1/` (`--token-file`, `token_file`, `[[api.tokens]]`), each
+    /// maybe scoped to some tables. Empty: the API is open, allowed on loopback only.
+    pub tokens: Vec<ApiToken>,
+    /// Serve the API over TLS (`--tls-cert`, `--tls-key`).
+    pub tls: Option<TlsFiles>,
+    /// Serve the `mysql` table (backend passwords) without TLS to non-loopback peers.
+    pub allow_plaintext_secrets: bool,
+    /// CA certificates (PEM) an `https://` Marathon must chain to (`--marathon-ca`); else
+    /// the system's trust store.
+    pub marathon_ca: Option<PathBuf>,
     /// Where the last published tables are kept, so that a restarted control guards
     /// against an empty or partial Marathon answer as a running one does.
     pub state_dir: Option<std::path::PathBuf>,
@@ -66,7 +76,10 @@ impl Config {
             debounce: Duration::from_millis(100),
             marathon_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(120),
-            token: None,
+            tokens: Vec::new(),
+            tls: None,
+            allow_plaintext_secrets: false,
+            marathon_ca: None,
             state_dir: None,
             derive: DeriveConfig {
                 dns: DnsSettings::default(),
@@ -78,6 +91,8 @@ impl Config {
 
     /// Checks what can be checked before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // First: no other mistake matters if the API would be open to the network.
+        crate::api_auth::check_config(&self.tokens, self.listen)?;
         match &self.source {
             Source::Marathon(urls) if urls.is_empty() => return Err(ConfigError::NoSource),
             Source::Marathon(urls) => {
@@ -126,6 +141,15 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
 }
 
+impl From<TokenError> for ConfigError {
+    fn from(e: TokenError) -> Self {
+        ConfigError::Field {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 /// `control.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,8 +162,12 @@ pub struct FileConfig {
     pub guard: GuardFile,
     #[serde(default)]
     pub mysql: MysqlFile,
-    /// File holding the bearer token for `/v1/`.
+    /// File holding a bearer token for `/v1/` that reads everything (`--token-file`
+    /// replaces it).
     pub token_file: Option<PathBuf>,
+    /// `[[api.tokens]]`: more bearer tokens, each maybe limited to some tables.
+    #[serde(default)]
+    pub api: ApiFile,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -278,16 +306,10 @@ impl FileConfig {
             config.guard.drop_hold = v;
         }
         if let Some(f) = &self.token_file {
-            let token =
-                read_secret(base, "token_file", &None, &Some(f.clone()))?.unwrap_or_default();
-            if token.trim().is_empty() {
-                return Err(ConfigError::Field {
-                    field: "token_file".into(),
-                    message: format!("{}: the file is empty", base.join(f).display()),
-                });
-            }
-            config.token = Some(token.trim().to_string());
+            let token = ApiToken::from_file(ORIGIN_TOKEN_FILE_KEY, &base.join(f), None)?;
+            config.tokens.push(token);
         }
+        config.tokens.extend(self.api.load(base)?);
         let mut secrets = MysqlSecrets::default();
         for (name, db) in &self.mysql.databases {
             let field = |f: &str| format!("mysql.databases.\"{name}\".{f}");

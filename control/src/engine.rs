@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use ocean_core::table::{
     etag_of, DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind,
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api_auth::{is_loopback, ApiToken};
 use crate::config::{Config, Source};
 use crate::derive::{derive_all, Problem};
 use crate::guard::{Guard, Held, Pools};
@@ -51,7 +53,12 @@ pub struct Shared {
     pub status: Mutex<SyncStatus>,
     pub problems: ArcSwap<Vec<Problem>>,
     pub state: ArcSwap<State>,
-    pub token: Option<String>,
+    /// Bearer tokens with their scopes; empty: the API is open (loopback only).
+    pub tokens: Vec<ApiToken>,
+    /// The API is served over TLS.
+    pub tls: bool,
+    /// `--allow-plaintext-secrets`: the `mysql` table goes to any peer even without TLS.
+    pub allow_plaintext_secrets: bool,
     pub max_wait: Duration,
     /// `resync`, for judging staleness.
     pub resync: Duration,
@@ -95,6 +102,17 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     config.validate()?;
     // Install the recorder before anything records, so no early sample is lost.
     ocean_core::metrics::handle();
+    // Certificates before binding: a bad file is a config error, not a half-started control.
+    let tls = match &config.tls {
+        Some(files) => Some(files.server_config()?),
+        None => None,
+    };
+    if config.allow_plaintext_secrets && tls.is_none() && !is_loopback(config.listen.ip()) {
+        tracing::warn!(
+            listen = %config.listen,
+            "--allow-plaintext-secrets: the mysql table (backend passwords) is served over plain HTTP to any peer with a token; configure --tls-cert/--tls-key instead"
+        );
+    }
     let listener = ocean_core::listener::bind_tcp(config.listen, false)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -105,7 +123,9 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         status: Mutex::new(SyncStatus::default()),
         problems: ArcSwap::from_pointee(Vec::new()),
         state: ArcSwap::from_pointee(State::default()),
-        token: config.token.clone(),
+        tokens: config.tokens.clone(),
+        tls: tls.is_some(),
+        allow_plaintext_secrets: config.allow_plaintext_secrets,
         max_wait: config.max_wait,
         resync: config.resync,
         stream_up: stream_up.clone(),
@@ -115,19 +135,41 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let tracker = TaskTracker::new();
     let router = crate::server::router(shared.clone());
     let c = cancel.clone();
-    tracker.spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(async move { c.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "control API server failed");
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            tracker.spawn(async move {
+                let served = axum::serve(listener, service)
+                    .with_graceful_shutdown(async move { c.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "control API server failed");
+                }
+            });
         }
-    });
+        Some(tls) => {
+            // `tap_io` is how axum hands `ConnectInfo<SocketAddr>` to a listener of its own
+            // (it implements `Connected` for a `TapIo`'s address); the tap itself does nothing.
+            let listener = crate::tls::TlsListener::spawn(listener, tls, &tracker, cancel.clone())?
+                .tap_io(|_| {});
+            tracker.spawn(async move {
+                let served = axum::serve(listener, service)
+                    .with_graceful_shutdown(async move { c.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "control API server failed");
+                }
+            });
+        }
+    }
     let (dirty_tx, dirty_rx) = mpsc::channel(1);
     let source = match &config.source {
         Source::Marathon(urls) => {
-            let client = Arc::new(MarathonClient::new(urls.clone(), config.marathon_timeout)?);
+            let client = Arc::new(MarathonClient::new(
+                urls.clone(),
+                config.marathon_timeout,
+                config.marathon_ca.as_deref(),
+            )?);
             tracker.spawn(crate::marathon::events::run(
                 client.clone(),
                 dirty_tx.clone(),
@@ -147,7 +189,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         }
         Source::Static { name, body } => Fetcher::Static(name.clone(), body.clone()),
     };
-    tracing::info!(%addr, "control listening");
+    tracing::info!(%addr, tls = config.tls.is_some(), tokens = config.tokens.len(), "control listening");
     let published = match &config.state_dir {
         Some(dir) => Published::load(dir),
         None => Published::default(),

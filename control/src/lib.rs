@@ -15,8 +15,11 @@
 //! - [`engine`]: the sync loop: source -> normalize -> derive -> guard -> publish.
 //! - [`server`]: the HTTP API (`/v1/tables/{kind}`, `/v1/state`, `/v1/problems`,
 //!   `/v1/subscribers`, `/healthz`, `/metrics`).
+//! - [`api_auth`]: bearer tokens and their scopes; who may read which table.
+//! - [`tls`]: serving the API over TLS.
 //! - [`config`]: flags and `control.toml`.
 
+pub mod api_auth;
 pub mod config;
 pub mod derive;
 pub mod engine;
@@ -26,6 +29,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod subscribers;
+pub mod tls;
 
 pub use config::Config;
 pub use engine::run;

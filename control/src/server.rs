@@ -6,7 +6,12 @@
 //! - `GET /v1/subscribers`, `/v1/state`, `/v1/problems`.
 //! - `GET /healthz`, `/metrics` (no token needed).
 //!
-//! With a token configured every `/v1/` request needs `Authorization: Bearer <token>`.
+//! With a token configured every `/v1/` request needs `Authorization: Bearer <token>`:
+//! without a right one it is 401 (`ocean_control_unauthorized_total`); a token scoped to
+//! some tables gets 403 for any other table and for the endpoints other than
+//! `/v1/tables/` (`ocean_control_forbidden_total{kind, reason="scope"}`). Without TLS, the
+//! `mysql` table (backend passwords) goes to loopback peers only, unless
+//! `--allow-plaintext-secrets` (else 403, `reason="plaintext"`). See [`crate::api_auth`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +25,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ocean_core::table::{quote_etag, unquote_etag, TableKind};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
+use crate::api_auth::{self, Access, Resource};
 use crate::engine::Shared;
 use crate::subscribers::Report;
 
@@ -42,15 +47,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &shared.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare digests so the comparison time does not depend on where the strings differ.
-        if Sha256::digest(given.as_bytes()) != Sha256::digest(token.as_bytes()) {
+    let resource = Resource::of_path(req.uri().path());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match api_auth::check(&shared.tokens, authorization, resource) {
+        Access::Open | Access::Granted => {}
+        Access::Unauthorized => {
             metrics::counter!("ocean_control_unauthorized_total").increment(1);
             return (
                 StatusCode::UNAUTHORIZED,
@@ -59,6 +63,24 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
             )
                 .into_response();
         }
+        Access::Forbidden { may_read } => {
+            metrics::counter!("ocean_control_forbidden_total", "kind" => resource.label(), "reason" => "scope")
+                .increment(1);
+            return (
+                StatusCode::FORBIDDEN,
+                api_auth::forbidden_message(resource, &may_read),
+            )
+                .into_response();
+        }
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !api_auth::plaintext_allowed(resource, shared.tls, shared.allow_plaintext_secrets, peer) {
+        metrics::counter!("ocean_control_forbidden_total", "kind" => resource.label(), "reason" => "plaintext")
+            .increment(1);
+        return (StatusCode::FORBIDDEN, api_auth::PLAINTEXT_MESSAGE).into_response();
     }
     next.run(req).await
 }
@@ -264,4 +286,86 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ocean_core::metrics::render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    use arc_swap::ArcSwap;
+    use axum::body::Body;
+    use ocean_core::secret::Secret;
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api_auth::ApiToken;
+    use crate::store::{Served, Store};
+    use crate::subscribers::Subscribers;
+
+    fn shared(tls: bool, allow_plaintext_secrets: bool) -> Arc<Shared> {
+        let store = Store::default();
+        let served = |body: &'static str| Served {
+            etag: ocean_core::table::etag_of(body.as_bytes()),
+            body: body.into(),
+            backends: 0,
+            published_at: SystemTime::now(),
+        };
+        store.publish(vec![
+            (TableKind::Mysql, served("{\"databases\":[]}")),
+            (TableKind::Dns, served("{\"domain\":\"mesos\"}")),
+        ]);
+        Arc::new(Shared {
+            store,
+            subscribers: Subscribers::default(),
+            status: Mutex::new(Default::default()),
+            problems: ArcSwap::from_pointee(Vec::new()),
+            state: ArcSwap::from_pointee(Default::default()),
+            tokens: vec![ApiToken::new("test", &Secret::new("t".into()), None).unwrap()],
+            tls,
+            allow_plaintext_secrets,
+            max_wait: Duration::from_secs(1),
+            resync: Duration::from_secs(60),
+            stream_up: Arc::new(AtomicBool::new(false)),
+            marathon_source: false,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    async fn status(shared: Arc<Shared>, path: &str, peer: &str) -> (StatusCode, String) {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let mut req = Request::builder()
+            .uri(path)
+            .header(header::AUTHORIZATION, "Bearer t")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let resp = router(shared).oneshot(req).await.unwrap();
+        let code = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_mysql_table_goes_in_clear_to_loopback_peers_only() {
+        let remote = "192.0.2.7:40000";
+        let (code, body) = status(shared(false, false), "/v1/tables/mysql", remote).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert!(body.contains("--tls-cert/--tls-key"), "{body}");
+        // Other tables are fine in clear; loopback peers get mysql too.
+        let (code, _) = status(shared(false, false), "/v1/tables/dns", remote).await;
+        assert_eq!(code, StatusCode::OK);
+        for local in ["127.0.0.1:40000", "[::1]:40000", "[::ffff:127.0.0.1]:40000"] {
+            let (code, _) = status(shared(false, false), "/v1/tables/mysql", local).await;
+            assert_eq!(code, StatusCode::OK, "{local}");
+        }
+        // Over TLS, or when the operator allows it, remote peers get it.
+        let (code, _) = status(shared(true, false), "/v1/tables/mysql", remote).await;
+        assert_eq!(code, StatusCode::OK);
+        let (code, _) = status(shared(false, true), "/v1/tables/mysql", remote).await;
+        assert_eq!(code, StatusCode::OK);
+    }
 }

@@ -5,7 +5,8 @@
 //!   `If-None-Match` and `?wait=`. Each poll also reports which ETag this proxy runs and the
 //!   last table it refused and why (`running=`, `refused=`, `reason=`), so control's
 //!   `/v1/subscribers` shows who lags. On failure it moves to the next URL and backs off
-//!   with full jitter.
+//!   with full jitter. `https://` URLs are checked against `--control-ca` when given (and
+//!   then only against it), else against the system's trust store.
 //! - **file** (`--table-file FILE`): read at start, re-read when its contents change.
 //! - **cache** (`--table-cache DIR`): every accepted table is written atomically to
 //!   `DIR/{kind}.json`; at start, when no control URL answers, the cached table is loaded so a
@@ -28,7 +29,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::secret::Secret;
 use crate::table::{quote_etag, Table, TableError, Versioned};
+use crate::tls::{PemFile, TlsError};
 
 /// Where and how a subscriber gets its table.
 #[derive(Debug, Clone)]
@@ -42,7 +45,10 @@ pub struct SubscriberConfig {
     /// How long control may hold a long-poll before answering 304.
     pub wait: Duration,
     /// Bearer token for control's API.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    /// CA certificates (PEM) that `https://` control URLs must chain to, instead of the
+    /// system's trust store (`--control-ca`).
+    pub control_ca: Option<PathBuf>,
     /// How this proxy names itself to control (`/v1/subscribers`).
     pub subscriber_id: String,
     /// How often the table file is checked for changes.
@@ -59,6 +65,7 @@ impl Default for SubscriberConfig {
             cache_dir: None,
             wait: Duration::from_secs(30),
             token: None,
+            control_ca: None,
             subscriber_id: default_subscriber_id(),
             file_poll: Duration::from_secs(1),
             backoff_max: Duration::from_secs(5),
@@ -83,6 +90,10 @@ pub enum ConfigError {
     NoSource,
     #[error("--control {0}: only http and https URLs are supported")]
     BadScheme(Url),
+    #[error(transparent)]
+    ControlCa(#[from] TlsError),
+    #[error("HTTP client for control: {0}")]
+    Client(reqwest::Error),
 }
 
 impl SubscriberConfig {
@@ -100,7 +111,24 @@ impl SubscriberConfig {
         {
             return Err(ConfigError::BadScheme(u.clone()));
         }
+        if let Some(ca) = &self.control_ca {
+            crate::tls::cert_chain(PemFile::new("--control-ca", ca))?;
+        }
         Ok(())
+    }
+
+    /// The HTTP client that polls control: trusts `control_ca` alone when given, else the
+    /// system's trust store, for `https://` URLs.
+    ///
+    /// # Errors
+    /// An unusable `control_ca` file, or a client reqwest cannot build.
+    pub fn client(&self) -> Result<reqwest::Client, ConfigError> {
+        let mut b = crate::http::client_builder(Duration::from_secs(2))
+            .timeout(self.wait + Duration::from_secs(10));
+        if let Some(ca) = &self.control_ca {
+            b = crate::http::trust_only(b, PemFile::new("--control-ca", ca))?;
+        }
+        b.build().map_err(ConfigError::Client)
     }
 }
 
@@ -402,10 +430,7 @@ async fn run_control<T: Table>(
     cancel: CancellationToken,
 ) {
     let kind = T::KIND.as_str();
-    let client = match crate::http::client_builder(Duration::from_secs(2))
-        .timeout(config.wait + Duration::from_secs(10))
-        .build()
-    {
+    let client = match config.client() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(kind, error = %e, "cannot build HTTP client; subscriber stopped");
@@ -546,7 +571,7 @@ async fn poll_once(
         req = req.header(reqwest::header::IF_NONE_MATCH, quote_etag(etag));
     }
     if let Some(token) = &config.token {
-        req = req.bearer_auth(token);
+        req = req.bearer_auth(token.expose());
     }
     let resp = req.send().await?;
     match resp.status() {
@@ -587,6 +612,10 @@ pub struct SubscriberArgs {
     /// File with control's API bearer token.
     #[arg(long = "control-token-file", value_name = "FILE")]
     pub control_token_file: Option<PathBuf>,
+    /// CA certificates (PEM) an `https://` control must chain to; without it, the system's
+    /// trust store.
+    #[arg(long = "control-ca", value_name = "FILE")]
+    pub control_ca: Option<PathBuf>,
     /// How long one long-poll may wait for a change.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub long_poll_wait: Duration,
@@ -603,6 +632,7 @@ impl SubscriberArgs {
             table_file: self.table_file,
             cache_dir: self.table_cache,
             wait: self.long_poll_wait,
+            control_ca: self.control_ca,
             ..Default::default()
         };
         if let Some(id) = self.subscriber_id {
@@ -617,7 +647,7 @@ impl SubscriberArgs {
                 "--control-token-file {}: the file is empty",
                 f.display()
             );
-            c.token = Some(t.to_string());
+            c.token = Some(Secret::new(t.to_string()));
         }
         c.validate()?;
         Ok(c)
@@ -627,6 +657,32 @@ impl SubscriberArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_ca_is_checked_at_validate_and_the_client_builds_either_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.cert.pem()).unwrap();
+        let mut c = SubscriberConfig {
+            controls: vec![Url::parse("https://127.0.0.1:1/").unwrap()],
+            ..Default::default()
+        };
+        // No CA: reqwest's default verifier (the system's roots).
+        c.validate().unwrap();
+        c.client().unwrap();
+        c.control_ca = Some(ca_path);
+        c.validate().unwrap();
+        c.client().unwrap();
+        c.control_ca = Some(dir.path().join("missing.pem"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--control-ca") && e.contains("missing.pem"),
+            "{e}"
+        );
+        c.token = Some(Secret::new("tok-123".into()));
+        assert!(!format!("{c:?}").contains("tok-123"));
+    }
     use crate::table::redis::{RedisCluster, RedisTable};
 
     fn table(port: u16) -> Vec<u8> {

@@ -34,12 +34,10 @@ pub enum TlsError {
         path: PathBuf,
         message: String,
     },
-    #[error("{cert_flag} {} and {key_flag} {}: {source}", cert.display(), key.display())]
+    /// The key is not the certificate's; `files` names both flags and files.
+    #[error("{files}: {source}")]
     KeyMismatch {
-        cert_flag: String,
-        cert: PathBuf,
-        key_flag: String,
-        key: PathBuf,
+        files: String,
         source: rustls::Error,
     },
     #[error("TLS protocol versions: {0}")]
@@ -110,10 +108,13 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|source| TlsError::KeyMismatch {
-            cert_flag: cert.flag.to_string(),
-            cert: cert.path.to_path_buf(),
-            key_flag: key.flag.to_string(),
-            key: key.path.to_path_buf(),
+            files: format!(
+                "{} {} and {} {}",
+                cert.flag,
+                cert.path.display(),
+                key.flag,
+                key.path.display()
+            ),
             source,
         })
 }

@@ -1,2 +1,3 @@
 pub mod fake_marathon;
+pub mod pki;
 pub mod servers;

@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ocean_control::api_auth::ApiToken;
 use ocean_control::config::Source;
 use ocean_control::engine::{start, Running};
 use ocean_control::Config;
+use ocean_core::secret::Secret;
 use ocean_core::subscriber::{self, SubscriberConfig};
 use ocean_core::table::{DnsTable, RedisTable};
 use ocean_tests::fake_marathon::{app, task, FakeMarathon, Mode};
@@ -401,7 +403,7 @@ async fn a_refused_table_leaves_the_old_one_and_is_reported_to_control() {
 async fn the_api_token_is_required_on_v1() {
     let m = marathon_with_web().await;
     let mut c = config(&m);
-    c.token = Some("s3cret".into());
+    c.tokens = vec![ApiToken::new("test", &Secret::new("s3cret".into()), None).unwrap()];
     let (ctl, cancel) = control(c).await;
     let url = format!("http://{}/v1/tables/mysql", ctl.addr);
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 401);
@@ -421,7 +423,7 @@ async fn the_api_token_is_required_on_v1() {
         200
     );
     let mut sc = sub_config(ctl.addr);
-    sc.token = Some("s3cret".into());
+    sc.token = Some(Secret::new("s3cret".into()));
     let (mut w, _t) = subscriber::spawn::<ocean_core::table::MysqlTable>(sc, cancel.clone());
     assert!(tokio::time::timeout(Duration::from_secs(5), w.first())
         .await

@@ -4,10 +4,12 @@
 //! answered last; an instance whose `/v2/info` says it is not the elected leader is skipped,
 //! as is one that times out, so a partitioned standby never feeds control a stale view.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ocean_core::tls::{PemFile, TlsError};
 use url::Url;
 
 /// Why a sync from Marathon failed.
@@ -32,6 +34,15 @@ pub enum MarathonError {
     NoUrls,
 }
 
+/// Why the Marathon client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Ca(#[from] TlsError),
+    #[error("HTTP client for Marathon: {0}")]
+    Build(reqwest::Error),
+}
+
 /// A client for one or more Marathon instances.
 #[derive(Debug)]
 pub struct MarathonClient {
@@ -50,11 +61,19 @@ pub fn join(base: &Url, path: &str) -> Url {
 
 impl MarathonClient {
     /// `timeout` bounds each request (connect, `/v2/info` and the apps listing).
-    pub fn new(urls: Vec<Url>, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = ocean_core::http::client_builder(timeout.min(Duration::from_secs(2)))
+    /// `ca`: CA certificates (PEM, `--marathon-ca`) an https Marathon must chain to,
+    /// instead of the system's trust store.
+    ///
+    /// # Errors
+    /// An unusable CA file, or a client reqwest cannot build.
+    pub fn new(urls: Vec<Url>, timeout: Duration, ca: Option<&Path>) -> Result<Self, ClientError> {
+        let mut builder = ocean_core::http::client_builder(timeout.min(Duration::from_secs(2)))
             .timeout(timeout)
-            .tcp_keepalive(Duration::from_secs(30))
-            .build()?;
+            .tcp_keepalive(Duration::from_secs(30));
+        if let Some(ca) = ca {
+            builder = ocean_core::http::trust_only(builder, PemFile::new("--marathon-ca", ca))?;
+        }
+        let client = builder.build().map_err(ClientError::Build)?;
         Ok(MarathonClient {
             urls,
             client,
