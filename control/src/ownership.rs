@@ -347,7 +347,7 @@ pub fn judge_jobname<'a>(
 }
 
 /// Groups claimants by name, keeping app order.
-pub fn by_name<'a, T>(items: impl IntoIterator<Item = (String, T)>) -> BTreeMap<String, Vec<T>> {
+pub fn by_name<T>(items: impl IntoIterator<Item = (String, T)>) -> BTreeMap<String, Vec<T>> {
     let mut m: BTreeMap<String, Vec<T>> = BTreeMap::new();
     for (k, v) in items {
         m.entry(k).or_default().push(v);

@@ -14,18 +14,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use ocean_core::daemon::{self, Conn, Limits};
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::memcached::MemcachedTable;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::config::{Config, Mode, PoolSpec, Settings};
 use crate::connection::{serve, ClientContext, RouterStats};
@@ -343,7 +342,9 @@ async fn follow_table(
     }
 }
 
-static CLIENT_SLOTS: AtomicUsize = AtomicUsize::new(0);
+/// What a client past `--max-clients` is told (memcached's own words are `ERROR Too many
+/// open connections`; a router's fault is a `SERVER_ERROR`).
+const REFUSAL: &[u8] = b"SERVER_ERROR too many open connections\r\n";
 
 fn accept_loop(
     listener: TcpListener,
@@ -352,41 +353,23 @@ fn accept_loop(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let tracker = tracker.clone();
-    async move {
-        let permits = Arc::new(Semaphore::new(max_clients));
-        loop {
-            let permit = tokio::select! {
-                () = cancel.cancelled() => return,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                () = cancel.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-            };
+    let mut limits = Limits::new("memcached-router", REFUSAL);
+    limits.max_clients = max_clients;
+    daemon::accept_loop(
+        listener,
+        Arc::new(limits),
+        tracker.clone(),
+        cancel,
+        move |conn: Conn| {
             let ctx = ctx.clone();
-            let cancel = cancel.clone();
-            let slot = CLIENT_SLOTS.fetch_add(1, Ordering::Relaxed);
-            tracker.spawn(async move {
+            async move {
                 ctx.stats.curr_connections.fetch_add(1, Ordering::Relaxed);
                 ctx.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::debug_span!("client", client.addr = %peer, conn = slot);
-                serve(stream, ctx.clone(), slot, cancel)
-                    .instrument(span)
-                    .await;
+                // The id picks this client's backend connection among the pool's.
+                let slot = usize::try_from(conn.id).unwrap_or(usize::MAX);
+                serve(conn.stream, ctx.clone(), slot, conn.cancel).await;
                 ctx.stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
-        }
-    }
+            }
+        },
+    )
 }

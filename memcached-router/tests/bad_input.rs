@@ -132,3 +132,52 @@ async fn bad_input_gets_memcached_errors_and_leaks_nothing() -> Result<()> {
     router.stop().await;
     Ok(())
 }
+
+/// A flood past `--max-clients`: each extra client gets memcached's kind of refusal and is
+/// closed; the clients already in keep being served, and a freed slot is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_max_clients_is_refused_and_the_others_are_served() -> Result<()> {
+    let a = Memcached::start().await?;
+    let settings = Settings {
+        max_clients: 4,
+        ..Settings::default()
+    };
+    let router = Router::start(pool(&[vec![a.addr()]], KeyHash::Fnv1a64), settings).await?;
+    let addr = router.addr;
+    let mut inside = Vec::new();
+    for i in 0..4 {
+        let mut c = Raw::connect(addr).await?;
+        c.expect(format!("set k{i} 0 0 1\r\nv\r\n").as_bytes(), b"STORED\r\n")
+            .await?;
+        inside.push(c);
+    }
+    for _ in 0..50 {
+        let mut c = Raw::connect(addr).await?;
+        assert_eq!(
+            c.read_to_close().await?,
+            b"SERVER_ERROR too many open connections\r\n"
+        );
+    }
+    for (i, c) in inside.iter_mut().enumerate() {
+        c.expect(
+            format!("get k{i}\r\n").as_bytes(),
+            format!("VALUE k{i} 0 1\r\nv\r\nEND\r\n").as_bytes(),
+        )
+        .await?;
+    }
+    drop(inside.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Raw::connect(addr).await?;
+        match c.call(b"version\r\n", &[b"\r\n"]).await {
+            Ok(r) if r.starts_with(b"VERSION") => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "a freed slot was never reused: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    router.stop().await;
+    Ok(())
+}
