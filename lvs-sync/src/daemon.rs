@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, BackendKind, Output};
+use crate::host::HostAddrs;
 use crate::model::Cidr;
 use crate::plan::PlanConfig;
-use crate::reconcile::{Reason, ReconcileReport, Reconciler};
+use crate::reconcile::{Guard, Reason, ReconcileReport, Reconciler, DEFAULT_MAX_SERVICES};
 
 /// `ocean lvs-sync` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,8 +28,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "netlink")]
     pub backend: BackendKind,
     /// This director's VIPs (CIDR, repeatable); services outside are refused. Default: all.
+    /// Loopback, unspecified, multicast, broadcast and link-local VIPs, and this host's own
+    /// addresses outside these ranges, are refused whatever the table says.
     #[arg(long = "vip", value_name = "CIDR")]
     pub vips: Vec<Cidr>,
+    /// Most virtual services a table may have: a table with more is refused whole, logged
+    /// and counted, and the last good one stays (0 = no cap).
+    #[arg(long, default_value_t = DEFAULT_MAX_SERVICES)]
+    pub max_services: usize,
     /// File that records the services this daemon created, so a later run may change or
     /// delete them; services neither desired nor recorded are never touched.
     #[arg(long, value_name = "FILE")]
@@ -62,6 +69,10 @@ pub struct Config {
     /// Where the printing backends write (stdout by default).
     pub output: Output,
     pub vips: Vec<Cidr>,
+    /// `--max-services` (0 = no cap).
+    pub max_services: usize,
+    /// Where this host's own addresses (never VIPs) come from.
+    pub host_addrs: HostAddrs,
     pub state_file: Option<PathBuf>,
     pub plan: PlanConfig,
     pub resync: Duration,
@@ -77,6 +88,8 @@ impl Config {
             backend,
             output: Output::Stdout,
             vips: Vec::new(),
+            max_services: DEFAULT_MAX_SERVICES,
+            host_addrs: HostAddrs::System,
             state_file: None,
             plan: PlanConfig::default(),
             resync: Duration::from_secs(30),
@@ -98,6 +111,8 @@ impl Args {
             backend: self.backend,
             output: Output::Stdout,
             vips: self.vips,
+            max_services: self.max_services,
+            host_addrs: HostAddrs::System,
             state_file: self.state_file,
             plan: PlanConfig {
                 drain: self.drain,
@@ -132,7 +147,11 @@ fn open_reconciler(config: &Config) -> anyhow::Result<Reconciler> {
         Backend::open(config.backend, config.output.clone()).context("opening the IPVS backend")?;
     Reconciler::new(
         backend,
-        config.vips.clone(),
+        Guard {
+            vips: config.vips.clone(),
+            host_addrs: config.host_addrs.clone(),
+            max_services: config.max_services,
+        },
         config.plan.clone(),
         config.state_file.clone(),
     )
@@ -183,6 +202,13 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                     None => ocean_core::admin::Health {
                         status: "starting",
                         reason: Some("no reconcile yet".into()),
+                    },
+                    Some(ReconcileReport {
+                        table_refused: Some(why),
+                        ..
+                    }) => ocean_core::admin::Health {
+                        status: "stale",
+                        reason: Some(format!("table refused, the last good one stays: {why}")),
                     },
                     Some(r) if r.converged() => ocean_core::admin::Health {
                         status: "ok",

@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`model`]: IPVS state as data (services, destinations), the desired state built from a
-//!   table, and an in-memory IPVS for tests.
+//!   table (refusing dangerous VIPs whatever the table says), and an in-memory IPVS for tests.
+//! - [`host`]: this host's own addresses (getifaddrs), which are never VIPs.
 //! - [`plan`]: the reconcile engine: current + desired + ownership + drain state -> the
 //!   minimal list of operations.
 //!
@@ -16,6 +17,7 @@
 
 pub mod backend;
 pub mod daemon;
+pub mod host;
 pub mod model;
 pub mod netlink;
 pub mod plan;

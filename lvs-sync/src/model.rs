@@ -313,10 +313,67 @@ fn proto_name(p: Protocol) -> &'static str {
     }
 }
 
+/// Why `vip` may never be a virtual service on this director, whatever the table says;
+/// `None` when it may be.
+///
+/// Refused: loopback, unspecified (`0.0.0.0/8`, `::`), multicast, the IPv4 broadcast
+/// address, link-local (`169.254.0.0/16`, `fe80::/10`), and this host's own addresses
+/// (`host_addrs`), which a service would take over (its SSH port, its agent, ...). A host
+/// address inside an explicit `--vip` range (`vips`) is a VIP the director carries (one
+/// keepalived or the operator put on an interface) and is allowed; with no `--vip` every
+/// host address is refused. IPv4-mapped IPv6 addresses are judged as the IPv4 address.
+pub fn refused_vip(vip: IpAddr, vips: &[Cidr], host_addrs: &[IpAddr]) -> Option<String> {
+    let ip = vip.to_canonical();
+    let kind = match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.octets()[0] == 0 {
+                Some("unspecified (0.0.0.0/8)")
+            } else if v4.is_broadcast() {
+                Some("the broadcast address")
+            } else if v4.is_multicast() {
+                Some("multicast")
+            } else if v4.is_link_local() {
+                Some("link-local")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else {
+                None
+            }
+        }
+    };
+    if let Some(kind) = kind {
+        return Some(format!("VIP {vip} is {kind}: never a virtual service"));
+    }
+    let own = host_addrs.iter().any(|h| h.to_canonical() == ip);
+    if own && !vips.iter().any(|c| c.contains(ip)) {
+        return Some(format!(
+            "VIP {vip} is one of this director's own addresses (outside every --vip range): never a virtual service"
+        ));
+    }
+    None
+}
+
 /// Builds the desired IPVS state from an `lvs` table.
 ///
 /// `vips` limits this director to its own VIPs (`--vip`, repeatable); an empty slice allows
-/// every VIP. Bad entries are refused one by one and the rest is applied:
+/// every VIP. `host_addrs` are this host's own addresses. Bad entries are refused one by one
+/// and the rest is applied:
+/// - a VIP [`refused_vip`] refuses (loopback, unspecified, multicast, broadcast,
+///   link-local, this host's own address): never written to the kernel, whatever the table
+///   and `--vip` say (not held: an owned service there is removed);
 /// - a VIP outside `vips`: the service is not this director's (not held: an owned service
 ///   whose VIP left `--vip` is removed);
 /// - a service listed twice, or with an unknown scheduler: refused and *held* (the kernel's
@@ -327,7 +384,11 @@ fn proto_name(p: Protocol) -> &'static str {
 ///
 /// For DR and tunnel real servers the port is the virtual port, as ipvsadm sets it in
 /// userspace (the kernel would report it so, and the diff would never converge otherwise).
-pub fn desired_from_table(table: &LvsTable, vips: &[Cidr]) -> (Desired, Vec<Refusal>) {
+pub fn desired_from_table(
+    table: &LvsTable,
+    vips: &[Cidr],
+    host_addrs: &[IpAddr],
+) -> (Desired, Vec<Refusal>) {
     let mut desired = Desired::default();
     let mut refusals = Vec::new();
     let mut counts: HashMap<ServiceKey, usize> = HashMap::new();
@@ -354,6 +415,10 @@ pub fn desired_from_table(table: &LvsTable, vips: &[Cidr]) -> (Desired, Vec<Refu
                 reason,
             })
         };
+        if let Some(reason) = refused_vip(s.vip, vips, host_addrs) {
+            refuse(&entry, reason);
+            continue;
+        }
         if !vips.is_empty() && !vips.iter().any(|c| c.contains(s.vip)) {
             let list: Vec<String> = vips.iter().map(Cidr::to_string).collect();
             refuse(

@@ -2,6 +2,7 @@
 //! ownership memory (the state file), the drain state, logs and metrics around it.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use anyhow::Context;
 use ocean_core::table::lvs::LvsTable;
 
 use crate::backend::{Backend, ReadError};
+use crate::host::HostAddrs;
 use crate::model::{desired_from_table, Cidr, Ipvs, IpvsError, Refusal, ServiceKey};
 use crate::plan::{apply_plan, plan, DrainState, IpvsWrite, Op, OwnedSet, PlanConfig, PlanError};
 
@@ -40,6 +42,9 @@ pub struct ReconcileReport {
     pub services: usize,
     pub destinations: usize,
     pub duration: Duration,
+    /// Why the table given was refused whole (`--max-services`); the reconcile then ran on
+    /// the last good table instead.
+    pub table_refused: Option<String>,
 }
 
 impl ReconcileReport {
@@ -58,6 +63,35 @@ pub enum ReconcileError {
     Refused(#[from] PlanError),
     #[error("state file: {0:#}")]
     State(anyhow::Error),
+    /// The table was refused whole and there is no earlier good one: nothing was written.
+    #[error("lvs table refused: {0}")]
+    TableRefused(String),
+}
+
+/// What the reconciler refuses whatever the table says.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// `--vip`: this director's VIP ranges (empty: any VIP not refused otherwise).
+    pub vips: Vec<Cidr>,
+    /// This host's own addresses, which are never VIPs (see [`crate::model::refused_vip`]).
+    pub host_addrs: HostAddrs,
+    /// `--max-services`: a table with more services is refused whole and the last good
+    /// one stays (0 = no cap).
+    pub max_services: usize,
+}
+
+/// Default of `--max-services`.
+pub const DEFAULT_MAX_SERVICES: usize = 4096;
+
+impl Guard {
+    /// The daemon's guard: `vips`, the system's addresses, the default service cap.
+    pub fn new(vips: Vec<Cidr>) -> Self {
+        Guard {
+            vips,
+            host_addrs: HostAddrs::System,
+            max_services: DEFAULT_MAX_SERVICES,
+        }
+    }
 }
 
 /// Counts writes and logs each kernel change as an ipvsadm-style line.
@@ -88,7 +122,9 @@ impl IpvsWrite for Counting<'_> {
 #[derive(Debug)]
 pub struct Reconciler {
     backend: Backend,
-    vips: Vec<Cidr>,
+    guard: Guard,
+    /// This host's addresses as last read (kept when a later read fails).
+    host_addrs: Vec<IpAddr>,
     plan_config: PlanConfig,
     state_file: Option<PathBuf>,
     owned: OwnedSet,
@@ -98,13 +134,15 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler over `backend`; loads the owned services from `state_file` if it exists.
+    /// A reconciler over `backend`; loads the owned services from `state_file` if it exists
+    /// and reads this host's addresses.
     ///
     /// # Errors
-    /// An unreadable or malformed state file.
+    /// An unreadable or malformed state file; this host's addresses cannot be read (without
+    /// them no VIP could be trusted not to be one).
     pub fn new(
         backend: Backend,
-        vips: Vec<Cidr>,
+        guard: Guard,
         plan_config: PlanConfig,
         state_file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
@@ -112,9 +150,12 @@ impl Reconciler {
             Some(p) => load_state(p)?,
             None => OwnedSet::new(),
         };
+        let host_addrs = guard.host_addrs.read()?;
+        tracing::info!(addresses = ?host_addrs, "this host's addresses (never VIPs)");
         Ok(Reconciler {
             backend,
-            vips,
+            guard,
+            host_addrs,
             plan_config,
             state_file,
             owned,
@@ -160,7 +201,20 @@ impl Reconciler {
         reason: Reason,
     ) -> Result<ReconcileReport, ReconcileError> {
         let started = Instant::now();
-        let r = self.reconcile_inner(table, reason, started);
+        let r = match self.refuse_whole(table) {
+            None => self.reconcile_inner(table, reason, started),
+            Some(why) => match self.last_table.clone() {
+                // The last good table stays: reconcile it (repairing drift as a resync).
+                Some(good) => {
+                    self.reconcile_inner(&good, Reason::Resync, started)
+                        .map(|mut rep| {
+                            rep.table_refused = Some(why);
+                            rep
+                        })
+                }
+                None => Err(ReconcileError::TableRefused(why)),
+            },
+        };
         metrics::histogram!("ocean_lvs_reconcile_seconds").record(started.elapsed().as_secs_f64());
         match &r {
             Ok(rep) => {
@@ -183,11 +237,46 @@ impl Reconciler {
                     ReconcileError::Read(_) => "read",
                     ReconcileError::Refused(_) => "plan",
                     ReconcileError::State(_) => "state",
+                    ReconcileError::TableRefused(_) => "table",
                 };
                 metrics::counter!("ocean_lvs_errors_total", "stage" => stage).increment(1);
             }
         }
         r
+    }
+
+    /// Why `table` is refused whole, counted and logged; `None` when it is not.
+    fn refuse_whole(&self, table: &LvsTable) -> Option<String> {
+        let (n, max) = (table.services.len(), self.guard.max_services);
+        if max == 0 || n <= max {
+            return None;
+        }
+        metrics::counter!("ocean_lvs_tables_refused_total", "reason" => "max_services")
+            .increment(1);
+        let why = format!("the table has {n} services, over --max-services {max}");
+        tracing::error!(
+            services = n,
+            max_services = max,
+            kept_last_good = self.last_table.is_some(),
+            "lvs table refused whole: more services than --max-services; the last good table stays"
+        );
+        Some(why)
+    }
+
+    /// Re-reads this host's addresses; keeps the last list when the read fails.
+    fn refresh_host_addrs(&mut self) {
+        match self.guard.host_addrs.read() {
+            Ok(a) => {
+                if a != self.host_addrs {
+                    tracing::info!(addresses = ?a, "this host's addresses changed (never VIPs)");
+                    self.host_addrs = a;
+                }
+            }
+            Err(e) => {
+                metrics::counter!("ocean_lvs_errors_total", "stage" => "host_addrs").increment(1);
+                tracing::warn!(error = %e, "keeping the last known host addresses");
+            }
+        }
     }
 
     fn reconcile_inner(
@@ -210,7 +299,8 @@ impl Reconciler {
                 return Err(e.into());
             }
         };
-        let (desired, refusals) = desired_from_table(table, &self.vips);
+        self.refresh_host_addrs();
+        let (desired, refusals) = desired_from_table(table, &self.guard.vips, &self.host_addrs);
         for r in &refusals {
             tracing::warn!(entry = %r.entry, reason = %r.reason, "lvs table entry refused");
         }
@@ -332,6 +422,7 @@ impl Reconciler {
             services,
             destinations,
             duration: started.elapsed(),
+            table_refused: None,
         };
         tracing::info!(
             backend = self.backend.name(),
@@ -452,6 +543,14 @@ mod tests {
         }
     }
 
+    /// No --vip, no host addresses, the default cap.
+    fn guard() -> Guard {
+        Guard {
+            host_addrs: HostAddrs::Fixed(vec![]),
+            ..Guard::new(vec![])
+        }
+    }
+
     fn foreign() -> (ServiceKey, ServiceEntry) {
         let key = ServiceKey::tcp("192.168.50.1:443".parse().unwrap());
         let mut e = ServiceEntry {
@@ -476,7 +575,7 @@ mod tests {
         let _ = std::fs::remove_file(&state);
         let mut r = Reconciler::new(
             Backend::Memory(mem.clone()),
-            vec![],
+            guard(),
             PlanConfig::default(),
             Some(state.clone()),
         )
@@ -501,7 +600,7 @@ mod tests {
         assert_eq!(owned.len(), 2);
         let mut r2 = Reconciler::new(
             Backend::Memory(mem.clone()),
-            vec![],
+            guard(),
             PlanConfig::default(),
             Some(state.clone()),
         )
@@ -541,7 +640,7 @@ mod tests {
         let state = std::env::temp_dir().join(format!("lvs-sync-dry-{}", std::process::id()));
         let _ = std::fs::remove_file(&state);
         let mut r =
-            Reconciler::new(backend, vec![], PlanConfig::default(), Some(state.clone())).unwrap();
+            Reconciler::new(backend, guard(), PlanConfig::default(), Some(state.clone())).unwrap();
         let t1 = LvsTable {
             services: vec![vs("10.0.0.1", 80, &[("10.1.0.1", 1)])],
         };
@@ -568,7 +667,7 @@ mod tests {
             Output::Buffer(buf.clone()),
         )
         .unwrap();
-        let mut r = Reconciler::new(backend, vec![], PlanConfig::default(), None).unwrap();
+        let mut r = Reconciler::new(backend, guard(), PlanConfig::default(), None).unwrap();
         let t1 = LvsTable {
             services: vec![vs("10.0.0.1", 80, &[("10.1.0.1", 1)])],
         };
@@ -587,7 +686,7 @@ mod tests {
             max_delete: 1,
             ..PlanConfig::default()
         };
-        let mut r = Reconciler::new(Backend::Memory(mem.clone()), vec![], config, None).unwrap();
+        let mut r = Reconciler::new(Backend::Memory(mem.clone()), guard(), config, None).unwrap();
         let t1 = LvsTable {
             services: vec![
                 vs("10.0.0.1", 80, &[("10.1.0.1", 1)]),
@@ -618,7 +717,7 @@ mod tests {
         let table = LvsTable { services };
         let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
         let config = PlanConfig::default();
-        let mut r = Reconciler::new(Backend::Memory(mem.clone()), vec![], config, None).unwrap();
+        let mut r = Reconciler::new(Backend::Memory(mem.clone()), guard(), config, None).unwrap();
         let first = r.reconcile(&table, Reason::Table).unwrap();
         assert!(first.converged());
         assert_eq!(

@@ -44,7 +44,7 @@ fn vs(
 }
 
 fn desired(services: Vec<VirtualService>) -> Desired {
-    let (d, refusals) = desired_from_table(&LvsTable { services }, &[]);
+    let (d, refusals) = desired_from_table(&LvsTable { services }, &[], &[]);
     assert!(refusals.is_empty(), "{refusals:?}");
     d
 }
@@ -141,7 +141,7 @@ fn bad_entries_are_refused_one_by_one_and_the_rest_applied() {
         ],
     };
     let vips: Vec<Cidr> = vec!["10.0.0.0/24".parse().unwrap()];
-    let (d, refusals) = desired_from_table(&table, &vips);
+    let (d, refusals) = desired_from_table(&table, &vips, &[]);
     let msgs: Vec<String> = refusals.iter().map(Refusal::to_string).collect();
     let all = msgs.join("\n");
     assert!(all.contains("services[1] (192.168.9.9:80/tcp): VIP 192.168.9.9 is outside this director's --vip ranges (10.0.0.0/24)"), "{all}");
@@ -724,7 +724,7 @@ fn refused_entries_hold_what_the_kernel_has() {
             ),
         ],
     };
-    let (d, refusals) = desired_from_table(&table, &[]);
+    let (d, refusals) = desired_from_table(&table, &[], &[]);
     assert_eq!(refusals.len(), 3);
     let owned: OwnedSet = [tcp80(), k2].into();
     let p = plan(&current, &d, &owned, &mut DrainState::default(), 0, &cfg()).unwrap();
@@ -965,7 +965,7 @@ fn random_current_and_desired_converge_without_touching_foreign_services() {
         } else {
             vec![]
         };
-        let (desired, _refusals) = desired_from_table(&random_table(&mut rng), &vips);
+        let (desired, _refusals) = desired_from_table(&random_table(&mut rng), &vips, &[]);
         let owned: OwnedSet = current.keys().filter(|_| rng.chance(40)).copied().collect();
         let foreign = untouchable(&current, &desired, &owned);
         let want = expected_owned(&current, &desired);
@@ -1080,7 +1080,7 @@ fn plans_never_touch_services_that_are_neither_desired_nor_owned() {
     for seed in 1..=2_000u64 {
         let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
         let current = random_current(&mut rng);
-        let (desired, _) = desired_from_table(&random_table(&mut rng), &[]);
+        let (desired, _) = desired_from_table(&random_table(&mut rng), &[], &[]);
         let owned: OwnedSet = current.keys().filter(|_| rng.chance(40)).copied().collect();
         let foreign = untouchable(&current, &desired, &owned);
         let p = plan(
@@ -1131,7 +1131,7 @@ fn big_table(services: usize, reals: usize) -> LvsTable {
 fn scale_1000_services_by_20_reals_from_empty_and_a_no_change_resync() {
     let table = big_table(1_000, 20);
     let t = Instant::now();
-    let (desired, refusals) = desired_from_table(&table, &["10.0.0.0/8".parse().unwrap()]);
+    let (desired, refusals) = desired_from_table(&table, &["10.0.0.0/8".parse().unwrap()], &[]);
     let t_desired = t.elapsed();
     assert!(refusals.is_empty());
 
@@ -1162,4 +1162,242 @@ fn scale_1000_services_by_20_reals_from_empty_and_a_no_change_resync() {
         "scale 1000 services x 20 reals (in-memory): desired_from_table {t_desired:?}, plan from empty {t_plan:?} ({} ops), apply {t_apply:?}, no-change resync plan {t_resync:?} (0 ops)",
         p.ops.len()
     );
+}
+
+// ---- VIPs refused whatever the table says, and --max-services (issue 12) ----
+
+fn svc(vip: &str) -> VirtualService {
+    vs(
+        vip,
+        80,
+        Protocol::Tcp,
+        "wrr",
+        &[("10.1.0.1", 80, 1, Forward::Dr)],
+    )
+}
+
+fn six(vip: &str) -> VirtualService {
+    vs(
+        vip,
+        80,
+        Protocol::Tcp,
+        "wrr",
+        &[("2001:db8:1::1", 80, 1, Forward::Dr)],
+    )
+}
+
+#[test]
+fn dangerous_vips_are_refused_one_by_one_even_inside_vip_ranges() {
+    let cases: [(VirtualService, &str); 14] = [
+        (svc("127.0.0.1"), "is loopback"),
+        (svc("127.5.5.5"), "is loopback"),
+        (six("::1"), "is loopback"),
+        (svc("0.0.0.0"), "is unspecified"),
+        (svc("0.1.2.3"), "is unspecified"),
+        (six("::"), "is unspecified"),
+        (svc("224.0.0.1"), "is multicast"),
+        (svc("239.1.2.3"), "is multicast"),
+        (six("ff02::1"), "is multicast"),
+        (svc("255.255.255.255"), "is the broadcast address"),
+        (svc("169.254.169.254"), "is link-local"),
+        (six("fe80::1"), "is link-local"),
+        (six("::ffff:127.0.0.1"), "is loopback"),
+        (svc("192.0.2.2"), "one of this director's own addresses"),
+    ];
+    let host = [ip("192.0.2.2"), ip("fd00::2")];
+    for (service, why) in &cases {
+        // An operator range that covers everything does not let them in either.
+        for vips in [vec![], vec!["0.0.0.0/0".parse().unwrap()]] {
+            let table = LvsTable {
+                services: vec![service.clone(), svc("10.0.0.1")],
+            };
+            let (d, refusals) = desired_from_table(&table, &vips, &host);
+            let all: Vec<String> = refusals.iter().map(Refusal::to_string).collect();
+            if why.contains("own addresses") && !vips.is_empty() {
+                // Inside an explicit --vip range, a host address is a VIP the director
+                // carries (keepalived put it on an interface): allowed.
+                assert!(refusals.is_empty(), "{all:?}");
+                assert_eq!(d.services.len(), 2);
+                continue;
+            }
+            assert_eq!(
+                refusals.len(),
+                1,
+                "{} with --vip {vips:?}: {all:?}",
+                service.vip
+            );
+            assert!(
+                all[0].starts_with(&format!(
+                    "services[0] ({}/tcp): VIP ",
+                    SocketAddr::new(service.vip, 80)
+                )) && all[0].contains(why)
+                    && all[0].contains("never a virtual service"),
+                "{all:?}"
+            );
+            // Refused, not held: nothing of it is desired or kept, the other service is.
+            assert_eq!(
+                d.services.keys().copied().collect::<Vec<_>>(),
+                vec![tcp80()]
+            );
+            assert!(d.held_services.is_empty() && d.held_dests.is_empty());
+        }
+    }
+    // An IPv6 host address too, and only an exact match: its neighbours are fine.
+    let table = LvsTable {
+        services: vec![six("fd00::2"), six("fd00::3"), svc("192.0.2.3")],
+    };
+    let (d, refusals) = desired_from_table(&table, &[], &host);
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].reason.contains("own addresses"), "{refusals:?}");
+    assert_eq!(d.services.len(), 2);
+    // A host address outside the --vip ranges stays refused.
+    let vips: Vec<Cidr> = vec!["10.0.0.0/24".parse().unwrap()];
+    let (_, refusals) = desired_from_table(
+        &LvsTable {
+            services: vec![svc("192.0.2.2")],
+        },
+        &vips,
+        &host,
+    );
+    assert!(refusals[0].reason.contains("own addresses"), "{refusals:?}");
+}
+
+mod reconciler {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::backend::Backend;
+    use crate::host::HostAddrs;
+    use crate::reconcile::{Guard, Reason, ReconcileError, Reconciler};
+
+    fn reconciler(host: &[&str], max_services: usize) -> (Reconciler, Arc<Mutex<InMemoryIpvs>>) {
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
+        let guard = Guard {
+            vips: vec![],
+            host_addrs: HostAddrs::Fixed(host.iter().map(|h| ip(h)).collect()),
+            max_services,
+        };
+        let r = Reconciler::new(Backend::Memory(mem.clone()), guard, cfg(), None).unwrap();
+        (r, mem)
+    }
+
+    fn kernel_vips(mem: &Arc<Mutex<InMemoryIpvs>>) -> Vec<String> {
+        mem.lock()
+            .unwrap()
+            .services()
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn refused_vips_never_reach_the_kernel_and_are_reported() {
+        let (mut r, mem) = reconciler(&["192.0.2.2"], 4096);
+        let table = LvsTable {
+            services: vec![
+                svc("127.0.0.1"),
+                svc("0.0.0.0"),
+                svc("224.0.0.5"),
+                svc("255.255.255.255"),
+                svc("169.254.1.1"),
+                six("::1"),
+                six("::"),
+                six("ff05::2"),
+                six("fe80::9"),
+                svc("192.0.2.2"),
+                svc("10.0.0.1"),
+            ],
+        };
+        let rep = r.reconcile(&table, Reason::Table).unwrap();
+        assert!(rep.converged(), "{rep:?}");
+        assert_eq!(rep.refusals.len(), 10, "{:?}", rep.refusals);
+        assert_eq!(kernel_vips(&mem), vec!["-t 10.0.0.1:80"]);
+        // Nothing refused was written, not even once: two writes (service + real).
+        assert_eq!(rep.writes, 2);
+    }
+
+    #[test]
+    fn a_service_we_own_on_a_vip_that_became_a_host_address_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("owned");
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
+        let guard = |host: Vec<IpAddr>| Guard {
+            vips: vec![],
+            host_addrs: HostAddrs::Fixed(host),
+            max_services: 4096,
+        };
+        let table = LvsTable {
+            services: vec![svc("10.0.0.1"), svc("10.0.0.2")],
+        };
+        let mut r = Reconciler::new(
+            Backend::Memory(mem.clone()),
+            guard(vec![]),
+            cfg(),
+            Some(state.clone()),
+        )
+        .unwrap();
+        r.reconcile(&table, Reason::Table).unwrap();
+        assert_eq!(kernel_vips(&mem).len(), 2);
+        // Restarted on a host that now has 10.0.0.2 (getifaddrs is read at start and at
+        // every reconcile): the service there is refused, and being ours, removed.
+        let mut r = Reconciler::new(
+            Backend::Memory(mem.clone()),
+            guard(vec![ip("10.0.0.2")]),
+            cfg(),
+            Some(state.clone()),
+        )
+        .unwrap();
+        let rep = r.reconcile(&table, Reason::Table).unwrap();
+        assert_eq!(rep.refusals.len(), 1, "{:?}", rep.refusals);
+        assert!(rep.refusals[0].reason.contains("own addresses"));
+        assert!(rep.converged(), "{rep:?}");
+        assert_eq!(kernel_vips(&mem), vec!["-t 10.0.0.1:80"]);
+    }
+
+    #[test]
+    fn a_table_over_max_services_is_refused_whole_and_the_last_good_one_stays() {
+        let (mut r, mem) = reconciler(&[], 2);
+        // No good table yet: refused, nothing written.
+        let big = LvsTable {
+            services: vec![svc("10.0.0.1"), svc("10.0.0.2"), svc("10.0.0.3")],
+        };
+        let err = r.reconcile(&big, Reason::Table).unwrap_err();
+        assert!(matches!(err, ReconcileError::TableRefused(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the table has 3 services, over --max-services 2"),
+            "{err}"
+        );
+        assert!(kernel_vips(&mem).is_empty());
+
+        // A good table is applied; a later big one is refused whole and the good one stays.
+        let good = LvsTable {
+            services: vec![svc("10.0.0.1"), svc("10.0.0.2")],
+        };
+        let rep = r.reconcile(&good, Reason::Table).unwrap();
+        assert!(rep.converged() && rep.table_refused.is_none());
+        let before = mem.lock().unwrap().clone();
+        let rep = r.reconcile(&big, Reason::Table).unwrap();
+        assert_eq!(
+            rep.table_refused.as_deref(),
+            Some("the table has 3 services, over --max-services 2")
+        );
+        assert_eq!(rep.writes, 0, "{rep:?}");
+        assert_eq!(*mem.lock().unwrap(), before);
+
+        // Drift is still repaired against the last good table while the big one is refused.
+        let key = ServiceKey::tcp(sa("10.0.0.2:80"));
+        mem.lock().unwrap().apply(&Op::DelService(key)).unwrap();
+        let rep = r.reconcile(&big, Reason::Resync).unwrap();
+        assert!(rep.table_refused.is_some());
+        assert_eq!(*mem.lock().unwrap(), before);
+
+        // Exactly at the cap is fine; 0 means no cap.
+        let (mut r, _) = reconciler(&[], 0);
+        assert!(r
+            .reconcile(&big, Reason::Table)
+            .unwrap()
+            .table_refused
+            .is_none());
+    }
 }

@@ -137,6 +137,8 @@ fn flags_parse_into_a_config() {
         "--once",
         "--state-file",
         "/tmp/owned",
+        "--max-services",
+        "10",
     ])
     .unwrap();
     let c = cli.args.into_config().unwrap();
@@ -145,6 +147,7 @@ fn flags_parse_into_a_config() {
     assert_eq!(c.plan.drain, Duration::from_secs(5));
     assert_eq!(c.resync, Duration::from_secs(60));
     assert_eq!((c.plan.max_delete, c.plan.force, c.once), (7, true, true));
+    assert_eq!(c.max_services, 10);
     let defaults = Cli::try_parse_from(["lvs-sync", "--table-file", "/tmp/lvs.json"])
         .unwrap()
         .args
@@ -153,5 +156,6 @@ fn flags_parse_into_a_config() {
     assert_eq!(defaults.backend, BackendKind::Netlink);
     assert_eq!(defaults.plan.drain, Duration::from_secs(30));
     assert_eq!(defaults.resync, Duration::from_secs(30));
+    assert_eq!(defaults.max_services, 4096);
     assert!(Cli::try_parse_from(["lvs-sync", "--vip", "10.0.0.0/33"]).is_err());
 }
