@@ -16,9 +16,10 @@ use url::Url;
 
 use crate::api_auth::{ApiFile, ApiToken, TokenError, ORIGIN_TOKEN_FILE_KEY};
 use crate::derive::dns::DnsSettings;
-use crate::derive::mysql::{hash_password, DatabaseSecrets, MysqlSecrets};
+use crate::derive::mysql::{hash_password, DatabaseConfig, MysqlConfig};
 use crate::derive::DeriveConfig;
 use crate::guard::GuardConfig;
+use crate::ownership::{AllowRule, AppPrefix, Owners, VipRange};
 use crate::tls::TlsFiles;
 
 /// Where Marathon's state comes from.
@@ -83,7 +84,8 @@ impl Config {
             state_dir: None,
             derive: DeriveConfig {
                 dns: DnsSettings::default(),
-                mysql: MysqlSecrets::default(),
+                mysql: MysqlConfig::default(),
+                owners: Owners::default(),
             },
             guard: GuardConfig::default(),
         }
@@ -162,6 +164,15 @@ pub struct FileConfig {
     pub guard: GuardFile,
     #[serde(default)]
     pub mysql: MysqlFile,
+    /// Who owns which Redis cluster names.
+    #[serde(default)]
+    pub redis: RedisFile,
+    /// Who owns which memcached pool names.
+    #[serde(default)]
+    pub memcached: MemcachedFile,
+    /// Which VIPs apps may claim.
+    #[serde(default)]
+    pub lvs: LvsFile,
     /// File holding a bearer token for `/v1/` that reads everything (`--token-file`
     /// replaces it).
     pub token_file: Option<PathBuf>,
@@ -209,11 +220,52 @@ pub struct MysqlFile {
     pub jobs: BTreeMap<String, JobFile>,
 }
 
+/// `[redis]`: ownership of cluster names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `[redis.clusters."NAME"]`, one per `OCEAN_REDIS_CLUSTER` name.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, OwnersFile>,
+}
+
+/// `[memcached]`: ownership of pool names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemcachedFile {
+    /// `[memcached.pools."NAME"]`, one per `OCEAN_MEMCACHED_POOL` name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, OwnersFile>,
+}
+
+/// Who may claim one shared name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnersFile {
+    /// App-id prefixes (`"/cache/"`) whose apps may claim the name; nobody else may.
+    pub apps: Vec<AppPrefix>,
+}
+
+/// `[lvs]`: the VIP ranges apps may claim.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LvsFile {
+    /// `[{ cidr = "10.99.0.0/24", apps = ["/lb/"] }]`; no range, no VIP.
+    #[serde(default)]
+    pub vips: Vec<VipRange>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseFile {
     /// The schema clients name; default: the last segment of the database name.
     pub schema: Option<String>,
+    /// App-id prefixes whose apps may declare this database's servers (`OCEAN_MYSQL_DB`);
+    /// default: apps under the database name's top-level group.
+    pub apps: Option<Vec<AppPrefix>>,
+    /// `"PREFIX:rw|ro"`: the jobs that may be granted this database and at most what;
+    /// default: jobs under the database name's top-level group, rw.
+    pub allow: Option<Vec<AllowRule>>,
     pub user: String,
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -225,6 +277,9 @@ pub struct DatabaseFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobFile {
+    /// App-id prefixes whose apps may run as this job (label `OCEAN_JOBNAME` or their id);
+    /// default: the app `/JOBNAME` and its group, else one top-level group.
+    pub apps: Option<Vec<AppPrefix>>,
     /// The password in clear (hashed at load; prefer the hashes or a file).
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -310,7 +365,7 @@ impl FileConfig {
             config.tokens.push(token);
         }
         config.tokens.extend(self.api.load(base)?);
-        let mut secrets = MysqlSecrets::default();
+        let mut secrets = MysqlConfig::default();
         for (name, db) in &self.mysql.databases {
             let field = |f: &str| format!("mysql.databases.\"{name}\".{f}");
             if !name.starts_with('/') {
@@ -343,15 +398,23 @@ impl FileConfig {
                     })
                 }
             };
+            if db.apps.as_ref().is_some_and(Vec::is_empty) {
+                return Err(ConfigError::Field {
+                    field: field("apps"),
+                    message: "an empty list lets no app declare the database; remove the key for the default".into(),
+                });
+            }
             secrets.databases.insert(
                 name.clone(),
-                DatabaseSecrets {
+                DatabaseConfig {
                     schema: db.schema.clone(),
                     rw: Credentials {
                         user: db.user.clone(),
                         password,
                     },
                     ro,
+                    apps: db.apps.clone(),
+                    allow: db.allow.clone(),
                 },
             );
         }
@@ -364,21 +427,52 @@ impl FileConfig {
                 &job.password_file,
             )?;
             let hashed = match (clear, &job.password_sha1_sha1, &job.password_sha256_sha256) {
-                (Some(pw), None, None) => hash_password(&pw),
-                (None, Some(a), Some(b)) => JobPassword {
+                (Some(pw), None, None) => Some(hash_password(&pw)),
+                (None, Some(a), Some(b)) => Some(JobPassword {
                     sha1_sha1: a.trim_start_matches('*').to_ascii_lowercase(),
                     sha256_sha256: b.to_ascii_lowercase(),
-                },
+                }),
+                // A section with only `apps` names the job's owners and sets no password.
+                (None, None, None) if job.apps.is_some() => None,
                 _ => {
                     return Err(ConfigError::Field {
                         field,
-                        message: "give password, password_file, or both password_sha1_sha1 and password_sha256_sha256".into(),
+                        message: "give password, password_file, or both password_sha1_sha1 and password_sha256_sha256 (or only `apps`)".into(),
                     })
                 }
             };
-            secrets.jobs.insert(name.clone(), hashed);
+            if let Some(h) = &hashed {
+                let hex =
+                    |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+                if !hex(&h.sha1_sha1, 40) || !hex(&h.sha256_sha256, 64) {
+                    // Fail at load: a proxy would refuse the job for the broken hash anyway.
+                    return Err(ConfigError::Field {
+                        field: format!("{field}.password_sha1_sha1/password_sha256_sha256"),
+                        message: "must be 40 and 64 hex digits".into(),
+                    });
+                }
+                secrets.jobs.insert(name.clone(), h.clone());
+            }
+            if let Some(apps) = &job.apps {
+                secrets.job_owners.insert(name.clone(), apps.clone());
+            }
         }
         config.derive.mysql = secrets;
+        config.derive.owners = Owners {
+            redis_clusters: self
+                .redis
+                .clusters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.apps.clone()))
+                .collect(),
+            memcached_pools: self
+                .memcached
+                .pools
+                .iter()
+                .map(|(k, v)| (k.clone(), v.apps.clone()))
+                .collect(),
+            vips: self.lvs.vips.clone(),
+        };
         Ok(())
     }
 }
@@ -430,6 +524,79 @@ password_file = "secrets/web.pw"
         assert_eq!(db.ro.as_ref().unwrap().password, "ro-secret");
         assert_eq!(c.derive.mysql.jobs["miui/browser/web"], hash_password("pw"));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn ownership_rules_load_and_bad_ones_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.toml");
+        let toml = r#"
+[mysql.databases."/miui/browser/key"]
+user = "rw"
+password = "x"
+apps = ["/db/"]
+allow = ["/miui/browser/:rw", "/miui/report/:ro"]
+[mysql.jobs."shared"]
+apps = ["/a/", "/b/x"]
+[redis.clusters.sessions]
+apps = ["/cache/"]
+[memcached.pools.pages]
+apps = ["/cache/"]
+[lvs]
+vips = [{ cidr = "10.99.0.0/24", apps = ["/lb/"] }, { cidr = "fd00::/64", apps = ["/lb6/"] }]
+"#;
+        std::fs::write(&path, toml).unwrap();
+        let mut c = Config::new(Source::File("x".into()));
+        FileConfig::load(&path)
+            .unwrap()
+            .apply(dir.path(), &mut c)
+            .unwrap();
+        let db = &c.derive.mysql.databases["/miui/browser/key"];
+        assert_eq!(db.apps.as_ref().map(Vec::len), Some(1));
+        assert_eq!(db.allow.as_ref().map(Vec::len), Some(2));
+        assert!(
+            c.derive.mysql.jobs.is_empty(),
+            "apps alone sets no password"
+        );
+        assert_eq!(c.derive.mysql.job_owners["shared"].len(), 2);
+        assert!(c.derive.owners.redis_clusters.contains_key("sessions"));
+        assert!(c.derive.owners.memcached_pools.contains_key("pages"));
+        assert_eq!(c.derive.owners.vips.len(), 2);
+
+        for (bad, needle) in [
+            (
+                "[lvs]\nvips = [{ cidr = \"10.99.0.0/33\", apps = [\"/lb/\"] }]\n",
+                "cidr",
+            ),
+            (
+                "[lvs]\nvips = [{ cidr = \"10.99.0.0/24\", apps = [\"lb\"] }]\n",
+                "must start with '/'",
+            ),
+            (
+                "[redis.clusters.x]\napps = [\"cache\"]\n",
+                "must start with '/'",
+            ),
+            ("[redis.clusters.x]\nowners = [\"/cache/\"]\n", "owners"),
+            (
+                "[mysql.databases.\"/a/b/c\"]\nuser = \"u\"\npassword = \"p\"\nallow = [\"/a/\"]\n",
+                "APP-PREFIX:rw",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = FileConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        std::fs::write(
+            &path,
+            "[mysql.databases.\"/a/b/c\"]\nuser = \"u\"\npassword = \"p\"\napps = []\n",
+        )
+        .unwrap();
+        let err = FileConfig::load(&path)
+            .unwrap()
+            .apply(dir.path(), &mut Config::new(Source::File("x".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mysql.databases.\"/a/b/c\".apps"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`state`]: Marathon apps normalized into the facts derive needs (live tasks, routable
 //!   addresses), with the health memory that survives Marathon leader elections.
 //! - [`derive`]: pure functions state -> each table, one module per kind.
+//! - [`ownership`]: which app may claim which database, cluster, pool, VIP or job.
 //! - [`guard`]: holds back a table that would lose most of its backends at once.
 //! - [`store`]: the published tables; long-poll waiters wake on a `watch`.
 //! - [`subscribers`]: which proxies poll, which ETag they run, what they refused.
@@ -25,6 +26,7 @@ pub mod derive;
 pub mod engine;
 pub mod guard;
 pub mod marathon;
+pub mod ownership;
 pub mod server;
 pub mod state;
 pub mod store;

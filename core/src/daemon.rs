@@ -255,9 +255,7 @@ impl AcceptBackoff {
             tracing::debug!(daemon, error = %e, "accept: connection aborted");
             return None;
         }
-        let pause = self
-            .pause
-            .map_or(Self::MIN, |p| (p * 2).min(Self::MAX));
+        let pause = self.pause.map_or(Self::MIN, |p| (p * 2).min(Self::MAX));
         self.pause = Some(pause);
         let now = Instant::now();
         if self
