@@ -251,6 +251,11 @@ fn control_config(a: ControlArgs) -> anyhow::Result<ocean_control::Config> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     ocean_core::logging::init(&cli.log, cli.log_format);
+    // Every daemon holds a descriptor per client and per backend connection.
+    match ocean_core::daemon::raise_nofile_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
