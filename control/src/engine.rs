@@ -179,8 +179,13 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             Fetcher::Marathon(client)
         }
         Source::File(path) => {
+            // The baseline is read now, before the first sync reads the file: a change made
+            // after that sync's read is then always seen as a change (read inside the
+            // watcher, its first look could come after the change and take it as the start).
+            let baseline = std::fs::read(path).ok().map(|b| etag_of(&b));
             tracker.spawn(watch_file(
                 path.clone(),
+                baseline,
                 config.poll_while_down.min(Duration::from_secs(1)),
                 dirty_tx.clone(),
                 cancel.clone(),
@@ -238,18 +243,21 @@ impl Fetcher {
 /// Marks the state dirty when the apps file's contents change.
 async fn watch_file(
     path: std::path::PathBuf,
+    baseline: Option<String>,
     every: Duration,
     dirty: mpsc::Sender<()>,
     cancel: CancellationToken,
 ) {
-    let mut last: Option<String> = None;
+    let mut last = baseline;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let now = tokio::fs::read(&path).await.ok().map(|b| etag_of(&b));
-        if last.is_some() && now != last {
+        // A file that appears counts as a change; one that vanishes does not (a sync would
+        // only fail and keep the tables).
+        if now.is_some() && now != last {
             // Full means a sync is pending already.
             let _ = dirty.try_send(());
         }

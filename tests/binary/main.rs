@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 const OCEAN: &str = env!("CARGO_BIN_EXE_ocean");
 
+mod table_service;
+
 mod ownership;
 
 fn run(args: &[&str]) -> (bool, String) {
