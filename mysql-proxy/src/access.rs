@@ -14,7 +14,18 @@ pub struct JobEntry {
     pub ips: HashSet<IpAddr>,
     /// Database name -> access.
     pub grants: HashMap<String, Access>,
-    pub password: Option<PasswordHashes>,
+    pub password: PasswordCheck,
+}
+
+/// What a job's password entry in the table asks of a login.
+pub enum PasswordCheck {
+    /// No password: IP + JOBNAME only.
+    None,
+    /// The client's scramble must match these hashes.
+    Hashes(PasswordHashes),
+    /// The table has a password for the job but its hashes do not decode: the job is
+    /// refused until the entry is fixed (never let in by IP alone).
+    Unparsable,
 }
 
 /// The table, indexed.
@@ -35,6 +46,11 @@ pub enum Refusal {
     BadPassword,
     /// Not granted, or no such schema: the same error, so names do not leak.
     SchemaNotGranted,
+    /// The job's password hashes in the table do not decode.
+    BrokenPassword,
+    /// An `ro` grant on a database that has no `ro` credentials: the `rw` ones are never
+    /// used instead.
+    NoRoCredentials,
 }
 
 impl Refusal {
@@ -44,15 +60,54 @@ impl Refusal {
             Refusal::IpNotAllowed => "peer IP is not a running task of the job",
             Refusal::BadPassword => "wrong or missing job password",
             Refusal::SchemaNotGranted => "schema not granted to the job (or nonexistent)",
+            Refusal::BrokenPassword => {
+                "the table's password entry for the job is unparsable: job refused until it is fixed"
+            }
+            Refusal::NoRoCredentials => {
+                "ro grant on a database with no ro credentials (the rw ones are never used for ro)"
+            }
+        }
+    }
+
+    /// The `result` label of `ocean_mysql_logins_total` for this refusal.
+    pub fn metric(&self) -> &'static str {
+        match self {
+            Refusal::UnknownJob => "unknown_job",
+            Refusal::IpNotAllowed => "ip_not_allowed",
+            Refusal::BadPassword => "bad_password",
+            Refusal::SchemaNotGranted => "schema_not_granted",
+            Refusal::BrokenPassword => "broken_password",
+            Refusal::NoRoCredentials => "no_ro_credentials",
         }
     }
 }
 
-/// Where an authorized session goes.
+/// Where an authorized session goes, and as whom the proxy logs in there.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub database: Arc<MysqlDatabase>,
     pub access: Access,
+    /// `rw` for rw grants, `ro` for ro grants; chosen once, here (see [`Route::new`]).
+    pub credentials: Credentials,
+}
+
+impl Route {
+    /// The route for `access` on `database`.
+    ///
+    /// # Errors
+    /// [`Refusal::NoRoCredentials`] for `ro` on a database without `ro` credentials: a
+    /// read-only grant never borrows the read-write user (fail closed, whatever control sent).
+    pub fn new(database: &Arc<MysqlDatabase>, access: Access) -> Result<Route, Refusal> {
+        let credentials = match access {
+            Access::Rw => database.rw.clone(),
+            Access::Ro => database.ro.clone().ok_or(Refusal::NoRoCredentials)?,
+        };
+        Ok(Route {
+            database: database.clone(),
+            access,
+            credentials,
+        })
+    }
 }
 
 impl Index {
@@ -66,6 +121,7 @@ impl Index {
             .values()
             .map(|d| (d.schema.clone(), d.clone()))
             .collect();
+        let mut broken = 0usize;
         let jobs = table
             .jobs
             .iter()
@@ -78,17 +134,26 @@ impl Index {
                         *e = Access::Rw;
                     }
                 }
+                let password = match &j.password {
+                    None => PasswordCheck::None,
+                    Some(p) => match PasswordHashes::from_hex(&p.sha1_sha1, &p.sha256_sha256) {
+                        Some(h) => PasswordCheck::Hashes(h),
+                        None => {
+                            broken += 1;
+                            tracing::error!(job = %j.name, etag, "mysql table: the job's password hashes do not decode; the job is refused until the entry is fixed");
+                            PasswordCheck::Unparsable
+                        }
+                    },
+                };
                 let entry = JobEntry {
                     ips: j.ips.iter().map(|ip| ip.to_canonical()).collect(),
                     grants,
-                    password: j
-                        .password
-                        .as_ref()
-                        .and_then(|p| PasswordHashes::from_hex(&p.sha1_sha1, &p.sha256_sha256)),
+                    password,
                 };
                 (j.name.clone(), entry)
             })
             .collect();
+        metrics::gauge!("ocean_mysql_jobs_broken_password").set(broken as f64);
         Index {
             etag: etag.to_string(),
             jobs,
@@ -112,24 +177,79 @@ impl Index {
                 .any(|ip| job.ips.contains(&ip.to_canonical()))
     }
 
-    /// The route for `schema`, if the job is granted the database that owns it.
-    pub fn route(&self, job: &JobEntry, schema: &str) -> Option<Route> {
-        let database = self.schemas.get(schema)?;
-        let access = *job.grants.get(&database.name)?;
-        Some(Route {
-            database: database.clone(),
-            access,
-        })
+    /// Whether `peer` may log in as `job`, before any schema is looked at: the job exists,
+    /// the peer is one of its tasks, and the job's password (if the table sets one) checks
+    /// out with `verify`, which is given the job's hashes.
+    ///
+    /// # Errors
+    /// The [`Refusal`] to answer with (all of them 1045 to the client).
+    pub fn admit(
+        &self,
+        job: &str,
+        peer: IpAddr,
+        host_ips: &[IpAddr],
+        verify: impl FnOnce(&PasswordHashes) -> bool,
+    ) -> Result<&JobEntry, Refusal> {
+        let entry = self.jobs.get(job).ok_or(Refusal::UnknownJob)?;
+        if !Index::ip_allowed(entry, peer, host_ips) {
+            return Err(Refusal::IpNotAllowed);
+        }
+        match &entry.password {
+            PasswordCheck::None => {}
+            PasswordCheck::Hashes(h) => {
+                if !verify(h) {
+                    return Err(Refusal::BadPassword);
+                }
+            }
+            PasswordCheck::Unparsable => return Err(Refusal::BrokenPassword),
+        }
+        Ok(entry)
+    }
+
+    /// The route for `schema`.
+    ///
+    /// # Errors
+    /// [`Refusal::SchemaNotGranted`] when the schema is unknown or its database is not
+    /// granted to the job; [`Refusal::NoRoCredentials`] for an `ro` grant on a database
+    /// without `ro` credentials.
+    pub fn route(&self, job: &JobEntry, schema: &str) -> Result<Route, Refusal> {
+        let database = self.schemas.get(schema).ok_or(Refusal::SchemaNotGranted)?;
+        let access = *job
+            .grants
+            .get(&database.name)
+            .ok_or(Refusal::SchemaNotGranted)?;
+        Route::new(database, access)
+    }
+
+    /// The route of a login that names no schema: the first usable grant by database name,
+    /// `ro` ones first.
+    ///
+    /// # Errors
+    /// [`Refusal::NoRoCredentials`] when every grant is an `ro` one without `ro`
+    /// credentials, else [`Refusal::SchemaNotGranted`] when nothing is usable.
+    pub fn default_route(&self, job: &JobEntry) -> Result<Route, Refusal> {
+        let mut granted: Vec<(&String, &Access)> = job.grants.iter().collect();
+        granted.sort_by_key(|(name, access)| (**access != Access::Ro, *name));
+        let mut refusal = Refusal::SchemaNotGranted;
+        for (name, access) in granted {
+            let Some(database) = self.databases.get(name) else {
+                continue;
+            };
+            match Route::new(database, *access) {
+                Ok(r) => return Ok(r),
+                Err(e) => refusal = e,
+            }
+        }
+        Err(refusal)
     }
 }
 
-/// The backend addresses to try for a route, in order, and the credentials to use.
-pub fn backends(route: &Route, rr: &AtomicUsize) -> (Vec<SocketAddr>, Credentials) {
+/// The backend addresses to try for a route, in order (log in with `route.credentials`).
+pub fn backends(route: &Route, rr: &AtomicUsize) -> Vec<SocketAddr> {
     let db = &route.database;
     match route.access {
-        Access::Rw => (db.primary.into_iter().collect(), db.rw.clone()),
+        Access::Rw => db.primary.into_iter().collect(),
         Access::Ro => {
-            let creds = db.ro.clone().unwrap_or_else(|| db.rw.clone());
             let mut out = Vec::with_capacity(db.replicas.len() + 1);
             if !db.replicas.is_empty() {
                 let start = rr.fetch_add(1, Ordering::Relaxed);
@@ -138,7 +258,7 @@ pub fn backends(route: &Route, rr: &AtomicUsize) -> (Vec<SocketAddr>, Credential
                 }
             }
             out.extend(db.primary);
-            (out, creds)
+            out
         }
     }
 }
@@ -154,32 +274,67 @@ pub fn still_placed(db: Option<&MysqlDatabase>, access: Access, backend: SocketA
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use ocean_core::table::mysql::{Grant, MysqlJob};
+    use ocean_core::table::mysql::{Grant, JobPassword, MysqlJob};
+
+    fn creds(user: &str) -> Credentials {
+        Credentials {
+            user: user.into(),
+            password: format!("{user}-pw"),
+        }
+    }
+
+    fn db(name: &str, schema: &str, ro: Option<Credentials>) -> MysqlDatabase {
+        MysqlDatabase {
+            name: name.into(),
+            primary: "127.0.0.1:3306".parse().ok(),
+            replicas: vec!["127.0.0.1:3307".parse().unwrap()],
+            ro,
+            rw: creds("rw"),
+            schema: schema.into(),
+        }
+    }
+
+    fn job(name: &str, grants: &[(&str, Access)], password: Option<JobPassword>) -> MysqlJob {
+        MysqlJob {
+            name: name.into(),
+            ips: vec!["10.0.0.5".parse().unwrap()],
+            grants: grants
+                .iter()
+                .map(|(d, a)| Grant {
+                    database: (*d).into(),
+                    access: *a,
+                })
+                .collect(),
+            password,
+        }
+    }
 
     fn table() -> MysqlTable {
         MysqlTable {
-            databases: vec![MysqlDatabase {
-                name: "/a/b/shop".into(),
-                primary: "127.0.0.1:3306".parse().ok(),
-                replicas: vec!["127.0.0.1:3307".parse().unwrap()],
-                ro: None,
-                rw: Credentials {
-                    user: "u".into(),
-                    password: "p".into(),
-                },
-                schema: "shop".into(),
-            }],
-            jobs: vec![MysqlJob {
-                name: "web".into(),
-                ips: vec!["10.0.0.5".parse().unwrap()],
-                grants: vec![Grant {
-                    database: "/a/b/shop".into(),
-                    access: Access::Ro,
-                }],
-                password: None,
-            }],
+            databases: vec![
+                db("/a/b/shop", "shop", Some(creds("ro"))),
+                db("/a/b/logs", "logs", None),
+            ],
+            jobs: vec![
+                job("web", &[("/a/b/shop", Access::Ro)], None),
+                job(
+                    "reader",
+                    &[("/a/b/logs", Access::Ro), ("/a/b/shop", Access::Rw)],
+                    None,
+                ),
+                job("only-logs", &[("/a/b/logs", Access::Ro)], None),
+                job(
+                    "broken",
+                    &[("/a/b/shop", Access::Rw)],
+                    Some(JobPassword {
+                        sha1_sha1: "not hex at all".into(),
+                        sha256_sha256: "zz".into(),
+                    }),
+                ),
+            ],
         }
     }
 
@@ -201,12 +356,94 @@ mod tests {
     }
 
     #[test]
-    fn ro_routes_prefer_replicas_then_primary() {
+    fn ro_routes_prefer_replicas_then_primary_as_the_ro_user() {
         let idx = Index::build("e", &table());
         let route = idx.route(&idx.jobs["web"], "shop").unwrap();
-        let (addrs, _) = backends(&route, &AtomicUsize::new(0));
+        let addrs = backends(&route, &AtomicUsize::new(0));
         assert_eq!(addrs.len(), 2);
         assert_eq!(addrs[0].port(), 3307);
-        assert!(idx.route(&idx.jobs["web"], "nope").is_none());
+        assert_eq!(route.credentials.user, "ro");
+        assert_eq!(
+            idx.route(&idx.jobs["web"], "nope").unwrap_err(),
+            Refusal::SchemaNotGranted
+        );
+        // rw grants log in as the rw user, on the primary only.
+        let route = idx.route(&idx.jobs["reader"], "shop").unwrap();
+        assert_eq!(route.credentials.user, "rw");
+        assert_eq!(backends(&route, &AtomicUsize::new(0)).len(), 1);
+    }
+
+    #[test]
+    fn ro_grant_on_a_database_without_ro_credentials_is_refused_never_rw() {
+        let idx = Index::build("e", &table());
+        let err = idx.route(&idx.jobs["reader"], "logs").unwrap_err();
+        assert_eq!(err, Refusal::NoRoCredentials);
+        assert!(
+            err.reason().contains("no ro credentials"),
+            "{}",
+            err.reason()
+        );
+        // No schema: the usable rw grant is taken, never the ro one with rw credentials.
+        let route = idx.default_route(&idx.jobs["reader"]).unwrap();
+        assert_eq!(route.database.name, "/a/b/shop");
+        assert_eq!(route.credentials.user, "rw");
+        // Nothing usable at all: the refusal says why.
+        assert_eq!(
+            idx.default_route(&idx.jobs["only-logs"]).unwrap_err(),
+            Refusal::NoRoCredentials
+        );
+        // And the Route type cannot be built that way.
+        let logs = idx.databases["/a/b/logs"].clone();
+        assert_eq!(
+            Route::new(&logs, Access::Ro).unwrap_err(),
+            Refusal::NoRoCredentials
+        );
+    }
+
+    #[test]
+    fn a_job_with_unparsable_password_hashes_is_refused_even_without_a_password() {
+        let idx = Index::build("e", &table());
+        let peer = "10.0.0.5".parse().unwrap();
+        // The verifier would accept anything: the broken entry is refused before it runs.
+        let err = idx.admit("broken", peer, &[], |_| true).err().unwrap();
+        assert_eq!(err, Refusal::BrokenPassword);
+        assert_eq!(err.metric(), "broken_password");
+        assert!(err.reason().contains("unparsable"), "{}", err.reason());
+        // From another IP it is an IP refusal, as for any job.
+        let err = idx
+            .admit("broken", "10.0.0.6".parse().unwrap(), &[], |_| true)
+            .err()
+            .unwrap();
+        assert_eq!(err, Refusal::IpNotAllowed);
+        // A job without a password is admitted by IP + JOBNAME; unknown jobs are not.
+        assert!(idx.admit("web", peer, &[], |_| false).is_ok());
+        assert_eq!(
+            idx.admit("nobody", peer, &[], |_| true).err().unwrap(),
+            Refusal::UnknownJob
+        );
+    }
+
+    #[test]
+    fn a_job_with_a_password_must_match_it() {
+        let h = PasswordHashes::of("pw");
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut t = table();
+        t.jobs.push(job(
+            "secure",
+            &[("/a/b/shop", Access::Rw)],
+            Some(JobPassword {
+                sha1_sha1: hex(&h.sha1_sha1),
+                sha256_sha256: hex(&h.sha256_sha256),
+            }),
+        ));
+        let idx = Index::build("e", &t);
+        let peer = "10.0.0.5".parse().unwrap();
+        assert_eq!(
+            idx.admit("secure", peer, &[], |_| false).err().unwrap(),
+            Refusal::BadPassword
+        );
+        assert!(idx
+            .admit("secure", peer, &[], |got| got.sha1_sha1 == h.sha1_sha1)
+            .is_ok());
     }
 }

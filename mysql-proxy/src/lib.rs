@@ -5,12 +5,14 @@
 //! Modules: [`packet`] framing, [`auth`] password checks and scrambles, [`access`] the
 //! table indexed for logins, [`session`] one client connection, [`backend`] the proxy's
 //! own login to MySQL, [`relay`] the byte relay after login, [`registry`] open sessions
-//! (limits, failover, revocation), [`tls`] rustls for clients and backends.
+//! (limits, failover, revocation), [`prelogin`] logins in progress per client IP,
+//! [`tls`] rustls for clients and backends.
 
 pub mod access;
 pub mod auth;
 pub mod backend;
 pub mod packet;
+pub mod prelogin;
 pub mod proxy_protocol;
 pub mod registry;
 pub mod relay;
@@ -32,6 +34,7 @@ use tokio_util::task::TaskTracker;
 pub use auth::{PasswordHashes, Plugin};
 
 use access::Index;
+use prelogin::PreLogin;
 use registry::Registry;
 
 /// `ocean mysql-proxy` flags.
@@ -70,7 +73,13 @@ pub struct Args {
     /// Most sessions per job at once (0 = no limit).
     #[arg(long, default_value_t = 512)]
     pub max_connections_per_job: usize,
-    /// Longest a client login may take, and separately the backend connect and login.
+    /// Connections from one client IP that have not finished logging in, at most; more
+    /// are answered with error 1040 at once and closed (0 = no limit). Logged-in sessions
+    /// do not count.
+    #[arg(long, default_value_t = 16)]
+    pub max_prelogin_per_ip: usize,
+    /// Longest a client login may take (the pre-login timeout: PROXY header, greeting to
+    /// handshake response, TLS, auth), and separately the backend connect and login.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
     /// Close sessions with no bytes either way for this long (0s = never; the backend's
@@ -111,6 +120,8 @@ pub struct Config {
     pub kick_revoked: bool,
     pub max_connections: usize,
     pub max_connections_per_job: usize,
+    /// Logins in progress per client IP (0 = no limit).
+    pub max_prelogin_per_ip: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub default_auth: Plugin,
@@ -134,6 +145,7 @@ impl Config {
             kick_revoked: false,
             max_connections: 4096,
             max_connections_per_job: 512,
+            max_prelogin_per_ip: 16,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: None,
             default_auth: Plugin::Native,
@@ -161,6 +173,7 @@ impl Args {
         c.kick_revoked = self.kick_revoked;
         c.max_connections = self.max_connections;
         c.max_connections_per_job = self.max_connections_per_job;
+        c.max_prelogin_per_ip = self.max_prelogin_per_ip;
         c.connect_timeout = self.connect_timeout;
         c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         c.default_auth = self.default_auth;
@@ -192,6 +205,7 @@ pub(crate) struct Shared {
     config: Config,
     index: ArcSwapOption<Index>,
     registry: Arc<Registry>,
+    prelogin: Arc<PreLogin>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     backend_tls: Option<tokio_rustls::TlsConnector>,
     next_conn_id: AtomicU32,
@@ -217,6 +231,11 @@ impl Running {
     /// Client connections, logins in progress included.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections from `ip` that have not finished logging in.
+    pub fn logins_in_progress(&self, ip: IpAddr) -> usize {
+        self.shared.prelogin.in_progress(ip)
     }
 
     /// The ETag of the table in use.
@@ -254,6 +273,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let shared = Arc::new(Shared {
         index: ArcSwapOption::empty(),
         registry: Arc::new(Registry::default()),
+        prelogin: PreLogin::new(config.max_prelogin_per_ip),
         tls,
         backend_tls,
         next_conn_id: AtomicU32::new(1),

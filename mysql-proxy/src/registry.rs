@@ -9,7 +9,7 @@ use std::time::Duration;
 use ocean_core::table::mysql::Access;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{still_placed, Index};
+use crate::access::{still_placed, Index, PasswordCheck};
 
 /// What the registry knows about one session.
 struct Entry {
@@ -140,7 +140,9 @@ impl Registry {
         for e in inner.sessions.values_mut() {
             if kick_revoked {
                 let allowed = index.jobs.get(&e.job).is_some_and(|j| {
-                    Index::ip_allowed(j, e.peer, host_ips) && j.grants.contains_key(&e.database)
+                    Index::ip_allowed(j, e.peer, host_ips)
+                        && j.grants.contains_key(&e.database)
+                        && !matches!(j.password, PasswordCheck::Unparsable)
                 });
                 if !allowed {
                     tracing::info!(target: "audit", job = %e.job, ip = %e.peer, database = %e.database, result = "closed", reason = "job revoked", "session closed");

@@ -8,14 +8,14 @@ use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
-use ocean_core::table::mysql::Access;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::access::{backends, Index, Refusal, Route};
+use crate::access::{backends, Refusal, Route};
 use crate::auth::{has_password, new_scramble, Plugin};
 use crate::backend::{self, ClientParams};
 use crate::packet::{err_payload, read_packet, write_packet, LOGIN_PACKET_LIMIT};
+use crate::prelogin::PreLoginSlot;
 use crate::registry::NewSession;
 use crate::relay::{relay, Counters, End, InitDbCheck};
 use crate::Shared;
@@ -109,6 +109,10 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
         }
     }
     let ip = peer.ip().to_canonical();
+    let Some(prelogin) = shared.prelogin.try_acquire(ip) else {
+        refuse_prelogin(tcp, ip, &shared).await;
+        return;
+    };
     let _ = tcp.set_nodelay(true);
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let scramble = new_scramble();
@@ -176,7 +180,10 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
         .await;
         match upgraded {
             Ok(Ok((tls, (seq, payload)))) => {
-                login(tls, ip, seq, payload, &scramble, caps, true, &shared).await
+                login(
+                    tls, ip, seq, payload, &scramble, caps, true, &shared, prelogin,
+                )
+                .await
             }
             Ok(Err(e)) => {
                 audit("", ip, "", "error", &format!("TLS handshake failed: {e}"));
@@ -188,8 +195,35 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
             }
         }
     } else {
-        login(tcp, ip, seq, payload, &scramble, caps, false, &shared).await
+        login(
+            tcp, ip, seq, payload, &scramble, caps, false, &shared, prelogin,
+        )
+        .await
     }
+}
+
+/// Answers a connection over `--max-prelogin-per-ip` with ERR 1040 instead of the greeting
+/// (as a MySQL server over `max_connections` does), then closes it.
+async fn refuse_prelogin(mut tcp: TcpStream, ip: IpAddr, shared: &Shared) {
+    let limit = shared.config.max_prelogin_per_ip;
+    audit(
+        "",
+        ip,
+        "",
+        "denied",
+        &format!(
+            "too many connections from this IP not logged in yet (--max-prelogin-per-ip {limit})"
+        ),
+    );
+    login_metric("", "too_many_prelogin");
+    let p = err_payload(
+        1040,
+        b"08004",
+        &format!("Too many connections: {limit} logins from {ip} in progress already"),
+    );
+    // Best effort: the client may be gone, and the connection is closed either way.
+    let _ =
+        tokio::time::timeout(shared.config.connect_timeout, write_packet(&mut tcp, 0, &p)).await;
 }
 
 /// What a failed login sends to the client.
@@ -213,6 +247,7 @@ async fn login<S: Halves>(
     offered: CapabilityFlags,
     tls: bool,
     shared: &Arc<Shared>,
+    prelogin: PreLoginSlot,
 ) {
     let mut seq = seq.wrapping_add(1);
     let outcome = tokio::time::timeout(
@@ -240,6 +275,8 @@ async fn login<S: Halves>(
             reason: "login timed out (client or backend)".into(),
         })
     });
+    // The login is over either way: the IP's pre-login slot goes back.
+    drop(prelogin);
     let accepted = match outcome {
         Ok(a) => a,
         Err(d) => {
@@ -457,11 +494,23 @@ async fn authenticate<S: Halves>(
             format!("Access denied for user '{job}'@'{ip}' (using password: {using})"),
             job,
             &schema,
-            match reason {
-                Refusal::UnknownJob => "unknown_job",
-                Refusal::IpNotAllowed => "ip_not_allowed",
-                _ => "bad_password",
-            },
+            reason.metric(),
+            reason.reason(),
+        )
+    };
+    // Not granted, not existing, or not usable (ro without ro credentials): the same 1044
+    // to the client, the reason in the audit line.
+    let db_denied = |reason: Refusal| {
+        deny(
+            1044,
+            b"42000",
+            format!(
+                "Access denied for user '{job}'@'{ip}' to database '{}'",
+                if schema.is_empty() { "(none)" } else { &schema }
+            ),
+            &job,
+            &schema,
+            reason.metric(),
             reason.reason(),
         )
     };
@@ -477,17 +526,11 @@ async fn authenticate<S: Halves>(
             "no table loaded",
         ));
     };
-    let Some(entry) = index.jobs.get(&job) else {
-        return Err(access_denied(&job, Refusal::UnknownJob));
-    };
-    if !Index::ip_allowed(entry, ip, &shared.config.host_ips) {
-        return Err(access_denied(&job, Refusal::IpNotAllowed));
-    }
-    if let Some(hashes) = &entry.password {
-        if !has_password(&auth_data) || !hashes.verify(plugin, scramble, &auth_data) {
-            return Err(access_denied(&job, Refusal::BadPassword));
-        }
-    }
+    let entry = index
+        .admit(&job, ip, &shared.config.host_ips, |hashes| {
+            has_password(&auth_data) && hashes.verify(plugin, scramble, &auth_data)
+        })
+        .map_err(|r| access_denied(&job, r))?;
     // caching_sha2_password clients that sent a scramble wait for "fast auth succeeded".
     if plugin == Plugin::CachingSha2 && has_password(&auth_data) {
         write_packet(stream, *seq, &[0x01, 0x03])
@@ -497,41 +540,17 @@ async fn authenticate<S: Halves>(
     }
 
     let no_schema = schema.is_empty();
+    // No schema: the session goes to the first usable database granted to the job, by
+    // name, read-only when possible. Only `SELECT 1`-style use until COM_INIT_DB.
     let route = if no_schema {
-        // No schema: the session goes to the first database granted to the job, by name,
-        // read-only when possible. Only `SELECT 1`-style use until COM_INIT_DB.
-        let mut granted: Vec<_> = entry.grants.iter().collect();
-        granted.sort();
-        granted
-            .iter()
-            .find(|(_, a)| **a == Access::Ro)
-            .or(granted.first())
-            .and_then(|(name, access)| {
-                index.databases.get(*name).map(|d| Route {
-                    database: d.clone(),
-                    access: **access,
-                })
-            })
+        index.default_route(entry)
     } else {
         index.route(entry, &schema)
-    };
-    let Some(route) = route else {
-        return Err(deny(
-            1044,
-            b"42000",
-            format!(
-                "Access denied for user '{job}'@'{ip}' to database '{}'",
-                if no_schema { "(none)" } else { &schema }
-            ),
-            &job,
-            &schema,
-            "schema_not_granted",
-            Refusal::SchemaNotGranted.reason(),
-        ));
-    };
+    }
+    .map_err(db_denied)?;
 
     // Backend: replicas first for ro, then the primary.
-    let (addrs, creds) = backends(&route, &shared.rr);
+    let addrs = backends(&route, &shared.rr);
     if addrs.is_empty() {
         return Err(deny(
             1429,
@@ -581,7 +600,7 @@ async fn authenticate<S: Halves>(
         };
         match backend::login(
             addr,
-            &creds,
+            &route.credentials,
             backend_schema,
             &params,
             offered,
@@ -647,13 +666,13 @@ impl InitDbCheck for SchemaCheck<'_> {
         };
         let index = self.shared.index.load_full().ok_or_else(denied)?;
         let entry = index.jobs.get(self.job).ok_or_else(denied)?;
-        let route = index.route(entry, schema).ok_or_else(|| {
+        let route = index.route(entry, schema).map_err(|r| {
             audit(
                 self.job,
                 self.ip,
                 schema,
                 "denied",
-                "COM_INIT_DB: schema not granted (or nonexistent)",
+                &format!("COM_INIT_DB: {}", r.reason()),
             );
             denied()
         })?;
