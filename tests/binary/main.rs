@@ -190,8 +190,14 @@ fn start_up(args: &[&str]) -> (Proc, String, Stdout) {
 }
 
 fn get(url: &str) -> (u16, String) {
+    get_with_token(url, None)
+}
+
+/// `GET url` with an optional bearer token, retrying while nothing answers or it is 503.
+fn get_with_token(url: &str, token: Option<&str>) -> (u16, String) {
     // reqwest is built without a bundled crypto provider; ocean installs ring.
     ocean_core::http::init_tls();
+    let client = reqwest::Client::new();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,7 +205,11 @@ fn get(url: &str) -> (u16, String) {
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match reqwest::get(url).await {
+            let mut req = client.get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            match req.send().await {
                 Ok(r) if r.status() != 503 => {
                     return (r.status().as_u16(), r.text().await.unwrap())
                 }
