@@ -246,3 +246,39 @@ fn ocean_dns_follows_control_over_tls_with_a_dns_scoped_token() {
             && !dns_log.contains("dns-token-for-this-host")
     );
 }
+
+#[test]
+fn ocean_up_proxies_read_a_control_that_requires_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    apps_json(d, "127.0.1.1");
+    std::fs::write(d.join("dns.token"), "only-for-remote-dns\n").unwrap();
+    std::fs::write(
+        d.join("control.toml"),
+        "[[api.tokens]]\nfile = \"dns.token\"\ntables = [\"dns\"]\n",
+    )
+    .unwrap();
+    let dns_port = free_port().unwrap();
+    let http_port = free_port().unwrap();
+    std::fs::write(
+        d.join("up.toml"),
+        format!(
+            "[control]\nlisten = \"127.0.0.1:0\"\napps_file = \"apps.json\"\nconfig = \"control.toml\"\n\
+             [dns]\nlisten = \"127.0.0.1:{dns_port}\"\nhttp = \"127.0.0.1:{http_port}\"\n"
+        ),
+    )
+    .unwrap();
+    let (child, url, _) = super::start_up(&["up", "--config", d.join("up.toml").to_str().unwrap()]);
+    // The API wants a token from outside ...
+    let (status, body) = super::get(&format!("{url}/v1/tables/dns"));
+    assert_eq!(status, 401, "{body}");
+    // ... and the in-process dns has its own: it serves the table.
+    wait_for_a(
+        dns_port,
+        "web.marathon.mesos",
+        &["127.0.1.1"],
+        Duration::from_secs(10),
+        d,
+    );
+    super::terminate(child);
+}

@@ -95,6 +95,13 @@ tables = ["dns"]
         cert: pki.cert.clone(),
         key: pki.key.clone(),
     });
+    // Control's config is Debug (and logged by whoever likes): no token in it.
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains(DNS_TOKEN) && !shown.contains(ADMIN_TOKEN),
+        "{shown}"
+    );
+    assert_eq!(c.tokens.len(), 2, "{shown}");
     c
 }
 
