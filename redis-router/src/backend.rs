@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use ocean_core::secret::Secret;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -25,8 +26,8 @@ use crate::tls::{Connector, Stream};
 pub struct BackendOpts {
     /// ACL user for `AUTH`/`HELLO AUTH` (with `password`).
     pub user: Option<String>,
-    /// Password sent on every new backend connection.
-    pub password: Option<String>,
+    /// Password sent on every new backend connection (`Debug` redacts it).
+    pub password: Option<Secret>,
     /// Longest wait for a TCP connect plus the AUTH/HELLO handshake.
     pub connect_timeout: Duration,
     /// Longest wait for a reply on a shared connection; then the connection is closed and
@@ -368,7 +369,7 @@ pub async fn connect(
                     hello.push(Bytes::from(
                         opts.user.clone().unwrap_or_else(|| "default".into()),
                     ));
-                    hello.push(Bytes::from(p.clone()));
+                    hello.push(Bytes::copy_from_slice(p.expose().as_bytes()));
                 }
             }
             Protocol::Resp2 => {
@@ -377,7 +378,7 @@ pub async fn connect(
                     if let Some(u) = &opts.user {
                         hello.push(Bytes::from(u.clone()));
                     }
-                    hello.push(Bytes::from(p.clone()));
+                    hello.push(Bytes::copy_from_slice(p.expose().as_bytes()));
                 }
             }
         }

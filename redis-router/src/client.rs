@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use ocean_core::secret::Secret;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +25,12 @@ use crate::route::{self, Flight, RouteOpts, Target};
 use crate::slot::key_slot;
 use crate::value::{self, Value};
 
+/// Compares a client's password with ours without returning early at the first
+/// differing byte (the length is not hidden).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Client-facing settings.
 #[derive(Debug, Clone)]
 pub struct ClientOpts {
@@ -31,8 +38,8 @@ pub struct ClientOpts {
     pub limits: Limits,
     /// Replies a client may have outstanding before the router stops reading from it.
     pub max_pending: usize,
-    /// Password clients must `AUTH` with.
-    pub password: Option<String>,
+    /// Password clients must `AUTH` with (`Debug` redacts it).
+    pub password: Option<Secret>,
     /// Whether FLUSHALL/FLUSHDB are passed to every master.
     pub allow_flush: bool,
     /// Routing limits.
@@ -986,7 +993,7 @@ impl<R: AsyncRead + Unpin + Send> Session<R> {
     fn check_auth(&mut self, user: &[u8], pass: &[u8]) -> Result<(), &'static str> {
         match &self.shared.opts.password {
             None => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
-            Some(p) if user == b"default" && pass == p.as_bytes() => {
+            Some(p) if user == b"default" && constant_time_eq(pass, p.expose().as_bytes()) => {
                 self.authed = true;
                 Ok(())
             }

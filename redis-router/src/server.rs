@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use ocean_core::secret::Secret;
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig, TableWatch};
 use ocean_core::table::redis::RedisTable;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +24,7 @@ use crate::metrics::FamilyMetrics;
 use crate::proto::{Limits, ReplyLimits};
 use crate::route::RouteOpts;
 
-/// `ocean redis-router` flags.
+/// `ocean redis-router` flags. `Debug` shows no password (they are [`Secret`]s).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Standalone mode: the address clients connect to (needs at least one --seed).
@@ -49,15 +50,37 @@ pub struct Args {
     /// worker at most.
     #[arg(long, default_value_t = 512)]
     pub max_dedicated: usize,
-    /// Password clients must AUTH with (user `default`).
-    #[arg(long, env = "OCEAN_REDIS_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// ACL user the router authenticates as on backends (with --backend-password).
-    #[arg(long, requires = "backend_password")]
+    /// Password clients must AUTH with (user `default`). Prefer --password-file: a flag
+    /// shows in the process list.
+    #[arg(long, env = "OCEAN_REDIS_PASSWORD", hide_env_values = true, value_name = "PW", value_parser = parse_secret)]
+    pub password: Option<Secret>,
+    /// File holding the password clients must AUTH with (a trailing newline is not part
+    /// of it).
+    #[arg(
+        long,
+        env = "OCEAN_REDIS_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "password"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// ACL user the router authenticates as on backends (with --backend-password or
+    /// --backend-password-file).
+    #[arg(long, requires = "backend_auth")]
     pub backend_user: Option<String>,
-    /// Password the router authenticates with on backends.
-    #[arg(long, env = "OCEAN_REDIS_BACKEND_PASSWORD", hide_env_values = true)]
-    pub backend_password: Option<String>,
+    /// Password the router authenticates with on backends. Prefer
+    /// --backend-password-file: a flag shows in the process list.
+    #[arg(long, env = "OCEAN_REDIS_BACKEND_PASSWORD", hide_env_values = true, value_name = "PW", value_parser = parse_secret, group = "backend_auth")]
+    pub backend_password: Option<Secret>,
+    /// File holding the password the router authenticates with on backends (a trailing
+    /// newline is not part of it).
+    #[arg(
+        long,
+        env = "OCEAN_REDIS_BACKEND_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "backend_password",
+        group = "backend_auth"
+    )]
+    pub backend_password_file: Option<PathBuf>,
     /// Longest wait for a backend connection (TCP connect plus AUTH/HELLO).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -190,9 +213,19 @@ impl Args {
             (Some(ca), true) => Some(crate::tls::connector(ca)?),
             _ => None,
         };
+        let password = match (self.password, &self.password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(f)) => Some(read_secret_file(f, "--password-file")?),
+            (None, None) => None,
+        };
+        let backend_password = match (self.backend_password, &self.backend_password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(f)) => Some(read_secret_file(f, "--backend-password-file")?),
+            (None, None) => None,
+        };
         let backend = BackendOpts {
             user: self.backend_user,
-            password: self.backend_password,
+            password: backend_password,
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             reply_limits: ReplyLimits::default(),
@@ -209,7 +242,7 @@ impl Args {
                     ..Limits::default()
                 },
                 max_pending: self.max_pending.max(1),
-                password: self.password,
+                password,
                 allow_flush: self.allow_flush,
                 route: RouteOpts {
                     max_redirects: self.max_redirects,
@@ -228,6 +261,32 @@ impl Args {
             admin: self.admin,
         })
     }
+}
+
+/// A password given inline (flag or environment).
+fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s.to_string()))
+}
+
+/// Reads a password file for `flag`: the whole file, less one trailing newline (`\n` or
+/// `\r\n`); leading and inner whitespace is part of the password.
+///
+/// # Errors
+/// The file cannot be read, is not UTF-8, or holds an empty password; the message names
+/// the flag and the file, never the contents.
+pub fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<Secret> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    anyhow::ensure!(
+        !value.is_empty(),
+        "{flag} {}: the file holds no password",
+        path.display()
+    );
+    Ok(Secret::new(value.to_string()))
 }
 
 /// Clusters with a bound listener, by name (table mode), shared with tests.
@@ -603,5 +662,92 @@ mod tests {
         assert!(c.args.into_config().is_err());
         let c = with(&[]).unwrap().args.into_config().unwrap();
         assert!(c.client.tls.is_none() && c.cluster.backend.tls.is_none());
+    }
+
+    #[test]
+    fn password_files_and_no_secret_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let client_pw = dir.path().join("client.pw");
+        let backend_pw = dir.path().join("backend.pw");
+        std::fs::write(&client_pw, " client secret 1\n").unwrap();
+        std::fs::write(&backend_pw, "backend-secret-2\r\n").unwrap();
+        let base = [
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+        ];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        let (cf, bf) = (client_pw.to_str().unwrap(), backend_pw.to_str().unwrap());
+
+        // From files: one trailing newline dropped, other whitespace kept.
+        let cli = with(&[
+            "--password-file",
+            cf,
+            "--backend-user",
+            "router",
+            "--backend-password-file",
+            bf,
+        ])
+        .unwrap();
+        let shown_args = format!("{cli:?} {cli:#?}");
+        let c = cli.args.into_config().unwrap();
+        assert_eq!(
+            c.client.password.as_ref().map(Secret::expose),
+            Some(" client secret 1")
+        );
+        assert_eq!(
+            c.cluster.backend.password.as_ref().map(Secret::expose),
+            Some("backend-secret-2")
+        );
+        let shown = format!("{shown_args} {c:?} {c:#?}");
+        assert!(
+            !shown.contains("client secret") && !shown.contains("backend-secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("redacted"), "{shown}");
+
+        // Inline flags: the same redaction in Args and Config.
+        let cli = with(&[
+            "--password",
+            "inline-client-pw",
+            "--backend-password",
+            "inline-backend-pw",
+        ])
+        .unwrap();
+        let shown_args = format!("{cli:?}");
+        let c = cli.args.into_config().unwrap();
+        let shown = format!("{shown_args} {c:?} {c:#?}");
+        assert!(!shown.contains("inline-"), "{shown}");
+        assert_eq!(
+            c.client.password.as_ref().map(Secret::expose),
+            Some("inline-client-pw")
+        );
+
+        // Inline and file forms exclude each other; a backend user needs one of them.
+        assert!(with(&["--password", "a", "--password-file", cf]).is_err());
+        assert!(with(&["--backend-password", "a", "--backend-password-file", bf]).is_err());
+        assert!(with(&["--backend-user", "router"]).is_err());
+        assert!(with(&["--backend-user", "router", "--backend-password", "a"]).is_ok());
+
+        // An empty or missing file is an error naming the flag, never an empty password.
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = with(&["--password-file", empty.to_str().unwrap()])
+            .unwrap()
+            .args
+            .into_config()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("--password-file"), "{err:#}");
+        let err = with(&["--backend-password-file", "/nonexistent/pw"])
+            .unwrap()
+            .args
+            .into_config()
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--backend-password-file /nonexistent/pw"),
+            "{err:#}"
+        );
     }
 }
