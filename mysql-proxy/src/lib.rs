@@ -454,4 +454,63 @@ mod tests {
         let c = with(&[]).unwrap().args.into_config().unwrap();
         assert_eq!(c.backend_tls, None);
     }
+
+    #[test]
+    fn max_prelogin_per_ip_flag_and_default() {
+        let base = ["ocean", "--table-file", "/tmp/mysql.json"];
+        let c = Cli::try_parse_from(base)
+            .unwrap()
+            .args
+            .into_config()
+            .unwrap();
+        assert_eq!(c.max_prelogin_per_ip, 16);
+        let c = Cli::try_parse_from(base.iter().chain(&["--max-prelogin-per-ip", "3"]))
+            .unwrap()
+            .args
+            .into_config()
+            .unwrap();
+        assert_eq!(c.max_prelogin_per_ip, 3);
+    }
+
+    /// The proxy holds secrets in its config (control's API token) and in every route
+    /// (backend passwords): none may show in debug output or logs.
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "control-token-secret\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "ocean",
+            "--control",
+            "http://127.0.0.1:1",
+            "--control-token-file",
+            token.to_str().unwrap(),
+        ])
+        .unwrap();
+        let c = cli.args.into_config().unwrap();
+        assert!(c.subscriber.token.is_some());
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("control-token-secret"), "{shown}");
+
+        use ocean_core::table::mysql::{Access, Credentials, MysqlDatabase};
+        let db = Arc::new(MysqlDatabase {
+            name: "/a/b/shop".into(),
+            primary: None,
+            replicas: vec![],
+            ro: Some(Credentials {
+                user: "ro".into(),
+                password: "ro-backend-secret".into(),
+            }),
+            rw: Credentials {
+                user: "rw".into(),
+                password: "rw-backend-secret".into(),
+            },
+            schema: "shop".into(),
+        });
+        for access in [Access::Rw, Access::Ro] {
+            let route = access::Route::new(&db, access).unwrap();
+            let shown = format!("{route:?} {route:#?}");
+            assert!(!shown.contains("backend-secret"), "{shown}");
+        }
+    }
 }
