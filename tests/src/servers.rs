@@ -3,7 +3,10 @@
 //! The harness starts `redis-server`, `memcached` and `mariadbd` from Debian's packages,
 //! each on free loopback ports inside its own temporary directory, waits until the server
 //! answers on its port, and stops it when the handle is dropped (SIGTERM, a short grace,
-//! then SIGKILL, then `wait`, so no process and no zombie is left behind).
+//! then SIGKILL to its process group, then `wait`, so no process and no zombie is left
+//! behind). A server never outlives its test process either: when the test is killed
+//! (SIGKILL, a CI timeout) and no destructor runs, a watchdog process kills the server's
+//! process group ([`spawn_guarded`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -19,8 +22,8 @@
 //! ```
 //!
 //! # Layout
-//! - [`process`]: the child process wrapper shared by every server (spawn, readiness loop,
-//!   log tail for error messages, stop/kill/pause, restart).
+//! - [`process`]: the child process wrapper shared by every server (spawn with a
+//!   watchdog, readiness loop, log tail for error messages, stop/kill/pause, restart).
 //! - [`resp`]: a tiny RESP2 client ([`RespClient`], [`Resp`]) used to probe Redis and handy in
 //!   tests.
 //! - [`redis`], [`memcached`], [`mariadb`]: one handle type per server.
@@ -102,7 +105,9 @@ pub mod resp;
 
 pub use mariadb::{mariadb_query, MariaDb};
 pub use memcached::Memcached;
-pub use process::ServerProcess;
+pub use process::{
+    proc_stat, process_group_members, spawn_guarded, ProcStat, ServerProcess, Watchdog,
+};
 pub use redis::{RedisCluster, RedisServer};
 pub use resp::{Resp, RespClient};
 

@@ -1,8 +1,11 @@
-//! One server child process: spawn, readiness, log tail, signals, stop on drop.
+//! One server child process: spawn, readiness, log tail, signals, stop on drop, and a
+//! watchdog that kills the server when the test process dies (see [`spawn_guarded`]).
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::future::Future;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -24,10 +27,15 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A server process owned by a test. Dropping it stops the process (SIGTERM, then
-/// SIGKILL after [`STOP_GRACE`]) and reaps it.
+/// SIGKILL after [`STOP_GRACE`]), kills anything left in its process group, and reaps it.
+/// If the test process dies instead (SIGKILL, a CI timeout), the server's watchdog kills
+/// the process group (see [`spawn_guarded`]).
 ///
-/// Signals are sent by pid only while the child has not been reaped, so the pid cannot
-/// have been reused by another process.
+/// Signals are sent by pid (and to the process group, whose id is the server's pid) only
+/// while the server has not been reaped, so the pid cannot have been reused by another
+/// process: whether the server still runs is read from `/proc/<pid>/stat`, which does not
+/// reap it, and it is reaped only when the handle is done with it (`stop`, `kill`, or an
+/// exit seen by [`exit_status`](Self::exit_status)).
 #[derive(Debug)]
 pub struct ServerProcess {
     name: String,
@@ -36,7 +44,12 @@ pub struct ServerProcess {
     dir: PathBuf,
     output_log: PathBuf,
     other_logs: Vec<PathBuf>,
+    /// The running (or exited but unreaped) server; `None` once reaped.
     child: Option<Child>,
+    /// Armed while `child` is `Some`.
+    watchdog: Option<Watchdog>,
+    /// How the last server process ended, once reaped.
+    exited: Option<ExitStatus>,
     pid: u32,
 }
 
@@ -79,6 +92,8 @@ impl ServerProcess {
             output_log,
             other_logs,
             child: None,
+            watchdog: None,
+            exited: None,
             pid: 0,
         };
         process.respawn()?;
@@ -100,16 +115,19 @@ impl ServerProcess {
             .open(&self.output_log)
             .with_context(|| format!("opening {}", self.output_log.display()))?;
         let log_err = log.try_clone()?;
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err)
-            .spawn()
+            .stderr(log_err);
+        let (child, watchdog) = spawn_guarded(&mut command)
             .with_context(|| format!("spawning {}", self.program.display()))?;
         self.pid = child.id();
         self.child = Some(child);
+        self.watchdog = Some(watchdog);
+        self.exited = None;
         Ok(())
     }
 
@@ -136,20 +154,36 @@ impl ServerProcess {
         self.pid
     }
 
+    /// Pid of the watchdog guarding the server (see [`spawn_guarded`]), while the server
+    /// has not been reaped.
+    pub fn watchdog_pid(&self) -> Option<u32> {
+        self.watchdog.as_ref().map(Watchdog::pid)
+    }
+
     /// Whether the process is still running (reaps it if it has exited).
     pub fn is_running(&mut self) -> bool {
         matches!(self.exit_status(), Ok(None))
     }
 
-    /// `Some(status)` once the process has exited, `None` while it runs.
+    /// `Some(status)` once the process has exited, `None` while it runs. An exit seen
+    /// here is handled like [`kill`](Self::kill): whatever the server left in its process
+    /// group is killed, the watchdog is stopped and the server is reaped.
     ///
     /// # Errors
     /// When it was never started or `waitpid` fails.
     pub fn exit_status(&mut self) -> Result<Option<ExitStatus>> {
-        match self.child.as_mut() {
-            Some(child) => Ok(child.try_wait()?),
-            None => Err(anyhow!("{} is not running", self.name)),
+        if self.child.is_none() {
+            return self
+                .exited
+                .map(Some)
+                .ok_or_else(|| anyhow!("{} is not running", self.name));
         }
+        if leader_running(self.pid) {
+            return Ok(None);
+        }
+        self.finish()
+            .map(Some)
+            .ok_or_else(|| anyhow!("waiting for {} (pid {}) failed", self.name, self.pid))
     }
 
     /// The last lines of the server's output and log files, for error messages.
@@ -207,38 +241,52 @@ impl ServerProcess {
         self.signal("CONT")
     }
 
-    /// Stops the process gracefully: SIGTERM, up to [`STOP_GRACE`] to exit, then SIGKILL;
-    /// always reaps it. Does nothing when it is not running. Blocks the calling thread.
+    /// Stops the process gracefully: SIGTERM, up to [`STOP_GRACE`] to exit, then SIGKILL
+    /// to its whole process group; stops the watchdog; always reaps the server. Does
+    /// nothing when it is not running. Blocks the calling thread.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        if self.child.is_none() {
             return;
-        };
-        match child.try_wait() {
-            Ok(None) => {}
-            Ok(Some(_)) => return,
-            Err(_) => return reap(child),
         }
-        if send_signal(self.pid, "TERM").is_ok() {
+        if leader_running(self.pid) && send_signal(self.pid, "TERM").is_ok() {
             // A paused process only acts on SIGTERM once continued. Failure is harmless:
-            // the SIGKILL below ends it either way.
+            // the SIGKILL in `finish` ends it either way.
             let _ = send_signal(self.pid, "CONT");
             let deadline = Instant::now() + STOP_GRACE;
-            while Instant::now() < deadline {
-                match child.try_wait() {
-                    Ok(Some(_)) => return,
-                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                    Err(_) => break,
-                }
+            while Instant::now() < deadline && leader_running(self.pid) {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
-        reap(child);
+        self.finish();
     }
 
-    /// Kills the process at once with SIGKILL, like a crash, and reaps it.
+    /// Kills the process (and its process group) at once with SIGKILL, like a crash,
+    /// stops the watchdog and reaps the server.
     pub fn kill(&mut self) {
-        if let Some(child) = self.child.take() {
-            reap(child);
+        self.finish();
+    }
+
+    /// Ends the current server for good, in an order that never signals a recycled pid:
+    /// 1. SIGKILL to the process group (helpers the server forked) and to the server. The
+    ///    server is not reaped yet, so its pid, which is the group id, is still ours.
+    /// 2. The watchdog is killed and reaped before its pipe is closed, so it never acts.
+    /// 3. Only then the server is reaped and its pid freed.
+    ///
+    /// Returns the exit status, or `None` when there was no server or `wait` failed.
+    fn finish(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // Errors are ignored on purpose: the group may hold only the exited (zombie)
+        // server, and `kill(1)` failing then changes nothing; `child.kill` below is the
+        // fallback that does not need `kill(1)`.
+        let _ = send_signal_to_group(self.pid, "KILL");
+        // Fails only when the server already exited; `wait` reaps it either way.
+        let _ = child.kill();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.disarm();
         }
+        let status = child.wait().ok();
+        self.exited = status;
+        status
     }
 
     /// Polls `probe` until it succeeds, the process exits, or `timeout` passes.
@@ -297,11 +345,189 @@ impl Drop for ServerProcess {
     }
 }
 
-/// SIGKILL and wait. Errors are ignored on purpose: `kill` fails only when the process
-/// already exited, and `wait` then returns its status or an error we cannot act on.
-fn reap(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// The watchdog's script. `$0` is `sh`; the process group id arrives on stdin as the
+/// first line, after the server was spawned. The first `read` failing means the test
+/// process died before that: there is nothing to kill. The second `read` returns only at
+/// EOF, i.e. when every write end of the pipe is closed, which happens when the test
+/// process exits or dies (only the test process holds the write end). Signals a terminal
+/// or CI job sends to the test's process group do not reach the watchdog (it has its own
+/// group), and it ignores the usual termination signals on top: it must outlive the test.
+const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT QUIT TERM
+read pgid || exit 0
+case $pgid in ''|*[!0-9]*|0|1) exit 1 ;; esac
+read _
+kill -s KILL -- -"$pgid"
+"#;
+
+/// Spawns `command` so that it cannot outlive the test process, and returns it with its
+/// armed [`Watchdog`]. Every server the harness starts goes through here.
+///
+/// Why: a test process killed by SIGKILL or a CI timeout runs no destructors, so
+/// `ServerProcess`'s `Drop` never stops its servers; they would keep ports, memory and
+/// temp directories until someone kills them by hand. Why not `PR_SET_PDEATHSIG`: it
+/// needs `unsafe` (`pre_exec`), which the workspace forbids, and it fires when the
+/// *thread* that forked exits, not the process; servers spawned from tokio's blocking
+/// pool (threads that exit after 10 s idle) or from a finished test thread would be
+/// killed early.
+///
+/// How: the server is spawned in its own process group (`process_group(0)`, so the
+/// group id is its pid and helpers it forks are in it too). Before it, a watchdog
+/// `sh` is spawned, also in a group of its own, with its stdin a pipe whose write end
+/// only this process holds: Rust creates pipes with `O_CLOEXEC`, so no other child
+/// (other servers, other watchdogs, clients) inherits the write end. The server's pid
+/// is written into the pipe. When the test process dies for any reason the kernel
+/// closes the write end, the watchdog's `read` sees EOF and it SIGKILLs the server's
+/// process group. On a normal stop [`ServerProcess`] kills the group itself, then kills
+/// and reaps the watchdog, and reaps the server last: the watchdog never runs `kill`
+/// while the test process is alive, and when it does, the group id still belongs to
+/// the server, since the server is only reaped after the watchdog is gone.
+///
+/// Remaining windows: a test process killed between spawning the server and writing its
+/// pid (one `write` call) leaks that server; if the test dies while the server has
+/// already exited but is not yet reaped, the server is reaped by init and its group id
+/// is free by the time the watchdog runs, so the watchdog could only hit a process
+/// group that took the same number within those microseconds.
+///
+/// # Errors
+/// When `sh` is missing, either process cannot be spawned, or the pid cannot be
+/// handed to the watchdog (the server is then killed and reaped).
+pub fn spawn_guarded(command: &mut Command) -> Result<(Child, Watchdog)> {
+    let sh = find_binary("sh", "dash")?;
+    let mut watchdog = Command::new(sh)
+        .arg("-c")
+        .arg(WATCHDOG_SCRIPT)
+        .arg("sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("spawning the watchdog sh")?;
+    let Some(pipe) = watchdog.stdin.take() else {
+        // Cannot happen with `Stdio::piped()`; the watchdog is useless without its pipe.
+        let _ = watchdog.kill();
+        let _ = watchdog.wait();
+        bail!("the watchdog has no stdin pipe");
+    };
+    let mut watchdog = Watchdog {
+        child: watchdog,
+        pipe,
+    };
+    // On failure the watchdog is dropped: killed and reaped.
+    let mut child = command.process_group(0).spawn()?;
+    if let Err(e) = writeln!(watchdog.pipe, "{}", child.id()) {
+        // Errors ignored: the server is killed and reaped in any case; the watchdog
+        // reads EOF when dropped and exits without killing (its first read failed).
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(watchdog);
+        return Err(e).context("handing the server pid to its watchdog");
+    }
+    Ok((child, watchdog))
+}
+
+/// The watchdog of one server spawned by [`spawn_guarded`]: an `sh` that SIGKILLs the
+/// server's process group when the test process dies. Dropping it (or
+/// [`disarm`](Self::disarm)) kills and reaps the watchdog *before* its pipe is closed, so
+/// it never acts; do that before reaping the server.
+#[derive(Debug)]
+pub struct Watchdog {
+    child: Child,
+    /// The write end of the watchdog's stdin; closing it (by dying) is the signal.
+    pipe: std::process::ChildStdin,
+}
+
+impl Watchdog {
+    /// Pid of the watchdog `sh`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills and reaps the watchdog without letting it act.
+    pub fn disarm(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // The fields drop after this body, so the pipe closes only once the watchdog is
+        // dead. Errors ignored: `kill` fails only when it already exited, `wait` then
+        // reaps it or fails in a way we cannot act on.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the unreaped child `pid` is still running, from `/proc/<pid>/stat`: a zombie
+/// (exited, not reaped) or a missing entry counts as not running. Unlike `try_wait` this
+/// does not reap, so the pid stays reserved for signals.
+fn leader_running(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|stat| stat.is_running())
+}
+
+/// The fields of `/proc/<pid>/stat` the harness and its tests look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// One letter: `R`, `S`, `D`, `T`, `Z` (zombie), `X` (dead), ...
+    pub state: char,
+    /// Process group id.
+    pub pgid: u32,
+    /// Start time in clock ticks since boot: with the pid, it names one process, since a
+    /// recycled pid has a later start time.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Neither a zombie nor dead.
+    pub fn is_running(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when there is no such process (or it is unreadable).
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces and ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `fields[0]` is field 3 (state); field N is `fields[N - 3]`.
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Pids of the running processes in process group `pgid` (zombies left out).
+pub fn process_group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| proc_stat(pid).is_some_and(|s| s.pgid == pgid && s.is_running()))
+        .collect()
+}
+
+fn send_signal_to_group(pgid: u32, signal: &str) -> Result<()> {
+    if pgid <= 1 {
+        bail!("refusing to signal process group {pgid}");
+    }
+    let kill = find_binary("kill", "procps")?;
+    let status = Command::new(kill)
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{signal} -- -{pgid} failed with {status}");
+    }
+    Ok(())
 }
 
 fn send_signal(pid: u32, signal: &str) -> Result<()> {
