@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ocean_tests::servers::{
-    find_binary, mariadb_query, pid_exists, MariaDb, Memcached, RedisCluster, RedisServer, Resp,
+    find_binary, mariadb_query, pid_exists, proc_stat, process_group_members, MariaDb, Memcached,
+    RedisCluster, RedisServer, Resp, ServerProcess,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -302,4 +303,70 @@ async fn parallel_servers_get_distinct_ports() {
     addrs.sort();
     addrs.dedup();
     assert_eq!(addrs.len(), 4);
+}
+
+/// A stop kills what the server forked (its whole process group) and the watchdog, and an
+/// exit noticed by `is_running` does the same; a server survives the thread that spawned it.
+#[test]
+fn stop_kills_forked_helpers_and_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let sh = find_binary("sh", "dash").unwrap();
+    let spawn_dir = dir.path().to_path_buf();
+    let mut server = std::thread::spawn(move || {
+        ServerProcess::spawn(
+            "forking sh",
+            sh,
+            vec!["-c".into(), "sleep 600 & sleep 600 & wait".into()],
+            &spawn_dir,
+            spawn_dir.join("out.log"),
+            Vec::new(),
+        )
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+    let pid = server.pid();
+    let watchdog = server.watchdog_pid().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let members = loop {
+        let members = process_group_members(pid);
+        if members.len() >= 3 {
+            break members;
+        }
+        assert!(std::time::Instant::now() < deadline, "no helpers forked");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(members.contains(&pid));
+    assert!(server.is_running(), "the spawning thread's exit killed it");
+    let started: Vec<_> = members
+        .iter()
+        .map(|&m| (m, proc_stat(m).unwrap()))
+        .collect();
+
+    server.stop();
+    assert!(!server.is_running());
+    assert!(server.watchdog_pid().is_none());
+    assert!(!pid_exists(watchdog), "watchdog {watchdog} left behind");
+    assert!(!pid_exists(pid), "server {pid} not reaped");
+    for (member, stat) in started {
+        // Helpers are reparented to pid 1 when killed, which may leave them zombies.
+        let now = proc_stat(member);
+        assert!(
+            !now.is_some_and(|s| s.start_time == stat.start_time && s.is_running()),
+            "forked helper {member} still running: {now:?}"
+        );
+    }
+
+    // A restart arms a new watchdog; an exit seen by `is_running` disarms it.
+    server.respawn().unwrap();
+    let watchdog = server.watchdog_pid().unwrap();
+    server.signal("KILL").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.is_running() {
+        assert!(std::time::Instant::now() < deadline, "SIGKILL not noticed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(server.watchdog_pid().is_none());
+    assert!(!pid_exists(watchdog), "watchdog {watchdog} left behind");
+    assert!(server.exit_status().unwrap().is_some());
 }
