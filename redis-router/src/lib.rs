@@ -13,12 +13,14 @@
 //! - [`route`]: one request to its final reply (MOVED, ASK, TRYAGAIN, retries).
 //! - [`client`]: one client connection (pipelining, local commands, splits, pinned modes).
 //! - [`metrics`]: per command family metrics.
-//! - [`server`]: flags, config, workers, listeners, table mode.
+//! - [`config`]: flags ([`Args`]), [`Config`] and its `validate()`.
+//! - [`server`]: workers, listeners, table mode.
 
 pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod command;
+pub mod config;
 pub mod metrics;
 pub mod proto;
 pub mod route;
@@ -27,4 +29,5 @@ pub mod slot;
 pub mod tls;
 pub mod value;
 
-pub use server::{run, start, Args, Config, Mode, Running};
+pub use config::{Args, Config, Mode};
+pub use server::{run, start, Running};

@@ -1,4 +1,5 @@
 //! TLS with rustls (ring provider): an acceptor for clients, a connector for backends.
+//! PEM files are read by [`ocean_core::tls`], the one loader every daemon shares.
 
 use std::path::Path;
 use std::pin::Pin;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use anyhow::Context;
+use ocean_core::tls::{self, PemFile};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -30,46 +32,17 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn open(path: &Path, flag: &str) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
-    Ok(std::io::BufReader::new(
-        std::fs::File::open(path).with_context(|| format!("{flag} {}", path.display()))?,
-    ))
-}
-
-fn certs(
-    path: &Path,
-    flag: &str,
-) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    let certs = rustls_pemfile::certs(&mut open(path, flag)?)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{flag} {}: not PEM certificates", path.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "{flag} {}: no certificate",
-        path.display()
-    );
-    Ok(certs)
-}
-
-/// Loads `cert` (a PEM chain) and `key` (a PEM private key) into an acceptor.
+/// Loads `cert` (a PEM chain) and `key` (a PEM private key) into an acceptor, through
+/// [`ocean_core::tls`] (rustls-pki-types' PEM reader, the ring provider).
 ///
 /// # Errors
-/// When a file cannot be read or parsed, or the key does not match.
+/// When a file cannot be read or parsed, or the key does not match; the message names
+/// `--tls-cert`/`--tls-key` and the file.
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<Acceptor> {
-    let certs = certs(cert, "--tls-cert")?;
-    let key = rustls_pemfile::private_key(&mut open(key, "--tls-key")?)
-        .with_context(|| format!("--tls-key {}: not a PEM key", key.display()))?
-        .with_context(|| format!("--tls-key {}: no private key", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("TLS certificate and key do not match")?;
+    let config = tls::server_config(
+        PemFile::new("--tls-cert", cert),
+        PemFile::new("--tls-key", key),
+    )?;
     Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
 }
 
@@ -77,15 +50,11 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<Acceptor> {
 /// against the node's IP address (an IP SAN).
 ///
 /// # Errors
-/// When the file cannot be read or holds no usable CA certificate.
+/// When the file cannot be read or holds no usable CA certificate; the message names
+/// `--backend-ca` and the file.
 pub fn connector(ca: &Path) -> anyhow::Result<Connector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs(ca, "--backend-ca")? {
-        roots
-            .add(cert)
-            .with_context(|| format!("--backend-ca {}: bad CA certificate", ca.display()))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let roots = tls::root_store(PemFile::new("--backend-ca", ca))?;
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_root_certificates(roots)

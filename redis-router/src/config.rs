@@ -1,0 +1,487 @@
+//! Flags and config: what `ocean redis-router` is told, checked before anything binds.
+//!
+//! [`Args`] are the command-line flags (clap); [`Args::into_config`] turns them into a
+//! [`Config`], reading password files and TLS material on the way; [`Config::validate`]
+//! refuses a config that cannot work, naming the flag. Nothing here does network IO.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ocean_core::secret::Secret;
+use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
+
+use crate::backend::BackendOpts;
+use crate::client::ClientOpts;
+use crate::cluster::ClusterOpts;
+use crate::proto::{Limits, ReplyLimits};
+use crate::route::RouteOpts;
+
+/// `ocean redis-router` flags. `Debug` shows no password (they are [`Secret`]s).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Standalone mode: the address clients connect to (needs at least one --seed).
+    #[arg(long, value_name = "ADDR", requires = "seed")]
+    pub listen: Option<SocketAddr>,
+    /// Standalone mode: a cluster node to fetch the slot map from; repeat for more.
+    #[arg(long = "seed", value_name = "ADDR")]
+    pub seed: Vec<SocketAddr>,
+    /// Table mode: where the `redis` table comes from.
+    #[command(flatten)]
+    pub table: SubscriberArgs,
+    /// Table mode: the address every cluster's listen_port is bound on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Worker threads, each with a current_thread runtime and its own SO_REUSEPORT
+    /// listener and backend connections (0: run on the caller's runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Multiplexed connections per backend node, per worker and client protocol.
+    #[arg(long, default_value_t = 1)]
+    pub conns_per_node: usize,
+    /// Dedicated backend connections (MULTI/WATCH, blocking, pub/sub) per node and
+    /// worker at most.
+    #[arg(long, default_value_t = 512)]
+    pub max_dedicated: usize,
+    /// Password clients must AUTH with (user `default`). Prefer --password-file: a flag
+    /// shows in the process list.
+    #[arg(long, env = "OCEAN_REDIS_PASSWORD", hide_env_values = true, value_name = "PW", value_parser = parse_secret)]
+    pub password: Option<Secret>,
+    /// File holding the password clients must AUTH with (a trailing newline is not part
+    /// of it).
+    #[arg(
+        long,
+        env = "OCEAN_REDIS_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "password"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// ACL user the router authenticates as on backends (with --backend-password or
+    /// --backend-password-file).
+    #[arg(long, requires = "backend_auth")]
+    pub backend_user: Option<String>,
+    /// Password the router authenticates with on backends. Prefer
+    /// --backend-password-file: a flag shows in the process list.
+    #[arg(long, env = "OCEAN_REDIS_BACKEND_PASSWORD", hide_env_values = true, value_name = "PW", value_parser = parse_secret, group = "backend_auth")]
+    pub backend_password: Option<Secret>,
+    /// File holding the password the router authenticates with on backends (a trailing
+    /// newline is not part of it).
+    #[arg(
+        long,
+        env = "OCEAN_REDIS_BACKEND_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "backend_password",
+        group = "backend_auth"
+    )]
+    pub backend_password_file: Option<PathBuf>,
+    /// Longest wait for a backend connection (TCP connect plus AUTH/HELLO).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Longest wait for a backend reply (not for blocking commands); then the connection
+    /// is closed and the requests on it get an error.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub command_timeout: Duration,
+    /// How long a request keeps retrying while its node is unreachable, the cluster is
+    /// down, or the backend says TRYAGAIN (failover, resharding).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_timeout: Duration,
+    /// MOVED/ASK redirects followed per request.
+    #[arg(long, default_value_t = 5)]
+    pub max_redirects: u8,
+    /// How often the slot map is refreshed without a MOVED.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refresh_interval: Duration,
+    /// Longest bulk string in a client request.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    pub max_bulk_len: usize,
+    /// Most arguments in one client request.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_array_len: usize,
+    /// Replies one client may have outstanding before the router stops reading from it.
+    #[arg(long, default_value_t = 1024)]
+    pub max_pending: usize,
+    /// Send read-only commands to the replicas of the slot's master (round robin), with
+    /// READONLY on backend connections; reads may then see slightly stale data.
+    #[arg(long)]
+    pub read_from_replicas: bool,
+    /// Pass FLUSHALL/FLUSHDB to every master (refused otherwise).
+    #[arg(long)]
+    pub allow_flush: bool,
+    /// Serve /metrics and /healthz here.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// TLS for clients: the certificate chain (PEM); the listeners then accept TLS only.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS for clients: the private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Connect to backends with TLS (needs --backend-ca); node certificates must name the
+    /// node's IP address (an IP SAN).
+    #[arg(long, requires = "backend_ca")]
+    pub backend_tls: bool,
+    /// The CA certificates (PEM) that backend node certificates are checked against.
+    #[arg(long, value_name = "FILE", requires = "backend_tls")]
+    pub backend_ca: Option<PathBuf>,
+}
+
+/// Where the clusters come from.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// One cluster on one address.
+    Standalone {
+        /// Client address (port 0 picks one; see [`Running::listen_addr`]).
+        listen: SocketAddr,
+        /// Nodes to fetch the slot map from.
+        seeds: Vec<SocketAddr>,
+    },
+    /// One listener per cluster of the `redis` table.
+    Table {
+        /// The table source.
+        subscriber: SubscriberConfig,
+        /// Address the listen ports are bound on.
+        bind: IpAddr,
+    },
+}
+
+/// Everything the router needs; build it in code or from [`Args`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Standalone or table mode.
+    pub mode: Mode,
+    /// Worker threads (0: the caller's runtime).
+    pub threads: usize,
+    /// Client-side settings.
+    pub client: ClientOpts,
+    /// Backend-side settings.
+    pub cluster: ClusterOpts,
+    /// Admin HTTP address.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Config {
+    /// A standalone config with defaults, on `listen`, for `seeds`.
+    pub fn standalone(listen: SocketAddr, seeds: Vec<SocketAddr>) -> Config {
+        Config {
+            mode: Mode::Standalone { listen, seeds },
+            threads: 0,
+            client: ClientOpts::default(),
+            cluster: ClusterOpts::default(),
+            admin: None,
+        }
+    }
+}
+
+impl Config {
+    /// Refuses a config that cannot work, before anything is bound.
+    ///
+    /// # Errors
+    /// A message naming the flag (or config field) that is wrong.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Mode::Standalone { seeds, .. } = &self.mode {
+            anyhow::ensure!(!seeds.is_empty(), "--seed: standalone mode needs at least one");
+        }
+        let c = &self.client;
+        anyhow::ensure!(c.max_pending >= 1, "--max-pending must be at least 1");
+        anyhow::ensure!(
+            c.limits.max_array_len >= 1,
+            "--max-array-len must be at least 1"
+        );
+        let k = &self.cluster;
+        anyhow::ensure!(
+            k.conns_per_node >= 1,
+            "--conns-per-node must be at least 1"
+        );
+        anyhow::ensure!(k.max_dedicated >= 1, "--max-dedicated must be at least 1");
+        anyhow::ensure!(
+            !k.refresh_interval.is_zero(),
+            "--refresh-interval must be more than 0"
+        );
+        anyhow::ensure!(
+            !k.backend.connect_timeout.is_zero(),
+            "--connect-timeout must be more than 0"
+        );
+        anyhow::ensure!(
+            !k.backend.command_timeout.is_zero(),
+            "--command-timeout must be more than 0"
+        );
+        Ok(())
+    }
+}
+
+impl Args {
+    /// The config these flags describe.
+    ///
+    /// # Errors
+    /// When neither --listen nor a table source is given, or a file cannot be read.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let table_mode = !self.table.control.is_empty() || self.table.table_file.is_some();
+        let mode = match (self.listen, table_mode) {
+            (Some(listen), false) => {
+                anyhow::ensure!(!self.seed.is_empty(), "--listen needs at least one --seed");
+                Mode::Standalone {
+                    listen,
+                    seeds: self.seed,
+                }
+            }
+            (None, true) => Mode::Table {
+                subscriber: self.table.into_config()?,
+                bind: self.bind,
+            },
+            (Some(_), true) => {
+                anyhow::bail!("--listen (standalone) and --control/--table-file (table mode) exclude each other")
+            }
+            (None, false) => anyhow::bail!(
+                "give --listen ADDR --seed ADDR (standalone) or --control/--table-file (table mode)"
+            ),
+        };
+        let client_tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let backend_tls = match (&self.backend_ca, self.backend_tls) {
+            (Some(ca), true) => Some(crate::tls::connector(ca)?),
+            _ => None,
+        };
+        let password = match (self.password, &self.password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(f)) => Some(read_secret_file(f, "--password-file")?),
+            (None, None) => None,
+        };
+        let backend_password = match (self.backend_password, &self.backend_password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(f)) => Some(read_secret_file(f, "--backend-password-file")?),
+            (None, None) => None,
+        };
+        let backend = BackendOpts {
+            user: self.backend_user,
+            password: backend_password,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            reply_limits: ReplyLimits::default(),
+            readonly: self.read_from_replicas,
+            tls: backend_tls,
+        };
+        Ok(Config {
+            mode,
+            threads: self.threads,
+            client: ClientOpts {
+                limits: Limits {
+                    max_bulk_len: self.max_bulk_len,
+                    max_array_len: self.max_array_len,
+                    ..Limits::default()
+                },
+                max_pending: self.max_pending.max(1),
+                password,
+                allow_flush: self.allow_flush,
+                route: RouteOpts {
+                    max_redirects: self.max_redirects,
+                    retry_timeout: self.retry_timeout,
+                },
+                tls: client_tls,
+            },
+            cluster: ClusterOpts {
+                conns_per_node: self.conns_per_node.max(1),
+                max_dedicated: self.max_dedicated.max(1),
+                refresh_interval: self.refresh_interval,
+                read_from_replicas: self.read_from_replicas,
+                backend: Arc::new(backend),
+                ..ClusterOpts::default()
+            },
+            admin: self.admin,
+        })
+    }
+}
+
+/// A password given inline (flag or environment).
+fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s.to_string()))
+}
+
+/// Reads a password file for `flag`: the whole file, less one trailing newline (`\n` or
+/// `\r\n`); leading and inner whitespace is part of the password.
+///
+/// # Errors
+/// The file cannot be read, is not UTF-8, or holds an empty password; the message names
+/// the flag and the file, never the contents.
+pub fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<Secret> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    anyhow::ensure!(
+        !value.is_empty(),
+        "{flag} {}: the file holds no password",
+        path.display()
+    );
+    Ok(Secret::new(value.to_string()))
+}
+
+/// The default table-mode bind address.
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flags_parse_into_configs() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+            "--seed",
+            "127.0.0.1:7001",
+            "--threads",
+            "2",
+            "--read-from-replicas",
+            "--command-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        let c = cli.args.into_config().unwrap();
+        assert!(matches!(c.mode, Mode::Standalone { ref seeds, .. } if seeds.len() == 2));
+        assert_eq!(c.threads, 2);
+        assert!(c.cluster.read_from_replicas && c.cluster.backend.readonly);
+        assert_eq!(
+            c.cluster.backend.command_timeout,
+            Duration::from_millis(250)
+        );
+
+        let cli =
+            Cli::try_parse_from(["x", "--table-file", "/tmp/redis.json", "--bind", "0.0.0.0"])
+                .unwrap();
+        let c = cli.args.into_config().unwrap();
+        assert!(matches!(c.mode, Mode::Table { bind, .. } if bind.is_unspecified()));
+
+        assert!(Cli::try_parse_from(["x", "--listen", "127.0.0.1:1"]).is_err());
+        let neither = Cli::try_parse_from(["x"]).unwrap();
+        assert!(neither.args.into_config().is_err());
+
+        // TLS flags come in pairs; missing files are errors, not plain fallbacks.
+        let base = [
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+        ];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        assert!(with(&["--tls-cert", "/nonexistent.pem"]).is_err());
+        assert!(with(&["--backend-tls"]).is_err());
+        assert!(with(&["--backend-ca", "/nonexistent.pem"]).is_err());
+        let c = with(&["--backend-tls", "--backend-ca", "/nonexistent.pem"]).unwrap();
+        assert!(c.args.into_config().is_err());
+        let c = with(&[
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.pem",
+        ])
+        .unwrap();
+        assert!(c.args.into_config().is_err());
+        let c = with(&[]).unwrap().args.into_config().unwrap();
+        assert!(c.client.tls.is_none() && c.cluster.backend.tls.is_none());
+    }
+
+    #[test]
+    fn password_files_and_no_secret_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let client_pw = dir.path().join("client.pw");
+        let backend_pw = dir.path().join("backend.pw");
+        std::fs::write(&client_pw, " client secret 1\n").unwrap();
+        std::fs::write(&backend_pw, "backend-secret-2\r\n").unwrap();
+        let base = [
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+        ];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        let (cf, bf) = (client_pw.to_str().unwrap(), backend_pw.to_str().unwrap());
+
+        // From files: one trailing newline dropped, other whitespace kept.
+        let cli = with(&[
+            "--password-file",
+            cf,
+            "--backend-user",
+            "router",
+            "--backend-password-file",
+            bf,
+        ])
+        .unwrap();
+        let shown_args = format!("{cli:?} {cli:#?}");
+        let c = cli.args.into_config().unwrap();
+        assert_eq!(
+            c.client.password.as_ref().map(Secret::expose),
+            Some(" client secret 1")
+        );
+        assert_eq!(
+            c.cluster.backend.password.as_ref().map(Secret::expose),
+            Some("backend-secret-2")
+        );
+        let shown = format!("{shown_args} {c:?} {c:#?}");
+        assert!(
+            !shown.contains("client secret") && !shown.contains("backend-secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("redacted"), "{shown}");
+
+        // Inline flags: the same redaction in Args and Config.
+        let cli = with(&[
+            "--password",
+            "inline-client-pw",
+            "--backend-password",
+            "inline-backend-pw",
+        ])
+        .unwrap();
+        let shown_args = format!("{cli:?}");
+        let c = cli.args.into_config().unwrap();
+        let shown = format!("{shown_args} {c:?} {c:#?}");
+        assert!(!shown.contains("inline-"), "{shown}");
+        assert_eq!(
+            c.client.password.as_ref().map(Secret::expose),
+            Some("inline-client-pw")
+        );
+
+        // Inline and file forms exclude each other; a backend user needs one of them.
+        assert!(with(&["--password", "a", "--password-file", cf]).is_err());
+        assert!(with(&["--backend-password", "a", "--backend-password-file", bf]).is_err());
+        assert!(with(&["--backend-user", "router"]).is_err());
+        assert!(with(&["--backend-user", "router", "--backend-password", "a"]).is_ok());
+
+        // An empty or missing file is an error naming the flag, never an empty password.
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = with(&["--password-file", empty.to_str().unwrap()])
+            .unwrap()
+            .args
+            .into_config()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("--password-file"), "{err:#}");
+        let err = with(&["--backend-password-file", "/nonexistent/pw"])
+            .unwrap()
+            .args
+            .into_config()
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--backend-password-file /nonexistent/pw"),
+            "{err:#}"
+        );
+    }
+}
