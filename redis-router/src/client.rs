@@ -16,14 +16,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{BackendError, JobResult};
-use crate::cluster::{Cluster, Lease};
 use crate::command::{self, CommandSpec, Flags, Split};
 use crate::metrics::{Family, FamilyMetrics};
-use crate::proto::{self, Decoder, Limits, Protocol, Request};
+use crate::proto::{self, Decoder, Limits, Protocol, Request, Value};
 use crate::route::{self, Flight, RouteOpts, Target};
 use crate::slot::key_slot;
-use crate::value::{self, Value};
+use crate::upstream::{BackendError, Cluster, JobResult, Lease};
 
 /// Compares a client's password with ours without returning early at the first
 /// differing byte (the length is not hidden).
@@ -161,6 +159,7 @@ where
     gauge.increment(1.0);
     let (tx, rx) = mpsc::channel(shared.opts.max_pending.max(1));
     let writer = tokio::spawn(write_loop(wr, rx, shared.clone()));
+    let limits = shared.opts.limits;
     let mut session = Session {
         id: cluster.client_id(),
         authed: shared.opts.password.is_none(),
@@ -170,7 +169,7 @@ where
         tx,
         rd,
         buf: BytesMut::with_capacity(16 * 1024),
-        dec: Decoder::new(),
+        dec: Decoder::with_limits(limits),
         enc: BytesMut::with_capacity(16 * 1024),
         any: 0,
         read_at: Instant::now(),
@@ -423,7 +422,7 @@ async fn merge(cluster: &Cluster, ropts: &RouteOpts, m: Merge) -> Bytes {
         Split::SumIntegers => {
             let mut sum = 0i64;
             for r in &replies {
-                match value::parse(r).and_then(|v| v.as_int()) {
+                match proto::parse(r).and_then(|v| v.as_int()) {
                     Some(n) => sum += n,
                     None => return r.clone(),
                 }
@@ -508,7 +507,7 @@ impl<R: AsyncRead + Unpin + Send> Session<R> {
     /// the client is gone.
     async fn next_request(&mut self) -> Option<Result<Request, Bytes>> {
         loop {
-            match self.dec.decode(&mut self.buf, &self.shared.opts.limits) {
+            match self.dec.decode(&mut self.buf) {
                 Ok(Some(r)) => return Some(Ok(r)),
                 Ok(None) => {}
                 Err(e) => {
@@ -882,7 +881,7 @@ impl<R: AsyncRead + Unpin + Send> Session<R> {
                 "dbsize" => int_reply(
                     replies
                         .iter()
-                        .filter_map(|r| value::parse(r).and_then(|v| v.as_int()))
+                        .filter_map(|r| proto::parse(r).and_then(|v| v.as_int()))
                         .sum(),
                 ),
                 "keys" => {
@@ -1142,7 +1141,7 @@ impl<R: AsyncRead + Unpin + Send> Session<R> {
         }
     }
 
-    fn node_for(&mut self, slot: Option<u16>) -> Option<Arc<crate::cluster::Node>> {
+    fn node_for(&mut self, slot: Option<u16>) -> Option<Arc<crate::upstream::Node>> {
         let s = match slot {
             Some(s) => s,
             None => self.any_slot(),
@@ -1382,7 +1381,7 @@ impl<R: AsyncRead + Unpin + Send> Session<R> {
         loop {
             // Requests already buffered go first.
             loop {
-                match self.dec.decode(&mut self.buf, &self.shared.opts.limits) {
+                match self.dec.decode(&mut self.buf) {
                     Ok(Some(req)) => {
                         let name = lower(req.name());
                         match name.as_str() {
@@ -1443,7 +1442,7 @@ fn subscriptions_ended(reply: &Bytes) -> bool {
     if reply.starts_with(b"+RESET") {
         return true;
     }
-    let Some(Value::Array(Some(items))) = value::parse(reply) else {
+    let Some(Value::Array(Some(items))) = proto::parse(reply) else {
         return false;
     };
     let kind = items
@@ -1497,7 +1496,7 @@ async fn scan(cluster: &Arc<Cluster>, ropts: &RouteOpts, req: Request, proto: Pr
     let (Some(next), Some(keys)) = (elems.first(), elems.get(1)) else {
         return reply;
     };
-    let next = value::parse(next).and_then(|v| v.as_int()).unwrap_or(0) as u64;
+    let next = proto::parse(next).and_then(|v| v.as_int()).unwrap_or(0) as u64;
     let proxy_next = if next != 0 {
         if next >> (64 - BITS) != 0 {
             return err_reply("ERR cursor too large for the router");

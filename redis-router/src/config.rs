@@ -13,11 +13,10 @@ use anyhow::Context;
 use ocean_core::secret::Secret;
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
-use crate::backend::BackendOpts;
 use crate::client::ClientOpts;
-use crate::cluster::ClusterOpts;
 use crate::proto::{Limits, ReplyLimits};
 use crate::route::RouteOpts;
+use crate::upstream::{BackendOpts, ClusterOpts};
 
 /// `ocean redis-router` flags. `Debug` shows no password (they are [`Secret`]s).
 #[derive(Debug, clap::Args)]
@@ -181,7 +180,10 @@ impl Config {
     /// A message naming the flag (or config field) that is wrong.
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Mode::Standalone { seeds, .. } = &self.mode {
-            anyhow::ensure!(!seeds.is_empty(), "--seed: standalone mode needs at least one");
+            anyhow::ensure!(
+                !seeds.is_empty(),
+                "--seed: standalone mode needs at least one"
+            );
         }
         let c = &self.client;
         anyhow::ensure!(c.max_pending >= 1, "--max-pending must be at least 1");
@@ -190,10 +192,7 @@ impl Config {
             "--max-array-len must be at least 1"
         );
         let k = &self.cluster;
-        anyhow::ensure!(
-            k.conns_per_node >= 1,
-            "--conns-per-node must be at least 1"
-        );
+        anyhow::ensure!(k.conns_per_node >= 1, "--conns-per-node must be at least 1");
         anyhow::ensure!(k.max_dedicated >= 1, "--max-dedicated must be at least 1");
         anyhow::ensure!(
             !k.refresh_interval.is_zero(),

@@ -4,21 +4,19 @@
 //! Cluster node that owns its slot.
 //!
 //! # Layout
-//! - [`proto`]: the RESP2/RESP3 codec, with inline commands (synchronous, total, bounded).
+//! - [`proto`]: the RESP2/RESP3 codec, with inline commands (synchronous, total, bounded):
+//!   requests, replies checked for relaying and parsed where read, and encoding.
 //! - [`slot`]: CRC16 key slots with hash tags.
 //! - [`command`]: the command table: key positions, flags, how multi-key commands split.
-//! - [`value`]: a parsed view of the few backend replies the router reads.
-//! - [`backend`]: multiplexed shared connections and dedicated connections to nodes.
-//! - [`cluster`]: nodes, the slot map and its refresher, the dedicated-connection pool.
+//! - [`upstream`]: backend connections (multiplexed shared ones, dedicated ones), nodes,
+//!   the slot map and its refresher, the dedicated-connection pool.
 //! - [`route`]: one request to its final reply (MOVED, ASK, TRYAGAIN, retries).
 //! - [`client`]: one client connection (pipelining, local commands, splits, pinned modes).
 //! - [`metrics`]: per command family metrics.
 //! - [`config`]: flags ([`Args`]), [`Config`] and its `validate()`.
 //! - [`server`]: workers, listeners, table mode.
 
-pub mod backend;
 pub mod client;
-pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod metrics;
@@ -27,7 +25,7 @@ pub mod route;
 pub mod server;
 pub mod slot;
 pub mod tls;
-pub mod value;
+pub mod upstream;
 
 pub use config::{Args, Config, Mode};
 pub use server::{run, start, Running};

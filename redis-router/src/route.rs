@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, Job, JobResult};
-use crate::cluster::Cluster;
 use crate::proto::Protocol;
+use crate::upstream::{BackendError, Cluster, Job, JobResult};
 
 /// Routing limits.
 #[derive(Debug, Clone)]

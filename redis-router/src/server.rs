@@ -16,9 +16,9 @@ use ocean_core::table::redis::RedisTable;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, Shared};
-use crate::cluster::Cluster;
 use crate::config::{Config, Mode};
 use crate::metrics::FamilyMetrics;
+use crate::upstream::Cluster;
 
 /// Clusters with a bound listener, by name (table mode), shared with tests.
 pub type Bound = Arc<Mutex<HashMap<String, SocketAddr>>>;
@@ -319,4 +319,3 @@ async fn table_worker(
         };
     }
 }
-

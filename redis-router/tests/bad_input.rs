@@ -52,7 +52,7 @@ async fn bad_input_and_stalled_backend() -> Result<()> {
         // Every dedicated connection closes when its client is done, so the count below
         // returns to the baseline exactly.
         c.cluster.max_idle_dedicated = 0;
-        c.cluster.backend = std::sync::Arc::new(ocean_redis_router::backend::BackendOpts {
+        c.cluster.backend = std::sync::Arc::new(ocean_redis_router::upstream::BackendOpts {
             command_timeout: Duration::from_secs(1),
             ..Default::default()
         });

@@ -25,7 +25,7 @@ async fn reads_go_to_replicas() -> Result<()> {
     let cluster = RedisCluster::start(3, 1).await?;
     let (_running, addr, cancel) = router(cluster.master_addrs(), |c| {
         c.cluster.read_from_replicas = true;
-        c.cluster.backend = std::sync::Arc::new(ocean_redis_router::backend::BackendOpts {
+        c.cluster.backend = std::sync::Arc::new(ocean_redis_router::upstream::BackendOpts {
             readonly: true,
             ..Default::default()
         });

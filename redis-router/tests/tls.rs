@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use common::{redis_cli, redis_cli_opts, router};
-use ocean_redis_router::backend::BackendOpts;
+use ocean_redis_router::upstream::BackendOpts;
 use ocean_redis_router::{Config, Running};
 use ocean_tests::servers::{free_port, RedisCluster, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

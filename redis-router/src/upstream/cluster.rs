@@ -16,10 +16,9 @@ use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{one_shot, BackendError, BackendOpts, DedicatedConn, SharedConn};
-use crate::proto::{Protocol, Request};
+use super::backend::{one_shot, BackendError, BackendOpts, DedicatedConn, SharedConn};
+use crate::proto::{parse, Protocol, Request, Value};
 use crate::slot::SLOTS;
-use crate::value::{parse, Value};
 
 /// Per-cluster tuning shared by its workers.
 #[derive(Debug, Clone)]

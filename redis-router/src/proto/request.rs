@@ -1,9 +1,5 @@
-//! The RESP codec: client requests (RESP2/RESP3 multibulk and inline commands), replies the
-//! proxy makes itself, and a check-only parser for backend replies.
-//!
-//! Synchronous, no IO, total: every function here returns an error or `None` ("need more
-//! bytes") on any input and never panics. Every length read off the wire is checked against
-//! [`Limits`] before anything is allocated from it.
+//! Client requests: RESP2/RESP3 multibulk arrays and inline commands, decoded with the
+//! bounds of [`Limits`] (and, until the client authenticates, [`PreAuthLimits`]).
 //!
 //! Requests follow redis's `processMultibulkBuffer` and `processInlineBuffer`
 //! (networking.c): the same accepted inputs, the same error strings. Redis closes the
@@ -12,8 +8,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::encode::{write_array_header, write_bulk, write_error};
+use super::num::parse_i64;
+
 /// Bounds checked on client requests before allocating.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest bulk string argument, in bytes (redis: `proto-max-bulk-len`, 512 MB).
     pub max_bulk_len: usize,
@@ -31,6 +30,27 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_array_len: 1024 * 1024,
             max_inline_len: 64 * 1024,
+        }
+    }
+}
+
+/// The tighter bounds of a client that has not authenticated yet (`--password` set, no
+/// `AUTH` yet), as redis has them since 6.2.6 (CVE-2021-32675): a connection that has not
+/// proved anything cannot make the process buffer a large request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreAuthLimits {
+    /// Longest bulk argument (redis: 16384, `unauthenticated bulk length`).
+    pub max_bulk_len: usize,
+    /// Most arguments in one multibulk request (redis: 10, `unauthenticated multibulk
+    /// length`; `HELLO 3 AUTH user pass SETNAME name` is 7).
+    pub max_array_len: usize,
+}
+
+impl Default for PreAuthLimits {
+    fn default() -> Self {
+        PreAuthLimits {
+            max_bulk_len: 16 * 1024,
+            max_array_len: 10,
         }
     }
 }
@@ -111,6 +131,12 @@ pub enum DecodeError {
     /// A `$<len>` that is not a number, is negative or exceeds [`Limits::max_bulk_len`].
     #[error("ERR Protocol error: invalid bulk length")]
     InvalidBulkLength,
+    /// A `*<count>` over [`PreAuthLimits::max_array_len`] before `AUTH`.
+    #[error("ERR Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A `$<len>` over [`PreAuthLimits::max_bulk_len`] before `AUTH`.
+    #[error("ERR Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
 }
 
 impl DecodeError {
@@ -145,7 +171,7 @@ impl DecodeError {
 /// Stateless: an incomplete request is rescanned from its start on the next call. A
 /// connection should keep a [`Decoder`], which resumes instead.
 pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, DecodeError> {
-    Decoder::new().decode(buf, limits)
+    Decoder::with_limits(*limits).decode(buf)
 }
 
 /// A resumable [`decode`]: remembers the arguments already found in an incomplete
@@ -157,6 +183,8 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, De
 #[derive(Debug, Default)]
 pub struct Decoder {
     partial: Option<Partial>,
+    limits: Limits,
+    pre_auth: Option<PreAuthLimits>,
 }
 
 /// Progress through an incomplete multibulk request.
@@ -169,26 +197,39 @@ struct Partial {
 }
 
 impl Decoder {
-    /// A decoder at the start of a request.
+    /// A decoder at the start of a request, with the default [`Limits`].
     pub fn new() -> Self {
         Decoder::default()
     }
 
-    /// As [`decode`], resuming a partially scanned request.
+    /// A decoder with `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        Decoder {
+            limits,
+            ..Decoder::default()
+        }
+    }
+
+    /// Sets (`Some`, the client is not authenticated) or lifts (`None`) the pre-auth
+    /// limits. Call it between requests (after the one that authenticated), never with a
+    /// request half decoded: the new limits apply from the next request on.
+    pub fn set_pre_auth(&mut self, pre_auth: Option<PreAuthLimits>) {
+        self.pre_auth = pre_auth;
+    }
+
+    /// As [`decode`], resuming a partially scanned request: one complete request off the
+    /// front of `buf`, `Ok(None)` when more bytes are needed.
     ///
     /// # Errors
-    /// As [`decode`].
-    pub fn decode(
-        &mut self,
-        buf: &mut BytesMut,
-        limits: &Limits,
-    ) -> Result<Option<Request>, DecodeError> {
+    /// As [`decode`], plus the `unauthenticated` errors while pre-auth limits are set.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, DecodeError> {
+        let limits = &self.limits;
         loop {
             let Some(&first) = buf.first() else {
                 return Ok(None);
             };
             let parsed = if first == b'*' {
-                decode_multibulk(buf, limits, &mut self.partial)
+                decode_multibulk(buf, limits, self.pre_auth.as_ref(), &mut self.partial)
             } else {
                 decode_inline(buf, limits)
             };
@@ -209,34 +250,6 @@ enum Parsed {
     Incomplete,
     Empty,
     Request(Request),
-}
-
-/// Parses a decimal `i64` the way redis's `string2ll` does: optional `-`, no `+`, no
-/// leading zeros, no spaces, not empty.
-fn parse_i64(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
-    };
-    if digits.is_empty() || (digits.len() > 1 && digits.first() == Some(&b'0')) {
-        return None;
-    }
-    if neg && digits == b"0" {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(d - b'0');
-        v = if neg {
-            v.checked_mul(10)?.checked_sub(d)?
-        } else {
-            v.checked_mul(10)?.checked_add(d)?
-        };
-    }
-    Some(v)
 }
 
 /// Finds the `\r` ending a header line starting at `start`; `Ok(None)` when it is not all
@@ -266,6 +279,7 @@ fn header_line(
 fn decode_multibulk(
     buf: &mut BytesMut,
     limits: &Limits,
+    pre_auth: Option<&PreAuthLimits>,
     partial: &mut Option<Partial>,
 ) -> Result<Parsed, DecodeError> {
     let (count, mut pos, mut ranges) = match partial.take() {
@@ -280,6 +294,10 @@ fn decode_multibulk(
                 .ok_or(DecodeError::InvalidMultibulkLength)?;
             if count > i64::from(i32::MAX) || count > limits.max_array_len as i64 {
                 return Err(DecodeError::InvalidMultibulkLength);
+            }
+            // Redis checks this after the general bound, so the general error wins.
+            if pre_auth.is_some_and(|p| count > p.max_array_len as i64) {
+                return Err(DecodeError::UnauthenticatedMultibulkLength);
             }
             let pos = cr + 2;
             if count <= 0 {
@@ -316,6 +334,9 @@ fn decode_multibulk(
             .ok_or(DecodeError::InvalidBulkLength)?;
         if len < 0 || len as u64 > limits.max_bulk_len as u64 {
             return Err(DecodeError::InvalidBulkLength);
+        }
+        if pre_auth.is_some_and(|p| len as u64 > p.max_bulk_len as u64) {
+            return Err(DecodeError::UnauthenticatedBulkLength);
         }
         let start = cr + 2;
         let end = start + len as usize;
@@ -588,463 +609,6 @@ fn split_mixed(line: &[u8], mut p: usize, cur: &mut Vec<u8>) -> Result<usize, De
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Replies the proxy makes itself.
-
-/// The protocol a client negotiated: RESP2 by default, RESP3 after `HELLO 3`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// RESP2.
-    #[default]
-    Resp2,
-    /// RESP3.
-    Resp3,
-}
-
-fn write_int_line(out: &mut BytesMut, tag: u8, n: i64) {
-    out.put_u8(tag);
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let neg = n < 0;
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        if let Some(slot) = tmp.get_mut(i) {
-            *slot = b'0' + (v % 10) as u8;
-        }
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if neg {
-        out.put_u8(b'-');
-    }
-    out.put_slice(tmp.get(i..).unwrap_or_default());
-    out.put_slice(b"\r\n");
-}
-
-/// Strips `\r` and `\n`, which a simple string or error line cannot carry (redis replaces
-/// them with spaces).
-fn put_line(out: &mut BytesMut, s: &[u8]) {
-    for &b in s {
-        out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
-    }
-    out.put_slice(b"\r\n");
-}
-
-/// `+OK\r\n`-style simple string.
-pub fn write_simple(out: &mut BytesMut, s: &str) {
-    out.put_u8(b'+');
-    put_line(out, s.as_bytes());
-}
-
-/// An error reply; `msg` starts with its code (`ERR ...`, `CROSSSLOT ...`).
-pub fn write_error(out: &mut BytesMut, msg: &str) {
-    out.put_u8(b'-');
-    put_line(out, msg.as_bytes());
-}
-
-/// `:<n>\r\n`.
-pub fn write_integer(out: &mut BytesMut, n: i64) {
-    write_int_line(out, b':', n);
-}
-
-/// `$<len>\r\n<data>\r\n`.
-pub fn write_bulk(out: &mut BytesMut, data: &[u8]) {
-    write_int_line(out, b'$', data.len() as i64);
-    out.put_slice(data);
-    out.put_slice(b"\r\n");
-}
-
-/// The null reply: `$-1` in RESP2, `_` in RESP3.
-pub fn write_null(out: &mut BytesMut, proto: Protocol) {
-    match proto {
-        Protocol::Resp2 => out.put_slice(b"$-1\r\n"),
-        Protocol::Resp3 => out.put_slice(b"_\r\n"),
-    }
-}
-
-/// The null array: `*-1` in RESP2, `_` in RESP3.
-pub fn write_null_array(out: &mut BytesMut, proto: Protocol) {
-    match proto {
-        Protocol::Resp2 => out.put_slice(b"*-1\r\n"),
-        Protocol::Resp3 => out.put_slice(b"_\r\n"),
-    }
-}
-
-/// `*<n>\r\n`; the caller writes the `n` elements.
-pub fn write_array_header(out: &mut BytesMut, n: usize) {
-    write_int_line(out, b'*', n as i64);
-}
-
-/// A map of `pairs` key/value pairs: `%<n>` in RESP3, an array of `2n` in RESP2.
-pub fn write_map_header(out: &mut BytesMut, pairs: usize, proto: Protocol) {
-    match proto {
-        Protocol::Resp2 => write_int_line(out, b'*', (pairs as i64).saturating_mul(2)),
-        Protocol::Resp3 => write_int_line(out, b'%', pairs as i64),
-    }
-}
-
-/// A set: `~<n>` in RESP3, an array in RESP2.
-pub fn write_set_header(out: &mut BytesMut, n: usize, proto: Protocol) {
-    let tag = if proto == Protocol::Resp3 { b'~' } else { b'*' };
-    write_int_line(out, tag, n as i64);
-}
-
-/// A push message (pub/sub): `><n>` in RESP3, an array in RESP2.
-pub fn write_push_header(out: &mut BytesMut, n: usize, proto: Protocol) {
-    let tag = if proto == Protocol::Resp3 { b'>' } else { b'*' };
-    write_int_line(out, tag, n as i64);
-}
-
-/// A boolean: `#t`/`#f` in RESP3, `:1`/`:0` in RESP2.
-pub fn write_bool(out: &mut BytesMut, v: bool, proto: Protocol) {
-    match proto {
-        Protocol::Resp2 => write_integer(out, i64::from(v)),
-        Protocol::Resp3 => out.put_slice(if v { b"#t\r\n" } else { b"#f\r\n" }),
-    }
-}
-
-/// A double: `,<v>` in RESP3, a bulk string in RESP2 (`inf`, `-inf`, `nan` as redis
-/// spells them).
-pub fn write_double(out: &mut BytesMut, v: f64, proto: Protocol) {
-    let text = if v.is_nan() {
-        "nan".to_owned()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf" } else { "-inf" }.to_owned()
-    } else {
-        format!("{v}")
-    };
-    match proto {
-        Protocol::Resp2 => write_bulk(out, text.as_bytes()),
-        Protocol::Resp3 => {
-            out.put_u8(b',');
-            put_line(out, text.as_bytes());
-        }
-    }
-}
-
-/// Verbatim text (INFO): `=<len>\r\n<fmt>:<data>` in RESP3, a bulk string in RESP2.
-/// `format` is three bytes such as `txt`.
-pub fn write_verbatim(out: &mut BytesMut, format: &[u8; 3], data: &[u8], proto: Protocol) {
-    match proto {
-        Protocol::Resp2 => write_bulk(out, data),
-        Protocol::Resp3 => {
-            write_int_line(out, b'=', data.len() as i64 + 4);
-            out.put_slice(format);
-            out.put_u8(b':');
-            out.put_slice(data);
-            out.put_slice(b"\r\n");
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Backend replies: check only, so they can be relayed byte for byte.
-
-/// Bounds on backend replies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyLimits {
-    /// Longest bulk/verbatim/blob error payload.
-    pub max_bulk_len: usize,
-    /// Longest simple line (simple string, error, integer, double, big number, headers).
-    pub max_line_len: usize,
-    /// Deepest aggregate nesting.
-    pub max_depth: usize,
-}
-
-impl Default for ReplyLimits {
-    fn default() -> Self {
-        ReplyLimits {
-            max_bulk_len: 512 * 1024 * 1024,
-            max_line_len: 1024 * 1024,
-            max_depth: 128,
-        }
-    }
-}
-
-/// A backend sent something that is not RESP; the backend connection must be closed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReplyError {
-    /// An unknown type byte.
-    #[error("invalid RESP type byte 0x{0:02x} at offset {1}")]
-    InvalidType(u8, usize),
-    /// A length or count that is not a number or is out of range.
-    #[error("invalid RESP length at offset {0}")]
-    InvalidLength(usize),
-    /// A line longer than [`ReplyLimits::max_line_len`].
-    #[error("RESP line too long at offset {0}")]
-    LineTooLong(usize),
-    /// A payload longer than [`ReplyLimits::max_bulk_len`].
-    #[error("RESP bulk too long at offset {0}")]
-    BulkTooLong(usize),
-    /// Nesting deeper than [`ReplyLimits::max_depth`].
-    #[error("RESP nesting deeper than {0}")]
-    TooDeep(usize),
-    /// A missing `\r\n`.
-    #[error("RESP missing CRLF at offset {0}")]
-    MissingCrlf(usize),
-    /// A malformed boolean or streaming element.
-    #[error("malformed RESP value at offset {0}")]
-    Malformed(usize),
-}
-
-/// One open aggregate while checking a reply.
-#[derive(Debug, Clone, Copy)]
-enum Open {
-    /// Elements still expected; `attribute` when it is an attribute map, which does not
-    /// count as an element of its parent.
-    Count { left: u64, attribute: bool },
-    /// A streamed aggregate (`*?`), ended by `.\r\n`.
-    Streamed,
-}
-
-/// Reads a line starting at `start`; returns (content end, next position).
-fn reply_line(buf: &[u8], start: usize, max: usize) -> Result<Option<(usize, usize)>, ReplyError> {
-    let rest = buf.get(start..).unwrap_or_default();
-    match rest.iter().position(|&b| b == b'\r') {
-        None if rest.len() > max => Err(ReplyError::LineTooLong(start)),
-        None => Ok(None),
-        Some(cr) if cr > max => Err(ReplyError::LineTooLong(start)),
-        Some(cr) => match rest.get(cr + 1) {
-            None => Ok(None),
-            Some(b'\n') => Ok(Some((start + cr, start + cr + 2))),
-            Some(_) => Err(ReplyError::MissingCrlf(start + cr)),
-        },
-    }
-}
-
-/// A resumable [`decode_reply`]: remembers how far it got in an incomplete reply, so a big
-/// reply arriving in many reads is scanned once, not once per read.
-///
-/// Contract: between calls the buffer may only grow at its end; after `Ok(Some(n))` the
-/// caller removes the first `n` bytes and the scanner starts afresh. After an error, drop
-/// the connection (and the scanner, or call [`ReplyScanner::reset`]).
-#[derive(Debug, Default, Clone)]
-pub struct ReplyScanner {
-    /// Where the next unscanned element starts.
-    pos: usize,
-    /// Aggregates open at `pos`.
-    stack: Vec<Open>,
-}
-
-impl ReplyScanner {
-    /// A scanner at the start of a reply.
-    pub fn new() -> Self {
-        ReplyScanner::default()
-    }
-
-    /// Forgets any partial progress.
-    pub fn reset(&mut self) {
-        self.pos = 0;
-        self.stack.clear();
-    }
-
-    /// As [`decode_reply`], resuming where the previous `Ok(None)` stopped.
-    ///
-    /// # Errors
-    /// As [`decode_reply`].
-    pub fn check(&mut self, buf: &[u8], limits: &ReplyLimits) -> Result<Option<usize>, ReplyError> {
-        let result = scan_reply(buf, limits, self);
-        if !matches!(result, Ok(None)) {
-            self.reset();
-        }
-        result
-    }
-}
-
-/// Checks that `buf` starts with one complete reply and returns its length, so the caller
-/// can `split_to` it and relay the bytes unchanged. `Ok(None)`: not complete yet.
-///
-/// Understands RESP2 and RESP3: `+ - : $ *` and `_ , # ! = ( % ~ | >`, attributes (which
-/// precede the reply they annotate and are included in its range), and streamed strings
-/// (`$?` with `;` chunks) and aggregates (`*?`, `%?`, `~?`, `>?` ended by `.`).
-///
-/// # Errors
-/// A [`ReplyError`] when the bytes are not RESP or break a [`ReplyLimits`] bound.
-pub fn decode_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<usize>, ReplyError> {
-    scan_reply(buf, limits, &mut ReplyScanner::new())
-}
-
-fn scan_reply(
-    buf: &[u8],
-    limits: &ReplyLimits,
-    state: &mut ReplyScanner,
-) -> Result<Option<usize>, ReplyError> {
-    let mut stack = std::mem::take(&mut state.stack);
-    let mut pos = state.pos;
-    // An incomplete element: resume at its start next time.
-    macro_rules! line {
-        ($l:lifetime, $resume:expr, $at:expr) => {
-            match reply_line(buf, $at, limits.max_line_len)? {
-                Some(v) => v,
-                None => break $l $resume,
-            }
-        };
-    }
-    let resume_at = 'scan: loop {
-        let Some(&tag) = buf.get(pos) else {
-            break 'scan pos;
-        };
-        let start = pos;
-        // `true` when one element was completed at this step.
-        let mut done = true;
-        match tag {
-            b'+' | b'-' | b':' | b'(' | b',' => {
-                let (end, next) = line!('scan, start, pos + 1);
-                let body = buf.get(pos + 1..end).unwrap_or_default();
-                if tag == b':' && parse_i64(body).is_none() {
-                    return Err(ReplyError::InvalidLength(start));
-                }
-                pos = next;
-            }
-            b'_' => {
-                let (end, next) = line!('scan, start, pos + 1);
-                if end != pos + 1 {
-                    return Err(ReplyError::Malformed(start));
-                }
-                pos = next;
-            }
-            b'#' => {
-                let (end, next) = line!('scan, start, pos + 1);
-                if !matches!(buf.get(pos + 1..end), Some(b"t" | b"f")) {
-                    return Err(ReplyError::Malformed(start));
-                }
-                pos = next;
-            }
-            b'$' | b'!' | b'=' => {
-                let (end, next) = line!('scan, start, pos + 1);
-                let body = buf.get(pos + 1..end).unwrap_or_default();
-                if tag == b'$' && body == b"?" {
-                    // Streamed string: `;<len>\r\n<data>\r\n` chunks until `;0\r\n`.
-                    pos = next;
-                    loop {
-                        match buf.get(pos) {
-                            None => break 'scan start,
-                            Some(b';') => {}
-                            Some(_) => return Err(ReplyError::Malformed(pos)),
-                        }
-                        let (end, next) = line!('scan, start, pos + 1);
-                        let len = parse_i64(buf.get(pos + 1..end).unwrap_or_default())
-                            .filter(|&n| n >= 0)
-                            .ok_or(ReplyError::InvalidLength(pos))?;
-                        if len == 0 {
-                            pos = next;
-                            break;
-                        }
-                        pos = skip_payload(buf, pos, next, len, limits)?.unwrap_or(usize::MAX);
-                        if pos == usize::MAX {
-                            break 'scan start;
-                        }
-                    }
-                } else {
-                    let len = parse_i64(body).ok_or(ReplyError::InvalidLength(start))?;
-                    if len == -1 && tag == b'$' {
-                        pos = next;
-                    } else if len < 0 {
-                        return Err(ReplyError::InvalidLength(start));
-                    } else {
-                        match skip_payload(buf, start, next, len, limits)? {
-                            Some(p) => pos = p,
-                            None => break 'scan start,
-                        }
-                    }
-                }
-            }
-            b'*' | b'~' | b'>' | b'%' | b'|' => {
-                let (end, next) = line!('scan, start, pos + 1);
-                let body = buf.get(pos + 1..end).unwrap_or_default();
-                pos = next;
-                if body == b"?" && tag != b'|' {
-                    if stack.len() >= limits.max_depth {
-                        return Err(ReplyError::TooDeep(limits.max_depth));
-                    }
-                    stack.push(Open::Streamed);
-                    done = false;
-                } else {
-                    let n = parse_i64(body).ok_or(ReplyError::InvalidLength(start))?;
-                    if n == -1 && tag == b'*' {
-                        // Null array: one element.
-                    } else if n < 0 {
-                        return Err(ReplyError::InvalidLength(start));
-                    } else {
-                        let per = if matches!(tag, b'%' | b'|') { 2 } else { 1 };
-                        let left = (n as u64).saturating_mul(per);
-                        if left > 0 {
-                            if stack.len() >= limits.max_depth {
-                                return Err(ReplyError::TooDeep(limits.max_depth));
-                            }
-                            stack.push(Open::Count {
-                                left,
-                                attribute: tag == b'|',
-                            });
-                            done = false;
-                        } else if tag == b'|' {
-                            // An empty attribute annotates the next value.
-                            done = false;
-                        }
-                    }
-                }
-            }
-            b'.' => {
-                let (end, next) = line!('scan, start, pos + 1);
-                if end != pos + 1 || !matches!(stack.last(), Some(Open::Streamed)) {
-                    return Err(ReplyError::Malformed(start));
-                }
-                stack.pop();
-                pos = next;
-            }
-            other => return Err(ReplyError::InvalidType(other, start)),
-        }
-        if !done {
-            continue;
-        }
-        // One element completed: close every aggregate it completes.
-        loop {
-            match stack.last_mut() {
-                None => return Ok(Some(pos)),
-                Some(Open::Streamed) => break,
-                Some(Open::Count { left, attribute }) => {
-                    *left -= 1;
-                    if *left > 0 {
-                        break;
-                    }
-                    let was_attribute = *attribute;
-                    stack.pop();
-                    if was_attribute {
-                        // The attribute is done; the value it annotates follows and is
-                        // the element that counts.
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    state.pos = resume_at;
-    state.stack = stack;
-    Ok(None)
-}
-
-/// Skips `len` payload bytes starting at `data` plus the CRLF; `Ok(None)` if incomplete.
-fn skip_payload(
-    buf: &[u8],
-    header: usize,
-    data: usize,
-    len: i64,
-    limits: &ReplyLimits,
-) -> Result<Option<usize>, ReplyError> {
-    if len as u64 > limits.max_bulk_len as u64 {
-        return Err(ReplyError::BulkTooLong(header));
-    }
-    let end = data + len as usize;
-    match buf.get(end..end + 2) {
-        None => Ok(None),
-        Some(b"\r\n") => Ok(Some(end + 2)),
-        Some(_) => Err(ReplyError::MissingCrlf(end)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1140,7 +704,7 @@ mod tests {
                 let mut got = Vec::new();
                 for chunk in [&input[..a], &input[a..b], &input[b..]] {
                     buf.extend_from_slice(chunk);
-                    while let Some(r) = d.decode(&mut buf, &Limits::default()).unwrap() {
+                    while let Some(r) = d.decode(&mut buf).unwrap() {
                         got.push(r.args.iter().map(|x| x.to_vec()).collect::<Vec<_>>());
                     }
                 }
@@ -1168,7 +732,7 @@ mod tests {
         let mut got = None;
         for chunk in all.chunks(16 * 1024) {
             buf.extend_from_slice(chunk);
-            if let Some(r) = d.decode(&mut buf, &Limits::default()).unwrap() {
+            if let Some(r) = d.decode(&mut buf).unwrap() {
                 got = Some(r.args.len());
             }
         }
@@ -1328,242 +892,43 @@ mod tests {
     }
 
     #[test]
-    fn parse_i64_like_string2ll() {
-        assert_eq!(parse_i64(b"0"), Some(0));
-        assert_eq!(parse_i64(b"-1"), Some(-1));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"-",
-            b"-0",
-            b"01",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"9223372036854775808",
-        ] {
-            assert_eq!(parse_i64(bad), None, "{bad:?}");
-        }
-    }
-
-    fn enc(f: impl Fn(&mut BytesMut)) -> Vec<u8> {
+    fn encodes_requests_for_backends() {
         let mut out = BytesMut::new();
-        f(&mut out);
-        out.to_vec()
+        Request::new(["GET", "k"]).encode(&mut out);
+        assert_eq!(&out[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
     }
 
     #[test]
-    fn encoder() {
-        use Protocol::*;
-        assert_eq!(enc(|o| write_simple(o, "OK")), b"+OK\r\n");
-        assert_eq!(enc(|o| write_error(o, "ERR a\r\nb")), b"-ERR a  b\r\n");
-        assert_eq!(enc(|o| write_integer(o, -42)), b":-42\r\n");
+    fn pre_auth_limits_like_redis() {
+        let mut d = Decoder::new();
+        d.set_pre_auth(Some(PreAuthLimits::default()));
+        let mut buf = BytesMut::from(&b"*11\r\n"[..]);
         assert_eq!(
-            enc(|o| write_integer(o, i64::MIN)),
-            b":-9223372036854775808\r\n"
-        );
-        assert_eq!(enc(|o| write_integer(o, 0)), b":0\r\n");
-        assert_eq!(enc(|o| write_bulk(o, b"a\r\n")), b"$3\r\na\r\n\r\n");
-        assert_eq!(enc(|o| write_null(o, Resp2)), b"$-1\r\n");
-        assert_eq!(enc(|o| write_null(o, Resp3)), b"_\r\n");
-        assert_eq!(enc(|o| write_null_array(o, Resp2)), b"*-1\r\n");
-        assert_eq!(enc(|o| write_array_header(o, 2)), b"*2\r\n");
-        assert_eq!(enc(|o| write_map_header(o, 2, Resp2)), b"*4\r\n");
-        assert_eq!(enc(|o| write_map_header(o, 2, Resp3)), b"%2\r\n");
-        assert_eq!(enc(|o| write_set_header(o, 1, Resp3)), b"~1\r\n");
-        assert_eq!(enc(|o| write_set_header(o, 1, Resp2)), b"*1\r\n");
-        assert_eq!(enc(|o| write_push_header(o, 3, Resp3)), b">3\r\n");
-        assert_eq!(enc(|o| write_push_header(o, 3, Resp2)), b"*3\r\n");
-        assert_eq!(enc(|o| write_bool(o, true, Resp3)), b"#t\r\n");
-        assert_eq!(enc(|o| write_bool(o, false, Resp2)), b":0\r\n");
-        assert_eq!(enc(|o| write_double(o, 1.5, Resp3)), b",1.5\r\n");
-        assert_eq!(enc(|o| write_double(o, f64::INFINITY, Resp3)), b",inf\r\n");
-        assert_eq!(enc(|o| write_double(o, 3.0, Resp2)), b"$1\r\n3\r\n");
-        assert_eq!(
-            enc(|o| write_verbatim(o, b"txt", b"hi", Resp3)),
-            b"=6\r\ntxt:hi\r\n"
+            d.decode(&mut buf),
+            Err(DecodeError::UnauthenticatedMultibulkLength)
         );
         assert_eq!(
-            enc(|o| write_verbatim(o, b"txt", b"hi", Resp2)),
-            b"$2\r\nhi\r\n"
+            DecodeError::UnauthenticatedMultibulkLength.reply(),
+            Bytes::from_static(b"-ERR Protocol error: unauthenticated multibulk length\r\n")
         );
+        let mut d = Decoder::new();
+        d.set_pre_auth(Some(PreAuthLimits::default()));
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"[..]);
         assert_eq!(
-            enc(|o| Request::new(["GET", "k"]).encode(o)),
-            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+            d.decode(&mut buf),
+            Err(DecodeError::UnauthenticatedBulkLength)
         );
-    }
-
-    fn check(input: &[u8]) -> Result<Option<usize>, ReplyError> {
-        decode_reply(input, &ReplyLimits::default())
-    }
-
-    const REPLIES: &[&[u8]] = &[
-        b"+OK\r\n",
-        b"-ERR bad\r\n",
-        b":-12\r\n",
-        b"$3\r\nfoo\r\n",
-        b"$0\r\n\r\n",
-        b"$-1\r\n",
-        b"*-1\r\n",
-        b"*0\r\n",
-        b"*2\r\n$1\r\na\r\n:1\r\n",
-        b"*2\r\n*1\r\n+x\r\n*0\r\n",
-        b"_\r\n",
-        b",1.5\r\n",
-        b",inf\r\n",
-        b"#t\r\n",
-        b"#f\r\n",
-        b"!5\r\nERR x\r\n",
-        b"=7\r\ntxt:a\r\n\r\n",
-        b"(3492890328409238509324850943850943825024385\r\n",
-        b"%2\r\n+a\r\n:1\r\n+b\r\n*1\r\n_\r\n",
-        b"%0\r\n",
-        b"~2\r\n+a\r\n+b\r\n",
-        b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n",
-        b"|1\r\n+ttl\r\n:3600\r\n*2\r\n:1\r\n:2\r\n",
-        b"*2\r\n|1\r\n+k\r\n+v\r\n:1\r\n:2\r\n",
-        b"|0\r\n+OK\r\n",
-        b"$?\r\n;4\r\nHell\r\n;1\r\no\r\n;0\r\n",
-        b"*?\r\n:1\r\n:2\r\n.\r\n",
-        b"%?\r\n+a\r\n:1\r\n.\r\n",
-        b"*?\r\n*?\r\n.\r\n*1\r\n:1\r\n.\r\n",
-    ];
-
-    #[test]
-    fn reply_every_type_and_every_cut() {
-        for r in REPLIES {
-            assert_eq!(
-                check(r),
-                Ok(Some(r.len())),
-                "{:?}",
-                String::from_utf8_lossy(r)
-            );
-            for cut in 0..r.len() {
-                assert_eq!(
-                    check(&r[..cut]),
-                    Ok(None),
-                    "{:?} cut {cut}",
-                    String::from_utf8_lossy(r)
-                );
-            }
-            // Followed by another reply: only the first is measured.
-            let two = [*r, b"+NEXT\r\n"].concat();
-            assert_eq!(check(&two), Ok(Some(r.len())));
-        }
-    }
-
-    #[test]
-    fn reply_pipeline_split_everywhere() {
-        let all: Vec<u8> = REPLIES.concat();
-        for cut in 0..=all.len() {
-            let mut buf = BytesMut::new();
-            let mut n = 0;
-            for chunk in [&all[..cut], &all[cut..]] {
-                buf.extend_from_slice(chunk);
-                while let Some(len) = check(&buf).unwrap() {
-                    let _ = buf.split_to(len);
-                    n += 1;
-                }
-            }
-            assert_eq!(n, REPLIES.len(), "cut {cut}");
-        }
-    }
-
-    #[test]
-    fn reply_scanner_resumes_byte_by_byte() {
-        let all: Vec<u8> = REPLIES.concat();
-        let limits = ReplyLimits::default();
-        let mut scanner = ReplyScanner::new();
-        let mut buf = BytesMut::new();
-        let mut lens = Vec::new();
-        for &b in &all {
-            buf.extend_from_slice(&[b]);
-            while let Some(n) = scanner.check(&buf, &limits).unwrap() {
-                lens.push(n);
-                let _ = buf.split_to(n);
-            }
-        }
-        let want: Vec<usize> = REPLIES.iter().map(|r| r.len()).collect();
-        assert_eq!(lens, want);
-        // Splits at every pair of points with one scanner.
-        for a in 0..=all.len() {
-            for b in (a..=all.len()).step_by(7) {
-                let mut scanner = ReplyScanner::new();
-                let mut buf = BytesMut::new();
-                let mut n = 0;
-                for chunk in [&all[..a], &all[a..b], &all[b..]] {
-                    buf.extend_from_slice(chunk);
-                    while let Some(len) = scanner.check(&buf, &limits).unwrap() {
-                        let _ = buf.split_to(len);
-                        n += 1;
-                    }
-                }
-                assert_eq!(n, REPLIES.len(), "cuts {a},{b}");
-            }
-        }
-    }
-
-    #[test]
-    fn reply_scanner_big_array_in_pieces() {
-        let mut all = b"*100000\r\n".to_vec();
-        for i in 0..100_000 {
-            all.extend_from_slice(format!("${}\r\n{i}\r\n", i.to_string().len()).as_bytes());
-        }
-        let limits = ReplyLimits::default();
-        let mut scanner = ReplyScanner::new();
-        let mut buf = BytesMut::new();
-        let mut done = None;
-        for chunk in all.chunks(997) {
-            buf.extend_from_slice(chunk);
-            if let Some(n) = scanner.check(&buf, &limits).unwrap() {
-                done = Some(n);
-            }
-        }
-        assert_eq!(done, Some(all.len()));
-    }
-
-    #[test]
-    fn reply_malformed() {
-        assert!(matches!(
-            check(b"?x\r\n"),
-            Err(ReplyError::InvalidType(b'?', 0))
-        ));
-        assert!(matches!(
-            check(b":abc\r\n"),
-            Err(ReplyError::InvalidLength(0))
-        ));
-        assert!(matches!(
-            check(b"$-2\r\n"),
-            Err(ReplyError::InvalidLength(0))
-        ));
-        assert!(matches!(
-            check(b"$3\r\nfooXY"),
-            Err(ReplyError::MissingCrlf(7))
-        ));
-        assert!(matches!(check(b"+OK\rX"), Err(ReplyError::MissingCrlf(3))));
-        assert!(matches!(check(b"#x\r\n"), Err(ReplyError::Malformed(0))));
-        assert!(matches!(check(b".\r\n"), Err(ReplyError::Malformed(0))));
-        assert!(matches!(
-            check(b"*1\r\n.\r\n"),
-            Err(ReplyError::Malformed(4))
-        ));
-        assert!(matches!(
-            check(b"%-1\r\n"),
-            Err(ReplyError::InvalidLength(0))
-        ));
-        assert!(matches!(
-            check(b"$1073741824\r\n"),
-            Err(ReplyError::BulkTooLong(0))
-        ));
-        let deep = b"*1\r\n".repeat(200);
-        assert!(matches!(check(&deep), Err(ReplyError::TooDeep(128))));
-        let ok_deep = [b"*1\r\n".repeat(128), b":1\r\n".to_vec()].concat();
-        assert_eq!(check(&ok_deep), Ok(Some(ok_deep.len())));
-        // A huge aggregate count is just incomplete: nothing is allocated from it.
-        assert_eq!(check(b"*9223372036854775807\r\n:1\r\n"), Ok(None));
-        assert_eq!(check(b"%9223372036854775807\r\n"), Ok(None));
-        let long = vec![b'+'; 2 * 1024 * 1024];
-        assert!(matches!(check(&long), Err(ReplyError::LineTooLong(1))));
+        // The general bound is checked first, as in redis.
+        let mut d = Decoder::new();
+        d.set_pre_auth(Some(PreAuthLimits::default()));
+        let mut buf = BytesMut::from(&b"*2000000\r\n"[..]);
+        assert_eq!(d.decode(&mut buf), Err(DecodeError::InvalidMultibulkLength));
+        // Within the bounds, and lifted after AUTH for the next request.
+        let mut d = Decoder::new();
+        d.set_pre_auth(Some(PreAuthLimits::default()));
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*11\r\n"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap().args.len(), 2);
+        d.set_pre_auth(None);
+        assert_eq!(d.decode(&mut buf), Ok(None));
     }
 }
