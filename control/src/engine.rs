@@ -16,12 +16,11 @@ use bytes::Bytes;
 use ocean_core::table::{
     etag_of, DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind,
 };
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api_auth::{is_loopback, ApiToken};
+use crate::api_auth::is_loopback;
 use crate::config::{Config, Source};
 use crate::derive::{derive_all, Problem};
 use crate::guard::{Guard, Held, Pools};
@@ -31,50 +30,7 @@ use crate::state::{hostnames, normalize, HealthMemory, Resolved, State};
 use crate::store::{Served, Store};
 use crate::subscribers::Subscribers;
 
-/// The outcome of the last syncs, for `/healthz`, `/v1/problems` and metrics.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SyncStatus {
-    /// `marathon <url>`, `file <path>` or `static <name>`.
-    pub source: String,
-    pub last_success_unix: Option<u64>,
-    pub last_attempt_unix: Option<u64>,
-    pub last_error: Option<String>,
-    pub consecutive_failures: u64,
-    pub event_stream_up: bool,
-    pub apps: usize,
-    pub tasks: usize,
-    pub held: Vec<Held>,
-}
-
-/// State shared by the engine and the HTTP API.
-pub struct Shared {
-    pub store: Store,
-    pub subscribers: Subscribers,
-    pub status: Mutex<SyncStatus>,
-    pub problems: ArcSwap<Vec<Problem>>,
-    pub state: ArcSwap<State>,
-    /// Bearer tokens with their scopes; empty: the API is open (loopback only).
-    pub tokens: Vec<ApiToken>,
-    /// The API is served over TLS.
-    pub tls: bool,
-    /// `--allow-plaintext-secrets`: the `mysql` table goes to any peer even without TLS.
-    pub allow_plaintext_secrets: bool,
-    pub max_wait: Duration,
-    /// `resync`, for judging staleness.
-    pub resync: Duration,
-    pub stream_up: Arc<AtomicBool>,
-    pub marathon_source: bool,
-    /// Fires at shutdown: long-polls answer at once instead of holding the drain.
-    pub shutdown: CancellationToken,
-}
-
-impl Shared {
-    pub fn status(&self) -> SyncStatus {
-        let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
-        s.event_stream_up = self.stream_up.load(Ordering::Relaxed);
-        s
-    }
-}
+pub use crate::shared::{Shared, SyncStatus};
 
 /// A running control: its bound address and a handle to wait for it.
 pub struct Running {

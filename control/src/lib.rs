@@ -14,6 +14,7 @@
 //! - [`store`]: the published tables; long-poll waiters wake on a `watch`.
 //! - [`subscribers`]: which proxies poll, which ETag they run, what they refused.
 //! - [`engine`]: the sync loop: source -> normalize -> derive -> guard -> publish.
+//! - [`shared`]: the state the sync loop and the HTTP API share.
 //! - [`server`]: the HTTP API (`/v1/tables/{kind}`, `/v1/state`, `/v1/problems`,
 //!   `/v1/subscribers`, `/healthz`, `/metrics`).
 //! - [`api_auth`]: bearer tokens and their scopes; who may read which table.
@@ -28,6 +29,7 @@ pub mod guard;
 pub mod marathon;
 pub mod ownership;
 pub mod server;
+pub mod shared;
 pub mod state;
 pub mod store;
 pub mod subscribers;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ocean_core::net::Cidr;
 use ocean_core::table::mysql::Access;
 use serde::Deserialize;
 
@@ -193,15 +193,14 @@ pub fn allowed_access(allow: &[AllowRule], app_id: &str) -> Option<Access> {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipRange {
-    pub cidr: IpNet,
+    pub cidr: Cidr,
     pub apps: Vec<AppPrefix>,
 }
 
 /// The ranges that decide who owns `vip`: the most specific ones that contain it (a /28
 /// carved out of a /24 belongs to the /28's apps). Empty when no range contains it.
 pub fn vip_owners(ranges: &[VipRange], vip: IpAddr) -> Vec<&VipRange> {
-    let vip = canonical(vip);
-    let containing: Vec<&VipRange> = ranges.iter().filter(|r| r.cidr.contains(&vip)).collect();
+    let containing: Vec<&VipRange> = ranges.iter().filter(|r| r.cidr.contains(vip)).collect();
     let Some(best) = containing.iter().map(|r| r.cidr.prefix_len()).max() else {
         return Vec::new();
     };

@@ -27,7 +27,7 @@ use ocean_core::table::{quote_etag, unquote_etag, TableKind};
 use serde::Deserialize;
 
 use crate::api_auth::{self, Access, Resource};
-use crate::engine::Shared;
+use crate::shared::Shared;
 use crate::subscribers::Report;
 
 /// The API router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`

@@ -12,6 +12,8 @@
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`daemon`]: the accept loop every TCP proxy shares: client cap with the protocol's own
 //!   refusal, accept backoff, connection ids and spans, write deadlines, `RLIMIT_NOFILE`.
+//! - [`net`]: `Cidr`, the one network type of every daemon (ipnet, bare addresses, IPv4-mapped
+//!   addresses as IPv4).
 //! - [`listener`]: sockets bound with the options proxies need (socket2).
 //! - [`shutdown`]: one cancellation token driven by SIGTERM/SIGINT.
 //! - [`http`]: the HTTP client settings shared by control and subscribers.
@@ -25,6 +27,7 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod secret;
 pub mod shutdown;
 pub mod subscriber;

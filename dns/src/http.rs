@@ -31,8 +31,7 @@ use ocean_core::table::DnsTable;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::server::SharedZone;
-use crate::zone::Zone;
+use crate::zone::{SharedZone, Zone};
 
 /// What the HTTP handlers read.
 #[derive(Clone)]

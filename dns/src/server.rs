@@ -26,8 +26,7 @@ use crate::proto::{rcode, rtype};
 use crate::respond::{respond, servfail, Action, Outcome, Settings, Transport};
 use crate::zone::Zone;
 
-/// The current zone, swapped whole when a new table arrives.
-pub type SharedZone = Arc<ArcSwapOption<Zone>>;
+pub use crate::zone::SharedZone;
 
 /// A running `ocean dns`.
 pub struct Running {

@@ -9,11 +9,16 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use ocean_core::table::{DnsTable, Versioned};
 use rustc_hash::FxHashMap;
 
 use crate::proto::encode::{name_to_wire, record, Owner, RData, Writer};
 use crate::proto::{rtype, HEADER_LEN};
+
+/// The current zone, swapped whole when a new table arrives; read lock-free on the data
+/// path, written by the task that builds zones from the table.
+pub type SharedZone = Arc<ArcSwapOption<Zone>>;
 
 /// Rotations kept per answer (fewer when there are fewer records).
 const MAX_ROTATIONS: usize = 8;

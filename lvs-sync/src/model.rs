@@ -5,12 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 
 pub use ocean_core::table::lvs::{Forward, Protocol};
 use ocean_core::table::lvs::{LvsTable, MAX_WEIGHT, SCHEDULERS};
-
-use crate::plan::Op;
 
 /// Service flag `IP_VS_SVC_F_PERSISTENT`: set by the kernel when a persistence timeout is on;
 /// here it is carried by [`Service::persistence_s`] instead.
@@ -230,81 +227,8 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// An IPv4 or IPv6 network, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-/// A `--vip` value that is not a CIDR.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid CIDR {input:?}: {reason}")]
-pub struct CidrError {
-    pub input: String,
-    pub reason: &'static str,
-}
-
-impl Cidr {
-    /// A network; fails when `prefix` is longer than the address.
-    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, CidrError> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(CidrError {
-                input: format!("{addr}/{prefix}"),
-                reason: "prefix longer than the address",
-            });
-        }
-        Ok(Cidr { addr, prefix })
-    }
-
-    /// Whether `ip` is inside this network (never across address families).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| CidrError {
-            input: s.to_string(),
-            reason,
-        };
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().map_err(|_| err("prefix is not a number"))?,
-            None if addr.is_ipv4() => 32,
-            None => 128,
-        };
-        Cidr::new(addr, prefix).map_err(|e| err(e.reason))
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// `--vip` ranges: the one network type of every daemon.
+pub use ocean_core::net::Cidr;
 
 fn proto_name(p: Protocol) -> &'static str {
     match p {
@@ -656,6 +580,113 @@ impl InMemoryIpvs {
                     .map(|_| ())
                     .ok_or(IpvsError::NoDest(*k, *a))
             }
+        }
+    }
+}
+
+/// One change to the kernel's IPVS table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `ipvsadm -A`: a new service, without destinations.
+    AddService(Service),
+    /// `ipvsadm -E`: scheduler, persistence, netmask, flags in place.
+    EditService(Service),
+    /// `ipvsadm -D`: the service and all its destinations.
+    DelService(ServiceKey),
+    /// `ipvsadm -a` (connection counts in the `Dest` are ignored).
+    AddDest(ServiceKey, Dest),
+    /// `ipvsadm -e`: weight and forwarding method in place.
+    EditDest(ServiceKey, Dest),
+    /// `ipvsadm -d`.
+    DelDest(ServiceKey, DestKey),
+}
+
+impl Op {
+    /// The service the op touches.
+    pub fn key(&self) -> &ServiceKey {
+        match self {
+            Op::AddService(s) | Op::EditService(s) => &s.key,
+            Op::DelService(k) | Op::AddDest(k, _) | Op::EditDest(k, _) | Op::DelDest(k, _) => k,
+        }
+    }
+
+    /// A short name for metrics and logs: `add_service`, `edit_dest`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::AddService(_) => "add_service",
+            Op::EditService(_) => "edit_service",
+            Op::DelService(_) => "del_service",
+            Op::AddDest(..) => "add_dest",
+            Op::EditDest(..) => "edit_dest",
+            Op::DelDest(..) => "del_dest",
+        }
+    }
+}
+
+fn write_service(f: &mut fmt::Formatter<'_>, s: &Service) -> fmt::Result {
+    write!(f, "{} -s {}", s.key, s.scheduler)?;
+    let mut sched_flags = Vec::new();
+    for (bit, name) in [
+        (SVC_F_SCHED1, "flag-1"),
+        (SVC_F_SCHED2, "flag-2"),
+        (SVC_F_SCHED3, "flag-3"),
+    ] {
+        if s.flags & bit != 0 {
+            sched_flags.push(name);
+        }
+    }
+    if !sched_flags.is_empty() {
+        write!(f, " -b {}", sched_flags.join(","))?;
+    }
+    if let Some(p) = s.persistence_s {
+        write!(f, " -p {p}")?;
+        if s.netmask != Service::default_netmask(&s.key) {
+            if s.key.is_ipv6() {
+                write!(f, " -M {}", s.netmask)?;
+            } else {
+                write!(f, " -M {}", std::net::Ipv4Addr::from(s.netmask))?;
+            }
+        }
+    }
+    if s.flags & SVC_F_ONEPACKET != 0 {
+        write!(f, " -o")?;
+    }
+    Ok(())
+}
+
+fn write_dest(f: &mut fmt::Formatter<'_>, k: &ServiceKey, d: &Dest) -> fmt::Result {
+    let fwd = match d.forward {
+        Forward::Dr => "-g",
+        Forward::Nat => "-m",
+        Forward::Tunnel => "-i",
+    };
+    write!(f, "{k} -r {} {fwd} -w {}", d.addr, d.weight)
+}
+
+/// The op as an ipvsadm command line without the program name, e.g.
+/// `-A -t 10.0.0.1:80 -s wrr`, `-a -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 1`, `-d -t ... -r ...`.
+/// Also valid as a line of `ipvsadm-restore` input.
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::AddService(s) => {
+                f.write_str("-A ")?;
+                write_service(f, s)
+            }
+            Op::EditService(s) => {
+                f.write_str("-E ")?;
+                write_service(f, s)
+            }
+            Op::DelService(k) => write!(f, "-D {k}"),
+            Op::AddDest(k, d) => {
+                f.write_str("-a ")?;
+                write_dest(f, k, d)
+            }
+            Op::EditDest(k, d) => {
+                f.write_str("-e ")?;
+                write_dest(f, k, d)
+            }
+            Op::DelDest(k, a) => write!(f, "-d {k} -r {a}"),
         }
     }
 }
