@@ -446,4 +446,28 @@ mod tests {
             .admit("secure", peer, &[], |got| got.sha1_sha1 == h.sha1_sha1)
             .is_ok());
     }
+
+    /// Every route carries backend passwords: none may show in debug output or logs.
+    #[test]
+    fn route_debug_holds_no_secret() {
+        let db = Arc::new(MysqlDatabase {
+            name: "/a/b/shop".into(),
+            primary: None,
+            replicas: vec![],
+            ro: Some(Credentials {
+                user: "ro".into(),
+                password: "ro-backend-secret".into(),
+            }),
+            rw: Credentials {
+                user: "rw".into(),
+                password: "rw-backend-secret".into(),
+            },
+            schema: "shop".into(),
+        });
+        for access in [Access::Rw, Access::Ro] {
+            let route = Route::new(&db, access).unwrap();
+            let shown = format!("{route:?} {route:#?}");
+            assert!(!shown.contains("backend-secret"), "{shown}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ use crate::packet::{err_payload, read_packet, write_packet, LOGIN_PACKET_LIMIT};
 use crate::prelogin::PreLoginSlot;
 use crate::registry::NewSession;
 use crate::relay::{relay, Counters, End, InitDbCheck};
-use crate::Shared;
+use crate::server::Shared;
 
 /// Capabilities the proxy offers clients (CLIENT_SSL is added when TLS is configured).
 /// No compression, no LOCAL INFILE (the backend then refuses LOAD DATA LOCAL itself), no
@@ -84,7 +84,7 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
         .config
         .trusted_proxies
         .iter()
-        .any(|c| c.contains(peer.ip()))
+        .any(|net| net.contains(&peer.ip().to_canonical()))
     {
         let header = tokio::time::timeout(
             shared.config.connect_timeout,

@@ -1,0 +1,252 @@
+//! The listener and everything around it: [`start`] binds, follows the `mysql` table
+//! (indexed off the hot path, swapped in whole) and serves admin HTTP; [`run`] waits until
+//! cancelled.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use ocean_core::subscriber::{self, TableWatch};
+use ocean_core::table::mysql::MysqlTable;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::Index;
+use crate::config::Config;
+use crate::packet;
+use crate::prelogin::PreLogin;
+use crate::registry::Registry;
+use crate::session;
+use crate::tls;
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) index: ArcSwapOption<Index>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) prelogin: Arc<PreLogin>,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) backend_tls: Option<tokio_rustls::TlsConnector>,
+    pub(crate) next_conn_id: AtomicU32,
+    pub(crate) rr: AtomicUsize,
+    pub(crate) server_version: ArcSwap<String>,
+    pub(crate) connections: AtomicUsize,
+}
+
+/// A running proxy.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Open (logged-in) sessions.
+    pub fn sessions(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Client connections, logins in progress included.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections from `ip` that have not finished logging in.
+    pub fn logins_in_progress(&self, ip: IpAddr) -> usize {
+        self.shared.prelogin.in_progress(ip)
+    }
+
+    /// The ETag of the table in use.
+    pub fn table_etag(&self) -> Option<String> {
+        self.shared.index.load().as_ref().map(|i| i.etag.clone())
+    }
+
+    /// Waits until every task has stopped (after cancellation).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+    }
+}
+
+/// Runs until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    start(config, cancel).await?.wait().await;
+    Ok(())
+}
+
+/// Binds the listener (and admin), starts the table subscriber, returns once listening.
+pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    ocean_core::metrics::handle();
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let backend_tls = match &config.backend_tls {
+        Some(ca) => Some(tls::connector(ca)?),
+        None => None,
+    };
+    let listener = ocean_core::listener::bind_tcp(config.listen, false)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let tracker = TaskTracker::new();
+    let shared = Arc::new(Shared {
+        index: ArcSwapOption::empty(),
+        registry: Arc::new(Registry::default()),
+        prelogin: PreLogin::new(config.max_prelogin_per_ip),
+        tls,
+        backend_tls,
+        next_conn_id: AtomicU32::new(1),
+        rr: AtomicUsize::new(0),
+        server_version: ArcSwap::from_pointee(
+            config
+                .server_version
+                .clone()
+                .unwrap_or_else(|| "8.0.0-ocean".into()),
+        ),
+        connections: AtomicUsize::new(0),
+        config,
+    });
+
+    let (watch, _sub) =
+        subscriber::spawn::<MysqlTable>(shared.config.subscriber.clone(), cancel.clone());
+    tracker.spawn(apply_tables(watch.clone(), shared.clone(), cancel.clone()));
+    tracker.spawn(accept_loop(
+        listener,
+        shared.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+
+    let admin_addr = match shared.config.admin {
+        Some(a) => {
+            let l = ocean_core::listener::bind_tcp(a, false)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {a} (--admin): {e}"))?;
+            let local = l.local_addr()?;
+            let (w1, w2) = (watch.clone(), watch.clone());
+            let health = Arc::new(move || w1.health());
+            // The table carries backend passwords: /table shows it redacted.
+            let table = Arc::new(move || {
+                w2.load().map(|v| {
+                    let mut t = serde_json::to_value(&v.table).unwrap_or_default();
+                    redact(&mut t);
+                    serde_json::json!({"etag": v.etag, "table": t})
+                })
+            });
+            let router = ocean_core::admin::router(health, Some(table));
+            let c = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = ocean_core::admin::serve(l, router, c).await {
+                    tracing::error!(error = %e, "admin HTTP failed");
+                }
+            });
+            Some(local)
+        }
+        None => None,
+    };
+    tracker.close();
+    tracing::info!(listen = %addr, admin = ?admin_addr, tls = shared.tls.is_some(), backend_tls = shared.backend_tls.is_some(), "ocean mysql-proxy listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        shared,
+        tracker,
+    })
+}
+
+/// Replaces every `password` string in the table's JSON.
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if k == "password" && v.is_string() {
+                    *v = serde_json::Value::String("<redacted>".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// Indexes every new table and applies it to open sessions.
+async fn apply_tables(
+    mut watch: TableWatch<MysqlTable>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            t = watch.changed() => t,
+            () = cancel.cancelled() => return,
+        };
+        let Some(v) = next else { return };
+        let index = Index::build(&v.etag, &v.table);
+        shared.registry.sweep(
+            &index,
+            &shared.config.host_ips,
+            shared.config.drain,
+            shared.config.kick_revoked,
+        );
+        tracing::info!(etag = %v.etag, jobs = index.jobs.len(), databases = index.databases.len(), "mysql table applied");
+        shared.index.store(Some(Arc::new(index)));
+    }
+}
+
+/// Decrements the connection count when a connection ends.
+struct ConnSlot(Arc<Shared>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = cancel.cancelled() => return,
+        };
+        let (mut tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let n = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = ConnSlot(shared.clone());
+        let limit = shared.config.max_connections;
+        if limit > 0 && n > limit {
+            tracing::info!(target: "audit", job = "", ip = %peer.ip(), schema = "", result = "denied", reason = "too many connections", "mysql login");
+            metrics::counter!("ocean_mysql_logins_total", "job" => "", "result" => "too_many_connections").increment(1);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let p = packet::err_payload(1040, b"08004", "Too many connections");
+                let _ = packet::write_packet(&mut tcp, 0, &p).await;
+            });
+            continue;
+        }
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                () = session::serve(tcp, peer, shared) => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+}
