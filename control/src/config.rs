@@ -14,7 +14,7 @@ use ocean_core::table::mysql::{Credentials, JobPassword};
 use serde::Deserialize;
 use url::Url;
 
-use crate::api_auth::{ApiFile, ApiToken, TokenError, ORIGIN_TOKEN_FILE_KEY};
+use crate::api_auth::{self, ApiFile, ApiToken, TokenError, ORIGIN_TOKEN_FILE_KEY};
 use crate::derive::dns::DnsSettings;
 use crate::derive::mysql::{hash_password, DatabaseConfig, MysqlConfig};
 use crate::derive::DeriveConfig;
@@ -149,6 +149,118 @@ impl From<TokenError> for ConfigError {
             field: e.field,
             message: e.message,
         }
+    }
+}
+
+/// `ocean control` flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Marathon base URL; repeat for several masters (only the elected leader is trusted).
+    #[arg(long = "marathon", value_name = "URL", conflicts_with = "apps_file")]
+    pub marathon: Vec<url::Url>,
+    /// A file holding the JSON of `GET /v2/apps?embed=apps.tasks`, re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub apps_file: Option<PathBuf>,
+    /// control.toml: domain, DNS, guard, MySQL credentials (see docs/control.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Full re-list from Marathon this often while the event stream is up.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resync: Duration,
+    /// Re-list this often while the event stream is down (and check --apps-file for changes).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub poll_while_down: Duration,
+    /// Wait this long after an event before re-listing, to batch bursts.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+    /// Timeout of each request to Marathon.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub marathon_timeout: Duration,
+    /// File with a bearer token that reads every /v1/ endpoint (replaces `token_file` of the
+    /// config file; `[[api.tokens]]` there add scoped ones). Required off loopback.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the mysql table (backend passwords) without TLS to peers off loopback.
+    #[arg(long)]
+    pub allow_plaintext_secrets: bool,
+    /// CA certificates (PEM) an https --marathon must chain to (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    pub marathon_ca: Option<PathBuf>,
+    /// Hold a table that would lose more than this fraction of its backends (overrides guard.max_drop).
+    #[arg(long)]
+    pub max_drop: Option<f64>,
+    /// Publish a held table once its drop has lasted this long (overrides guard.drop_hold).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drop_hold: Option<Duration>,
+    /// DNS domain (overrides `domain` in the config file).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Keep the last published tables here, so that after a restart the drop guard still
+    /// holds back an empty or partial Marathon answer.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Args {
+    /// Builds control's config from flags and the optional config file; flags win.
+    ///
+    /// # Errors
+    /// No source, an unreadable or invalid config file, a bad token file, an invalid result.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let a = self;
+        let source = match (a.apps_file, a.marathon.is_empty()) {
+            (Some(f), _) => Source::File(f),
+            (None, false) => Source::Marathon(a.marathon),
+            (None, true) => {
+                anyhow::bail!("no Marathon source: give --marathon URL or --apps-file FILE")
+            }
+        };
+        let mut c = Config::new(source);
+        if let Some(path) = &a.config {
+            let file = FileConfig::load(path)?;
+            let base = path.parent().map(PathBuf::from).unwrap_or_default();
+            file.apply(&base, &mut c)?;
+        }
+        if let Some(d) = a.domain {
+            c.derive.dns.set_domain(&d);
+        }
+        c.listen = a.listen;
+        c.state_dir = a.state_dir;
+        c.resync = a.resync;
+        c.poll_while_down = a.poll_while_down;
+        c.debounce = a.debounce;
+        c.marathon_timeout = a.marathon_timeout;
+        if let Some(f) = a.token_file {
+            // The flag replaces the config file's unscoped `token_file`, not its [[api.tokens]].
+            c.tokens
+                .retain(|t| t.origin != api_auth::ORIGIN_TOKEN_FILE_KEY);
+            c.tokens.insert(
+                0,
+                ApiToken::from_file(api_auth::ORIGIN_TOKEN_FLAG, &f, None)?,
+            );
+        }
+        if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
+            c.tls = Some(TlsFiles { cert, key });
+        }
+        c.allow_plaintext_secrets = a.allow_plaintext_secrets;
+        c.marathon_ca = a.marathon_ca;
+        if let Some(v) = a.max_drop {
+            c.guard.max_drop = v;
+        }
+        if let Some(v) = a.drop_hold {
+            c.guard.drop_hold = v;
+        }
+        c.validate()?;
+        Ok(c)
     }
 }
 

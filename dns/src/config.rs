@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use ocean_core::subscriber::SubscriberConfig;
 
 /// Everything `ocean dns` runs with.
@@ -70,5 +72,97 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+/// `host:port`, or a bare IP meaning port 53.
+fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT"))
+}
+
+fn parse_zone_resolver(s: &str) -> Result<(String, SocketAddr), String> {
+    let (zone, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ZONE=ADDR"))?;
+    Ok((zone.to_string(), parse_resolver(addr)?))
+}
+
+/// `ocean dns` flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub table: ocean_core::subscriber::SubscriberArgs,
+    /// DNS address (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:8053")]
+    pub listen: SocketAddr,
+    /// Address of the Mesos-DNS HTTP API and /metrics, /healthz, /table.
+    #[arg(long, default_value = "127.0.0.1:8123")]
+    pub http: SocketAddr,
+    /// Do not serve HTTP.
+    #[arg(long)]
+    pub no_http: bool,
+    /// Upstream resolver for names outside the domain (IP or IP:PORT); repeat to try several in order.
+    #[arg(long = "resolver", value_name = "ADDR", value_parser = parse_resolver)]
+    pub resolvers: Vec<SocketAddr>,
+    /// Upstream for one zone, tried before --resolver: ZONE=ADDR (e.g. consul=127.0.0.1:8600); repeatable.
+    #[arg(long = "zone-resolver", value_name = "ZONE=ADDR", value_parser = parse_zone_resolver)]
+    pub zone_resolvers: Vec<(String, SocketAddr)>,
+    /// Timeout of one upstream try.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub forward_timeout: Duration,
+    /// Forwarded queries in flight at most; beyond it clients get SERVFAIL at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_forward_inflight: usize,
+    /// UDP worker threads, each with its own SO_REUSEPORT socket (default: one per CPU).
+    #[arg(long)]
+    pub udp_workers: Option<usize>,
+    /// Largest UDP answer to EDNS clients (smaller when the client offers less).
+    #[arg(long, default_value_t = 1232)]
+    pub max_udp_payload: u16,
+    /// TCP connections at most.
+    #[arg(long, default_value_t = 1024)]
+    pub max_tcp_connections: usize,
+    /// Close a TCP connection idle this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tcp_idle_timeout: Duration,
+    /// A Mesos-DNS config.json: its listener/port, HTTP, resolvers, externalon and timeout
+    /// replace the flags above; keys that belong to control are reported.
+    #[arg(long, value_name = "FILE")]
+    pub mesos_dns_config: Option<PathBuf>,
+}
+
+impl Args {
+    /// The config these flags describe (a `--mesos-dns-config` file applied on top).
+    ///
+    /// # Errors
+    /// Bad table-source flags, an unreadable Mesos-DNS config, an invalid result.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let a = self;
+        let mut c = Config::new(a.table.into_config()?);
+        c.listen = a.listen;
+        c.http = (!a.no_http).then_some(a.http);
+        c.resolvers = a.resolvers;
+        c.zone_resolvers = a.zone_resolvers;
+        c.forward_timeout = a.forward_timeout;
+        c.max_forward_inflight = a.max_forward_inflight;
+        if let Some(n) = a.udp_workers {
+            c.udp_workers = n;
+        }
+        c.max_udp_payload = a.max_udp_payload;
+        c.max_tcp_connections = a.max_tcp_connections;
+        c.tcp_idle_timeout = a.tcp_idle_timeout;
+        if let Some(path) = &a.mesos_dns_config {
+            let m = crate::mesos_config::load(path)?;
+            for note in m.apply(&mut c) {
+                tracing::warn!(file = %path.display(), "{note}");
+            }
+        }
+        c.validate()?;
+        Ok(c)
     }
 }
