@@ -26,10 +26,12 @@ pub struct Config {
     pub udp_workers: usize,
     /// Largest UDP answer to EDNS clients (the client's own limit applies when smaller).
     pub max_udp_payload: u16,
-    /// TCP connections at most; more wait in the kernel's accept queue.
+    /// TCP connections at most; a client past it is accepted and closed at once.
     pub max_tcp_connections: usize,
     /// A TCP connection idle this long between queries is closed.
     pub tcp_idle_timeout: Duration,
+    /// A TCP client that does not take an answer within this long is closed.
+    pub tcp_write_timeout: Duration,
     /// Where the `dns` table comes from.
     pub subscriber: SubscriberConfig,
 }
@@ -49,6 +51,7 @@ impl Config {
             max_udp_payload: 1232,
             max_tcp_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(10),
+            tcp_write_timeout: Duration::from_secs(10),
             subscriber,
         }
     }
@@ -130,6 +133,9 @@ pub struct Args {
     /// Close a TCP connection idle this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub tcp_idle_timeout: Duration,
+    /// Close a TCP client that does not take an answer within this long (it holds a slot).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tcp_write_timeout: Duration,
     /// A Mesos-DNS config.json: its listener/port, HTTP, resolvers, externalon and timeout
     /// replace the flags above; keys that belong to control are reported.
     #[arg(long, value_name = "FILE")]
@@ -156,6 +162,7 @@ impl Args {
         c.max_udp_payload = a.max_udp_payload;
         c.max_tcp_connections = a.max_tcp_connections;
         c.tcp_idle_timeout = a.tcp_idle_timeout;
+        c.tcp_write_timeout = a.tcp_write_timeout;
         if let Some(path) = &a.mesos_dns_config {
             let m = crate::mesos_config::load(path)?;
             for note in m.apply(&mut c) {

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use ocean_core::daemon::{self, Conn, Limits};
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::DnsTable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -448,33 +450,33 @@ async fn serve_tcp(
     config: Config,
     cancel: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_tcp_connections.max(1)));
+    // DNS has no greeting to refuse with: a client past the cap is closed, which a resolver
+    // reads as "try another server" (RFC 7766 section 6.2.2).
+    let mut limits = Limits::new("dns", Bytes::new());
+    limits.max_clients = config.max_tcp_connections.max(1);
+    limits.idle_timeout = config.tcp_idle_timeout;
+    limits.write_timeout = config.tcp_write_timeout;
+    let limits = Arc::new(limits);
     let conns = TaskTracker::new();
-    loop {
-        // A permit before accept: at the limit, new connections wait in the backlog.
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!(error = %e, "tcp accept failed");
-                    continue;
+    let per_conn = limits.clone();
+    daemon::accept_loop(
+        listener,
+        limits,
+        conns.clone(),
+        cancel,
+        move |conn: Conn| {
+            let (zone, forwarder, limits) = (zone.clone(), forwarder.clone(), per_conn.clone());
+            async move {
+                if let Err(e) =
+                    tcp_connection(conn.stream, zone, forwarder, settings, &limits, conn.cancel)
+                        .await
+                {
+                    tracing::debug!(error = %e, "tcp connection ended");
                 }
-            },
-        };
-        let (zone, forwarder, cancel) = (zone.clone(), forwarder.clone(), cancel.clone());
-        let idle = config.tcp_idle_timeout;
-        conns.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = tcp_connection(stream, zone, forwarder, settings, idle, cancel).await {
-                tracing::debug!(%peer, error = %e, "tcp connection ended");
             }
-        });
-    }
+        },
+    )
+    .await;
     conns.close();
     conns.wait().await;
 }
@@ -484,12 +486,14 @@ async fn tcp_connection(
     zone: SharedZone,
     forwarder: Arc<Forwarder>,
     settings: Settings,
-    idle: Duration,
+    limits: &Limits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let idle = limits.idle_timeout;
     stream.set_nodelay(true)?;
     let mut out = Vec::with_capacity(4096);
     let mut req = Vec::new();
+    let mut framed = Vec::with_capacity(4096);
     let mut n: u32 = 0;
     let mut counters = Counters::new();
     let result = loop {
@@ -547,11 +551,17 @@ async fn tcp_connection(
                 }
             }
         };
-        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.clear();
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
         framed.extend_from_slice(reply);
-        if let Err(e) = stream.write_all(&framed).await {
-            break Err(e);
+        // A client that stops reading is closed after the write timeout, freeing its slot.
+        match daemon::write_all_within(&mut stream, &framed, limits.write_timeout).await {
+            Ok(()) => {}
+            Err(daemon::WriteError::Io(e)) => break Err(e),
+            Err(e @ daemon::WriteError::Timeout(_)) => {
+                tracing::debug!(error = %e, "tcp client does not read; closed");
+                break Ok(());
+            }
         }
         if outcome.rcode == rcode::FORMERR && action == Action::Reply {
             // The stream may be out of step after a malformed message.

@@ -123,6 +123,14 @@ fn running(id: &str, n: u32, host: &str, ports: &[u16]) -> serde_json::Value {
 }
 
 async fn stack(resolvers: Vec<SocketAddr>) -> Stack {
+    stack_with(resolvers, |_| {}).await
+}
+
+/// [`stack`] with the dns config adjusted by `tweak` before it starts.
+async fn stack_with(
+    resolvers: Vec<SocketAddr>,
+    tweak: impl FnOnce(&mut ocean_dns::Config),
+) -> Stack {
     let m = FakeMarathon::start().await.unwrap();
     // Host networking, nested groups, a named port.
     m.put_app(app("/shop/web", json!({}), 10000));
@@ -199,6 +207,7 @@ async fn stack(resolvers: Vec<SocketAddr>) -> Stack {
     d.udp_workers = 2;
     d.resolvers = resolvers;
     d.tcp_idle_timeout = Duration::from_secs(1);
+    tweak(&mut d);
     let dns = ocean_dns::server::start(d, cancel.clone()).await.unwrap();
     let addr = dns.dns_addr;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -622,4 +631,81 @@ async fn servfail_until_the_first_table_loads() {
     let d = dig_async(dns.dns_addr, &["web.marathon.mesos"]).await;
     assert_eq!(d.status, "SERVFAIL", "{}", d.raw);
     cancel.cancel();
+}
+
+/// TCP abuse: a flood past `--max-tcp-connections` is closed at once while UDP answers, and
+/// clients that pipeline big answers without ever reading are closed after
+/// `--tcp-write-timeout`, so they cannot keep every slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_floods_and_clients_that_never_read_cannot_take_every_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = stack_with(vec![], |d| {
+        d.max_tcp_connections = 8;
+        d.tcp_idle_timeout = Duration::from_secs(30);
+        d.tcp_write_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(s.dns).await.unwrap());
+    }
+    // Every slot is taken: the next clients are closed without an answer ...
+    for _ in 0..20 {
+        let mut extra = tokio::net::TcpStream::connect(s.dns).await.unwrap();
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut b))
+            .await
+            .expect("a client past the cap was left hanging");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    // ... and UDP is answered meanwhile.
+    assert_eq!(
+        dig_async(s.dns, &["web-shop.marathon.mesos"])
+            .await
+            .values("A")
+            .len(),
+        3
+    );
+    // The holders now pipeline 2,000 queries for the 300-task SRV answer and never read.
+    let mut q = vec![0u8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["_big", "_tcp", "marathon", "mesos"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 33, 0, 1]);
+    let mut burst = Vec::new();
+    for i in 0..2000u16 {
+        burst.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        let mut one = q.clone();
+        one[..2].copy_from_slice(&i.to_be_bytes());
+        burst.extend_from_slice(&one);
+    }
+    for h in &mut held {
+        h.write_all(&burst).await.unwrap();
+    }
+    // Nobody reads for 3 s: the answers fill the socket buffers and every write stalls
+    // past the 500 ms write timeout. Reading afterwards finds what was buffered, then the
+    // end of the stream: each holder was closed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for mut h in held {
+        let mut sink = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(15), h.read_to_end(&mut sink))
+            .await
+            .expect("a client that never read was never closed");
+        let got = sink.len();
+        assert!(
+            r.is_err() || got < 2000 * 1000,
+            "closed only after {got} bytes"
+        );
+    }
+    // The slots are free again: a real TCP client is answered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = dig_async(s.dns, &["+tcp", "+tries=1", "web-shop.marathon.mesos"]).await;
+        if d.values("A").len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "TCP never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
