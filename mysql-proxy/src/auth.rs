@@ -63,7 +63,7 @@ pub struct PasswordHashes {
 impl PasswordHashes {
     /// Decodes the table's hex; `None` when malformed. The table validator rejects such
     /// hashes, and a job whose hashes still do not decode is refused outright
-    /// ([`crate::access::PasswordCheck::Unparsable`]), never let in by IP alone.
+    /// ([`crate::route::PasswordCheck::Unparsable`]), never let in by IP alone.
     pub fn from_hex(sha1_sha1: &str, sha256_sha256: &str) -> Option<Self> {
         let mut a = [0u8; 20];
         let mut b = [0u8; 32];

@@ -4,25 +4,26 @@
 //!
 //! # Layout
 //! - [`config`]: flags ([`Args`]) and [`Config`], with `validate()`.
-//! - [`server`]: the listener, admin HTTP, the table followed; [`start`] and [`run`].
-//! - [`packet`] framing, [`auth`] password checks and scrambles, [`access`] the table
-//!   indexed for logins, [`session`] one client connection, [`backend`] the proxy's own
-//!   login to MySQL, [`relay`] the byte relay after login, [`registry`] open sessions
-//!   (limits, failover, revocation), [`prelogin`] logins in progress per client IP,
-//!   [`proxy_protocol`] PROXY v2 headers, [`tls`] rustls for clients and backends.
+//! - [`proto`]: the MySQL packet codec (framing with the 16 MB continuation rule,
+//!   handshake and auth packets, ERR/OK, the command scanner, PROXY v2): synchronous,
+//!   total, no I/O.
+//! - [`wire`]: login packets read from and written to a stream, exactly as the codec asks.
+//! - [`auth`]: password hashes, scramble checks, the proxy's own auth responses.
+//! - [`route`]: who may log in where and to which backend: the table indexed, routes,
+//!   and the registry of open sessions a new table is applied to.
+//! - [`upstream`]: backend connections (TLS with `--backend-tls`) and the proxy's login.
+//! - [`connection`]: one client from accept to close: pre-login cap, greeting, TLS,
+//!   login, then the relay.
+//! - [`server`]: the listener, the table followed, admin HTTP; [`start`] and [`run`].
 
-pub mod access;
 pub mod auth;
-pub mod backend;
 pub mod config;
-pub mod packet;
-pub mod prelogin;
-pub mod proxy_protocol;
-pub mod registry;
-pub mod relay;
+pub mod connection;
+pub mod proto;
+pub mod route;
 pub mod server;
-pub mod session;
-pub mod tls;
+pub mod upstream;
+pub mod wire;
 
 pub use auth::{PasswordHashes, Plugin};
 pub use config::{host_addresses, Args, Config};

@@ -10,30 +10,18 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::mysql::MysqlTable;
+use ocean_core::tls::PemFile;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::Index;
 use crate::config::Config;
-use crate::packet;
-use crate::prelogin::PreLogin;
-use crate::registry::Registry;
-use crate::session;
-use crate::tls;
-
-/// State shared by every connection.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) index: ArcSwapOption<Index>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) prelogin: Arc<PreLogin>,
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
-    pub(crate) backend_tls: Option<tokio_rustls::TlsConnector>,
-    pub(crate) next_conn_id: AtomicU32,
-    pub(crate) rr: AtomicUsize,
-    pub(crate) server_version: ArcSwap<String>,
-    pub(crate) connections: AtomicUsize,
-}
+use crate::connection::prelogin::PreLogin;
+use crate::connection::{self, Shared};
+use crate::proto::reply::err_payload;
+use crate::route::registry::Registry;
+use crate::route::Index;
+use crate::upstream;
+use crate::wire::write_packet;
 
 /// A running proxy.
 pub struct Running {
@@ -81,11 +69,16 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     config.validate()?;
     ocean_core::metrics::handle();
     let tls = match &config.tls {
-        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            ocean_core::tls::server_config(
+                PemFile::new("--tls-cert", cert),
+                PemFile::new("--tls-key", key),
+            )?,
+        ))),
         None => None,
     };
     let backend_tls = match &config.backend_tls {
-        Some(ca) => Some(tls::connector(ca)?),
+        Some(ca) => Some(upstream::connector(ca)?),
         None => None,
     };
     let listener = ocean_core::listener::bind_tcp(config.listen, false)
@@ -98,7 +91,6 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         prelogin: PreLogin::new(config.max_prelogin_per_ip),
         tls,
         backend_tls,
-        next_conn_id: AtomicU32::new(1),
         rr: AtomicUsize::new(0),
         server_version: ArcSwap::from_pointee(
             config
@@ -212,6 +204,7 @@ async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let next_conn_id = AtomicU32::new(1);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -234,17 +227,19 @@ async fn accept_loop(
             metrics::counter!("ocean_mysql_logins_total", "job" => "", "result" => "too_many_connections").increment(1);
             tokio::spawn(async move {
                 let _slot = slot;
-                let p = packet::err_payload(1040, b"08004", "Too many connections");
-                let _ = packet::write_packet(&mut tcp, 0, &p).await;
+                let p = err_payload(1040, b"08004", "Too many connections");
+                // Best effort: the connection is closed right after either way.
+                let _best_effort = write_packet(&mut tcp, 0, &p).await;
             });
             continue;
         }
         let shared = shared.clone();
         let cancel = cancel.clone();
+        let conn_id = next_conn_id.fetch_add(1, Ordering::Relaxed);
         tracker.spawn(async move {
             let _slot = slot;
             tokio::select! {
-                () = session::serve(tcp, peer, shared) => {}
+                () = connection::serve(tcp, peer, conn_id, shared) => {}
                 () = cancel.cancelled() => {}
             }
         });

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
-use ocean_mysql_proxy::proxy_protocol::header_v2;
+use ocean_mysql_proxy::proto::proxy_v2::header_v2;
 use ocean_tests::servers::mariadb::MariaDb;
 
 /// Like [`via`], but sends `header` first, as an L4 balancer with PROXY protocol does.

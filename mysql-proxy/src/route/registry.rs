@@ -9,7 +9,7 @@ use std::time::Duration;
 use ocean_core::table::mysql::Access;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{still_placed, Index, PasswordCheck};
+use super::{still_placed, Index, PasswordCheck};
 
 /// What the registry knows about one session.
 struct Entry {
@@ -31,7 +31,8 @@ pub struct Closer {
 
 impl Closer {
     pub fn close(&self, reason: &'static str) {
-        let _ = self.reason.set(reason);
+        // The first reason wins: a session closed twice keeps why it was closed first.
+        let _first_reason_wins = self.reason.set(reason);
         self.token.cancel();
     }
 }

@@ -1,19 +1,44 @@
-//! The proxy as a client of the backend: connect, log in with the table's credentials.
+//! Backends: the proxy as a MySQL client. Connect to a backend the [`route`](crate::route)
+//! chose, over TLS with `--backend-tls` ([`connector`]), and log in with the table's
+//! credentials, passing on what the client negotiated. One backend connection per client
+//! session, closed with it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use mysql_common::constants::CapabilityFlags;
-use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{AuthPlugin, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use ocean_core::table::mysql::Credentials;
+use ocean_core::tls::{PemFile, TlsError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::auth::client_response;
-use crate::packet::{read_packet, write_packet, LOGIN_PACKET_LIMIT};
+use crate::proto::handshake::{parse_backend_answer, parse_greeting, BackendAnswer};
+use crate::proto::reply::parse_err;
+use crate::proto::{Decoder, LOGIN_PACKET_LIMIT};
+use crate::wire::{read_packet, write_packet, ReadError};
+
+const LOGIN: Decoder = Decoder::new(LOGIN_PACKET_LIMIT);
+
+/// TLS to backends (`--backend-tls`): a rustls client trusting only the PEM CA
+/// certificates in `ca`; the backend's certificate must name its IP (an IP SAN).
+///
+/// # Errors
+/// A CA file that cannot be used; the message names `--backend-ca` and the file.
+pub fn connector(ca: &Path) -> Result<TlsConnector, TlsError> {
+    let roots = ocean_core::tls::root_store(PemFile::new("--backend-ca", ca))?;
+    let config = rustls::ClientConfig::builder_with_provider(ocean_core::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Versions)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
 
 /// What the client negotiated with the proxy, passed on so the backend speaks the same
 /// protocol variant (EOF packets, session tracking, multi-results ...).
@@ -44,6 +69,8 @@ pub enum BackendError {
     Connect(std::io::Error),
     #[error("login i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("login: {0}")]
+    Read(#[from] ReadError),
     #[error("backend refused: {code} {message}")]
     Refused { code: u16, message: String },
     #[error("protocol: {0}")]
@@ -65,13 +92,15 @@ pub async fn login(
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(BackendError::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let (seq, greeting) = read_packet(&mut stream, LOGIN_PACKET_LIMIT).await?;
+    // Latency only: a socket without TCP_NODELAY still works.
+    let _nodelay_is_best_effort = stream.set_nodelay(true);
+    let greeting = read_packet(&mut stream, LOGIN).await?;
+    let seq = greeting.last_seq;
+    let greeting = greeting.payload;
     if greeting.first() == Some(&0xff) {
         return Err(refused(&greeting));
     }
-    let hs: HandshakePacket<'_> = ParseBuf(&greeting)
-        .parse(())
+    let hs = parse_greeting(&greeting)
         .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
     let server_caps = hs.capabilities();
     if !server_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
@@ -180,21 +209,19 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     tls: bool,
 ) -> Result<Vec<u8>, BackendError> {
     loop {
-        let (s, p) = read_packet(stream, LOGIN_PACKET_LIMIT).await?;
-        let seq = s.wrapping_add(1);
-        match p.first() {
-            Some(0x00) => return Ok(p),
-            Some(0xff) => return Err(refused(&p)),
-            // AuthSwitchRequest: plugin name, NUL, new nonce (maybe NUL-terminated).
-            Some(0xfe) => {
-                let rest = p.get(1..).unwrap_or_default();
-                let nul = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-                plugin = rest.get(..nul).unwrap_or_default().to_vec();
-                let mut nonce = rest.get(nul + 1..).unwrap_or_default().to_vec();
-                if nonce.last() == Some(&0) {
-                    nonce.pop();
-                }
-                let data = client_response(&plugin, &nonce, password).ok_or_else(|| {
+        let packet = read_packet(stream, LOGIN).await?;
+        let seq = packet.last_seq.wrapping_add(1);
+        let answer = parse_backend_answer(&packet.payload)
+            .map_err(|e| BackendError::Protocol(e.to_string()))?;
+        match answer {
+            BackendAnswer::Ok => return Ok(packet.payload.to_vec()),
+            BackendAnswer::Err(_) => return Err(refused(&packet.payload)),
+            BackendAnswer::Switch {
+                plugin: name,
+                nonce,
+            } => {
+                plugin = name.to_vec();
+                let data = client_response(&plugin, nonce, password).ok_or_else(|| {
                     BackendError::Protocol(format!(
                         "backend switched to unsupported auth plugin {}",
                         String::from_utf8_lossy(&plugin)
@@ -205,32 +232,39 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             // AuthMoreData of caching_sha2_password: 3 = fast auth succeeded (OK follows),
             // 4 = full authentication: the password in clear over TLS (RSA key exchange
             // for plain connections is not supported).
-            Some(0x01) if plugin == b"caching_sha2_password" => match p.get(1) {
-                Some(3) => continue,
-                Some(4) if tls => {
-                    let mut clear = Vec::with_capacity(password.len() + 1);
-                    clear.extend_from_slice(password.as_bytes());
-                    clear.push(0);
-                    write_packet(stream, seq, &clear).await?;
+            BackendAnswer::MoreData(data) if plugin == b"caching_sha2_password" => {
+                match data.first() {
+                    Some(3) => continue,
+                    Some(4) if tls => {
+                        let mut clear = Vec::with_capacity(password.len() + 1);
+                        clear.extend_from_slice(password.as_bytes());
+                        clear.push(0);
+                        write_packet(stream, seq, &clear).await?;
+                    }
+                    Some(4) => {
+                        return Err(BackendError::Protocol(
+                            "backend asks caching_sha2_password full authentication, which \
+                             needs TLS to the backend: run the proxy with --backend-tls (RSA \
+                             key exchange is not supported), or use mysql_native_password for \
+                             the proxy's user"
+                                .into(),
+                        ))
+                    }
+                    other => {
+                        return Err(BackendError::Protocol(format!(
+                            "unexpected caching_sha2_password data {other:?}"
+                        )))
+                    }
                 }
-                Some(4) => {
-                    return Err(BackendError::Protocol(
-                        "backend asks caching_sha2_password full authentication, which needs \
-                         TLS to the backend: run the proxy with --backend-tls (RSA key exchange \
-                         is not supported), or use mysql_native_password for the proxy's user"
-                            .into(),
-                    ))
-                }
-                other => {
-                    return Err(BackendError::Protocol(format!(
-                        "unexpected caching_sha2_password data {other:?}"
-                    )))
-                }
-            },
-            _ => {
+            }
+            BackendAnswer::MoreData(_) => {
+                return Err(BackendError::Protocol(
+                    "unexpected login packet 0x01".into(),
+                ))
+            }
+            BackendAnswer::Unexpected(first) => {
                 return Err(BackendError::Protocol(format!(
-                    "unexpected login packet 0x{:02x}",
-                    p.first().copied().unwrap_or_default()
+                    "unexpected login packet 0x{first:02x}"
                 )))
             }
         }
@@ -238,18 +272,10 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 fn refused(p: &[u8]) -> BackendError {
-    let code = match p {
-        [_, a, b, ..] => u16::from_le_bytes([*a, *b]),
-        _ => 0,
-    };
-    let msg = p.get(3..).unwrap_or_default();
-    let msg = msg
-        .strip_prefix(b"#")
-        .map(|m| m.get(5..).unwrap_or_default())
-        .unwrap_or(msg);
+    let e = parse_err(p);
     BackendError::Refused {
-        code,
-        message: String::from_utf8_lossy(msg).into_owned(),
+        code: e.code,
+        message: e.message,
     }
 }
 
@@ -273,9 +299,11 @@ mod tests {
             for (send, expect) in script {
                 write_packet(&mut server, seq, &send).await.unwrap();
                 if let Some(expect) = expect {
-                    let (s, got) = read_packet(&mut server, 1 << 20).await.unwrap();
-                    assert_eq!(s, seq + 1, "client sequence");
-                    assert_eq!(got, expect, "client packet");
+                    let got = read_packet(&mut server, Decoder::new(1 << 20))
+                        .await
+                        .unwrap();
+                    assert_eq!(got.seq, seq + 1, "client sequence");
+                    assert_eq!(&got.payload[..], &expect[..], "client packet");
                     seq += 2;
                 } else {
                     seq += 1;

@@ -1,4 +1,9 @@
-//! Who may log in where: the `mysql` table indexed for the login path.
+//! Who may log in where, and to which backend: the `mysql` table indexed for the login
+//! path ([`Index`], built off the hot path and swapped in whole), the [`Route`] of a
+//! session (database, access, backend credentials), the backends to try in order, and the
+//! [`registry`] of open sessions that a new table is applied to.
+
+pub mod registry;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,277 @@
+//! Authentication at the proxy: the client's handshake response, the auth exchange
+//! (switch to a plugin the proxy checks, caching_sha2 fast auth), the IP + JOBNAME check,
+//! the route, and the backend login. Everything a client may be refused for is decided
+//! here and returned as a [`Deny`] for the caller to send.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mysql_common::constants::CapabilityFlags;
+
+use super::{Halves, Shared};
+use crate::auth::{has_password, Plugin};
+use crate::proto::handshake::{self, auth_switch, FAST_AUTH_SUCCESS};
+use crate::proto::{Decoder, LOGIN_PACKET_LIMIT};
+use crate::route::registry::{NewSession, SessionGuard};
+use crate::route::{backends, Refusal, Route};
+use crate::upstream::{self, ClientParams};
+use crate::wire::{read_packet, write_packet};
+
+/// What a failed login sends to the client.
+pub(super) struct Deny {
+    pub(super) code: u16,
+    pub(super) state: [u8; 5],
+    pub(super) message: String,
+    pub(super) job: String,
+    pub(super) schema: String,
+    pub(super) metric: &'static str,
+    pub(super) reason: String,
+}
+
+/// A client logged in and its backend connection open.
+pub(super) struct Accepted {
+    pub(super) job: String,
+    pub(super) schema: String,
+    pub(super) plugin: Plugin,
+    pub(super) route: Route,
+    pub(super) backend: upstream::Backend,
+    pub(super) backend_addr: SocketAddr,
+    pub(super) guard: SessionGuard,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn authenticate<S: Halves>(
+    stream: &mut S,
+    ip: IpAddr,
+    seq: &mut u8,
+    payload: &[u8],
+    scramble: &[u8; 20],
+    offered: CapabilityFlags,
+    tls: bool,
+    shared: &Arc<Shared>,
+) -> Result<Accepted, Deny> {
+    let deny =
+        |code, state: &[u8; 5], message: String, job: &str, schema: &str, metric, reason: &str| {
+            Deny {
+                code,
+                state: *state,
+                message,
+                job: job.to_string(),
+                schema: schema.to_string(),
+                metric,
+                reason: reason.to_string(),
+            }
+        };
+    let bad = |reason: &str| {
+        deny(
+            1043,
+            b"08S01",
+            "Bad handshake".into(),
+            "",
+            "",
+            "bad_handshake",
+            reason,
+        )
+    };
+    let resp = handshake::parse_response(payload).map_err(|e| bad(&e.to_string()))?;
+    let client_caps = resp.capabilities();
+    if !client_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        return Err(bad("client without protocol 4.1"));
+    }
+    if shared.config.require_tls && !tls {
+        return Err(deny(
+            3159,
+            b"HY000",
+            "Connections using insecure transport are prohibited: this proxy requires TLS".into(),
+            &String::from_utf8_lossy(resp.user()),
+            "",
+            "insecure",
+            "TLS required",
+        ));
+    }
+    let job = String::from_utf8_lossy(resp.user()).into_owned();
+    let schema = resp
+        .db_name()
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_default();
+
+    // The auth exchange: verify the plugin the client chose when the proxy knows it,
+    // else switch the client to the proxy's default plugin.
+    let mut plugin = match resp.auth_plugin() {
+        None => Some(Plugin::Native),
+        Some(p) => Plugin::from_name(p.as_bytes()),
+    };
+    let mut auth_data = resp.scramble_buf().to_vec();
+    // A client whose plugin is not the one the greeting named may answer with nothing
+    // (libmariadb does: the scramble was meant for the other plugin); it waits for an
+    // AuthSwitchRequest to its own plugin. Unknown plugins are switched to the default.
+    let switch_to = match plugin {
+        Some(p) if p != shared.config.default_auth && auth_data.is_empty() => Some(p),
+        Some(_) => None,
+        None => Some(shared.config.default_auth),
+    };
+    if let Some(p) = switch_to {
+        write_packet(stream, *seq, &auth_switch(p.name(), scramble))
+            .await
+            .map_err(|e| bad(&format!("auth switch: {e}")))?;
+        let answer = read_packet(stream, Decoder::new(LOGIN_PACKET_LIMIT))
+            .await
+            .map_err(|e| bad(&format!("auth switch response: {e}")))?;
+        *seq = answer.last_seq.wrapping_add(1);
+        plugin = Some(p);
+        auth_data = answer.payload.to_vec();
+    }
+    let plugin = plugin.unwrap_or_default();
+    let using = if has_password(&auth_data) {
+        "YES"
+    } else {
+        "NO"
+    };
+    let access_denied = |job: &str, reason: Refusal| {
+        deny(
+            1045,
+            b"28000",
+            format!("Access denied for user '{job}'@'{ip}' (using password: {using})"),
+            job,
+            &schema,
+            reason.metric(),
+            reason.reason(),
+        )
+    };
+    // Not granted, not existing, or not usable (ro without ro credentials): the same 1044
+    // to the client, the reason in the audit line.
+    let db_denied = |reason: Refusal| {
+        deny(
+            1044,
+            b"42000",
+            format!(
+                "Access denied for user '{job}'@'{ip}' to database '{}'",
+                if schema.is_empty() { "(none)" } else { &schema }
+            ),
+            &job,
+            &schema,
+            reason.metric(),
+            reason.reason(),
+        )
+    };
+
+    let Some(index) = shared.index.load_full() else {
+        return Err(deny(
+            1105,
+            b"HY000",
+            "ocean: the proxy has no table yet".into(),
+            &job,
+            &schema,
+            "no_table",
+            "no table loaded",
+        ));
+    };
+    let entry = index
+        .admit(&job, ip, &shared.config.host_ips, |hashes| {
+            has_password(&auth_data) && hashes.verify(plugin, scramble, &auth_data)
+        })
+        .map_err(|r| access_denied(&job, r))?;
+    // caching_sha2_password clients that sent a scramble wait for "fast auth succeeded".
+    if plugin == Plugin::CachingSha2 && has_password(&auth_data) {
+        write_packet(stream, *seq, &FAST_AUTH_SUCCESS)
+            .await
+            .map_err(|e| bad(&format!("auth more data: {e}")))?;
+        *seq = seq.wrapping_add(1);
+    }
+
+    let no_schema = schema.is_empty();
+    // No schema: the session goes to the first usable database granted to the job, by
+    // name, read-only when possible. Only `SELECT 1`-style use until COM_INIT_DB.
+    let route = if no_schema {
+        index.default_route(entry)
+    } else {
+        index.route(entry, &schema)
+    }
+    .map_err(db_denied)?;
+
+    // Backend: replicas first for ro, then the primary.
+    let addrs = backends(&route, &shared.rr);
+    if addrs.is_empty() {
+        return Err(deny(
+            1429,
+            b"HY000",
+            format!("ocean: database for schema '{schema}' has no running primary"),
+            &job,
+            &schema,
+            "no_backend",
+            "no primary or replica in the table",
+        ));
+    }
+    let params = ClientParams {
+        capabilities: client_caps,
+        collation: resp.collation(),
+        max_packet_size: handshake::max_packet_size(payload),
+        attributes: resp.connect_attributes(),
+    };
+    let backend_schema = if no_schema {
+        None
+    } else {
+        Some(schema.as_str())
+    };
+    let mut last_err = String::new();
+    for addr in addrs {
+        let Some(guard) = shared.registry.register(
+            NewSession {
+                job: &job,
+                database: &route.database.name,
+                access: route.access,
+                backend: addr,
+                peer: ip,
+            },
+            shared.config.max_connections_per_job,
+        ) else {
+            return Err(deny(
+                1203,
+                b"42000",
+                format!(
+                    "User {job} already has more than {} active connections",
+                    shared.config.max_connections_per_job
+                ),
+                &job,
+                &schema,
+                "job_limit",
+                "per-job connection limit",
+            ));
+        };
+        match upstream::login(
+            addr,
+            &route.credentials,
+            backend_schema,
+            &params,
+            offered,
+            shared.backend_tls.as_ref(),
+        )
+        .await
+        {
+            Ok(backend) => {
+                return Ok(Accepted {
+                    job,
+                    schema,
+                    plugin,
+                    route,
+                    backend,
+                    backend_addr: addr,
+                    guard,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(job = %job, database = %route.database.name, backend = %addr, error = %e, "backend login failed");
+                last_err = format!("backend {addr}: {e}");
+            }
+        }
+    }
+    Err(deny(
+        1429,
+        b"HY000",
+        format!("ocean: cannot reach the database for schema '{schema}' (see the proxy's log)"),
+        &job,
+        &schema,
+        "backend_error",
+        &last_err,
+    ))
+}
