@@ -58,6 +58,9 @@ pub struct Limits {
     /// A write that makes no progress for this long closes the connection
     /// (`--write-timeout`): a client that never reads cannot hold a slot.
     pub write_timeout: Duration,
+    /// Called with the peer of every client refused at the cap, before its refusal is
+    /// written (a daemon's own audit line or metric); `None` by default.
+    pub on_refusal: Option<fn(SocketAddr)>,
 }
 
 impl Limits {
@@ -70,6 +73,7 @@ impl Limits {
             refusal: refusal.into(),
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(30),
+            on_refusal: None,
         }
     }
 }
@@ -181,6 +185,9 @@ fn refuse(
     metrics::counter!("ocean_connections_refused_total", "daemon" => daemon, "reason" => "max_clients")
         .increment(1);
     tracing::debug!(client.addr = %peer, daemon, "refused: --max-clients reached");
+    if let Some(observe) = limits.on_refusal {
+        observe(peer);
+    }
     let Ok(slot) = refusals.clone().try_acquire_owned() else {
         // Too many refusals at once: closing is the only answer that costs nothing.
         drop(stream);
