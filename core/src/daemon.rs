@@ -114,6 +114,24 @@ pub async fn accept_loop<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_clients));
+    accept_loop_shared(listener, limits, permits, tracker, cancel, handle).await;
+}
+
+/// As [`accept_loop`], with the cap's permits given by the caller, so that several
+/// listeners (one per worker thread on an `SO_REUSEPORT` port, or one per cluster) share
+/// one `--max-clients`. `limits.max_clients` is then only the number the caller sized
+/// `permits` with.
+pub async fn accept_loop_shared<H, F>(
+    listener: TcpListener,
+    limits: Arc<Limits>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    handle: H,
+) where
+    H: Fn(Conn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let local = listener.local_addr().ok();
     let mut backoff = AcceptBackoff::default();

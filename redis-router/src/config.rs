@@ -13,8 +13,7 @@ use anyhow::Context;
 use ocean_core::secret::Secret;
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
-use crate::client::ClientOpts;
-use crate::proto::{Limits, ReplyLimits};
+use crate::proto::{Limits, PreAuthLimits, ReplyLimits};
 use crate::route::RouteOpts;
 use crate::upstream::{BackendOpts, ClusterOpts};
 
@@ -101,6 +100,28 @@ pub struct Args {
     /// Replies one client may have outstanding before the router stops reading from it.
     #[arg(long, default_value_t = 1024)]
     pub max_pending: usize,
+    /// Reply bytes one client may have buffered in the router (arrived, or estimated from
+    /// its recent replies, and not yet written to it); past it the router stops reading
+    /// from the client until it drains.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENT_REPLY_BYTES)]
+    pub max_client_reply_bytes: usize,
+    /// Client connections at once, over every worker and listener; one more gets
+    /// `-ERR max number of clients reached` and is closed (redis's `maxclients`).
+    #[arg(long, default_value_t = ocean_core::daemon::DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// Close a client that sent nothing for this long while nothing of it is in flight
+    /// (redis's `timeout`; 0: never). Blocked and subscribed clients are never idle.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Close a client whose replies are not taken within this long (it does not read).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+    /// With a password: the longest bulk argument before AUTH (redis: 16384).
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub preauth_max_bulk_len: usize,
+    /// With a password: the most arguments in one request before AUTH (redis: 10).
+    #[arg(long, default_value_t = 10)]
+    pub preauth_max_args: usize,
     /// Send read-only commands to the replicas of the slot's master (round robin), with
     /// READONLY on backend connections; reads may then see slightly stale data.
     #[arg(long)]
@@ -187,6 +208,19 @@ impl Config {
         }
         let c = &self.client;
         anyhow::ensure!(c.max_pending >= 1, "--max-pending must be at least 1");
+        anyhow::ensure!(c.max_clients >= 1, "--max-clients must be at least 1");
+        anyhow::ensure!(
+            c.max_reply_bytes >= 1,
+            "--max-client-reply-bytes must be at least 1"
+        );
+        anyhow::ensure!(
+            !c.write_timeout.is_zero(),
+            "--write-timeout must be more than 0"
+        );
+        anyhow::ensure!(
+            c.pre_auth.max_array_len >= 3,
+            "--preauth-max-args must be at least 3 (AUTH user pass)"
+        );
         anyhow::ensure!(
             c.limits.max_array_len >= 1,
             "--max-array-len must be at least 1"
@@ -272,6 +306,14 @@ impl Args {
                     max_array_len: self.max_array_len,
                     ..Limits::default()
                 },
+                pre_auth: PreAuthLimits {
+                    max_bulk_len: self.preauth_max_bulk_len,
+                    max_array_len: self.preauth_max_args,
+                },
+                max_clients: self.max_clients,
+                idle_timeout: self.idle_timeout,
+                write_timeout: self.write_timeout,
+                max_reply_bytes: self.max_client_reply_bytes,
                 max_pending: self.max_pending.max(1),
                 password,
                 allow_flush: self.allow_flush,
@@ -319,6 +361,58 @@ pub fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<Se
     );
     Ok(Secret::new(value.to_string()))
 }
+
+/// Client-facing settings.
+#[derive(Debug, Clone)]
+pub struct ClientOpts {
+    /// Request size bounds.
+    pub limits: Limits,
+    /// Request size bounds until the client has authenticated (with a password set).
+    pub pre_auth: PreAuthLimits,
+    /// Client connections at once over every listener (`--max-clients`).
+    pub max_clients: usize,
+    /// Close a client idle this long (`--idle-timeout`; zero: never).
+    pub idle_timeout: Duration,
+    /// Close a client whose replies are not taken within this long (`--write-timeout`).
+    pub write_timeout: Duration,
+    /// Reply bytes buffered per client before the router stops reading from it
+    /// (`--max-client-reply-bytes`).
+    pub max_reply_bytes: usize,
+    /// Replies a client may have outstanding before the router stops reading from it.
+    pub max_pending: usize,
+    /// Password clients must `AUTH` with (`Debug` redacts it).
+    pub password: Option<Secret>,
+    /// Whether FLUSHALL/FLUSHDB are passed to every master.
+    pub allow_flush: bool,
+    /// Routing limits.
+    pub route: RouteOpts,
+    /// TLS for clients (`--tls-cert`/`--tls-key`): the listeners then accept TLS only.
+    pub tls: Option<crate::tls::Acceptor>,
+}
+
+impl Default for ClientOpts {
+    fn default() -> Self {
+        ClientOpts {
+            limits: Limits {
+                max_array_len: 256 * 1024,
+                ..Limits::default()
+            },
+            pre_auth: PreAuthLimits::default(),
+            max_clients: ocean_core::daemon::DEFAULT_MAX_CLIENTS,
+            idle_timeout: Duration::ZERO,
+            write_timeout: Duration::from_secs(30),
+            max_reply_bytes: DEFAULT_MAX_CLIENT_REPLY_BYTES,
+            max_pending: 1024,
+            password: None,
+            allow_flush: false,
+            route: RouteOpts::default(),
+            tls: None,
+        }
+    }
+}
+
+/// Default `--max-client-reply-bytes`: 8 MiB.
+pub const DEFAULT_MAX_CLIENT_REPLY_BYTES: usize = 8 * 1024 * 1024;
 
 /// The default table-mode bind address.
 pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -395,6 +489,49 @@ mod tests {
         assert!(c.args.into_config().is_err());
         let c = with(&[]).unwrap().args.into_config().unwrap();
         assert!(c.client.tls.is_none() && c.cluster.backend.tls.is_none());
+    }
+
+    #[test]
+    fn limits_flags_and_validate() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+        ])
+        .unwrap();
+        let c = cli.args.into_config().unwrap();
+        assert_eq!(c.client.max_clients, 10_000);
+        assert_eq!(c.client.idle_timeout, Duration::ZERO);
+        assert_eq!(c.client.write_timeout, Duration::from_secs(30));
+        assert_eq!(c.client.max_reply_bytes, 8 << 20);
+        assert_eq!(c.client.pre_auth, PreAuthLimits::default());
+        c.validate().unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:6380",
+            "--seed",
+            "127.0.0.1:7000",
+            "--max-clients",
+            "0",
+        ])
+        .unwrap();
+        let err = cli.args.into_config().unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("--max-clients"), "{err}");
+        let mut c = Config::standalone("127.0.0.1:0".parse().unwrap(), vec![]);
+        assert!(c.validate().unwrap_err().to_string().contains("--seed"));
+        c.mode = Mode::Standalone {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            seeds: vec!["127.0.0.1:1".parse().unwrap()],
+        };
+        c.client.write_timeout = Duration::ZERO;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--write-timeout"));
     }
 
     #[test]

@@ -11,14 +11,16 @@
 //! - [`upstream`]: backend connections (multiplexed shared ones, dedicated ones), nodes,
 //!   the slot map and its refresher, the dedicated-connection pool.
 //! - [`route`]: one request to its final reply (MOVED, ASK, TRYAGAIN, retries).
-//! - [`client`]: one client connection (pipelining, local commands, splits, pinned modes).
+//! - [`connection`]: one client connection: the framed IO loop, pipelining, batching.
+//! - [`cmd`]: what to do with each command (local, split, cluster-wide, stateful modes).
 //! - [`metrics`]: per command family metrics.
 //! - [`config`]: flags ([`Args`]), [`Config`] and its `validate()`.
 //! - [`server`]: workers, listeners, table mode.
 
-pub mod client;
+pub mod cmd;
 pub mod command;
 pub mod config;
+pub mod connection;
 pub mod metrics;
 pub mod proto;
 pub mod route;

@@ -11,12 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use ocean_core::daemon::{self, Conn, Limits};
 use ocean_core::subscriber::TableWatch;
 use ocean_core::table::redis::RedisTable;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::client::{self, Shared};
+use crate::cmd::Session;
 use crate::config::{Config, Mode};
+use crate::connection::{self, Shared};
 use crate::metrics::FamilyMetrics;
 use crate::upstream::Cluster;
 
@@ -40,15 +44,22 @@ impl Running {
     /// Waits for every worker to stop (after cancellation).
     pub async fn wait(self) {
         for t in self.tasks {
-            let _ = t.await;
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "redis-router task failed");
+            }
         }
         let threads = self.threads;
-        let _ = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             for t in threads {
-                let _ = t.join();
+                if t.join().is_err() {
+                    tracing::error!("redis-router worker thread panicked");
+                }
             }
         })
         .await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "joining the worker threads");
+        }
     }
 }
 
@@ -108,12 +119,15 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         }
     }
     let mut threads = Vec::new();
+    // One --max-clients over every worker and every cluster's listener.
+    let permits = Arc::new(Semaphore::new(config.client.max_clients));
     for (i, job) in jobs.into_iter().enumerate() {
         let config = config.clone();
         let cancel = cancel.clone();
         let bound = if i == 0 { Some(bound.clone()) } else { None };
+        let permits = permits.clone();
         if config.threads == 0 {
-            tasks.push(tokio::spawn(worker(config, job, bound, cancel)));
+            tasks.push(tokio::spawn(worker(config, job, bound, permits, cancel)));
         } else {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -122,7 +136,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("redis-router-{i}"))
-                    .spawn(move || rt.block_on(worker(config, job, bound, cancel)))
+                    .spawn(move || rt.block_on(worker(config, job, bound, permits, cancel)))
                     .context("starting a worker thread")?,
             );
         }
@@ -143,7 +157,9 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             let router = ocean_core::admin::router(health, None);
             let cancel = cancel.clone();
             tasks.push(tokio::spawn(async move {
-                let _ = ocean_core::admin::serve(listener, router, cancel).await;
+                if let Err(e) = ocean_core::admin::serve(listener, router, cancel).await {
+                    tracing::error!(error = %e, "redis-router admin server failed");
+                }
             }));
             Some(local)
         }
@@ -167,74 +183,94 @@ fn new_cluster(name: &str, seeds: Vec<SocketAddr>, config: &Config) -> Shared {
     }
 }
 
-async fn worker(config: Config, job: WorkerJob, bound: Option<Bound>, cancel: CancellationToken) {
+async fn worker(
+    config: Config,
+    job: WorkerJob,
+    bound: Option<Bound>,
+    permits: Arc<Semaphore>,
+    cancel: CancellationToken,
+) {
+    // This worker's connections: waited for after cancellation, so none is detached.
+    let tracker = TaskTracker::new();
     match job {
         WorkerJob::Standalone(listener, seeds) => {
             let shared = new_cluster("standalone", seeds, &config);
             shared.cluster.spawn_refresher(cancel.clone());
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => accept_loop(l, shared, cancel).await,
+                Ok(l) => accept(l, shared, permits, &tracker, cancel.clone()).await,
                 Err(e) => tracing::error!(error = %e, "redis-router listener"),
             }
         }
-        WorkerJob::Table(watch, bind) => table_worker(config, watch, bind, bound, cancel).await,
+        WorkerJob::Table(watch, bind) => {
+            table_worker(config, watch, bind, bound, permits, &tracker, cancel).await
+        }
     }
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Longest wait for a client's TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn accept_loop(listener: tokio::net::TcpListener, shared: Shared, cancel: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        match shared.opts.tls.clone() {
-            None => {
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = client::serve(stream, shared) => {}
-                        _ = cancel.cancelled() => {}
-                    }
-                });
-            }
-            Some(tls) => {
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.0.accept(stream));
-                    let stream = tokio::select! {
-                        r = handshake => match r {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                metrics::counter!("ocean_redis_tls_handshake_errors_total").increment(1);
-                                tracing::debug!(error = %e, "client TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                metrics::counter!("ocean_redis_tls_handshake_errors_total").increment(1);
-                                tracing::debug!("client TLS handshake timed out");
-                                return;
-                            }
-                        },
-                        _ = cancel.cancelled() => return,
-                    };
-                    tokio::select! {
-                        _ = client::serve_tls(stream, shared) => {}
-                        _ = cancel.cancelled() => {}
-                    }
-                });
-            }
+/// What a client past `--max-clients` is told: redis's own words (networking.c).
+const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Accepts clients of one cluster through the daemon skeleton: a permit of the shared
+/// `--max-clients` before each (the refused get [`REFUSAL`]), accept errors backed off,
+/// and each connection in a span with its id, tracked by `tracker`, ended by `cancel`.
+fn accept(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    permits: Arc<Semaphore>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut limits = Limits::new("redis-router", REFUSAL);
+    limits.max_clients = shared.opts.max_clients;
+    limits.idle_timeout = shared.opts.idle_timeout;
+    limits.write_timeout = shared.opts.write_timeout;
+    daemon::accept_loop_shared(
+        listener,
+        Arc::new(limits),
+        permits,
+        tracker.clone(),
+        cancel,
+        move |conn: Conn| serve_conn(conn, shared.clone()),
+    )
+}
+
+/// One client: the TLS handshake if any, then the connection until it ends or the
+/// listener is cancelled (drain, or its cluster left the table).
+async fn serve_conn(conn: Conn, shared: Shared) {
+    let Conn { stream, cancel, .. } = conn;
+    let session = Session::new(shared.cluster.client_id(), shared.opts.password.is_none());
+    let Some(tls) = shared.opts.tls.clone() else {
+        tokio::select! {
+            () = connection::serve(stream, shared, session) => {}
+            () = cancel.cancelled() => {}
         }
+        return;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.0.accept(stream));
+    let stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                metrics::counter!("ocean_redis_tls_handshake_errors_total").increment(1);
+                tracing::debug!(error = %e, "client TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!("ocean_redis_tls_handshake_errors_total").increment(1);
+                tracing::debug!("client TLS handshake timed out");
+                return;
+            }
+        },
+        () = cancel.cancelled() => return,
+    };
+    tokio::select! {
+        () = connection::serve_tls(stream, shared, session) => {}
+        () = cancel.cancelled() => {}
     }
 }
 
@@ -250,6 +286,8 @@ async fn table_worker(
     mut watch: TableWatch<RedisTable>,
     bind: IpAddr,
     bound: Option<Bound>,
+    permits: Arc<Semaphore>,
+    tracker: &TaskTracker,
     cancel: CancellationToken,
 ) {
     let mut served: HashMap<String, Served> = HashMap::new();
@@ -297,7 +335,13 @@ async fn table_worker(
             let shared = new_cluster(name, c.nodes.clone(), &config);
             let stop = cancel.child_token();
             shared.cluster.spawn_refresher(stop.clone());
-            tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
+            tracker.spawn(accept(
+                listener,
+                shared.clone(),
+                permits.clone(),
+                tracker,
+                stop.clone(),
+            ));
             if let Some(b) = &bound {
                 if let Ok(mut b) = b.lock() {
                     b.insert(name.to_string(), addr);

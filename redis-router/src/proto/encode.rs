@@ -1,7 +1,7 @@
 //! Replies the proxy makes itself (RESP2 or RESP3, as the client negotiated), and the
 //! request encoding used towards backends.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// The protocol a client negotiated: RESP2 by default, RESP3 after `HELLO 3`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +55,20 @@ pub fn write_simple(out: &mut BytesMut, s: &str) {
 pub fn write_error(out: &mut BytesMut, msg: &str) {
     out.put_u8(b'-');
     put_line(out, msg.as_bytes());
+}
+
+/// An error reply as bytes: `-<msg>\r\n`.
+pub fn err_reply(msg: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    write_error(&mut out, msg);
+    out.freeze()
+}
+
+/// An integer reply as bytes: `:<n>\r\n`.
+pub fn int_reply(n: i64) -> Bytes {
+    let mut out = BytesMut::new();
+    write_integer(&mut out, n);
+    out.freeze()
 }
 
 /// `:<n>\r\n`.

@@ -635,6 +635,7 @@ mod tests {
             for chunk in [&all[..cut], &all[cut..]] {
                 buf.extend_from_slice(chunk);
                 while let Some(len) = check(&buf).unwrap() {
+                    // Measured above: these bytes are consumed.
                     let _ = buf.split_to(len);
                     n += 1;
                 }
@@ -654,6 +655,7 @@ mod tests {
             buf.extend_from_slice(&[b]);
             while let Some(n) = scanner.check(&buf, &limits).unwrap() {
                 lens.push(n);
+                // Measured above: these bytes are consumed.
                 let _ = buf.split_to(n);
             }
         }
@@ -668,6 +670,7 @@ mod tests {
                 for chunk in [&all[..a], &all[a..b], &all[b..]] {
                     buf.extend_from_slice(chunk);
                     while let Some(len) = scanner.check(&buf, &limits).unwrap() {
+                        // Measured above: these bytes are consumed.
                         let _ = buf.split_to(len);
                         n += 1;
                     }

@@ -301,6 +301,7 @@ fn decode_multibulk(
             }
             let pos = cr + 2;
             if count <= 0 {
+                // Measured above: these bytes are consumed.
                 let _ = buf.split_to(pos);
                 return Ok(Parsed::Empty);
             }

@@ -127,6 +127,7 @@ impl SharedConn {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(job)) => Some(job),
             Err(mpsc::error::TrySendError::Closed(job)) => {
+                // The requester may be gone (its client left): nothing to deliver then.
                 let _ = job.tx.send(Err(BackendError::Unserved));
                 None
             }
@@ -139,11 +140,13 @@ impl SharedConn {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(job)) => job,
             Err(mpsc::error::TrySendError::Closed(job)) => {
+                // The requester may be gone (its client left): nothing to deliver then.
                 let _ = job.tx.send(Err(BackendError::Unserved));
                 return;
             }
         };
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job).await {
+            // The requester may be gone (its client left): nothing to deliver then.
             let _ = job.tx.send(Err(BackendError::Unserved));
         }
     }
@@ -162,6 +165,7 @@ fn fail_all(pending: &Mutex<VecDeque<Waiting>>, err: &BackendError) {
         Err(_) => return,
     };
     for w in drained {
+        // The requester may be gone (its client left): nothing to deliver then.
         let _ = w.tx.send(Err(err.clone()));
     }
 }
@@ -180,10 +184,12 @@ async fn shared_task(
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "backend connect failed");
+                // The requester may be gone (its client left): nothing to deliver then.
                 let _ = first.tx.send(Err(e.clone()));
                 // Fail what queued up meanwhile too: the node is down, the callers retry
                 // after a slot-map refresh.
                 while let Ok(job) = rx.try_recv() {
+                    // The requester may be gone (its client left): nothing to deliver then.
                     let _ = job.tx.send(Err(e.clone()));
                 }
                 continue;
@@ -287,6 +293,7 @@ async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         if rest.first() == Some(&b'>') {
                             // A RESP3 push (no request asked for it): not ours to deliver.
                             let mut tail = buf.split_off(acc);
+                            // Measured above: these bytes are consumed.
                             let _ = tail.split_to(len);
                             buf.unsplit(tail);
                             continue;
@@ -309,6 +316,7 @@ async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                             let reply = buf.split_to(acc).freeze();
                             acc = 0;
                             if let Some(w) = p.pop_front() {
+                                // The requester may be gone (its client left): nothing to deliver then.
                                 let _ = w.tx.send(Ok(reply));
                             }
                         }
@@ -347,6 +355,7 @@ pub async fn connect(
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        // Without TCP_NODELAY only latency suffers.
         let _ = tcp.set_nodelay(true);
         let mut stream = match &opts.tls {
             None => Stream::Plain(tcp),

@@ -243,6 +243,7 @@ impl Cluster {
     pub async fn wait_refresh(&self, timeout: Duration) {
         let notified = self.refreshed.notified();
         self.request_refresh();
+        // A refresh or the end of the wait: either way, go on.
         let _ = tokio::time::timeout(timeout, notified).await;
     }
 

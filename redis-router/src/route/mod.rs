@@ -3,6 +3,8 @@
 //! CLUSTERDOWN (wait, retry), and unreachable nodes (refresh, retry while the request was
 //! never sent), all bounded.
 
+pub mod assemble;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,6 +107,7 @@ pub async fn send_job(
                 Some((job, Some(node))) => (job, node),
                 Some((job, None)) => {
                     cluster.request_refresh();
+                    // The requester may be gone (its client left): nothing to deliver then.
                     let _ = job.tx.send(Err(BackendError::Unserved));
                     return rx;
                 }
