@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
+use ocean_core::net::Cidr;
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
 use crate::auth::Plugin;
@@ -77,8 +77,8 @@ pub struct Args {
     /// Networks of L4 balancers allowed to send a PROXY protocol v2 header (repeatable;
     /// `10.0.0.0/8`, or a bare address for one host); peers in them must send one, and
     /// the address in it is the client's.
-    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
-    pub trusted_proxy: Vec<IpNet>,
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxy: Vec<Cidr>,
     /// Server version in the greeting (default: the last backend's, until then 8.0.0-ocean).
     #[arg(long)]
     pub server_version: Option<String>,
@@ -129,9 +129,9 @@ pub struct Config {
     pub default_auth: Plugin,
     /// The greeting's server version; `None` = the last backend's (`--server-version`).
     pub server_version: Option<String>,
-    /// Peers that must send a PROXY v2 header (`--trusted-proxy`). v4-mapped IPv6
-    /// networks are kept as IPv4 ones, and peers are compared in canonical form.
-    pub trusted_proxies: Vec<IpNet>,
+    /// Peers that must send a PROXY v2 header (`--trusted-proxy`): Ocean's one network
+    /// type (ipnet; a v4-mapped network is the IPv4 one, peers compared canonical).
+    pub trusted_proxies: Vec<Cidr>,
     /// `--backend-ca` when `--backend-tls`: TLS to every backend, verified with this CA.
     pub backend_tls: Option<PathBuf>,
 }
@@ -225,38 +225,6 @@ impl Args {
     }
 }
 
-/// A `--trusted-proxy` value: a network (`10.0.0.0/8`, `fd00::/8`) or a bare address (one
-/// host). A v4-mapped IPv6 network (`::ffff:10.0.0.0/104`) is taken as the IPv4 one, since
-/// peers are compared in canonical form.
-///
-/// # Errors
-/// Not an address or network, or a prefix longer than the address.
-pub fn parse_network(s: &str) -> Result<IpNet, String> {
-    let net = match s.parse::<IpNet>() {
-        Ok(n) => n,
-        Err(_) => {
-            let ip: IpAddr = s
-                .parse()
-                .map_err(|_| format!("{s:?}: not an address or network (10.0.0.0/8, fd00::/8)"))?;
-            IpNet::from(ip)
-        }
-    };
-    Ok(canonical_network(net))
-}
-
-/// `net` with a v4-mapped IPv6 network turned into the IPv4 network it maps.
-pub fn canonical_network(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map(|n| IpNet::V4(n.trunc()))
-                .unwrap_or(net),
-            None => net,
-        },
-        other => other.trunc(),
-    }
-}
-
 /// This host's non-loopback addresses.
 pub fn host_addresses() -> Vec<IpAddr> {
     if_addrs::get_if_addrs()
@@ -343,29 +311,30 @@ mod tests {
     }
 
     #[test]
-    fn trusted_proxy_networks_and_v4_mapped_ones() {
-        let n = parse_network("10.1.0.0/16").unwrap();
-        assert!(n.contains(&"10.1.200.3".parse::<IpAddr>().unwrap()));
-        assert!(!n.contains(&"10.2.0.1".parse::<IpAddr>().unwrap()));
-        // Peers are canonical before any check: a v4-mapped peer is its IPv4 address.
-        let mapped: IpAddr = "::ffff:10.1.0.9".parse().unwrap();
-        assert!(n.contains(&mapped.to_canonical()));
-        // A v4-mapped network is the IPv4 network.
-        assert_eq!(
-            parse_network("::ffff:10.1.0.0/112").unwrap(),
-            parse_network("10.1.0.0/16").unwrap()
+    fn trusted_proxies_are_core_cidrs_and_v4_mapped_ones_are_ipv4() {
+        let base = ["ocean", "--table-file", "/tmp/mysql.json"];
+        let c = Cli::try_parse_from(base.iter().chain(&[
+            "--trusted-proxy",
+            "10.1.0.0/16",
+            "--trusted-proxy",
+            "::ffff:10.2.0.0/112",
+            "--trusted-proxy",
+            "127.0.0.7",
+        ]))
+        .unwrap()
+        .args
+        .into_config()
+        .unwrap();
+        let trusted = |ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            c.trusted_proxies.iter().any(|n| n.contains(ip))
+        };
+        assert!(trusted("10.1.200.3") && trusted("::ffff:10.1.0.9"));
+        assert!(trusted("10.2.0.1") && trusted("127.0.0.7"));
+        assert!(!trusted("10.3.0.1") && !trusted("127.0.0.8"));
+        assert!(
+            Cli::try_parse_from(base.iter().chain(&["--trusted-proxy", "10.0.0.0/33"])).is_err()
         );
-        let one = parse_network("127.0.0.1").unwrap();
-        assert!(!one.contains(&"127.0.0.2".parse::<IpAddr>().unwrap()));
-        assert!(one.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
-        assert!(parse_network("0.0.0.0/0")
-            .unwrap()
-            .contains(&"1.2.3.4".parse::<IpAddr>().unwrap()));
-        assert!(parse_network("10.0.0.0/33").is_err());
-        assert!(parse_network("nope").is_err());
-        assert!(parse_network("fd00::/8")
-            .unwrap()
-            .contains(&"fd12::1".parse::<IpAddr>().unwrap()));
     }
 
     /// The proxy holds secrets in its config (control's API token): none may show in

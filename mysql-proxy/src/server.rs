@@ -3,25 +3,30 @@
 //! cancelled.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use ocean_core::daemon::{self, Conn, Limits};
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::mysql::MysqlTable;
 use ocean_core::tls::PemFile;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connection::prelogin::PreLogin;
 use crate::connection::{self, Shared};
-use crate::proto::reply::err_payload;
+use crate::proto::reply::err_packet;
 use crate::route::registry::Registry;
 use crate::route::Index;
 use crate::upstream;
-use crate::wire::write_packet;
+
+/// The daemon's name in the skeleton's metrics and spans.
+const DAEMON: &str = "mysql-proxy";
 
 /// A running proxy.
 pub struct Running {
@@ -102,8 +107,13 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         config,
     });
 
-    let (watch, _sub) =
+    let (watch, sub) =
         subscriber::spawn::<MysqlTable>(shared.config.subscriber.clone(), cancel.clone());
+    tracker.spawn(async move {
+        if let Err(e) = sub.await {
+            tracing::error!(error = %e, "table subscriber failed");
+        }
+    });
     tracker.spawn(apply_tables(watch.clone(), shared.clone(), cancel.clone()));
     tracker.spawn(accept_loop(
         listener,
@@ -198,50 +208,53 @@ impl Drop for ConnSlot {
     }
 }
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
+/// The skeleton's limits for the client listener: `--max-connections` (0 = no limit) as
+/// the cap, and ERR 1040 `Too many connections` (SQLSTATE 08004, sequence id 0, what a
+/// MySQL server past `max_connections` sends) as the refusal, instead of the greeting.
+fn limits(config: &Config) -> Limits {
+    let mut limits = Limits::new(
+        DAEMON,
+        err_packet(0, 1040, b"08004", "Too many connections"),
+    );
+    limits.max_clients = match config.max_connections {
+        0 => Semaphore::MAX_PERMITS,
+        n => n.min(Semaphore::MAX_PERMITS),
+    };
+    // Carried for completeness: the session applies both itself (0 = no idle timeout).
+    limits.idle_timeout = config.idle_timeout.unwrap_or(Duration::ZERO);
+    limits.write_timeout = config.write_timeout;
+    limits.on_refusal = Some(refused);
+    limits
+}
+
+/// The audit line and login metric of a client refused at `--max-connections`.
+fn refused(peer: SocketAddr) {
+    tracing::info!(target: "audit", job = "", ip = %peer.ip().to_canonical(), schema = "", result = "denied", reason = "too many connections", "mysql login");
+    metrics::counter!("ocean_mysql_logins_total", "job" => "", "result" => "too_many_connections")
+        .increment(1);
+}
+
+/// Accepts through the daemon skeleton (permit before accept, backoff, a span with the
+/// connection id, the task tracked) and serves each client until it ends or `cancel`
+/// fires.
+fn accept_loop(
+    listener: TcpListener,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
-) {
-    let next_conn_id = AtomicU32::new(1);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = cancel.cancelled() => return,
-        };
-        let (mut tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let n = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        let slot = ConnSlot(shared.clone());
-        let limit = shared.config.max_connections;
-        if limit > 0 && n > limit {
-            tracing::info!(target: "audit", job = "", ip = %peer.ip(), schema = "", result = "denied", reason = "too many connections", "mysql login");
-            metrics::counter!("ocean_mysql_logins_total", "job" => "", "result" => "too_many_connections").increment(1);
-            tokio::spawn(async move {
-                let _slot = slot;
-                let p = err_payload(1040, b"08004", "Too many connections");
-                // Best effort: the connection is closed right after either way.
-                let _best_effort = write_packet(&mut tcp, 0, &p).await;
-            });
-            continue;
-        }
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let limits = Arc::new(limits(&shared.config));
+    daemon::accept_loop(listener, limits, tracker, cancel, move |conn: Conn| {
         let shared = shared.clone();
-        let cancel = cancel.clone();
-        let conn_id = next_conn_id.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(async move {
-            let _slot = slot;
+        async move {
+            shared.connections.fetch_add(1, Ordering::Relaxed);
+            let _slot = ConnSlot(shared.clone());
+            // The greeting's connection id is 32 bits; it wraps as a server's does.
+            let conn_id = conn.id as u32;
             tokio::select! {
-                () = connection::serve(tcp, peer, conn_id, shared) => {}
-                () = cancel.cancelled() => {}
+                () = connection::serve(conn.stream, conn.peer, conn_id, shared) => {}
+                () = conn.cancel.cancelled() => {}
             }
-        });
-    }
+        }
+    })
 }

@@ -6,6 +6,7 @@
 use std::io;
 
 use bytes::BytesMut;
+use ocean_core::daemon::{write_all_within, WriteError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::proto::proxy_v2::{self, ProxyError};
@@ -85,4 +86,20 @@ pub async fn write_packet<W: AsyncWrite + Unpin>(
     encode(seq, payload, &mut buf);
     w.write_all(&buf).await?;
     w.flush().await
+}
+
+/// Writes `payload` as a packet with sequence id `seq` and flushes, all within `timeout`
+/// (`--write-timeout`): a client that does not read cannot hold the task.
+///
+/// # Errors
+/// I/O errors, or [`WriteError::Timeout`].
+pub async fn write_packet_within<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    seq: u8,
+    payload: &[u8],
+    timeout: std::time::Duration,
+) -> Result<(), WriteError> {
+    let mut buf = Vec::with_capacity(payload.len() + 4);
+    encode(seq, payload, &mut buf);
+    write_all_within(w, &buf, timeout).await
 }

@@ -28,10 +28,10 @@ use crate::proto::{Decoder, Packet, LOGIN_PACKET_LIMIT};
 use crate::route::registry::Registry;
 use crate::route::Index;
 use crate::upstream::BackendStream;
-use crate::wire::{read_packet, read_proxy_header, write_packet};
+use crate::wire::{read_packet, read_proxy_header, write_packet, write_packet_within};
 use login::{authenticate, Accepted, Deny};
 use prelogin::{PreLogin, PreLoginSlot};
-use relay::{relay, Counters, End, InitDbCheck};
+use relay::{relay, Counters, End, InitDbCheck, Timeouts};
 
 const LOGIN: Decoder = Decoder::new(LOGIN_PACKET_LIMIT);
 
@@ -119,7 +119,7 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, conn_id: u32, sh
         .config
         .trusted_proxies
         .iter()
-        .any(|net| net.contains(&peer.ip()))
+        .any(|net| net.contains(peer.ip()))
     {
         let header =
             tokio::time::timeout(shared.config.connect_timeout, read_proxy_header(&mut tcp))
@@ -301,8 +301,13 @@ async fn session<S: Halves>(
             );
             login_metric(if known { &d.job } else { "" }, d.metric);
             // The client may be gone; it is closed right after either way.
-            let _best_effort =
-                write_packet(&mut stream, seq, &err_payload(d.code, &d.state, &d.message)).await;
+            let _best_effort = write_packet_within(
+                &mut stream,
+                seq,
+                &err_payload(d.code, &d.state, &d.message),
+                shared.config.write_timeout,
+            )
+            .await;
             return;
         }
     };
@@ -316,7 +321,9 @@ async fn session<S: Halves>(
         guard,
     } = accepted;
     // The backend's own OK (status flags, session state) goes to the client.
-    if let Err(e) = write_packet(&mut stream, seq, &backend.ok).await {
+    if let Err(e) =
+        write_packet_within(&mut stream, seq, &backend.ok, shared.config.write_timeout).await
+    {
         audit(
             &job,
             ip,
@@ -357,16 +364,19 @@ async fn session<S: Halves>(
         database: &db,
     };
     let (cr, cw) = stream.halves();
-    let idle = shared.config.idle_timeout;
+    let timeouts = Timeouts {
+        idle: shared.config.idle_timeout,
+        write: shared.config.write_timeout,
+    };
     let token = &guard.closer.token;
     let end = match backend.stream {
         BackendStream::Plain(b) => {
             let (br, bw) = b.into_split();
-            relay(cr, cw, br, bw, &check, &counters, idle, token).await
+            relay(cr, cw, br, bw, &check, &counters, timeouts, token).await
         }
         BackendStream::Tls(b) => {
             let (br, bw) = tokio::io::split(*b);
-            relay(cr, cw, br, bw, &check, &counters, idle, token).await
+            relay(cr, cw, br, bw, &check, &counters, timeouts, token).await
         }
     };
     gauge.decrement(1.0);
@@ -386,6 +396,7 @@ async fn session<S: Halves>(
         End::Idle => "idle",
         End::Kicked => "kicked",
         End::ClientError(_) => "client_error",
+        End::WriteTimeout(_) => "write_timeout",
         End::BackendError(_) => "backend_error",
         End::Protocol(_) => "protocol",
     };

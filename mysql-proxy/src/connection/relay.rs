@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use ocean_core::daemon::{write_all_within, WriteError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,8 @@ pub enum End {
     Idle,
     Kicked,
     ClientError(io::Error),
+    /// A write to the client took nothing for `--write-timeout`: it does not read.
+    WriteTimeout(Duration),
     BackendError(io::Error),
     Protocol(ScanError),
 }
@@ -45,6 +48,9 @@ impl End {
             End::Idle => "idle timeout".into(),
             End::Kicked => "closed by the proxy".into(),
             End::ClientError(e) => format!("client i/o: {e}"),
+            End::WriteTimeout(t) => {
+                format!("write timeout: the client took nothing for {t:?} (--write-timeout)")
+            }
             End::BackendError(e) => format!("backend i/o: {e}"),
             End::Protocol(p) => format!("protocol: {p}"),
         }
@@ -74,7 +80,30 @@ impl Activity {
     }
 }
 
-/// Relays until either side closes, the session idles out, or `cancel` fires.
+/// How long a session may sit idle or stall a write.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// No bytes either way for this long closes the session (`None`: never).
+    pub idle: Option<Duration>,
+    /// A write to the client that is not taken within this closes the session.
+    pub write: Duration,
+}
+
+impl End {
+    fn from_write(e: WriteError) -> End {
+        match e {
+            WriteError::Timeout(t) => End::WriteTimeout(t),
+            WriteError::Io(e) => End::ClientError(e),
+        }
+    }
+}
+
+/// Relays until either side closes, the session idles out, a write to the client stalls
+/// for `timeouts.write`, or `cancel` fires.
+///
+/// Memory is bounded whatever the client does: backend bytes are read 32 KiB at a time
+/// and the next read waits until the client has taken the last; a client that takes
+/// nothing is closed after `timeouts.write`, and its backend connection with it.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay<CR, CW, BR, BW>(
     mut client_r: CR,
@@ -83,7 +112,7 @@ pub async fn relay<CR, CW, BR, BW>(
     mut backend_w: BW,
     init_db: &dyn InitDbCheck,
     counters: &Counters,
-    idle_timeout: Option<Duration>,
+    timeouts: Timeouts,
     cancel: &CancellationToken,
 ) -> End
 where
@@ -165,6 +194,8 @@ where
             if buf.capacity() < 4096 {
                 buf.reserve(READ_CHUNK);
             }
+            // Cancel safety: both branches are (`read_buf` keeps what it read in `buf`,
+            // `recv` loses nothing); the writes run outside the select.
             tokio::select! {
                 biased;
                 r = backend_r.read_buf(&mut buf) => match r {
@@ -172,22 +203,16 @@ where
                     Ok(n) => {
                         counters.to_client.increment(n as u64);
                         activity.touch();
-                        if let Err(e) = client_w.write_all(&buf).await {
-                            return End::ClientError(e);
-                        }
-                        if let Err(e) = client_w.flush().await {
-                            return End::ClientError(e);
+                        if let Err(e) = write_all_within(&mut client_w, &buf, timeouts.write).await {
+                            return End::from_write(e);
                         }
                         buf.clear();
                     }
                     Err(e) => return End::BackendError(e),
                 },
                 Some(pkt) = inject_rx.recv() => {
-                    if let Err(e) = client_w.write_all(&pkt).await {
-                        return End::ClientError(e);
-                    }
-                    if let Err(e) = client_w.flush().await {
-                        return End::ClientError(e);
+                    if let Err(e) = write_all_within(&mut client_w, &pkt, timeouts.write).await {
+                        return End::from_write(e);
                     }
                 }
             }
@@ -195,7 +220,7 @@ where
     };
 
     let idle = async {
-        match idle_timeout {
+        match timeouts.idle {
             Some(limit) if !limit.is_zero() => loop {
                 let idle = activity.idle_for();
                 if idle >= limit {
