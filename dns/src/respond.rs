@@ -89,7 +89,8 @@ pub fn respond(
             // BADVERS: extended rcode 16 = upper bits 1 in the OPT, 0 in the header.
             write_header(out, &q, 0, false, settings.forwarding, false, 0, 0, 0);
             write_question(out, &q, req);
-            finish(out, &q, 1, settings);
+            // The OPT record is the only additional record: `finish` counts it.
+            finish(out, &q, 0, settings);
             return (Action::Reply, outcome(rcode::REFUSED, false));
         }
     }
@@ -402,6 +403,36 @@ mod tests {
             0,
         );
         assert_eq!(m.unwrap().answers.len(), 100);
+    }
+
+    /// Found by the `dns_respond` fuzz target: the BADVERS answer counted two additional
+    /// records but carried one (its OPT), so no client could read it.
+    #[test]
+    fn badvers_answer_counts_its_one_opt_record() {
+        let mut req = Message::new(9, MessageType::Query, OpCode::Query);
+        req.add_query(HQuery::query(
+            Name::from_ascii("web.marathon.mesos.").unwrap(),
+            RecordType::A,
+        ));
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_version(1);
+        req.set_edns(e);
+        let req = req.to_vec().unwrap();
+        let settings = Settings {
+            forwarding: false,
+            max_udp_payload: 1232,
+        };
+        let mut out = Vec::new();
+        let z = zone();
+        let (action, _) = respond(Some(&z), &req, Transport::Udp, settings, 0, &mut out);
+        assert_eq!(action, Action::Reply);
+        assert_eq!(u16::from_be_bytes([out[10], out[11]]), 1, "ARCOUNT");
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.id, 9);
+        // Extended rcode 16 (hickory reads 16 as BADSIG, which shares the number).
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert_eq!(m.additionals.len(), 0);
+        assert!(m.edns.is_some());
     }
 
     #[test]
