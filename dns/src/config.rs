@@ -127,8 +127,9 @@ pub struct Args {
     /// Largest UDP answer to EDNS clients (smaller when the client offers less).
     #[arg(long, default_value_t = 1232)]
     pub max_udp_payload: u16,
-    /// TCP connections at most.
-    #[arg(long, default_value_t = 1024)]
+    /// TCP connections at most (also `--max-clients`, the name every daemon takes); a
+    /// client past it is closed at once.
+    #[arg(long, alias = "max-clients", default_value_t = 1024)]
     pub max_tcp_connections: usize,
     /// Close a TCP connection idle this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
