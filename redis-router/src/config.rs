@@ -152,7 +152,7 @@ pub struct Args {
 pub enum Mode {
     /// One cluster on one address.
     Standalone {
-        /// Client address (port 0 picks one; see [`Running::listen_addr`]).
+        /// Client address (port 0 picks one; see [`crate::Running::listen_addr`]).
         listen: SocketAddr,
         /// Nodes to fetch the slot map from.
         seeds: Vec<SocketAddr>,

@@ -10,12 +10,19 @@
 //! - [`command`]: the command table: key positions, flags, how multi-key commands split.
 //! - [`upstream`]: backend connections (multiplexed shared ones, dedicated ones), nodes,
 //!   the slot map and its refresher, the dedicated-connection pool.
-//! - [`route`]: one request to its final reply (MOVED, ASK, TRYAGAIN, retries).
+//! - [`route`]: one request to its final reply (MOVED, ASK, TRYAGAIN, retries), and
+//!   [`route::assemble`]: batched and split replies put back together.
 //! - [`connection`]: one client connection: the framed IO loop, pipelining, batching.
 //! - [`cmd`]: what to do with each command (local, split, cluster-wide, stateful modes).
 //! - [`metrics`]: per command family metrics.
 //! - [`config`]: flags ([`Args`]), [`Config`] and its `validate()`.
-//! - [`server`]: workers, listeners, table mode.
+//! - [`tls`]: the client acceptor and backend connector (PEM via `ocean_core::tls`).
+//! - [`server`]: workers, listeners through `ocean_core::daemon`'s accept loop (one
+//!   `--max-clients`, a span and id per connection, nothing detached), table mode.
+//!
+//! Imports point down the list's dependency order, never back: `proto`, `slot`, `command`
+//! and `tls` are leaves; `connection` knows nothing of commands (it calls a
+//! [`connection::Handler`], which [`cmd::Session`] implements); `server` wires the two.
 
 pub mod cmd;
 pub mod command;

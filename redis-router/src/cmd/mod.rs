@@ -5,10 +5,10 @@
 //! [`crate::command`] and sends it down one of the paths below.
 //!
 //! - single-slot and keyless commands: [`Client::forward`] (batched per node);
-//! - [`local`]: answered by the router;
-//! - [`multikey`]: split by slot and merged;
-//! - [`cluster_wide`]: every master;
-//! - [`blocking`], [`transaction`], [`pubsub`]: stateful modes on a dedicated connection.
+//! - `local`: answered by the router;
+//! - `multikey`: split by slot and merged;
+//! - `cluster_wide`: every master;
+//! - `blocking`, `transaction`, `pubsub`: stateful modes on a dedicated connection.
 
 mod blocking;
 mod cluster_wide;
