@@ -37,6 +37,8 @@ pub struct SseParser {
     line: Vec<u8>,
     event: Option<String>,
     data: String,
+    /// Whether a `data:` line was seen (`data` alone cannot tell: it may be empty).
+    has_data: bool,
     max: usize,
 }
 
@@ -47,6 +49,7 @@ impl SseParser {
             line: Vec::new(),
             event: None,
             data: String::new(),
+            has_data: false,
             max,
         }
     }
@@ -67,7 +70,7 @@ impl SseParser {
             }
             let line = String::from_utf8_lossy(&line);
             if line.is_empty() {
-                if !self.data.is_empty() || self.event.is_some() {
+                if std::mem::take(&mut self.has_data) || self.event.is_some() {
                     out.push(SseEvent {
                         event: self.event.take().unwrap_or_else(|| "message".into()),
                         data: std::mem::take(&mut self.data),
@@ -88,10 +91,12 @@ impl SseParser {
                     if self.data.len() + value.len() + 1 > self.max {
                         return Err(SseError::EventTooLarge(self.max));
                     }
-                    if !self.data.is_empty() {
+                    // Lines join with LF, empty ones included (`data:\ndata:` is "\n").
+                    if self.has_data {
                         self.data.push('\n');
                     }
                     self.data.push_str(value);
+                    self.has_data = true;
                 }
                 _ => {} // id, retry: not used
             }
@@ -240,6 +245,25 @@ mod tests {
                     data: "1\n2".into()
                 }
             ]
+        );
+    }
+
+    /// Found by the property test in tests/marathon_props.rs: empty data lines were
+    /// dropped, so `data:\ndata:` read as "" instead of "\n" (the SSE rule: every data line
+    /// appends its value and a LF, the last LF removed).
+    #[test]
+    fn empty_data_lines_count() {
+        let mut p = SseParser::new(64);
+        let got = p
+            .feed(b"event: a\ndata:\ndata:\n\ndata:\n\ndata: x\ndata:\n\n")
+            .unwrap();
+        let ev = |event: &str, data: &str| SseEvent {
+            event: event.into(),
+            data: data.into(),
+        };
+        assert_eq!(
+            got,
+            vec![ev("a", "\n"), ev("message", ""), ev("message", "x\n")]
         );
     }
 
