@@ -31,6 +31,10 @@ pub enum ServiceKey {
     },
     /// A firewall-mark service (`-f MARK`, with `-6` for IPv6).
     Fwmark { mark: u32, ipv6: bool },
+    /// An SCTP virtual service (`--sctp-service VIP:PORT`, protocol 132). Read from the
+    /// kernel so it is seen, never managed: no table can ask for one, it is never owned, and
+    /// no plan adds, edits or deletes it (see [`ServiceKey::is_managed`]).
+    Sctp { addr: SocketAddr },
 }
 
 impl ServiceKey {
@@ -65,7 +69,7 @@ impl ServiceKey {
     /// Whether the service is IPv6.
     pub fn is_ipv6(&self) -> bool {
         match self {
-            ServiceKey::Addr { addr, .. } => addr.is_ipv6(),
+            ServiceKey::Addr { addr, .. } | ServiceKey::Sctp { addr } => addr.is_ipv6(),
             ServiceKey::Fwmark { ipv6, .. } => *ipv6,
         }
     }
@@ -73,13 +77,20 @@ impl ServiceKey {
     /// The virtual port; `None` for a firewall-mark service.
     pub fn port(&self) -> Option<u16> {
         match self {
-            ServiceKey::Addr { addr, .. } => Some(addr.port()),
+            ServiceKey::Addr { addr, .. } | ServiceKey::Sctp { addr } => Some(addr.port()),
             ServiceKey::Fwmark { .. } => None,
         }
     }
+
+    /// Whether Ocean may ever own, edit or delete a service of this kind: false for SCTP,
+    /// which the `lvs` table cannot express, so a service there is always someone else's.
+    pub fn is_managed(&self) -> bool {
+        !matches!(self, ServiceKey::Sctp { .. })
+    }
 }
 
-/// As ipvsadm spells the service: `-t 10.0.0.1:80`, `-u [2001:db8::1]:53`, `-f 7`, `-f 7 -6`.
+/// As ipvsadm spells the service: `-t 10.0.0.1:80`, `-u [2001:db8::1]:53`, `-f 7`, `-f 7 -6`,
+/// `--sctp-service 10.0.0.1:80`.
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -93,6 +104,7 @@ impl fmt::Display for ServiceKey {
             } => write!(f, "-u {addr}"),
             ServiceKey::Fwmark { mark, ipv6: false } => write!(f, "-f {mark}"),
             ServiceKey::Fwmark { mark, ipv6: true } => write!(f, "-f {mark} -6"),
+            ServiceKey::Sctp { addr } => write!(f, "--sctp-service {addr}"),
         }
     }
 }
@@ -111,6 +123,10 @@ pub struct Service {
     /// Other service flags ([`SVC_F_ONEPACKET`], [`SVC_F_SCHED1`]..); never
     /// [`SVC_F_PERSISTENT`], which `persistence_s` carries.
     pub flags: u32,
+    /// The persistence engine (`ipvsadm --pe sip`), as the kernel reports it. Not managed by
+    /// Ocean (no table sets it, [`Service::same_config`] ignores it), but an edit must send
+    /// it back: the kernel clears the engine of an `IPVS_CMD_SET_SERVICE` that omits it.
+    pub pe_name: Option<String>,
 }
 
 impl Service {
@@ -122,6 +138,26 @@ impl Service {
             persistence_s: None,
             netmask: Self::default_netmask(&key),
             flags: 0,
+            pe_name: None,
+        }
+    }
+
+    /// Whether `other` has the same managed settings (key, scheduler, persistence, netmask,
+    /// flags), ignoring what Ocean keeps but does not manage ([`Service::pe_name`]).
+    pub fn same_config(&self, other: &Service) -> bool {
+        self.key == other.key
+            && self.scheduler == other.scheduler
+            && self.persistence_s == other.persistence_s
+            && self.netmask == other.netmask
+            && self.flags == other.flags
+    }
+
+    /// This service's settings with the unmanaged ones taken from `kernel` (what the kernel
+    /// has now): what an edit sends, so it changes only what Ocean manages.
+    pub fn keeping_unmanaged(&self, kernel: &Service) -> Service {
+        Service {
+            pe_name: kernel.pe_name.clone(),
+            ..self.clone()
         }
     }
 
@@ -139,12 +175,27 @@ impl Service {
 pub type DestKey = SocketAddr;
 
 /// One destination (real server) of a service.
+///
+/// Ocean manages the address, weight and forwarding method. The thresholds and tunnel
+/// settings are someone else's (`ipvsadm -x/-y`, `--tun-type`): kept as the kernel reports
+/// them, ignored by [`Dest::same_config`], and sent back unchanged on every edit, because
+/// the kernel sets every one of them from an `IPVS_CMD_SET_DEST` (an omitted one becomes 0).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Dest {
     pub addr: DestKey,
     /// 0..=65535; 0 takes no new connections (drain).
     pub weight: u32,
     pub forward: Forward,
+    /// Upper connection threshold (`ipvsadm -x`); 0 = none. Not managed, kept.
+    pub u_threshold: u32,
+    /// Lower connection threshold (`ipvsadm -y`); 0 = none. Not managed, kept.
+    pub l_threshold: u32,
+    /// Tunnel type (`--tun-type`: 0 ipip, 1 gue, 2 gre); not managed, kept.
+    pub tun_type: u8,
+    /// Tunnel (GUE) destination port; not managed, kept.
+    pub tun_port: u16,
+    /// Tunnel flags (`--tun-*csum`); not managed, kept.
+    pub tun_flags: u16,
     /// Connection counters as the kernel reports them; ignored by every comparison of
     /// configuration and never written.
     pub active_conns: u32,
@@ -152,21 +203,42 @@ pub struct Dest {
 }
 
 impl Dest {
-    /// A destination with zero connection counts.
+    /// A destination with zero connection counts, no thresholds and no tunnel settings.
     pub fn new(addr: DestKey, weight: u32, forward: Forward) -> Self {
         Dest {
             addr,
             weight,
             forward,
+            u_threshold: 0,
+            l_threshold: 0,
+            tun_type: 0,
+            tun_port: 0,
+            tun_flags: 0,
             active_conns: 0,
             inactive_conns: 0,
         }
     }
 
     /// Whether `other` has the same configuration (address, weight, forwarding method),
-    /// ignoring the connection counts.
+    /// ignoring the connection counts and what Ocean does not manage (thresholds, tunnel).
     pub fn same_config(&self, other: &Dest) -> bool {
         self.addr == other.addr && self.weight == other.weight && self.forward == other.forward
+    }
+
+    /// This destination's weight and forwarding method with the unmanaged settings
+    /// (thresholds, tunnel) taken from `kernel`, and no connection counts: what an edit
+    /// sends, so it changes only what Ocean manages.
+    pub fn keeping_unmanaged(&self, kernel: &Dest) -> Dest {
+        Dest {
+            u_threshold: kernel.u_threshold,
+            l_threshold: kernel.l_threshold,
+            tun_type: kernel.tun_type,
+            tun_port: kernel.tun_port,
+            tun_flags: kernel.tun_flags,
+            active_conns: 0,
+            inactive_conns: 0,
+            ..self.clone()
+        }
     }
 
     /// Active + inactive connections.
@@ -185,7 +257,7 @@ pub struct ServiceEntry {
 impl ServiceEntry {
     /// Whether `other` has the same configuration, ignoring connection counts.
     pub fn same_config(&self, other: &ServiceEntry) -> bool {
-        self.service == other.service
+        self.service.same_config(&other.service)
             && self.dests.len() == other.dests.len()
             && self
                 .dests
@@ -460,6 +532,9 @@ pub enum IpvsError {
 /// The kernel's IPVS table, in memory, with the kernel's semantics: adding what exists is
 /// EEXIST, editing or deleting what is missing is ESRCH (service) or ENOENT (destination),
 /// edits change weight/forwarding or scheduler/flags in place and keep connection counts.
+/// Like the kernel, an edit sets *every* setting from the op, including those Ocean does not
+/// manage (a destination's thresholds and tunnel settings, a service's persistence engine):
+/// an op that left them at 0 would clear them here as it would in the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InMemoryIpvs {
     services: Ipvs,
@@ -556,8 +631,15 @@ impl InMemoryIpvs {
                 if e.dests.contains_key(&d.addr) {
                     return Err(IpvsError::DestExists(*k, d.addr));
                 }
-                e.dests
-                    .insert(d.addr, Dest::new(d.addr, d.weight, d.forward));
+                // Everything the op carries but its connection counts, as the kernel takes it.
+                e.dests.insert(
+                    d.addr,
+                    Dest {
+                        active_conns: 0,
+                        inactive_conns: 0,
+                        ..d.clone()
+                    },
+                );
                 Ok(())
             }
             Op::EditDest(k, d) => {
@@ -569,8 +651,13 @@ impl InMemoryIpvs {
                     .dests
                     .get_mut(&d.addr)
                     .ok_or(IpvsError::NoDest(*k, d.addr))?;
-                cur.weight = d.weight;
-                cur.forward = d.forward;
+                // As the kernel's __ip_vs_update_dest: every setting comes from the op, what
+                // it leaves at 0 (thresholds, tunnel) becomes 0; connection counts stay.
+                *cur = Dest {
+                    active_conns: cur.active_conns,
+                    inactive_conns: cur.inactive_conns,
+                    ..d.clone()
+                };
                 Ok(())
             }
             Op::DelDest(k, a) => {
@@ -589,13 +676,15 @@ impl InMemoryIpvs {
 pub enum Op {
     /// `ipvsadm -A`: a new service, without destinations.
     AddService(Service),
-    /// `ipvsadm -E`: scheduler, persistence, netmask, flags in place.
+    /// `ipvsadm -E`: scheduler, persistence, netmask, flags in place (and the persistence
+    /// engine, which the plan copies from the kernel: see [`Service::keeping_unmanaged`]).
     EditService(Service),
     /// `ipvsadm -D`: the service and all its destinations.
     DelService(ServiceKey),
     /// `ipvsadm -a` (connection counts in the `Dest` are ignored).
     AddDest(ServiceKey, Dest),
-    /// `ipvsadm -e`: weight and forwarding method in place.
+    /// `ipvsadm -e`: weight and forwarding method in place (and the thresholds and tunnel
+    /// settings, which the plan copies from the kernel: see [`Dest::keeping_unmanaged`]).
     EditDest(ServiceKey, Dest),
     /// `ipvsadm -d`.
     DelDest(ServiceKey, DestKey),
@@ -651,6 +740,9 @@ fn write_service(f: &mut fmt::Formatter<'_>, s: &Service) -> fmt::Result {
     if s.flags & SVC_F_ONEPACKET != 0 {
         write!(f, " -o")?;
     }
+    if let Some(pe) = &s.pe_name {
+        write!(f, " --pe {pe}")?;
+    }
     Ok(())
 }
 
@@ -660,7 +752,29 @@ fn write_dest(f: &mut fmt::Formatter<'_>, k: &ServiceKey, d: &Dest) -> fmt::Resu
         Forward::Nat => "-m",
         Forward::Tunnel => "-i",
     };
-    write!(f, "{k} -r {} {fwd} -w {}", d.addr, d.weight)
+    write!(f, "{k} -r {} {fwd} -w {}", d.addr, d.weight)?;
+    // ipvsadm -e, like the kernel, resets what the command line leaves out: kept settings
+    // are spelled out so the printed command keeps them too.
+    if d.u_threshold != 0 {
+        write!(f, " -x {}", d.u_threshold)?;
+    }
+    if d.l_threshold != 0 {
+        write!(f, " -y {}", d.l_threshold)?;
+    }
+    match d.tun_type {
+        0 => {}
+        1 => write!(f, " --tun-type gue --tun-port {}", d.tun_port)?,
+        2 => write!(f, " --tun-type gre")?,
+        t => write!(f, " --tun-type {t}")?,
+    }
+    if d.tun_type != 0 {
+        for (bit, name) in [(1u16, "--tun-csum"), (2, "--tun-remcsum")] {
+            if d.tun_flags & bit != 0 {
+                write!(f, " {name}")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The op as an ipvsadm command line without the program name, e.g.

@@ -3,9 +3,12 @@
 //!
 //! Rules:
 //! - Only services in the desired set, or in `owned` (recorded as ours by an earlier run),
-//!   are ever touched; every other service is foreign and left byte-for-byte alone.
+//!   are ever touched; every other service is foreign and left byte-for-byte alone. SCTP
+//!   services ([`ServiceKey::is_managed`]) are never touched, whatever `owned` says.
 //! - Edit in place where the kernel allows: scheduler, persistence, netmask and flags
-//!   (`-E`); weight and forwarding method (`-e`).
+//!   (`-E`); weight and forwarding method (`-e`). An edit sends back what Ocean does not
+//!   manage as the kernel has it (thresholds, tunnel settings, persistence engine), since
+//!   the kernel resets whatever an edit omits.
 //! - A real server leaving a pool goes to weight 0 first (drain) and is deleted after
 //!   `drain`, or at once when its connections are 0 or the service is UDP; it is restored
 //!   (desired weight) if it comes back meanwhile.
@@ -23,14 +26,26 @@ pub use crate::model::Op;
 pub type OwnedSet = BTreeSet<ServiceKey>;
 
 /// Real servers being drained (weight 0, waiting for their connections to end), with the
-/// time (ms, the caller's monotonic clock) the drain started. Kept across plans; lost on
-/// restart, after which a weight-0 leaving server simply starts a new drain period.
+/// time (ms, the caller's monotonic clock) the drain started. Kept across plans; across a
+/// restart the reconciler keeps it through the state file (as wall-clock start times,
+/// converted back with [`DrainState::insert`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DrainState {
     since_ms: BTreeMap<(ServiceKey, DestKey), u64>,
 }
 
 impl DrainState {
+    /// Records that `dest` of `key` has been draining since `since_ms` (a drain restored
+    /// after a restart); the next plan keeps it only if the server is still leaving.
+    pub fn insert(&mut self, key: ServiceKey, dest: DestKey, since_ms: u64) {
+        self.since_ms.insert((key, dest), since_ms);
+    }
+
+    /// Every draining real server with its drain's start, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&(ServiceKey, DestKey), &u64)> {
+        self.since_ms.iter()
+    }
+
     /// How many real servers are draining.
     pub fn len(&self) -> usize {
         self.since_ms.len()
@@ -125,6 +140,9 @@ pub fn plan(
         .keys()
         .chain(owned.iter().filter(|k| current.contains_key(k)))
         .filter(|k| !desired.held_services.contains(k))
+        // SCTP is never Ocean's: not even an owned set (a hand-edited state file) or a
+        // forced plan touches it.
+        .filter(|k| k.is_managed())
         .collect();
 
     for key in keys {
@@ -140,13 +158,17 @@ pub fn plan(
                 removals += 1 + have.dests.len();
             }
             (Some(have), Some(want)) => {
-                if have.service != want.service {
-                    ops.push(Op::EditService(want.service.clone()));
+                if !have.service.same_config(&want.service) {
+                    ops.push(Op::EditService(
+                        want.service.keeping_unmanaged(&have.service),
+                    ));
                 }
                 for d in want.dests.values() {
                     match have.dests.get(&d.addr) {
                         None => ops.push(Op::AddDest(*key, d.clone())),
-                        Some(h) if !h.same_config(d) => ops.push(Op::EditDest(*key, d.clone())),
+                        Some(h) if !h.same_config(d) => {
+                            ops.push(Op::EditDest(*key, d.keeping_unmanaged(h)))
+                        }
                         Some(_) => {}
                     }
                 }

@@ -1,17 +1,17 @@
 //! One reconcile: read the table, plan, apply idempotently, read back and verify; with the
-//! ownership memory (the state file), the drain state, logs and metrics around it.
+//! ownership memory and the drains in progress (the state file), logs and metrics around it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context;
 use ocean_core::table::lvs::LvsTable;
 
 use crate::backend::{Backend, ReadError};
 use crate::host::HostAddrs;
-use crate::model::{desired_from_table, Cidr, Ipvs, IpvsError, Refusal, ServiceKey};
+use crate::model::{desired_from_table, Cidr, DestKey, Ipvs, IpvsError, Refusal, ServiceKey};
 use crate::plan::{apply_plan, plan, DrainState, IpvsWrite, Op, OwnedSet, PlanConfig, PlanError};
 
 /// Why a reconcile runs (drift is only counted on resyncs).
@@ -61,8 +61,8 @@ pub enum ReconcileError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Refused(#[from] PlanError),
-    #[error("state file: {0:#}")]
-    State(anyhow::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
     /// The table was refused whole and there is no earlier good one: nothing was written.
     #[error("lvs table refused: {0}")]
     TableRefused(String),
@@ -118,6 +118,89 @@ impl IpvsWrite for Counting<'_> {
     }
 }
 
+/// The reconciler's two clocks: a monotonic one that times drains, and the wall clock that
+/// dates their start in the state file, so a drain survives a restart (a new process has a
+/// new monotonic origin). Injectable so tests can move time.
+pub trait Clock: fmt::Debug + Send {
+    /// Monotonic time since an arbitrary origin; never goes back.
+    fn monotonic(&self) -> Duration;
+    /// Wall-clock time since the Unix epoch (may step; only used across restarts).
+    fn unix(&self) -> Duration;
+}
+
+/// The system's clocks: [`Instant`] since construction and [`SystemTime`].
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    /// A clock whose monotonic origin is now.
+    pub fn new() -> Self {
+        SystemClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn unix(&self) -> Duration {
+        // A clock before 1970 dates drains at 0: they end at the first reconcile, never late.
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+}
+
+/// A draining real server: its service and address.
+pub type DrainKey = (ServiceKey, DestKey);
+
+/// What the state file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// The services Ocean created and may change or delete.
+    pub owned: OwnedSet,
+    /// Real servers draining, with the wall-clock time (Unix seconds) their drain began.
+    pub drains: BTreeMap<DrainKey, u64>,
+}
+
+/// A state file that cannot be read, parsed or written. The daemon refuses to start on a
+/// bad one (it cannot tell its own services from foreign ones without it).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {}: reading: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {}: writing: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {}:{line}: {reason}: {text:?}", path.display())]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        reason: &'static str,
+        text: String,
+    },
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The reconcile engine with its memory: owned services and draining real servers.
 #[derive(Debug)]
 pub struct Reconciler {
@@ -129,40 +212,88 @@ pub struct Reconciler {
     state_file: Option<PathBuf>,
     owned: OwnedSet,
     drain: DrainState,
-    clock: Instant,
+    /// When each drain in `drain` began, wall clock (Unix seconds): what the state file keeps.
+    drain_unix: BTreeMap<DrainKey, u64>,
+    /// What the state file holds now (written only when this changes).
+    saved: State,
+    clock: Box<dyn Clock>,
+    /// Added to the monotonic clock so a drain restored from before this process began
+    /// still has a start >= 0: the drain period. A drain older than that is over anyway, and
+    /// its start clamps to 0, which `plan` sees as expired at the first reconcile.
+    base_ms: u64,
     last_table: Option<LvsTable>,
 }
 
 impl Reconciler {
-    /// A reconciler over `backend`; loads the owned services from `state_file` if it exists
-    /// and reads this host's addresses.
+    /// A reconciler over `backend` with the system clock; see [`Reconciler::with_clock`].
     ///
     /// # Errors
-    /// An unreadable or malformed state file; this host's addresses cannot be read (without
-    /// them no VIP could be trusted not to be one).
+    /// As [`Reconciler::with_clock`].
     pub fn new(
         backend: Backend,
         guard: Guard,
         plan_config: PlanConfig,
         state_file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        let owned = match &state_file {
+        Self::with_clock(
+            backend,
+            guard,
+            plan_config,
+            state_file,
+            Box::new(SystemClock::new()),
+        )
+    }
+
+    /// A reconciler over `backend` timed by `clock`; loads the owned services and the drains
+    /// in progress from `state_file` if it exists, and reads this host's addresses.
+    ///
+    /// A restored drain keeps its deadline: it ends `drain` after it began before the
+    /// restart, and one already past ends at the first reconcile.
+    ///
+    /// # Errors
+    /// An unreadable or malformed state file ([`StateError`], naming the file); this host's
+    /// addresses cannot be read (without them no VIP could be trusted not to be one).
+    pub fn with_clock(
+        backend: Backend,
+        guard: Guard,
+        plan_config: PlanConfig,
+        state_file: Option<PathBuf>,
+        clock: Box<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let state = match &state_file {
             Some(p) => load_state(p)?,
-            None => OwnedSet::new(),
+            None => State::default(),
         };
         let host_addrs = guard.host_addrs.read()?;
         tracing::info!(addresses = ?host_addrs, "this host's addresses (never VIPs)");
-        Ok(Reconciler {
+        let base_ms = ms(plan_config.drain);
+        let mut r = Reconciler {
             backend,
             guard,
             host_addrs,
             plan_config,
             state_file,
-            owned,
+            owned: state.owned.clone(),
             drain: DrainState::default(),
-            clock: Instant::now(),
+            drain_unix: BTreeMap::new(),
+            saved: state.clone(),
+            clock,
+            base_ms,
             last_table: None,
-        })
+        };
+        let (now, unix_ms) = (r.now_ms(), ms(r.clock.unix()));
+        for (&(k, a), &start_s) in &state.drains {
+            let age_ms = unix_ms.saturating_sub(start_s.saturating_mul(1000));
+            r.drain.insert(k, a, now.saturating_sub(age_ms));
+            r.drain_unix.insert((k, a), start_s);
+        }
+        if !state.drains.is_empty() {
+            tracing::info!(
+                draining = state.drains.len(),
+                "drains in progress restored from the state file; each keeps its deadline"
+            );
+        }
+        Ok(r)
     }
 
     /// The services this reconciler owns.
@@ -175,19 +306,30 @@ impl Reconciler {
         &mut self.backend
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// The real servers draining, with when each drain began (wall clock, Unix seconds).
+    pub fn draining(&self) -> &BTreeMap<DrainKey, u64> {
+        &self.drain_unix
     }
 
-    /// Records `owned` in the state file; never for the printing backends, which create
-    /// nothing (a dry run must not claim the kernel's services as ours).
-    fn save(&self, owned: &OwnedSet) -> Result<(), ReconcileError> {
-        match &self.state_file {
-            Some(p) if self.backend.is_kernel() => {
-                save_state(p, owned).map_err(ReconcileError::State)
-            }
-            _ => Ok(()),
+    /// The plan's clock: monotonic ms, offset by `base_ms`.
+    fn now_ms(&self) -> u64 {
+        self.base_ms.saturating_add(ms(self.clock.monotonic()))
+    }
+
+    /// Records `state` in the state file when it differs from what the file holds; never
+    /// for the printing backends, which create nothing (a dry run must not claim the
+    /// kernel's services as ours).
+    fn save(&mut self, state: State) -> Result<(), ReconcileError> {
+        if state == self.saved {
+            return Ok(());
         }
+        if let Some(p) = &self.state_file {
+            if self.backend.is_kernel() {
+                save_state(p, &state)?;
+            }
+        }
+        self.saved = state;
+        Ok(())
     }
 
     /// Reads, plans, applies, reads back and verifies. Logs and counts metrics.
@@ -320,14 +462,36 @@ impl Reconciler {
             &self.plan_config,
         )?;
 
-        // Remember new services as ours before creating them, so a crash in between never
-        // leaves an owned service that a restart would take for foreign.
-        let mut before: OwnedSet = self.owned.clone();
-        before.extend(p.owned.iter().copied());
-        if before != self.owned {
-            self.save(&before)?;
-        }
+        // When each drain began, wall clock: kept for drains already running (restored or
+        // earlier), now for the ones this plan starts.
+        let unix_s = self.clock.unix().as_secs();
+        let drain_unix: BTreeMap<DrainKey, u64> = drain
+            .iter()
+            .map(|(k, &since)| {
+                let start = self
+                    .drain_unix
+                    .get(k)
+                    .copied()
+                    .unwrap_or_else(|| unix_s.saturating_sub(now.saturating_sub(since) / 1000));
+                (*k, start)
+            })
+            .collect();
+
+        // Remember new services as ours, and new drains, before creating them, so a crash in
+        // between never leaves an owned service that a restart would take for foreign, or a
+        // drain that a restart would start over. (Drains this plan ends stay recorded until
+        // the read-back: a crash before the delete resumes them, it does not restart them.)
+        let mut before = State {
+            owned: self.owned.clone(),
+            drains: self.drain_unix.clone(),
+        };
+        before.owned.extend(p.owned.iter().copied());
+        before
+            .drains
+            .extend(drain_unix.iter().map(|(k, v)| (*k, *v)));
+        self.save(before)?;
         self.drain = drain;
+        self.drain_unix = drain_unix;
 
         let log = self.backend.is_kernel();
         let mut counting = Counting {
@@ -405,10 +569,11 @@ impl Reconciler {
         for u in &unconverged {
             tracing::error!(missing = %u, "IPVS table did not converge");
         }
-        if owned_after != self.owned {
-            self.save(&owned_after)?;
-            self.owned = owned_after;
-        }
+        self.save(State {
+            owned: owned_after.clone(),
+            drains: self.drain_unix.clone(),
+        })?;
+        self.owned = owned_after;
         self.last_table = Some(table.clone());
 
         let (services, destinations) = count_owned(&back, &self.owned);
@@ -451,7 +616,7 @@ fn count_owned(table: &Ipvs, owned: &OwnedSet) -> (usize, usize) {
 }
 
 /// Parses one state-file line, a service as ipvsadm spells it: `-t 10.0.0.1:80`,
-/// `-u [2001:db8::1]:53`, `-f 7`, `-f 7 -6`.
+/// `-u [2001:db8::1]:53`, `-f 7`, `-f 7 -6`. (Never `--sctp-service`: SCTP is never owned.)
 pub fn parse_service_key(line: &str) -> Option<ServiceKey> {
     let mut it = line.split_whitespace();
     let flag = it.next()?;
@@ -475,42 +640,101 @@ pub fn parse_service_key(line: &str) -> Option<ServiceKey> {
     }
 }
 
-/// Reads the owned services from the state file (absent: none).
+/// The state-file line of a drain: `drain -t 10.0.0.1:80 -r 10.1.0.1:80 1700000000`.
+fn drain_line(key: &ServiceKey, dest: &DestKey, start_s: u64) -> String {
+    format!("drain {key} -r {dest} {start_s}")
+}
+
+/// Parses a drain line (after `drain `): service, `-r` real server, start (Unix seconds).
+fn parse_drain_line(rest: &str) -> Option<(DrainKey, u64)> {
+    let (service, real) = rest.rsplit_once(" -r ")?;
+    let key = parse_service_key(service)?;
+    let mut it = real.split_whitespace();
+    let dest: DestKey = it.next()?.parse().ok()?;
+    let start_s: u64 = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some(((key, dest), start_s))
+}
+
+/// Reads the state file (absent: nothing owned, nothing draining). A file written before
+/// drain times were kept (services only) reads as it always did, with no drains.
 ///
 /// # Errors
-/// An unreadable file or a line that is not a service.
-pub fn load_state(path: &Path) -> anyhow::Result<OwnedSet> {
+/// [`StateError::Read`] for an unreadable file, [`StateError::Malformed`] for a line that is
+/// neither a service nor a drain; both name the file.
+pub fn load_state(path: &Path) -> Result<State, StateError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OwnedSet::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    let mut owned = OwnedSet::new();
+    let mut state = State::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let key = parse_service_key(line)
-            .with_context(|| format!("{}:{}: not a service: {line:?}", path.display(), i + 1))?;
-        owned.insert(key);
+        let malformed = |reason| StateError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+            text: line.to_string(),
+        };
+        if let Some(rest) = line.strip_prefix("drain ") {
+            let (k, start) = parse_drain_line(rest)
+                .ok_or_else(|| malformed("not a drain (drain SERVICE -r REAL UNIX_SECONDS)"))?;
+            state.drains.insert(k, start);
+        } else if line.starts_with("--sctp-service") {
+            return Err(malformed("SCTP services are never Ocean's"));
+        } else {
+            let key = parse_service_key(line).ok_or_else(|| malformed("not a service"))?;
+            state.owned.insert(key);
+        }
     }
-    Ok(owned)
+    Ok(state)
 }
 
-/// Writes the owned services atomically (temporary file + rename).
+/// Writes the state atomically (temporary file + rename): the owned services and the drains
+/// in progress, in one file, so the two never disagree after a crash.
 ///
 /// # Errors
-/// I/O errors.
-pub fn save_state(path: &Path, owned: &OwnedSet) -> anyhow::Result<()> {
+/// [`StateError::Write`], naming the file.
+pub fn save_state(path: &Path, state: &State) -> Result<(), StateError> {
     let mut text = String::from("# services ocean lvs-sync created and may change or delete\n");
-    for k in owned {
+    for k in &state.owned {
         text.push_str(&k.to_string());
         text.push('\n');
     }
+    if !state.drains.is_empty() {
+        text.push_str(
+            "# real servers draining: service, real server, drain start (Unix seconds)\n",
+        );
+        for ((k, a), start) in &state.drains {
+            text.push_str(&drain_line(k, a, *start));
+            text.push('\n');
+        }
+    }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    let write_err = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| StateError::Write { path, source }
+    };
+    // Synced before the rename, so a crash leaves the old file or the new one, whole.
+    let write = |tmp: &Path| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    };
+    write(&tmp).map_err(write_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(write_err(path))?;
     Ok(())
 }
 
@@ -596,7 +820,7 @@ mod tests {
         assert_eq!(mem.lock().unwrap().services().get(&fk), Some(&fe));
 
         // The state file remembers both services; a new reconciler deletes one that left.
-        let owned = load_state(&state).unwrap();
+        let owned = load_state(&state).unwrap().owned;
         assert_eq!(owned.len(), 2);
         let mut r2 = Reconciler::new(
             Backend::Memory(mem.clone()),
@@ -611,7 +835,7 @@ mod tests {
         let rep = r2.reconcile(&smaller, Reason::Table).unwrap();
         assert!(rep.converged());
         assert_eq!(rep.writes, 1);
-        assert_eq!(load_state(&state).unwrap().len(), 1);
+        assert_eq!(load_state(&state).unwrap().owned.len(), 1);
         assert_eq!(mem.lock().unwrap().services().len(), 2);
         assert_eq!(mem.lock().unwrap().services().get(&fk), Some(&fe));
 

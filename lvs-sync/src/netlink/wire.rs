@@ -59,6 +59,7 @@ pub const IPVS_SVC_ATTR_SCHED_NAME: u16 = 6;
 pub const IPVS_SVC_ATTR_FLAGS: u16 = 7;
 pub const IPVS_SVC_ATTR_TIMEOUT: u16 = 8;
 pub const IPVS_SVC_ATTR_NETMASK: u16 = 9;
+pub const IPVS_SVC_ATTR_PE_NAME: u16 = 11;
 
 pub const IPVS_DEST_ATTR_ADDR: u16 = 1;
 pub const IPVS_DEST_ATTR_PORT: u16 = 2;
@@ -69,6 +70,9 @@ pub const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
 pub const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
 pub const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
 pub const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
+pub const IPVS_DEST_ATTR_TUN_TYPE: u16 = 13;
+pub const IPVS_DEST_ATTR_TUN_PORT: u16 = 14;
+pub const IPVS_DEST_ATTR_TUN_FLAGS: u16 = 15;
 
 /// `IP_VS_CONN_F_*` forwarding methods and their mask.
 pub const IP_VS_CONN_F_MASQ: u32 = 0;
@@ -82,6 +86,7 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const IPPROTO_UDP: u16 = 17;
+pub const IPPROTO_SCTP: u16 = 132;
 
 /// The service flags this crate models; everything else the kernel reports is ignored.
 const MODELED_FLAGS: u32 = SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3;
@@ -166,11 +171,17 @@ fn service_key_attrs(buf: &mut Vec<u8>, key: &ServiceKey) {
             put_attr(buf, IPVS_SVC_ATTR_ADDR, &inet_addr(addr.ip()));
             put_attr(buf, IPVS_SVC_ATTR_PORT, &addr.port().to_be_bytes());
         }
+        ServiceKey::Sctp { addr } => {
+            put_attr(buf, IPVS_SVC_ATTR_PROTOCOL, &IPPROTO_SCTP.to_ne_bytes());
+            put_attr(buf, IPVS_SVC_ATTR_ADDR, &inet_addr(addr.ip()));
+            put_attr(buf, IPVS_SVC_ATTR_PORT, &addr.port().to_be_bytes());
+        }
     }
 }
 
 /// The nested `IPVS_CMD_ATTR_SERVICE`: the key, and with `full` the settings (scheduler,
-/// flags with mask ~0, timeout, netmask), in the order libipvs sends them.
+/// flags with mask ~0, timeout, netmask, and the persistence engine when there is one: the
+/// kernel clears an engine that a `SET_SERVICE` omits).
 pub fn service_attr(buf: &mut Vec<u8>, svc: &Service, full: bool) {
     let mut inner = Vec::new();
     service_key_attrs(&mut inner, &svc.key);
@@ -192,6 +203,11 @@ pub fn service_attr(buf: &mut Vec<u8>, svc: &Service, full: bool) {
             &svc.persistence_s.unwrap_or(0).to_ne_bytes(),
         );
         put_attr(&mut inner, IPVS_SVC_ATTR_NETMASK, &netmask_bytes(svc));
+        if let Some(pe) = &svc.pe_name {
+            let mut name = pe.as_bytes().to_vec();
+            name.push(0);
+            put_attr(&mut inner, IPVS_SVC_ATTR_PE_NAME, &name);
+        }
     }
     put_nested(buf, IPVS_CMD_ATTR_SERVICE, &inner);
 }
@@ -209,7 +225,11 @@ fn key_only(key: &ServiceKey) -> Service {
 }
 
 /// The nested `IPVS_CMD_ATTR_DEST`: address, port and family, and with `full` the
-/// forwarding method, weight and thresholds (0: none).
+/// forwarding method, weight, thresholds and, when any is set, the tunnel settings.
+///
+/// The kernel sets every one of these from a `SET_DEST` (`__ip_vs_update_dest`; an omitted
+/// tunnel attribute is 0), so the thresholds and tunnel settings sent are the ones `d`
+/// carries, which the plan copied from the kernel's destination.
 pub fn dest_attr(buf: &mut Vec<u8>, d: &Dest, full: bool) {
     let mut inner = Vec::new();
     put_attr(&mut inner, IPVS_DEST_ATTR_ADDR, &inet_addr(d.addr.ip()));
@@ -226,8 +246,30 @@ pub fn dest_attr(buf: &mut Vec<u8>, d: &Dest, full: bool) {
         };
         put_attr(&mut inner, IPVS_DEST_ATTR_FWD_METHOD, &fwd.to_ne_bytes());
         put_attr(&mut inner, IPVS_DEST_ATTR_WEIGHT, &d.weight.to_ne_bytes());
-        put_attr(&mut inner, IPVS_DEST_ATTR_U_THRESH, &0u32.to_ne_bytes());
-        put_attr(&mut inner, IPVS_DEST_ATTR_L_THRESH, &0u32.to_ne_bytes());
+        put_attr(
+            &mut inner,
+            IPVS_DEST_ATTR_U_THRESH,
+            &d.u_threshold.to_ne_bytes(),
+        );
+        put_attr(
+            &mut inner,
+            IPVS_DEST_ATTR_L_THRESH,
+            &d.l_threshold.to_ne_bytes(),
+        );
+        // Sent only when set, so kernels before 5.3 (no tunnel attributes) see what they know.
+        if d.tun_type != 0 || d.tun_port != 0 || d.tun_flags != 0 {
+            put_attr(&mut inner, IPVS_DEST_ATTR_TUN_TYPE, &[d.tun_type]);
+            put_attr(
+                &mut inner,
+                IPVS_DEST_ATTR_TUN_PORT,
+                &d.tun_port.to_be_bytes(),
+            );
+            put_attr(
+                &mut inner,
+                IPVS_DEST_ATTR_TUN_FLAGS,
+                &d.tun_flags.to_ne_bytes(),
+            );
+        }
     }
     put_attr(
         &mut inner,
@@ -390,6 +432,15 @@ fn u32_of(b: Option<&[u8]>, what: &str) -> Result<u32, ParseError> {
     }
 }
 
+/// An optional attribute: absent is `None`, present but short is an error.
+fn opt_u32_of(b: Option<&[u8]>, what: &str) -> Result<Option<u32>, ParseError> {
+    b.map(|b| u32_of(Some(b), what)).transpose()
+}
+
+fn opt_u16_of(b: Option<&[u8]>, what: &str) -> Result<Option<u16>, ParseError> {
+    b.map(|b| u16_of(Some(b), what)).transpose()
+}
+
 fn port_of(b: Option<&[u8]>, what: &str) -> Result<u16, ParseError> {
     match b {
         Some(b) if b.len() >= 2 => Ok(u16::from_be_bytes([b[0], b[1]])),
@@ -424,7 +475,8 @@ pub fn parse_family(payload: &[u8]) -> Result<u16, ParseError> {
 }
 
 /// A service from one `IPVS_CMD_GET_SERVICE` reply message; `None` for a protocol this crate
-/// does not model (SCTP): such a service is never ours, and is left out of the read.
+/// does not know (neither TCP, UDP nor SCTP), left out of the read. SCTP services are read
+/// as [`ServiceKey::Sctp`], which no plan ever touches.
 pub fn parse_service(payload: &[u8]) -> Result<Option<Service>, ParseError> {
     let top = genl_attrs(payload)?;
     let Some(nested) = find(&top, IPVS_CMD_ATTR_SERVICE) else {
@@ -443,15 +495,17 @@ pub fn parse_service(payload: &[u8]) -> Result<Option<Service>, ParseError> {
         _ => {
             let proto = u16_of(find(&a, IPVS_SVC_ATTR_PROTOCOL), "IPVS_SVC_ATTR_PROTOCOL")?;
             let protocol = match proto {
-                IPPROTO_TCP => Protocol::Tcp,
-                IPPROTO_UDP => Protocol::Udp,
+                IPPROTO_TCP => Some(Protocol::Tcp),
+                IPPROTO_UDP => Some(Protocol::Udp),
+                IPPROTO_SCTP => None,
                 _ => return Ok(None),
             };
             let ip = addr_of(find(&a, IPVS_SVC_ATTR_ADDR), af, "IPVS_SVC_ATTR_ADDR")?;
             let port = port_of(find(&a, IPVS_SVC_ATTR_PORT), "IPVS_SVC_ATTR_PORT")?;
-            ServiceKey::Addr {
-                protocol,
-                addr: SocketAddr::new(ip, port),
+            let addr = SocketAddr::new(ip, port);
+            match protocol {
+                Some(protocol) => ServiceKey::Addr { protocol, addr },
+                None => ServiceKey::Sctp { addr },
             }
         }
     };
@@ -475,10 +529,16 @@ pub fn parse_service(payload: &[u8]) -> Result<Option<Service>, ParseError> {
         }
         _ => return perr("missing or short IPVS_SVC_ATTR_NETMASK"),
     };
+    let pe_name = find(&a, IPVS_SVC_ATTR_PE_NAME).and_then(|b| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        // An empty name is no engine, as the kernel reads it.
+        (end > 0).then(|| String::from_utf8_lossy(&b[..end]).into_owned())
+    });
     let mut svc = Service::new(key, sched);
     svc.persistence_s = (flags & SVC_F_PERSISTENT != 0).then_some(timeout);
     svc.netmask = netmask;
     svc.flags = flags & MODELED_FLAGS & !IP_VS_SVC_F_HASHED;
+    svc.pe_name = pe_name;
     Ok(Some(svc))
 }
 
@@ -508,6 +568,27 @@ pub fn parse_dest(payload: &[u8], svc_is_ipv6: bool) -> Result<Option<Dest>, Par
     };
     let weight = u32_of(find(&a, IPVS_DEST_ATTR_WEIGHT), "IPVS_DEST_ATTR_WEIGHT")?;
     let mut d = Dest::new(SocketAddr::new(ip, port), weight, forward);
+    // Kept to be sent back on edits; absent (never, in practice) is 0 as the kernel reads it.
+    d.u_threshold =
+        opt_u32_of(find(&a, IPVS_DEST_ATTR_U_THRESH), "IPVS_DEST_ATTR_U_THRESH")?.unwrap_or(0);
+    d.l_threshold =
+        opt_u32_of(find(&a, IPVS_DEST_ATTR_L_THRESH), "IPVS_DEST_ATTR_L_THRESH")?.unwrap_or(0);
+    d.tun_type = match find(&a, IPVS_DEST_ATTR_TUN_TYPE) {
+        Some(b) => match b.first() {
+            Some(t) => *t,
+            None => return perr("short IPVS_DEST_ATTR_TUN_TYPE"),
+        },
+        None => 0,
+    };
+    d.tun_port = match find(&a, IPVS_DEST_ATTR_TUN_PORT) {
+        Some(b) => port_of(Some(b), "IPVS_DEST_ATTR_TUN_PORT")?,
+        None => 0,
+    };
+    d.tun_flags = opt_u16_of(
+        find(&a, IPVS_DEST_ATTR_TUN_FLAGS),
+        "IPVS_DEST_ATTR_TUN_FLAGS",
+    )?
+    .unwrap_or(0);
     d.active_conns = u32_of(find(&a, IPVS_DEST_ATTR_ACTIVE_CONNS), "active conns").unwrap_or(0);
     d.inactive_conns = u32_of(find(&a, IPVS_DEST_ATTR_INACT_CONNS), "inactive conns").unwrap_or(0);
     Ok(Some(d))
