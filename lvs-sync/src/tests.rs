@@ -1402,3 +1402,507 @@ mod reconciler {
             .is_none());
     }
 }
+
+// ------------------------------------------- restarts, unmanaged settings, SCTP (issue 19)
+
+mod restart {
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::backend::Backend;
+    use crate::host::HostAddrs;
+    use crate::netlink::wire;
+    use crate::reconcile::{load_state, Clock, Guard, Reason, Reconciler, State, StateError};
+
+    /// A clock the test moves: (monotonic, wall). A restart is a new clock at the same wall
+    /// time with its monotonic origin back at 0, as a new process has.
+    #[derive(Debug, Clone)]
+    struct ManualClock(Arc<Mutex<(Duration, Duration)>>);
+
+    impl ManualClock {
+        fn at_unix(unix: Duration) -> Self {
+            ManualClock(Arc::new(Mutex::new((Duration::ZERO, unix))))
+        }
+
+        fn advance(&self, d: Duration) {
+            let mut t = self.0.lock().unwrap();
+            t.0 += d;
+            t.1 += d;
+        }
+
+        /// The clock a restarted process would see.
+        fn restarted(&self) -> Self {
+            Self::at_unix(self.0.lock().unwrap().1)
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn monotonic(&self) -> Duration {
+            self.0.lock().unwrap().0
+        }
+
+        fn unix(&self) -> Duration {
+            self.0.lock().unwrap().1
+        }
+    }
+
+    const T0: u64 = 1_700_000_000;
+
+    fn guard() -> Guard {
+        Guard {
+            vips: vec![],
+            host_addrs: HostAddrs::Fixed(vec![]),
+            max_services: 4096,
+        }
+    }
+
+    fn reconciler(
+        mem: &Arc<Mutex<InMemoryIpvs>>,
+        state: &Path,
+        clock: &ManualClock,
+        config: PlanConfig,
+    ) -> Reconciler {
+        Reconciler::with_clock(
+            Backend::Memory(mem.clone()),
+            guard(),
+            config,
+            Some(state.to_path_buf()),
+            Box::new(clock.clone()),
+        )
+        .unwrap()
+    }
+
+    fn table(reals: &[(&str, u32)]) -> LvsTable {
+        let reals: Vec<(&str, u16, u32, Forward)> = reals
+            .iter()
+            .map(|&(a, w)| (a, 80, w, Forward::Dr))
+            .collect();
+        LvsTable {
+            services: vec![vs("10.0.0.1", 80, Protocol::Tcp, "wrr", &reals)],
+        }
+    }
+
+    fn dest(mem: &Arc<Mutex<InMemoryIpvs>>, key: &ServiceKey, a: &str) -> Option<Dest> {
+        mem.lock()
+            .unwrap()
+            .services()
+            .get(key)?
+            .dests
+            .get(&sa(a))
+            .cloned()
+    }
+
+    const LEAVING: &str = "10.1.0.2:80";
+
+    /// Two real servers, then the second leaves with connections open: it drains from
+    /// `T0 + 10 s`. Returns the kernel, the state file's directory and the clock.
+    fn start_a_drain() -> (Arc<Mutex<InMemoryIpvs>>, tempfile::TempDir, ManualClock) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
+        let clock = ManualClock::at_unix(Duration::from_secs(T0));
+        let mut r = reconciler(&mem, &state, &clock, cfg());
+        let both = table(&[("10.1.0.1", 1), ("10.1.0.2", 1)]);
+        assert!(r.reconcile(&both, Reason::Table).unwrap().converged());
+        assert!(mem.lock().unwrap().set_conns(&tcp80(), &sa(LEAVING), 5, 3));
+        clock.advance(Duration::from_secs(10));
+        let rep = r
+            .reconcile(&table(&[("10.1.0.1", 1)]), Reason::Table)
+            .unwrap();
+        assert!(rep.converged(), "{rep:?}");
+        assert_eq!(dest(&mem, &tcp80(), LEAVING).unwrap().weight, 0);
+        let text = std::fs::read_to_string(&state).unwrap();
+        assert!(
+            text.contains(&format!("drain -t 10.0.0.1:80 -r {LEAVING} {}\n", T0 + 10)),
+            "{text}"
+        );
+        (mem, dir, clock)
+    }
+
+    /// Must-show 3: a restart during a drain does not restart it; the drain ends at its
+    /// original start + `drain` (30 s), to the millisecond, not 30 s after the restart.
+    #[test]
+    fn a_restart_during_a_drain_ends_the_drain_at_its_original_deadline() {
+        let (mem, dir, clock) = start_a_drain();
+        let state = dir.path().join("state");
+        let smaller = table(&[("10.1.0.1", 1)]);
+
+        // 25 s into the drain the process dies; a new one starts (new monotonic origin).
+        clock.advance(Duration::from_secs(25));
+        let clock = clock.restarted();
+        let mut r = reconciler(&mem, &state, &clock, cfg());
+        assert_eq!(
+            r.draining().get(&(tcp80(), sa(LEAVING))),
+            Some(&(T0 + 10)),
+            "the drain's start came back from the state file"
+        );
+        let rep = r.reconcile(&smaller, Reason::Table).unwrap();
+        assert_eq!(rep.writes, 0, "a resumed drain writes nothing: {rep:?}");
+        assert!(rep.converged());
+        assert_eq!(r.draining().get(&(tcp80(), sa(LEAVING))), Some(&(T0 + 10)));
+
+        // 29.999 s after the drain began: still draining (connections are still open).
+        clock.advance(Duration::from_millis(4_999));
+        r.reconcile(&smaller, Reason::Resync).unwrap();
+        assert_eq!(dest(&mem, &tcp80(), LEAVING).unwrap().weight, 0);
+
+        // 30 s after it began (5 s after the restart): deleted. Without the state file's
+        // drain time it would have lasted until 30 s after the restart.
+        clock.advance(Duration::from_millis(1));
+        let rep = r.reconcile(&smaller, Reason::Resync).unwrap();
+        assert!(rep.converged(), "{rep:?}");
+        assert_eq!(dest(&mem, &tcp80(), LEAVING), None);
+        assert!(dest(&mem, &tcp80(), "10.1.0.1:80").is_some());
+        assert!(r.draining().is_empty());
+        let saved = load_state(&state).unwrap();
+        assert!(saved.drains.is_empty(), "{saved:?}");
+        assert_eq!(saved.owned.len(), 1);
+    }
+
+    #[test]
+    fn a_drain_past_its_deadline_at_restart_ends_at_the_first_reconcile() {
+        let (mem, dir, clock) = start_a_drain();
+        let state = dir.path().join("state");
+        // Down for longer than the drain: the first reconcile of the new process deletes.
+        clock.advance(Duration::from_secs(45));
+        let clock = clock.restarted();
+        let mut r = reconciler(&mem, &state, &clock, cfg());
+        let rep = r
+            .reconcile(&table(&[("10.1.0.1", 1)]), Reason::Table)
+            .unwrap();
+        assert!(rep.converged(), "{rep:?}");
+        assert_eq!(dest(&mem, &tcp80(), LEAVING), None);
+        // A drain as long as the downtime restored at 0 ms of the new clock works as well.
+        assert!(load_state(&state).unwrap().drains.is_empty());
+    }
+
+    #[test]
+    fn a_server_returning_after_a_restart_gets_its_weight_back_and_its_drain_is_forgotten() {
+        let (mem, dir, clock) = start_a_drain();
+        let state = dir.path().join("state");
+        let clock = clock.restarted();
+        let mut r = reconciler(&mem, &state, &clock, cfg());
+        let both = table(&[("10.1.0.1", 1), ("10.1.0.2", 1)]);
+        let rep = r.reconcile(&both, Reason::Table).unwrap();
+        assert_eq!(rep.writes, 1, "{rep:?}");
+        assert_eq!(dest(&mem, &tcp80(), LEAVING).unwrap().weight, 1);
+        assert!(load_state(&state).unwrap().drains.is_empty());
+    }
+
+    #[test]
+    fn a_state_file_without_drain_times_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        // What the previous version wrote.
+        std::fs::write(
+            &state,
+            "# services ocean lvs-sync created and may change or delete\n-t 10.0.0.1:80\n-f 7 -6\n",
+        )
+        .unwrap();
+        let s = load_state(&state).unwrap();
+        assert_eq!(
+            s,
+            State {
+                owned: [
+                    tcp80(),
+                    ServiceKey::Fwmark {
+                        mark: 7,
+                        ipv6: true
+                    }
+                ]
+                .into_iter()
+                .collect(),
+                drains: BTreeMap::new(),
+            }
+        );
+        // It keeps owning what it owned: the service leaves the table, it is deleted.
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
+        let clock = ManualClock::at_unix(Duration::from_secs(T0));
+        mem.lock()
+            .unwrap()
+            .apply(&Op::AddService(Service::new(tcp80(), "wrr")))
+            .unwrap();
+        let mut r = reconciler(
+            &mem,
+            &state,
+            &clock,
+            PlanConfig {
+                force: true,
+                ..cfg()
+            },
+        );
+        r.reconcile(&LvsTable { services: vec![] }, Reason::Table)
+            .unwrap();
+        assert!(mem.lock().unwrap().services().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_refuses_to_start_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
+        let clock = ManualClock::at_unix(Duration::from_secs(T0));
+        for (text, why) in [
+            (
+                "-t 10.0.0.1:80\ndrain -t 10.0.0.1:80 -r 10.1.0.2:80 soon\n",
+                "not a drain",
+            ),
+            (
+                "-t 10.0.0.1:80\ndrain -t 10.0.0.1:80 10.1.0.2:80 1\n",
+                "not a drain",
+            ),
+            ("-t 10.0.0.1:80\n-x 1.2.3.4:80\n", "not a service"),
+            ("--sctp-service 10.0.0.1:80\n", "SCTP"),
+        ] {
+            std::fs::write(&state, text).unwrap();
+            let err = Reconciler::with_clock(
+                Backend::Memory(mem.clone()),
+                guard(),
+                cfg(),
+                Some(state.clone()),
+                Box::new(clock.clone()),
+            )
+            .unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&state.display().to_string()), "{msg}");
+            assert!(msg.contains(why), "{msg}");
+            assert!(matches!(
+                err.downcast_ref::<StateError>(),
+                Some(StateError::Malformed { .. })
+            ));
+        }
+        // Unreadable (a directory): refused too, naming it.
+        let err = load_state(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    /// Must-show 3: thresholds set by an operator (`ipvsadm -e ... -x 100 -y 10`) survive
+    /// Ocean's weight change, its drain, and the tunnel settings and persistence engine
+    /// survive likewise; the in-memory kernel resets them on an edit that omits them, as
+    /// the kernel does, so this fails if the plan does not send them back.
+    #[test]
+    fn thresholds_tunnel_settings_and_the_persistence_engine_survive_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::new()));
+        let clock = ManualClock::at_unix(Duration::from_secs(T0));
+        let mut r = reconciler(&mem, &state, &clock, cfg());
+        let reals = [("10.1.0.1", 1), ("10.1.0.2", 1)];
+        r.reconcile(&table(&reals), Reason::Table).unwrap();
+
+        // The operator's settings, as ipvsadm would make them.
+        let mut tuned = Dest::new(sa("10.1.0.1:80"), 1, Forward::Dr);
+        tuned.u_threshold = 100;
+        tuned.l_threshold = 10;
+        tuned.tun_type = 1;
+        tuned.tun_port = 6080;
+        tuned.tun_flags = 1;
+        let mut tuned2 = tuned.clone();
+        tuned2.addr = sa(LEAVING);
+        let mut svc = Service::new(tcp80(), "wrr");
+        svc.pe_name = Some("sip".into());
+        {
+            let mut k = mem.lock().unwrap();
+            k.apply(&Op::EditDest(tcp80(), tuned.clone())).unwrap();
+            k.apply(&Op::EditDest(tcp80(), tuned2.clone())).unwrap();
+            k.apply(&Op::EditService(svc.clone())).unwrap();
+            assert!(k.set_conns(&tcp80(), &sa(LEAVING), 2, 0));
+        }
+        // Unmanaged settings differ from the table's defaults, yet nothing is to do.
+        let rep = r.reconcile(&table(&reals), Reason::Resync).unwrap();
+        assert_eq!(rep.writes, 0, "{rep:?}");
+
+        // A weight change through the table; the second server leaves (drain: weight 0);
+        // the scheduler changes (a service edit).
+        let mut t = table(&[("10.1.0.1", 5)]);
+        t.services[0].scheduler = "rr".into();
+        let rep = r.reconcile(&t, Reason::Table).unwrap();
+        assert!(rep.converged(), "{rep:?}");
+        assert_eq!(rep.writes, 3, "{rep:?}");
+        let got = dest(&mem, &tcp80(), "10.1.0.1:80").unwrap();
+        assert_eq!(got.weight, 5);
+        assert_eq!(
+            got,
+            Dest {
+                weight: 5,
+                ..tuned.clone()
+            }
+        );
+        let drained = dest(&mem, &tcp80(), LEAVING).unwrap();
+        assert_eq!(
+            (
+                drained.weight,
+                drained.u_threshold,
+                drained.l_threshold,
+                drained.tun_port
+            ),
+            (0, 100, 10, 6080)
+        );
+        let s = mem.lock().unwrap().services()[&tcp80()].service.clone();
+        assert_eq!(
+            (s.scheduler.as_str(), s.pe_name.as_deref()),
+            ("rr", Some("sip"))
+        );
+
+        // The model has teeth: an edit that omits them clears them, as the kernel's does.
+        let mut k = mem.lock().unwrap();
+        k.apply(&Op::EditDest(
+            tcp80(),
+            Dest::new(sa("10.1.0.1:80"), 5, Forward::Dr),
+        ))
+        .unwrap();
+        let cleared = &k.services()[&tcp80()].dests[&sa("10.1.0.1:80")];
+        assert_eq!(
+            (cleared.u_threshold, cleared.l_threshold, cleared.tun_type),
+            (0, 0, 0)
+        );
+    }
+
+    fn sctp() -> (ServiceKey, ServiceEntry) {
+        let key = ServiceKey::Sctp { addr: sa(TCP80) };
+        let mut d = Dest::new(sa("10.1.0.9:80"), 3, Forward::Nat);
+        d.active_conns = 4;
+        (key, entry(Service::new(key, "rr"), &[d]))
+    }
+
+    /// SCTP services are read and left alone: never owned, edited or deleted, through
+    /// reconciles with a table at the same VIP:port, with `--force` and an empty table,
+    /// and even when an owned set (a hand-edited state) names one.
+    #[test]
+    fn sctp_services_are_never_touched_even_forced_with_an_empty_table() {
+        let (sk, se) = sctp();
+        let mut start = Ipvs::new();
+        start.insert(sk, se.clone());
+        let mem = Arc::new(Mutex::new(InMemoryIpvs::from_services(start)));
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let clock = ManualClock::at_unix(Duration::from_secs(T0));
+        let forced = PlanConfig {
+            force: true,
+            max_delete: 0,
+            ..cfg()
+        };
+        let mut r = reconciler(&mem, &state, &clock, forced.clone());
+        // TCP at the same VIP and port: a different service; the SCTP one stays as it is.
+        let rep = r
+            .reconcile(&table(&[("10.1.0.1", 1)]), Reason::Table)
+            .unwrap();
+        assert!(rep.converged(), "{rep:?}");
+        assert_eq!(mem.lock().unwrap().services().get(&sk), Some(&se));
+        assert!(!r.owned().contains(&sk));
+        for _ in 0..2 {
+            let rep = r
+                .reconcile(&LvsTable { services: vec![] }, Reason::Resync)
+                .unwrap();
+            assert!(rep.converged(), "{rep:?}");
+            let k = mem.lock().unwrap();
+            assert_eq!(
+                k.services().len(),
+                1,
+                "the owned TCP service went, SCTP stayed"
+            );
+            assert_eq!(k.services().get(&sk), Some(&se));
+        }
+        assert!(!std::fs::read_to_string(&state).unwrap().contains("sctp"));
+
+        // The plan itself refuses to touch it, whatever `owned` says.
+        let owned: OwnedSet = [sk].into_iter().collect();
+        let mut drain = DrainState::default();
+        let current = mem.lock().unwrap().services().clone();
+        let p = plan(
+            &current,
+            &Desired::default(),
+            &owned,
+            &mut drain,
+            0,
+            &forced,
+        )
+        .unwrap();
+        assert!(p.is_empty(), "{:?}", lines(&p));
+        assert!(p.owned.is_empty());
+    }
+
+    /// The netlink side: an SCTP service (protocol 132) reads as `Sctp`, a destination's
+    /// thresholds and tunnel settings read and are sent back in a SET_DEST, a persistence
+    /// engine in a SET_SERVICE.
+    #[test]
+    fn netlink_reads_sctp_and_unmanaged_settings_and_sends_them_back() {
+        // A kernel-format service reply: SCTP 10.0.0.1:80.
+        let mut inner = Vec::new();
+        wire::put_attr(
+            &mut inner,
+            wire::IPVS_SVC_ATTR_AF,
+            &wire::AF_INET.to_ne_bytes(),
+        );
+        wire::put_attr(
+            &mut inner,
+            wire::IPVS_SVC_ATTR_PROTOCOL,
+            &132u16.to_ne_bytes(),
+        );
+        wire::put_attr(
+            &mut inner,
+            wire::IPVS_SVC_ATTR_ADDR,
+            &[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        wire::put_attr(&mut inner, wire::IPVS_SVC_ATTR_PORT, &80u16.to_be_bytes());
+        wire::put_attr(&mut inner, wire::IPVS_SVC_ATTR_SCHED_NAME, b"rr\0");
+        wire::put_attr(&mut inner, wire::IPVS_SVC_ATTR_PE_NAME, b"sip\0");
+        let mut flags = Vec::new();
+        flags.extend_from_slice(&0x0002u32.to_ne_bytes());
+        flags.extend_from_slice(&u32::MAX.to_ne_bytes());
+        wire::put_attr(&mut inner, wire::IPVS_SVC_ATTR_FLAGS, &flags);
+        wire::put_attr(&mut inner, wire::IPVS_SVC_ATTR_TIMEOUT, &0u32.to_ne_bytes());
+        wire::put_attr(
+            &mut inner,
+            wire::IPVS_SVC_ATTR_NETMASK,
+            &[255, 255, 255, 255],
+        );
+        let mut attrs = Vec::new();
+        wire::put_nested(&mut attrs, wire::IPVS_CMD_ATTR_SERVICE, &inner);
+        let m = wire::message(0x23, 2, 1, wire::IPVS_CMD_NEW_SERVICE, 1, &attrs);
+        let msgs = wire::messages(&m).unwrap();
+        let s = wire::parse_service(msgs[0].payload).unwrap().unwrap();
+        assert_eq!(s.key, ServiceKey::Sctp { addr: sa(TCP80) });
+        assert_eq!(s.key.to_string(), "--sctp-service 10.0.0.1:80");
+        assert_eq!(s.pe_name.as_deref(), Some("sip"));
+        // It re-encodes to itself (a dests dump of it names protocol 132).
+        let back = wire::op_message(0x23, 1, &Op::EditService(s.clone()));
+        let back = wire::messages(&back).unwrap();
+        assert_eq!(wire::parse_service(back[0].payload).unwrap(), Some(s));
+
+        // A destination with thresholds and GUE tunnel settings round-trips through SET_DEST.
+        let mut d = Dest::new(sa("10.1.0.1:80"), 7, Forward::Tunnel);
+        d.u_threshold = 100;
+        d.l_threshold = 10;
+        d.tun_type = 1;
+        d.tun_port = 6080;
+        d.tun_flags = 2;
+        let m = wire::op_message(0x23, 1, &Op::EditDest(tcp80(), d.clone()));
+        let msgs = wire::messages(&m).unwrap();
+        assert_eq!(
+            wire::parse_dest(msgs[0].payload, false).unwrap(),
+            Some(d.clone())
+        );
+        // The bytes: U_THRESH 100 and L_THRESH 10, not 0.
+        let mut want = Vec::new();
+        wire::put_attr(
+            &mut want,
+            wire::IPVS_DEST_ATTR_U_THRESH,
+            &100u32.to_ne_bytes(),
+        );
+        wire::put_attr(
+            &mut want,
+            wire::IPVS_DEST_ATTR_L_THRESH,
+            &10u32.to_ne_bytes(),
+        );
+        assert!(m.windows(want.len()).any(|w| w == want.as_slice()));
+        assert_eq!(
+            Op::EditDest(tcp80(), d).to_string(),
+            "-e -t 10.0.0.1:80 -r 10.1.0.1:80 -i -w 7 -x 100 -y 10 --tun-type gue --tun-port 6080 --tun-remcsum"
+        );
+    }
+}
