@@ -3,7 +3,9 @@
 //!
 //! Labels: `OCEAN_ELB` (IPv6 as `[addr]:port/tcp`; proto defaults to tcp),
 //! `OCEAN_ELB_SCHEDULER` (default `wrr`), `OCEAN_ELB_FORWARD` (`dr` default, `nat`, `tunnel`),
-//! `OCEAN_ELB_PERSISTENCE` (seconds), `OCEAN_ELB_WEIGHT` (default 1).
+//! `OCEAN_ELB_PERSISTENCE` (seconds), `OCEAN_ELB_WEIGHT` (default 1). An SCTP item
+//! (`vip:port/sctp`) is refused on its own with a problem line (lvs-sync never manages SCTP);
+//! the label's other items still count.
 //! For DR and tunnel the real server port is the virtual port (the kernel ignores any other);
 //! for NAT it is the task's first port.
 //!
@@ -24,12 +26,25 @@ use super::Problem;
 use crate::ownership::{self, VipRange};
 use crate::state::{App, State};
 
-fn parse_elb(label: &str) -> Result<Vec<(IpAddr, u16, Protocol)>, String> {
+/// The label's TCP/UDP services, and the items refused one by one (SCTP) as problem lines;
+/// any other bad item refuses the whole label.
+type ParsedElb = (Vec<(IpAddr, u16, Protocol)>, Vec<String>);
+
+fn parse_elb(label: &str) -> Result<ParsedElb, String> {
     let mut out = Vec::new();
+    let mut refused = Vec::new();
     for item in label.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (addr, proto) = match item.rsplit_once('/') {
             Some((a, "tcp")) => (a, Protocol::Tcp),
             Some((a, "udp")) => (a, Protocol::Udp),
+            // lvs-sync reads SCTP services but never manages them: say so for this item and
+            // keep the app's TCP/UDP ones.
+            Some((_, p)) if p.eq_ignore_ascii_case("sctp") => {
+                refused.push(format!(
+                    "OCEAN_ELB={item}: SCTP virtual services are not managed by Ocean"
+                ));
+                continue;
+            }
             Some((_, p)) => return Err(format!("{item:?}: protocol {p:?} is not tcp or udp")),
             None => (item, Protocol::Tcp),
         };
@@ -41,14 +56,16 @@ fn parse_elb(label: &str) -> Result<Vec<(IpAddr, u16, Protocol)>, String> {
         }
         out.push((sa.ip(), sa.port(), proto));
     }
-    if out.is_empty() {
+    if out.is_empty() && refused.is_empty() {
         return Err("no virtual service given".into());
     }
-    Ok(out)
+    Ok((out, refused))
 }
 
 struct AppElb {
     services: Vec<(IpAddr, u16, Protocol)>,
+    /// Items refused one by one (SCTP), each a problem line.
+    refused: Vec<String>,
     scheduler: String,
     forward: Forward,
     persistence_s: Option<u32>,
@@ -59,7 +76,7 @@ fn parse_app(app: &App) -> Result<Option<AppElb>, String> {
     let Some(elb) = app.labels.get("OCEAN_ELB") else {
         return Ok(None);
     };
-    let services = parse_elb(elb).map_err(|e| format!("OCEAN_ELB: {e}"))?;
+    let (services, refused) = parse_elb(elb).map_err(|e| format!("OCEAN_ELB: {e}"))?;
     let scheduler = app
         .labels
         .get("OCEAN_ELB_SCHEDULER")
@@ -98,6 +115,7 @@ fn parse_app(app: &App) -> Result<Option<AppElb>, String> {
     };
     Ok(Some(AppElb {
         services,
+        refused,
         scheduler,
         forward,
         persistence_s,
@@ -161,6 +179,9 @@ pub fn derive(state: &State, ranges: &[VipRange], problems: &mut Vec<Problem>) -
         })
         .collect();
     for (app, elb) in &parsed {
+        for why in &elb.refused {
+            problems.push(Problem::app(app, TableKind::Lvs, why.clone()));
+        }
         for (vip, port, protocol) in &elb.services {
             let vip = ownership::canonical(*vip);
             if let Err(why) = judge_vip(ranges, app, vip) {
@@ -291,11 +312,50 @@ mod tests {
 
     #[test]
     fn ipv6_vips_parse() {
-        let v = parse_elb("[fd00::1]:80/tcp").unwrap();
+        let (v, _) = parse_elb("[fd00::1]:80/tcp").unwrap();
         assert_eq!(v[0].1, 80);
         assert!(v[0].0.is_ipv6());
-        assert!(parse_elb("10.0.0.1:80/sctp").is_err());
+        assert!(parse_elb("10.0.0.1:80/quic").is_err());
         assert!(parse_elb("10.0.0.1:0").is_err());
+    }
+
+    #[test]
+    fn sctp_items_are_refused_one_by_one_and_the_apps_tcp_udp_items_still_count() {
+        let json = format!(
+            r#"{{"apps":[
+            {{"id":"/sig","labels":{{"OCEAN_ELB":"10.10.0.1:80/tcp, 10.10.0.1:2905/sctp,10.10.0.2:53/udp"}},"tasks":[{}]}},
+            {{"id":"/only","labels":{{"OCEAN_ELB":"[fd00::1]:3868/SCTP"}},"tasks":[{}]}}
+            ]}}"#,
+            task("s.1", "10.0.0.1", &[31000]),
+            task("o.1", "10.0.0.2", &[31001]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &open_ranges(), &mut problems);
+        t.validate().unwrap();
+        let got: Vec<(String, Protocol)> = t
+            .services
+            .iter()
+            .map(|s| (format!("{}:{}", s.vip, s.port), s.protocol))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.10.0.1:80".into(), Protocol::Tcp),
+                ("10.10.0.2:53".into(), Protocol::Udp),
+            ]
+        );
+        // In app order (the state sorts apps by id).
+        let msgs: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.app.as_deref().unwrap_or("-"), p.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "/only: OCEAN_ELB=[fd00::1]:3868/SCTP: SCTP virtual services are not managed by Ocean",
+                "/sig: OCEAN_ELB=10.10.0.1:2905/sctp: SCTP virtual services are not managed by Ocean",
+            ]
+        );
     }
 }
 
