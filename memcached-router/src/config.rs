@@ -96,6 +96,20 @@ pub struct Args {
     /// Largest value a client may store (bytes); memcached's default item size is 1 MiB.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
+    /// Reply bytes the router holds for one client (received from backends, not yet
+    /// written). At the budget the client's requests wait and its replies are written; a
+    /// backend reply that does not fit (one server's share of one read larger than the
+    /// budget, or a client that does not read) is answered `SERVER_ERROR out of memory
+    /// writing get response`.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENT_REPLY_BYTES)]
+    pub max_client_reply_bytes: usize,
+    /// A client with no request in progress for this long is closed (an incomplete
+    /// request is no progress: slowloris).
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// A client that does not take a write of its replies within this long is closed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
     /// Admin HTTP address (/metrics, /healthz, /table).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
@@ -103,6 +117,13 @@ pub struct Args {
     #[command(flatten)]
     pub subscriber: SubscriberArgs,
 }
+
+/// Default `--max-client-reply-bytes`: 8 MiB, room for a read of several values of
+/// memcached's default 1 MiB item size at once.
+pub const DEFAULT_MAX_CLIENT_REPLY_BYTES: usize = 8 << 20;
+
+/// The smallest `--max-client-reply-bytes` accepted.
+pub const MIN_CLIENT_REPLY_BYTES: usize = 64 << 10;
 
 /// One backend server of a replica set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +201,12 @@ pub struct Settings {
     pub limits: Limits,
     /// Client connections per listener and worker.
     pub max_clients: usize,
+    /// Reply bytes held per client (see [`crate::budget`]).
+    pub max_client_reply_bytes: usize,
+    /// A client with no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// A write to a client that is not taken within this long closes it.
+    pub write_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -196,6 +223,9 @@ impl Default for Settings {
             backend_connections: 1,
             limits: Limits::default(),
             max_clients: 10_000,
+            max_client_reply_bytes: DEFAULT_MAX_CLIENT_REPLY_BYTES,
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -244,6 +274,15 @@ impl Config {
         }
         if s.max_clients == 0 {
             bail!("--max-clients must be at least 1");
+        }
+        if s.max_client_reply_bytes < MIN_CLIENT_REPLY_BYTES {
+            bail!("--max-client-reply-bytes must be at least {MIN_CLIENT_REPLY_BYTES}");
+        }
+        if s.idle_timeout.is_zero() {
+            bail!("--idle-timeout must be > 0");
+        }
+        if s.write_timeout.is_zero() {
+            bail!("--write-timeout must be > 0");
         }
         Ok(())
     }
@@ -376,6 +415,9 @@ impl Args {
                 ..Limits::default()
             },
             max_clients: self.max_clients,
+            max_client_reply_bytes: self.max_client_reply_bytes,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
         };
         let mode = match self.listen {
             Some(listen) => {
@@ -441,6 +483,10 @@ mod tests {
             "5",
             "--probe-interval",
             "100ms",
+            "--idle-timeout",
+            "2s",
+            "--max-client-reply-bytes",
+            "1048576",
         ])
         .unwrap();
         let config = cli.args.into_config().unwrap();
@@ -453,6 +499,9 @@ mod tests {
         assert_eq!(config.settings.write_policy, WritePolicy::All);
         assert_eq!(config.settings.tko_after, 5);
         assert_eq!(config.settings.probe_interval, Duration::from_millis(100));
+        assert_eq!(config.settings.idle_timeout, Duration::from_secs(2));
+        assert_eq!(config.settings.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.settings.max_client_reply_bytes, 1 << 20);
         // Table mode needs a source.
         let cli = Cli::try_parse_from(["x"]).unwrap();
         assert!(cli.args.into_config().is_err());

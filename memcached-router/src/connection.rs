@@ -2,6 +2,20 @@
 //! its backends at once, then collect the replies in request order, write them in one
 //! batch, and read again.
 //!
+//! # Bounds (issue 18)
+//! - **Reply bytes** (`--max-client-reply-bytes`, a [`ReplyBudget`]): the replies the router
+//!   holds for the client (framed by a backend reader, or in the write buffer) stay under
+//!   the budget. Decoding stops while the replies held, plus an estimate of those still
+//!   coming, reach it; the write buffer is written as soon as it holds half the budget,
+//!   mid-batch if need be; a backend reply that does not fit is dropped and answered
+//!   `SERVER_ERROR out of memory writing get response` (see [`crate::budget`]). A normal
+//!   client's batch is still written once.
+//! - **Writes** (`--write-timeout`): every write must be taken within the timeout, or the
+//!   client (which does not read) is closed.
+//! - **Idle** (`--idle-timeout`): a client with no request in progress for that long is
+//!   closed. Bytes of an incomplete request do not count as progress (a slowloris sending
+//!   `get a` a byte at a time is closed like a silent one).
+//!
 //! Routing (see `docs/memcached-router.md`):
 //! - reads (`get`/`gets`/`gat`/`gats`, `mg`, `me`) go to the first replica set, grouped by
 //!   server and fanned out; a part whose server fails (or is down) is sent to the next set;
@@ -20,12 +34,14 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ocean_core::daemon::write_all_within;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::ReplyBudget;
 use crate::config::WritePolicy;
-use crate::proto::{decode, discard, Command, Request};
+use crate::proto::{discard, Command, Decoder, Request};
 use crate::reply::{count_values, value_blocks, write_severity, Expect};
 use crate::route::PoolRoute;
 use crate::upstream::{Sent, UpstreamError};
@@ -147,12 +163,43 @@ impl Invalidate {
     fn send(self, slot: usize) {
         for server in self.servers {
             // Nobody waits: the request ends with `mn`, so the reply is framed and dropped.
-            drop(server.send(slot, self.request.clone(), Expect::UntilMn, true, false));
+            drop(server.send(
+                slot,
+                self.request.clone(),
+                Expect::UntilMn,
+                true,
+                false,
+                None,
+            ));
         }
     }
 }
 
-/// Serves one client until it quits, disconnects, sends what cannot be resynchronized, or
+/// Who a request is for: the client's backend connection slot and its reply budget.
+#[derive(Clone, Copy)]
+struct Client<'a> {
+    slot: usize,
+    budget: &'a Arc<ReplyBudget>,
+}
+
+impl Pending {
+    /// Keys whose values the reply may carry (0 for a request whose reply is a line).
+    fn read_keys(&self) -> usize {
+        match self {
+            Pending::Read(op) => op.req.keys().len(),
+            _ => 0,
+        }
+    }
+}
+
+/// How a client connection ended, for the log line and the metric.
+fn closed(reason: &'static str) {
+    tracing::debug!(reason, "client connection closed");
+    metrics::counter!("ocean_memcached_client_closed_total", "reason" => reason).increment(1);
+}
+
+/// Serves one client until it quits, disconnects, sends what cannot be resynchronized,
+/// stays idle for `--idle-timeout`, does not take its replies within `--write-timeout`, or
 /// `cancel` fires.
 pub async fn serve(
     mut stream: TcpStream,
@@ -168,9 +215,24 @@ pub async fn serve(
     let mut skip: u64 = 0;
     let mut batch: Vec<Pending> = Vec::new();
     let mut route = ctx.route.load_full();
+    let mut decoder = Decoder::new();
+    let budget = ReplyBudget::new(route.settings.max_client_reply_bytes);
+    let client = Client {
+        slot,
+        budget: &budget,
+    };
+    // Reply bytes per key this client's reads have brought lately (the largest seen, refused
+    // replies included, decaying by 1/8 per read), to estimate what a batch of reads will
+    // bring. A new client is assumed to read values of the largest size it may store, so
+    // its first batch cannot ask for many budgets' worth at once; a client of small values
+    // reaches full pipelining within a few dozen reads.
+    let mut bytes_per_key: usize = route.settings.limits.max_value_bytes;
+    let mut idle_deadline = tokio::time::Instant::now() + route.settings.idle_timeout;
     loop {
-        // Decode what is buffered, sending each request on at once.
+        // Decode what is buffered, sending each request on at once, while the replies held
+        // and expected fit in the budget.
         let mut close = false;
+        let mut expected: usize = 0;
         loop {
             if skip > 0 {
                 discard(&mut rbuf, &mut skip);
@@ -178,9 +240,13 @@ pub async fn serve(
                     break;
                 }
             }
-            match decode(&mut rbuf, &route.settings.limits) {
+            if !batch.is_empty() && budget.held().saturating_add(expected) >= budget.max() {
+                break;
+            }
+            match decoder.decode(&mut rbuf, &route.settings.limits) {
                 Ok(Some(req)) => {
-                    let p = dispatch(&route, &ctx.stats, req, slot);
+                    let p = dispatch(&route, &ctx.stats, req, client);
+                    expected = expected.saturating_add(p.read_keys().saturating_mul(bytes_per_key));
                     let quit = matches!(p, Pending::Quit);
                     batch.push(p);
                     if quit {
@@ -207,8 +273,14 @@ pub async fn serve(
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 << 10);
             }
+            // Cancel safety: `read_buf` and the timers are cancel safe; a read that loses
+            // the race has consumed nothing.
             let n = tokio::select! {
                 () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(idle_deadline) => {
+                    closed("idle");
+                    break;
+                }
                 r = stream.read_buf(&mut rbuf) => r,
             };
             match n {
@@ -219,18 +291,57 @@ pub async fn serve(
             route = ctx.route.load_full();
             continue;
         }
-        // Collect the replies in request order and write them in one go.
+        // Collect the replies in request order; write them in one go, or as soon as they
+        // fill half the budget (so that replies still arriving find room).
+        let write_timeout = route.settings.write_timeout;
+        let flush_at = budget.max() / 2;
+        let mut failed = false;
         for p in batch.drain(..) {
-            finish(p, &route, &ctx.stats, slot, &mut wbuf).await;
+            let keys = p.read_keys();
+            let before = wbuf.len();
+            finish(p, &route, &ctx.stats, client, &mut wbuf).await;
+            let brought = wbuf.len().saturating_sub(before).max(budget.take_refused());
+            if let Some(per_key) = brought.checked_div(keys) {
+                bytes_per_key = per_key.max(bytes_per_key - bytes_per_key / 8);
+            }
+            budget.set_unwritten(wbuf.len());
+            if wbuf.len() >= flush_at {
+                if let Err(e) = write_all_within(&mut stream, &wbuf, write_timeout).await {
+                    failed = true;
+                    write_failed(&e);
+                    break;
+                }
+                wbuf.clear();
+                budget.set_unwritten(0);
+            }
+        }
+        if failed {
+            break;
         }
         if !wbuf.is_empty() {
-            if stream.write_all(&wbuf).await.is_err() {
+            if let Err(e) = write_all_within(&mut stream, &wbuf, write_timeout).await {
+                write_failed(&e);
                 break;
             }
             wbuf.clear();
+            budget.set_unwritten(0);
         }
+        if wbuf.capacity() > budget.max() {
+            // One big batch must not keep its buffer for the connection's life.
+            wbuf = BytesMut::with_capacity(16 << 10);
+        }
+        idle_deadline = tokio::time::Instant::now() + route.settings.idle_timeout;
         if close {
             break;
+        }
+    }
+}
+
+fn write_failed(e: &ocean_core::daemon::WriteError) {
+    match e {
+        ocean_core::daemon::WriteError::Timeout(_) => closed("write_timeout"),
+        ocean_core::daemon::WriteError::Io(e) => {
+            tracing::debug!(error = %e, "client write failed");
         }
     }
 }
@@ -266,14 +377,15 @@ fn has_compare_cas(req: &Request) -> bool {
         .is_some_and(|m| m.tokens.iter().any(|t| t.first() == Some(&b'C')))
 }
 
-fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -> Pending {
+fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, client: Client<'_>) -> Pending {
+    let slot = client.slot;
     match req.command() {
         Command::Get | Command::Gets | Command::Gat | Command::Gats => {
             stats
                 .cmd_get
                 .fetch_add(req.keys().len() as u64, Ordering::Relaxed);
             let all: Vec<usize> = (0..req.keys().len()).collect();
-            let parts = send_keys(route, &req, slot, 0, &all, true);
+            let parts = send_keys(route, &req, client, 0, &all, true);
             Pending::Read(ReadOp {
                 req,
                 parts,
@@ -285,7 +397,7 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -
                 stats.cmd_get.fetch_add(1, Ordering::Relaxed);
             }
             let quiet = req.meta().is_some_and(|m| m.quiet);
-            let parts = send_keys(route, &req, slot, 0, &[0], true);
+            let parts = send_keys(route, &req, client, 0, &[0], true);
             Pending::Read(ReadOp { req, parts, quiet })
         }
         Command::Set
@@ -334,11 +446,13 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -
                 .iter()
                 .take(sets)
                 .filter_map(|set| set.server(set.server_index(key)))
-                .map(|server| server.send(slot, req.raw().clone(), expect, append_mn, !noreply))
+                .map(|server| {
+                    server.send(slot, req.raw().clone(), expect, append_mn, !noreply, None)
+                })
                 .collect();
             if noreply {
                 if let Some(inv) = invalidate {
-                    inv.send(slot);
+                    inv.send(client.slot);
                 }
                 return Pending::Nothing;
             }
@@ -379,7 +493,7 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -
             };
             let sends: Vec<Sent> = route
                 .all_servers()
-                .map(|s| s.send(slot, req.raw().clone(), expect, append_mn, !noreply))
+                .map(|s| s.send(slot, req.raw().clone(), expect, append_mn, !noreply, None))
                 .collect();
             if noreply {
                 return Pending::Nothing;
@@ -400,7 +514,7 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, slot: usize) -
 fn send_keys(
     route: &PoolRoute,
     req: &Request,
-    slot: usize,
+    client: Client<'_>,
     set: usize,
     indices: &[usize],
     whole: bool,
@@ -443,7 +557,14 @@ fn send_keys(
             Some(Part {
                 set,
                 keys,
-                sent: server.send(slot, bytes, expect, append_mn, true),
+                sent: server.send(
+                    client.slot,
+                    bytes,
+                    expect,
+                    append_mn,
+                    true,
+                    Some(client.budget),
+                ),
             })
         })
         .collect()
@@ -465,7 +586,7 @@ async fn finish(
     p: Pending,
     route: &PoolRoute,
     stats: &RouterStats,
-    slot: usize,
+    client: Client<'_>,
     out: &mut BytesMut,
 ) {
     match p {
@@ -473,10 +594,10 @@ async fn finish(
         Pending::Owned(r) => out.extend_from_slice(&r),
         Pending::Nothing | Pending::Quit => {}
         Pending::Read(op) if op.req.command().is_retrieval() => {
-            finish_retrieval(op, route, stats, slot, out).await;
+            finish_retrieval(op, route, stats, client, out).await;
         }
-        Pending::Read(op) => finish_meta_read(op, route, stats, slot, out).await,
-        Pending::Write(op) => finish_write(op, route, stats, slot, out).await,
+        Pending::Read(op) => finish_meta_read(op, route, stats, client, out).await,
+        Pending::Write(op) => finish_write(op, route, stats, client, out).await,
     }
 }
 
@@ -484,7 +605,7 @@ async fn finish_retrieval(
     op: ReadOp,
     route: &PoolRoute,
     stats: &RouterStats,
-    slot: usize,
+    client: Client<'_>,
     out: &mut BytesMut,
 ) {
     let ReadOp { req, parts, .. } = op;
@@ -510,11 +631,22 @@ async fn finish_retrieval(
                     out.extend_from_slice(&reply);
                     return;
                 }
+                Err(e @ UpstreamError::ClientBudget) => {
+                    server_error(out, &e);
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "read failed, failing over");
                     stats.backend_errors.fetch_add(1, Ordering::Relaxed);
                     if part.set + 1 < route.sets.len() {
-                        queue.extend(send_keys(route, &req, slot, part.set + 1, &part.keys, true));
+                        queue.extend(send_keys(
+                            route,
+                            &req,
+                            client,
+                            part.set + 1,
+                            &part.keys,
+                            true,
+                        ));
                     } else {
                         server_error(out, &e);
                         return;
@@ -552,8 +684,13 @@ async fn finish_retrieval(
                 let hits = (part.keys.len() - missed.len()) as u64;
                 server.record_lookups(hits, missed.len() as u64);
                 if miss_failover && !missed.is_empty() && part.set + 1 < route.sets.len() {
-                    queue.extend(send_keys(route, &req, slot, part.set + 1, &missed, false));
+                    queue.extend(send_keys(route, &req, client, part.set + 1, &missed, false));
                 }
+            }
+            Err(e @ UpstreamError::ClientBudget) => {
+                // The client's own doing: the whole read answers it, nothing fails over.
+                server_error(out, &e);
+                return;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "read failed, failing over");
@@ -562,7 +699,7 @@ async fn finish_retrieval(
                     queue.extend(send_keys(
                         route,
                         &req,
-                        slot,
+                        client,
                         part.set + 1,
                         &part.keys,
                         false,
@@ -598,7 +735,7 @@ async fn finish_meta_read(
     op: ReadOp,
     route: &PoolRoute,
     stats: &RouterStats,
-    slot: usize,
+    client: Client<'_>,
     out: &mut BytesMut,
 ) {
     let ReadOp { req, parts, quiet } = op;
@@ -616,7 +753,14 @@ async fn finish_meta_read(
                     server.record_lookups(u64::from(!miss), u64::from(miss));
                 }
                 if miss && miss_failover && more {
-                    queue.extend(send_keys(route, &req, slot, part.set + 1, &part.keys, true));
+                    queue.extend(send_keys(
+                        route,
+                        &req,
+                        client,
+                        part.set + 1,
+                        &part.keys,
+                        true,
+                    ));
                     last = Some(Ok(reply));
                     continue;
                 }
@@ -631,10 +775,21 @@ async fn finish_meta_read(
                 out.extend_from_slice(&reply);
                 return;
             }
+            Err(e @ UpstreamError::ClientBudget) => {
+                server_error(out, &e);
+                return;
+            }
             Err(e) => {
                 stats.backend_errors.fetch_add(1, Ordering::Relaxed);
                 if more {
-                    queue.extend(send_keys(route, &req, slot, part.set + 1, &part.keys, true));
+                    queue.extend(send_keys(
+                        route,
+                        &req,
+                        client,
+                        part.set + 1,
+                        &part.keys,
+                        true,
+                    ));
                 }
                 if !matches!(last, Some(Ok(_))) {
                     last = Some(Err(e));
@@ -653,7 +808,7 @@ async fn finish_write(
     op: WriteOp,
     route: &PoolRoute,
     stats: &RouterStats,
-    slot: usize,
+    client: Client<'_>,
     out: &mut BytesMut,
 ) {
     let WriteOp {
@@ -672,7 +827,7 @@ async fn finish_write(
             Ok(r) => {
                 let r = if quiet { strip_mn(r) } else { r };
                 if write_severity(&r) == 0 {
-                    inv.send(slot);
+                    inv.send(client.slot);
                 }
                 out.extend_from_slice(&r);
             }

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`proto`]: the memcached ASCII and meta request codec (synchronous, total).
 //! - [`reply`]: framing of backend replies (synchronous, total).
+//! - [`budget`]: a client's reply budget, shared by its connection and backend readers.
 //! - [`ketama`]: the ketama ring, byte-compatible with twemproxy's placement.
 //! - [`config`]: flags ([`Args`]) and [`Config`].
 //! - [`route`]: a pool's routing state (rings over shared servers), swapped whole.
@@ -13,6 +14,7 @@
 //! - [`connection`]: one client connection: decode, route, collect replies in order.
 //! - [`server`]: listeners, workers (threads), table mode; [`start`] and [`run`].
 
+pub mod budget;
 pub mod config;
 pub mod connection;
 pub mod ketama;

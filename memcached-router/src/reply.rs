@@ -122,6 +122,81 @@ fn nth_number(s: &[u8], n: usize) -> Option<u64> {
     std::str::from_utf8(token).ok()?.parse().ok()
 }
 
+/// Skips one reply of a kind without buffering it: [`feed`](SkipReply::feed) it the bytes as
+/// they arrive, drop what it consumed, until it says the reply is over. For a reply too
+/// large to hold (a client's whole reply budget), on a connection that must stay in step.
+#[derive(Debug, Clone)]
+pub struct SkipReply {
+    expect: Expect,
+    /// Bytes of the current data block (with its `\r\n`) still to skip.
+    data_left: u64,
+}
+
+impl SkipReply {
+    /// Skips a reply of kind `expect` from its first byte.
+    pub fn new(expect: Expect) -> SkipReply {
+        SkipReply {
+            expect,
+            data_left: 0,
+        }
+    }
+
+    /// Consumes what belongs to the reply from the front of `buf`: returns how many bytes to
+    /// drop and whether the reply is over. A partial line is not consumed (it is at most
+    /// 8 KiB, then an error).
+    ///
+    /// # Errors
+    /// [`BadReply`] when the bytes cannot be a reply of that kind.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<(usize, bool), BadReply> {
+        let mut at = 0;
+        loop {
+            if self.data_left > 0 {
+                let avail = buf.len().saturating_sub(at);
+                let n = usize::try_from(self.data_left).map_or(avail, |d| d.min(avail));
+                at += n;
+                self.data_left -= n as u64;
+                if self.data_left > 0 {
+                    return Ok((at, false));
+                }
+                if self.expect == Expect::Meta {
+                    return Ok((at, true));
+                }
+                continue;
+            }
+            let rest = buf.get(at..).unwrap_or_default();
+            let Some(l) = line_len(rest)? else {
+                return Ok((at, false));
+            };
+            let line = trim_eol(rest.get(..l).unwrap_or_default());
+            at += l;
+            let block = |header: &[u8], n: usize, what| {
+                nth_number(header, n)
+                    .and_then(|size| size.checked_add(2))
+                    .ok_or(BadReply(what))
+            };
+            match self.expect {
+                Expect::Line => return Ok((at, true)),
+                Expect::Meta => match line.strip_prefix(b"VA ") {
+                    Some(h) => self.data_left = block(h, 0, "VA without length")?,
+                    None => return Ok((at, true)),
+                },
+                Expect::Retrieval => match line.strip_prefix(b"VALUE ") {
+                    Some(h) => self.data_left = block(h, 2, "VALUE without length")?,
+                    None => return Ok((at, true)),
+                },
+                Expect::UntilMn => {
+                    if line == b"MN" {
+                        return Ok((at, true));
+                    }
+                    if let Some(h) = line.strip_prefix(b"VA ") {
+                        self.data_left = block(h, 0, "VA without length")?;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One `VALUE` block of a retrieval reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueBlock {
@@ -244,5 +319,54 @@ mod tests {
         assert_eq!(write_severity(b"STORED\r\n"), 0);
         assert_eq!(write_severity(b"NOT_STORED\r\n"), 1);
         assert_eq!(write_severity(b"SERVER_ERROR x\r\n"), 2);
+    }
+
+    #[test]
+    fn skipping_ends_where_framing_does() {
+        let cases: [(Expect, &[u8]); 7] = [
+            (Expect::Line, b"STORED\r\n"),
+            (
+                Expect::Retrieval,
+                b"VALUE a 0 3\r\nabc\r\nVALUE b 1 0\r\n\r\nEND\r\n",
+            ),
+            (Expect::Retrieval, b"SERVER_ERROR busy\r\n"),
+            (Expect::Meta, b"VA 4 f1\r\nab\r\n\r\n"),
+            (Expect::Meta, b"EN\r\n"),
+            (Expect::UntilMn, b"HD\r\nVA 2\r\nMN\r\nMN\r\n"),
+            (Expect::UntilMn, b"MN\r\n"),
+        ];
+        for (expect, reply) in cases {
+            let mut stream = reply.to_vec();
+            stream.extend_from_slice(b"NEXT\r\n");
+            assert_eq!(reply_len(&stream, expect), Ok(Some(reply.len())));
+            for chunk in [1, 3, reply.len()] {
+                let mut skip = SkipReply::new(expect);
+                let mut buf = Vec::new();
+                let mut consumed = 0;
+                let mut done = false;
+                for piece in stream.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    let (n, over) = skip.feed(&buf).unwrap();
+                    buf.drain(..n);
+                    consumed += n;
+                    if over {
+                        done = true;
+                        break;
+                    }
+                }
+                assert!(done, "{expect:?} {reply:?} in {chunk}-byte pieces");
+                assert_eq!(consumed, reply.len(), "{expect:?} {reply:?}");
+            }
+        }
+        // A huge value is skipped without holding it.
+        let mut skip = SkipReply::new(Expect::Retrieval);
+        assert_eq!(skip.feed(b"VALUE k 0 5000000000\r\nxx"), Ok((24, false)));
+        assert!(
+            skip.feed(b"VALUE k 0 x\r\n").is_ok(),
+            "inside the block: data"
+        );
+        assert!(SkipReply::new(Expect::Retrieval)
+            .feed(b"VALUE k 0 x\r\n")
+            .is_err());
     }
 }

@@ -226,14 +226,7 @@ async fn worker(
                 registry.build(&pool, &settings, &cancel),
             ));
             let ctx = Arc::new(ClientContext { route, stats });
-            accept_loop(
-                listener,
-                ctx,
-                settings.max_clients,
-                &tracker,
-                cancel.clone(),
-            )
-            .await;
+            accept_loop(listener, ctx, &settings, &tracker, cancel.clone()).await;
         }
         WorkerSource::Table { bind, watch } => {
             follow_table(
@@ -315,7 +308,7 @@ async fn follow_table(
                     tracker.spawn(accept_loop(
                         listener,
                         ctx.clone(),
-                        settings.max_clients,
+                        &settings,
                         tracker,
                         stop.clone(),
                     ));
@@ -349,12 +342,16 @@ const REFUSAL: &[u8] = b"SERVER_ERROR too many open connections\r\n";
 fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ClientContext>,
-    max_clients: usize,
+    settings: &Settings,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut limits = Limits::new("memcached-router", REFUSAL);
-    limits.max_clients = max_clients;
+    limits.max_clients = settings.max_clients;
+    // The connection loop applies both (it knows when a client is idle); the skeleton
+    // carries them for every daemon alike.
+    limits.idle_timeout = settings.idle_timeout;
+    limits.write_timeout = settings.write_timeout;
     daemon::accept_loop(
         listener,
         Arc::new(limits),

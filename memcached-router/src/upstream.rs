@@ -22,16 +22,17 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use metrics::{Counter, Gauge, Histogram};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{HeldReply, ReplyBudget};
 use crate::config::Settings;
 use crate::connection::RouterStats;
-use crate::reply::{reply_len, Expect};
+use crate::reply::{reply_len, Expect, SkipReply};
 
 /// Requests queued per connection before senders are refused (`SERVER_ERROR`).
 const QUEUE_DEPTH: usize = 4096;
@@ -53,10 +54,20 @@ pub enum UpstreamError {
     /// Too many requests queued for the server.
     #[error("queue to {0} is full")]
     Overloaded(SocketAddr),
+    /// The reply would take the client past `--max-client-reply-bytes` (the client is not
+    /// reading its replies, or asked for more at once than the budget): dropped. Not the
+    /// server's fault, and no other replica would do better: never failed over. The text is
+    /// memcached's own for a reply it cannot buffer.
+    #[error("out of memory writing get response")]
+    ClientBudget,
 }
 
 /// The reply of one forwarded request.
 pub type ReplyResult = Result<Bytes, UpstreamError>;
+
+/// A reply as the backend reader hands it over: counted against its client's budget until
+/// taken.
+type Delivered = Result<HeldReply, UpstreamError>;
 
 /// One request for a backend connection.
 struct Op {
@@ -64,12 +75,15 @@ struct Op {
     /// Append `mn\r\n` (the reply then ends with `MN`).
     append_mn: bool,
     expect: Expect,
-    reply: Option<oneshot::Sender<ReplyResult>>,
+    reply: Option<oneshot::Sender<Delivered>>,
+    /// The client's reply budget (reads only; write replies are one line).
+    budget: Option<Arc<ReplyBudget>>,
 }
 
 struct InFlight {
     expect: Expect,
-    reply: Option<oneshot::Sender<ReplyResult>>,
+    reply: Option<oneshot::Sender<Delivered>>,
+    budget: Option<Arc<ReplyBudget>>,
 }
 
 struct ConnHandle {
@@ -111,7 +125,7 @@ impl std::fmt::Debug for Server {
 /// A request sent to a server: await [`Sent::reply`].
 pub struct Sent {
     server: Arc<Server>,
-    rx: Result<oneshot::Receiver<ReplyResult>, UpstreamError>,
+    rx: Result<oneshot::Receiver<Delivered>, UpstreamError>,
     started: Instant,
 }
 
@@ -121,7 +135,7 @@ impl Sent {
     pub async fn reply(self) -> ReplyResult {
         let rx = self.rx?;
         let out = match tokio::time::timeout(self.server.settings.request_timeout, rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => r.map(HeldReply::take),
             Ok(Err(_)) => Err(UpstreamError::Connection(self.server.addr)),
             Err(_) => {
                 self.server.record_failure();
@@ -134,6 +148,9 @@ impl Sent {
                 .metrics
                 .latency
                 .record(self.started.elapsed().as_secs_f64()),
+            Err(UpstreamError::ClientBudget) => {
+                metrics::counter!("ocean_memcached_client_replies_dropped_total").increment(1);
+            }
             Err(_) => self.server.metrics.errors.increment(1),
         }
         out
@@ -209,6 +226,8 @@ impl Server {
     /// Sends `bytes` on the connection `slot` picks (one client always uses the same
     /// connection, so its requests to one server stay in order). With `append_mn` the
     /// router adds `mn` and the reply ends at `MN`. With `want_reply` false nobody waits.
+    /// With a `budget`, the reply counts against it and is refused
+    /// ([`UpstreamError::ClientBudget`]) when it does not fit.
     pub fn send(
         self: &Arc<Self>,
         slot: usize,
@@ -216,6 +235,7 @@ impl Server {
         expect: Expect,
         append_mn: bool,
         want_reply: bool,
+        budget: Option<&Arc<ReplyBudget>>,
     ) -> Sent {
         let started = Instant::now();
         self.metrics.requests.increment(1);
@@ -230,6 +250,7 @@ impl Server {
             append_mn,
             expect,
             reply: tx,
+            budget: budget.cloned(),
         };
         let rx = match self.enqueue(slot, op) {
             Ok(()) => rx,
@@ -421,6 +442,7 @@ async fn write_requests(
             q.push_back(InFlight {
                 expect: op.expect,
                 reply: op.reply,
+                budget: op.budget,
             });
             drop(q);
             if buf.len() < WRITE_BATCH_BYTES {
@@ -439,12 +461,30 @@ async fn read_replies(
     in_flight: Arc<Mutex<VecDeque<InFlight>>>,
 ) {
     let mut buf = BytesMut::with_capacity(16 << 10);
+    // A reply being skipped: it outgrew its client's whole budget before it was complete.
+    let mut skipping: Option<SkipReply> = None;
     loop {
         match read.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
         loop {
+            if let Some(skip) = skipping.as_mut() {
+                match skip.feed(&buf) {
+                    Ok((n, over)) => {
+                        buf.advance(n);
+                        if !over {
+                            break;
+                        }
+                        skipping = None;
+                        server.record_success();
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %server.addr, error = %e, "closing backend connection");
+                        return;
+                    }
+                }
+            }
             let Ok(mut q) = in_flight.lock() else { return };
             let Some(front) = q.front() else {
                 if buf.is_empty() {
@@ -455,7 +495,26 @@ async fn read_replies(
             };
             let len = match reply_len(&buf, front.expect) {
                 Ok(Some(len)) => len,
-                Ok(None) => break,
+                Ok(None) => {
+                    // Incomplete, and already more than its client may hold: answer the
+                    // client now and skip the rest as it comes, instead of buffering a
+                    // reply that may be gigabytes (`get big big big ...`).
+                    let over = front.budget.as_ref().filter(|b| buf.len() > b.max());
+                    let Some(budget) = over else {
+                        break;
+                    };
+                    budget.note_refused(buf.len());
+                    let expect = front.expect;
+                    let done = q.pop_front();
+                    drop(q);
+                    tracing::debug!(server = %server.addr, "reply over the client's budget; skipping it");
+                    if let Some(tx) = done.and_then(|d| d.reply) {
+                        // The client may be gone already.
+                        let _ignored = tx.send(Err(UpstreamError::ClientBudget));
+                    }
+                    skipping = Some(SkipReply::new(expect));
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(server = %server.addr, error = %e, "closing backend connection");
                     return;
@@ -465,9 +524,19 @@ async fn read_replies(
             drop(q);
             let reply = buf.split_to(len).freeze();
             server.record_success();
-            if let Some(tx) = done.and_then(|d| d.reply) {
-                // The client may have timed out or gone: the reply is dropped.
-                let _ignored = tx.send(Ok(reply));
+            if let Some(InFlight {
+                reply: Some(tx),
+                budget,
+                ..
+            }) = done
+            {
+                let delivered = match budget {
+                    Some(b) => b.admit(reply).ok_or(UpstreamError::ClientBudget),
+                    None => Ok(HeldReply::unbudgeted(reply)),
+                };
+                // The client may have timed out or gone: the reply is dropped (and leaves
+                // the budget with it).
+                let _ignored = tx.send(delivered);
             }
         }
         if buf.capacity() - buf.len() < 4096 {
