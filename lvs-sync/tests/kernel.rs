@@ -6,9 +6,14 @@
 //! 2. the same table again: zero writes;
 //! 3. table 2: a weight change, a real server with connections removed (-> weight 0,
 //!    draining), an owned service removed, a scheduler edited in place; the foreign service
-//!    untouched throughout;
+//!    untouched throughout; thresholds an operator set with `ipvsadm -x/-y` survive the
+//!    weight change and the drain; the drain's start survives the process (the next
+//!    process does not count it as a new removal, and ends it at its original deadline);
 //! 4. scale: 100 services x 10 real servers from empty, then a no-change resync (times
-//!    printed; `LVS_SYNC_KERNEL_SCALE=1000x20` for a bigger run).
+//!    printed; `LVS_SYNC_KERNEL_SCALE=1000x20` for a bigger run);
+//! 5. the printing backends' output applied by ipvsadm;
+//! 6. an SCTP service (with thresholds) is read and left alone, even by `--force` with an
+//!    empty table that deletes every service Ocean owns.
 //!
 //! The kernel comes from `lvs-sync/tests/qemu/fetch-kernel.sh` (run here into the target dir
 //! when missing; it needs the Debian mirror). Needs qemu-system-x86, busybox-static, ipvsadm.
@@ -373,14 +378,19 @@ $S --table-file /t1.json 2>&1; echo "===RC2 $?"
 for i in 1 2 3 4 5 6 7 8; do nc 10.0.0.1 80 </dev/null >/dev/null 2>&1 & done
 sleep 1
 echo "===BEGINC"; ipvsadm -Ln; echo "===ENDC"
+# an operator's thresholds, which Ocean does not manage: table 2 edits both real servers
+ipvsadm -e -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 1 -x 100 -y 10; echo "===RCTH $?"
+ipvsadm -e -t 10.0.0.1:80 -r 10.1.0.3:80 -g -w 3 -x 50 -y 5
 $S --table-file /t2.json 2>&1; echo "===RC3 $?"
 echo "===BEGIN2"; ipvsadm -Ln; echo "===END2"
+echo "===BEGINT"; ipvsadm -Ln --thresholds; echo "===ENDT"
 $S --table-file /t2.json 2>&1; echo "===RC4 $?"
-# removing the UDP service and its real server, plus 10.1.0.3 whose drain this new process
-# starts again, is 3 removals: refused under --max-delete 1
+# removing the UDP service and its real server is 2 removals (10.1.0.3 already drains, and
+# the state file says so to this new process): refused under --max-delete 1
 $S --table-file /t3.json --max-delete 1 2>&1; echo "===RCX $?"
 echo "===BEGIN3"; ipvsadm -Ln; echo "===END3"
-# the daemon: the drain of 10.1.0.3 ends after --drain even with connections open
+# the daemon: the drain of 10.1.0.3 began (RC3) more than --drain 2s ago, so it ends at the
+# first reconcile even with connections open
 D="/lvs-sync --backend netlink --state-file /tmp/owned --vip 10.0.0.0/24 --vip 2001:db8::/32"
 $D --drain 2s --resync 1s --table-file /t2.json 2>&1 &
 pid=$!
@@ -404,6 +414,14 @@ ipvsadm -C
 /lvs-sync --backend ipvsadm-restore $V 2>/dev/null > /tmp/restore.txt; echo "===RCRES $?"
 ipvsadm -R < /tmp/restore.txt; echo "===RCIR $?"
 echo "===BEGIN6"; ipvsadm -Ln; echo "===END6"
+# SCTP: read, never owned or touched, even by --force with an empty table
+ipvsadm -C
+ipvsadm -A --sctp-service 10.0.0.1:2905 -s rr; echo "===RCSCTP $?"
+ipvsadm -a --sctp-service 10.0.0.1:2905 -r 10.1.0.7:2905 -m -w 4 -x 40 -y 4
+F="/lvs-sync --once --backend netlink --state-file /tmp/sctp-owned --vip 10.0.0.0/24 --vip 2001:db8::/32"
+$F --table-file /t1.json 2>&1; echo "===RC7 $?"
+$F --table-file /empty.json --force 2>&1; echo "===RC8 $?"
+echo "===BEGIN7"; ipvsadm -Ln --thresholds; echo "===END7"
 echo "===DONE"
 poweroff -f
 "#;
@@ -451,6 +469,7 @@ fn build_initramfs(kernel: &Path, bin: &Path) -> Vec<u8> {
     c.file("t1.json", 0o644, &table1());
     c.file("t2.json", 0o644, &table2());
     c.file("t3.json", 0o644, &table3());
+    c.file("empty.json", 0o644, &table_json(serde_json::json!([])));
     let (services, reals) = scale();
     c.file("scale.json", 0o644, &scale_table(services, reals));
     c.file("init", 0o755, INIT.as_bytes());
@@ -531,6 +550,17 @@ fn table_lines(listing: &str) -> Vec<String> {
                 f.join(" ")
             }
         })
+        .collect()
+}
+
+/// Upper and lower thresholds per real server in an `ipvsadm -Ln --thresholds` listing
+/// (`  -> ADDR UTHRESHOLD LTHRESHOLD ACTIVE INACTIVE`).
+fn thresholds(listing: &str) -> BTreeMap<String, (u32, u32)> {
+    listing
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && f[0] == "->" && f[1] != "RemoteAddress:Port")
+        .filter_map(|f| Some((f[1].to_string(), (f[2].parse().ok()?, f[3].parse().ok()?))))
         .collect()
 }
 
@@ -662,6 +692,19 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
     assert!(out.contains("ipvsadm -e -t 10.0.0.1:80 -r 10.1.0.3:80 -g -w 0"));
     assert!(out.contains("ipvsadm -D -t 10.0.0.2:8080"));
     assert!(out.contains("ipvsadm -E -t [2001:db8::1]:443 -s wlc"));
+    // the operator's thresholds survived the weight edit and the drain (and Ocean's edits
+    // spelled them out: `ipvsadm -e` without -x/-y would reset them)
+    assert!(
+        out.contains("===RCTH 0"),
+        "ipvsadm -x/-y failed:\n{out_msg}"
+    );
+    assert!(
+        out.contains("ipvsadm -e -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 5 -x 100 -y 10"),
+        "{out_msg}"
+    );
+    let th = thresholds(between(&out, "===BEGINT", "===ENDT"));
+    assert_eq!(th.get("10.1.0.1:80"), Some(&(100, 10)), "{th:?}\n{out_msg}");
+    assert_eq!(th.get("10.1.0.3:80"), Some(&(50, 5)), "{th:?}\n{out_msg}");
     // and again: still draining (connections open), nothing to write
     assert!(out.contains("===RC4 0"), "fourth --once failed:\n{out_msg}");
     assert_eq!(
@@ -675,7 +718,7 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
         "--max-delete did not fail --once:\n{out_msg}"
     );
     assert!(
-        out.contains("plan would remove 3 services and real servers, over --max-delete 1"),
+        out.contains("plan would remove 2 services and real servers, over --max-delete 1"),
         "{out_msg}"
     );
     let r4 = reconciled(&out, "===RC4");
@@ -736,6 +779,23 @@ fn ipvs_in_a_real_kernel_follows_the_table_beside_a_foreign_service() {
             "{b}:\n{out_msg}"
         );
     }
+
+    // 6. SCTP: read without error, never touched; --force with an empty table deleted
+    //    every service Ocean owned and nothing else
+    for rc in ["===RCSCTP 0", "===RC7 0", "===RC8 0"] {
+        assert!(out.contains(rc), "{rc} missing:\n{out_msg}");
+    }
+    let r8 = reconciled(&out, "===RC8");
+    assert_eq!(r8.get("services").map(String::as_str), Some("0"), "{r8:?}");
+    let left: Vec<String> = between(&out, "===BEGIN7", "===END7")
+        .lines()
+        .filter(|l| l.starts_with("SCTP") || l.starts_with("TCP") || l.starts_with("UDP"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(left, ["SCTP 10.0.0.1:2905 rr"], "{out_msg}");
+    let th = thresholds(between(&out, "===BEGIN7", "===END7"));
+    assert_eq!(th.get("10.1.0.7:2905"), Some(&(40, 4)), "{th:?}\n{out_msg}");
+    assert_eq!(th.len(), 1, "{th:?}");
 
     // real GET replies, for the parser's fixture
     let hex: Vec<&str> = out
