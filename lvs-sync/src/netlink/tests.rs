@@ -331,6 +331,17 @@ fn errors_and_acks_parse_and_garbage_does_not_panic() {
     assert!(messages(&hex("ff 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00")).is_err());
 }
 
+/// Found by the `netlink_reply` fuzz target: an error code of i32::MIN overflowed the
+/// negation (a panic with overflow checks, a negative "errno" without).
+#[test]
+fn an_error_code_without_an_errno_is_a_parse_error() {
+    let m = hex("14 00 00 00 1c 01 1d 01 1d 01 01 01 69 01 01 01 00 00 00 80");
+    let msgs = messages(&m).unwrap();
+    assert!(error_code(msgs[0].payload).is_err());
+    assert_eq!(error_code(&(-1i32).to_ne_bytes()), Ok(1));
+    assert_eq!(error_code(&i32::MAX.to_ne_bytes()), Ok(-i32::MAX));
+}
+
 /// Real replies, captured from Debian's 6.1 kernel in the qemu test
 /// (`ocean-lvs-sync --dump-netlink-hex` after table 1 of `tests/kernel.rs`): a GET_SERVICE
 /// dump (one datagram of five NLM_F_MULTI messages, then NLMSG_DONE in its own datagram)

@@ -391,7 +391,11 @@ pub fn messages(mut buf: &[u8]) -> Result<Vec<Msg<'_>>, ParseError> {
 /// The errno of an `NLMSG_ERROR` payload (0 is an ACK), as a positive number.
 pub fn error_code(payload: &[u8]) -> Result<i32, ParseError> {
     match payload.get(..4) {
-        Some(b) => Ok(-i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+        // The kernel sends -errno; i32::MIN has no positive counterpart (and no errno).
+        Some(b) => match i32::from_ne_bytes([b[0], b[1], b[2], b[3]]).checked_neg() {
+            Some(errno) => Ok(errno),
+            None => perr("NLMSG_ERROR code out of range"),
+        },
         None => perr("short NLMSG_ERROR"),
     }
 }
