@@ -10,12 +10,12 @@
 //! - [`forward`]: sending out-of-zone queries to upstream resolvers.
 //! - [`server`]: UDP workers (one thread and `SO_REUSEPORT` socket each) and the TCP listener.
 //! - [`http`]: the Mesos-DNS HTTP API.
-//! - [`config`]: flags and defaults; [`run`] wires it all to a table subscriber.
+//! - [`config`]: flags and defaults, and a Mesos-DNS `config.json` read on top
+//!   ([`config::mesos_dns`]); [`run`] wires it all to a table subscriber.
 
 pub mod config;
 pub mod forward;
 pub mod http;
-pub mod mesos_config;
 pub mod proto;
 pub mod respond;
 pub mod server;

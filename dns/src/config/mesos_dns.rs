@@ -28,7 +28,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::Config;
+use super::Config;
 
 /// Mesos-DNS's defaults for the server settings (`records.NewConfig`).
 const DEFAULT_PORT: u16 = 53;

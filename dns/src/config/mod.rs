@@ -1,4 +1,7 @@
-//! `ocean dns` settings.
+//! `ocean dns` settings: [`Config`], the flags that build it ([`Args`]), and a Mesos-DNS
+//! `config.json` read on top ([`mesos_dns`]).
+
+pub mod mesos_dns;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -165,7 +168,7 @@ impl Args {
         c.tcp_idle_timeout = a.tcp_idle_timeout;
         c.tcp_write_timeout = a.tcp_write_timeout;
         if let Some(path) = &a.mesos_dns_config {
-            let m = crate::mesos_config::load(path)?;
+            let m = mesos_dns::load(path)?;
             for note in m.apply(&mut c) {
                 tracing::warn!(file = %path.display(), "{note}");
             }
