@@ -28,9 +28,8 @@
 //! - `noreply` requests and meta quiet mode are sent with an `mn` behind them, so their end
 //!   is known; a client's `mn` is answered in order, after every earlier reply.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -44,75 +43,11 @@ use crate::config::WritePolicy;
 use crate::proto::{discard, Command, Decoder, Request};
 use crate::reply::{count_values, value_blocks, write_severity, Expect};
 use crate::route::PoolRoute;
+use crate::stats::RouterStats;
 use crate::upstream::{Sent, UpstreamError};
 
 /// Requests decoded from one read before their replies are collected.
 const MAX_BATCH: usize = 512;
-
-/// The router's own counters, for `stats`.
-#[derive(Debug)]
-pub struct RouterStats {
-    started: Instant,
-    /// Open client connections.
-    pub curr_connections: AtomicU64,
-    /// Client connections accepted.
-    pub total_connections: AtomicU64,
-    cmd_get: AtomicU64,
-    cmd_set: AtomicU64,
-    get_hits: AtomicU64,
-    get_misses: AtomicU64,
-    backend_errors: AtomicU64,
-    /// Servers marked down now (summed over workers).
-    pub servers_down: AtomicU64,
-    /// Times a server was marked down.
-    pub tko_events: AtomicU64,
-    /// Tables applied (summed over workers).
-    pub table_swaps: AtomicU64,
-}
-
-impl Default for RouterStats {
-    fn default() -> Self {
-        RouterStats {
-            started: Instant::now(),
-            curr_connections: AtomicU64::new(0),
-            total_connections: AtomicU64::new(0),
-            cmd_get: AtomicU64::new(0),
-            cmd_set: AtomicU64::new(0),
-            get_hits: AtomicU64::new(0),
-            get_misses: AtomicU64::new(0),
-            backend_errors: AtomicU64::new(0),
-            servers_down: AtomicU64::new(0),
-            tko_events: AtomicU64::new(0),
-            table_swaps: AtomicU64::new(0),
-        }
-    }
-}
-
-impl RouterStats {
-    fn render(&self, out: &mut BytesMut) {
-        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let lines = [
-            ("pid", u64::from(std::process::id())),
-            ("uptime", self.started.elapsed().as_secs()),
-            ("curr_connections", v(&self.curr_connections)),
-            ("total_connections", v(&self.total_connections)),
-            ("cmd_get", v(&self.cmd_get)),
-            ("cmd_set", v(&self.cmd_set)),
-            ("get_hits", v(&self.get_hits)),
-            ("get_misses", v(&self.get_misses)),
-            ("backend_errors", v(&self.backend_errors)),
-            ("servers_down", v(&self.servers_down)),
-            ("tko_events", v(&self.tko_events)),
-            ("table_swaps", v(&self.table_swaps)),
-        ];
-        for (name, value) in lines {
-            out.extend_from_slice(format!("STAT {name} {value}\r\n").as_bytes());
-        }
-        out.extend_from_slice(
-            format!("STAT version {}\r\nEND\r\n", env!("CARGO_PKG_VERSION")).as_bytes(),
-        );
-    }
-}
 
 /// What a client connection shares with its listener.
 pub struct ClientContext {

@@ -12,6 +12,7 @@
 //! - [`route`]: a pool's routing state (rings over shared servers), swapped whole.
 //! - [`upstream`]: backend servers, pipelined shared connections, TKO and probes.
 //! - [`connection`]: one client connection: decode, route, collect replies in order.
+//! - [`stats`]: the router's own counters (`stats`).
 //! - [`server`]: listeners, workers (threads), table mode; [`start`] and [`run`].
 
 pub mod budget;
@@ -22,6 +23,7 @@ pub mod proto;
 pub mod reply;
 pub mod route;
 pub mod server;
+pub mod stats;
 pub mod upstream;
 
 pub use config::{Args, Config};

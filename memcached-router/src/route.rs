@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PoolSpec, Settings};
-use crate::connection::RouterStats;
 use crate::ketama::Ring;
+use crate::stats::RouterStats;
 use crate::upstream::Server;
 
 /// One replica set: its ring and its servers (indexed as the ring's).

@@ -27,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Mode, PoolSpec, Settings};
-use crate::connection::{serve, ClientContext, RouterStats};
+use crate::connection::{serve, ClientContext};
 use crate::route::Registry;
+use crate::stats::RouterStats;
 
 /// A started router.
 pub struct Running {

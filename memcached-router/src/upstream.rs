@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{HeldReply, ReplyBudget};
 use crate::config::Settings;
-use crate::connection::RouterStats;
 use crate::reply::{reply_len, Expect, SkipReply};
+use crate::stats::RouterStats;
 
 /// Requests queued per connection before senders are refused (`SERVER_ERROR`).
 const QUEUE_DEPTH: usize = 4096;
