@@ -14,10 +14,20 @@ use tokio_util::sync::CancellationToken;
 /// A daemon's answer to `/healthz`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {
-    /// `ok`, `stale` (serving, but a source is failing) or `starting` (nothing to serve yet).
+    /// `ok`, `stale` (serving, but a source is failing) or `starting` (nothing to serve yet);
+    /// a daemon may name its own reason for not serving (redis-router: `uncovered`).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl Health {
+    /// Whether `/healthz` answers 200: only `ok` and `stale` do (`stale` still serves the
+    /// last good table, so it must not make an orchestrator kill the process); `starting`
+    /// and any other status answer 503.
+    pub fn serving(&self) -> bool {
+        matches!(self.status, "ok" | "stale")
+    }
 }
 
 type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
@@ -49,12 +59,10 @@ async fn metrics() -> Response {
 
 async fn healthz(State(s): State<AdminState>) -> Response {
     let h = (s.health)();
-    // `starting` is the only state in which the daemon cannot serve; `stale` still serves
-    // the last good table, so it must not make an orchestrator kill the process.
-    let code = if h.status == "starting" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    let code = if h.serving() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (code, axum::Json(h)).into_response()
 }
