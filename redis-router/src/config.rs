@@ -91,6 +91,14 @@ pub struct Args {
     /// How often the slot map is refreshed without a MOVED.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub refresh_interval: Duration,
+    /// A master whose connections have failed this long, with no connect succeeding since,
+    /// counts as unreachable: its slots are uncovered and /healthz answers 503.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub down_after: Duration,
+    /// How often the slot map is refreshed and the masters probed while a slot is
+    /// uncovered or a master's connections are failing.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub recheck_interval: Duration,
     /// Longest bulk string in a client request.
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub max_bulk_len: usize,
@@ -233,6 +241,10 @@ impl Config {
             "--refresh-interval must be more than 0"
         );
         anyhow::ensure!(
+            !k.recheck_interval.is_zero(),
+            "--recheck-interval must be more than 0"
+        );
+        anyhow::ensure!(
             !k.backend.connect_timeout.is_zero(),
             "--connect-timeout must be more than 0"
         );
@@ -327,6 +339,8 @@ impl Args {
                 conns_per_node: self.conns_per_node.max(1),
                 max_dedicated: self.max_dedicated.max(1),
                 refresh_interval: self.refresh_interval,
+                down_after: self.down_after,
+                recheck_interval: self.recheck_interval,
                 read_from_replicas: self.read_from_replicas,
                 backend: Arc::new(backend),
                 ..ClusterOpts::default()

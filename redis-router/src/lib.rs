@@ -15,6 +15,8 @@
 //! - [`connection`]: one client connection: the framed IO loop, pipelining, batching.
 //! - [`cmd`]: what to do with each command (local, split, cluster-wide, stateful modes).
 //! - [`metrics`]: per command family metrics.
+//! - [`health`]: slot coverage over every worker, for `/healthz` (503 `uncovered`) and
+//!   `ocean_redis_slots_uncovered`.
 //! - [`config`]: flags ([`Args`]), [`Config`] and its `validate()`.
 //! - [`tls`]: the client acceptor and backend connector (PEM via `ocean_core::tls`).
 //! - [`server`]: workers, listeners through `ocean_core::daemon`'s accept loop (one
@@ -28,6 +30,7 @@ pub mod cmd;
 pub mod command;
 pub mod config;
 pub mod connection;
+pub mod health;
 pub mod metrics;
 pub mod proto;
 pub mod route;

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::cmd::Session;
 use crate::config::{Config, Mode};
 use crate::connection::{self, Shared};
+use crate::health::Coverage;
 use crate::metrics::FamilyMetrics;
 use crate::upstream::Cluster;
 
@@ -79,6 +80,9 @@ fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     ocean_core::listener::bind_tcp_std(addr, true)
 }
 
+/// How often `ocean_redis_slots_uncovered` is brought up to date without a `/healthz`.
+const COVERAGE_GAUGE_INTERVAL: Duration = Duration::from_millis(500);
+
 enum WorkerJob {
     Standalone(std::net::TcpListener, Vec<SocketAddr>),
     Table(TableWatch<RedisTable>, IpAddr),
@@ -121,13 +125,17 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let mut threads = Vec::new();
     // One --max-clients over every worker and every cluster's listener.
     let permits = Arc::new(Semaphore::new(config.client.max_clients));
+    let coverage = Coverage::new();
     for (i, job) in jobs.into_iter().enumerate() {
         let config = config.clone();
         let cancel = cancel.clone();
         let bound = if i == 0 { Some(bound.clone()) } else { None };
         let permits = permits.clone();
+        let coverage = coverage.clone();
         if config.threads == 0 {
-            tasks.push(tokio::spawn(worker(config, job, bound, permits, cancel)));
+            tasks.push(tokio::spawn(worker(
+                config, job, bound, permits, coverage, cancel,
+            )));
         } else {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -136,23 +144,46 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("redis-router-{i}"))
-                    .spawn(move || rt.block_on(worker(config, job, bound, permits, cancel)))
+                    .spawn(move || {
+                        rt.block_on(worker(config, job, bound, permits, coverage, cancel))
+                    })
                     .context("starting a worker thread")?,
             );
         }
+    }
+    // The gauge follows coverage even when nobody asks /healthz.
+    {
+        let coverage = coverage.clone();
+        let cancel = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(COVERAGE_GAUGE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = tick.tick() => {
+                        coverage.report();
+                    }
+                }
+            }
+        }));
     }
     let admin_addr = match config.admin {
         Some(addr) => {
             let listener = ocean_core::listener::bind_tcp(addr, false)
                 .with_context(|| format!("binding --admin {addr}"))?;
             let local = listener.local_addr()?;
-            // Table mode: starting / stale / ok from the table source.
-            let health = Arc::new(move || match &table_watch {
-                Some(w) => w.health(),
-                None => ocean_core::admin::Health {
-                    status: "ok",
-                    reason: None,
-                },
+            // Table mode: starting / stale / ok from the table source; then 503
+            // `uncovered` while a slot has no reachable master (see `health`).
+            let health = Arc::new(move || {
+                let table = match &table_watch {
+                    Some(w) => w.health(),
+                    None => ocean_core::admin::Health {
+                        status: "ok",
+                        reason: None,
+                    },
+                };
+                crate::health::combine(table, &coverage.report())
             });
             let router = ocean_core::admin::router(health, None);
             let cancel = cancel.clone();
@@ -188,6 +219,7 @@ async fn worker(
     job: WorkerJob,
     bound: Option<Bound>,
     permits: Arc<Semaphore>,
+    coverage: Arc<Coverage>,
     cancel: CancellationToken,
 ) {
     // This worker's connections: waited for after cancellation, so none is detached.
@@ -195,6 +227,7 @@ async fn worker(
     match job {
         WorkerJob::Standalone(listener, seeds) => {
             let shared = new_cluster("standalone", seeds, &config);
+            coverage.register(&shared.cluster, cancel.clone());
             shared.cluster.spawn_refresher(cancel.clone());
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => accept(l, shared, permits, &tracker, cancel.clone()).await,
@@ -202,7 +235,14 @@ async fn worker(
             }
         }
         WorkerJob::Table(watch, bind) => {
-            table_worker(config, watch, bind, bound, permits, &tracker, cancel).await
+            let ctx = TableCtx {
+                config,
+                bind,
+                bound,
+                permits,
+                coverage,
+            };
+            table_worker(ctx, watch, &tracker, cancel).await
         }
     }
     tracker.close();
@@ -281,15 +321,28 @@ struct Served {
     stop: CancellationToken,
 }
 
-async fn table_worker(
+/// What a table worker serves its clusters with.
+struct TableCtx {
     config: Config,
-    mut watch: TableWatch<RedisTable>,
     bind: IpAddr,
     bound: Option<Bound>,
     permits: Arc<Semaphore>,
+    coverage: Arc<Coverage>,
+}
+
+async fn table_worker(
+    ctx: TableCtx,
+    mut watch: TableWatch<RedisTable>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) {
+    let TableCtx {
+        config,
+        bind,
+        bound,
+        permits,
+        coverage,
+    } = ctx;
     let mut served: HashMap<String, Served> = HashMap::new();
     let mut table = tokio::select! {
         _ = cancel.cancelled() => return,
@@ -334,6 +387,7 @@ async fn table_worker(
             };
             let shared = new_cluster(name, c.nodes.clone(), &config);
             let stop = cancel.child_token();
+            coverage.register(&shared.cluster, stop.clone());
             shared.cluster.spawn_refresher(stop.clone());
             tracker.spawn(accept(
                 listener,

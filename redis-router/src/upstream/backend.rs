@@ -6,6 +6,8 @@
 //!   and reconnects on the next job after a failure.
 //! - [`DedicatedConn`]: a plain connection for a client in a stateful mode (MULTI/WATCH,
 //!   blocking commands, pub/sub), taken from and given back to a bounded per-node pool.
+//! - [`Reach`]: what the shared connections tell about a node's reachability (the last
+//!   connect or connection failed, and none succeeded since), read by `/healthz`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use ocean_core::secret::Secret;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::proto::{Protocol, ReplyLimits, ReplyScanner, Request};
 use crate::tls::{Connector, Stream};
@@ -82,6 +84,59 @@ impl BackendError {
     }
 }
 
+/// A node's reachability as its shared connections see it: failed from the first connect
+/// error or lost connection until a connect succeeds again. Every failure also asks the
+/// cluster's refresher for a refresh (which probes the node, so a connection the node
+/// merely closed, e.g. redis's idle `timeout`, is made again at once and clears it).
+#[derive(Debug)]
+pub struct Reach {
+    failed: Mutex<Option<Failure>>,
+    refresh: Arc<Notify>,
+}
+
+/// Since when a node has been failing, and its last error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The first failure since the node last connected.
+    pub since: Instant,
+    /// The latest error.
+    pub error: String,
+}
+
+impl Reach {
+    /// A reachable node whose failures wake `refresh`.
+    pub fn new(refresh: Arc<Notify>) -> Arc<Reach> {
+        Arc::new(Reach {
+            failed: Mutex::new(None),
+            refresh,
+        })
+    }
+
+    /// A connection to the node succeeded.
+    pub fn connected(&self) {
+        if let Ok(mut f) = self.failed.lock() {
+            *f = None;
+        }
+    }
+
+    /// A connect failed or a connection was lost: keeps the first failure's time.
+    pub fn failed(&self, error: &BackendError) {
+        if let Ok(mut f) = self.failed.lock() {
+            let since = f.as_ref().map_or_else(Instant::now, |f| f.since);
+            *f = Some(Failure {
+                since,
+                error: error.to_string(),
+            });
+        }
+        self.refresh.notify_one();
+    }
+
+    /// The current failure, if the node is failing.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failed.lock().ok().and_then(|f| f.clone())
+    }
+}
+
 /// What a shared connection hands back.
 pub type JobResult = Result<Bytes, BackendError>;
 
@@ -114,10 +169,15 @@ const MAX_BATCH: usize = 256 * 1024;
 
 impl SharedConn {
     /// Spawns the connection's task on the current runtime. It connects on the first job
-    /// and ends when every handle is dropped.
-    pub fn spawn(addr: SocketAddr, proto: Protocol, opts: Arc<BackendOpts>) -> SharedConn {
+    /// and ends when every handle is dropped; connects and failures are told to `reach`.
+    pub fn spawn(
+        addr: SocketAddr,
+        proto: Protocol,
+        opts: Arc<BackendOpts>,
+        reach: Arc<Reach>,
+    ) -> SharedConn {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(shared_task(addr, proto, opts, rx));
+        tokio::spawn(shared_task(addr, proto, opts, reach, rx));
         SharedConn { tx }
     }
 
@@ -174,6 +234,7 @@ async fn shared_task(
     addr: SocketAddr,
     proto: Protocol,
     opts: Arc<BackendOpts>,
+    reach: Arc<Reach>,
     mut rx: mpsc::Receiver<Job>,
 ) {
     loop {
@@ -184,6 +245,7 @@ async fn shared_task(
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "backend connect failed");
+                reach.failed(&e);
                 // The requester may be gone (its client left): nothing to deliver then.
                 let _ = first.tx.send(Err(e.clone()));
                 // Fail what queued up meanwhile too: the node is down, the callers retry
@@ -195,6 +257,7 @@ async fn shared_task(
                 continue;
             }
         };
+        reach.connected();
         let gauge = metrics::gauge!("ocean_redis_backend_connections", "kind" => "shared");
         gauge.increment(1.0);
         metrics::counter!("ocean_redis_backend_connects_total", "kind" => "shared").increment(1);
@@ -211,6 +274,7 @@ async fn shared_task(
         gauge.decrement(1.0);
         if let Some(err) = err {
             tracing::debug!(%addr, error = %err, "shared backend connection closed");
+            reach.failed(&err);
         } else {
             return;
         }

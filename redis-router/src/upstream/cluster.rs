@@ -4,19 +4,30 @@
 //! The map is read lock-free on every command (`ArcSwap`). Refreshes come from MOVED
 //! replies, failed connections and a timer; they are debounced: at most one in flight, and
 //! requests arriving meanwhile fold into one more refresh after it.
+//!
+//! Coverage: a slot is covered when its master is in the map and reachable. A master is
+//! unreachable once its shared connections have failed (connect error, lost connection,
+//! command timeout) for [`ClusterOpts::down_after`] without a connect succeeding since;
+//! a master the last `CLUSTER SHARDS` reports as failed is left out of the map, so its
+//! slots have no master at all. Every refresh probes each master (a `PING` on a shared
+//! connection, which reconnects a closed one), a failure asks for a refresh at once, and
+//! while anything is uncovered or failing the refresher runs every
+//! [`ClusterOpts::recheck_interval`] instead of every [`ClusterOpts::refresh_interval`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{one_shot, BackendError, BackendOpts, DedicatedConn, SharedConn};
+use super::backend::{
+    one_shot, BackendError, BackendOpts, DedicatedConn, Failure, Job, Reach, SharedConn,
+};
 use crate::proto::{parse, Protocol, Request, Value};
 use crate::slot::SLOTS;
 
@@ -33,6 +44,12 @@ pub struct ClusterOpts {
     pub refresh_interval: Duration,
     /// Least time between two refreshes.
     pub refresh_debounce: Duration,
+    /// How long a master's connections fail (with none succeeding) before its slots count
+    /// as uncovered.
+    pub down_after: Duration,
+    /// How often the map is refreshed and the masters probed while a slot is uncovered or
+    /// a master's connections are failing.
+    pub recheck_interval: Duration,
     /// Send read-only commands to replicas (round robin), with `READONLY` on every
     /// backend connection.
     pub read_from_replicas: bool,
@@ -48,6 +65,8 @@ impl Default for ClusterOpts {
             max_idle_dedicated: 16,
             refresh_interval: Duration::from_secs(10),
             refresh_debounce: Duration::from_millis(100),
+            down_after: Duration::from_secs(1),
+            recheck_interval: Duration::from_secs(1),
             read_from_replicas: false,
             backend: Arc::new(BackendOpts::default()),
         }
@@ -63,18 +82,22 @@ pub struct Node {
     next: AtomicUsize,
     idle: Mutex<Vec<DedicatedConn>>,
     dedicated: Arc<Semaphore>,
+    reach: Arc<Reach>,
 }
 
 impl Node {
-    fn new(addr: SocketAddr, opts: &ClusterOpts) -> Node {
+    fn new(addr: SocketAddr, opts: &ClusterOpts, refresh: &Arc<Notify>) -> Node {
+        let reach = Reach::new(refresh.clone());
         let conns = |p| {
             (0..opts.conns_per_node.max(1))
-                .map(|_| SharedConn::spawn(addr, p, opts.backend.clone()))
+                .map(|_| SharedConn::spawn(addr, p, opts.backend.clone(), reach.clone()))
                 .collect()
         };
+        let shared = [conns(Protocol::Resp2), conns(Protocol::Resp3)];
         Node {
             addr,
-            shared: [conns(Protocol::Resp2), conns(Protocol::Resp3)],
+            reach,
+            shared,
             next: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             dedicated: Arc::new(Semaphore::new(opts.max_dedicated.max(1))),
@@ -87,6 +110,25 @@ impl Node {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len().max(1);
         // `list` is never empty (conns_per_node >= 1).
         &list[i.min(list.len() - 1)]
+    }
+
+    /// Since when (and why) this node's connections have been failing, if they are.
+    pub fn failure(&self) -> Option<Failure> {
+        self.reach.failure()
+    }
+
+    /// Sends a `PING` on a shared connection, not waiting for the answer: it connects (or
+    /// reconnects) the connection, and the connection tells [`Reach`] how that went.
+    fn probe(&self) {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            bytes: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
+            replies: 1,
+            skip_first: false,
+            tx,
+        };
+        // A full queue means the connection is busy: its traffic is probe enough.
+        let _ = self.shared(Protocol::Resp2).try_send(job);
     }
 }
 
@@ -150,6 +192,35 @@ impl SlotMap {
     pub fn covered(&self) -> usize {
         self.slots.iter().filter(|&&i| i != u16::MAX).count()
     }
+
+    /// Which slots have no reachable master at `now` (`true`: uncovered, one per slot),
+    /// and the masters counted unreachable: failing for at least `down_after`.
+    pub fn uncovered(
+        &self,
+        now: Instant,
+        down_after: Duration,
+    ) -> (Vec<bool>, Vec<(SocketAddr, Failure)>) {
+        let down: Vec<Option<Failure>> = self
+            .masters
+            .iter()
+            .map(|n| {
+                n.failure()
+                    .filter(|f| now.saturating_duration_since(f.since) >= down_after)
+            })
+            .collect();
+        let slots = self
+            .slots
+            .iter()
+            .map(|&i| i == u16::MAX || down.get(usize::from(i)).is_none_or(Option::is_some))
+            .collect();
+        let down = self
+            .masters
+            .iter()
+            .zip(down)
+            .filter_map(|(n, f)| Some((n.addr, f?)))
+            .collect();
+        (slots, down)
+    }
 }
 
 /// One cluster in one worker.
@@ -162,7 +233,7 @@ pub struct Cluster {
     seeds: Mutex<Vec<SocketAddr>>,
     map: ArcSwap<SlotMap>,
     nodes: Mutex<HashMap<SocketAddr, Arc<Node>>>,
-    refresh: Notify,
+    refresh: Arc<Notify>,
     refreshed: Notify,
     /// Completed refreshes.
     pub refreshes: AtomicU64,
@@ -181,7 +252,7 @@ impl Cluster {
             seeds: Mutex::new(seeds),
             map: ArcSwap::from_pointee(SlotMap::empty()),
             nodes: Mutex::new(HashMap::new()),
-            refresh: Notify::new(),
+            refresh: Arc::new(Notify::new()),
             refreshed: Notify::new(),
             refreshes: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
@@ -218,11 +289,11 @@ impl Cluster {
     /// The node at `addr`, created on first use (MOVED/ASK may name a node the map lacks).
     pub fn node(&self, addr: SocketAddr) -> Arc<Node> {
         let Ok(mut nodes) = self.nodes.lock() else {
-            return Arc::new(Node::new(addr, &self.opts));
+            return Arc::new(Node::new(addr, &self.opts, &self.refresh));
         };
         nodes
             .entry(addr)
-            .or_insert_with(|| Arc::new(Node::new(addr, &self.opts)))
+            .or_insert_with(|| Arc::new(Node::new(addr, &self.opts, &self.refresh)))
             .clone()
     }
 
@@ -248,7 +319,8 @@ impl Cluster {
     }
 
     /// Runs the refresher until `cancel` fires: once at start, then on request and on a
-    /// timer, never more often than the debounce interval.
+    /// timer, never more often than the debounce interval. After each refresh every master
+    /// is probed; the timer is [`ClusterOpts::recheck_interval`] while [`Self::degraded`].
     pub fn spawn_refresher(self: &Arc<Self>, cancel: CancellationToken) {
         let cluster = self.clone();
         tokio::spawn(async move {
@@ -257,18 +329,33 @@ impl Cluster {
                     tracing::warn!(cluster = %cluster.name, error = %e, "slot map refresh failed");
                     metrics::counter!("ocean_redis_slot_refresh_errors_total").increment(1);
                 }
+                for n in &cluster.map().masters {
+                    n.probe();
+                }
                 cluster.refreshed.notify_waiters();
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(cluster.opts.refresh_debounce) => {}
                 }
+                let next = if cluster.degraded() {
+                    cluster.opts.recheck_interval
+                } else {
+                    cluster.opts.refresh_interval
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = cluster.refresh.notified() => {}
-                    _ = tokio::time::sleep(cluster.opts.refresh_interval) => {}
+                    _ = tokio::time::sleep(next) => {}
                 }
             }
         });
+    }
+
+    /// Whether a slot has no master in the map or a master's connections are failing
+    /// (however briefly): the refresher then rechecks every `recheck_interval`.
+    pub fn degraded(&self) -> bool {
+        let map = self.map.load();
+        map.slots.contains(&u16::MAX) || map.masters.iter().any(|n| n.failure().is_some())
     }
 
     /// Fetches the map from the known masters, then the seeds; the first answer wins.
@@ -276,7 +363,15 @@ impl Cluster {
     /// # Errors
     /// When no node answers with a map.
     pub async fn refresh_now(&self) -> anyhow::Result<()> {
-        let mut candidates: Vec<SocketAddr> = self.map().masters.iter().map(|n| n.addr).collect();
+        // Masters whose connections fail are asked last (a blackholed one costs a timeout).
+        let mut masters: Vec<(bool, SocketAddr)> = self
+            .map()
+            .masters
+            .iter()
+            .map(|n| (n.failure().is_some(), n.addr))
+            .collect();
+        masters.sort();
+        let mut candidates: Vec<SocketAddr> = masters.into_iter().map(|(_, a)| a).collect();
         if let Ok(seeds) = self.seeds.lock() {
             for s in seeds.iter() {
                 if !candidates.contains(s) {
@@ -455,8 +550,12 @@ fn parse_shards(v: &Value, from: SocketAddr, tls: bool) -> Option<Vec<Range>> {
         let slots = field(shard, "slots")?.as_array()?;
         let nodes = field(shard, "nodes")?.as_array()?;
         let master = nodes.iter().filter_map(Value::as_array).find(|n| {
+            // Redis sends `fail` (cluster.c); its docs say `failed`: either one.
             field(n, "role").and_then(Value::as_bytes).map(|b| &b[..]) == Some(b"master")
-                && field(n, "health").and_then(Value::as_bytes).map(|b| &b[..]) != Some(b"fail")
+                && !matches!(
+                    field(n, "health").and_then(Value::as_bytes).map(|b| &b[..]),
+                    Some(b"fail" | b"failed")
+                )
         });
         let Some(master) = master else { continue };
         let host = field(master, "ip")

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cluster;
 
 pub use backend::{
-    connect, one_shot, BackendError, BackendOpts, DedicatedConn, Job, JobResult, SharedConn,
+    connect, one_shot, BackendError, BackendOpts, DedicatedConn, Failure, Job, JobResult, Reach,
+    SharedConn,
 };
 pub use cluster::{Cluster, ClusterOpts, Lease, Node, SlotMap};
