@@ -1,18 +1,24 @@
 //! Abuse, with a well-behaved client beside the abuser that keeps getting right answers:
 //! a connection flood past `--max-clients`, a client that pipelines `GET bigkey` and never
 //! reads (memory stays bounded, the abuser is closed after `--write-timeout`), requests too
-//! big for a client that has not sent AUTH, and a slowloris closed by `--idle-timeout`.
-//! Against a real Redis Cluster the harness starts.
+//! big for a client that has not sent AUTH, a slowloris closed by `--idle-timeout`, and
+//! 400 connections against a router whose `RLIMIT_NOFILE` is 256 (soft and hard: the
+//! router runs in a child process, this test binary re-run as `router_child_process` under
+//! `sh -c 'ulimit -n 256; exec ...'`, parsing the router's own flags and raising its
+//! limit as the `ocean` binary does): it does not spin while out of descriptors and
+//! serves new clients once the flood is gone. Against a real Redis Cluster the harness
+//! starts.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use common::{redis_cli, router};
 use ocean_tests::servers::{RedisCluster, Resp, RespClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -314,5 +320,185 @@ async fn slowloris_is_closed_by_the_idle_timeout() -> Result<()> {
     );
     still_served(&mut normal, i).await?;
     cancel.cancel();
+    Ok(())
+}
+
+/// User + system CPU time of a process, in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: count fields after its closing parenthesis.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, a)| a.trim_start())
+        .context("no ')' in /proc/<pid>/stat")?;
+    let fields: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
+    let field = |i: usize| -> Result<u64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/<pid>/stat")?
+            .parse::<u64>()?)
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// The child router of the descriptor test: does nothing unless `OCEAN_ABUSE_CHILD_ARGS`
+/// holds router flags; then raises `RLIMIT_NOFILE` as the `ocean` binary does, runs the
+/// router those flags describe, prints `LISTEN <addr>` and runs until killed.
+#[tokio::test]
+async fn router_child_process() -> Result<()> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ocean_redis_router::Args,
+    }
+    let Ok(flags) = std::env::var("OCEAN_ABUSE_CHILD_ARGS") else {
+        return Ok(());
+    };
+    let nofile = ocean_core::daemon::raise_nofile_limit()?;
+    let cli = <Cli as clap::Parser>::try_parse_from(
+        std::iter::once("redis-router").chain(flags.split(' ')),
+    )?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = ocean_redis_router::start(cli.args.into_config()?, cancel).await?;
+    println!(
+        "LISTEN {} NOFILE {nofile}",
+        running.listen_addr.context("no listen address")?
+    );
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 0).await?;
+    let seeds: Vec<String> = cluster
+        .master_addrs()
+        .iter()
+        .map(|a| format!("--seed {a}"))
+        .collect();
+    let flags = format!("--listen 127.0.0.1:0 {}", seeds.join(" "));
+    let exe = std::env::current_exe()?;
+    // dash's and bash's `ulimit -n` set the soft and the hard limit.
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+        .arg(&exe)
+        .args([
+            "router_child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("OCEAN_ABUSE_CHILD_ARGS", flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("child pid")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let (addr, nofile): (SocketAddr, String) =
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                // libtest prints `test router_child_process ... ` before the test's output.
+                if let Some((_, rest)) = line.split_once("LISTEN ") {
+                    let mut words = rest.split_whitespace();
+                    let addr = words.next().context("no address")?.parse()?;
+                    let nofile = words.nth(1).unwrap_or("?").to_string();
+                    return Ok((addr, nofile));
+                }
+            }
+            bail!("the child router exited before listening")
+        })
+        .await
+        .context("the child router did not start")??;
+    // Raising the soft limit to the hard one left it at 256.
+    assert_eq!(nofile, "256", "the child's RLIMIT_NOFILE after raising");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no open files limit")?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.get(3..5), Some(&["256", "256"][..]), "child: {line}");
+
+    // Wait for the slot map, then a normal client is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis_cli(addr, &["INFO"])
+        .await?
+        .contains("slots_covered:16384")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the child router has no slot map"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut normal = RespClient::connect(addr).await?;
+    still_served(&mut normal, 0).await?;
+    // The flood: 400 connections (the listen backlog completes them all; the router can
+    // take only what its 256 descriptors allow).
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        flood.push(TcpStream::connect(addr).await?);
+    }
+    // Wait until accepting has hit the limit: the router's client count stops growing.
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let info = normal.command(&["INFO"]).await?;
+        let n: usize = info
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("connected_clients:"))
+            .context("connected_clients")?
+            .parse()?;
+        if n == last && n > 100 {
+            break;
+        }
+        last = n;
+        assert!(Instant::now() < deadline, "connections never settled: {n}");
+    }
+    assert!(last < 256, "{last} clients with 256 descriptors?");
+    // At the limit (the backlog still holds the connections it cannot accept): no spinning.
+    let t0 = cpu_ticks(pid)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks = cpu_ticks(pid)? - t0;
+    // The client it has is still served.
+    still_served(&mut normal, 1).await?;
+    println!(
+        "descriptors: {last} clients accepted under RLIMIT_NOFILE 256 (soft and hard); CPU \
+         at the limit {ticks} ticks in 2 s ({}%)",
+        ticks / 2
+    );
+    assert!(
+        ticks < 20,
+        "{ticks} ticks in 2 s: over 10% CPU at the limit"
+    );
+    // The flood leaves; a new client's SET and GET work again.
+    drop(flood);
+    let start = Instant::now();
+    loop {
+        let attempt = async {
+            let mut c = RespClient::connect(addr).await?;
+            still_served(&mut c, 2).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(())) => break,
+            other => assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no new client served after the flood: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "after the flood: a new client served {:?} after it closed",
+        start.elapsed()
+    );
+    child.kill().await?;
     Ok(())
 }
