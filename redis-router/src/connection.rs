@@ -754,3 +754,186 @@ impl<R: AsyncRead + Unpin + Send> Client<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The client timeouts on tokio's paused clock: no network, no wall-clock sleeps. The
+    //! client is a `duplex` pipe; the handler answers every request itself (or through a
+    //! task that takes its time, standing in for a slow backend).
+
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::upstream::ClusterOpts;
+
+    /// Answers every request with `reply`; with `delay`, through a task that sleeps first.
+    struct Answer {
+        reply: Bytes,
+        delay: Option<Duration>,
+    }
+
+    impl Handler<ReadHalf<DuplexStream>> for Answer {
+        async fn handle(
+            &mut self,
+            client: &mut Client<ReadHalf<DuplexStream>>,
+            _req: Request,
+        ) -> Flow {
+            match self.delay {
+                None => client.ready(self.reply.clone()).await,
+                Some(d) => {
+                    let reply = self.reply.clone();
+                    let task = tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        reply
+                    });
+                    client
+                        .push(Out::Task(task, Family::Local, std::time::Instant::now()))
+                        .await;
+                }
+            }
+            Flow::Continue
+        }
+    }
+
+    /// A connection served on one end of a pipe of `pipe` bytes; the other end is returned
+    /// with the serving task.
+    fn start(
+        opts: ClientOpts,
+        handler: Answer,
+        pipe: usize,
+    ) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let (ours, theirs) = tokio::io::duplex(pipe);
+        let shared = Shared {
+            cluster: Cluster::new("test".into(), Vec::new(), ClusterOpts::default()),
+            opts: Arc::new(opts),
+            metrics: Arc::new(FamilyMetrics::new("test")),
+        };
+        let (rd, wr) = tokio::io::split(ours);
+        let task = tokio::spawn(serve_halves(rd, wr, shared, handler));
+        (theirs, task)
+    }
+
+    /// Reads until EOF; what was read.
+    async fn read_to_eof(c: &mut DuplexStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        // A pipe's read fails only when its other end is gone: EOF too.
+        let _ = c.read_to_end(&mut got).await;
+        got
+    }
+
+    fn pong() -> Answer {
+        Answer {
+            reply: Bytes::from_static(b"+PONG\r\n"),
+            delay: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_client_is_closed_after_the_idle_timeout_and_not_before() {
+        let opts = ClientOpts {
+            idle_timeout: Duration::from_secs(10),
+            ..ClientOpts::default()
+        };
+        let (mut c, task) = start(opts, pong(), 64 * 1024);
+        // Each request restarts the idle clock: 3 requests 9 s apart keep it open 27 s.
+        let t0 = Instant::now();
+        let mut buf = [0u8; 7];
+        for _ in 0..3 {
+            c.write_all(b"PING\r\n").await.unwrap();
+            c.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"+PONG\r\n");
+            tokio::time::sleep(Duration::from_secs(9)).await;
+        }
+        assert!(!task.is_finished(), "closed while the client was active");
+        // Half a request, then silence (slowloris): closed 10 s after its last byte.
+        c.write_all(b"*2\r\n$3\r\nGET\r\n").await.unwrap();
+        let sent = Instant::now();
+        assert!(read_to_eof(&mut c).await.is_empty());
+        let idle = sent.elapsed();
+        task.await.unwrap();
+        // Every byte restarts the clock, so the 9 s of silence before it do not count.
+        assert!(
+            idle >= Duration::from_secs(10) && idle <= Duration::from_secs(11),
+            "closed {idle:?} after the last byte"
+        );
+        assert!(t0.elapsed() >= Duration::from_secs(37));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_waiting_for_a_slow_reply_is_not_idle() {
+        let opts = ClientOpts {
+            idle_timeout: Duration::from_secs(10),
+            ..ClientOpts::default()
+        };
+        let slow = Answer {
+            reply: Bytes::from_static(b"+LATE\r\n"),
+            delay: Some(Duration::from_secs(30)),
+        };
+        let (mut c, task) = start(opts, slow, 64 * 1024);
+        let t0 = Instant::now();
+        c.write_all(b"PING\r\n").await.unwrap();
+        let mut buf = [0u8; 7];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"+LATE\r\n");
+        let replied = t0.elapsed();
+        assert!(replied >= Duration::from_secs(30), "{replied:?}");
+        // Now nothing is in flight: idle from here (within one idle period of the reply).
+        assert!(read_to_eof(&mut c).await.is_empty());
+        task.await.unwrap();
+        let closed = t0.elapsed() - replied;
+        assert!(
+            closed <= Duration::from_secs(10),
+            "closed {closed:?} after the reply"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_closed_after_the_write_timeout() {
+        let opts = ClientOpts {
+            write_timeout: Duration::from_secs(5),
+            ..ClientOpts::default()
+        };
+        // 1 MB replies through a 64 KB pipe the client never reads.
+        let big = Answer {
+            reply: Bytes::from(vec![b'x'; 1024 * 1024]),
+            delay: None,
+        };
+        let (mut c, task) = start(opts, big, 64 * 1024);
+        let t0 = Instant::now();
+        c.write_all(b"PING\r\nPING\r\n").await.unwrap();
+        task.await.unwrap();
+        let closed = t0.elapsed();
+        assert!(
+            closed >= Duration::from_secs(5) && closed <= Duration::from_secs(6),
+            "closed after {closed:?}"
+        );
+        // What fitted the pipe is there, then EOF.
+        let got = read_to_eof(&mut c).await;
+        assert_eq!(got.len(), 64 * 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_late_but_within_the_write_timeout_is_not_closed() {
+        let opts = ClientOpts {
+            write_timeout: Duration::from_secs(5),
+            ..ClientOpts::default()
+        };
+        // Each 128 KB reply fills the 64 KB pipe twice: the write waits for the client,
+        // which reads 4 s later, within the 5 s timeout.
+        let reply = Bytes::from(vec![b'y'; 128 * 1024]);
+        let (mut c, task) = start(opts, Answer { reply, delay: None }, 64 * 1024);
+        for _ in 0..4 {
+            c.write_all(b"PING\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let mut buf = vec![0u8; 128 * 1024];
+            c.read_exact(&mut buf).await.unwrap();
+            assert!(buf.iter().all(|&b| b == b'y'));
+        }
+        assert!(!task.is_finished(), "a client that reads was closed");
+        drop(c);
+        task.await.unwrap();
+    }
+}
