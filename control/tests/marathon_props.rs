@@ -171,21 +171,121 @@ fn app() -> impl Strategy<Value = Value> {
         })
 }
 
+/// The apps of `examples/marathon-apps.json`: every label kind, with owners in
+/// `examples/control.toml`, so mutations of them reach every derive rule.
+fn example_apps() -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/marathon-apps.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["apps"].as_array().unwrap().clone()
+}
+
+/// What a mutation puts in place of a node: Marathon-ish values and type confusions.
+fn replacement(i: usize) -> Value {
+    let strings = [
+        LABEL_VALUES,
+        HOSTS,
+        IPS,
+        STATES,
+        NETWORK_MODES,
+        PROTOCOLS,
+        IDS,
+    ]
+    .concat();
+    let others = [
+        json!(0),
+        json!(1),
+        json!(65536),
+        json!(-1),
+        json!(u64::MAX),
+        Value::Null,
+        json!(true),
+        json!([]),
+        json!({}),
+    ];
+    if i % 4 == 0 {
+        others[(i / 4) % others.len()].clone()
+    } else {
+        strings[i % strings.len()].into()
+    }
+}
+
+/// Replaces, duplicates (array element) or drops (object field) the `pick`-th node.
+fn mutate(v: &mut Value, pick: &mut usize, op: u8, with: usize) -> bool {
+    if *pick == 0 {
+        match (op % 3, &mut *v) {
+            (1, Value::Array(a)) if !a.is_empty() => {
+                let e = a[with % a.len()].clone();
+                a.push(e);
+            }
+            (2, Value::Object(m)) if !m.is_empty() => {
+                let k = m.keys().nth(with % m.len()).cloned().unwrap();
+                m.remove(&k);
+            }
+            _ => *v = replacement(with),
+        }
+        return true;
+    }
+    *pick -= 1;
+    match v {
+        Value::Array(a) => a.iter_mut().any(|c| mutate(c, pick, op, with)),
+        Value::Object(m) => m.values_mut().any(|c| mutate(c, pick, op, with)),
+        _ => false,
+    }
+}
+
+/// Parse, normalize, derive; every table must validate. A body that is not an apps
+/// envelope (a mutation replaced the array) derives nothing.
+fn derive_checked(body: &[u8]) -> [usize; 5] {
+    let Ok((apps, _bad)) = parse_apps(body) else {
+        return [0; 5];
+    };
+    let mut memory = HealthMemory::default();
+    let state = normalize(&apps, &Resolved::new(), &mut memory);
+    let d = derive_all(&state, &derive_config());
+    d.dns.validate().unwrap();
+    d.redis.validate().unwrap();
+    d.memcached.validate().unwrap();
+    d.mysql.validate().unwrap();
+    d.lvs.validate().unwrap();
+    [
+        d.dns.backend_count(),
+        d.redis.backend_count(),
+        d.memcached.backend_count(),
+        d.mysql.backend_count(),
+        d.lvs.backend_count(),
+    ]
+}
+
+/// The unmutated example derives something for every kind, so the mutations below start
+/// from tables that exist.
+#[test]
+fn the_example_derives_every_kind() {
+    let body = serde_json::to_vec(&json!({ "apps": example_apps() })).unwrap();
+    assert!(derive_checked(&body).iter().all(|&n| n > 0));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
 
     #[test]
     fn any_apps_derive_valid_tables(apps in proptest::collection::vec(app(), 0..6)) {
-        let body = serde_json::to_vec(&json!({ "apps": apps })).unwrap();
-        let (apps, _bad) = parse_apps(&body).unwrap();
-        let mut memory = HealthMemory::default();
-        let state = normalize(&apps, &Resolved::new(), &mut memory);
-        let d = derive_all(&state, &derive_config());
-        d.dns.validate().unwrap();
-        d.redis.validate().unwrap();
-        d.memcached.validate().unwrap();
-        d.mysql.validate().unwrap();
-        d.lvs.validate().unwrap();
+        derive_checked(&serde_json::to_vec(&json!({ "apps": apps })).unwrap());
+    }
+
+    /// The example's apps, up to eight of them, with up to six mutations anywhere
+    /// (labels, ports, tasks, health, networks): derived tables still validate.
+    #[test]
+    fn mutated_example_apps_derive_valid_tables(
+        pick in proptest::collection::vec(any::<usize>(), 1..8),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>()), 0..6),
+    ) {
+        let all = example_apps();
+        let mut apps = Value::Array(pick.iter().map(|i| all[i % all.len()].clone()).collect());
+        for (at, op, with) in edits {
+            let mut at = at % 400;
+            mutate(&mut apps, &mut at, op, with);
+        }
+        derive_checked(&serde_json::to_vec(&json!({ "apps": apps })).unwrap());
     }
 
     #[test]
