@@ -202,10 +202,9 @@ fn replacement(i: usize) -> Value {
         json!([]),
         json!({}),
     ];
-    if i % 4 == 0 {
-        others[(i / 4) % others.len()].clone()
-    } else {
-        strings[i % strings.len()].into()
+    match i % 4 {
+        0 => others[(i / 4) % others.len()].clone(),
+        _ => strings[i % strings.len()].into(),
     }
 }
 
