@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use mysql_common::constants::CapabilityFlags;
+use tracing::Instrument;
 
 use super::{Halves, Shared};
 use crate::auth::{has_password, Plugin};
@@ -238,6 +239,13 @@ pub(super) async fn authenticate<S: Halves>(
                 "per-job connection limit",
             ));
         };
+        // The backend call runs in a child of the connection's span.
+        let span = tracing::debug_span!(
+            "backend",
+            backend.addr = %addr,
+            database = %route.database.name,
+            access = ?route.access
+        );
         match upstream::login(
             addr,
             &route.credentials,
@@ -246,6 +254,7 @@ pub(super) async fn authenticate<S: Halves>(
             offered,
             shared.backend_tls.as_ref(),
         )
+        .instrument(span)
         .await
         {
             Ok(backend) => {
