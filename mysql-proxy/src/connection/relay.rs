@@ -6,7 +6,9 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use ocean_core::daemon::{write_all_within, WriteError};
@@ -98,8 +100,9 @@ impl End {
     }
 }
 
-/// Relays until either side closes, the session idles out, a write to the client stalls
-/// for `timeouts.write`, or `cancel` fires.
+/// Relays until either side closes, the session idles out, a write to the client is not
+/// taken within `timeouts.write` (each write is one chunk of at most 32 KiB read from the
+/// backend, or an error the proxy answers), or `cancel` fires.
 ///
 /// Memory is bounded whatever the client does: backend bytes are read 32 KiB at a time
 /// and the next read waits until the client has taken the last; a client that takes
@@ -237,5 +240,116 @@ where
         e = s2c => e,
         () = idle => End::Idle,
         () = cancel.cancelled() => End::Kicked,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, split, DuplexStream};
+
+    struct AllowAll;
+
+    impl InitDbCheck for AllowAll {
+        fn check(&self, _schema: &str) -> Result<(), (u16, [u8; 5], String)> {
+            Ok(())
+        }
+    }
+
+    fn counters() -> Counters {
+        Counters {
+            to_backend: metrics::Counter::noop(),
+            to_client: metrics::Counter::noop(),
+        }
+    }
+
+    /// Runs the relay between two in-memory pipes; returns why it ended and when.
+    async fn run(
+        client: DuplexStream,
+        backend: DuplexStream,
+        timeouts: Timeouts,
+    ) -> (End, Duration) {
+        let (cr, cw) = split(client);
+        let (br, bw) = split(backend);
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let end = relay(cr, cw, br, bw, &AllowAll, &counters(), timeouts, &cancel).await;
+        (end, start.elapsed())
+    }
+
+    /// The backend sends without end; the client never reads.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_closed_at_the_write_timeout() {
+        let (client, _client_never_reads) = duplex(64 * 1024);
+        let (backend, mut backend_peer) = duplex(64 * 1024);
+        let feeder = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            while backend_peer.write_all(&chunk).await.is_ok() {}
+        });
+        let timeouts = Timeouts {
+            idle: Some(Duration::from_secs(60)),
+            write: Duration::from_secs(5),
+        };
+        let (end, after) = run(client, backend, timeouts).await;
+        assert!(
+            matches!(end, End::WriteTimeout(t) if t == Duration::from_secs(5)),
+            "{end:?}"
+        );
+        assert!(
+            after >= Duration::from_secs(5) && after < Duration::from_secs(6),
+            "{after:?}"
+        );
+        // The backend side is released with the relay: the feeder's writes fail.
+        feeder.await.unwrap();
+    }
+
+    /// A client that reads slowly (4 KiB every 500 ms, so each 32 KiB chunk the relay
+    /// writes is taken in 4 s), but within the write timeout (5 s), is kept.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_within_the_write_timeout_is_kept() {
+        let (client, mut client_peer) = duplex(4 * 1024);
+        let (backend, mut backend_peer) = duplex(64 * 1024);
+        tokio::spawn(async move {
+            backend_peer
+                .write_all(&vec![b'x'; 64 * 1024])
+                .await
+                .unwrap();
+            // Then the backend closes: the relay ends as BackendClosed.
+        });
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4 * 1024];
+            let mut got = 0;
+            while got < 64 * 1024 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                got += client_peer.read(&mut buf).await.unwrap();
+            }
+            client_peer
+        });
+        let timeouts = Timeouts {
+            idle: None,
+            write: Duration::from_secs(5),
+        };
+        let (end, after) = run(client, backend, timeouts).await;
+        assert!(matches!(end, End::BackendClosed), "{end:?}");
+        assert!(after >= Duration::from_secs(7), "{after:?}");
+        drop(reader.await.unwrap());
+    }
+
+    /// Nothing either way: closed at the idle timeout, not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_session_is_closed_at_the_idle_timeout() {
+        let (client, _client_peer) = duplex(1024);
+        let (backend, _backend_peer) = duplex(1024);
+        let timeouts = Timeouts {
+            idle: Some(Duration::from_secs(300)),
+            write: Duration::from_secs(30),
+        };
+        let (end, after) = run(client, backend, timeouts).await;
+        assert!(matches!(end, End::Idle), "{end:?}");
+        assert!(
+            after >= Duration::from_secs(300) && after < Duration::from_secs(301),
+            "{after:?}"
+        );
     }
 }
