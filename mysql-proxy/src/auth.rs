@@ -1,8 +1,13 @@
 //! Password checks against the table's hashes (the proxy never knows a job's password) and
 //! the proxy's own scrambles as a client of the backend.
 
+use std::path::Path;
+
 use mysql_common::scramble::{scramble_native, scramble_sha256};
 use rand::Rng;
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::{Oaep, RsaPrivateKey};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
@@ -116,6 +121,128 @@ impl PasswordHashes {
             }
         }
     }
+
+    /// Checks a password received in full (caching_sha2_password full authentication:
+    /// over TLS, or decrypted with the proxy's RSA key) against `SHA256(SHA256(pw))`.
+    pub fn verify_cleartext(&self, password: &[u8]) -> bool {
+        let check: [u8; 32] = Sha256::digest(Sha256::digest(password)).into();
+        constant_time_eq(&check, &self.sha256_sha256)
+    }
+}
+
+/// The RSA key of caching_sha2_password full authentication over plain TCP: the client
+/// asks for the public key (or has it already), sends `RSA-OAEP-SHA1(pw + NUL XOR
+/// scramble)`, and the proxy decrypts it. The private key never leaves the process and is
+/// not shown in debug output.
+pub struct RsaKey {
+    key: RsaPrivateKey,
+    /// The public key as MySQL servers send it: SubjectPublicKeyInfo PEM.
+    public_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for RsaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RsaKey")
+            .field("bits", &(self.size() * 8))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the RSA key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RsaKeyError {
+    #[error("cannot read --rsa-key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--rsa-key {path} is not a PEM RSA private key (PKCS#8 or PKCS#1)")]
+    NotAKey { path: String },
+    #[error(
+        "--rsa-key {path}: {bits}-bit key; caching_sha2_password clients need 2048 bits or more"
+    )]
+    TooSmall { path: String, bits: usize },
+    #[error("cannot generate an RSA key: {0}")]
+    Generate(rsa::Error),
+    #[error("cannot encode the RSA public key: {0}")]
+    Encode(String),
+}
+
+/// The size of the key the proxy generates when `--rsa-key` is absent.
+pub const GENERATED_RSA_BITS: usize = 2048;
+
+impl RsaKey {
+    /// Reads a PEM private key (`PRIVATE KEY` or `RSA PRIVATE KEY`) from `path`.
+    ///
+    /// # Errors
+    /// Unreadable file, not an RSA key, or smaller than 2048 bits.
+    pub fn load(path: &Path) -> Result<RsaKey, RsaKeyError> {
+        let shown = path.display().to_string();
+        let pem = std::fs::read_to_string(path).map_err(|source| RsaKeyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let key = RsaPrivateKey::from_pkcs8_pem(&pem)
+            .ok()
+            .or_else(|| RsaPrivateKey::from_pkcs1_pem(&pem).ok())
+            .ok_or_else(|| RsaKeyError::NotAKey {
+                path: shown.clone(),
+            })?;
+        let bits = rsa::traits::PublicKeyParts::size(&key) * 8;
+        if bits < GENERATED_RSA_BITS {
+            return Err(RsaKeyError::TooSmall { path: shown, bits });
+        }
+        RsaKey::from_key(key)
+    }
+
+    /// A fresh 2048-bit key (CPU-bound for up to a few seconds: run it off the runtime).
+    ///
+    /// # Errors
+    /// The system's random source failing.
+    pub fn generate() -> Result<RsaKey, RsaKeyError> {
+        let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, GENERATED_RSA_BITS)
+            .map_err(RsaKeyError::Generate)?;
+        RsaKey::from_key(key)
+    }
+
+    fn from_key(key: RsaPrivateKey) -> Result<RsaKey, RsaKeyError> {
+        let public_pem = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| RsaKeyError::Encode(e.to_string()))?
+            .into_bytes();
+        Ok(RsaKey { key, public_pem })
+    }
+
+    /// The public key in PEM, sent to a client that asks for it.
+    pub fn public_pem(&self) -> &[u8] {
+        &self.public_pem
+    }
+
+    /// The size of the modulus, and so of every ciphertext, in bytes.
+    pub fn size(&self) -> usize {
+        rsa::traits::PublicKeyParts::size(&self.key)
+    }
+
+    /// The password a client encrypted for full authentication: RSA-OAEP(SHA1) decrypted,
+    /// un-XORed with the connection's `scramble`, the trailing NUL removed. `None` when
+    /// the ciphertext does not decrypt (wrong key, garbage).
+    pub fn decrypt_password(&self, ciphertext: &[u8], scramble: &[u8]) -> Option<Vec<u8>> {
+        if ciphertext.len() != self.size() || scramble.is_empty() {
+            return None;
+        }
+        let mut plain = self
+            .key
+            .decrypt_blinded(&mut rsa::rand_core::OsRng, Oaep::new::<Sha1>(), ciphertext)
+            .ok()?;
+        for (b, s) in plain.iter_mut().zip(scramble.iter().cycle()) {
+            *b ^= s;
+        }
+        if plain.last() == Some(&0) {
+            plain.pop();
+        }
+        Some(plain)
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -162,6 +289,36 @@ mod tests {
         assert!(!h.verify(Plugin::Native, &nonce, &wrong));
         assert!(!h.verify(Plugin::CachingSha2, &nonce, &native));
         assert!(!h.verify(Plugin::Native, &nonce, b""));
+    }
+
+    /// A client's RSA exchange as mysql_async does it (mysql_common's encryption with the
+    /// key the proxy serves), decrypted by the proxy.
+    #[test]
+    fn rsa_encrypted_passwords_decrypt_and_verify() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/rsa-2048-test-only.pem");
+        let key = RsaKey::load(&path).unwrap();
+        assert_eq!(key.size(), 256);
+        assert!(key.public_pem().starts_with(b"-----BEGIN PUBLIC KEY-----"));
+        assert!(!format!("{key:?}").contains("PRIVATE"));
+        let nonce = new_scramble();
+        let mut pw = b"s3cret\0".to_vec();
+        for (b, s) in pw.iter_mut().zip(nonce.iter().cycle()) {
+            *b ^= s;
+        }
+        let encrypted = mysql_common::crypto::encrypt(&pw, key.public_pem());
+        let got = key.decrypt_password(&encrypted, &nonce).unwrap();
+        assert_eq!(got, b"s3cret");
+        let h = PasswordHashes::of("s3cret");
+        assert!(h.verify_cleartext(&got));
+        assert!(!h.verify_cleartext(b"other"));
+        // Another connection's scramble, garbage, a short packet: no password.
+        let other = new_scramble();
+        assert_ne!(key.decrypt_password(&encrypted, &other).unwrap(), b"s3cret");
+        assert!(key.decrypt_password(&[7u8; 256], &nonce).is_none());
+        assert!(key.decrypt_password(&[0x02], &nonce).is_none());
+        let missing = RsaKey::load(std::path::Path::new("/nonexistent/key.pem")).unwrap_err();
+        assert!(missing.to_string().contains("--rsa-key"), "{missing}");
     }
 
     #[test]

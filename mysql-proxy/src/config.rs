@@ -74,6 +74,17 @@ pub struct Args {
     /// caching_sha2_password. Clients answering with either are checked as they answered.
     #[arg(long, default_value = "mysql_native_password")]
     pub default_auth: Plugin,
+    /// caching_sha2_password logins always take full authentication (`AuthMoreData
+    /// 0x04`), as on a MySQL server whose cache is empty: the password in clear inside
+    /// TLS, or RSA-encrypted over plain TCP (see --rsa-key). Without it the proxy checks
+    /// the scramble (fast auth), which it always can.
+    #[arg(long)]
+    pub caching_sha2_full_auth: bool,
+    /// PEM RSA private key (PKCS#8 or PKCS#1, 2048 bits or more) for caching_sha2_password
+    /// full authentication over plain TCP; its public key is sent to clients that ask.
+    /// Absent: a 2048-bit key is generated at start when full authentication is on.
+    #[arg(long, value_name = "FILE")]
+    pub rsa_key: Option<PathBuf>,
     /// Networks of L4 balancers allowed to send a PROXY protocol v2 header (repeatable;
     /// `10.0.0.0/8`, or a bare address for one host); peers in them must send one, and
     /// the address in it is the client's.
@@ -127,6 +138,11 @@ pub struct Config {
     pub write_timeout: Duration,
     /// The auth plugin of the greeting (`--default-auth`).
     pub default_auth: Plugin,
+    /// caching_sha2_password logins take full authentication (`--caching-sha2-full-auth`).
+    pub caching_sha2_full_auth: bool,
+    /// The RSA key of full authentication over plain TCP (`--rsa-key`); `None` = one
+    /// generated at start when full authentication is on.
+    pub rsa_key: Option<PathBuf>,
     /// The greeting's server version; `None` = the last backend's (`--server-version`).
     pub server_version: Option<String>,
     /// Peers that must send a PROXY v2 header (`--trusted-proxy`): Ocean's one network
@@ -168,6 +184,8 @@ impl Config {
             idle_timeout: None,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             default_auth: Plugin::Native,
+            caching_sha2_full_auth: false,
+            rsa_key: None,
             server_version: None,
             trusted_proxies: Vec::new(),
             backend_tls: None,
@@ -214,6 +232,8 @@ impl Args {
         c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         c.write_timeout = self.write_timeout;
         c.default_auth = self.default_auth;
+        c.caching_sha2_full_auth = self.caching_sha2_full_auth;
+        c.rsa_key = self.rsa_key;
         c.server_version = self.server_version;
         c.trusted_proxies = self.trusted_proxy;
         if self.backend_tls != self.backend_ca.is_some() {

@@ -86,6 +86,15 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         Some(ca) => Some(upstream::connector(ca)?),
         None => None,
     };
+    // The RSA key only matters when logins take full authentication; a generated one is
+    // made off the runtime (a few CPU seconds at worst).
+    let rsa = match (&config.rsa_key, config.caching_sha2_full_auth) {
+        (Some(path), _) => Some(Arc::new(crate::auth::RsaKey::load(path)?)),
+        (None, true) => Some(Arc::new(
+            tokio::task::spawn_blocking(crate::auth::RsaKey::generate).await??,
+        )),
+        (None, false) => None,
+    };
     let listener = ocean_core::listener::bind_tcp(config.listen, false)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -96,6 +105,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         prelogin: PreLogin::new(config.max_prelogin_per_ip),
         tls,
         backend_tls,
+        rsa,
         rr: AtomicUsize::new(0),
         server_version: ArcSwap::from_pointee(
             config

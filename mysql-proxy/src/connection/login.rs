@@ -11,7 +11,9 @@ use tracing::Instrument;
 
 use super::{Halves, Shared};
 use crate::auth::{has_password, Plugin};
-use crate::proto::handshake::{self, auth_switch, FAST_AUTH_SUCCESS};
+use crate::proto::handshake::{
+    self, auth_more_data, auth_switch, FAST_AUTH_SUCCESS, PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY,
+};
 use crate::proto::{Decoder, LOGIN_PACKET_LIMIT};
 use crate::route::registry::{NewSession, SessionGuard};
 use crate::route::{backends, Refusal, Route};
@@ -34,6 +36,9 @@ pub(super) struct Accepted {
     pub(super) job: String,
     pub(super) schema: String,
     pub(super) plugin: Plugin,
+    /// caching_sha2_password full authentication, and how the password came: `"rsa"`
+    /// (plain TCP) or `"tls"`; `None` for a checked scramble or no password.
+    pub(super) full_auth: Option<&'static str>,
     pub(super) route: Route,
     pub(super) backend: upstream::Backend,
     pub(super) backend_addr: SocketAddr,
@@ -167,13 +172,31 @@ pub(super) async fn authenticate<S: Halves>(
             "no table loaded",
         ));
     };
+    // caching_sha2_password full authentication (`--caching-sha2-full-auth`): the
+    // password itself, in clear inside TLS or RSA-encrypted over plain TCP. `None` when
+    // the client sent none that decrypts: then no password matches.
+    let full_auth = plugin == Plugin::CachingSha2
+        && has_password(&auth_data)
+        && shared.config.caching_sha2_full_auth;
+    let cleartext = if full_auth {
+        Some(full_authentication(stream, seq, scramble, tls, shared).await?)
+    } else {
+        None
+    };
     let entry = index
-        .admit(&job, ip, &shared.config.host_ips, |hashes| {
-            has_password(&auth_data) && hashes.verify(plugin, scramble, &auth_data)
-        })
+        .admit(
+            &job,
+            ip,
+            &shared.config.host_ips,
+            |hashes| match &cleartext {
+                Some(pw) => pw.as_ref().is_some_and(|pw| hashes.verify_cleartext(pw)),
+                None => has_password(&auth_data) && hashes.verify(plugin, scramble, &auth_data),
+            },
+        )
         .map_err(|r| access_denied(&job, r))?;
-    // caching_sha2_password clients that sent a scramble wait for "fast auth succeeded".
-    if plugin == Plugin::CachingSha2 && has_password(&auth_data) {
+    // caching_sha2_password clients that sent a scramble wait for "fast auth succeeded"
+    // (after full authentication, the OK comes next).
+    if plugin == Plugin::CachingSha2 && has_password(&auth_data) && !full_auth {
         write_packet(stream, *seq, &FAST_AUTH_SUCCESS)
             .await
             .map_err(|e| bad(&format!("auth more data: {e}")))?;
@@ -262,6 +285,7 @@ pub(super) async fn authenticate<S: Halves>(
                     job,
                     schema,
                     plugin,
+                    full_auth: full_auth.then_some(if tls { "tls" } else { "rsa" }),
                     route,
                     backend,
                     backend_addr: addr,
@@ -283,4 +307,59 @@ pub(super) async fn authenticate<S: Halves>(
         "backend_error",
         &last_err,
     ))
+}
+
+/// caching_sha2_password full authentication after a scramble: "perform full
+/// authentication", then the password in clear (TLS), or over plain TCP an optional
+/// "request public key" answered with the proxy's key, then the password RSA-encrypted.
+/// Returns the password, `None` when what the client sent does not decrypt; `Err` for a
+/// broken exchange (no key, a dropped client).
+async fn full_authentication<S: Halves>(
+    stream: &mut S,
+    seq: &mut u8,
+    scramble: &[u8; 20],
+    tls: bool,
+    shared: &Shared,
+) -> Result<Option<Vec<u8>>, Deny> {
+    let bad = |reason: String| Deny {
+        code: 1043,
+        state: *b"08S01",
+        message: "Bad handshake".into(),
+        job: String::new(),
+        schema: String::new(),
+        metric: "bad_handshake",
+        reason,
+    };
+    write_packet(stream, *seq, &PERFORM_FULL_AUTH)
+        .await
+        .map_err(|e| bad(format!("perform full authentication: {e}")))?;
+    let answer = read_packet(stream, Decoder::new(LOGIN_PACKET_LIMIT))
+        .await
+        .map_err(|e| bad(format!("full authentication: {e}")))?;
+    *seq = answer.last_seq.wrapping_add(1);
+    if tls {
+        let mut pw = answer.payload.to_vec();
+        if pw.last() == Some(&0) {
+            pw.pop();
+        }
+        return Ok(Some(pw));
+    }
+    let Some(key) = shared.rsa.as_deref() else {
+        return Err(bad(
+            "full authentication over plain TCP without an RSA key".into()
+        ));
+    };
+    let mut encrypted = answer.payload.to_vec();
+    // A client that has the key already sends the password at once.
+    if encrypted == REQUEST_PUBLIC_KEY {
+        write_packet(stream, *seq, &auth_more_data(key.public_pem()))
+            .await
+            .map_err(|e| bad(format!("public key: {e}")))?;
+        let answer = read_packet(stream, Decoder::new(LOGIN_PACKET_LIMIT))
+            .await
+            .map_err(|e| bad(format!("encrypted password: {e}")))?;
+        *seq = answer.last_seq.wrapping_add(1);
+        encrypted = answer.payload.to_vec();
+    }
+    Ok(key.decrypt_password(&encrypted, scramble))
 }

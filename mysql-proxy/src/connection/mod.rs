@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub(crate) prelogin: Arc<PreLogin>,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) backend_tls: Option<tokio_rustls::TlsConnector>,
+    /// The key of caching_sha2_password full authentication over plain TCP (`--rsa-key`,
+    /// or generated at start); `None` when full authentication is off.
+    pub(crate) rsa: Option<Arc<crate::auth::RsaKey>>,
     /// Round robin over replicas.
     pub(crate) rr: AtomicUsize,
     /// The greeting's server version (the last backend's unless `--server-version`).
@@ -315,6 +318,7 @@ async fn session<S: Halves>(
         job,
         schema,
         plugin,
+        full_auth,
         route,
         backend,
         backend_addr,
@@ -338,7 +342,11 @@ async fn session<S: Halves>(
         ip,
         &schema,
         "ok",
-        &format!("plugin {} backend {backend_addr}", plugin.name()),
+        &format!(
+            "plugin {}{} backend {backend_addr}",
+            plugin.name(),
+            full_auth.map_or(String::new(), |how| format!(" full authentication {how}"))
+        ),
     );
     login_metric(&job, "ok");
     if shared.config.server_version.is_none()

@@ -16,6 +16,21 @@ pub const GREETING_COLLATION: u8 = 45;
 /// The `AuthMoreData` payload of caching_sha2_password's "fast auth succeeded".
 pub const FAST_AUTH_SUCCESS: [u8; 2] = [0x01, 0x03];
 
+/// The `AuthMoreData` payload of caching_sha2_password's "perform full authentication".
+pub const PERFORM_FULL_AUTH: [u8; 2] = [0x01, 0x04];
+
+/// A client's answer to [`PERFORM_FULL_AUTH`] over plain TCP asking for the server's RSA
+/// public key.
+pub const REQUEST_PUBLIC_KEY: [u8; 1] = [0x02];
+
+/// An `AuthMoreData` packet carrying `data` (the RSA public key in PEM).
+pub fn auth_more_data(data: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + data.len());
+    p.push(0x01);
+    p.extend_from_slice(data);
+    p
+}
+
 /// A login packet that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {

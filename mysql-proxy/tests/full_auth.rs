@@ -1,0 +1,141 @@
+//! caching_sha2_password full authentication (`--caching-sha2-full-auth`) with real
+//! clients: over plain TCP through the RSA public-key exchange (a generated key, and one
+//! from `--rsa-key`), and with the password in clear inside TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use mysql_async::prelude::*;
+use ocean_core::table::mysql::{Access, MysqlTable};
+use ocean_mysql_proxy::Plugin;
+use ocean_tests::servers::mariadb::MariaDb;
+
+async fn select_one(opts: mysql_async::OptsBuilder) -> Result<Option<u8>, String> {
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let one: Option<u8> = conn
+        .query_first("SELECT 1")
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.disconnect().await.map_err(|e| e.to_string())?;
+    Ok(one)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_sha2_full_auth_over_plain_tcp_with_rsa_and_over_tls() {
+    log_buffer();
+    let primary = MariaDb::start().await.unwrap();
+    prepare_backend(&primary).await;
+    let dir = tempfile::tempdir().unwrap();
+    let table_file = dir.path().join("mysql.json");
+    write_table(
+        &table_file,
+        &MysqlTable {
+            databases: vec![database(primary.addr(), vec![])],
+            jobs: vec![
+                job("shop/secure", &["127.0.0.5"], Access::Rw, Some("job-pw")),
+                job("shop/web", &["127.0.0.2"], Access::Rw, None),
+            ],
+        },
+    );
+
+    // A generated key (no --rsa-key): mysql_async asks for it (0x02) and encrypts.
+    let mut c = config(table_file.clone());
+    c.default_auth = Plugin::CachingSha2;
+    c.caching_sha2_full_auth = true;
+    let (proxy, cancel) = start_proxy(c).await;
+    let secure = |addr, pw: Option<&str>| opts(addr, "127.0.0.5", "shop/secure", pw, Some("shop"));
+    assert_eq!(
+        select_one(secure(proxy.addr, Some("job-pw"))).await,
+        Ok(Some(1))
+    );
+    let err = select_one(secure(proxy.addr, Some("wrong")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("1045") && err.contains("(using password: YES)"),
+        "{err}"
+    );
+    // The mariadb CLI (libmariadb) asks for the key the same way.
+    let got = cli(
+        proxy.addr,
+        "127.0.0.5",
+        "shop/secure",
+        &["--password=job-pw", "--default-auth=caching_sha2_password"],
+        Some("shop"),
+        "SELECT 2",
+    )
+    .await;
+    assert_eq!(got, Ok("2".to_string()));
+    // A job without a password still logs in by IP (no scramble, no full auth), and the
+    // CLI with the password from another IP is refused.
+    let web = opts(proxy.addr, "127.0.0.2", "shop/web", None, Some("shop"));
+    assert_eq!(select_one(web).await, Ok(Some(1)));
+    let err = select_one(opts(
+        proxy.addr,
+        "127.0.0.3",
+        "shop/secure",
+        Some("job-pw"),
+        Some("shop"),
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.contains("1045"), "{err}");
+    cancel.cancel();
+    proxy.wait().await;
+
+    // The key from --rsa-key.
+    let mut c = config(table_file.clone());
+    c.default_auth = Plugin::CachingSha2;
+    c.caching_sha2_full_auth = true;
+    c.rsa_key =
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rsa-2048-test-only.pem"));
+    let (proxy, cancel) = start_proxy(c).await;
+    assert_eq!(
+        select_one(secure(proxy.addr, Some("job-pw"))).await,
+        Ok(Some(1))
+    );
+    assert!(select_one(secure(proxy.addr, Some("nope")))
+        .await
+        .unwrap_err()
+        .contains("1045"));
+    cancel.cancel();
+    proxy.wait().await;
+
+    // Inside TLS the client sends the password in clear; no RSA.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let mut c = config(table_file.clone());
+    c.default_auth = Plugin::CachingSha2;
+    c.caching_sha2_full_auth = true;
+    c.tls = Some((cert_file, key_file));
+    let (proxy, cancel) = start_proxy(c).await;
+    let ssl = mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true);
+    assert_eq!(
+        select_one(secure(proxy.addr, Some("job-pw")).ssl_opts(ssl.clone())).await,
+        Ok(Some(1))
+    );
+    assert!(select_one(secure(proxy.addr, Some("nope")).ssl_opts(ssl))
+        .await
+        .unwrap_err()
+        .contains("1045"));
+    cancel.cancel();
+    proxy.wait().await;
+
+    let logs = logs();
+    assert!(logs.contains("wrong or missing"), "{logs}");
+    assert!(
+        logs.contains("caching_sha2_password full authentication rsa"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("caching_sha2_password full authentication tls"),
+        "{logs}"
+    );
+}
