@@ -399,6 +399,9 @@ pub struct JobFile {
     pub password_sha1_sha1: Option<String>,
     /// hex SHA256(SHA256(password)).
     pub password_sha256_sha256: Option<String>,
+    /// The job logs in only over TLS with a client certificate verified by the proxy's
+    /// `--client-ca` whose subject CN is exactly this.
+    pub require_cert_cn: Option<String>,
 }
 
 fn read_secret(
@@ -544,8 +547,11 @@ impl FileConfig {
                     sha1_sha1: a.trim_start_matches('*').to_ascii_lowercase(),
                     sha256_sha256: b.to_ascii_lowercase(),
                 }),
-                // A section with only `apps` names the job's owners and sets no password.
-                (None, None, None) if job.apps.is_some() => None,
+                // A section with only `apps` (and/or `require_cert_cn`) names the job's
+                // owners (or its certificate) and sets no password.
+                (None, None, None) if job.apps.is_some() || job.require_cert_cn.is_some() => {
+                    None
+                }
                 _ => {
                     return Err(ConfigError::Field {
                         field,
@@ -567,6 +573,15 @@ impl FileConfig {
             }
             if let Some(apps) = &job.apps {
                 secrets.job_owners.insert(name.clone(), apps.clone());
+            }
+            if let Some(cn) = &job.require_cert_cn {
+                if cn.is_empty() {
+                    return Err(ConfigError::Field {
+                        field: format!("{field}.require_cert_cn"),
+                        message: "must not be empty".into(),
+                    });
+                }
+                secrets.job_cert_cns.insert(name.clone(), cn.clone());
             }
         }
         config.derive.mysql = secrets;
@@ -650,6 +665,8 @@ apps = ["/db/"]
 allow = ["/miui/browser/:rw", "/miui/report/:ro"]
 [mysql.jobs."shared"]
 apps = ["/a/", "/b/x"]
+[mysql.jobs."certified"]
+require_cert_cn = "certified-client"
 [redis.clusters.sessions]
 apps = ["/cache/"]
 [memcached.pools.pages]
@@ -671,6 +688,10 @@ vips = [{ cidr = "10.99.0.0/24", apps = ["/lb/"] }, { cidr = "fd00::/64", apps =
             "apps alone sets no password"
         );
         assert_eq!(c.derive.mysql.job_owners["shared"].len(), 2);
+        assert_eq!(
+            c.derive.mysql.job_cert_cns["certified"], "certified-client",
+            "require_cert_cn alone sets no password"
+        );
         assert!(c.derive.owners.redis_clusters.contains_key("sessions"));
         assert!(c.derive.owners.memcached_pools.contains_key("pages"));
         assert_eq!(c.derive.owners.vips.len(), 2);

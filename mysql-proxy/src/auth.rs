@@ -245,6 +245,28 @@ impl RsaKey {
     }
 }
 
+/// The subject CN of a DER certificate (the first CN of a UTF8String, PrintableString or
+/// IA5String); `None` when it has none or does not parse. Used for `require_cert_cn`, on
+/// a certificate rustls has already verified against `--client-ca`.
+pub fn certificate_cn(der: &[u8]) -> Option<String> {
+    use x509_cert::der::{oid::db::rfc4519::CN, Decode, Tag, Tagged};
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)
+        .and_then(|atv| match atv.value.tag() {
+            Tag::Utf8String | Tag::PrintableString | Tag::Ia5String => {
+                std::str::from_utf8(atv.value.value())
+                    .ok()
+                    .map(str::to_owned)
+            }
+            _ => None,
+        })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

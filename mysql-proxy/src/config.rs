@@ -36,6 +36,12 @@ pub struct Args {
     /// PEM private key for TLS to clients.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) for client certificates: TLS clients are asked for one and a
+    /// certificate presented must verify against these (one not presented is allowed at
+    /// the TLS layer); jobs with `require_cert_cn` log in only with a verified one whose
+    /// subject CN matches. Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
     /// Refuse clients that do not switch to TLS (needs --tls-cert).
     #[arg(long, requires = "tls_cert")]
     pub require_tls: bool,
@@ -116,6 +122,8 @@ pub struct Config {
     pub host_ips: Vec<IpAddr>,
     /// PEM chain and key for TLS to clients (`--tls-cert`, `--tls-key`).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA verifying client certificates (`--client-ca`).
+    pub client_ca: Option<PathBuf>,
     /// Clients must switch to TLS (`--require-tls`).
     pub require_tls: bool,
     /// How long sessions on a moved database's old instance live (`--drain`).
@@ -157,6 +165,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("--require-tls needs --tls-cert and --tls-key")]
     RequireTlsWithoutTls,
+    #[error("--client-ca needs --tls-cert and --tls-key")]
+    ClientCaWithoutTls,
     #[error("--backend-tls and --backend-ca go together")]
     BackendTlsWithoutCa,
     #[error("--connect-timeout must be more than 0s")]
@@ -174,6 +184,7 @@ impl Config {
             subscriber,
             host_ips: host_addresses(),
             tls: None,
+            client_ca: None,
             require_tls: false,
             drain: Duration::ZERO,
             kick_revoked: false,
@@ -200,6 +211,9 @@ impl Config {
         if self.require_tls && self.tls.is_none() {
             return Err(ConfigError::RequireTlsWithoutTls);
         }
+        if self.client_ca.is_some() && self.tls.is_none() {
+            return Err(ConfigError::ClientCaWithoutTls);
+        }
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::ZeroConnectTimeout);
         }
@@ -223,6 +237,7 @@ impl Args {
         c.admin = self.admin;
         c.tls = self.tls_cert.zip(self.tls_key);
         c.require_tls = self.require_tls;
+        c.client_ca = self.client_ca;
         c.drain = self.drain;
         c.kick_revoked = self.kick_revoked;
         c.max_connections = self.max_connections;

@@ -8,7 +8,8 @@
 //!   handshake and auth packets, ERR/OK, the command scanner, PROXY v2): synchronous,
 //!   total, no I/O.
 //! - [`wire`]: login packets read from and written to a stream, exactly as the codec asks.
-//! - [`auth`]: password hashes, scramble checks, the proxy's own auth responses.
+//! - [`auth`]: password hashes, scramble checks, the RSA key of caching_sha2 full
+//!   authentication, client-certificate CNs, the proxy's own auth responses.
 //! - [`route`]: who may log in where and to which backend: the table indexed, routes,
 //!   and the registry of open sessions a new table is applied to.
 //! - [`upstream`]: backend connections (TLS with `--backend-tls`) and the proxy's login.

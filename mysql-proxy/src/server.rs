@@ -63,6 +63,40 @@ impl Running {
     }
 }
 
+/// The TLS config for clients; with `--client-ca`, clients are asked for a certificate
+/// that must verify against it when presented (none presented is fine at the TLS layer:
+/// `require_cert_cn` decides per job at login).
+fn client_tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let (cert, key) = (
+        PemFile::new("--tls-cert", cert),
+        PemFile::new("--tls-key", key),
+    );
+    let Some(ca) = client_ca else {
+        return Ok(ocean_core::tls::server_config(cert, key)?);
+    };
+    let roots = ocean_core::tls::root_store(PemFile::new("--client-ca", ca))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        ocean_core::tls::provider(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| anyhow::anyhow!("--client-ca {}: {e}", ca.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(ocean_core::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            ocean_core::tls::cert_chain(cert)?,
+            ocean_core::tls::private_key(key)?,
+        )
+        .map_err(|e| anyhow::anyhow!("--tls-cert and --tls-key do not match: {e}"))?;
+    Ok(config)
+}
+
 /// Runs until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     start(config, cancel).await?.wait().await;
@@ -75,10 +109,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     ocean_core::metrics::handle();
     let tls = match &config.tls {
         Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            ocean_core::tls::server_config(
-                PemFile::new("--tls-cert", cert),
-                PemFile::new("--tls-key", key),
-            )?,
+            client_tls_config(cert, key, config.client_ca.as_deref())?,
         ))),
         None => None,
     };

@@ -33,6 +33,9 @@ pub struct MysqlConfig {
     pub jobs: BTreeMap<String, JobPassword>,
     /// `[mysql.jobs."JOBNAME"] apps`: the apps that may run as that job.
     pub job_owners: BTreeMap<String, Vec<AppPrefix>>,
+    /// `[mysql.jobs."JOBNAME"] require_cert_cn`: the client-certificate CN the job's
+    /// logins must present (carried to the proxy in the job's table entry).
+    pub job_cert_cns: BTreeMap<String, String>,
 }
 
 /// One `[mysql.databases."NAME"]` section.
@@ -383,6 +386,7 @@ pub fn derive(state: &State, config: &MysqlConfig, problems: &mut Vec<Problem>) 
             ips: Vec::new(),
             grants: Vec::new(),
             password: config.jobs.get(&jobname).cloned(),
+            require_cert_cn: config.job_cert_cns.get(&jobname).cloned(),
         });
         job.ips.extend(app.live_tasks().filter_map(|t| t.ip));
         for g in grants {
@@ -501,7 +505,11 @@ mod tests {
             task("c.1", "10.0.1.3", &[31000]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &secrets(), &mut problems);
+        let mut secrets = secrets();
+        secrets
+            .job_cert_cns
+            .insert("browser-web".into(), "browser-web-client".into());
+        let t = derive(&state(&json), &secrets, &mut problems);
         t.validate().unwrap();
         assert_eq!(t.databases.len(), 1);
         let db = &t.databases[0];
@@ -517,6 +525,7 @@ mod tests {
             "the grant of /x/y/z (no credentials) is dropped"
         );
         assert!(web.password.is_some());
+        assert_eq!(web.require_cert_cn.as_deref(), Some("browser-web-client"));
         assert!(job_allows(
             &t,
             "miui/browser/cron",

@@ -80,6 +80,10 @@ pub struct MysqlJob {
     /// An optional password on top of IP + JOBNAME, stored as hashes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<JobPassword>,
+    /// When set, the job logs in only over TLS with a client certificate that verifies
+    /// against the proxy's `--client-ca` and whose subject CN is exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_cert_cn: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +211,7 @@ mod tests {
                     access: Access::Ro,
                 }],
                 password: None,
+                require_cert_cn: None,
             }],
         };
         let err = t

@@ -20,6 +20,16 @@ use crate::route::{backends, Refusal, Route};
 use crate::upstream::{self, ClientParams};
 use crate::wire::{read_packet, write_packet};
 
+/// How the client is connected.
+pub(super) enum Transport {
+    Plain,
+    /// Inside TLS, with the subject CN of the client certificate rustls verified against
+    /// `--client-ca` (`None`: no certificate, or one without a CN).
+    Tls {
+        client_cn: Option<String>,
+    },
+}
+
 /// What a failed login sends to the client.
 pub(super) struct Deny {
     pub(super) code: u16,
@@ -53,9 +63,13 @@ pub(super) async fn authenticate<S: Halves>(
     payload: &[u8],
     scramble: &[u8; 20],
     offered: CapabilityFlags,
-    tls: bool,
+    transport: Transport,
     shared: &Arc<Shared>,
 ) -> Result<Accepted, Deny> {
+    let (tls, client_cn) = match transport {
+        Transport::Plain => (false, None),
+        Transport::Tls { client_cn } => (true, client_cn),
+    };
     let deny =
         |code, state: &[u8; 5], message: String, job: &str, schema: &str, metric, reason: &str| {
             Deny {
@@ -193,6 +207,9 @@ pub(super) async fn authenticate<S: Halves>(
                 None => has_password(&auth_data) && hashes.verify(plugin, scramble, &auth_data),
             },
         )
+        .map_err(|r| access_denied(&job, r))?;
+    entry
+        .check_cert(client_cn.as_deref())
         .map_err(|r| access_denied(&job, r))?;
     // caching_sha2_password clients that sent a scramble wait for "fast auth succeeded"
     // (after full authentication, the OK comes next).

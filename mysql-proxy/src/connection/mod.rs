@@ -29,7 +29,7 @@ use crate::route::registry::Registry;
 use crate::route::Index;
 use crate::upstream::BackendStream;
 use crate::wire::{read_packet, read_proxy_header, write_packet, write_packet_within};
-use login::{authenticate, Accepted, Deny};
+use login::{authenticate, Accepted, Deny, Transport};
 use prelogin::{PreLogin, PreLoginSlot};
 use relay::{relay, Counters, End, InitDbCheck, Timeouts};
 
@@ -202,7 +202,16 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, conn_id: u32, sh
         })
         .await;
         match upgraded {
-            Ok(Ok((tls, response))) => session(tls, response, true, start, &shared).await,
+            Ok(Ok((tls, response))) => {
+                // rustls verified any certificate presented against --client-ca.
+                let client_cn = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| crate::auth::certificate_cn(cert));
+                session(tls, response, Transport::Tls { client_cn }, start, &shared).await
+            }
             Ok(Err(e)) => {
                 audit("", ip, "", "error", &format!("TLS handshake failed: {e}"));
                 login_metric("", "bad_handshake");
@@ -213,7 +222,7 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, conn_id: u32, sh
             }
         }
     } else {
-        session(tcp, first, false, start, &shared).await
+        session(tcp, first, Transport::Plain, start, &shared).await
     }
 }
 
@@ -253,7 +262,7 @@ async fn refuse_prelogin(mut tcp: TcpStream, ip: IpAddr, shared: &Shared) {
 async fn session<S: Halves>(
     mut stream: S,
     response: Packet,
-    tls: bool,
+    transport: Transport,
     start: Start,
     shared: &Arc<Shared>,
 ) {
@@ -275,7 +284,7 @@ async fn session<S: Halves>(
             &payload,
             &scramble,
             offered,
-            tls,
+            transport,
             shared,
         ),
     )

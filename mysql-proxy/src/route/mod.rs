@@ -20,6 +20,24 @@ pub struct JobEntry {
     /// Database name -> access.
     pub grants: HashMap<String, Access>,
     pub password: PasswordCheck,
+    /// The subject CN a verified client certificate must carry (`require_cert_cn`).
+    pub require_cert_cn: Option<String>,
+}
+
+impl JobEntry {
+    /// Whether a login with this verified client-certificate CN (`None`: no TLS, or no
+    /// certificate) meets the job's `require_cert_cn`.
+    ///
+    /// # Errors
+    /// [`Refusal::CertRequired`] when the job requires a CN the login does not carry.
+    pub fn check_cert(&self, client_cn: Option<&str>) -> Result<(), Refusal> {
+        match (&self.require_cert_cn, client_cn) {
+            (None, _) => Ok(()),
+            (Some(want), Some(got)) if want == got => Ok(()),
+            (Some(_), Some(_)) => Err(Refusal::CertRequired { presented: true }),
+            (Some(_), None) => Err(Refusal::CertRequired { presented: false }),
+        }
+    }
 }
 
 /// What a job's password entry in the table asks of a login.
@@ -56,6 +74,11 @@ pub enum Refusal {
     /// An `ro` grant on a database that has no `ro` credentials: the `rw` ones are never
     /// used instead.
     NoRoCredentials,
+    /// The job requires a verified client certificate with its CN (`require_cert_cn`):
+    /// none was presented (or no TLS), or its CN is another.
+    CertRequired {
+        presented: bool,
+    },
 }
 
 impl Refusal {
@@ -71,6 +94,12 @@ impl Refusal {
             Refusal::NoRoCredentials => {
                 "ro grant on a database with no ro credentials (the rw ones are never used for ro)"
             }
+            Refusal::CertRequired { presented: false } => {
+                "the job requires a verified client certificate (require_cert_cn): none presented over TLS"
+            }
+            Refusal::CertRequired { presented: true } => {
+                "the job requires a verified client certificate (require_cert_cn): the certificate's CN is another"
+            }
         }
     }
 
@@ -83,6 +112,7 @@ impl Refusal {
             Refusal::SchemaNotGranted => "schema_not_granted",
             Refusal::BrokenPassword => "broken_password",
             Refusal::NoRoCredentials => "no_ro_credentials",
+            Refusal::CertRequired { .. } => "cert_required",
         }
     }
 }
@@ -154,6 +184,7 @@ impl Index {
                     ips: j.ips.iter().map(|ip| ip.to_canonical()).collect(),
                     grants,
                     password,
+                    require_cert_cn: j.require_cert_cn.clone(),
                 };
                 (j.name.clone(), entry)
             })
@@ -314,6 +345,7 @@ mod tests {
                 })
                 .collect(),
             password,
+            require_cert_cn: None,
         }
     }
 
@@ -474,5 +506,31 @@ mod tests {
             let shown = format!("{route:?} {route:#?}");
             assert!(!shown.contains("backend-secret"), "{shown}");
         }
+    }
+
+    #[test]
+    fn require_cert_cn_needs_that_cn_from_a_verified_certificate() {
+        let mut t = table();
+        t.jobs[0].require_cert_cn = Some("web-client".into());
+        let idx = Index::build("e1", &t);
+        let entry = idx
+            .jobs
+            .values()
+            .find(|j| j.require_cert_cn.is_some())
+            .unwrap();
+        assert!(entry.check_cert(Some("web-client")).is_ok());
+        assert_eq!(
+            entry.check_cert(Some("other")),
+            Err(Refusal::CertRequired { presented: true })
+        );
+        let none = entry.check_cert(None).err().unwrap();
+        assert_eq!(none.metric(), "cert_required");
+        assert!(
+            none.reason().contains("none presented"),
+            "{}",
+            none.reason()
+        );
+        let free = idx.jobs.values().find(|j| j.require_cert_cn.is_none());
+        assert!(free.is_none_or(|j| j.check_cert(None).is_ok()));
     }
 }

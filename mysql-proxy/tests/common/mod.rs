@@ -72,6 +72,7 @@ pub fn job(name: &str, ips: &[&str], access: Access, password: Option<&str>) -> 
                 sha256_sha256: hex(&h.sha256_sha256),
             }
         }),
+        require_cert_cn: None,
     }
 }
 
