@@ -111,10 +111,7 @@ async fn normal_client(addr: SocketAddr) -> mysql_async::Conn {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_never_reading_client_and_slowloris() {
     log_buffer();
-    let db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (db, _dir, table_file) = prepared_backend().await;
     write_table(
         &table_file,
         &MysqlTable {

@@ -67,12 +67,9 @@ async fn restart_with_tls(db: &mut MariaDb, ca: &Path, cert: &Path, key: &Path) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_tls_login_and_refusals() {
     log_buffer();
-    let mut db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (mut db, dir, table_file) = prepared_backend().await;
     let (ca, cert, key) = certs(dir.path(), "good");
     let (other_ca, _, _) = certs(dir.path(), "other");
-    let table_file = dir.path().join("mysql.json");
     write_table(
         &table_file,
         &MysqlTable {

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mysql_async::prelude::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
-use ocean_tests::servers::mariadb::MariaDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -33,10 +32,7 @@ async fn read_packet(s: &mut TcpStream) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_big_packets_vanishing_clients_and_bad_backends() {
     log_buffer();
-    let db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (db, _dir, table_file) = prepared_backend().await;
     let table = MysqlTable {
         databases: vec![database(db.addr(), vec![])],
         jobs: vec![job("shop/web", &["127.0.0.2"], Access::Rw, None)],

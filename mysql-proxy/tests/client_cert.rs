@@ -10,7 +10,6 @@ use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{ClientIdentity, SslOpts};
 use ocean_core::table::mysql::{Access, MysqlTable};
-use ocean_tests::servers::mariadb::MariaDb;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// A CA written to `dir/{name}-ca.pem`; returns what signs with it.
@@ -74,9 +73,7 @@ async fn login(opts: mysql_async::OptsBuilder) -> Result<Option<u8>, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_with_require_cert_cn_need_a_verified_client_certificate() {
     log_buffer();
-    let primary = MariaDb::start().await.unwrap();
-    prepare_backend(&primary).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (primary, dir, table_file) = prepared_backend().await;
     let d = dir.path();
     let trusted = ca(d, "trusted");
     let stranger = ca(d, "stranger");
@@ -85,7 +82,6 @@ async fn jobs_with_require_cert_cn_need_a_verified_client_certificate() {
     let other_cn = leaf(d, &trusted, "other", "somebody-else");
     let untrusted = leaf(d, &stranger, "untrusted", "shop-secure-client");
 
-    let table_file = d.join("mysql.json");
     let mut secure = job("shop/secure", &["127.0.0.5"], Access::Rw, Some("job-pw"));
     secure.require_cert_cn = Some("shop-secure-client".into());
     write_table(

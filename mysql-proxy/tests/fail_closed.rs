@@ -12,17 +12,13 @@ use std::time::Duration;
 use common::*;
 use mysql_async::prelude::*;
 use ocean_core::table::mysql::{Access, JobPassword, MysqlTable};
-use ocean_tests::servers::mariadb::MariaDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ro_without_ro_credentials_and_broken_password_entries_are_refused() {
     log_buffer();
-    let db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (db, _dir, table_file) = prepared_backend().await;
     // The database has rw credentials only.
     let mut no_ro = database(db.addr(), vec![]);
     no_ro.ro = None;
@@ -179,10 +175,7 @@ async fn wait_in_progress(proxy: &ocean_mysql_proxy::Running, ip: &str, n: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prelogin_connections_are_capped_per_ip_and_timed_out() {
     log_buffer();
-    let db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (db, _dir, table_file) = prepared_backend().await;
     write_table(
         &table_file,
         &MysqlTable {

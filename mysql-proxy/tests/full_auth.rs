@@ -16,7 +16,6 @@ use mysql_common::scramble::scramble_sha256;
 use ocean_core::table::mysql::{Access, MysqlTable};
 use ocean_mysql_proxy::auth::RsaKey;
 use ocean_mysql_proxy::Plugin;
-use ocean_tests::servers::mariadb::MariaDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -88,10 +87,7 @@ async fn login_with_known_key(addr: SocketAddr, public_pem: &[u8], password: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caching_sha2_full_auth_over_plain_tcp_with_rsa_and_over_tls() {
     log_buffer();
-    let primary = MariaDb::start().await.unwrap();
-    prepare_backend(&primary).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (primary, dir, table_file) = prepared_backend().await;
     write_table(
         &table_file,
         &MysqlTable {

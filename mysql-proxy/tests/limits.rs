@@ -8,15 +8,11 @@ use std::time::Duration;
 use common::*;
 use mysql_async::prelude::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
-use ocean_tests::servers::mariadb::MariaDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_job_and_overall_limits_and_idle_timeout() {
     log_buffer();
-    let db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (db, _dir, table_file) = prepared_backend().await;
     write_table(
         &table_file,
         &MysqlTable {

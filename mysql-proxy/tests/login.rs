@@ -14,8 +14,7 @@ use ocean_tests::servers::mariadb::MariaDb;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_routing_plugins_and_tls() {
     log_buffer();
-    let primary = MariaDb::start().await.unwrap();
-    prepare_backend(&primary).await;
+    let (primary, dir, table_file) = prepared_backend().await;
     let replica = MariaDb::start_replica_of(&primary).await.unwrap();
     replica.sync_with(&primary).await.unwrap();
     let (pid, rid) = (
@@ -23,8 +22,6 @@ async fn logins_routing_plugins_and_tls() {
         replica.server_id().to_string(),
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
     write_table(
         &table_file,
         &MysqlTable {

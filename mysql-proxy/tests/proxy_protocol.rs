@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use common::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
 use ocean_mysql_proxy::proto::proxy_v2::header_v2;
-use ocean_tests::servers::mariadb::MariaDb;
 
 /// Like [`via`], but sends `header` first, as an L4 balancer with PROXY protocol does.
 fn via_with_header(bind: &str, target: SocketAddr, header: Vec<u8>) -> SocketAddr {
@@ -38,10 +37,7 @@ fn via_with_header(bind: &str, target: SocketAddr, header: Vec<u8>) -> SocketAdd
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_address_from_a_trusted_balancer() {
     log_buffer();
-    let db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (db, _dir, table_file) = prepared_backend().await;
     write_table(
         &table_file,
         &MysqlTable {

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
-use ocean_tests::servers::mariadb::MariaDb;
 
 async fn sysbench(port: u16, args: &[&str]) -> String {
     let out = tokio::process::Command::new("sysbench")
@@ -40,10 +39,7 @@ async fn sysbench(port: u16, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysbench_oltp_through_the_proxy() {
     log_buffer();
-    let db = MariaDb::start().await.unwrap();
-    prepare_backend(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table_file = dir.path().join("mysql.json");
+    let (db, _dir, table_file) = prepared_backend().await;
     write_table(
         &table_file,
         &MysqlTable {

@@ -21,6 +21,16 @@ pub const RW_PASSWORD: &str = "rw-secret";
 pub const RO_USER: &str = "app_ro";
 pub const RO_PASSWORD: &str = "ro-secret";
 
+/// The setup of every test file: a MariaDB primary prepared by [`prepare_backend`], a temp
+/// dir that lives as long as the returned handle, and where the table file goes in it.
+pub async fn prepared_backend() -> (MariaDb, tempfile::TempDir, PathBuf) {
+    let db = MariaDb::start().await.unwrap();
+    prepare_backend(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let table_file = dir.path().join("mysql.json");
+    (db, dir, table_file)
+}
+
 /// Creates the schema `shop` (and `other`, never granted), a table, and the proxy's
 /// backend users on `db` (a primary; replicas get them through replication).
 pub async fn prepare_backend(db: &MariaDb) {
