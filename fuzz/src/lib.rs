@@ -9,8 +9,9 @@
 //! input), and where we also encode, what we encode must decode to what we started from.
 //! Inputs are bounded by AFL (1 MB by default) and every target's work is linear in them.
 //!
-//! Parsers of redis-router (RESP), memcached-router (ASCII/meta) and mysql-proxy (packets,
-//! PROXY v2) get their targets once their re-shape lands (issue 18).
+//! Parsers of redis-router (RESP requests and replies), memcached-router (ASCII/meta
+//! requests, reply framing) and mysql-proxy (packets, handshake, commands, PROXY v2) have
+//! theirs too (issue 18).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
+use bytes::{Bytes, BytesMut};
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::{Name, RData as HData};
 use hickory_proto::serialize::binary::BinEncodable;
@@ -36,6 +38,30 @@ use ocean_dns::zone::Zone;
 use ocean_lvs_sync::model::{Dest, Forward, Protocol, Service, ServiceKey};
 use ocean_lvs_sync::netlink::wire;
 use ocean_lvs_sync::plan::Op;
+use ocean_memcached_router::proto::{
+    decode as mc_decode, discard as mc_discard, Decoder as McDecoder, Limits as McLimits,
+};
+use ocean_memcached_router::reply::{
+    count_values, is_error_line, reply_len, value_blocks, write_severity, Expect, SkipReply,
+};
+use ocean_mysql_proxy::proto::command::{Scanner, INTERCEPT_LIMIT};
+use ocean_mysql_proxy::proto::frame::{
+    encode as my_encode, Decoder as MyDecoder, LOGIN_PACKET_LIMIT, MAX_PAYLOAD,
+};
+use ocean_mysql_proxy::proto::handshake::{
+    is_ssl_request, max_packet_size, parse_backend_answer, parse_greeting, parse_response,
+};
+use ocean_mysql_proxy::proto::proxy_v2::{
+    decode as pv2_decode, header_v2, needed as pv2_needed, HEADER_LEN as PV2_HEADER_LEN,
+};
+use ocean_redis_router::proto::encode::{write_array_header, write_bulk, write_integer};
+use ocean_redis_router::proto::reply::{
+    decode_reply, parse as reply_parse, ReplyLimits, ReplyScanner, Value,
+};
+use ocean_redis_router::proto::request::{
+    decode as resp_decode, Decoder as RespDecoder, Limits as RespLimits, PreAuthLimits,
+    Request as RespRequest,
+};
 
 /// A target's body: panics on a finding.
 pub type Target = fn(&[u8]);
@@ -47,8 +73,13 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dns_roundtrip", dns_roundtrip),
     ("marathon_apps", marathon_apps),
     ("marathon_sse", marathon_sse),
+    ("memcached_request", memcached_request),
+    ("mysql_packet", mysql_packet),
     ("netlink_reply", netlink_reply),
     ("netlink_roundtrip", netlink_roundtrip),
+    ("proxy_v2", proxy_v2),
+    ("resp_reply", resp_reply),
+    ("resp_request", resp_request),
     ("table_json", table_json),
 ];
 
@@ -698,4 +729,440 @@ pub fn table_json(data: &[u8]) {
     let _ = table_kind::<MemcachedTable>(data);
     let _ = table_kind::<MysqlTable>(data);
     let _ = table_kind::<LvsTable>(data);
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis (RESP)
+
+/// Requests off the front of `data` with one `Decoder` fed the whole buffer, until it needs
+/// more or fails: the requests, and whether it stopped on an error.
+fn resp_requests(data: &[u8], pre_auth: Option<PreAuthLimits>) -> (Vec<RespRequest>, bool) {
+    let mut decoder = RespDecoder::with_limits(RespLimits::default());
+    decoder.set_pre_auth(pre_auth);
+    let mut buf = BytesMut::from(data);
+    let mut out = Vec::new();
+    loop {
+        let before = buf.len();
+        match decoder.decode(&mut buf) {
+            Ok(Some(r)) => {
+                assert!(!r.args.is_empty(), "a request has a name");
+                assert!(buf.len() < before, "a request consumes bytes");
+                out.push(r);
+            }
+            Ok(None) => return (out, false),
+            Err(e) => {
+                let _ = e.reply();
+                return (out, true);
+            }
+        }
+    }
+}
+
+/// redis-router's request decoder (`proto::request`), without and with the pre-auth limits:
+/// never panics; the free `decode` and a `Decoder` fed the bytes in pieces agree with the
+/// one-shot `Decoder`; pre-auth requests keep the pre-auth bounds; and every request
+/// re-encodes (`Request::encode`) to a multibulk that decodes back to the same arguments.
+pub fn resp_request(data: &[u8]) {
+    let (whole, _) = resp_requests(data, None);
+
+    // The free function, one request at a time.
+    let mut buf = BytesMut::from(data);
+    for r in &whole {
+        match resp_decode(&mut buf, &RespLimits::default()) {
+            Ok(Some(got)) => assert_eq!(&got, r, "decode and Decoder disagree"),
+            other => panic!("decode returned {other:?} where Decoder read {r:?}"),
+        }
+    }
+
+    // The same bytes arriving in pieces: the resumed decoder reads the same requests.
+    let step = data.first().map_or(1, |&b| usize::from(b % 7) + 1);
+    let mut decoder = RespDecoder::new();
+    let mut buf = BytesMut::new();
+    let mut pieces = Vec::new();
+    'feed: for chunk in data.chunks(step) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(r)) => pieces.push(r),
+                Ok(None) => break,
+                Err(_) => break 'feed,
+            }
+        }
+    }
+    let n = pieces.len().min(whole.len());
+    assert_eq!(
+        pieces[..n],
+        whole[..n],
+        "requests depend on how the bytes arrived"
+    );
+
+    // Pre-auth: the tight bounds hold for every multibulk request accepted.
+    let pre = PreAuthLimits::default();
+    let (limited, _) = resp_requests(data, Some(pre));
+    for r in limited.iter().filter(|r| !r.inline) {
+        assert!(
+            r.args.len() <= pre.max_array_len,
+            "pre-auth args over the limit"
+        );
+        assert!(
+            r.args.iter().all(|a| a.len() <= pre.max_bulk_len),
+            "pre-auth bulk over the limit"
+        );
+    }
+
+    for r in &whole {
+        let mut enc = BytesMut::new();
+        r.encode(&mut enc);
+        let len = enc.len();
+        match resp_decode(&mut enc, &RespLimits::default()) {
+            Ok(Some(back)) => {
+                assert_eq!(back.args, r.args, "encode -> decode changed the arguments");
+                assert!(!back.inline);
+                assert!(enc.is_empty(), "encode wrote one request ({len} bytes)");
+                if let Some(raw) = &back.raw {
+                    assert_eq!(raw.len(), len, "raw is the request's own bytes");
+                }
+            }
+            other => panic!("encoded {r:?} decodes as {other:?}"),
+        }
+    }
+}
+
+/// RESP2 for a value as `proto::reply::parse` returns it (errors as RESP3 blob errors, so
+/// any bytes survive).
+fn encode_value(v: &Value, out: &mut BytesMut) {
+    match v {
+        Value::Simple(s) => {
+            out.extend_from_slice(b"+");
+            out.extend_from_slice(s);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Error(e) => {
+            out.extend_from_slice(format!("!{}\r\n", e.len()).as_bytes());
+            out.extend_from_slice(e);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Int(n) => write_integer(out, *n),
+        Value::Bulk(Some(b)) => write_bulk(out, b),
+        Value::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
+        Value::Array(None) => out.extend_from_slice(b"*-1\r\n"),
+        Value::Array(Some(items)) => {
+            write_array_header(out, items.len());
+            for i in items {
+                encode_value(i, out);
+            }
+        }
+    }
+}
+
+/// The backend reply scanner and parser (`proto::reply`): never panics; the resumable
+/// `ReplyScanner` fed the bytes in pieces agrees with `decode_reply` on the whole; a reply
+/// `parse` reads is one `decode_reply` frames; and a parsed value re-encodes to bytes that
+/// parse back to it.
+pub fn resp_reply(data: &[u8]) {
+    let limits = ReplyLimits::default();
+    let whole = decode_reply(data, &limits);
+    if let Ok(Some(n)) = whole {
+        assert!(n > 0 && n <= data.len(), "reply length inside the buffer");
+    }
+
+    let step = data.first().map_or(1, |&b| usize::from(b % 7) + 1);
+    let mut scanner = ReplyScanner::new();
+    let mut resumed = Ok(None);
+    let mut end = 0;
+    while end < data.len() {
+        end = (end + step).min(data.len());
+        resumed = scanner.check(&data[..end], &limits);
+        if !matches!(resumed, Ok(None)) {
+            break;
+        }
+    }
+    match (&whole, &resumed) {
+        (Ok(Some(a)), Ok(Some(b))) => assert_eq!(a, b, "reply length depends on chunking"),
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+        (a, b) => panic!("whole buffer {a:?}, in pieces {b:?}"),
+    }
+
+    // Tight limits: still total, and never longer than the default ones found.
+    let tight = ReplyLimits {
+        max_bulk_len: 64,
+        max_line_len: 64,
+        max_depth: 4,
+    };
+    if let (Ok(Some(a)), Ok(Some(b))) = (decode_reply(data, &tight), &whole) {
+        assert_eq!(a, *b, "tighter limits framed a different reply");
+    }
+
+    let bytes = Bytes::copy_from_slice(data);
+    if let Some(v) = reply_parse(&bytes) {
+        assert!(
+            matches!(whole, Ok(Some(_))),
+            "parse read a reply the scanner did not frame"
+        );
+        let _ = (v.as_bytes(), v.as_int(), v.as_array());
+        let mut enc = BytesMut::new();
+        encode_value(&v, &mut enc);
+        let enc = enc.freeze();
+        assert_eq!(
+            reply_parse(&enc).as_ref(),
+            Some(&v),
+            "value -> RESP -> value"
+        );
+        assert_eq!(decode_reply(&enc, &limits), Ok(Some(enc.len())));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// memcached (ASCII and meta)
+
+/// memcached-router's request decoder (`proto::decode` and the resumable `Decoder`) and its
+/// reply framing (`reply::reply_len`, `SkipReply`, value blocks): never panics; the decoder
+/// fed the bytes in pieces reads what the one-shot decode reads; an error's swallow and
+/// discard keep the stream going; `SkipReply` skips exactly the reply `reply_len` frames.
+pub fn memcached_request(data: &[u8]) {
+    let limits = McLimits {
+        max_value_bytes: 4096,
+        max_swallow_bytes: 1 << 16,
+        ..McLimits::default()
+    };
+    let mut whole = Vec::new();
+    let mut buf = BytesMut::from(data);
+    for _ in 0..data.len() + 1 {
+        let before = buf.len();
+        match mc_decode(&mut buf, &limits) {
+            Ok(Some(r)) => {
+                assert!(buf.len() < before, "a request consumes bytes");
+                assert!(r.raw().len() <= before);
+                let _ = (r.command().word(), r.keys(), r.data(), r.noreply());
+                let _ = (r.exptime(), r.meta(), r.command().is_meta());
+                if r.command().is_retrieval() && !r.keys().is_empty() {
+                    let idx: Vec<usize> = (0..r.keys().len()).collect();
+                    let mut out = BytesMut::new();
+                    r.encode_retrieval(&idx, &mut out);
+                    assert!(!out.is_empty());
+                }
+                whole.push(r);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = e.reply();
+                if e.closes_connection() {
+                    break;
+                }
+                let mut remaining = e.swallow();
+                mc_discard(&mut buf, &mut remaining);
+                if remaining > 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    // Appended in pieces, up to the first error: the same requests.
+    let step = data.first().map_or(1, |&b| usize::from(b % 13) + 1);
+    let mut decoder = McDecoder::new();
+    let mut buf = BytesMut::new();
+    let mut pieces = Vec::new();
+    'feed: for chunk in data.chunks(step) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match decoder.decode(&mut buf, &limits) {
+                Ok(Some(r)) => pieces.push(r),
+                Ok(None) => {
+                    assert!(decoder.scanned() <= buf.len());
+                    break;
+                }
+                Err(_) => break 'feed,
+            }
+        }
+    }
+    let mut first_err = BytesMut::from(data);
+    let mut clean = 0;
+    while let Ok(Some(_)) = mc_decode(&mut first_err, &limits) {
+        clean += 1;
+    }
+    let n = pieces.len().min(clean).min(whole.len());
+    assert_eq!(
+        pieces[..n],
+        whole[..n],
+        "requests depend on how the bytes arrived"
+    );
+
+    // Replies, for every kind a request can expect.
+    for expect in [
+        Expect::Line,
+        Expect::Meta,
+        Expect::Retrieval,
+        Expect::UntilMn,
+    ] {
+        let framed = reply_len(data, expect);
+        if let Ok(Some(n)) = framed {
+            assert!(n <= data.len(), "reply inside the buffer");
+        }
+        let mut skip = SkipReply::new(expect);
+        let mut at = 0;
+        let mut done = false;
+        let mut failed = false;
+        while !done && at <= data.len() {
+            match skip.feed(&data[at..]) {
+                Ok((k, d)) => {
+                    assert!(k <= data.len() - at, "skipped past the buffer");
+                    at += k;
+                    done = d;
+                    if k == 0 && !d {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if let (Ok(Some(n)), true, false) = (&framed, done, failed) {
+            assert_eq!(*n, at, "SkipReply and reply_len end {expect:?} differently");
+        }
+    }
+    let bytes = Bytes::copy_from_slice(data);
+    if let Some(blocks) = value_blocks(&bytes) {
+        assert!(blocks.len() <= data.len());
+    }
+    let _ = (
+        count_values(data),
+        is_error_line(data),
+        write_severity(data),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// MySQL
+
+/// mysql-proxy's packet codec and what reads packets: `frame::Decoder` (continuations,
+/// both limits) with an encode -> decode round trip of every packet; the handshake parsers
+/// (`parse_response`, `parse_backend_answer`, `parse_greeting`, `is_ssl_request`,
+/// `max_packet_size`) on every payload; and `command::Scanner` over the stream in pieces.
+pub fn mysql_packet(data: &[u8]) {
+    for limit in [LOGIN_PACKET_LIMIT, MAX_PAYLOAD * 2] {
+        let decoder = MyDecoder::new(limit);
+        let mut buf = BytesMut::from(data);
+        loop {
+            let before = buf.len();
+            let needed = decoder.needed(&buf);
+            match decoder.decode(&mut buf) {
+                Ok(Some(p)) => {
+                    assert_eq!(needed, 0);
+                    assert!(buf.len() < before, "a packet consumes bytes");
+                    assert!(p.payload.len() <= limit, "payload over the limit");
+                    mysql_payload(&p.payload);
+                    let mut enc = Vec::new();
+                    let last = my_encode(p.seq, &p.payload, &mut enc);
+                    let mut enc = BytesMut::from(&enc[..]);
+                    match MyDecoder::new(MAX_PAYLOAD * 2).decode(&mut enc) {
+                        Ok(Some(back)) => {
+                            assert_eq!(back.payload, p.payload, "encode -> decode payload");
+                            assert_eq!(back.seq, p.seq);
+                            assert_eq!(back.last_seq, last);
+                            assert!(enc.is_empty());
+                        }
+                        other => panic!("encoded packet decodes as {other:?}"),
+                    }
+                }
+                Ok(None) => {
+                    assert!(needed > 0, "incomplete but nothing needed");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    mysql_payload(data);
+
+    let step = data.first().map_or(1, |&b| usize::from(b % 11) + 1);
+    let mut scanner = Scanner::default();
+    let mut buf: Vec<u8> = Vec::new();
+    'feed: for chunk in data.chunks(step) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match scanner.scan(&buf) {
+                Ok((n, icpt)) => {
+                    assert!(n <= buf.len(), "forwarded past the buffer");
+                    buf.drain(..n);
+                    match icpt {
+                        Some(i) => {
+                            assert!(i.total <= buf.len(), "intercept past the buffer");
+                            assert!(i.payload.len() <= INTERCEPT_LIMIT);
+                            let _ = i.command();
+                            buf.drain(..i.total);
+                        }
+                        None => break,
+                    }
+                }
+                Err(_) => break 'feed,
+            }
+        }
+    }
+}
+
+fn mysql_payload(p: &[u8]) {
+    let _ = parse_response(p);
+    let _ = parse_backend_answer(p);
+    let _ = parse_greeting(p);
+    let _ = is_ssl_request(p);
+    let _ = max_packet_size(p);
+}
+
+/// The PROXY protocol v2 header (`proto::proxy_v2`): `decode` never panics and agrees with
+/// `needed`; a decoded header consumes exactly its bytes; and `header_v2` for addresses
+/// made from the input decodes to its source (IPv4 pairs as IPv4, else IPv6, v4-mapped).
+pub fn proxy_v2(data: &[u8]) {
+    let needed = pv2_needed(data);
+    let mut buf = BytesMut::from(data);
+    match pv2_decode(&mut buf) {
+        Ok(None) => {
+            assert!(needed > 0, "incomplete but nothing needed");
+            assert_eq!(buf.len(), data.len(), "nothing consumed");
+        }
+        Ok(Some(_)) => {
+            assert_eq!(needed, 0);
+            let len = usize::from(u16::from_be_bytes([data[14], data[15]]));
+            assert_eq!(
+                buf.len(),
+                data.len() - PV2_HEADER_LEN - len,
+                "consumed the header"
+            );
+        }
+        Err(_) => assert_eq!(needed, 0),
+    }
+
+    let mut u = Unstructured::new(data);
+    let Ok((v6s, v6d)) = <(bool, bool)>::arbitrary(&mut u) else {
+        return;
+    };
+    let (Ok(src), Ok(dst)) = (arbitrary_ip(&mut u, v6s), arbitrary_ip(&mut u, v6d)) else {
+        return;
+    };
+    let (Ok(sp), Ok(dp)) = (u16::arbitrary(&mut u), u16::arbitrary(&mut u)) else {
+        return;
+    };
+    let (src, dst) = (SocketAddr::new(src, sp), SocketAddr::new(dst, dp));
+    let mut h = header_v2(src, dst);
+    let len = h.len();
+    h.extend_from_slice(u.take_rest());
+    let mut buf = BytesMut::from(&h[..]);
+    let expect = match (src, dst) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) => src,
+        _ => {
+            let ip = match src.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            SocketAddr::new(ip.into(), sp)
+        }
+    };
+    assert_eq!(pv2_needed(&h[..len]), 0);
+    match pv2_decode(&mut buf) {
+        Ok(Some(hdr)) => assert_eq!(hdr.source, Some(expect), "header_v2 -> decode"),
+        other => panic!("header_v2({src}, {dst}) decodes as {other:?}"),
+    }
+    assert_eq!(buf.len(), h.len() - len, "decode consumed the header only");
 }
