@@ -23,30 +23,9 @@ use anyhow::{bail, Context, Result};
 use common::{pool, stat, Raw, Router};
 use ocean_memcached_router::config::Settings;
 use ocean_memcached_router::ketama::KeyHash;
-use ocean_tests::servers::Memcached;
+use ocean_tests::servers::{proc_stat, rss_bytes, Memcached};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
-/// Resident memory of a process, in bytes (`VmRSS` of `/proc/<pid>/status`).
-fn rss_bytes(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kb * 1024
-}
-
-/// User + system CPU time of a process, in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name may hold spaces: count fields after its closing parenthesis.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split(' ').collect();
-    // Fields 14 and 15 of the line are the 12th and 13th after the name.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
 
 /// A normal client's round trip: store `key`, read it back.
 async fn normal_round_trip(c: &mut Raw, key: &str, value: &str) -> Result<()> {
@@ -93,7 +72,7 @@ async fn a_client_that_never_reads_its_replies_is_bounded_and_closed() -> Result
     for _ in 0..3 {
         normal_round_trip(&mut normal, "big", &big).await?;
     }
-    let idle = rss_bytes("self");
+    let idle = rss_bytes(None).expect("VmRSS of this process");
 
     // Two clients that pipeline reads of the 512 KiB key and never read a reply:
     // - 2,000 lines with 8 copies (4 MiB a reply, within the budget; 8 GB in all if the
@@ -137,7 +116,7 @@ async fn a_client_that_never_reads_its_replies_is_bounded_and_closed() -> Result
                 .await?;
         }
         round += 1;
-        peak = peak.max(rss_bytes("self"));
+        peak = peak.max(rss_bytes(None).expect("VmRSS of this process"));
         // The normal client, the over-budget abuser and the stats client.
         if stat(addr, "curr_connections").await? == 3 {
             break started.elapsed();
@@ -328,9 +307,14 @@ async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
     }
     assert!(last < 256, "{last} clients with 256 descriptors?");
     // At the limit (the backlog still holds ~150 connections it cannot accept): no spinning.
-    let t0 = cpu_ticks(pid);
+    let t0 = proc_stat(pid)
+        .expect("the router child is running")
+        .cpu_ticks;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let ticks = cpu_ticks(pid) - t0;
+    let ticks = proc_stat(pid)
+        .expect("the router child is running")
+        .cpu_ticks
+        - t0;
     // The client it has is still served.
     normal_round_trip(&mut normal, "k", "during").await?;
     println!(

@@ -17,6 +17,7 @@ use common::*;
 use mysql_async::prelude::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
 use ocean_tests::servers::mariadb::MariaDb;
+use ocean_tests::servers::rss_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -76,16 +77,6 @@ fn err_of(payload: &[u8]) -> (u16, String) {
     let code = u16::from_le_bytes([payload[1], payload[2]]);
     let msg = payload.get(9..).unwrap_or_default();
     (code, String::from_utf8_lossy(msg).into_owned())
-}
-
-/// Resident memory of this process (the proxy runs in it), in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
 }
 
 /// A normal client's query and its answer: must stay right whatever the abuser does.
@@ -199,14 +190,17 @@ async fn never_reads(table_file: &std::path::Path, db: &MariaDb) {
     let mut normal = normal_client(addr).await;
     assert_eq!(backend_sessions(db).await, 1);
 
-    let idle = rss_kib();
+    let idle = rss_bytes(None).expect("VmRSS of this process") / 1024;
     let peak = Arc::new(AtomicU64::new(idle));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peak, stop) = (peak.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                peak.fetch_max(
+                    rss_bytes(None).expect("VmRSS of this process") / 1024,
+                    Ordering::Relaxed,
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use common::{redis_cli, router};
-use ocean_tests::servers::{RedisCluster, Resp, RespClient};
+use ocean_tests::servers::{proc_stat, rss_bytes, RedisCluster, Resp, RespClient};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -52,17 +52,6 @@ async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Result<Vec<u8
             Ok(Ok(n)) => got.extend_from_slice(buf.get(..n).unwrap_or_default()),
         }
     }
-}
-
-/// The test process's resident memory, in bytes (the router runs in it).
-fn rss_bytes() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .context("no VmRSS in /proc/self/status")?;
-    Ok(kb * 1024)
 }
 
 async fn connected_clients(addr: SocketAddr) -> Result<usize> {
@@ -143,7 +132,7 @@ async fn a_client_that_never_reads_is_bounded_then_closed() -> Result<()> {
     assert_eq!(got.as_bytes().map(<[u8]>::len), Some(BIG));
     still_served(&mut normal, 0).await?;
     let before_clients = connected_clients(addr).await?;
-    let idle_rss = rss_bytes()?;
+    let idle_rss = rss_bytes(None).context("no VmRSS in /proc/self/status")?;
 
     // The abuser: 4000 pipelined `GET bigkey` (4 GB of replies), never read.
     let abuser = TcpStream::connect(addr).await?;
@@ -162,7 +151,11 @@ async fn a_client_that_never_reads_is_bounded_then_closed() -> Result<()> {
     while started.elapsed() < WRITE_TIMEOUT - Duration::from_millis(500) {
         still_served(&mut normal, i).await?;
         i += 1;
-        peak = peak.max(rss_bytes()?.saturating_sub(idle_rss));
+        peak = peak.max(
+            rss_bytes(None)
+                .context("no VmRSS in /proc/self/status")?
+                .saturating_sub(idle_rss),
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
@@ -323,25 +316,6 @@ async fn slowloris_is_closed_by_the_idle_timeout() -> Result<()> {
     Ok(())
 }
 
-/// User + system CPU time of a process, in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may hold spaces: count fields after its closing parenthesis.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, a)| a.trim_start())
-        .context("no ')' in /proc/<pid>/stat")?;
-    let fields: Vec<&str> = after.split(' ').collect();
-    // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
-    let field = |i: usize| -> Result<u64> {
-        Ok(fields
-            .get(i)
-            .context("short /proc/<pid>/stat")?
-            .parse::<u64>()?)
-    };
-    Ok(field(11)? + field(12)?)
-}
-
 /// The child router of the descriptor test: does nothing unless `OCEAN_ABUSE_CHILD_ARGS`
 /// holds router flags; then raises `RLIMIT_NOFILE` as the `ocean` binary does, runs the
 /// router those flags describe, prints `LISTEN <addr>` and runs until killed.
@@ -464,9 +438,14 @@ async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
     }
     assert!(last < 256, "{last} clients with 256 descriptors?");
     // At the limit (the backlog still holds the connections it cannot accept): no spinning.
-    let t0 = cpu_ticks(pid)?;
+    let t0 = proc_stat(pid)
+        .context("the router child is gone")?
+        .cpu_ticks;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let ticks = cpu_ticks(pid)? - t0;
+    let ticks = proc_stat(pid)
+        .context("the router child is gone")?
+        .cpu_ticks
+        - t0;
     // The client it has is still served.
     still_served(&mut normal, 1).await?;
     println!(

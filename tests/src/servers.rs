@@ -106,7 +106,7 @@ pub mod resp;
 pub use mariadb::{mariadb_query, MariaDb};
 pub use memcached::Memcached;
 pub use process::{
-    proc_stat, process_group_members, spawn_guarded, ProcStat, ServerProcess, Watchdog,
+    proc_stat, process_group_members, rss_bytes, spawn_guarded, ProcStat, ServerProcess, Watchdog,
 };
 pub use redis::{RedisCluster, RedisServer};
 pub use resp::{Resp, RespClient};

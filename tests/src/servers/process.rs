@@ -476,6 +476,9 @@ pub struct ProcStat {
     /// Start time in clock ticks since boot: with the pid, it names one process, since a
     /// recycled pid has a later start time.
     pub start_time: u64,
+    /// User + system CPU time so far, in clock ticks (USER_HZ, 100 on Linux): abuse tests
+    /// read it twice to show a daemon does not spin.
+    pub cpu_ticks: u64,
 }
 
 impl ProcStat {
@@ -496,7 +499,23 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
         state: fields.first()?.chars().next()?,
         pgid: fields.get(2)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
+        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
     })
+}
+
+/// Resident memory of process `pid` (`None`: this process), in bytes, from `VmRSS` of
+/// `/proc/<pid>/status`; `None` when it cannot be read.
+pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib * 1024)
 }
 
 /// Pids of the running processes in process group `pgid` (zombies left out).
