@@ -753,6 +753,39 @@ mod tests {
         );
     }
 
+    /// `OCEAN_MYSQL_ALLOW` counts only on an app allowed to declare the database: a tenant
+    /// cannot allow itself in by labelling its own app a server of another team's database.
+    #[test]
+    fn an_allow_label_on_a_refused_declaring_app_allows_nobody() {
+        let mut config = MysqlConfig::default();
+        config.databases.insert(
+            "/miui/browser/key".into(),
+            DatabaseConfig::new(cred("key_rw"), Some(cred("key_ro"))),
+        );
+        let json = format!(
+            r#"{{"apps":[
+            {{"id":"/miui/db/key","labels":{{"OCEAN_MYSQL_DB":"/miui/browser/key","OCEAN_MYSQL_ROLE":"primary"}},"tasks":[{}]}},
+            {{"id":"/evil/db","labels":{{"OCEAN_MYSQL_DB":"/miui/browser/key","OCEAN_MYSQL_ROLE":"replica","OCEAN_MYSQL_ALLOW":"/evil/:rw"}},"tasks":[{}]}},
+            {{"id":"/evil/web","labels":{{"OCEAN_MYSQL_GRANTS":"/miui/browser/key:rw"}},"tasks":[{}]}}
+            ]}}"#,
+            task("k.1", "10.0.0.1", &[3306]),
+            task("e.1", "10.6.6.1", &[3306]),
+            task("e.2", "10.6.6.2", &[1]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &config, &mut problems);
+        t.validate().unwrap();
+        let evil = t.jobs.iter().find(|j| j.name == "evil/web").unwrap();
+        assert!(evil.grants.is_empty(), "{:?}", evil.grants);
+        let msgs = messages(&problems);
+        assert!(
+            msgs.iter().any(|m| m.starts_with("/evil/web: ")
+                && m.contains("refused by the default rule (no `allow`")
+                && !m.contains("OCEAN_MYSQL_ALLOW")),
+            "{msgs:?}"
+        );
+    }
+
     #[test]
     fn password_hashes_are_what_mysql_stores() {
         // mysql> SELECT PASSWORD('pw') gives '*' + upper(hex(SHA1(SHA1('pw')))).
