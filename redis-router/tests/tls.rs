@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,49 +12,12 @@ use anyhow::{bail, Context, Result};
 use common::{redis_cli, redis_cli_opts, router};
 use ocean_redis_router::upstream::BackendOpts;
 use ocean_redis_router::{Config, Running};
+use ocean_tests::pki::Pki;
 use ocean_tests::servers::{free_port, RedisCluster, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// A CA and a certificate for 127.0.0.1 (an IP SAN) signed by it, written as PEM files.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_pki() -> Result<Pki> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-    let dir = tempfile::tempdir()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "ocean redis-router test CA");
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    let p = |n: &str| dir.path().join(n);
-    std::fs::write(p("ca.pem"), ca_cert.pem())?;
-    std::fs::write(p("cert.pem"), cert.pem())?;
-    std::fs::write(p("key.pem"), key.serialize_pem())?;
-    Ok(Pki {
-        ca: p("ca.pem"),
-        cert: p("cert.pem"),
-        key: p("key.pem"),
-        _dir: dir,
-    })
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
@@ -91,7 +54,7 @@ async fn tls_router(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_clients_get_routed_and_plain_clients_are_refused() -> Result<()> {
-    let pki = make_pki()?;
+    let pki = Pki::generate()?;
     let cluster = RedisCluster::start(3, 0).await?;
     let (running, addr, cancel) = tls_router(&pki, cluster.master_addrs()).await?;
 
@@ -169,7 +132,7 @@ async fn tls_clients_get_routed_and_plain_clients_are_refused() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_backends() -> Result<()> {
-    let pki = make_pki()?;
+    let pki = Pki::generate()?;
     let tls_port = free_port()?.to_string();
     // One node owning every slot, with a TLS port (and TLS on its cluster bus, so that
     // CLUSTER SHARDS reports the TLS port); the harness checks its plain port.
@@ -253,7 +216,7 @@ async fn tls_to_backends() -> Result<()> {
     running.wait().await;
 
     // A router that does not trust the CA cannot get a slot map (no plain fallback).
-    let other = make_pki()?;
+    let other = Pki::generate()?;
     let untrusted = ocean_redis_router::tls::connector(&other.ca)?;
     let mut config = Config::standalone("127.0.0.1:0".parse()?, vec![tls_addr]);
     config.cluster.backend = Arc::new(BackendOpts {
