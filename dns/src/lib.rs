@@ -6,19 +6,23 @@
 //! # Layout
 //! - [`proto`]: the wire format (query parsing, record encoding); synchronous, total.
 //! - [`zone`]: the zone built from a table off the hot path, every answer pre-encoded.
-//! - [`respond`]: one query in, one response out (or "forward this").
-//! - [`forward`]: sending out-of-zone queries to upstream resolvers.
+//! - [`route`]: one query in, one response out (or "forward this"), looked up in the zone.
+//! - [`upstream`]: sending out-of-zone queries to upstream resolvers.
 //! - [`server`]: UDP workers (one thread and `SO_REUSEPORT` socket each) and the TCP listener.
+//! - `connection`: one DNS-over-TCP client, length-prefixed queries in and answers out.
+//! - `stats`: the query counters UDP workers and TCP connections flush to metrics.
 //! - [`http`]: the Mesos-DNS HTTP API.
 //! - [`config`]: flags and defaults, and a Mesos-DNS `config.json` read on top
 //!   ([`config::mesos_dns`]); [`run`] wires it all to a table subscriber.
 
 pub mod config;
-pub mod forward;
+mod connection;
 pub mod http;
 pub mod proto;
-pub mod respond;
+pub mod route;
 pub mod server;
+mod stats;
+pub mod upstream;
 pub mod zone;
 
 pub use config::Config;

@@ -16,16 +16,16 @@ use bytes::Bytes;
 use ocean_core::daemon::{self, Conn, Limits};
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::DnsTable;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::forward::Forwarder;
+use crate::connection;
 use crate::proto::query::parse;
-use crate::proto::{rcode, rtype};
-use crate::respond::{respond, servfail, Action, Outcome, Settings, Transport};
+use crate::route::{respond, servfail, Action, Settings, Transport};
+use crate::stats::Counters;
+use crate::upstream::Forwarder;
 use crate::zone::Zone;
 
 pub use crate::zone::SharedZone;
@@ -103,6 +103,9 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     config.validate()?;
     ocean_core::metrics::handle();
     let tracker = TaskTracker::new();
+    // SIGHUP: every setting is a flag, and the table comes from its subscriber, so there
+    // is nothing to re-read; the reload is still answered (log, metric, systemd READY=1).
+    ocean_core::reload::spawn("dns", cancel.clone(), || Ok(Vec::new()));
     let zone: SharedZone = Arc::new(ArcSwapOption::empty());
     let forwarder = Arc::new(Forwarder::new(
         config.resolvers.clone(),
@@ -255,83 +258,6 @@ async fn build_zones(mut watch: TableWatch<DnsTable>, zone: SharedZone, cancel: 
     }
 }
 
-/// Per-worker counters, flushed to the metrics registry in batches so that the hot path
-/// does no registry lookups.
-struct Counters {
-    by: [[u64; 6]; 5],
-    truncated: u64,
-    forwarded: u64,
-    dropped: u64,
-    pending: u32,
-    /// Sampled answer times (every 64th query), seconds.
-    latency: Vec<f64>,
-}
-
-const QTYPES: [&str; 5] = ["A", "AAAA", "SRV", "SOA_NS_ANY", "other"];
-const RCODES: [&str; 6] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
-];
-
-impl Counters {
-    fn new() -> Self {
-        Counters {
-            by: [[0; 6]; 5],
-            truncated: 0,
-            forwarded: 0,
-            dropped: 0,
-            pending: 0,
-            latency: Vec::with_capacity(64),
-        }
-    }
-
-    fn count(&mut self, o: Outcome, action: Action) {
-        let t = match o.qtype {
-            rtype::A => 0,
-            rtype::AAAA => 1,
-            rtype::SRV => 2,
-            rtype::SOA | rtype::NS | rtype::ANY => 3,
-            _ => 4,
-        };
-        match action {
-            Action::Forward => self.forwarded += 1,
-            Action::Drop => self.dropped += 1,
-            Action::Reply => self.by[t][(o.rcode as usize).min(5)] += 1,
-        }
-        if o.truncated {
-            self.truncated += 1;
-        }
-        self.pending += 1;
-        if self.pending >= 4096 {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        for (t, row) in self.by.iter_mut().enumerate() {
-            for (r, n) in row.iter_mut().enumerate() {
-                if *n > 0 {
-                    metrics::counter!("ocean_dns_queries_total", "qtype" => QTYPES[t], "rcode" => RCODES[r]).increment(*n);
-                    *n = 0;
-                }
-            }
-        }
-        for (name, n) in [
-            ("ocean_dns_truncated_total", &mut self.truncated),
-            ("ocean_dns_forwarded_total", &mut self.forwarded),
-            ("ocean_dns_dropped_total", &mut self.dropped),
-        ] {
-            if *n > 0 {
-                metrics::counter!(name).increment(*n);
-                *n = 0;
-            }
-        }
-        for s in self.latency.drain(..) {
-            metrics::histogram!("ocean_dns_answer_seconds").record(s);
-        }
-        self.pending = 0;
-    }
-}
-
 fn udp_worker(
     socket: Arc<std::net::UdpSocket>,
     zone: SharedZone,
@@ -468,7 +394,7 @@ async fn serve_tcp(
             let (zone, forwarder, limits) = (zone.clone(), forwarder.clone(), per_conn.clone());
             async move {
                 if let Err(e) =
-                    tcp_connection(conn.stream, zone, forwarder, settings, &limits, conn.cancel)
+                    connection::serve(conn.stream, zone, forwarder, settings, &limits, conn.cancel)
                         .await
                 {
                     tracing::debug!(error = %e, "tcp connection ended");
@@ -479,95 +405,4 @@ async fn serve_tcp(
     .await;
     conns.close();
     conns.wait().await;
-}
-
-async fn tcp_connection(
-    mut stream: tokio::net::TcpStream,
-    zone: SharedZone,
-    forwarder: Arc<Forwarder>,
-    settings: Settings,
-    limits: &Limits,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let idle = limits.idle_timeout;
-    stream.set_nodelay(true)?;
-    let mut out = Vec::with_capacity(4096);
-    let mut req = Vec::new();
-    let mut framed = Vec::with_capacity(4096);
-    let mut n: u32 = 0;
-    let mut counters = Counters::new();
-    let result = loop {
-        // The length prefix: wait up to the idle timeout for the next query.
-        let len = tokio::select! {
-            _ = cancel.cancelled() => break Ok(()),
-            r = tokio::time::timeout(idle, stream.read_u16()) => match r {
-                Ok(Ok(len)) => len as usize,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
-                Ok(Err(e)) => break Err(e),
-                Err(_) => break Ok(()), // idle
-            },
-        };
-        req.resize(len, 0);
-        // The body must follow promptly: a client that sends a length and stalls is cut.
-        match tokio::time::timeout(
-            idle.min(Duration::from_secs(5)),
-            stream.read_exact(&mut req),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => break Err(e),
-            Err(_) => break Ok(()),
-        }
-        n = n.wrapping_add(1);
-        let (action, outcome) = {
-            let guard = zone.load();
-            respond(
-                guard.as_deref(),
-                &req,
-                Transport::Tcp,
-                settings,
-                n,
-                &mut out,
-            )
-        };
-        counters.count(outcome, action);
-        let reply: &[u8] = match action {
-            Action::Reply => &out,
-            Action::Drop => break Ok(()),
-            Action::Forward => {
-                let name = parse(&req).map(|q| q.name().to_vec()).unwrap_or_default();
-                match forwarder.forward(&req, &name, Transport::Tcp).await {
-                    Ok(a) => {
-                        out = a;
-                        &out
-                    }
-                    Err(_) => {
-                        if servfail(&req, settings, &mut out).is_none() {
-                            break Ok(());
-                        }
-                        &out
-                    }
-                }
-            }
-        };
-        framed.clear();
-        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        framed.extend_from_slice(reply);
-        // A client that stops reading is closed after the write timeout, freeing its slot.
-        match daemon::write_all_within(&mut stream, &framed, limits.write_timeout).await {
-            Ok(()) => {}
-            Err(daemon::WriteError::Io(e)) => break Err(e),
-            Err(e @ daemon::WriteError::Timeout(_)) => {
-                tracing::debug!(error = %e, "tcp client does not read; closed");
-                break Ok(());
-            }
-        }
-        if outcome.rcode == rcode::FORMERR && action == Action::Reply {
-            // The stream may be out of step after a malformed message.
-            break Ok(());
-        }
-    };
-    counters.flush();
-    result
 }

@@ -12,7 +12,7 @@ use ocean_core::table::dns::DnsRecords;
 use ocean_core::table::{DnsTable, Versioned};
 use ocean_dns::proto::encode::{name_to_wire, Writer};
 use ocean_dns::proto::query::{display_name, parse};
-use ocean_dns::respond::{respond, Action, Settings, Transport};
+use ocean_dns::route::{respond, Action, Settings, Transport};
 use ocean_dns::zone::Zone;
 use proptest::prelude::*;
 

@@ -33,7 +33,7 @@ use ocean_core::table::{
 };
 use ocean_dns::proto::encode::{self, name_to_wire, Owner, RData, Writer};
 use ocean_dns::proto::query::{self, display_name, read_name, ParseError, MAX_NAME};
-use ocean_dns::respond::{respond, servfail, Action, Settings, Transport};
+use ocean_dns::route::{respond, servfail, Action, Settings, Transport};
 use ocean_dns::zone::Zone;
 use ocean_lvs_sync::model::{Dest, Forward, Protocol, Service, ServiceKey};
 use ocean_lvs_sync::netlink::wire;
@@ -164,7 +164,7 @@ fn dns_zone() -> &'static Zone {
     }
 }
 
-/// The responder (`ocean_dns::respond`) over UDP and TCP, with and without a zone and
+/// The responder (`ocean_dns::route::respond`) over UDP and TCP, with and without a zone and
 /// forwarding: never panics, a UDP reply fits the limit, and every reply is a DNS message
 /// (read back with hickory) answering the request's id and question.
 pub fn dns_respond(data: &[u8]) {

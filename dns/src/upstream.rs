@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proto::encode::name_to_wire;
-use crate::respond::Transport;
+use crate::route::Transport;
 
 /// Why no upstream answered.
 #[derive(Debug, thiserror::Error)]

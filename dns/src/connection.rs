@@ -1,0 +1,109 @@
+//! One DNS-over-TCP client (RFC 7766): read a length-prefixed query, answer it from the zone
+//! or forward it, write the length-prefixed reply; closed on EOF, the idle timeout, a stalled
+//! body, a client that does not read within the write timeout, or after a FORMERR.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ocean_core::daemon::{self, Limits};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::query::parse;
+use crate::proto::rcode;
+use crate::route::{respond, servfail, Action, Settings, Transport};
+use crate::stats::Counters;
+use crate::upstream::Forwarder;
+use crate::zone::SharedZone;
+
+/// Serves one accepted TCP connection until EOF, a timeout or `cancel`.
+pub(crate) async fn serve(
+    mut stream: tokio::net::TcpStream,
+    zone: SharedZone,
+    forwarder: Arc<Forwarder>,
+    settings: Settings,
+    limits: &Limits,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let idle = limits.idle_timeout;
+    stream.set_nodelay(true)?;
+    let mut out = Vec::with_capacity(4096);
+    let mut req = Vec::new();
+    let mut framed = Vec::with_capacity(4096);
+    let mut n: u32 = 0;
+    let mut counters = Counters::new();
+    let result = loop {
+        // The length prefix: wait up to the idle timeout for the next query.
+        let len = tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            r = tokio::time::timeout(idle, stream.read_u16()) => match r {
+                Ok(Ok(len)) => len as usize,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Ok(()), // idle
+            },
+        };
+        req.resize(len, 0);
+        // The body must follow promptly: a client that sends a length and stalls is cut.
+        match tokio::time::timeout(
+            idle.min(Duration::from_secs(5)),
+            stream.read_exact(&mut req),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break Err(e),
+            Err(_) => break Ok(()),
+        }
+        n = n.wrapping_add(1);
+        let (action, outcome) = {
+            let guard = zone.load();
+            respond(
+                guard.as_deref(),
+                &req,
+                Transport::Tcp,
+                settings,
+                n,
+                &mut out,
+            )
+        };
+        counters.count(outcome, action);
+        let reply: &[u8] = match action {
+            Action::Reply => &out,
+            Action::Drop => break Ok(()),
+            Action::Forward => {
+                let name = parse(&req).map(|q| q.name().to_vec()).unwrap_or_default();
+                match forwarder.forward(&req, &name, Transport::Tcp).await {
+                    Ok(a) => {
+                        out = a;
+                        &out
+                    }
+                    Err(_) => {
+                        if servfail(&req, settings, &mut out).is_none() {
+                            break Ok(());
+                        }
+                        &out
+                    }
+                }
+            }
+        };
+        framed.clear();
+        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        framed.extend_from_slice(reply);
+        // A client that stops reading is closed after the write timeout, freeing its slot.
+        match daemon::write_all_within(&mut stream, &framed, limits.write_timeout).await {
+            Ok(()) => {}
+            Err(daemon::WriteError::Io(e)) => break Err(e),
+            Err(e @ daemon::WriteError::Timeout(_)) => {
+                tracing::debug!(error = %e, "tcp client does not read; closed");
+                break Ok(());
+            }
+        }
+        if outcome.rcode == rcode::FORMERR && action == Action::Reply {
+            // The stream may be out of step after a malformed message.
+            break Ok(());
+        }
+    };
+    counters.flush();
+    result
+}

@@ -1,0 +1,82 @@
+//! Query counters shared by the UDP workers ([`crate::server`]) and the TCP connections
+//! ([`crate::connection`]).
+
+use crate::proto::rtype;
+use crate::route::{Action, Outcome};
+
+/// Per-worker counters, flushed to the metrics registry in batches so that the hot path
+/// does no registry lookups.
+pub(crate) struct Counters {
+    by: [[u64; 6]; 5],
+    truncated: u64,
+    forwarded: u64,
+    dropped: u64,
+    pending: u32,
+    /// Sampled answer times (every 64th query), seconds.
+    pub(crate) latency: Vec<f64>,
+}
+
+const QTYPES: [&str; 5] = ["A", "AAAA", "SRV", "SOA_NS_ANY", "other"];
+const RCODES: [&str; 6] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+];
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        Counters {
+            by: [[0; 6]; 5],
+            truncated: 0,
+            forwarded: 0,
+            dropped: 0,
+            pending: 0,
+            latency: Vec::with_capacity(64),
+        }
+    }
+
+    pub(crate) fn count(&mut self, o: Outcome, action: Action) {
+        let t = match o.qtype {
+            rtype::A => 0,
+            rtype::AAAA => 1,
+            rtype::SRV => 2,
+            rtype::SOA | rtype::NS | rtype::ANY => 3,
+            _ => 4,
+        };
+        match action {
+            Action::Forward => self.forwarded += 1,
+            Action::Drop => self.dropped += 1,
+            Action::Reply => self.by[t][(o.rcode as usize).min(5)] += 1,
+        }
+        if o.truncated {
+            self.truncated += 1;
+        }
+        self.pending += 1;
+        if self.pending >= 4096 {
+            self.flush();
+        }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        for (t, row) in self.by.iter_mut().enumerate() {
+            for (r, n) in row.iter_mut().enumerate() {
+                if *n > 0 {
+                    metrics::counter!("ocean_dns_queries_total", "qtype" => QTYPES[t], "rcode" => RCODES[r]).increment(*n);
+                    *n = 0;
+                }
+            }
+        }
+        for (name, n) in [
+            ("ocean_dns_truncated_total", &mut self.truncated),
+            ("ocean_dns_forwarded_total", &mut self.forwarded),
+            ("ocean_dns_dropped_total", &mut self.dropped),
+        ] {
+            if *n > 0 {
+                metrics::counter!(name).increment(*n);
+                *n = 0;
+            }
+        }
+        for s in self.latency.drain(..) {
+            metrics::histogram!("ocean_dns_answer_seconds").record(s);
+        }
+        self.pending = 0;
+    }
+}
