@@ -25,6 +25,10 @@ struct Cli {
     /// Log format: `text` or `json`.
     #[arg(long, global = true, default_value = "text")]
     log_format: ocean_core::logging::LogFormat,
+    /// On SIGTERM, how long open connections get to finish what is in flight before the
+    /// rest are closed and the process exits 0 (keep it below systemd's TimeoutStopSec).
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,20 +76,49 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let drain_timeout = cli.drain_timeout;
+    // What must have its first table before systemd hears READY=1 (`ocean up` says its own).
+    let component = match &cli.command {
+        Command::Control(_) => Some("control"),
+        Command::Dns(_) => Some("dns"),
+        Command::RedisRouter(_) => Some("redis"),
+        Command::MemcachedRouter(_) => Some("memcached"),
+        Command::MysqlProxy(_) => Some("mysql"),
+        Command::LvsSync(_) => Some("lvs"),
+        Command::Up(_) => None,
+    };
+    if let Some(c) = component {
+        ocean_core::notify::expect(c);
+    }
     let result = runtime.block_on(async move {
-        let cancel = ocean_core::shutdown::install()?;
-        match cli.command {
-            Command::Control(a) => ocean_control::run(a.into_config()?, cancel).await,
-            Command::Dns(a) => ocean_dns::run(a.into_config()?, cancel).await,
-            Command::RedisRouter(a) => ocean_redis_router::run(a.into_config()?, cancel).await,
-            Command::MemcachedRouter(a) => {
-                ocean_memcached_router::run(a.into_config()?, cancel).await
+        let cancel = ocean_core::signals::install()?;
+        ocean_core::reload::describe();
+        ocean_core::notify::spawn_watchdog(cancel.clone());
+        let daemon = async {
+            match cli.command {
+                Command::Control(a) => ocean_control::run(a.into_config()?, cancel.clone()).await,
+                Command::Dns(a) => ocean_dns::run(a.into_config()?, cancel.clone()).await,
+                Command::RedisRouter(a) => {
+                    ocean_redis_router::run(a.into_config()?, cancel.clone()).await
+                }
+                Command::MemcachedRouter(a) => {
+                    ocean_memcached_router::run(a.into_config()?, cancel.clone()).await
+                }
+                Command::MysqlProxy(a) => {
+                    ocean_mysql_proxy::run(a.into_config()?, cancel.clone()).await
+                }
+                Command::LvsSync(a) => ocean_lvs_sync::run(a.into_config()?, cancel.clone()).await,
+                Command::Up(a) => up::run(a.config, cancel.clone()).await,
             }
-            Command::MysqlProxy(a) => ocean_mysql_proxy::run(a.into_config()?, cancel).await,
-            Command::LvsSync(a) => ocean_lvs_sync::run(a.into_config()?, cancel).await,
-            Command::Up(a) => up::run(a.config, cancel).await,
+        };
+        tokio::select! {
+            r = daemon => r,
+            // Connections that outlive --drain-timeout are closed with the runtime.
+            () = ocean_core::signals::drain_deadline(cancel.clone(), drain_timeout) => Ok(()),
         }
     });
+    // Tasks still open after a drain are dropped here, not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -214,6 +214,19 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         )?);
         Some(token)
     };
+    // systemd READY=1 only once control and every proxy of this process have a table.
+    ocean_core::notify::expect("control");
+    for (present, kind) in [
+        (up.dns.is_some(), "dns"),
+        (up.redis_router.is_some(), "redis"),
+        (up.memcached_router.is_some(), "memcached"),
+        (up.mysql_proxy.is_some(), "mysql"),
+        (up.lvs_sync.is_some(), "lvs"),
+    ] {
+        if present {
+            ocean_core::notify::expect(kind);
+        }
+    }
     let running = ocean_control::engine::start(control, cancel.clone())
         .await
         .context("[control]")?;

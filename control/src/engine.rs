@@ -59,9 +59,12 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     // Install the recorder before anything records, so no early sample is lost.
     ocean_core::metrics::handle();
     // Certificates before binding: a bad file is a config error, not a half-started control.
-    let tls = match &config.tls {
-        Some(files) => Some(files.server_config()?),
-        None => None,
+    let (tls, tls_cert) = match &config.tls {
+        Some(files) => {
+            let (tls, cert) = files.server_config()?;
+            (Some(tls), Some(cert))
+        }
+        None => (None, None),
     };
     if config.allow_plaintext_secrets && tls.is_none() && !is_loopback(config.listen.ip()) {
         tracing::warn!(
@@ -89,6 +92,16 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         shutdown: cancel.clone(),
     });
     let tracker = TaskTracker::new();
+    // SIGHUP: what can change without a new socket.
+    ocean_core::reload::spawn("control", cancel.clone(), move || {
+        let mut changed = Vec::new();
+        if let Some(cert) = &tls_cert {
+            if cert.reload()? {
+                changed.push("--tls-cert/--tls-key".to_string());
+            }
+        }
+        Ok(changed)
+    });
     let router = crate::server::router(shared.clone());
     let c = cancel.clone();
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -504,6 +517,18 @@ impl Engine {
         self.shared.problems.store(Arc::new(problems));
         self.shared.state.store(Arc::new(state));
         let published = self.shared.store.publish(out);
+        if !published.is_empty() {
+            // systemd: READY=1 after the first publish, STATUS= with the tables' ETags.
+            let etags = self
+                .shared
+                .store
+                .snapshot()
+                .iter()
+                .map(|(k, s)| format!("{k}={}", s.etag.get(..12).unwrap_or(&s.etag)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            ocean_core::notify::table_applied("control", &etags);
+        }
         if let (Some(dir), false) = (self.config.state_dir.clone(), published.is_empty()) {
             // Off the async threads: the dns table can be large.
             let written = tokio::task::spawn_blocking(move || {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ocean_core::tls::{PemFile, TlsError};
+use ocean_core::tls::{PemFile, ServerCert, TlsError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -29,18 +29,20 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Loads the files into a server config (HTTP/1.1 by ALPN).
+    /// Loads the files into a server config (HTTP/1.1 by ALPN) and the certificate it
+    /// serves, which SIGHUP re-reads.
     ///
     /// # Errors
     /// A file that cannot be read or parsed, or a key that is not the certificate's; the
     /// message names the flag and the file.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut c = ocean_core::tls::server_config(
+    pub fn server_config(&self) -> Result<(Arc<rustls::ServerConfig>, Arc<ServerCert>), TlsError> {
+        let cert = ServerCert::load(
             PemFile::new("--tls-cert", &self.cert),
             PemFile::new("--tls-key", &self.key),
         )?;
+        let mut c = ocean_core::tls::server_config(cert.clone())?;
         c.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(c))
+        Ok((Arc::new(c), cert))
     }
 }
 

@@ -15,7 +15,9 @@
 //! - [`net`]: `Cidr`, the one network type of every daemon (ipnet, bare addresses, IPv4-mapped
 //!   addresses as IPv4).
 //! - [`listener`]: sockets bound with the options proxies need (socket2).
-//! - [`shutdown`]: one cancellation token driven by SIGTERM/SIGINT.
+//! - [`signals`]: SIGTERM/SIGINT drain (one cancellation token), SIGHUP reloads.
+//! - [`reload`]: the process-wide reload generation, each daemon's reloader, the reload metric.
+//! - [`notify`]: systemd readiness (`READY=1` after the first table, `STOPPING=1`, watchdog).
 //! - [`http`]: the HTTP client settings shared by control and subscribers.
 //! - [`logging`]: tracing setup.
 //! - [`secret`]: a string (password, token) that `Debug` redacts.
@@ -28,8 +30,10 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod notify;
+pub mod reload;
 pub mod secret;
-pub mod shutdown;
+pub mod signals;
 pub mod subscriber;
 pub mod table;
 pub mod tls;

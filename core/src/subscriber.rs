@@ -275,6 +275,9 @@ impl<T: Table> Publisher<T> {
                 metrics::gauge!("ocean_table_accepted_timestamp_seconds", "kind" => kind)
                     .set(unix_now());
                 self.current.store(Some(v.clone()));
+                // systemd: READY=1 with the first table (the proxy's table worker picks it
+                // up from the watch at once), STATUS= with every later ETag.
+                crate::notify::table_applied(kind, &v.etag);
                 self.tx.send_replace(Some(v));
                 self.set_status(|s| {
                     s.source = Some(source.to_string());

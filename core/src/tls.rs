@@ -1,12 +1,17 @@
 //! PEM files into rustls: a server's certificate chain and key, a client's trusted CAs.
 //!
 //! One concern: read and check the files an operator names with a flag, and say which flag
-//! and which file when something is wrong. Sockets, handshakes and reloads belong to the
-//! daemon. PEM is read with rustls-pki-types' own reader ([`PemObject`]); the crypto
+//! and which file when something is wrong. A server's certificate is a [`ServerCert`]: a
+//! rustls certificate resolver that SIGHUP can point at new files without touching the
+//! sockets or the handshakes in progress. Sockets and handshakes belong to the daemon. PEM is read with rustls-pki-types' own reader ([`PemObject`]); the crypto
 //! provider is ring, the one every TLS user in the binary shares.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -91,32 +96,88 @@ pub fn private_key(f: PemFile<'_>) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// A server config (no client certificates) from a PEM chain and key, checked to match.
-/// The caller sets ALPN and anything else its protocol needs.
-///
-/// # Errors
-/// When a file cannot be used or the key is not the certificate's.
-pub fn server_config(
-    cert: PemFile<'_>,
-    key: PemFile<'_>,
-) -> Result<rustls::ServerConfig, TlsError> {
+/// A server certificate chain and key, re-read on [`ServerCert::reload`]: handshakes take
+/// whatever is current, connections already up keep the certificate they were served.
+#[derive(Debug)]
+pub struct ServerCert {
+    cert_flag: String,
+    cert: PathBuf,
+    key_flag: String,
+    key: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ServerCert {
+    /// Reads and checks the pair.
+    ///
+    /// # Errors
+    /// When a file cannot be used or the key is not the certificate's.
+    pub fn load(cert: PemFile<'_>, key: PemFile<'_>) -> Result<Arc<ServerCert>, TlsError> {
+        let current = certified_key(cert, key)?;
+        Ok(Arc::new(ServerCert {
+            cert_flag: cert.flag.to_string(),
+            cert: cert.path.to_path_buf(),
+            key_flag: key.flag.to_string(),
+            key: key.path.to_path_buf(),
+            current: ArcSwap::from_pointee(current),
+        }))
+    }
+
+    /// Re-reads the files; returns whether the certificate changed. A pair that cannot be
+    /// used leaves the current one in place.
+    ///
+    /// # Errors
+    /// As [`ServerCert::load`].
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let next = certified_key(
+            PemFile::new(&self.cert_flag, &self.cert),
+            PemFile::new(&self.key_flag, &self.key),
+        )?;
+        let changed = next.cert != self.current.load().cert;
+        if changed {
+            self.current.store(Arc::new(next));
+        }
+        Ok(changed)
+    }
+
+    /// The end-entity certificate served now (DER).
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.current.load().cert.first().cloned()
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn certified_key(cert: PemFile<'_>, key: PemFile<'_>) -> Result<CertifiedKey, TlsError> {
     let chain = cert_chain(cert)?;
     let private = private_key(key)?;
-    rustls::ServerConfig::builder_with_provider(provider())
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|source| TlsError::KeyMismatch {
+        files: format!(
+            "{} {} and {} {}",
+            cert.flag,
+            cert.path.display(),
+            key.flag,
+            key.path.display()
+        ),
+        source,
+    })
+}
+
+/// A server config (no client certificates) serving `cert`. The caller sets ALPN and
+/// anything else its protocol needs.
+///
+/// # Errors
+/// When the safe default protocol versions cannot be had from the provider.
+pub fn server_config(cert: Arc<ServerCert>) -> Result<rustls::ServerConfig, TlsError> {
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Versions)?
         .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|source| TlsError::KeyMismatch {
-            files: format!(
-                "{} {} and {} {}",
-                cert.flag,
-                cert.path.display(),
-                key.flag,
-                key.path.display()
-            ),
-            source,
-        })
+        .with_cert_resolver(cert))
 }
 
 /// The CA certificates of a PEM file as a root store, for a client that trusts only them.
@@ -157,11 +218,12 @@ mod tests {
         let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
         let cert = write(dir.path(), "c.pem", &ca.cert.pem());
         let key = write(dir.path(), "k.pem", &ca.key_pair.serialize_pem());
-        server_config(
+        let served = ServerCert::load(
             PemFile::new("--tls-cert", &cert),
             PemFile::new("--tls-key", &key),
         )
         .unwrap();
+        server_config(served).unwrap();
         assert_eq!(root_store(PemFile::new("--ca", &cert)).unwrap().len(), 1);
     }
 
@@ -198,7 +260,7 @@ mod tests {
             "{s}"
         );
 
-        let s = server_config(
+        let s = ServerCert::load(
             PemFile::new("--tls-cert", &cert),
             PemFile::new("--tls-key", &other_key),
         )
@@ -208,5 +270,29 @@ mod tests {
             s.contains("--tls-cert") && s.contains("--tls-key") && s.contains("b.key"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn reload_swaps_a_good_pair_and_keeps_the_old_on_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = rcgen::generate_simple_self_signed(vec!["a".into()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b".into()]).unwrap();
+        let cert = write(dir.path(), "c.pem", &a.cert.pem());
+        let key = write(dir.path(), "k.pem", &a.key_pair.serialize_pem());
+        let served = ServerCert::load(
+            PemFile::new("--tls-cert", &cert),
+            PemFile::new("--tls-key", &key),
+        )
+        .unwrap();
+        assert!(!served.reload().unwrap(), "same files: unchanged");
+
+        // Half a rotation (new cert, old key) is refused and the old pair keeps serving.
+        write(dir.path(), "c.pem", &b.cert.pem());
+        assert!(served.reload().is_err());
+        assert_eq!(served.leaf().unwrap().as_ref(), a.cert.der().as_ref());
+
+        write(dir.path(), "k.pem", &b.key_pair.serialize_pem());
+        assert!(served.reload().unwrap());
+        assert_eq!(served.leaf().unwrap().as_ref(), b.cert.der().as_ref());
     }
 }

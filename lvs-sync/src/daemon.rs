@@ -180,6 +180,9 @@ async fn reconcile_blocking(
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     ocean_core::metrics::handle();
     let tracker = TaskTracker::new();
+    // SIGHUP: every setting is a flag, and the table comes from its subscriber, so there
+    // is nothing to re-read; the reload is still answered (log, metric, systemd READY=1).
+    ocean_core::reload::spawn("lvs-sync", cancel.clone(), || Ok(Vec::new()));
     let reconciler = tokio::task::spawn_blocking({
         let c = config.clone();
         move || open_reconciler(&c)

@@ -93,7 +93,11 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     config.validate()?;
     // The process-wide recorder must exist before servers create their metric handles.
     ocean_core::metrics::handle();
+    crate::stats::describe();
     let tracker = TaskTracker::new();
+    // SIGHUP: every setting is a flag, and the table comes from its subscriber, so there
+    // is nothing to re-read; the reload is still answered (log, metric, systemd READY=1).
+    ocean_core::reload::spawn("memcached-router", cancel.clone(), || Ok(Vec::new()));
     let stats = Arc::new(RouterStats::default());
     let settings = Arc::new(config.settings.clone());
     let workers = config.threads.max(1);
@@ -120,6 +124,8 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                     pool: pool.clone(),
                 });
             }
+            // No table to wait for: bound is ready (systemd READY=1).
+            ocean_core::notify::table_applied("memcached", "standalone");
         }
         Mode::Table { bind, subscriber } => {
             let (watch, sub) =

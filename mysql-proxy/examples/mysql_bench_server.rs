@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     };
     let config = cli.args.into_config()?;
     rt.block_on(async move {
-        let cancel = ocean_core::shutdown::install()?;
+        let cancel = ocean_core::signals::install()?;
         ocean_mysql_proxy::run(config, cancel).await
     })
 }

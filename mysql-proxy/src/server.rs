@@ -70,13 +70,14 @@ fn client_tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
     client_ca: Option<&std::path::Path>,
-) -> anyhow::Result<rustls::ServerConfig> {
+) -> anyhow::Result<(rustls::ServerConfig, Arc<ocean_core::tls::ServerCert>)> {
     let (cert, key) = (
         PemFile::new("--tls-cert", cert),
         PemFile::new("--tls-key", key),
     );
+    let served = ocean_core::tls::ServerCert::load(cert, key)?;
     let Some(ca) = client_ca else {
-        return Ok(ocean_core::tls::server_config(cert, key)?);
+        return Ok((ocean_core::tls::server_config(served.clone())?, served));
     };
     let roots = ocean_core::tls::root_store(PemFile::new("--client-ca", ca))?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -89,12 +90,8 @@ fn client_tls_config(
     let config = rustls::ServerConfig::builder_with_provider(ocean_core::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            ocean_core::tls::cert_chain(cert)?,
-            ocean_core::tls::private_key(key)?,
-        )
-        .map_err(|e| anyhow::anyhow!("--tls-cert and --tls-key do not match: {e}"))?;
-    Ok(config)
+        .with_cert_resolver(served.clone());
+    Ok((config, served))
 }
 
 /// Runs until `cancel` fires.
@@ -107,11 +104,15 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
     ocean_core::metrics::handle();
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            client_tls_config(cert, key, config.client_ca.as_deref())?,
-        ))),
-        None => None,
+    let (tls, tls_cert) = match &config.tls {
+        Some((cert, key)) => {
+            let (tls, served) = client_tls_config(cert, key, config.client_ca.as_deref())?;
+            (
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
+                Some(served),
+            )
+        }
+        None => (None, None),
     };
     let backend_tls = match &config.backend_tls {
         Some(ca) => Some(upstream::connector(ca)?),
@@ -130,6 +131,16 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let tracker = TaskTracker::new();
+    // SIGHUP: what can change without a new socket.
+    ocean_core::reload::spawn("mysql-proxy", cancel.clone(), move || {
+        let mut changed = Vec::new();
+        if let Some(cert) = &tls_cert {
+            if cert.reload()? {
+                changed.push("--tls-cert/--tls-key".to_string());
+            }
+        }
+        Ok(changed)
+    });
     let shared = Arc::new(Shared {
         index: ArcSwapOption::empty(),
         registry: Arc::new(Registry::default()),

@@ -14,6 +14,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ocean_core::metrics::handle();
-    let cancel = ocean_core::shutdown::install()?;
+    let cancel = ocean_core::signals::install()?;
     ocean_redis_router::run(cli.args.into_config()?, cancel).await
 }

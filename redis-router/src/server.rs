@@ -111,6 +111,8 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 let l = bind_std(addr).with_context(|| format!("binding {addr}"))?;
                 jobs.push(WorkerJob::Standalone(l, seeds.clone()));
             }
+            // No table to wait for: bound is ready (systemd READY=1).
+            ocean_core::notify::table_applied("redis", "standalone");
         }
         Mode::Table { subscriber, bind } => {
             let (watch, handle) =
@@ -122,6 +124,17 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             table_watch = Some(watch);
         }
     }
+    // SIGHUP: what can change without a new socket.
+    let tls_cert = config.client.tls.as_ref().map(|a| a.cert.clone());
+    ocean_core::reload::spawn("redis-router", cancel.clone(), move || {
+        let mut changed = Vec::new();
+        if let Some(cert) = &tls_cert {
+            if cert.reload()? {
+                changed.push("--tls-cert/--tls-key".to_string());
+            }
+        }
+        Ok(changed)
+    });
     let mut threads = Vec::new();
     // One --max-clients over every worker and every cluster's listener.
     let permits = Arc::new(Semaphore::new(config.client.max_clients));
@@ -291,7 +304,7 @@ async fn serve_conn(conn: Conn, shared: Shared) {
         }
         return;
     };
-    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.0.accept(stream));
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.tls.accept(stream));
     let stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,

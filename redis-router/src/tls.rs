@@ -12,9 +12,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// The client-side TLS acceptor (`--tls-cert`/`--tls-key`).
+/// The client-side TLS acceptor (`--tls-cert`/`--tls-key`) and the certificate it serves,
+/// which SIGHUP re-reads.
 #[derive(Clone)]
-pub struct Acceptor(pub TlsAcceptor);
+pub struct Acceptor {
+    pub tls: TlsAcceptor,
+    pub cert: Arc<tls::ServerCert>,
+}
 
 impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,11 +43,15 @@ impl std::fmt::Debug for Connector {
 /// When a file cannot be read or parsed, or the key does not match; the message names
 /// `--tls-cert`/`--tls-key` and the file.
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<Acceptor> {
-    let config = tls::server_config(
+    let cert = tls::ServerCert::load(
         PemFile::new("--tls-cert", cert),
         PemFile::new("--tls-key", key),
     )?;
-    Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
+    let config = tls::server_config(cert.clone())?;
+    Ok(Acceptor {
+        tls: TlsAcceptor::from(Arc::new(config)),
+        cert,
+    })
 }
 
 /// A connector trusting the CA certificates in `ca` (PEM); node certificates are checked

@@ -51,7 +51,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let cancel = ocean_core::shutdown::install()?;
+        let cancel = ocean_core::signals::install()?;
         ocean_lvs_sync::run(config, cancel).await
     })
 }
