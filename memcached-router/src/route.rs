@@ -136,6 +136,13 @@ impl Registry {
             let keep = used.contains(k);
             if !keep {
                 server.close();
+                // Its series go with it: a removed server must not report `up 1` forever.
+                let (pool, set, addr) = k;
+                let addr = addr.to_string();
+                ocean_core::metrics::remove_series(
+                    crate::stats::SERVER_METRICS,
+                    &[("pool", pool), ("replica_set", set), ("server", &addr)],
+                );
             }
             keep
         });

@@ -71,3 +71,63 @@ impl RouterStats {
         );
     }
 }
+
+/// The prefix of every per-server series (`{pool, replica_set, server}` labels), removed
+/// together when the server leaves the table.
+pub const SERVER_METRICS: &str = "ocean_memcached_server_";
+
+/// Describes the router's Prometheus metrics (`# HELP`); called once at start. The list is
+/// docs/metrics.md's memcached-router section.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "ocean_memcached_server_requests_total",
+        Unit::Count,
+        "Requests sent to a backend server, per pool, replica set and server."
+    );
+    describe_counter!(
+        "ocean_memcached_server_errors_total",
+        Unit::Count,
+        "Requests to a server that failed (connection lost, timeout), per pool, replica set and server."
+    );
+    describe_counter!(
+        "ocean_memcached_server_hits_total",
+        Unit::Count,
+        "Keys a server returned to get-like requests, per pool, replica set and server."
+    );
+    describe_counter!(
+        "ocean_memcached_server_misses_total",
+        Unit::Count,
+        "Keys a server did not have, per pool, replica set and server."
+    );
+    describe_histogram!(
+        "ocean_memcached_server_latency_seconds",
+        Unit::Seconds,
+        "Time from sending a request to a server to its complete reply, per pool, replica set and server."
+    );
+    describe_gauge!(
+        "ocean_memcached_server_up",
+        Unit::Count,
+        "1 while a server takes requests, 0 while it is marked down (TKO), per pool, replica set and server."
+    );
+    describe_counter!(
+        "ocean_memcached_server_tko_total",
+        Unit::Count,
+        "Times a server was marked down after --tko-after consecutive failures, per pool, replica set and server."
+    );
+    describe_counter!(
+        "ocean_memcached_table_swaps_total",
+        Unit::Count,
+        "Memcached tables applied."
+    );
+    describe_counter!(
+        "ocean_memcached_client_closed_total",
+        Unit::Count,
+        "Client connections the router closed, per reason (idle, write_timeout)."
+    );
+    describe_counter!(
+        "ocean_memcached_client_replies_dropped_total",
+        Unit::Count,
+        "Replies not delivered because the client was over its reply budget."
+    );
+}

@@ -99,6 +99,7 @@ struct ServerMetrics {
     misses: Counter,
     latency: Histogram,
     up: Gauge,
+    tko: Counter,
 }
 
 /// One backend memcached server with its shared connections and TKO state.
@@ -185,6 +186,9 @@ impl Server {
             misses: metrics::counter!("ocean_memcached_server_misses_total", &labels),
             latency: metrics::histogram!("ocean_memcached_server_latency_seconds", &labels),
             up: metrics::gauge!("ocean_memcached_server_up", &labels),
+            // Registered with the others: a TKO after the server left the table must not
+            // bring its series back (see `route::Registry::retain`).
+            tko: metrics::counter!("ocean_memcached_server_tko_total", &labels),
         };
         metrics.up.set(1.0);
         let conns = (0..settings.backend_connections.max(1))
@@ -311,8 +315,7 @@ impl Server {
             self.metrics.up.set(0.0);
             self.stats.servers_down.fetch_add(1, Ordering::Relaxed);
             self.stats.tko_events.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ocean_memcached_server_tko_total", "server" => self.addr.to_string())
-                .increment(1);
+            self.metrics.tko.increment(1);
             for cell in &self.conns {
                 if let Some(h) = cell.lock().ok().and_then(|mut g| g.take()) {
                     h.close.cancel();

@@ -1,3 +1,4 @@
 pub mod fake_marathon;
+pub mod metrics;
 pub mod pki;
 pub mod servers;
