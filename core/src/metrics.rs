@@ -187,7 +187,8 @@ impl Metrics {
         help.insert(key.as_str().to_string(), (description, unit));
     }
 
-    /// Renders every series in the Prometheus text format (0.0.4), sorted by name and labels.
+    /// Renders every series in the Prometheus text format (0.0.4), sorted by name and labels;
+    /// labels in the order they were given.
     pub fn render(&self) -> String {
         let mut families: BTreeMap<String, Family> = BTreeMap::new();
         self.registry.visit_counters(|key, c| {
@@ -275,13 +276,12 @@ fn family<'a>(
         })
 }
 
+/// The labels of `key` in the order the call site gave them (what tests and dashboards
+/// grep for).
 fn labels(key: &Key) -> Vec<(String, String)> {
-    let mut l: Vec<(String, String)> = key
-        .labels()
+    key.labels()
         .map(|l| (l.key().to_string(), l.value().to_string()))
-        .collect();
-    l.sort();
-    l
+        .collect()
 }
 
 fn write_labels(out: &mut String, labels: &[(String, String)], le: Option<&str>) {

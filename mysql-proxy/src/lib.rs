@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod metrics;
 pub mod proto;
 pub mod route;
 pub mod server;

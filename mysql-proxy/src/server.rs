@@ -104,6 +104,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
     ocean_core::metrics::handle();
+    crate::metrics::describe();
     let (tls, tls_cert) = match &config.tls {
         Some((cert, key)) => {
             let (tls, served) = client_tls_config(cert, key, config.client_ca.as_deref())?;
@@ -258,6 +259,8 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
+        // A job or database gone from the table takes its series with it (issue 13).
+        crate::metrics::forget_removed(shared.index.load().as_deref(), &index);
 }
 
 /// The skeleton's limits for the client listener: `--max-connections` (0 = no limit) as

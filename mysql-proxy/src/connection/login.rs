@@ -280,6 +280,7 @@ pub(super) async fn authenticate<S: Halves>(
             ));
         };
         // The backend call runs in a child of the connection's span.
+        let started = std::time::Instant::now();
         let span = tracing::debug_span!(
             "backend",
             backend.addr = %addr,
@@ -298,6 +299,7 @@ pub(super) async fn authenticate<S: Halves>(
         .await
         {
             Ok(backend) => {
+                crate::metrics::backend_login(&route.database.name, started.elapsed());
                 return Ok(Accepted {
                     job,
                     schema,
@@ -307,7 +309,7 @@ pub(super) async fn authenticate<S: Halves>(
                     backend,
                     backend_addr: addr,
                     guard,
-                })
+                });
             }
             Err(e) => {
                 tracing::warn!(job = %job, database = %route.database.name, backend = %addr, error = %e, "backend login failed");

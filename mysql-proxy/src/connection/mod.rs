@@ -417,7 +417,9 @@ async fn session<S: Halves>(
         End::BackendError(_) => "backend_error",
         End::Protocol(_) => "protocol",
     };
-    metrics::counter!("ocean_mysql_sessions_closed_total", "job" => job.clone(), "database" => db.clone(), "reason" => label).increment(1);
+    if crate::metrics::still_listed(shared.index.load().as_deref(), &job, &db) {
+        metrics::counter!("ocean_mysql_sessions_closed_total", "job" => job.clone(), "database" => db.clone(), "reason" => label).increment(1);
+    }
     if !matches!(label, "client_closed") {
         tracing::info!(target: "audit", job = %job, ip = %ip, schema = %schema, result = "closed", reason = %reason, "mysql session closed");
     }

@@ -1,0 +1,73 @@
+//! The proxy's Prometheus metrics: their descriptions, and the series that leave with a
+//! job or database the table no longer has.
+
+use std::time::Duration;
+
+use crate::route::Index;
+
+/// Every series of the proxy starts with this.
+const PREFIX: &str = "ocean_mysql_";
+
+/// Describes the proxy's metrics (`# HELP`); called once at start. The list is
+/// docs/metrics.md's mysql-proxy section.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "ocean_mysql_logins_total",
+        Unit::Count,
+        "Client login attempts, per job (empty when unknown or before the handshake) and result."
+    );
+    describe_histogram!(
+        "ocean_mysql_backend_login_seconds",
+        Unit::Seconds,
+        "Time to connect and log in to a backend for a client, per database (successful logins)."
+    );
+    describe_gauge!(
+        "ocean_mysql_jobs_broken_password",
+        Unit::Count,
+        "Jobs in the applied table whose password hashes do not decode (refused until fixed)."
+    );
+    describe_gauge!(
+        "ocean_mysql_sessions",
+        Unit::Count,
+        "Open relayed sessions, per job and database."
+    );
+    describe_counter!(
+        "ocean_mysql_bytes_total",
+        Unit::Bytes,
+        "Bytes relayed, per job, database and direction (to_backend, to_client)."
+    );
+    describe_counter!(
+        "ocean_mysql_sessions_closed_total",
+        Unit::Count,
+        "Relayed sessions ended, per job, database and reason."
+    );
+}
+
+/// Records one successful backend login of `database` that took `took`.
+pub fn backend_login(database: &str, took: Duration) {
+    metrics::histogram!("ocean_mysql_backend_login_seconds", "database" => database.to_string())
+        .record(took.as_secs_f64());
+}
+
+/// Deletes the series of every job and database in `old` that `new` no longer has; run by
+/// the one task that applies tables, before it stores `new`.
+pub fn forget_removed(old: Option<&Index>, new: &Index) {
+    let Some(old) = old else { return };
+    for job in old.jobs.keys().filter(|j| !new.jobs.contains_key(*j)) {
+        ocean_core::metrics::remove_series(PREFIX, &[("job", job)]);
+    }
+    for db in old
+        .databases
+        .keys()
+        .filter(|d| !new.databases.contains_key(*d))
+    {
+        ocean_core::metrics::remove_series(PREFIX, &[("database", db)]);
+    }
+}
+
+/// Whether `job` and `database` are both in the applied table: a session that outlived
+/// its job or database records nothing that would bring their series back.
+pub fn still_listed(index: Option<&Index>, job: &str, database: &str) -> bool {
+    index.is_some_and(|i| i.jobs.contains_key(job) && i.databases.contains_key(database))
+}

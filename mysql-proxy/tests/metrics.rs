@@ -1,0 +1,96 @@
+//! `/metrics` people can use (issue 13): backend login time is a Prometheus histogram per
+//! database, every metric has `# HELP`, and a database or job removed from the table takes
+//! its series with it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+use ocean_core::table::mysql::{Access, Grant, MysqlTable};
+use ocean_tests::metrics::{scrape, series, undescribed};
+
+const MAIN: &str = "/dept/shop/main";
+const OLD: &str = "/dept/shop/old";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_histograms_help_and_removed_databases() {
+    let (db, _dir, table_file) = prepared_backend().await;
+    let mut old_db = database(db.addr(), vec![]);
+    old_db.name = OLD.into();
+    old_db.schema = "other".into();
+    let mut old_job = job("shop/old", &["127.0.0.3"], Access::Rw, None);
+    old_job.grants = vec![Grant {
+        database: OLD.into(),
+        access: Access::Rw,
+    }];
+    let web = job("shop/web", &["127.0.0.2"], Access::Rw, None);
+    write_table(
+        &table_file,
+        &MysqlTable {
+            databases: vec![database(db.addr(), vec![]), old_db],
+            jobs: vec![web.clone(), old_job],
+        },
+    );
+    let mut cfg = config(table_file.clone());
+    cfg.admin = Some("127.0.0.1:0".parse().unwrap());
+    let (proxy, cancel) = start_proxy(cfg).await;
+    let admin = proxy.admin_addr.unwrap();
+
+    for (ip, job, schema) in [
+        ("127.0.0.2", "shop/web", "shop"),
+        ("127.0.0.3", "shop/old", "other"),
+    ] {
+        let mut c = mysql_async::Conn::new(opts(proxy.addr, ip, job, None, Some(schema)))
+            .await
+            .unwrap();
+        let one: Option<u8> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+        c.disconnect().await.unwrap();
+    }
+
+    let text = scrape(admin).await.unwrap();
+    assert_eq!(undescribed(&text), Vec::<String>::new(), "{text}");
+    assert!(text.contains("# TYPE ocean_mysql_backend_login_seconds histogram\n"));
+    for database in [MAIN, OLD] {
+        let first = format!(
+            "ocean_mysql_backend_login_seconds_bucket{{database=\"{database}\",le=\"0.0001\"}}"
+        );
+        assert!(text.contains(&first), "{first} missing:\n{text}");
+        let count = format!("ocean_mysql_backend_login_seconds_count{{database=\"{database}\"}} 1");
+        assert!(text.contains(&count), "{count} missing:\n{text}");
+    }
+    let old_labels = format!("database=\"{OLD}\"");
+    assert!(!series(&text, "ocean_mysql_bytes_total", &[&old_labels]).is_empty());
+    assert!(!series(&text, "ocean_mysql_sessions", &[&old_labels]).is_empty());
+    let old_job_label = "job=\"shop/old\"";
+    assert!(!series(&text, "ocean_mysql_logins_total", &[old_job_label]).is_empty());
+
+    // The old database and its job leave the table: their series go, the others stay.
+    let etag = proxy.table_etag().unwrap();
+    write_table(
+        &table_file,
+        &MysqlTable {
+            databases: vec![database(db.addr(), vec![])],
+            jobs: vec![web],
+        },
+    );
+    wait_table_change(&proxy, &etag).await;
+    let text = scrape(admin).await.unwrap();
+    let left: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&old_labels) || l.contains(old_job_label))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "series of the removed database or job remain: {left:#?}"
+    );
+    let main_labels = format!("database=\"{MAIN}\"");
+    assert!(!series(&text, "ocean_mysql_backend_login_seconds", &[&main_labels]).is_empty());
+    assert!(!series(&text, "ocean_mysql_bytes_total", &[&main_labels]).is_empty());
+    assert!(!series(&text, "ocean_mysql_logins_total", &["job=\"shop/web\""]).is_empty());
+    assert_eq!(undescribed(&text), Vec::<String>::new());
+
+    cancel.cancel();
+    proxy.wait().await;
+}
