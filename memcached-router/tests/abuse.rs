@@ -16,15 +16,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::{pool, stat, Raw, Router};
 use ocean_memcached_router::config::Settings;
 use ocean_memcached_router::ketama::KeyHash;
-use ocean_tests::servers::{proc_stat, rss_bytes, Memcached};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use ocean_tests::abuse::{self, LimitedChild};
+use ocean_tests::servers::{rss_bytes, Memcached};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A normal client's round trip: store `key`, read it back.
@@ -240,81 +240,38 @@ async fn router_child_process() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
     let a = Memcached::start().await?;
-    let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
-        .arg(&exe)
-        .args([
-            "router_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("OCEAN_ABUSE_CHILD_POOL", a.addr().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("child pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            // libtest prints `test router_child_process ... ` before the test's output.
-            if let Some((_, a)) = line.split_once("LISTEN ") {
-                return Ok(a.trim().parse()?);
-            }
-        }
-        bail!("the child router exited before listening")
-    })
-    .await
-    .context("the child router did not start")??;
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
-    let nofile = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .context("no open files limit")?;
+    let child = LimitedChild::spawn(
+        "router_child_process",
+        &[("OCEAN_ABUSE_CHILD_POOL", a.addr().to_string())],
+    )
+    .await?;
+    let addr = child.addr;
+    let nofile = child.nofile_line()?;
     assert!(
-        nofile.split_whitespace().nth(3) == Some("256"),
-        "child limit: {nofile}"
+        nofile.get(3).map(String::as_str) == Some("256"),
+        "child limit: {nofile:?}"
     );
 
     let mut normal = Raw::connect(addr).await?;
     normal_round_trip(&mut normal, "k", "before").await?;
     // The flood: 400 connections (the listen backlog completes them all; the router can
     // take only what its 256 descriptors allow).
-    let mut flood = Vec::new();
-    for _ in 0..400 {
-        flood.push(TcpStream::connect(addr).await?);
-    }
+    let flood = abuse::flood(addr, abuse::FLOOD).await?;
     // Wait until accepting has hit the limit: the router's connection count stops growing.
-    let mut last = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = abuse::settle(async || {
         let reply = normal.call(b"stats\r\n", &[b"END\r\n"]).await?;
         let text = String::from_utf8_lossy(&reply).into_owned();
-        let n: u64 = text
+        let n: usize = text
             .lines()
             .find_map(|l| l.strip_prefix("STAT curr_connections "))
             .context("curr_connections")?
             .parse()?;
-        if n == last && n > 100 {
-            break;
-        }
-        last = n;
-        assert!(Instant::now() < deadline, "connections never settled: {n}");
-    }
+        Ok(n)
+    })
+    .await?;
     assert!(last < 256, "{last} clients with 256 descriptors?");
     // At the limit (the backlog still holds ~150 connections it cannot accept): no spinning.
-    let t0 = proc_stat(pid)
-        .expect("the router child is running")
-        .cpu_ticks;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ticks = proc_stat(pid)
-        .expect("the router child is running")
-        .cpu_ticks
-        - t0;
+    let ticks = child.cpu_ticks_over(Duration::from_secs(2)).await?;
     // The client it has is still served.
     normal_round_trip(&mut normal, "k", "during").await?;
     println!(
@@ -328,25 +285,12 @@ async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
     );
     // The flood leaves; a new client is served again.
     drop(flood);
-    let start = Instant::now();
-    loop {
-        let attempt = async {
-            let mut c = Raw::connect(addr).await?;
-            normal_round_trip(&mut c, "k", "after").await
-        };
-        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(())) => break,
-            other => assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "no new client served after the flood: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "served a new client {:?} after the flood closed",
-        start.elapsed()
-    );
+    let took = abuse::served_again(async || {
+        let mut c = Raw::connect(addr).await?;
+        normal_round_trip(&mut c, "k", "after").await
+    })
+    .await?;
+    println!("served a new client {took:?} after the flood closed");
     normal_round_trip(&mut normal, "k", "end").await?;
     child.kill().await?;
     Ok(())

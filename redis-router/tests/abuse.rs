@@ -12,13 +12,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use common::{redis_cli, router};
-use ocean_tests::servers::{proc_stat, rss_bytes, RedisCluster, Resp, RespClient};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use ocean_tests::abuse::{self, LimitedChild};
+use ocean_tests::servers::{rss_bytes, RedisCluster, Resp, RespClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -223,7 +223,9 @@ async fn before_auth_requests_are_as_small_as_redis_allows() -> Result<()> {
     let mut config =
         ocean_redis_router::Config::standalone("127.0.0.1:0".parse()?, cluster.master_addrs());
     config.threads = 1;
-    config.client.password = Some(ocean_core::secret::Secret::new("pw".to_string()));
+    config.client.password = Some(ocean_core::secret::SecretFile::fixed(
+        ocean_core::secret::Secret::new("pw".to_string()),
+    ));
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = ocean_redis_router::start(config, cancel.clone()).await?;
     let addr = running.listen_addr.context("no listen address")?;
@@ -353,49 +355,18 @@ async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
         .map(|a| format!("--seed {a}"))
         .collect();
     let flags = format!("--listen 127.0.0.1:0 {}", seeds.join(" "));
-    let exe = std::env::current_exe()?;
-    // dash's and bash's `ulimit -n` set the soft and the hard limit.
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
-        .arg(&exe)
-        .args([
-            "router_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("OCEAN_ABUSE_CHILD_ARGS", flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("child pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let (addr, nofile): (SocketAddr, String) =
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                // libtest prints `test router_child_process ... ` before the test's output.
-                if let Some((_, rest)) = line.split_once("LISTEN ") {
-                    let mut words = rest.split_whitespace();
-                    let addr = words.next().context("no address")?.parse()?;
-                    let nofile = words.nth(1).unwrap_or("?").to_string();
-                    return Ok((addr, nofile));
-                }
-            }
-            bail!("the child router exited before listening")
-        })
-        .await
-        .context("the child router did not start")??;
-    // Raising the soft limit to the hard one left it at 256.
+    let child =
+        LimitedChild::spawn("router_child_process", &[("OCEAN_ABUSE_CHILD_ARGS", flags)]).await?;
+    let addr = child.addr;
+    // `LISTEN <addr> NOFILE <n>`: raising the soft limit to the hard one left it at 256.
+    let nofile = child.extra.get(1).map(String::as_str).unwrap_or("?");
     assert_eq!(nofile, "256", "the child's RLIMIT_NOFILE after raising");
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .context("no open files limit")?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words.get(3..5), Some(&["256", "256"][..]), "child: {line}");
+    let words = child.nofile_line()?;
+    assert_eq!(
+        words.get(3..5),
+        Some(&["256".to_string(), "256".to_string()][..]),
+        "child: {words:?}"
+    );
 
     // Wait for the slot map, then a normal client is served.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -413,15 +384,9 @@ async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
     still_served(&mut normal, 0).await?;
     // The flood: 400 connections (the listen backlog completes them all; the router can
     // take only what its 256 descriptors allow).
-    let mut flood = Vec::new();
-    for _ in 0..400 {
-        flood.push(TcpStream::connect(addr).await?);
-    }
+    let flood = abuse::flood(addr, abuse::FLOOD).await?;
     // Wait until accepting has hit the limit: the router's client count stops growing.
-    let mut last = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = abuse::settle(async || {
         let info = normal.command(&["INFO"]).await?;
         let n: usize = info
             .as_str()
@@ -430,22 +395,12 @@ async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
             .find_map(|l| l.trim().strip_prefix("connected_clients:"))
             .context("connected_clients")?
             .parse()?;
-        if n == last && n > 100 {
-            break;
-        }
-        last = n;
-        assert!(Instant::now() < deadline, "connections never settled: {n}");
-    }
+        Ok(n)
+    })
+    .await?;
     assert!(last < 256, "{last} clients with 256 descriptors?");
     // At the limit (the backlog still holds the connections it cannot accept): no spinning.
-    let t0 = proc_stat(pid)
-        .context("the router child is gone")?
-        .cpu_ticks;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ticks = proc_stat(pid)
-        .context("the router child is gone")?
-        .cpu_ticks
-        - t0;
+    let ticks = child.cpu_ticks_over(Duration::from_secs(2)).await?;
     // The client it has is still served.
     still_served(&mut normal, 1).await?;
     println!(
@@ -459,25 +414,12 @@ async fn out_of_descriptors_the_router_idles_then_serves_again() -> Result<()> {
     );
     // The flood leaves; a new client's SET and GET work again.
     drop(flood);
-    let start = Instant::now();
-    loop {
-        let attempt = async {
-            let mut c = RespClient::connect(addr).await?;
-            still_served(&mut c, 2).await
-        };
-        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(())) => break,
-            other => assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "no new client served after the flood: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "after the flood: a new client served {:?} after it closed",
-        start.elapsed()
-    );
+    let took = abuse::served_again(async || {
+        let mut c = RespClient::connect(addr).await?;
+        still_served(&mut c, 2).await
+    })
+    .await?;
+    println!("after the flood: a new client served {took:?} after it closed");
     child.kill().await?;
     Ok(())
 }

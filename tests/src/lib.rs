@@ -1,3 +1,4 @@
+pub mod abuse;
 pub mod fake_marathon;
 pub mod metrics;
 pub mod pki;
