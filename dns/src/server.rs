@@ -155,6 +155,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     // TCP.
     tracker.spawn(serve_tcp(
         tcp,
+    crate::stats::describe();
         zone.clone(),
         forwarder,
         settings,

@@ -80,3 +80,64 @@ impl Counters {
         self.pending = 0;
     }
 }
+
+/// Describes the DNS server's Prometheus metrics (`# HELP`); called once at start. The
+/// list is docs/metrics.md's dns section.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "ocean_dns_queries_total",
+        Unit::Count,
+        "Queries answered, per query type (A, AAAA, SRV, SOA_NS_ANY, other) and rcode."
+    );
+    describe_counter!(
+        "ocean_dns_truncated_total",
+        Unit::Count,
+        "UDP answers sent truncated (TC bit set)."
+    );
+    describe_counter!(
+        "ocean_dns_forwarded_total",
+        Unit::Count,
+        "Queries outside the zone forwarded to the upstream resolvers."
+    );
+    describe_counter!(
+        "ocean_dns_dropped_total",
+        Unit::Count,
+        "Messages dropped without an answer (too short, or not a query)."
+    );
+    describe_histogram!(
+        "ocean_dns_answer_seconds",
+        Unit::Seconds,
+        "Time to answer a UDP query from the zone, one query in 64 sampled."
+    );
+    describe_histogram!(
+        "ocean_dns_forward_seconds",
+        Unit::Seconds,
+        "Time for an upstream resolver to answer a forwarded query (answered ones)."
+    );
+    describe_counter!(
+        "ocean_dns_forward_failures_total",
+        Unit::Count,
+        "Upstream resolver attempts that failed or timed out."
+    );
+    describe_gauge!(
+        "ocean_dns_zone_names",
+        Unit::Count,
+        "Names in the zone being served."
+    );
+    describe_gauge!(
+        "ocean_dns_zone_serial",
+        Unit::Count,
+        "SOA serial of the zone being served."
+    );
+    describe_gauge!(
+        "ocean_dns_zone_loaded_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the zone being served was built."
+    );
+    describe_histogram!(
+        "ocean_dns_zone_build_seconds",
+        Unit::Seconds,
+        "Time to build and pre-encode a zone from a dns table."
+    );
+}
