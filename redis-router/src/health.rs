@@ -118,7 +118,11 @@ impl Coverage {
         if let Ok(mut inner) = self.inner.lock() {
             let now_names: HashSet<String> = out.iter().map(|c| c.name.clone()).collect();
             for gone in inner.reported.difference(&now_names) {
-                metrics::gauge!("ocean_redis_slots_uncovered", "cluster" => gone.clone()).set(0.0);
+                // The cluster left the table: its series goes (issue 13), not a stale 0.
+                ocean_core::metrics::remove_series(
+                    "ocean_redis_slots_uncovered",
+                    &[("cluster", gone.as_str())],
+                );
             }
             for c in &out {
                 metrics::gauge!("ocean_redis_slots_uncovered", "cluster" => c.name.clone())

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use metrics::{Counter, Histogram};
+use ocean_core::metrics::SeriesLease;
 
 use crate::command::{CommandSpec, Flags, Split};
 
@@ -85,14 +86,24 @@ struct Handles {
 }
 
 /// Handles for every family of one cluster.
+///
+/// Every worker thread serving the cluster holds one; the cluster's `ocean_redis_command*`
+/// series are deleted when the last is dropped (the cluster left the table and its
+/// clients are gone), not before: a worker still draining keeps them.
 #[derive(Debug)]
 pub struct FamilyMetrics {
     handles: Vec<Handles>,
+    _series: SeriesLease,
 }
+
+/// The prefix of the per-cluster command series.
+const COMMAND_METRICS: &str = "ocean_redis_command";
 
 impl FamilyMetrics {
     /// Registers the handles for `cluster`.
     pub fn new(cluster: &str) -> FamilyMetrics {
+        // The lease first: see `SeriesLease`.
+        let series = SeriesLease::new(COMMAND_METRICS, &[("cluster", cluster)]);
         let handles = FAMILIES
             .iter()
             .map(|(_, label)| {
@@ -107,7 +118,10 @@ impl FamilyMetrics {
                 }
             })
             .collect();
-        FamilyMetrics { handles }
+        FamilyMetrics {
+            handles,
+            _series: series,
+        }
     }
 
     /// Counts one reply.
@@ -127,4 +141,90 @@ impl FamilyMetrics {
                 .record(now.saturating_duration_since(started).as_secs_f64());
         }
     }
+}
+
+/// Describes the router's Prometheus metrics (`# HELP`); called once at start. The list is
+/// docs/metrics.md's redis-router section.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "ocean_redis_commands_total",
+        Unit::Count,
+        "Commands answered, per cluster and command family."
+    );
+    describe_counter!(
+        "ocean_redis_command_errors_total",
+        Unit::Count,
+        "Commands answered with an error reply, per cluster and command family."
+    );
+    describe_histogram!(
+        "ocean_redis_command_seconds",
+        Unit::Seconds,
+        "Time from reading a command to its complete reply, per cluster and command family."
+    );
+    describe_counter!(
+        "ocean_redis_redirects_total",
+        Unit::Count,
+        "MOVED and ASK redirections the router followed, per kind."
+    );
+    describe_counter!(
+        "ocean_redis_retries_total",
+        Unit::Count,
+        "Commands sent again (not sent at all, or read-only on a lost connection) within their deadline."
+    );
+    describe_counter!(
+        "ocean_redis_split_subcommands_total",
+        Unit::Count,
+        "Per-slot subcommands multi-key commands were split into."
+    );
+    describe_counter!(
+        "ocean_redis_slot_refreshes_total",
+        Unit::Count,
+        "Slot map refreshes (CLUSTER SLOTS) that succeeded."
+    );
+    describe_counter!(
+        "ocean_redis_slot_refresh_errors_total",
+        Unit::Count,
+        "Slot map refreshes that failed."
+    );
+    describe_gauge!(
+        "ocean_redis_slots_uncovered",
+        Unit::Count,
+        "Slots without a reachable master, per cluster."
+    );
+    describe_gauge!(
+        "ocean_redis_backend_connections",
+        Unit::Count,
+        "Open backend connections, per kind (shared, dedicated)."
+    );
+    describe_counter!(
+        "ocean_redis_backend_connects_total",
+        Unit::Count,
+        "Backend connections opened, per kind (shared, dedicated)."
+    );
+    describe_gauge!(
+        "ocean_redis_client_connections",
+        Unit::Count,
+        "Open client connections."
+    );
+    describe_counter!(
+        "ocean_redis_clients_closed_total",
+        Unit::Count,
+        "Client connections the router closed, per reason (idle, write_timeout)."
+    );
+    describe_counter!(
+        "ocean_redis_client_read_pauses_total",
+        Unit::Count,
+        "Times the router stopped reading a client over its in-flight or reply budget."
+    );
+    describe_counter!(
+        "ocean_redis_protocol_errors_total",
+        Unit::Count,
+        "Client connections closed for a RESP protocol error."
+    );
+    describe_counter!(
+        "ocean_redis_tls_handshake_errors_total",
+        Unit::Count,
+        "Client TLS handshakes that failed or timed out."
+    );
 }

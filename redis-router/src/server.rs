@@ -96,6 +96,9 @@ enum WorkerJob {
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
     let workers = config.threads.max(1);
+    // The recorder must exist before the clusters register their metric handles.
+    ocean_core::metrics::handle();
+    crate::metrics::describe();
     let bound: Bound = Arc::new(Mutex::new(HashMap::new()));
     let mut jobs = Vec::new();
     let mut listen_addr = None;
