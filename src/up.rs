@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ocean_control::api_auth::ApiToken;
-use ocean_control::config::{FileConfig, Source};
+use ocean_control::config::{FileConfig, Rebuild, Source};
 use ocean_core::secret::Secret;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -174,16 +174,18 @@ fn random_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::Result<()> {
-    let (_example_dir, path, bundled) = match config {
-        Some(p) => (None, p, false),
-        None => {
-            let (dir, p) = materialize_example()?;
-            (Some(dir), p, true)
-        }
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-    let up: UpConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+/// The origin of the token `ocean up` gives its own proxies.
+const INTERNAL_TOKEN: &str = "ocean up (in-process proxies)";
+
+/// Reads and parses up.toml.
+fn read_up(path: &Path) -> anyhow::Result<UpConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// Control's config from up.toml's `[control]` and the control.toml it names (without the
+/// proxies' internal token).
+fn control_config(path: &Path, up: &UpConfig) -> anyhow::Result<ocean_control::Config> {
     let base = path.parent().map(PathBuf::from).unwrap_or_default();
     let source = match (&up.control.apps_file, up.control.marathon.is_empty()) {
         (Some(f), true) => Source::File(resolve(&base, f)),
@@ -201,19 +203,44 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
         let file_base = file_path.parent().map(PathBuf::from).unwrap_or_default();
         file.apply(&file_base, &mut control)?;
     }
+    Ok(control)
+}
+
+pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let (_example_dir, path, bundled) = match config {
+        Some(p) => (None, p, false),
+        None => {
+            let (dir, p) = materialize_example()?;
+            (Some(dir), p, true)
+        }
+    };
+    let up = read_up(&path)?;
+    let mut control = control_config(&path, &up)?;
     // When the config sets tokens, the proxies in this process get one of their own: random,
     // unscoped, and never written anywhere.
     let internal_token = if control.tokens.is_empty() {
         None
     } else {
         let token = Secret::new(random_token()?);
-        control.tokens.push(ApiToken::new(
-            "ocean up (in-process proxies)",
-            &token,
-            None,
-        )?);
+        control
+            .tokens
+            .push(ApiToken::new(INTERNAL_TOKEN, &token, None)?);
         Some(token)
     };
+    // SIGHUP: up.toml and the control.toml it names are read again (ocean_control::reload).
+    let (again, token) = (path.clone(), internal_token.clone());
+    control.rebuild = Some(Rebuild::new(move || {
+        let mut c = control_config(&again, &read_up(&again)?)?;
+        match &token {
+            Some(t) => c.tokens.push(ApiToken::new(INTERNAL_TOKEN, t, None)?),
+            None if !c.tokens.is_empty() => anyhow::bail!(
+                "API tokens cannot be added to a running `ocean up` that started without any: its proxies have none; restart"
+            ),
+            None => {}
+        }
+        c.validate()?;
+        Ok(c)
+    }));
     // systemd READY=1 only once control and every proxy of this process have a table.
     ocean_core::notify::expect("control");
     for (present, kind) in [

@@ -147,6 +147,14 @@ impl ApiToken {
     }
 }
 
+/// Same origin, same scope, same token: what a reload compares to say whether the tokens
+/// changed. Not for checking a request ([`check`] compares in constant time).
+impl PartialEq for ApiToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin && self.tables == other.tables && self.digest == other.digest
+    }
+}
+
 impl ApiFile {
     /// The tokens of `[[api.tokens]]`; files are relative to `base`.
     ///

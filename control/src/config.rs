@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,6 +65,36 @@ pub struct Config {
     pub state_dir: Option<std::path::PathBuf>,
     pub derive: DeriveConfig,
     pub guard: GuardConfig,
+    /// How to build this config again from where it came from (flags, control.toml and the
+    /// files it names), on SIGHUP; `None`: nothing to re-read.
+    pub rebuild: Option<Rebuild>,
+}
+
+/// Builds control's whole config again from its sources: what a SIGHUP runs
+/// ([`crate::reload`]). `ocean control` re-parses its flags' `--config` and token files;
+/// `ocean up` re-reads its own file and the control.toml it names.
+#[derive(Clone)]
+pub struct Rebuild(Arc<dyn Fn() -> anyhow::Result<Config> + Send + Sync>);
+
+impl Rebuild {
+    pub fn new(f: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static) -> Self {
+        Rebuild(Arc::new(f))
+    }
+
+    /// The config as its sources say now.
+    ///
+    /// # Errors
+    /// Whatever the sources have wrong: an unreadable or invalid file, a bad secret file,
+    /// a config that does not validate.
+    pub fn build(&self) -> anyhow::Result<Config> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Rebuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rebuild")
+    }
 }
 
 impl Config {
@@ -88,6 +119,7 @@ impl Config {
                 owners: Owners::default(),
             },
             guard: GuardConfig::default(),
+            rebuild: None,
         }
     }
 
@@ -153,7 +185,7 @@ impl From<TokenError> for ConfigError {
 }
 
 /// `ocean control` flags.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Marathon base URL; repeat for several masters (only the elected leader is trusted).
     #[arg(long = "marathon", value_name = "URL", conflicts_with = "apps_file")]
@@ -213,9 +245,19 @@ pub struct Args {
 impl Args {
     /// Builds control's config from flags and the optional config file; flags win.
     ///
+    /// The config remembers these flags, so that a SIGHUP reads the same files again
+    /// ([`Config::rebuild`]).
+    ///
     /// # Errors
     /// No source, an unreadable or invalid config file, a bad token file, an invalid result.
     pub fn into_config(self) -> anyhow::Result<Config> {
+        let again = self.clone();
+        let mut c = self.build()?;
+        c.rebuild = Some(Rebuild::new(move || again.clone().build()));
+        Ok(c)
+    }
+
+    fn build(self) -> anyhow::Result<Config> {
         let a = self;
         let source = match (a.apps_file, a.marathon.is_empty()) {
             (Some(f), _) => Source::File(f),

@@ -26,6 +26,7 @@ use crate::derive::{derive_all, Problem};
 use crate::guard::{Guard, Held, Pools};
 use crate::marathon::client::MarathonClient;
 use crate::marathon::model::parse_apps;
+use crate::reload::{Live, Reloader};
 use crate::state::{hostnames, normalize, HealthMemory, Resolved, State};
 use crate::store::{Served, Store};
 use crate::subscribers::Subscribers;
@@ -82,7 +83,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         status: Mutex::new(SyncStatus::default()),
         problems: ArcSwap::from_pointee(Vec::new()),
         state: ArcSwap::from_pointee(State::default()),
-        tokens: config.tokens.clone(),
+        tokens: ArcSwap::from_pointee(config.tokens.clone()),
         tls: tls.is_some(),
         allow_plaintext_secrets: config.allow_plaintext_secrets,
         max_wait: config.max_wait,
@@ -92,16 +93,17 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         shutdown: cancel.clone(),
     });
     let tracker = TaskTracker::new();
-    // SIGHUP: what can change without a new socket.
-    ocean_core::reload::spawn("control", cancel.clone(), move || {
-        let mut changed = Vec::new();
-        if let Some(cert) = &tls_cert {
-            if cert.reload()? {
-                changed.push("--tls-cert/--tls-key".to_string());
-            }
-        }
-        Ok(changed)
-    });
+    let (dirty_tx, dirty_rx) = mpsc::channel(1);
+    let live = Arc::new(ArcSwap::from_pointee(Live::of(&config)));
+    // SIGHUP: what can change without a new socket (crate::reload).
+    let mut reloader = Reloader::new(
+        config.clone(),
+        live.clone(),
+        shared.clone(),
+        tls_cert,
+        dirty_tx.clone(),
+    );
+    ocean_core::reload::spawn("control", cancel.clone(), move || reloader.reload());
     let router = crate::server::router(shared.clone());
     let c = cancel.clone();
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -131,7 +133,6 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             });
         }
     }
-    let (dirty_tx, dirty_rx) = mpsc::channel(1);
     let source = match &config.source {
         Source::Marathon(urls) => {
             let client = Arc::new(MarathonClient::new(
@@ -170,6 +171,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     };
     let engine = Engine {
         config,
+        live,
         shared: shared.clone(),
         source,
         guard_state: None,
@@ -235,7 +237,10 @@ async fn watch_file(
 }
 
 struct Engine {
+    /// As started; its `derive`, `guard` and `tokens` are replaced by reloads: read `live`.
     config: Config,
+    /// What a SIGHUP may change, read at each sync.
+    live: Arc<ArcSwap<Live>>,
     shared: Arc<Shared>,
     source: Fetcher,
     guard_state: Option<Guard>,
@@ -446,7 +451,8 @@ impl Engine {
         let hosts = hostnames(&apps);
         let resolved = self.resolve(hosts).await;
         let state = normalize(&apps, &resolved, &mut self.memory);
-        let mut derived = derive_all(&state, &self.config.derive);
+        let live = self.live.load_full();
+        let mut derived = derive_all(&state, &live.derive);
         let mut problems: Vec<Problem> = bad
             .into_iter()
             .map(|b| Problem {
@@ -484,7 +490,8 @@ impl Engine {
         let now_i = Instant::now();
         let guard = self
             .guard_state
-            .get_or_insert_with(|| Guard::new(self.config.guard));
+            .get_or_insert_with(|| Guard::new(live.guard));
+        guard.reconfigure(live.guard);
         let mut out = Vec::new();
         let mut held = Vec::new();
         let mut sink = Sink {

@@ -14,7 +14,7 @@ use ocean_core::table::lvs::{LvsTable, Protocol};
 use ocean_core::table::{DnsTable, MemcachedTable, MysqlTable, RedisTable, Table, TableKind};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GuardConfig {
     /// Fraction of backends (0..1) a pool may lose at once.
     pub max_drop: f64,
@@ -71,6 +71,12 @@ impl Guard {
             config,
             since: BTreeMap::new(),
         }
+    }
+
+    /// Takes new settings (a reload of control.toml); pools being held keep their start time,
+    /// so a shorter `drop_hold` can release them at the next sync.
+    pub fn reconfigure(&mut self, config: GuardConfig) {
+        self.config = config;
     }
 
     /// Guards one candidate table against the published one (`None`: nothing published yet,

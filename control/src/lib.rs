@@ -14,6 +14,7 @@
 //! - [`store`]: the published tables; long-poll waiters wake on a `watch`.
 //! - [`subscribers`]: which proxies poll, which ETag they run, what they refused.
 //! - [`engine`]: the sync loop: source -> normalize -> derive -> guard -> publish.
+//! - [`reload`]: SIGHUP: control.toml, secret and token files read again and swapped in.
 //! - [`shared`]: the state the sync loop and the HTTP API share.
 //! - [`server`]: the HTTP API (`/v1/tables/{kind}`, `/v1/state`, `/v1/problems`,
 //!   `/v1/subscribers`, `/healthz`, `/metrics`).
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod guard;
 pub mod marathon;
 pub mod ownership;
+pub mod reload;
 pub mod server;
 pub mod shared;
 pub mod state;

@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 /// The ownership rules of control.toml that are not about MySQL (those live with each
 /// database in [`crate::derive::mysql::DatabaseConfig`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Owners {
     /// `[redis.clusters."NAME"] apps`.
     pub redis_clusters: BTreeMap<String, Vec<AppPrefix>>,

@@ -52,7 +52,7 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match api_auth::check(&shared.tokens, authorization, resource) {
+    match api_auth::check(&shared.tokens.load(), authorization, resource) {
         Access::Open | Access::Granted => {}
         Access::Unauthorized => {
             metrics::counter!("ocean_control_unauthorized_total").increment(1);
@@ -322,7 +322,12 @@ mod tests {
             status: Mutex::new(Default::default()),
             problems: ArcSwap::from_pointee(Vec::new()),
             state: ArcSwap::from_pointee(Default::default()),
-            tokens: vec![ApiToken::new("test", &Secret::new("t".into()), None).unwrap()],
+            tokens: ArcSwap::from_pointee(vec![ApiToken::new(
+                "test",
+                &Secret::new("t".into()),
+                None,
+            )
+            .unwrap()]),
             tls,
             allow_plaintext_secrets,
             max_wait: Duration::from_secs(1),

@@ -41,8 +41,9 @@ pub struct Shared {
     pub status: Mutex<SyncStatus>,
     pub problems: ArcSwap<Vec<Problem>>,
     pub state: ArcSwap<State>,
-    /// Bearer tokens with their scopes; empty: the API is open (loopback only).
-    pub tokens: Vec<ApiToken>,
+    /// Bearer tokens with their scopes; empty: the API is open (loopback only). Swapped
+    /// whole by a reload ([`crate::reload`]).
+    pub tokens: ArcSwap<Vec<ApiToken>>,
     /// The API is served over TLS.
     pub tls: bool,
     /// `--allow-plaintext-secrets`: the `mysql` table goes to any peer even without TLS.

@@ -25,7 +25,7 @@ use super::Problem;
 use crate::state::{State, Task};
 
 /// DNS settings from control's config (`[dns]` and `domain`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsSettings {
     pub domain: String,
     pub ttl: u32,

@@ -44,7 +44,7 @@ impl Problem {
 }
 
 /// Settings derive needs beyond Marathon's state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeriveConfig {
     pub dns: dns::DnsSettings,
     pub mysql: mysql::MysqlConfig,

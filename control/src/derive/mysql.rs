@@ -26,7 +26,7 @@ use crate::ownership::{self, AllowRule, AppPrefix};
 use crate::state::{App, State};
 
 /// Databases, job passwords and job owners from control's config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MysqlConfig {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// `[mysql.jobs."JOBNAME"]` passwords, hashed.
@@ -39,7 +39,7 @@ pub struct MysqlConfig {
 }
 
 /// One `[mysql.databases."NAME"]` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseConfig {
     /// The schema clients name; default: the last segment of the database name.
     pub schema: Option<String>,
