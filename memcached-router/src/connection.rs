@@ -28,6 +28,7 @@
 //! - `noreply` requests and meta quiet mode are sent with an `mn` behind them, so their end
 //!   is known; a client's `mn` is answered in order, after every earlier reply.
 
+use ocean_core::drain::{DrainWatch, Read};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -163,6 +164,7 @@ pub async fn serve(
     // reaches full pipelining within a few dozen reads.
     let mut bytes_per_key: usize = route.settings.limits.max_value_bytes;
     let mut idle_deadline = tokio::time::Instant::now() + route.settings.idle_timeout;
+    let mut drain = DrainWatch::new(cancel);
     loop {
         // Decode what is buffered, sending each request on at once, while the replies held
         // and expected fit in the budget.
@@ -209,14 +211,19 @@ pub async fn serve(
                 rbuf.reserve(16 << 10);
             }
             // Cancel safety: `read_buf` and the timers are cancel safe; a read that loses
-            // the race has consumed nothing.
+            // the race has consumed nothing. A drain (SIGTERM, or the pool leaving the
+            // table) stops at a request boundary once what was sent before it is served.
+            let at_boundary = rbuf.is_empty() && skip == 0;
             let n = tokio::select! {
-                () = cancel.cancelled() => break,
                 () = tokio::time::sleep_until(idle_deadline) => {
                     closed("idle");
                     break;
                 }
-                r = stream.read_buf(&mut rbuf) => r,
+                r = drain.read(at_boundary, stream.read_buf(&mut rbuf)) => match r {
+                    Read::Done(r) => r,
+                    Read::Again => continue,
+                    Read::Stop => break,
+                },
             };
             match n {
                 Ok(0) | Err(_) => break,

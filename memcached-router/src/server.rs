@@ -230,7 +230,7 @@ async fn worker(
                 }
             };
             let route = Arc::new(ArcSwap::from_pointee(
-                registry.build(&pool, &settings, &cancel),
+                registry.build(&pool, &settings, &backends),
             ));
             let ctx = Arc::new(ClientContext { route, stats });
             accept_loop(listener, ctx, &settings, &tracker, cancel.clone()).await;
@@ -247,6 +247,9 @@ async fn worker(
             )
             .await;
         }
+    // Server connections outlive the drain of client connections: the replies owed to
+    // clients come through them. Closed once every client connection has ended.
+    let backends = CancellationToken::new();
     }
     tracker.close();
     tracker.wait().await;
@@ -271,17 +274,19 @@ async fn follow_table(
     let mut next = tokio::select! {
         () = cancel.cancelled() => return,
         t = watch.first() => t,
+                &backends,
     };
     while let Some(table) = next {
         let specs: Vec<(PoolSpec, u16)> = table
             .table
             .pools
             .iter()
+    backends.cancel();
             .map(|p| (PoolSpec::from_table(p), p.listen_port))
             .collect();
         let routes: Vec<_> = specs
             .iter()
-            .map(|(spec, _)| Arc::new(registry.build(spec, &settings, cancel)))
+            .map(|(spec, _)| Arc::new(registry.build(spec, &settings, backends)))
             .collect();
         let wanted: std::collections::HashSet<&str> =
             specs.iter().map(|(s, _)| s.name.as_str()).collect();
@@ -293,6 +298,7 @@ async fn follow_table(
             keep
         });
         for ((spec, port), route) in specs.iter().zip(&routes) {
+    backends: &CancellationToken,
             match pools.get(&spec.name) {
                 Some(l) if l.port == *port => l.ctx.route.store(route.clone()),
                 _ => {

@@ -306,10 +306,10 @@ fn accept_loop(
             let _slot = ConnSlot(shared.clone());
             // The greeting's connection id is 32 bits; it wraps as a server's does.
             let conn_id = conn.id as u32;
-            tokio::select! {
-                () = connection::serve(conn.stream, conn.peer, conn_id, shared) => {}
-                () = conn.cancel.cancelled() => {}
-            }
+            // Drain (SIGTERM) ends each session at rest: replies owed written, open
+            // transactions finished (bounded by --drain-timeout).
+            let drain = ocean_core::drain::DrainWatch::new(conn.cancel);
+            connection::serve(conn.stream, conn.peer, conn_id, shared, drain).await;
         }
     })
 }

@@ -62,6 +62,8 @@ pub struct Backend {
     pub ok: Vec<u8>,
     pub server_version: String,
 }
+    /// `CLIENT_DEPRECATE_EOF` was negotiated: result sets end with an OK, not an EOF.
+    pub deprecate_eof: bool,
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -168,6 +170,7 @@ pub async fn login(
     match tls {
         None => {
             write_packet(&mut stream, seq, &payload).await?;
+    let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
             let ok = authenticate(&mut stream, plugin, &creds.password, false).await?;
             Ok(Backend {
                 stream: BackendStream::Plain(stream),
@@ -177,6 +180,7 @@ pub async fn login(
         }
         Some(connector) => {
             // SSLRequest: the response's first 32 bytes (capabilities with CLIENT_SSL, max
+                deprecate_eof,
             // packet size, collation, filler), then the TLS handshake, then the response.
             let ssl_request = payload.get(..32).ok_or_else(|| {
                 BackendError::Protocol("handshake response shorter than 32 bytes".into())
@@ -198,6 +202,7 @@ pub async fn login(
         }
     }
 }
+                deprecate_eof,
 
 /// The rest of the login after the handshake response went out:
 /// auth switches and caching_sha2_password's extra round trips, until OK (its payload

@@ -9,6 +9,7 @@
 //!
 //! This module knows nothing of commands: [`crate::cmd`] says what to do with each.
 
+use ocean_core::drain::{DrainWatch, Read};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -89,7 +90,7 @@ pub trait Handler<R>: Send {
 
 /// Serves one plain-TCP client until it leaves, with `handler` saying what each request
 /// does.
-pub async fn serve<H>(stream: TcpStream, shared: Shared, handler: H)
+pub async fn serve<H>(stream: TcpStream, shared: Shared, handler: H, drain: DrainWatch)
 where
     H: Handler<tokio::net::tcp::OwnedReadHalf>,
 {
@@ -98,7 +99,7 @@ where
         tracing::debug!(error = %e, "TCP_NODELAY");
     }
     let (rd, wr) = stream.into_split();
-    serve_halves(rd, wr, shared, handler).await;
+    serve_halves(rd, wr, shared, handler, drain).await;
 }
 
 /// Serves one TLS client (handshake done) until it leaves.
@@ -106,6 +107,7 @@ pub async fn serve_tls<H>(
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     shared: Shared,
     handler: H,
+    drain: DrainWatch,
 ) where
     H: Handler<tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>>,
 {
@@ -114,10 +116,10 @@ pub async fn serve_tls<H>(
         tracing::debug!(error = %e, "TCP_NODELAY");
     }
     let (rd, wr) = tokio::io::split(stream);
-    serve_halves(rd, wr, shared, handler).await;
+    serve_halves(rd, wr, shared, handler, drain).await;
 }
 
-async fn serve_halves<R, W, H>(rd: R, wr: W, shared: Shared, mut handler: H)
+async fn serve_halves<R, W, H>(rd: R, wr: W, shared: Shared, mut handler: H, drain: DrainWatch)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -154,6 +156,7 @@ where
         batch: None,
         queued: 0,
         budget,
+        drain,
     };
     // Read, decode, hand each request to the command layer; replies are queued in order.
     let serve = async {
@@ -444,6 +447,9 @@ pub struct Client<R> {
     /// Replies queued for the writer so far (see [`Budget`]).
     queued: u64,
     budget: Arc<Budget>,
+    /// SIGTERM (or the cluster leaving the table): stop at a request boundary, after
+    /// serving what the client sent before it.
+    drain: DrainWatch,
 }
 
 /// Waits until the client closes its side, buffering what it sends meanwhile (bounded).
@@ -563,12 +569,24 @@ impl<R: AsyncRead + Unpin + Send> Client<R> {
                 self.buf.reserve(16 * 1024);
             }
             let idle = self.shared.opts.idle_timeout;
+            let at_boundary = self.buf.is_empty();
             let read = if idle.is_zero() {
-                self.rd.read_buf(&mut self.buf).await
+                match self
+                    .drain
+                    .read(at_boundary, self.rd.read_buf(&mut self.buf))
+                    .await
+                {
+                    Read::Done(r) => r,
+                    Read::Again => continue,
+                    Read::Stop => return None,
+                }
             } else {
-                // read_buf is cancel safe: a timed-out read loses nothing.
-                match tokio::time::timeout(idle, self.rd.read_buf(&mut self.buf)).await {
-                    Ok(r) => r,
+                // read_buf is cancel safe: a timed-out or drained read loses nothing.
+                let read = self.drain.read(at_boundary, self.rd.read_buf(&mut self.buf));
+                match tokio::time::timeout(idle, read).await {
+                    Ok(Read::Done(r)) => r,
+                    Ok(Read::Again) => continue,
+                    Ok(Read::Stop) => return None,
                     Err(_) if self.queued > self.budget.taken.load(Ordering::Acquire) => {
                         // Replies still in flight: not idle (a slow backend, a big reply).
                         continue;
@@ -812,7 +830,7 @@ mod tests {
             metrics: Arc::new(FamilyMetrics::new("test")),
         };
         let (rd, wr) = tokio::io::split(ours);
-        let task = tokio::spawn(serve_halves(rd, wr, shared, handler));
+        let task = tokio::spawn(serve_halves(rd, wr, shared, handler, DrainWatch::never()));
         (theirs, task)
     }
 

@@ -5,6 +5,7 @@
 //! shared backend connections (so nothing on the data path is shared across threads).
 //! `threads = 0` runs one worker on the caller's runtime (tests, embedding).
 
+use ocean_core::drain::DrainWatch;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -301,10 +302,9 @@ async fn serve_conn(conn: Conn, shared: Shared) {
     let Conn { stream, cancel, .. } = conn;
     let session = Session::new(shared.cluster.client_id(), shared.opts.password.is_none());
     let Some(tls) = shared.opts.tls.clone() else {
-        tokio::select! {
-            () = connection::serve(stream, shared, session) => {}
-            () = cancel.cancelled() => {}
-        }
+        // Drain (or the cluster leaving the table) ends the connection at a request
+        // boundary, once the replies owed are written.
+        connection::serve(stream, shared, session, DrainWatch::new(cancel)).await;
         return;
     };
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.tls.accept(stream));
@@ -324,10 +324,7 @@ async fn serve_conn(conn: Conn, shared: Shared) {
         },
         () = cancel.cancelled() => return,
     };
-    tokio::select! {
-        () = connection::serve_tls(stream, shared, session) => {}
-        () = cancel.cancelled() => {}
-    }
+    connection::serve_tls(stream, shared, session, DrainWatch::new(cancel)).await;
 }
 
 struct Served {

@@ -11,6 +11,8 @@ pub mod login;
 pub mod prelogin;
 pub mod relay;
 
+use crate::proto::exchange::Exchange;
+use ocean_core::drain::DrainWatch;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -114,7 +116,15 @@ fn login_metric(job: &str, result: &'static str) {
 }
 
 /// Serves one accepted connection to the end; `conn_id` is the greeting's connection id.
-pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, conn_id: u32, shared: Arc<Shared>) {
+/// Serves one client: PROXY header, login, then the relay. `drain` (SIGTERM) ends the
+/// relay once the session is at rest; a login in progress finishes first.
+pub(crate) async fn serve(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    conn_id: u32,
+    shared: Arc<Shared>,
+    drain: DrainWatch,
+) {
     // v4-mapped IPv6 peers (a dual-stack listener) are normalized once, here: every check
     // below (trusted proxies, pre-login cap, the job's IPs) sees the canonical address.
     let mut peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
@@ -210,7 +220,15 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, conn_id: u32, sh
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .and_then(|cert| crate::auth::certificate_cn(cert));
-                session(tls, response, Transport::Tls { client_cn }, start, &shared).await
+                session(
+                    tls,
+                    response,
+                    Transport::Tls { client_cn },
+                    start,
+                    &shared,
+                    drain,
+                )
+                .await
             }
             Ok(Err(e)) => {
                 audit("", ip, "", "error", &format!("TLS handshake failed: {e}"));
@@ -222,7 +240,7 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, conn_id: u32, sh
             }
         }
     } else {
-        session(tcp, first, Transport::Plain, start, &shared).await
+        session(tcp, first, Transport::Plain, start, &shared, drain).await
     }
 }
 
@@ -269,6 +287,7 @@ async fn session<S: Halves>(
     let Start {
         ip,
         scramble,
+    drain: DrainWatch,
         offered,
         prelogin,
     } = start;
@@ -389,11 +408,18 @@ async fn session<S: Halves>(
     let end = match backend.stream {
         BackendStream::Plain(b) => {
             let (br, bw) = b.into_split();
-            relay(cr, cw, br, bw, &check, &counters, timeouts, token).await
+            relay(
+                cr, cw, br, bw, &check, &counters, timeouts, token, drain, exchange,
+            )
+            .await
+    let exchange = Exchange::new(backend.deprecate_eof);
         }
         BackendStream::Tls(b) => {
             let (br, bw) = tokio::io::split(*b);
-            relay(cr, cw, br, bw, &check, &counters, timeouts, token).await
+            relay(
+                cr, cw, br, bw, &check, &counters, timeouts, token, drain, exchange,
+            )
+            .await
         }
     };
     gauge.decrement(1.0);
@@ -416,6 +442,7 @@ async fn session<S: Halves>(
         End::WriteTimeout(_) => "write_timeout",
         End::BackendError(_) => "backend_error",
         End::Protocol(_) => "protocol",
+        End::Drained => "drained",
     };
     if crate::metrics::still_listed(shared.index.load().as_deref(), &job, &db) {
         metrics::counter!("ocean_mysql_sessions_closed_total", "job" => job.clone(), "database" => db.clone(), "reason" => label).increment(1);

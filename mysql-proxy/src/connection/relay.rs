@@ -5,7 +5,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,12 +13,14 @@ use tokio::time::Instant;
 use bytes::{Buf, BytesMut};
 use ocean_core::daemon::{write_all_within, WriteError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::command::{Command, ScanError, Scanner};
 use crate::proto::encode;
+use crate::proto::exchange::Exchange;
 use crate::proto::reply::err_payload;
+use ocean_core::drain::{DrainWatch, Read};
 
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -35,6 +37,9 @@ pub enum End {
     BackendClosed,
     Idle,
     Kicked,
+    /// The daemon drains (SIGTERM) and the session came to rest: no command waiting for
+    /// its response, no transaction open.
+    Drained,
     ClientError(io::Error),
     /// A write to the client took nothing for `--write-timeout`: it does not read.
     WriteTimeout(Duration),
@@ -49,6 +54,7 @@ impl End {
             End::BackendClosed => "backend closed".into(),
             End::Idle => "idle timeout".into(),
             End::Kicked => "closed by the proxy".into(),
+            End::Drained => "drained: the proxy is shutting down".into(),
             End::ClientError(e) => format!("client i/o: {e}"),
             End::WriteTimeout(t) => {
                 format!("write timeout: the client took nothing for {t:?} (--write-timeout)")
@@ -102,7 +108,9 @@ impl End {
 
 /// Relays until either side closes, the session idles out, a write to the client is not
 /// taken within `timeouts.write` (each write is one chunk of at most 32 KiB read from the
-/// backend, or an error the proxy answers), or `cancel` fires.
+/// backend, or an error the proxy answers), `cancel` fires (a kick), or `drain` fires and
+/// the session comes to rest (see [`Exchange`]): replies owed are written, an open
+/// transaction is let finish.
 ///
 /// Memory is bounded whatever the client does: backend bytes are read 32 KiB at a time
 /// and the next read waits until the client has taken the last; a client that takes
@@ -117,6 +125,8 @@ pub async fn relay<CR, CW, BR, BW>(
     counters: &Counters,
     timeouts: Timeouts,
     cancel: &CancellationToken,
+    mut drain: DrainWatch,
+    exchange: Exchange,
 ) -> End
 where
     CR: AsyncRead + Unpin,
@@ -131,6 +141,11 @@ where
     // Errors the proxy answers itself go through the backend-to-client writer, so they
     // land between packets, never inside one.
     let (inject_tx, mut inject_rx) = mpsc::channel::<Vec<u8>>(4);
+    // Both directions update the exchange; the server side wakes a draining client side
+    // when the session comes to rest.
+    let exchange = Mutex::new(exchange);
+    let at_rest = || exchange.lock().map(|x| x.at_rest()).unwrap_or(true);
+    let rest = Notify::new();
 
     let c2s = async {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -139,13 +154,26 @@ where
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(READ_CHUNK);
             }
-            match client_r.read_buf(&mut buf).await {
-                Ok(0) => return End::ClientClosed,
-                Ok(n) => {
+            let resting = buf.is_empty() && at_rest();
+            let read = if drain.draining() && !resting {
+                // A command in flight or a transaction open: read on (COMMIT is coming),
+                // and look again when the server's side comes to rest.
+                tokio::select! {
+                    r = client_r.read_buf(&mut buf) => Read::Done(r),
+                    () = rest.notified() => Read::Again,
+                }
+            } else {
+                drain.read(resting, client_r.read_buf(&mut buf)).await
+            };
+            match read {
+                Read::Done(Ok(0)) => return End::ClientClosed,
+                Read::Done(Ok(n)) => {
                     counters.to_backend.increment(n as u64);
                     activity.touch();
                 }
-                Err(e) => return End::ClientError(e),
+                Read::Done(Err(e)) => return End::ClientError(e),
+                Read::Again => continue,
+                Read::Stop => return End::Drained,
             }
             loop {
                 let (fwd, intercept) = match scanner.scan(&buf) {
@@ -153,6 +181,9 @@ where
                     Err(p) => return End::Protocol(p),
                 };
                 if fwd > 0 {
+                    if let Ok(mut x) = exchange.lock() {
+                        x.client_sent(&buf[..fwd]);
+                    }
                     if let Err(e) = backend_w.write_all(&buf[..fwd]).await {
                         return End::BackendError(e);
                     }
@@ -167,6 +198,9 @@ where
                             Ok(()) => {
                                 let mut pkt = Vec::with_capacity(ic.total);
                                 encode(ic.seq, &ic.payload, &mut pkt);
+                                if let Ok(mut x) = exchange.lock() {
+                                    x.client_sent(&pkt);
+                                }
                                 if let Err(e) = backend_w.write_all(&pkt).await {
                                     return End::BackendError(e);
                                 }
@@ -208,6 +242,17 @@ where
                         activity.touch();
                         if let Err(e) = write_all_within(&mut client_w, &buf, timeouts.write).await {
                             return End::from_write(e);
+                        }
+                        // After the write: a drain that stops at rest must not cut it.
+                        let resting = match exchange.lock() {
+                            Ok(mut x) => {
+                                x.server_sent(&buf);
+                                x.at_rest()
+                            }
+                            Err(_) => true,
+                        };
+                        if resting {
+                            rest.notify_one();
                         }
                         buf.clear();
                     }
@@ -274,7 +319,19 @@ mod tests {
         let (br, bw) = split(backend);
         let start = tokio::time::Instant::now();
         let cancel = CancellationToken::new();
-        let end = relay(cr, cw, br, bw, &AllowAll, &counters(), timeouts, &cancel).await;
+        let end = relay(
+            cr,
+            cw,
+            br,
+            bw,
+            &AllowAll,
+            &counters(),
+            timeouts,
+            &cancel,
+            DrainWatch::never(),
+            Exchange::new(true),
+        )
+        .await;
         (end, start.elapsed())
     }
 

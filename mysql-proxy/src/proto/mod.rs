@@ -10,9 +10,12 @@
 //! - [`reply`]: ERR and OK payloads.
 //! - [`command`]: the client's command stream after login, scanned for the commands the
 //!   proxy must answer itself (COM_INIT_DB, COM_CHANGE_USER) without buffering the rest.
+//! - [`exchange`]: the command/response exchange followed from packet headers, to tell
+//!   when a relayed session is at rest (drain closes it only then).
 //! - [`proxy_v2`]: the PROXY protocol v2 header of L4 balancers.
 
 pub mod command;
+pub mod exchange;
 pub mod frame;
 pub mod handshake;
 pub mod proxy_v2;
