@@ -59,6 +59,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     config.validate()?;
     // Install the recorder before anything records, so no early sample is lost.
     ocean_core::metrics::handle();
+    crate::metrics::describe();
     // Certificates before binding: a bad file is a config error, not a half-started control.
     let (tls, tls_cert) = match &config.tls {
         Some(files) => {
@@ -452,7 +453,10 @@ impl Engine {
         let resolved = self.resolve(hosts).await;
         let state = normalize(&apps, &resolved, &mut self.memory);
         let live = self.live.load_full();
+        let derive_started = Instant::now();
         let mut derived = derive_all(&state, &live.derive);
+        metrics::histogram!("ocean_control_derive_seconds")
+            .record(derive_started.elapsed().as_secs_f64());
         let mut problems: Vec<Problem> = bad
             .into_iter()
             .map(|b| Problem {

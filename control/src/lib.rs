@@ -28,6 +28,7 @@ pub mod derive;
 pub mod engine;
 pub mod guard;
 pub mod marathon;
+pub mod metrics;
 pub mod ownership;
 pub mod reload;
 pub mod server;

@@ -102,6 +102,7 @@ fn bind_udp_and_tcp(
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
     ocean_core::metrics::handle();
+    crate::stats::describe();
     let tracker = TaskTracker::new();
     // SIGHUP: every setting is a flag, and the table comes from its subscriber, so there
     // is nothing to re-read; the reload is still answered (log, metric, systemd READY=1).
@@ -155,7 +156,6 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     // TCP.
     tracker.spawn(serve_tcp(
         tcp,
-    crate::stats::describe();
         zone.clone(),
         forwarder,
         settings,

@@ -248,6 +248,8 @@ async fn apply_tables(
             shared.config.kick_revoked,
         );
         tracing::info!(etag = %v.etag, jobs = index.jobs.len(), databases = index.databases.len(), "mysql table applied");
+        // A job or database gone from the table takes its series with it (issue 13).
+        crate::metrics::forget_removed(shared.index.load().as_deref(), &index);
         shared.index.store(Some(Arc::new(index)));
     }
 }
@@ -259,8 +261,6 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
-        // A job or database gone from the table takes its series with it (issue 13).
-        crate::metrics::forget_removed(shared.index.load().as_deref(), &index);
 }
 
 /// The skeleton's limits for the client listener: `--max-connections` (0 = no limit) as

@@ -96,10 +96,10 @@ enum WorkerJob {
 /// thread that cannot start.
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
-    let workers = config.threads.max(1);
     // The recorder must exist before the clusters register their metric handles.
     ocean_core::metrics::handle();
     crate::metrics::describe();
+    let workers = config.threads.max(1);
     let bound: Bound = Arc::new(Mutex::new(HashMap::new()));
     let mut jobs = Vec::new();
     let mut listen_addr = None;

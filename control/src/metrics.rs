@@ -1,0 +1,103 @@
+//! Control's Prometheus metrics: their descriptions (`# HELP`). Every per-kind series has
+//! one of the five fixed table kinds as its label, so none outlives what it describes.
+
+/// Describes control's metrics; called once at start. The list is docs/metrics.md's
+/// control section.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "ocean_control_syncs_total",
+        Unit::Count,
+        "Syncs from Marathon (or the state file), per result (ok, error)."
+    );
+    describe_histogram!(
+        "ocean_control_sync_duration_seconds",
+        Unit::Seconds,
+        "Time of one successful sync: fetch, resolve, derive, guard, publish."
+    );
+    describe_histogram!(
+        "ocean_control_derive_seconds",
+        Unit::Seconds,
+        "Time to derive every table from the normalized Marathon state."
+    );
+    describe_gauge!(
+        "ocean_control_last_sync_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last successful sync."
+    );
+    describe_gauge!(
+        "ocean_control_marathon_sync_age_seconds",
+        Unit::Seconds,
+        "Seconds since the last successful sync (set when /metrics is scraped)."
+    );
+    describe_gauge!(
+        "ocean_control_marathon_consecutive_failures",
+        Unit::Count,
+        "Syncs failed in a row since the last success (set when /metrics is scraped)."
+    );
+    describe_gauge!(
+        "ocean_control_event_stream_up",
+        Unit::Count,
+        "1 while the Marathon event stream (/v2/events) is connected, else 0."
+    );
+    describe_counter!(
+        "ocean_control_marathon_events_total",
+        Unit::Count,
+        "Marathon events received, per event type."
+    );
+    describe_gauge!(
+        "ocean_control_table_held",
+        Unit::Count,
+        "Pools the guard holds at their last published state, per table kind."
+    );
+    describe_gauge!(
+        "ocean_control_table_backends",
+        Unit::Count,
+        "Backends in the published table, per kind."
+    );
+    describe_gauge!(
+        "ocean_control_table_bytes",
+        Unit::Bytes,
+        "Size of the published table's JSON, per kind."
+    );
+    describe_gauge!(
+        "ocean_control_table_etag_prefix",
+        Unit::Count,
+        "The first 8 hex digits of the published table's ETag as a number, per kind."
+    );
+    describe_counter!(
+        "ocean_control_table_publishes_total",
+        Unit::Count,
+        "Tables published (a changed ETag), per kind."
+    );
+    describe_counter!(
+        "ocean_control_table_requests_total",
+        Unit::Count,
+        "GET /v1/tables/{kind} answered, per kind and status (200, 304)."
+    );
+    describe_gauge!(
+        "ocean_control_subscribers",
+        Unit::Count,
+        "Proxies polling a table recently, per kind (set when /metrics is scraped)."
+    );
+    describe_gauge!(
+        "ocean_control_subscribers_lagging",
+        Unit::Count,
+        "Subscribers whose applied ETag is not the current one, per kind (set when /metrics is scraped)."
+    );
+    describe_counter!(
+        "ocean_control_unauthorized_total",
+        Unit::Count,
+        "API requests refused with 401 (no or unknown token)."
+    );
+    describe_counter!(
+        "ocean_control_forbidden_total",
+        Unit::Count,
+        "API requests refused with 403, per resource kind (a table kind or api) and reason (scope, plaintext)."
+    );
+    describe_counter!(
+        "ocean_control_tls_handshake_failures_total",
+        Unit::Count,
+        "TLS handshakes on the API port that failed, per reason (error, timeout)."
+    );
+}
