@@ -179,6 +179,7 @@ async fn reconcile_blocking(
 /// bound.
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     ocean_core::metrics::handle();
+    crate::metrics::describe();
     let tracker = TaskTracker::new();
     // SIGHUP: every setting is a flag, and the table comes from its subscriber, so there
     // is nothing to re-read; the reload is still answered (log, metric, systemd READY=1).

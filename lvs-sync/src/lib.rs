@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod daemon;
 pub mod host;
+pub mod metrics;
 pub mod model;
 pub mod netlink;
 pub mod plan;
