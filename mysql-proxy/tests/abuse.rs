@@ -3,7 +3,8 @@
 //! a client that asks for a 256 MB result and never reads it, and a slowloris.
 //!
 //! The proxy runs in this process, so its memory is this process's: VmRSS from
-//! /proc/self/status, sampled while the abuse goes on.
+//! /proc/self/status, sampled while the abuse goes on. The descriptor test (400 connections
+//! under `ulimit -n 256`) runs the proxy in a child process instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use mysql_async::prelude::*;
 use ocean_core::table::mysql::{Access, MysqlTable};
+use ocean_tests::abuse::{self, LimitedChild, NOFILE};
 use ocean_tests::servers::mariadb::MariaDb;
 use ocean_tests::servers::rss_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -321,4 +323,104 @@ async fn slowloris(table_file: &std::path::Path) {
     normal.disconnect().await.unwrap();
     cancel.cancel();
     proxy.wait().await;
+}
+
+/// The child proxy of the descriptor test: does nothing unless `OCEAN_ABUSE_CHILD_TABLE`
+/// names a `mysql` table file; then raises `RLIMIT_NOFILE` as the `ocean` binary does,
+/// serves that table, prints `LISTEN <addr> NOFILE <n>` once it is loaded and runs until
+/// killed.
+#[tokio::test]
+async fn proxy_child_process() {
+    let Ok(table) = std::env::var("OCEAN_ABUSE_CHILD_TABLE") else {
+        return;
+    };
+    let nofile = ocean_core::daemon::raise_nofile_limit().unwrap();
+    let mut cfg = config(table.into());
+    // No flood connection is closed by the pre-login timeout while the test runs: the
+    // limit stays reached.
+    cfg.connect_timeout = Duration::from_secs(60);
+    // The flood comes from one address: without this, all but 16 of its connections would
+    // be refused by `--max-prelogin-per-ip` before descriptors ran out.
+    cfg.max_prelogin_per_ip = 0;
+    let (proxy, _cancel) = start_proxy(cfg).await;
+    println!("LISTEN {} NOFILE {nofile}", proxy.addr);
+    std::future::pending::<()>().await;
+}
+
+/// 400 connections against a proxy whose `RLIMIT_NOFILE` is 256 (soft and hard; the proxy
+/// runs in a child process, this test binary re-run as `proxy_child_process` under
+/// `sh -c 'ulimit -n 256; exec ...'` by `ocean_tests::abuse`): it does not spin while out
+/// of descriptors, keeps serving the session it has, and logs in a new client once the
+/// flood is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_proxy_idles_then_serves_again() -> anyhow::Result<()> {
+    let (db, _dir, table_file) = prepared_backend().await;
+    write_table(
+        &table_file,
+        &MysqlTable {
+            databases: vec![database(db.addr(), vec![])],
+            jobs: vec![job("shop/web", &[NORMAL_IP], Access::Rw, None)],
+        },
+    );
+    let child = LimitedChild::spawn(
+        "proxy_child_process",
+        &[("OCEAN_ABUSE_CHILD_TABLE", table_file.display().to_string())],
+    )
+    .await?;
+    let addr = child.addr;
+    // `LISTEN <addr> NOFILE <n>`: raising the soft limit to the hard one left it at 256.
+    assert_eq!(
+        child.extra.get(1).map(String::as_str),
+        Some("256"),
+        "the child's RLIMIT_NOFILE after raising"
+    );
+    let words = child.nofile_line()?;
+    assert_eq!(
+        words.get(3..5),
+        Some(&["256".to_string(), "256".to_string()][..]),
+        "child: {words:?}"
+    );
+
+    let mut normal = normal_client(addr).await;
+    // The flood: 400 connections (the listen backlog completes them all; the proxy can take
+    // only what its 256 descriptors allow).
+    let flood = abuse::flood(addr, abuse::FLOOD).await?;
+    // Wait until accepting has hit the limit: the proxy's descriptors stop growing (its
+    // count of clients is in this child, not on the wire).
+    let fds = abuse::settle(async || child.open_fds()).await?;
+    assert!(
+        fds as u64 <= NOFILE,
+        "{fds} descriptors open under a limit of 256"
+    );
+    // At the limit (the backlog holds the connections it cannot accept): no spinning.
+    let ticks = child.cpu_ticks_over(Duration::from_secs(2)).await?;
+    // The session it has is still served.
+    normal_query(&mut normal).await;
+    println!(
+        "descriptors: {fds} open under RLIMIT_NOFILE 256 (soft and hard); CPU at the limit \
+         {ticks} ticks in 2 s ({}%)",
+        ticks / 2
+    );
+    assert!(
+        ticks < 20,
+        "{ticks} ticks in 2 s: over 10% CPU at the limit"
+    );
+    // The flood leaves; a new client logs in and is answered again.
+    drop(flood);
+    let took = abuse::served_again(async || {
+        let mut c =
+            mysql_async::Conn::new(opts(addr, NORMAL_IP, "shop/web", None, Some("shop"))).await?;
+        let name: Option<String> = c
+            .query_first("SELECT name FROM shop.items WHERE id = 2")
+            .await?;
+        anyhow::ensure!(name.as_deref() == Some("pear"), "got {name:?}");
+        c.disconnect().await?;
+        Ok(())
+    })
+    .await?;
+    println!("after the flood: a new client served {took:?} after it closed");
+    normal_query(&mut normal).await;
+    normal.disconnect().await?;
+    child.kill().await?;
+    Ok(())
 }
