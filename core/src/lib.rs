@@ -8,7 +8,10 @@
 //! - [`subscriber`]: how a proxy gets its table: long-poll on control, a static file, or the
 //!   last good table cached on disk; validated, then published through `arc_swap` and a
 //!   `watch` channel so the proxy can rebuild its routing state off the hot path.
-//! - [`admin`]: the admin HTTP endpoints every daemon serves (`/metrics`, `/healthz`, `/table`).
+//! - [`admin`]: the admin HTTP endpoints every daemon serves (`/` the status page, `/metrics`,
+//!   `/healthz`, `/table`).
+//! - [`status_page`]: the HTML status pages (`/` of control and of every admin port):
+//!   escaping, the page frame, tables.
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`daemon`]: the accept loop every TCP proxy shares: client cap with the protocol's own
 //!   refusal, accept backoff, connection ids and spans, write deadlines, `RLIMIT_NOFILE`.
@@ -36,6 +39,7 @@ pub mod notify;
 pub mod reload;
 pub mod secret;
 pub mod signals;
+pub mod status_page;
 pub mod subscriber;
 pub mod table;
 pub mod tls;

@@ -143,6 +143,8 @@ pub struct SubscriberStatus {
     pub last_refused: Option<Refusal>,
     pub accepted: u64,
     pub refused: u64,
+    /// When the running table was accepted (Unix seconds).
+    pub applied_unix: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -194,6 +196,20 @@ impl<T: Table> TableWatch<T> {
     /// A copy of the subscriber's status.
     pub fn status(&self) -> SubscriberStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The running table as the status page shows it (`None` before the first one).
+    pub fn applied(&self) -> Option<crate::admin::AppliedTable> {
+        let t = self.load()?;
+        let s = self.status();
+        Some(crate::admin::AppliedTable {
+            kind: T::KIND.as_str().to_string(),
+            etag: t.etag.clone(),
+            source: s.source,
+            applied_unix: s.applied_unix,
+            last_error: s.last_error,
+            last_refused: s.last_refused.map(|r| (r.etag, r.reason)),
+        })
     }
 
     /// The `/healthz` answer of a daemon serving this table: `starting` until the first
@@ -282,6 +298,7 @@ impl<T: Table> Publisher<T> {
                 self.set_status(|s| {
                     s.source = Some(source.to_string());
                     s.accepted += 1;
+                    s.applied_unix = Some(crate::status_page::unix_now());
                 });
                 Outcome::Accepted
             }

@@ -228,7 +228,34 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                     },
                 }
             });
-            let router = ocean_core::admin::router(health, None);
+            let status_last = last.clone();
+            let status = Arc::new(move || {
+                let rep = status_last.lock().ok().and_then(|l| l.clone());
+                let facts = match rep {
+                    None => vec![("last reconcile".to_string(), "none yet".to_string())],
+                    Some(r) => vec![
+                        ("IPVS services".into(), r.services.to_string()),
+                        ("real servers".into(), r.destinations.to_string()),
+                        ("entries refused".into(), r.refusals.len().to_string()),
+                        ("errors".into(), r.errors.len().to_string()),
+                        ("changes missing".into(), r.unconverged.len().to_string()),
+                        (
+                            "table refused".into(),
+                            r.table_refused.unwrap_or_else(|| "no".into()),
+                        ),
+                    ],
+                };
+                ocean_core::admin::DaemonStatus {
+                    facts,
+                    ..Default::default()
+                }
+            });
+            let router = ocean_core::admin::router(ocean_core::admin::Admin {
+                daemon: "lvs-sync",
+                health,
+                table: None,
+                status: Some(status),
+            });
             let c = cancel.clone();
             tracker.spawn(async move {
                 if let Err(e) = ocean_core::admin::serve(listener, router, c).await {

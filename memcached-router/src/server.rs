@@ -191,7 +191,34 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                     })
                 }) as Arc<dyn Fn() -> Option<serde_json::Value> + Send + Sync>
             });
-            let router = ocean_core::admin::router(health, table_fn);
+            let status_watch = table_watch.clone();
+            let status_stats = stats.clone();
+            let status = Arc::new(move || {
+                let v =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                ocean_core::admin::DaemonStatus {
+                    table: status_watch.as_ref().and_then(|w| w.applied()),
+                    connections: Some(v(&status_stats.curr_connections)),
+                    backends: Vec::new(),
+                    facts: vec![
+                        (
+                            "servers down (TKO)".into(),
+                            v(&status_stats.servers_down).to_string(),
+                        ),
+                        ("TKO events".into(), v(&status_stats.tko_events).to_string()),
+                        (
+                            "tables applied".into(),
+                            v(&status_stats.table_swaps).to_string(),
+                        ),
+                    ],
+                }
+            });
+            let router = ocean_core::admin::router(ocean_core::admin::Admin {
+                daemon: "memcached-router",
+                health,
+                table: table_fn,
+                status: Some(status),
+            });
             let cancel = cancel.clone();
             tracker.spawn(async move {
                 if let Err(e) = ocean_core::admin::serve(listener, router, cancel).await {

@@ -190,7 +190,18 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                     serde_json::json!({"etag": v.etag, "table": t})
                 })
             });
-            let router = ocean_core::admin::router(health, Some(table));
+            let (w3, status_shared) = (watch.clone(), shared.clone());
+            let status = Arc::new(move || ocean_core::admin::DaemonStatus {
+                table: w3.applied(),
+                connections: Some(status_shared.connections.load(Ordering::Relaxed) as u64),
+                ..Default::default()
+            });
+            let router = ocean_core::admin::router(ocean_core::admin::Admin {
+                daemon: "mysql-proxy",
+                health,
+                table: Some(table),
+                status: Some(status),
+            });
             let c = cancel.clone();
             tracker.spawn(async move {
                 if let Err(e) = ocean_core::admin::serve(l, router, c).await {

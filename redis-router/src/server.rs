@@ -190,6 +190,43 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             let listener = ocean_core::listener::bind_tcp(addr, false)
                 .with_context(|| format!("binding --admin {addr}"))?;
             let local = listener.local_addr()?;
+            // The status page: the table, clients holding a permit, masters down.
+            let (status_watch, status_coverage) = (table_watch.clone(), coverage.clone());
+            let (status_permits, max_clients) = (permits.clone(), config.client.max_clients);
+            let status = Arc::new(move || {
+                let mut backends = Vec::new();
+                let mut facts = Vec::new();
+                for c in status_coverage.report() {
+                    facts.push((
+                        format!("cluster {} slots uncovered", c.name),
+                        if c.mapped {
+                            c.uncovered.to_string()
+                        } else {
+                            "no slot map yet".to_string()
+                        },
+                    ));
+                    for (addr, f) in c.down {
+                        backends.push(ocean_core::admin::BackendStatus {
+                            group: c.name.clone(),
+                            addr: addr.to_string(),
+                            state: ocean_core::admin::BackendState::Down,
+                            detail: Some(format!(
+                                "for {}: {}",
+                                ocean_core::status_page::human_age(f.since.elapsed()),
+                                f.error
+                            )),
+                        });
+                    }
+                }
+                ocean_core::admin::DaemonStatus {
+                    table: status_watch.as_ref().and_then(|w| w.applied()),
+                    connections: Some(
+                        max_clients.saturating_sub(status_permits.available_permits()) as u64,
+                    ),
+                    backends,
+                    facts,
+                }
+            });
             // Table mode: starting / stale / ok from the table source; then 503
             // `uncovered` while a slot has no reachable master (see `health`).
             let health = Arc::new(move || {
@@ -202,7 +239,12 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 };
                 crate::health::combine(table, &coverage.report())
             });
-            let router = ocean_core::admin::router(health, None);
+            let router = ocean_core::admin::router(ocean_core::admin::Admin {
+                daemon: "redis-router",
+                health,
+                table: None,
+                status: Some(status),
+            });
             let cancel = cancel.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = ocean_core::admin::serve(listener, router, cancel).await {
