@@ -18,6 +18,8 @@
 //! - [`shared`]: the state the sync loop and the HTTP API share.
 //! - [`server`]: the HTTP API (`/v1/tables/{kind}`, `/v1/state`, `/v1/problems`,
 //!   `/v1/subscribers`, `/healthz`, `/metrics`).
+//! - [`status_page`]: the status page (`/`, `/ui`) and `/v1/status`, what `ocean status`
+//!   prints.
 //! - [`api_auth`]: bearer tokens and their scopes; who may read which table.
 //! - [`tls`]: serving the API over TLS.
 //! - [`config`]: flags and `control.toml`.
@@ -34,6 +36,7 @@ pub mod reload;
 pub mod server;
 pub mod shared;
 pub mod state;
+pub mod status_page;
 pub mod store;
 pub mod subscribers;
 pub mod tls;

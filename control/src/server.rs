@@ -3,7 +3,9 @@
 //! - `GET /v1/tables/{kind}`: the table with its `ETag`. With `If-None-Match: "<etag>"` and
 //!   `?wait=30s` the request blocks until the table differs (200) or the wait ends (304).
 //!   Subscribers add `subscriber=`, `running=`, `refused=` and `reason=` to report themselves.
-//! - `GET /v1/subscribers`, `/v1/state`, `/v1/problems`.
+//! - `GET /v1/subscribers`, `/v1/state`, `/v1/problems`, and `/v1/status` (what the status
+//!   page shows, as JSON: `ocean status` reads it).
+//! - `GET /` and `/ui`: the status page (HTML, see [`crate::status_page`]).
 //! - `GET /healthz`, `/metrics` (no token needed).
 //!
 //! With a token configured every `/v1/` request needs `Authorization: Bearer <token>`:
@@ -12,6 +14,12 @@
 //! `/v1/tables/` (`ocean_control_forbidden_total{kind, reason="scope"}`). Without TLS, the
 //! `mysql` table (backend passwords) goes to loopback peers only, unless
 //! `--allow-plaintext-secrets` (else 403, `reason="plaintext"`). See [`crate::api_auth`].
+//!
+//! The status page reads every table's metadata, the apps, the problems and the
+//! subscribers, so it needs what `/v1/state` needs: an unscoped token (none when no token
+//! is configured). Besides `Authorization: Bearer <token>` it takes HTTP Basic credentials
+//! with the token as the password (any user name), so that a browser, answered 401 with
+//! `WWW-Authenticate: Basic`, asks for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,9 +46,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/subscribers", get(subscribers))
         .route("/v1/state", get(state))
         .route("/v1/problems", get(problems))
+        .route("/v1/status", get(status_json))
         .layer(middleware::from_fn_with_state(shared.clone(), auth));
+    let pages = Router::new()
+        .route("/", get(status_page))
+        .route("/ui", get(status_page))
+        .layer(middleware::from_fn_with_state(shared.clone(), page_auth));
     Router::new()
         .merge(v1)
+        .merge(pages)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(shared)
@@ -83,6 +97,74 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
         return (StatusCode::FORBIDDEN, api_auth::PLAINTEXT_MESSAGE).into_response();
     }
     next.run(req).await
+}
+
+/// The status page's check: [`api_auth::check`] for [`Resource::Api`], with the token
+/// taken from `Bearer` or from the password of `Basic` credentials; a 401 asks for Basic.
+async fn page_auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_or_basic);
+    match api_auth::check(&shared.tokens.load(), bearer.as_deref(), Resource::Api) {
+        Access::Open | Access::Granted => next.run(req).await,
+        Access::Unauthorized => {
+            metrics::counter!("ocean_control_unauthorized_total").increment(1);
+            (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"ocean control: the API token as password\", charset=\"UTF-8\"",
+                )],
+                "the status page needs the API token: Authorization: Bearer <token>, \
+                 or Basic with the token as password\n",
+            )
+                .into_response()
+        }
+        Access::Forbidden { may_read } => {
+            metrics::counter!("ocean_control_forbidden_total", "kind" => "api", "reason" => "scope")
+                .increment(1);
+            (
+                StatusCode::FORBIDDEN,
+                api_auth::forbidden_message(Resource::Api, &may_read),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `Bearer <token>` as it is; `Basic base64(user:token)` as `Bearer <token>`.
+fn bearer_or_basic(authorization: &str) -> Option<String> {
+    use base64::Engine as _;
+    if authorization.starts_with("Bearer ") {
+        return Some(authorization.to_string());
+    }
+    let encoded = authorization.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, token) = text.split_once(':')?;
+    Some(format!("Bearer {token}"))
+}
+
+async fn status_page(State(shared): State<Arc<Shared>>) -> Response {
+    let (_, health) = health(&shared);
+    let html = crate::status_page::render(&crate::status_page::collect(&shared, health));
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+async fn status_json(State(shared): State<Arc<Shared>>) -> Response {
+    let (_, health) = health(&shared);
+    Json(crate::status_page::collect(&shared, health)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +216,7 @@ async fn table(
             running: clip(q.running, 64),
             refused: clip(q.refused, 64),
             reason: clip(q.reason, 500),
+            current: shared.store.get(kind).map(|t| t.etag.clone()),
         });
     }
     let have = headers
@@ -189,13 +272,7 @@ async fn table(
 }
 
 async fn subscribers(State(shared): State<Arc<Shared>>) -> Response {
-    let snapshot = shared.store.snapshot();
-    Json(
-        shared
-            .subscribers
-            .list(|k| snapshot.get(&k).map(|s| s.etag.clone())),
-    )
-    .into_response()
+    Json(shared.subscribers.list(&shared.store.snapshot())).into_response()
 }
 
 async fn state(State(shared): State<Arc<Shared>>) -> Response {
@@ -270,10 +347,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
     metrics::gauge!("ocean_control_marathon_consecutive_failures")
         .set(s.consecutive_failures as f64);
-    let snapshot = shared.store.snapshot();
-    let list = shared
-        .subscribers
-        .list(|k| snapshot.get(&k).map(|s| s.etag.clone()));
+    let list = shared.subscribers.list(&shared.store.snapshot());
     for kind in TableKind::ALL {
         let n = list.iter().filter(|v| v.kind == kind).count();
         let lagging = list.iter().filter(|v| v.kind == kind && v.lagging).count();

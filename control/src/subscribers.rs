@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use ocean_core::table::TableKind;
 use serde::Serialize;
 
+use crate::store::Snapshot;
+
 /// What a poll told us about a subscriber.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -18,6 +20,8 @@ pub struct Report {
     pub running: Option<String>,
     pub refused: Option<String>,
     pub reason: Option<String>,
+    /// The ETag control served when the report came in: a subscriber running it is in sync.
+    pub current: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +31,9 @@ struct Entry {
     refused: Option<String>,
     reason: Option<String>,
     last_seen: SystemTime,
+    first_seen: SystemTime,
+    /// The last report in which it ran the ETag control served then.
+    in_sync_at: Option<SystemTime>,
     polls: u64,
 }
 
@@ -44,6 +51,13 @@ pub struct SubscriberView {
     pub last_refused: Option<String>,
     pub last_refusal_reason: Option<String>,
     pub last_seen_s_ago: u64,
+    /// Seconds since it last reported running the ETag control served at that moment
+    /// (`null`: never, since control started or first heard of it).
+    pub in_sync_s_ago: Option<u64>,
+    /// While lagging: for how long it has been behind the current table, counted from the
+    /// later of its last in-sync report (or first report) and the current table's
+    /// publication. `null` when in sync.
+    pub behind_s: Option<u64>,
     pub polls: u64,
 }
 
@@ -67,9 +81,14 @@ impl Subscribers {
             refused: None,
             reason: None,
             last_seen: now,
+            first_seen: now,
+            in_sync_at: None,
             polls: 0,
         });
         e.addr = r.addr.or(e.addr);
+        if r.current.is_some() && r.running == r.current {
+            e.in_sync_at = Some(now);
+        }
         e.running = r.running;
         if r.refused.is_some() {
             e.refused = r.refused;
@@ -80,20 +99,27 @@ impl Subscribers {
         map.retain(|_, e| now.duration_since(e.last_seen).unwrap_or_default() < FORGET_AFTER);
     }
 
-    /// All subscribers, with whether each runs `current(kind)`.
-    pub fn list(&self, current: impl Fn(TableKind) -> Option<String>) -> Vec<SubscriberView> {
+    /// All subscribers, with whether each runs the ETag of its kind in `tables`.
+    pub fn list(&self, tables: &Snapshot) -> Vec<SubscriberView> {
         let now = SystemTime::now();
         let Ok(map) = self.entries.lock() else {
             return Vec::new();
         };
+        let secs = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_secs();
         map.iter()
             .map(|((kind, id), e)| {
-                let cur = current(*kind);
+                let served = tables.get(kind);
+                let cur = served.map(|s| s.etag.clone());
+                let lagging = cur.is_some() && e.running != cur;
+                let behind_s = served.filter(|_| lagging).map(|s| {
+                    let since = e.in_sync_at.unwrap_or(e.first_seen);
+                    secs(since.max(s.published_at))
+                });
                 SubscriberView {
                     kind: *kind,
                     id: id.clone(),
                     addr: e.addr.map(|a| a.to_string()),
-                    lagging: cur.is_some() && e.running != cur,
+                    lagging,
                     running: e.running.clone(),
                     current: cur,
                     last_refused: e.refused.clone(),
@@ -102,6 +128,8 @@ impl Subscribers {
                         .duration_since(e.last_seen)
                         .unwrap_or_default()
                         .as_secs(),
+                    in_sync_s_ago: e.in_sync_at.map(secs),
+                    behind_s,
                     polls: e.polls,
                 }
             })
