@@ -1,5 +1,6 @@
 //! The `ocean` binary: parses flags and dispatches to a daemon's `run`.
 
+mod status;
 mod up;
 
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ enum Command {
     LvsSync(Box<ocean_lvs_sync::Args>),
     /// Run control and every proxy in one process from one config file.
     Up(UpArgs),
+    /// Print control's status (tables, lagging subscribers, problems, last sync) as text or JSON.
+    Status(status::StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -85,7 +88,7 @@ fn main() -> std::process::ExitCode {
         Command::MemcachedRouter(_) => Some("memcached"),
         Command::MysqlProxy(_) => Some("mysql"),
         Command::LvsSync(_) => Some("lvs"),
-        Command::Up(_) => None,
+        Command::Up(_) | Command::Status(_) => None,
     };
     if let Some(c) = component {
         ocean_core::notify::expect(c);
@@ -109,6 +112,7 @@ fn main() -> std::process::ExitCode {
                 }
                 Command::LvsSync(a) => ocean_lvs_sync::run(a.into_config()?, cancel.clone()).await,
                 Command::Up(a) => up::run(a.config, cancel.clone()).await,
+                Command::Status(a) => status::run(a).await,
             }
         };
         tokio::select! {
