@@ -10,6 +10,8 @@ const OCEAN: &str = env!("CARGO_BIN_EXE_ocean");
 
 mod table_service;
 
+mod drain;
+
 mod ownership;
 
 fn run(args: &[&str]) -> (bool, String) {

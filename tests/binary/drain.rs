@@ -1,0 +1,348 @@
+//! SIGTERM drains and systemd readiness, on the built binary (issue 13):
+//! - under redis-benchmark (redis-router) and memcaslap (memcached-router), pipelining
+//!   verifier clients see every request they sent before the signal answered, and the
+//!   process exits 0 within `--drain-timeout`;
+//! - under a `NOTIFY_SOCKET` the test owns, `READY=1` comes only after the first table,
+//!   `RELOADING=1` and `READY=1` around a SIGHUP, `STOPPING=1` on SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ocean_tests::servers::{find_binary, free_port, Memcached, RedisCluster};
+
+use super::{Proc, OCEAN};
+
+/// Requests per pipelined batch of a verifier.
+const BATCH: usize = 16;
+
+/// The drain timeout the tests give the daemon; it must exit well before.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn spawn_ocean(dir: &Path, args: &[String], env: &[(&str, String)]) -> Proc {
+    let log = std::fs::File::create(dir.join("ocean.log")).unwrap();
+    let child = Command::new(OCEAN)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc(Some(child))
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("ocean.log")).unwrap_or_default()
+}
+
+fn wait_port(addr: SocketAddr, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never accepted:\n{}",
+            log_of(dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// Waits for the child to exit; returns its exit code and how long it took.
+fn wait_exit(proc: &mut Proc, within: Duration, dir: &Path) -> (Option<i32>, Duration) {
+    let child = proc.0.as_mut().unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            proc.0 = None;
+            return (status.code(), t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < within,
+            "still running {within:?} after SIGTERM:\n{}",
+            log_of(dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What one verifier saw: batches fully answered, and the failure that ended it with the
+/// time its batch had been written (ms since the test's start).
+struct Verified {
+    batches: u64,
+    ended: Option<(u64, String)>,
+}
+
+/// A client that writes `BATCH` requests at once, then reads `BATCH` replies, until the
+/// connection ends. `reply_ok` reads one reply.
+fn verifier(
+    addr: SocketAddr,
+    batch: Vec<u8>,
+    t0: Instant,
+    reply_ok: fn(&mut BufReader<TcpStream>) -> Result<(), String>,
+) -> std::thread::JoinHandle<Verified> {
+    std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut batches = 0;
+        loop {
+            let written = writer.write_all(&batch);
+            let sent_ms = t0.elapsed().as_millis() as u64;
+            if let Err(e) = written {
+                return Verified {
+                    batches,
+                    ended: Some((sent_ms, format!("write: {e}"))),
+                };
+            }
+            for i in 0..BATCH {
+                if let Err(e) = reply_ok(&mut reader) {
+                    return Verified {
+                        batches,
+                        ended: Some((sent_ms, format!("reply {i} of the batch: {e}"))),
+                    };
+                }
+            }
+            batches += 1;
+        }
+    })
+}
+
+fn read_line(r: &mut BufReader<TcpStream>) -> Result<String, String> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => Err("connection closed".into()),
+        Ok(_) => Ok(line),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs load + verifiers against `addr`, sends SIGTERM, and checks the drain.
+fn drain_under_load(
+    proc: &mut Proc,
+    dir: &Path,
+    addr: SocketAddr,
+    batch: Vec<u8>,
+    reply_ok: fn(&mut BufReader<TcpStream>) -> Result<(), String>,
+) {
+    let t0 = Instant::now();
+    let verifiers: Vec<_> = (0..4)
+        .map(|_| verifier(addr, batch.clone(), t0, reply_ok))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let signal_ms = Arc::new(AtomicU64::new(0));
+    signal_ms.store(t0.elapsed().as_millis() as u64, Ordering::SeqCst);
+    signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
+    let (code, took) = wait_exit(proc, DRAIN_TIMEOUT + Duration::from_secs(5), dir);
+    let log = log_of(dir);
+    assert_eq!(code, Some(0), "exit after SIGTERM:\n{log}");
+    assert!(took < DRAIN_TIMEOUT, "the drain took {took:?}:\n{log}");
+    assert!(log.contains("draining"), "no drain logged:\n{log}");
+    let signalled = signal_ms.load(Ordering::SeqCst);
+    for v in verifiers {
+        let v = v.join().unwrap();
+        assert!(
+            v.batches > 0,
+            "a verifier got no batch answered before the signal"
+        );
+        let (sent_ms, why) = v.ended.expect("the connection outlived the daemon");
+        assert!(
+            sent_ms >= signalled,
+            "a batch written at {sent_ms} ms, before SIGTERM at {signalled} ms, lost its replies: {why}\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_router_drains_on_sigterm_under_redis_benchmark() {
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let args = vec![
+        format!("--drain-timeout={}s", DRAIN_TIMEOUT.as_secs()),
+        "redis-router".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--seed".into(),
+        cluster.addrs()[0].to_string(),
+    ];
+    let mut proc = spawn_ocean(dir.path(), &args, &[]);
+    wait_port(addr, dir.path());
+    let bench = find_binary("redis-benchmark", "redis-tools").unwrap();
+    let mut load = Command::new(bench)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-c",
+            "20",
+            "-P",
+            "16",
+            "-n",
+            "100000000",
+            "-t",
+            "set,get",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // SET of keys in every slot range: a batch touches all three masters.
+    let mut batch = Vec::new();
+    for i in 0..BATCH {
+        let key = format!("drain:{i}");
+        batch.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len()).as_bytes(),
+        );
+    }
+    tokio::task::spawn_blocking(move || {
+        drain_under_load(&mut proc, dir.path(), addr, batch, |r| {
+            let line = read_line(r)?;
+            if line == "+OK\r\n" {
+                Ok(())
+            } else {
+                Err(format!("unexpected reply {line:?}"))
+            }
+        });
+    })
+    .await
+    .unwrap();
+    let _ = load.kill();
+    let _ = load.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_router_drains_on_sigterm_under_memcaslap() {
+    let server = Memcached::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let args = vec![
+        format!("--drain-timeout={}s", DRAIN_TIMEOUT.as_secs()),
+        "memcached-router".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--pool".into(),
+        format!("a={}", server.addr()),
+    ];
+    let mut proc = spawn_ocean(dir.path(), &args, &[]);
+    wait_port(addr, dir.path());
+    let slap = find_binary("memcaslap", "libmemcached-tools").unwrap();
+    let mut load = Command::new(slap)
+        .args(["-s", &addr.to_string(), "-c", "16", "-T", "1", "-t", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut batch = Vec::new();
+    for i in 0..BATCH {
+        batch.extend_from_slice(format!("set drain:{i} 0 0 1\r\nv\r\n").as_bytes());
+    }
+    tokio::task::spawn_blocking(move || {
+        drain_under_load(&mut proc, dir.path(), addr, batch, |r| {
+            let line = read_line(r)?;
+            if line == "STORED\r\n" {
+                Ok(())
+            } else {
+                Err(format!("unexpected reply {line:?}"))
+            }
+        });
+    })
+    .await
+    .unwrap();
+    let _ = load.kill();
+    let _ = load.wait();
+}
+
+/// Reads datagrams from the notify socket until one contains `needle`; returns all read.
+fn wait_notify(sock: &UnixDatagram, needle: &str, within: Duration, dir: &Path) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no {needle:?} on NOTIFY_SOCKET; got {seen:?}\n{}",
+            log_of(dir)
+        );
+        sock.set_read_timeout(Some(left)).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            let hit = msg.lines().any(|l| l == needle);
+            seen.push(msg);
+            if hit {
+                return seen;
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_hears_ready_only_after_the_first_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let table = dir.path().join("memcached.json");
+    let port = free_port().unwrap();
+    let admin: SocketAddr = ([127, 0, 0, 1], port).into();
+    let args = vec![
+        "memcached-router".into(),
+        "--table-file".into(),
+        table.display().to_string(),
+        "--admin".into(),
+        admin.to_string(),
+    ];
+    let mut proc = spawn_ocean(
+        dir.path(),
+        &args,
+        &[("NOTIFY_SOCKET", sock_path.display().to_string())],
+    );
+    // Serving its admin port, but no table yet: not ready.
+    wait_port(admin, dir.path());
+    sock.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    if let Ok(n) = sock.recv(&mut buf) {
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(
+            !msg.lines().any(|l| l == "READY=1"),
+            "READY=1 before any table: {msg:?}"
+        );
+    }
+    // The first table: READY=1, with the table's ETag in STATUS=.
+    std::fs::write(&table, r#"{"pools": []}"#).unwrap();
+    let seen = wait_notify(&sock, "READY=1", Duration::from_secs(10), dir.path());
+    let all = seen.join("\n");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("memcached ")),
+        "no STATUS= with the table's ETag: {all:?}"
+    );
+    // SIGHUP: RELOADING=1, then READY=1 again; the process lives on.
+    let child = proc.0.as_ref().unwrap();
+    signal(child, nix::sys::signal::Signal::SIGHUP);
+    wait_notify(&sock, "RELOADING=1", Duration::from_secs(10), dir.path());
+    wait_notify(&sock, "READY=1", Duration::from_secs(10), dir.path());
+    assert!(
+        proc.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "SIGHUP killed it"
+    );
+    // SIGTERM: STOPPING=1 and a clean exit.
+    signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
+    wait_notify(&sock, "STOPPING=1", Duration::from_secs(10), dir.path());
+    let (code, _) = wait_exit(&mut proc, Duration::from_secs(15), dir.path());
+    assert_eq!(code, Some(0), "{}", log_of(dir.path()));
+}
