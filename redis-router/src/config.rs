@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use ocean_core::secret::Secret;
+use ocean_core::secret::{Secret, SecretFile};
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
 use crate::proto::{Limits, PreAuthLimits, ReplyLimits};
@@ -290,14 +289,15 @@ impl Args {
             (Some(ca), true) => Some(crate::tls::connector(ca)?),
             _ => None,
         };
+        // From a file: SIGHUP re-reads it (see `server::start`).
         let password = match (self.password, &self.password_file) {
-            (Some(p), _) => Some(p),
-            (None, Some(f)) => Some(read_secret_file(f, "--password-file")?),
+            (Some(p), _) => Some(SecretFile::fixed(p)),
+            (None, Some(f)) => Some(SecretFile::load(f, "--password-file")?),
             (None, None) => None,
         };
         let backend_password = match (self.backend_password, &self.backend_password_file) {
-            (Some(p), _) => Some(p),
-            (None, Some(f)) => Some(read_secret_file(f, "--backend-password-file")?),
+            (Some(p), _) => Some(SecretFile::fixed(p)),
+            (None, Some(f)) => Some(SecretFile::load(f, "--backend-password-file")?),
             (None, None) => None,
         };
         let backend = BackendOpts {
@@ -362,18 +362,7 @@ fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
 /// The file cannot be read, is not UTF-8, or holds an empty password; the message names
 /// the flag and the file, never the contents.
 pub fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<Secret> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))?;
-    let value = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    anyhow::ensure!(
-        !value.is_empty(),
-        "{flag} {}: the file holds no password",
-        path.display()
-    );
-    Ok(Secret::new(value.to_string()))
+    ocean_core::secret::read_file(path, flag)
 }
 
 /// Client-facing settings.
@@ -394,8 +383,9 @@ pub struct ClientOpts {
     pub max_reply_bytes: usize,
     /// Replies a client may have outstanding before the router stops reading from it.
     pub max_pending: usize,
-    /// Password clients must `AUTH` with (`Debug` redacts it).
-    pub password: Option<Secret>,
+    /// Password clients must `AUTH` with (`Debug` redacts it); from `--password-file`,
+    /// SIGHUP re-reads it and the next `AUTH` is checked against the new one.
+    pub password: Option<Arc<SecretFile>>,
     /// Whether FLUSHALL/FLUSHDB are passed to every master.
     pub allow_flush: bool,
     /// Routing limits.
@@ -578,12 +568,19 @@ mod tests {
         let shown_args = format!("{cli:?} {cli:#?}");
         let c = cli.args.into_config().unwrap();
         assert_eq!(
-            c.client.password.as_ref().map(Secret::expose),
-            Some(" client secret 1")
+            c.client
+                .password
+                .as_ref()
+                .map(|p| p.current().expose().to_string()),
+            Some(" client secret 1".to_string())
         );
         assert_eq!(
-            c.cluster.backend.password.as_ref().map(Secret::expose),
-            Some("backend-secret-2")
+            c.cluster
+                .backend
+                .password
+                .as_ref()
+                .map(|p| p.current().expose().to_string()),
+            Some("backend-secret-2".to_string())
         );
         let shown = format!("{shown_args} {c:?} {c:#?}");
         assert!(
@@ -605,8 +602,11 @@ mod tests {
         let shown = format!("{shown_args} {c:?} {c:#?}");
         assert!(!shown.contains("inline-"), "{shown}");
         assert_eq!(
-            c.client.password.as_ref().map(Secret::expose),
-            Some("inline-client-pw")
+            c.client
+                .password
+                .as_ref()
+                .map(|p| p.current().expose().to_string()),
+            Some("inline-client-pw".to_string())
         );
 
         // Inline and file forms exclude each other; a backend user needs one of them.

@@ -128,14 +128,45 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             table_watch = Some(watch);
         }
     }
-    // SIGHUP: what can change without a new socket.
+    // SIGHUP: what can change without a new socket: the certificate, and the password
+    // files (clients' next AUTH, the next backend login). Listen addresses and every other
+    // flag need a restart. Each file is tried; any failure keeps that one's old value and
+    // fails the reload as a whole (result="error").
     let tls_cert = config.client.tls.as_ref().map(|a| a.cert.clone());
+    let passwords: Vec<Arc<ocean_core::secret::SecretFile>> = [
+        config.client.password.clone(),
+        config.cluster.backend.password.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     ocean_core::reload::spawn("redis-router", cancel.clone(), move || {
         let mut changed = Vec::new();
+        let mut failed = Vec::new();
         if let Some(cert) = &tls_cert {
-            if cert.reload()? {
-                changed.push("--tls-cert/--tls-key".to_string());
+            match cert.reload() {
+                Ok(true) => changed.push("--tls-cert/--tls-key".to_string()),
+                Ok(false) => {}
+                Err(e) => failed.push(e.to_string()),
             }
+        }
+        for p in &passwords {
+            match p.reload() {
+                Ok(true) => changed.push(p.flag().unwrap_or("password").to_string()),
+                Ok(false) => {}
+                Err(e) => failed.push(format!("{e:#}")),
+            }
+        }
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "{} (applied: {})",
+                failed.join("; "),
+                if changed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    changed.join(", ")
+                }
+            );
         }
         Ok(changed)
     });

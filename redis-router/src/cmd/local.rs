@@ -99,7 +99,8 @@ impl Session {
         user: &[u8],
         pass: &[u8],
     ) -> Result<(), &'static str> {
-        match &c.shared.opts.password {
+        // The password now (SIGHUP may have rotated it): one load per AUTH.
+        match c.shared.opts.password.as_ref().map(|p| p.current()) {
             None => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
             Some(p) if user == b"default" && constant_time_eq(pass, p.expose().as_bytes()) => {
                 self.authed = true;

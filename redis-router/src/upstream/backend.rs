@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ocean_core::secret::Secret;
+use ocean_core::secret::SecretFile;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -28,8 +28,9 @@ use crate::tls::{Connector, Stream};
 pub struct BackendOpts {
     /// ACL user for `AUTH`/`HELLO AUTH` (with `password`).
     pub user: Option<String>,
-    /// Password sent on every new backend connection (`Debug` redacts it).
-    pub password: Option<Secret>,
+    /// Password sent on every new backend connection (`Debug` redacts it); from
+    /// `--backend-password-file`, SIGHUP re-reads it for the connections made after.
+    pub password: Option<Arc<SecretFile>>,
     /// Longest wait for a TCP connect plus the AUTH/HELLO handshake.
     pub connect_timeout: Duration,
     /// Longest wait for a reply on a shared connection; then the connection is closed and
@@ -433,11 +434,13 @@ pub async fn connect(
             }
         };
         let mut hello: Vec<Bytes> = Vec::new();
+        // The password now: one load per connection, a rotation applies from the next.
+        let password = opts.password.as_ref().map(|p| p.current());
         match proto {
             Protocol::Resp3 => {
                 hello.push(Bytes::from_static(b"HELLO"));
                 hello.push(Bytes::from_static(b"3"));
-                if let Some(p) = &opts.password {
+                if let Some(p) = &password {
                     hello.push(Bytes::from_static(b"AUTH"));
                     hello.push(Bytes::from(
                         opts.user.clone().unwrap_or_else(|| "default".into()),
@@ -446,7 +449,7 @@ pub async fn connect(
                 }
             }
             Protocol::Resp2 => {
-                if let Some(p) = &opts.password {
+                if let Some(p) = &password {
                     hello.push(Bytes::from_static(b"AUTH"));
                     if let Some(u) = &opts.user {
                         hello.push(Bytes::from(u.clone()));
