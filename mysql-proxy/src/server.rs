@@ -3,6 +3,7 @@
 //! cancelled.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use ocean_core::daemon::{self, Conn, Limits};
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::mysql::MysqlTable;
-use ocean_core::tls::PemFile;
+use ocean_core::tls::{PemFile, ServerCert};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -63,21 +64,16 @@ impl Running {
     }
 }
 
-/// The TLS config for clients; with `--client-ca`, clients are asked for a certificate
-/// that must verify against it when presented (none presented is fine at the TLS layer:
-/// `require_cert_cn` decides per job at login).
+/// The TLS config for clients, serving `served`; with `--client-ca`, clients are asked for
+/// a certificate that must verify against it when presented (none presented is fine at
+/// the TLS layer: `require_cert_cn` decides per job at login).
 fn client_tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    client_ca: Option<&std::path::Path>,
-) -> anyhow::Result<(rustls::ServerConfig, Arc<ocean_core::tls::ServerCert>)> {
-    let (cert, key) = (
-        PemFile::new("--tls-cert", cert),
-        PemFile::new("--tls-key", key),
-    );
-    let served = ocean_core::tls::ServerCert::load(cert, key)?;
+    served: Arc<ServerCert>,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     let Some(ca) = client_ca else {
-        return Ok((ocean_core::tls::server_config(served.clone())?, served));
+        let config = ocean_core::tls::server_config(served)?;
+        return Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
     };
     let roots = ocean_core::tls::root_store(PemFile::new("--client-ca", ca))?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -90,8 +86,109 @@ fn client_tls_config(
     let config = rustls::ServerConfig::builder_with_provider(ocean_core::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(served.clone());
-    Ok((config, served))
+        .with_cert_resolver(served);
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A file SIGHUP re-reads, with the contents last applied: what is built from it is
+/// rebuilt (and swapped in) only when the bytes differ, and only once that succeeded.
+struct Reread {
+    flag: &'static str,
+    path: PathBuf,
+    applied: Vec<u8>,
+}
+
+impl Reread {
+    /// Reads the file as it is now (the contents `start` built from).
+    fn new(flag: &'static str, path: &Path) -> anyhow::Result<Reread> {
+        let applied =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?;
+        Ok(Reread {
+            flag,
+            path: path.to_path_buf(),
+            applied,
+        })
+    }
+
+    /// Rebuilds with `build` when the file changed; `Ok(true)` once it is applied.
+    fn reload(&mut self, build: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<bool> {
+        let now = std::fs::read(&self.path)
+            .map_err(|e| anyhow::anyhow!("{} {}: {e}", self.flag, self.path.display()))?;
+        if now == self.applied {
+            return Ok(false);
+        }
+        build(&self.path)?;
+        self.applied = now;
+        Ok(true)
+    }
+}
+
+/// What SIGHUP re-reads: the certificate and key (through their resolver), `--client-ca`
+/// (a new client TLS config for the next handshakes), `--rsa-key` (next full
+/// authentication) and `--backend-ca` (next backend login). Sessions already open keep
+/// what they negotiated. Every file is tried; one that fails keeps its old value and
+/// fails the reload (result="error"). Listen addresses and other flags need a restart.
+struct Reloader {
+    shared: Arc<Shared>,
+    cert: Option<Arc<ServerCert>>,
+    client_ca: Option<Reread>,
+    rsa_key: Option<Reread>,
+    backend_ca: Option<Reread>,
+}
+
+impl Reloader {
+    fn reload(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut changed = Vec::new();
+        let mut failed = Vec::new();
+        let mut note = |flag: &str, r: anyhow::Result<bool>| match r {
+            Ok(true) => changed.push(flag.to_string()),
+            Ok(false) => {}
+            Err(e) => failed.push(format!("{e:#}")),
+        };
+        if let Some(cert) = &self.cert {
+            note(
+                "--tls-cert/--tls-key",
+                cert.reload().map_err(anyhow::Error::from),
+            );
+        }
+        let shared = &self.shared;
+        if let (Some(f), Some(cert), Some(tls)) = (&mut self.client_ca, &self.cert, &shared.tls) {
+            note(
+                "--client-ca",
+                f.reload(|ca| {
+                    tls.store(Arc::new(client_tls_config(cert.clone(), Some(ca))?));
+                    Ok(())
+                }),
+            );
+        }
+        if let (Some(f), Some(rsa)) = (&mut self.rsa_key, &shared.rsa) {
+            note(
+                "--rsa-key",
+                f.reload(|path| {
+                    rsa.store(Arc::new(crate::auth::RsaKey::load(path)?));
+                    Ok(())
+                }),
+            );
+        }
+        if let (Some(f), Some(backend)) = (&mut self.backend_ca, &shared.backend_tls) {
+            note(
+                "--backend-ca",
+                f.reload(|ca| {
+                    backend.store(Arc::new(upstream::connector(ca)?));
+                    Ok(())
+                }),
+            );
+        }
+        if !failed.is_empty() {
+            let applied = if changed.is_empty() {
+                "nothing".to_string()
+            } else {
+                changed.join(", ")
+            };
+            anyhow::bail!("{} (applied: {applied})", failed.join("; "));
+        }
+        Ok(changed)
+    }
 }
 
 /// Runs until `cancel` fires.
@@ -105,25 +202,39 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     config.validate()?;
     ocean_core::metrics::handle();
     crate::metrics::describe();
-    let (tls, tls_cert) = match &config.tls {
-        Some((cert, key)) => {
-            let (tls, served) = client_tls_config(cert, key, config.client_ca.as_deref())?;
-            (
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
-                Some(served),
-            )
+    let tls_cert = match &config.tls {
+        Some((cert, key)) => Some(ServerCert::load(
+            PemFile::new("--tls-cert", cert),
+            PemFile::new("--tls-key", key),
+        )?),
+        None => None,
+    };
+    let mut reloader_files = (None, None, None);
+    let tls = match &tls_cert {
+        Some(served) => {
+            if let Some(ca) = &config.client_ca {
+                reloader_files.0 = Some(Reread::new("--client-ca", ca)?);
+            }
+            let acceptor = client_tls_config(served.clone(), config.client_ca.as_deref())?;
+            Some(ArcSwap::from_pointee(acceptor))
         }
-        None => (None, None),
+        None => None,
     };
     let backend_tls = match &config.backend_tls {
-        Some(ca) => Some(upstream::connector(ca)?),
+        Some(ca) => {
+            reloader_files.2 = Some(Reread::new("--backend-ca", ca)?);
+            Some(ArcSwap::from_pointee(upstream::connector(ca)?))
+        }
         None => None,
     };
     // The RSA key only matters when logins take full authentication; a generated one is
     // made off the runtime (a few CPU seconds at worst).
     let rsa = match (&config.rsa_key, config.caching_sha2_full_auth) {
-        (Some(path), _) => Some(Arc::new(crate::auth::RsaKey::load(path)?)),
-        (None, true) => Some(Arc::new(
+        (Some(path), _) => {
+            reloader_files.1 = Some(Reread::new("--rsa-key", path)?);
+            Some(ArcSwap::from_pointee(crate::auth::RsaKey::load(path)?))
+        }
+        (None, true) => Some(ArcSwap::from_pointee(
             tokio::task::spawn_blocking(crate::auth::RsaKey::generate).await??,
         )),
         (None, false) => None,
@@ -132,16 +243,6 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let tracker = TaskTracker::new();
-    // SIGHUP: what can change without a new socket.
-    ocean_core::reload::spawn("mysql-proxy", cancel.clone(), move || {
-        let mut changed = Vec::new();
-        if let Some(cert) = &tls_cert {
-            if cert.reload()? {
-                changed.push("--tls-cert/--tls-key".to_string());
-            }
-        }
-        Ok(changed)
-    });
     let shared = Arc::new(Shared {
         index: ArcSwapOption::empty(),
         registry: Arc::new(Registry::default()),
@@ -159,6 +260,16 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         connections: AtomicUsize::new(0),
         config,
     });
+    // SIGHUP: what can change without a new socket.
+    let (client_ca, rsa_key, backend_ca) = reloader_files;
+    let mut reloader = Reloader {
+        shared: shared.clone(),
+        cert: tls_cert,
+        client_ca,
+        rsa_key,
+        backend_ca,
+    };
+    ocean_core::reload::spawn("mysql-proxy", cancel.clone(), move || reloader.reload());
 
     let (watch, sub) =
         subscriber::spawn::<MysqlTable>(shared.config.subscriber.clone(), cancel.clone());

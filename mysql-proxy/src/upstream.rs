@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use mysql_common::constants::CapabilityFlags;
 use mysql_common::packets::{AuthPlugin, HandshakeResponse};
 use mysql_common::proto::MySerialize;
@@ -89,8 +90,11 @@ pub async fn login(
     schema: Option<&str>,
     client: &ClientParams,
     allowed: CapabilityFlags,
-    tls: Option<&TlsConnector>,
+    tls: Option<&ArcSwap<TlsConnector>>,
 ) -> Result<Backend, BackendError> {
+    // The connector now (SIGHUP may swap it for a new --backend-ca): one per login.
+    let tls = tls.map(ArcSwap::load_full);
+    let tls = tls.as_deref();
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(BackendError::Connect)?;

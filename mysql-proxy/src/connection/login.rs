@@ -363,7 +363,8 @@ async fn full_authentication<S: Halves>(
         }
         return Ok(Some(pw));
     }
-    let Some(key) = shared.rsa.as_deref() else {
+    // One key for the whole exchange, even if SIGHUP swaps it meanwhile.
+    let Some(key) = shared.rsa.as_ref().map(arc_swap::ArcSwap::load_full) else {
         return Err(bad(
             "full authentication over plain TCP without an RSA key".into()
         ));

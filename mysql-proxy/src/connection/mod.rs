@@ -45,11 +45,15 @@ pub(crate) struct Shared {
     pub(crate) index: ArcSwapOption<Index>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) prelogin: Arc<PreLogin>,
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
-    pub(crate) backend_tls: Option<tokio_rustls::TlsConnector>,
+    /// TLS to clients; SIGHUP swaps it when `--client-ca` changes (the certificate is
+    /// swapped inside, by its resolver). Each handshake takes the current one.
+    pub(crate) tls: Option<ArcSwap<tokio_rustls::TlsAcceptor>>,
+    /// TLS to backends; SIGHUP swaps it when `--backend-ca` changes (next backend login).
+    pub(crate) backend_tls: Option<ArcSwap<tokio_rustls::TlsConnector>>,
     /// The key of caching_sha2_password full authentication over plain TCP (`--rsa-key`,
-    /// or generated at start); `None` when full authentication is off.
-    pub(crate) rsa: Option<Arc<crate::auth::RsaKey>>,
+    /// or generated at start); `None` when full authentication is off. SIGHUP swaps it
+    /// when the `--rsa-key` file changes; a login takes one key for all its steps.
+    pub(crate) rsa: Option<ArcSwap<crate::auth::RsaKey>>,
     /// Round robin over replicas.
     pub(crate) rr: AtomicUsize,
     /// The greeting's server version (the last backend's unless `--server-version`).
@@ -201,7 +205,7 @@ pub(crate) async fn serve(
         prelogin,
     };
     if is_ssl_request(&first.payload) {
-        let Some(acceptor) = shared.tls.clone() else {
+        let Some(acceptor) = shared.tls.as_ref().map(ArcSwap::load_full) else {
             audit("", ip, "", "denied", "TLS requested but not configured");
             return;
         };
