@@ -60,6 +60,59 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     Ok(())
 }
 
+/// SIGHUP: re-reads `--mesos-dns-config` (when given) and applies what needs no new
+/// socket: `resolvers`, `zoneResolvers` and `timeout`, for the forwarded queries that start
+/// from now on. A change of `listener`, `port`, `httplistener`, `httpport`, `httpon`, or
+/// forwarding turned on or off (`externalon`, resolvers emptied or first set: the RA bit
+/// of every answer) needs a restart: it is logged and the running value stays. Zone keys
+/// (`domain`, `ttl`, ...) are control's and stay notes. A file that cannot be read or
+/// parsed changes nothing and fails the reload.
+fn reload(running: &mut Config, forwarder: &Forwarder) -> anyhow::Result<Vec<String>> {
+    let Some(path) = running.mesos_dns_config.clone() else {
+        return Ok(Vec::new());
+    };
+    let file = crate::config::mesos_dns::load(&path)?;
+    let mut next = running.clone();
+    for note in file.apply(&mut next) {
+        tracing::debug!(file = %path.display(), "{note}");
+    }
+    next.validate()
+        .map_err(|e| anyhow::anyhow!("Mesos-DNS config {}: {e:#}", path.display()))?;
+    let mut restart = Vec::new();
+    if next.listen != running.listen {
+        restart.push("listener/port");
+    }
+    if next.http != running.http {
+        restart.push("httplistener/httpport/httpon");
+    }
+    let mut changed = Vec::new();
+    let upstreams = Forwarder::new(
+        next.resolvers.clone(),
+        &next.zone_resolvers,
+        next.forward_timeout,
+    );
+    if upstreams.enabled() != forwarder.enabled() {
+        restart.push("externalon/resolvers (forwarding on or off)");
+    } else if !forwarder.same_as(&upstreams) {
+        forwarder.replace(&upstreams);
+        running.resolvers = next.resolvers;
+        running.zone_resolvers = next.zone_resolvers;
+        running.forward_timeout = next.forward_timeout;
+        changed.push(format!(
+            "{}: resolvers/zoneResolvers/timeout",
+            path.display()
+        ));
+    }
+    if !restart.is_empty() {
+        tracing::warn!(
+            file = %path.display(),
+            settings = ?restart,
+            "changed in the Mesos-DNS config but needs a restart: still running the old value"
+        );
+    }
+    Ok(changed)
+}
+
 /// A query to forward, from a UDP worker.
 struct ForwardJob {
     req: Vec<u8>,
@@ -104,15 +157,21 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     ocean_core::metrics::handle();
     crate::stats::describe();
     let tracker = TaskTracker::new();
-    // SIGHUP: every setting is a flag, and the table comes from its subscriber, so there
-    // is nothing to re-read; the reload is still answered (log, metric, systemd READY=1).
-    ocean_core::reload::spawn("dns", cancel.clone(), || Ok(Vec::new()));
     let zone: SharedZone = Arc::new(ArcSwapOption::empty());
     let forwarder = Arc::new(Forwarder::new(
         config.resolvers.clone(),
         &config.zone_resolvers,
         config.forward_timeout,
     ));
+    // SIGHUP: the table comes from its subscriber and flags are fixed; a Mesos-DNS config
+    // file is re-read (see `reload`). Without one the reload is still answered (log,
+    // metric, systemd READY=1).
+    {
+        let (mut running, forwarder) = (config.clone(), forwarder.clone());
+        ocean_core::reload::spawn("dns", cancel.clone(), move || {
+            reload(&mut running, &forwarder)
+        });
+    }
     let settings = Settings {
         forwarding: forwarder.enabled(),
         max_udp_payload: config.max_udp_payload,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proto::encode::name_to_wire;
@@ -18,8 +19,16 @@ pub enum ForwardError {
     AllFailed(String),
 }
 
-#[derive(Debug, Clone)]
+/// Where queries outside the domain go. SIGHUP may [`Forwarder::replace`] the upstreams
+/// (a Mesos-DNS config's `resolvers`, `zoneResolvers`, `timeout`); a query takes them once
+/// when it starts and keeps them to its end.
+#[derive(Debug)]
 pub struct Forwarder {
+    current: ArcSwap<Upstreams>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Upstreams {
     default: Vec<SocketAddr>,
     /// (lowercase wire-format zone, upstream), longest zone first.
     zones: Vec<(Vec<u8>, SocketAddr)>,
@@ -52,26 +61,37 @@ impl Forwarder {
             .collect();
         zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.len()));
         Forwarder {
-            default,
-            zones,
-            timeout,
+            current: ArcSwap::from_pointee(Upstreams {
+                default,
+                zones,
+                timeout,
+            }),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        !self.default.is_empty() || !self.zones.is_empty()
+        let u = self.current.load();
+        !u.default.is_empty() || !u.zones.is_empty()
+    }
+
+    /// Whether `other` forwards every name to the same upstreams with the same timeout.
+    pub fn same_as(&self, other: &Forwarder) -> bool {
+        *self.current.load_full() == *other.current.load_full()
+    }
+
+    /// Takes `next`'s upstreams and timeout for the queries that start from now on.
+    pub fn replace(&self, next: &Forwarder) {
+        self.current.store(next.current.load_full());
     }
 
     /// Upstreams for a lowercase wire-format name: zone-specific ones first, then the defaults.
     pub fn upstreams_for(&self, name: &[u8]) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = self
-            .zones
-            .iter()
-            .filter(|(z, _)| under(name, z))
-            .map(|(_, a)| *a)
-            .collect();
-        v.extend(self.default.iter().copied());
-        v
+        self.current.load().upstreams_for(name)
+    }
+
+    /// The timeout of one upstream try.
+    fn timeout(&self) -> Duration {
+        self.current.load().timeout
     }
 
     /// Forwards `req` (a parsed, valid query) and returns the upstream's answer with the
@@ -82,7 +102,7 @@ impl Forwarder {
         name: &[u8],
         transport: Transport,
     ) -> Result<Vec<u8>, ForwardError> {
-        let upstreams = self.upstreams_for(name);
+        let (upstreams, timeout) = (self.upstreams_for(name), self.timeout());
         if upstreams.is_empty() {
             return Err(ForwardError::NoUpstream);
         }
@@ -98,8 +118,8 @@ impl Forwarder {
             msg[..2].copy_from_slice(&id.to_be_bytes());
             let started = std::time::Instant::now();
             let r = match transport {
-                Transport::Udp => tokio::time::timeout(self.timeout, udp(&msg, upstream, id)).await,
-                Transport::Tcp => tokio::time::timeout(self.timeout, tcp(&msg, upstream, id)).await,
+                Transport::Udp => tokio::time::timeout(timeout, udp(&msg, upstream, id)).await,
+                Transport::Tcp => tokio::time::timeout(timeout, tcp(&msg, upstream, id)).await,
             };
             match r {
                 Ok(Ok(mut answer)) => {
@@ -109,12 +129,25 @@ impl Forwarder {
                     return Ok(answer);
                 }
                 Ok(Err(e)) => last = format!("{upstream}: {e}"),
-                Err(_) => last = format!("{upstream}: no answer within {:?}", self.timeout),
+                Err(_) => last = format!("{upstream}: no answer within {timeout:?}"),
             }
             metrics::counter!("ocean_dns_forward_failures_total").increment(1);
             tracing::debug!(%upstream, error = %last, "upstream failed; trying the next");
         }
         Err(ForwardError::AllFailed(last))
+    }
+}
+
+impl Upstreams {
+    fn upstreams_for(&self, name: &[u8]) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .zones
+            .iter()
+            .filter(|(z, _)| under(name, z))
+            .map(|(_, a)| *a)
+            .collect();
+        v.extend(self.default.iter().copied());
+        v
     }
 }
 

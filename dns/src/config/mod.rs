@@ -37,6 +37,9 @@ pub struct Config {
     pub tcp_write_timeout: Duration,
     /// Where the `dns` table comes from.
     pub subscriber: SubscriberConfig,
+    /// The Mesos-DNS `config.json` applied on top of the flags (`--mesos-dns-config`):
+    /// SIGHUP re-reads it and applies its `resolvers`, `zoneResolvers` and `timeout`.
+    pub mesos_dns_config: Option<PathBuf>,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             tcp_idle_timeout: Duration::from_secs(10),
             tcp_write_timeout: Duration::from_secs(10),
             subscriber,
+            mesos_dns_config: None,
         }
     }
 
@@ -172,6 +176,7 @@ impl Args {
             for note in m.apply(&mut c) {
                 tracing::warn!(file = %path.display(), "{note}");
             }
+            c.mesos_dns_config = Some(path.clone());
         }
         c.validate()?;
         Ok(c)
