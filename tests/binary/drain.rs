@@ -346,3 +346,45 @@ fn systemd_hears_ready_only_after_the_first_table() {
     let (code, _) = wait_exit(&mut proc, Duration::from_secs(15), dir.path());
     assert_eq!(code, Some(0), "{}", log_of(dir.path()));
 }
+
+/// The shipped units use what the daemons do: notify readiness, reload on SIGHUP, and a
+/// stop timeout above the default drain.
+#[test]
+fn systemd_units_are_notify_reload_on_hup_and_outlast_the_drain() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy/systemd");
+    let mut units = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("service") {
+            continue;
+        }
+        units += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .unwrap_or_else(|| panic!("{}: no {key}=", path.display()))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(value("Type"), "notify", "{}", path.display());
+        assert_eq!(
+            value("ExecReload"),
+            "/bin/kill -HUP $MAINPID",
+            "{}",
+            path.display()
+        );
+        let stop: u64 = value("TimeoutStopSec").parse().unwrap();
+        assert!(
+            stop > 30,
+            "{}: TimeoutStopSec {stop} <= the 30 s drain",
+            path.display()
+        );
+        assert!(
+            value("RestrictAddressFamilies").contains("AF_UNIX"),
+            "{}: NOTIFY_SOCKET needs AF_UNIX",
+            path.display()
+        );
+    }
+    assert_eq!(units, 6, "one unit per daemon");
+}

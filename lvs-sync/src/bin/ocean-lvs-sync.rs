@@ -50,8 +50,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    ocean_core::notify::expect("lvs");
     rt.block_on(async {
         let cancel = ocean_core::signals::install()?;
+        ocean_core::notify::spawn_watchdog(cancel.clone());
         ocean_lvs_sync::run(config, cancel).await
     })
 }
