@@ -14,6 +14,8 @@ mod drain;
 
 mod ownership;
 
+mod reload;
+
 mod reload_control;
 
 fn run(args: &[&str]) -> (bool, String) {
