@@ -1,8 +1,9 @@
 //! The HTTP side of `ocean dns`: Mesos-DNS's API (`/v1/...`, same paths and JSON shapes)
-//! and the admin endpoints (`/metrics`, `/healthz`, `/table`).
+//! and the admin endpoints (`/` the status page, `/metrics`, `/healthz`, `/table`).
 //!
 //! | path | answer |
 //! |---|---|
+//! | `/` | the status page (HTML, as on every daemon's admin port): health, the table applied (ETag, source, age), the zone's serial |
 //! | `/v1/version` | `{"Service":"Mesos-DNS","URL":…,"Version":"ocean-<version>"}` |
 //! | `/v1/config` | Mesos-DNS's `Config` object, filled from our settings and the zone ([`ConfigView`]) |
 //! | `/v1/hosts/{host}` | `[{"host","ip"}]`: the A, then AAAA records of a name |
@@ -44,6 +45,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(|| async { ocean_core::metrics::render() }))
         .route("/table", get(table))
@@ -77,6 +79,25 @@ async fn healthz(State(s): State<Arc<ApiState>>) -> Response {
             Json(body).into_response()
         }
     }
+}
+
+/// The status page, in the style of every daemon's admin `/`
+/// ([`ocean_core::admin::render_status`]).
+async fn status_page(State(s): State<Arc<ApiState>>) -> Response {
+    let facts = match s.zone.load_full() {
+        Some(z) => vec![("zone serial".to_string(), z.serial.to_string())],
+        None => vec![("zone".to_string(), "none yet".to_string())],
+    };
+    let status = ocean_core::admin::DaemonStatus {
+        table: s.watch.applied(),
+        facts,
+        ..Default::default()
+    };
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        ocean_core::admin::render_status("dns", &s.watch.health(), &status),
+    )
+        .into_response()
 }
 
 async fn table(State(s): State<Arc<ApiState>>) -> Response {
