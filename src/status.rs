@@ -177,10 +177,16 @@ pub fn render(control: &str, s: &Value) -> String {
         text(&sync["source"]),
         text(&sync["apps"]),
         text(&sync["tasks"]),
-        if sync["event_stream_up"].as_bool() == Some(true) {
-            "up"
-        } else {
-            "down"
+        match (
+            sync["event_stream_up"].as_bool() == Some(true),
+            sync["source"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("marathon"),
+        ) {
+            (true, _) => "up",
+            (false, true) => "down",
+            (false, false) => "none (not Marathon)",
         }
     ));
     if let Some(e) = sync["last_error"].as_str() {

@@ -295,7 +295,10 @@ fn subscribers(list: &[SubscriberView]) -> Html {
                 Html::text(&s.id),
                 Html::code(s.addr.as_deref().unwrap_or("")),
                 page::badge(word, tone),
-                Html::code(s.running.as_deref().unwrap_or("none")),
+                match &s.running {
+                    Some(e) => Html::etag(e),
+                    None => Html::text("none"),
+                },
                 Html::text(&lag),
                 Html::text(&format!("{} ago", age(s.last_seen_s_ago))),
                 Html::text(&refusal),

@@ -106,6 +106,15 @@ impl Html {
         Html(format!("<code>{}</code>", escape(s)))
     }
 
+    /// An ETag, shortened to [`short_etag`] with the whole one as the tooltip.
+    pub fn etag(etag: &str) -> Html {
+        Html(format!(
+            "<code title=\"{}\">{}</code>",
+            escape(etag),
+            escape(short_etag(etag))
+        ))
+    }
+
     /// The markup.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -268,6 +277,10 @@ mod tests {
         assert!(html.as_str().contains("&lt;script&gt;x&lt;/script&gt;"));
         assert!(html.as_str().contains("<th>&lt;b&gt;app&lt;/b&gt;</th>"));
         assert!(html.as_str().contains("<tr class=\"bad\">"));
+        assert_eq!(
+            Html::etag("0123456789abcdef\"").as_str(),
+            "<code title=\"0123456789abcdef&quot;\">0123456789ab</code>"
+        );
         let empty = Table::new(&["a"], "no <rows>").render();
         assert_eq!(empty.as_str(), "<p class=\"empty\">no &lt;rows&gt;</p>");
     }
