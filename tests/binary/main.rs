@@ -18,6 +18,8 @@ mod reload;
 
 mod reload_control;
 
+mod status;
+
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(OCEAN).args(args).output().unwrap();
     (
