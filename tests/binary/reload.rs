@@ -770,6 +770,106 @@ async fn redis_router_reloads_its_certificate_and_password_under_load() {
     d.stop();
 }
 
+/// Sends `CONFIG SET k v` for each pair to every node of `cluster`, authenticating with
+/// `auth` first when given.
+async fn redis_config_set(cluster: &RedisCluster, auth: Option<&str>, pairs: &[(&str, &str)]) {
+    use ocean_tests::servers::RespClient;
+    for addr in cluster.addrs() {
+        let mut c = RespClient::connect(addr).await.unwrap();
+        if let Some(pw) = auth {
+            assert!(c.command(&["AUTH", pw]).await.unwrap().is_ok());
+        }
+        for (k, v) in pairs {
+            let r = c.command(&["CONFIG", "SET", k, v]).await.unwrap();
+            assert!(r.is_ok(), "CONFIG SET {k} on {addr}: {r:?}");
+        }
+    }
+}
+
+/// redis-router with `--backend-password-file`, on a cluster that requires a password: the
+/// operator changes the nodes' password and the file, sends SIGHUP, and the router's next
+/// backend connections log in with the new one (its open ones were killed on the nodes,
+/// where the old password no longer works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_router_logs_in_to_backends_with_a_rotated_password() {
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    redis_config_set(
+        &cluster,
+        None,
+        &[
+            ("masterauth", "old-backend"),
+            ("requirepass", "old-backend"),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("backend-password");
+    put(&pw, "old-backend\n");
+    let (listen, listen_s) = loopback();
+    let (admin, admin_s) = loopback();
+    let mut args = vec![
+        "redis-router",
+        "--listen",
+        &listen_s,
+        "--admin",
+        &admin_s,
+        "--backend-password-file",
+        s(&pw),
+    ];
+    let seeds: Vec<String> = cluster
+        .master_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for seed in &seeds {
+        args.extend(["--seed", seed]);
+    }
+    let mut d = Daemon::start("redis-router", &args, dir.path());
+    let load = Load::start(PlainRedis(listen), 2);
+    load.wait_for(100);
+
+    // The nodes' password changes (connections already logged in stay so), then the file.
+    redis_config_set(
+        &cluster,
+        Some("old-backend"),
+        &[
+            ("masterauth", "new-backend"),
+            ("requirepass", "new-backend"),
+        ],
+    )
+    .await;
+    put(&pw, "new-backend\n");
+    hup_and_wait(&mut d, admin, "redis-router", Some("ok"));
+    load.wait_for(100);
+    d.assert_running();
+    load.finish("redis-router clients during the backend password rotation");
+
+    // Every backend connection the router had is gone: the next ones need the new password.
+    for addr in cluster.addrs() {
+        let mut c = ocean_tests::servers::RespClient::connect(addr)
+            .await
+            .unwrap();
+        assert!(c.command(&["AUTH", "new-backend"]).await.unwrap().is_ok());
+        let r = c
+            .command(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+            .await
+            .unwrap();
+        assert!(!r.is_error(), "CLIENT KILL on {addr}: {r:?}");
+    }
+    let client = PlainRedis(listen);
+    eventually(
+        "SET/GET through the router after its backends were cut",
+        || {
+            let mut s = client.connect().ok()?;
+            (1..=30)
+                .all(|n| redis_set_get(&mut s, n).is_ok())
+                .then_some(())
+        },
+    );
+    d.assert_running();
+    d.stop();
+}
+
 /// memcached-router: every setting is a flag; SIGHUP is answered and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_router_survives_sighup_under_load() {
