@@ -442,6 +442,40 @@ mod tests {
         assert!(matches!(r, Err(WriteError::Timeout(_))), "{r:?}");
     }
 
+    /// On tokio's paused clock: a peer that never reads fails the write at the write
+    /// timeout, not before; one that starts reading just inside it lets the write finish;
+    /// a write the buffer takes at once arms no timer at all.
+    #[tokio::test(start_paused = true)]
+    async fn write_timeout_on_the_paused_clock() {
+        let timeout = Duration::from_secs(30);
+        let buf = vec![7u8; 4096];
+
+        let (mut w, _never_reads) = tokio::io::duplex(64);
+        let t0 = tokio::time::Instant::now();
+        let r = write_all_within(&mut w, &buf, timeout).await;
+        assert!(
+            matches!(r, Err(WriteError::Timeout(t)) if t == timeout),
+            "{r:?}"
+        );
+        assert_eq!(t0.elapsed(), timeout, "failed at the write timeout exactly");
+
+        let (mut w, mut late_reader) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(timeout - Duration::from_secs(1)).await;
+            let mut got = vec![0u8; 4096];
+            late_reader.read_exact(&mut got).await.map(|_| got)
+        });
+        let t0 = tokio::time::Instant::now();
+        write_all_within(&mut w, &buf, timeout).await.unwrap();
+        assert_eq!(t0.elapsed(), timeout - Duration::from_secs(1));
+        assert_eq!(reader.await.unwrap().unwrap(), buf);
+
+        let (mut w, _reader) = tokio::io::duplex(8192);
+        let t0 = tokio::time::Instant::now();
+        write_all_within(&mut w, &buf, timeout).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+    }
+
     #[test]
     fn nofile_soft_limit_reaches_the_hard_limit() {
         let n = raise_nofile_limit().unwrap();
