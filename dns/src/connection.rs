@@ -6,27 +6,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ocean_core::daemon::{self, Limits};
+use ocean_core::net::Cidr;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::query::parse;
 use crate::proto::rcode;
-use crate::route::{respond, servfail, Action, Settings, Transport};
+use crate::route::{
+    recursion_allowed, refused_recursion, respond, servfail, Action, Outcome, Settings, Transport,
+};
 use crate::stats::Counters;
 use crate::upstream::Forwarder;
 use crate::zone::SharedZone;
+
+/// Where this connection's out-of-zone queries go, and whether it may send them.
+pub(crate) struct Forwarding {
+    pub(crate) forwarder: Arc<Forwarder>,
+    /// `--allow-recursion`: a client outside it gets REFUSED instead of a forward.
+    pub(crate) acl: Arc<[Cidr]>,
+}
 
 /// Serves one accepted TCP connection until EOF, a timeout or `cancel`.
 pub(crate) async fn serve(
     mut stream: tokio::net::TcpStream,
     zone: SharedZone,
-    forwarder: Arc<Forwarder>,
+    forwarding: Forwarding,
     settings: Settings,
     limits: &Limits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let idle = limits.idle_timeout;
     stream.set_nodelay(true)?;
+    let may_recurse = recursion_allowed(&forwarding.acl, stream.peer_addr()?.ip());
     let mut out = Vec::with_capacity(4096);
     let mut req = Vec::new();
     let mut framed = Vec::with_capacity(4096);
@@ -56,7 +67,7 @@ pub(crate) async fn serve(
             Err(_) => break Ok(()),
         }
         n = n.wrapping_add(1);
-        let (action, outcome) = {
+        let (mut action, mut outcome) = {
             let guard = zone.load();
             respond(
                 guard.as_deref(),
@@ -67,13 +78,28 @@ pub(crate) async fn serve(
                 &mut out,
             )
         };
+        if action == Action::Forward && !may_recurse {
+            action = match refused_recursion(&req, settings, &mut out) {
+                Some(_) => Action::Reply,
+                None => Action::Drop,
+            };
+            outcome = Outcome {
+                rcode: rcode::REFUSED,
+                ..outcome
+            };
+            counters.refused_recursion();
+        }
         counters.count(outcome, action);
         let reply: &[u8] = match action {
             Action::Reply => &out,
             Action::Drop => break Ok(()),
             Action::Forward => {
                 let name = parse(&req).map(|q| q.name().to_vec()).unwrap_or_default();
-                match forwarder.forward(&req, &name, Transport::Tcp).await {
+                match forwarding
+                    .forwarder
+                    .forward(&req, &name, Transport::Tcp)
+                    .await
+                {
                     Ok(a) => {
                         out = a;
                         &out

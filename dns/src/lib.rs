@@ -8,6 +8,7 @@
 //! - [`zone`]: the zone built from a table off the hot path, every answer pre-encoded.
 //! - [`route`]: one query in, one response out (or "forward this"), looked up in the zone.
 //! - [`upstream`]: sending out-of-zone queries to upstream resolvers.
+//! - [`rrl`]: response rate limiting for the UDP workers, one lock-free table they share.
 //! - [`server`]: UDP workers (one thread and `SO_REUSEPORT` socket each) and the TCP listener.
 //! - `connection`: one DNS-over-TCP client, length-prefixed queries in and answers out.
 //! - `stats`: the query counters UDP workers and TCP connections flush to metrics.
@@ -20,6 +21,7 @@ mod connection;
 pub mod http;
 pub mod proto;
 pub mod route;
+pub mod rrl;
 pub mod server;
 mod stats;
 pub mod upstream;

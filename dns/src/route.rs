@@ -4,6 +4,10 @@
 //! answer without allocating. Queries for names outside the zone come back as
 //! [`Action::Forward`] for the caller to send upstream.
 
+use std::net::IpAddr;
+
+use ocean_core::net::Cidr;
+
 use crate::proto::encode::opt;
 use crate::proto::query::{parse, ParseError, Query};
 use crate::proto::{rcode, CLASSIC_UDP_PAYLOAD, CLASS_IN, HEADER_LEN};
@@ -106,13 +110,9 @@ pub fn respond(
         simple(out, &q, req, rcode::REFUSED, settings);
         return (Action::Reply, outcome(rcode::REFUSED, false));
     }
-    let limit = match (transport, q.edns) {
-        (Transport::Tcp, _) => u16::MAX as usize,
-        (Transport::Udp, None) => CLASSIC_UDP_PAYLOAD as usize,
-        (Transport::Udp, Some(e)) => e.udp_size.clamp(
-            CLASSIC_UDP_PAYLOAD,
-            settings.max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
-        ) as usize,
+    let limit = match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => udp_limit(&q, settings),
     };
     let opt_len = if q.edns.is_some() { 11 } else { 0 };
     match zone.get(q.name()) {
@@ -257,6 +257,75 @@ pub fn servfail(req: &[u8], settings: Settings, out: &mut Vec<u8>) -> Option<Que
     let q = parse(req).ok()?;
     simple(out, &q, req, rcode::SERVFAIL, settings);
     Some(q)
+}
+
+/// The REFUSED answer to a query we would forward for a client outside
+/// `--allow-recursion`: RA clear (this client may not recurse), the question echoed.
+/// `None` when `req` is not a query.
+pub fn refused_recursion(req: &[u8], settings: Settings, out: &mut Vec<u8>) -> Option<Query> {
+    out.clear();
+    let q = parse(req).ok()?;
+    let no_recursion = Settings {
+        forwarding: false,
+        ..settings
+    };
+    simple(out, &q, req, rcode::REFUSED, no_recursion);
+    Some(q)
+}
+
+/// Whether `client` may have names outside the zone forwarded (`--allow-recursion`).
+pub fn recursion_allowed(acl: &[Cidr], client: IpAddr) -> bool {
+    acl.iter().any(|net| net.contains(client))
+}
+
+/// A truncated reply to `req`: header (TC set, `rc`), question and OPT, no records, so the
+/// client retries over TCP. Used for rate-limit slips and for forwarded answers larger
+/// than the client can take. `None` when `req` is not a query.
+pub fn truncated(req: &[u8], rc: u8, settings: Settings, out: &mut Vec<u8>) -> Option<Query> {
+    out.clear();
+    let q = parse(req).ok()?;
+    write_header(out, &q, rc, false, settings.forwarding, true, 0, 0, 0);
+    write_question(out, &q, req);
+    finish(out, &q, 0, settings);
+    Some(q)
+}
+
+/// The largest UDP reply the client of `q` takes: its EDNS buffer size capped at
+/// `--max-udp-payload`, 512 without EDNS (and never less than 512).
+pub fn udp_limit(q: &Query, settings: Settings) -> usize {
+    match q.edns {
+        None => CLASSIC_UDP_PAYLOAD as usize,
+        Some(e) => e.udp_size.clamp(
+            CLASSIC_UDP_PAYLOAD,
+            settings.max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
+        ) as usize,
+    }
+}
+
+/// Fits an upstream's `answer` to the client's UDP query `req`: `Some(false)` when it fits
+/// [`udp_limit`] (send `answer` as is); otherwise `Some(true)` with a [`truncated`] reply
+/// in `out` (the upstream's rcode and AA kept; no partial RRsets). `None` when `req` is
+/// not a query (nothing to send).
+pub fn fit_forwarded_udp(
+    req: &[u8],
+    answer: &[u8],
+    settings: Settings,
+    out: &mut Vec<u8>,
+) -> Option<bool> {
+    let q = parse(req).ok()?;
+    if answer.len() <= udp_limit(&q, settings) {
+        return Some(false);
+    }
+    let flags = answer
+        .get(2..4)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    truncated(req, (flags & 0xf) as u8, settings, out)?;
+    // Keep the upstream's AA bit (it is our header's byte 2, bit 2).
+    if let Some(b) = out.get_mut(2) {
+        *b |= ((flags >> 8) as u8) & 0x04;
+    }
+    Some(true)
 }
 
 #[cfg(test)]
@@ -456,5 +525,92 @@ mod tests {
             0,
         );
         assert_eq!(m.unwrap().metadata.response_code, ResponseCode::Refused);
+    }
+    fn query_bytes(name: &str, edns: Option<u16>) -> Vec<u8> {
+        let mut m = Message::new(42, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(HQuery::query(
+            Name::from_ascii(name).unwrap(),
+            RecordType::A,
+        ));
+        if let Some(size) = edns {
+            let mut e = hickory_proto::op::Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn recursion_refused_without_ra_and_acl_matches_networks() {
+        let settings = Settings {
+            forwarding: true,
+            max_udp_payload: 1232,
+        };
+        let mut out = Vec::new();
+        let req = query_bytes("example.com.", None);
+        refused_recursion(&req, settings, &mut out).unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.recursion_available, "RA clear");
+        assert_eq!(m.metadata.id, 42);
+        assert_eq!(m.queries.len(), 1);
+        let acl: Vec<Cidr> = vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+        for (ip, ok) in [
+            ("127.0.0.1", true),
+            ("127.9.9.9", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.1", false),
+            ("::2", false),
+        ] {
+            assert_eq!(recursion_allowed(&acl, ip.parse().unwrap()), ok, "{ip}");
+        }
+    }
+
+    #[test]
+    fn forwarded_udp_answers_fit_the_client_or_are_truncated() {
+        let settings = Settings {
+            forwarding: true,
+            max_udp_payload: 1232,
+        };
+        let mut out = Vec::new();
+        // An upstream answer of 100 A records (~1.6 KB), AA set, NOERROR.
+        let mut answer = Message::new(42, MessageType::Response, OpCode::Query);
+        answer.metadata.authoritative = true;
+        answer.add_query(HQuery::query(
+            Name::from_ascii("big.example.com.").unwrap(),
+            RecordType::A,
+        ));
+        for i in 0..100u8 {
+            answer.add_answer(hickory_proto::rr::Record::from_rdata(
+                Name::from_ascii("big.example.com.").unwrap(),
+                60,
+                hickory_proto::rr::RData::A(std::net::Ipv4Addr::new(10, 0, 1, i).into()),
+            ));
+        }
+        let answer = answer.to_vec().unwrap();
+        assert!(answer.len() > 1232);
+        // Without EDNS (512), with EDNS 1400 (capped at 1232) and 4096 (capped too): TC.
+        for edns in [None, Some(1400), Some(4096)] {
+            let req = query_bytes("big.example.com.", edns);
+            assert_eq!(
+                fit_forwarded_udp(&req, &answer, settings, &mut out),
+                Some(true)
+            );
+            let m = Message::from_vec(&out).unwrap();
+            assert!(m.metadata.truncation, "{edns:?}");
+            assert!(m.metadata.authoritative, "upstream's AA kept");
+            assert!(m.answers.is_empty(), "no partial RRsets");
+            assert_eq!(m.queries.len(), 1);
+            assert_eq!(m.edns.is_some(), edns.is_some());
+            assert!(out.len() <= 512);
+        }
+        // A small answer fits and is sent as is.
+        let req = query_bytes("big.example.com.", None);
+        assert_eq!(
+            fit_forwarded_udp(&req, &answer[..100], settings, &mut out),
+            Some(false)
+        );
     }
 }

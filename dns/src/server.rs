@@ -5,6 +5,10 @@
 //! pre-built zone, send. That loop measured faster here than any async shape (PERF.md).
 //! Queries to forward leave the loop through a bounded channel to async tasks; when it is
 //! full the client gets SERVFAIL at once. TCP runs on the async runtime.
+//!
+//! Both paths refuse to forward for clients outside `--allow-recursion`; only UDP answers
+//! are rate limited ([`crate::rrl`]), and forwarded UDP answers are fitted to the client's
+//! payload size (truncated when larger).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use ocean_core::daemon::{self, Conn, Limits};
+use ocean_core::net::Cidr;
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::DnsTable;
 use tokio::sync::{mpsc, Semaphore};
@@ -23,7 +28,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::connection;
 use crate::proto::query::parse;
-use crate::route::{respond, servfail, Action, Settings, Transport};
+use crate::proto::rcode;
+use crate::route::{
+    fit_forwarded_udp, recursion_allowed, refused_recursion, respond, servfail, truncated, Action,
+    Outcome, Settings, Transport,
+};
+use crate::rrl::{Rrl, Verdict};
 use crate::stats::Counters;
 use crate::upstream::Forwarder;
 use crate::zone::Zone;
@@ -194,16 +204,22 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         cancel.clone(),
     ));
 
-    // UDP workers.
+    // UDP workers, sharing the recursion ACL and one rate limiter.
+    let acl: Arc<[Cidr]> = config.allow_recursion.clone().into();
+    let rrl = Rrl::new(config.rrl_per_second, config.rrl_slip).map(Arc::new);
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for (i, s) in sockets.into_iter().enumerate() {
+        let policy = UdpPolicy {
+            acl: acl.clone(),
+            rrl: rrl.clone(),
+        };
         let (zone, stop, fwd_tx) = (zone.clone(), stop.clone(), fwd_tx.clone());
         let socket = Arc::new(s);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_worker(socket, zone, settings, fwd_tx, stop))?,
+                .spawn(move || udp_worker(socket, zone, settings, policy, fwd_tx, stop))?,
         );
     }
     let c = cancel.clone();
@@ -217,6 +233,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         tcp,
         zone.clone(),
         forwarder,
+        acl,
         settings,
         config.clone(),
         cancel.clone(),
@@ -248,7 +265,16 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         None => None,
     };
     tracker.close();
-    tracing::info!(dns = %dns_addr, http = ?http_addr, workers = config.udp_workers, forwarding = settings.forwarding, "ocean dns listening");
+    tracing::info!(
+        dns = %dns_addr,
+        http = ?http_addr,
+        workers = config.udp_workers,
+        forwarding = settings.forwarding,
+        allow_recursion = ?config.allow_recursion,
+        rrl_per_second = config.rrl_per_second,
+        rrl_slip = config.rrl_slip,
+        "ocean dns listening"
+    );
     Ok(Running {
         dns_addr,
         http_addr,
@@ -318,10 +344,19 @@ async fn build_zones(mut watch: TableWatch<DnsTable>, zone: SharedZone, cancel: 
     }
 }
 
+/// Who a UDP worker forwards for and how fast it answers one client network.
+struct UdpPolicy {
+    /// `--allow-recursion`.
+    acl: Arc<[Cidr]>,
+    /// Response rate limiting, shared by every worker; `None` when off.
+    rrl: Option<Arc<Rrl>>,
+}
+
 fn udp_worker(
     socket: Arc<std::net::UdpSocket>,
     zone: SharedZone,
     settings: Settings,
+    policy: UdpPolicy,
     fwd: mpsc::Sender<ForwardJob>,
     stop: Arc<AtomicBool>,
 ) {
@@ -350,10 +385,41 @@ fn udp_worker(
         let req = &buf[..len];
         // Time one query in 64: enough for a latency histogram, free for the rest.
         let started = n.is_multiple_of(64).then(std::time::Instant::now);
-        let (action, outcome) = {
+        let (mut action, mut outcome) = {
             let guard = zone.load();
             respond(guard.as_deref(), req, Transport::Udp, settings, n, &mut out)
         };
+        if action == Action::Forward && !recursion_allowed(&policy.acl, peer.ip()) {
+            // Not an open resolver: only --allow-recursion clients have names forwarded.
+            action = match refused_recursion(req, settings, &mut out) {
+                Some(_) => Action::Reply,
+                None => Action::Drop,
+            };
+            outcome = Outcome {
+                rcode: rcode::REFUSED,
+                ..outcome
+            };
+            counters.refused_recursion();
+        }
+        if let (Some(rrl), Action::Reply | Action::Forward) = (&policy.rrl, action) {
+            // One clock read per receive: the batch is one datagram here.
+            match rrl.check(peer.ip(), rrl.now()) {
+                Verdict::Answer => {}
+                Verdict::Slip => {
+                    counters.rate_limited(true);
+                    if truncated(req, outcome.rcode, settings, &mut out).is_some() {
+                        if let Err(e) = socket.send_to(&out, peer) {
+                            tracing::debug!(%peer, error = %e, "udp send failed");
+                        }
+                    }
+                    continue;
+                }
+                Verdict::Drop => {
+                    counters.rate_limited(false);
+                    continue;
+                }
+            }
+        }
         if let Some(t) = started {
             counters.latency.push(t.elapsed().as_secs_f64());
         }
@@ -409,7 +475,16 @@ async fn forward_udp(
                 Err(_) => return,
             };
             let reply = match answer {
-                Ok(a) => a,
+                // An answer larger than the client takes goes out truncated (TC, no
+                // records): the client retries over TCP.
+                Ok(a) => match fit_forwarded_udp(&job.req, &a, settings, &mut out) {
+                    Some(false) => a,
+                    Some(true) => {
+                        metrics::counter!("ocean_dns_truncated_total").increment(1);
+                        out
+                    }
+                    None => return,
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, "forwarding failed");
                     if servfail(&job.req, settings, &mut out).is_none() {
@@ -432,6 +507,7 @@ async fn serve_tcp(
     listener: tokio::net::TcpListener,
     zone: SharedZone,
     forwarder: Arc<Forwarder>,
+    acl: Arc<[Cidr]>,
     settings: Settings,
     config: Config,
     cancel: CancellationToken,
@@ -452,10 +528,18 @@ async fn serve_tcp(
         cancel,
         move |conn: Conn| {
             let (zone, forwarder, limits) = (zone.clone(), forwarder.clone(), per_conn.clone());
+            let acl = acl.clone();
             async move {
-                if let Err(e) =
-                    connection::serve(conn.stream, zone, forwarder, settings, &limits, conn.cancel)
-                        .await
+                let forwarding = connection::Forwarding { forwarder, acl };
+                if let Err(e) = connection::serve(
+                    conn.stream,
+                    zone,
+                    forwarding,
+                    settings,
+                    &limits,
+                    conn.cancel,
+                )
+                .await
                 {
                     tracing::debug!(error = %e, "tcp connection ended");
                 }

@@ -11,6 +11,11 @@ pub(crate) struct Counters {
     truncated: u64,
     forwarded: u64,
     dropped: u64,
+    /// Out-of-zone queries refused to clients outside `--allow-recursion`.
+    refused_recursion: u64,
+    /// UDP answers over the rate limit: dropped, and sent truncated instead (slipped).
+    rrl_dropped: u64,
+    rrl_slipped: u64,
     pending: u32,
     /// Sampled answer times (every 64th query), seconds.
     pub(crate) latency: Vec<f64>,
@@ -28,6 +33,9 @@ impl Counters {
             truncated: 0,
             forwarded: 0,
             dropped: 0,
+            refused_recursion: 0,
+            rrl_dropped: 0,
+            rrl_slipped: 0,
             pending: 0,
             latency: Vec::with_capacity(64),
         }
@@ -55,6 +63,26 @@ impl Counters {
         }
     }
 
+    /// A query for a name outside the zone refused to a client outside
+    /// `--allow-recursion` (also counted by [`Counters::count`] as a REFUSED answer).
+    pub(crate) fn refused_recursion(&mut self) {
+        self.refused_recursion += 1;
+    }
+
+    /// A UDP answer over the rate limit: sent truncated (`slipped`) or not at all. Not
+    /// counted in `ocean_dns_queries_total`.
+    pub(crate) fn rate_limited(&mut self, slipped: bool) {
+        if slipped {
+            self.rrl_slipped += 1;
+        } else {
+            self.rrl_dropped += 1;
+        }
+        self.pending += 1;
+        if self.pending >= 4096 {
+            self.flush();
+        }
+    }
+
     pub(crate) fn flush(&mut self) {
         for (t, row) in self.by.iter_mut().enumerate() {
             for (r, n) in row.iter_mut().enumerate() {
@@ -71,6 +99,20 @@ impl Counters {
         ] {
             if *n > 0 {
                 metrics::counter!(name).increment(*n);
+                *n = 0;
+            }
+        }
+        if self.refused_recursion > 0 {
+            metrics::counter!("ocean_dns_refused_total", "reason" => "recursion")
+                .increment(self.refused_recursion);
+            self.refused_recursion = 0;
+        }
+        for (action, n) in [
+            ("drop", &mut self.rrl_dropped),
+            ("slip", &mut self.rrl_slipped),
+        ] {
+            if *n > 0 {
+                metrics::counter!("ocean_dns_rate_limited_total", "action" => action).increment(*n);
                 *n = 0;
             }
         }
@@ -104,6 +146,16 @@ pub fn describe() {
         "ocean_dns_dropped_total",
         Unit::Count,
         "Messages dropped without an answer (too short, or not a query)."
+    );
+    describe_counter!(
+        "ocean_dns_refused_total",
+        Unit::Count,
+        "Queries refused by policy, per reason (recursion: a name outside the zone asked by a client outside --allow-recursion)."
+    );
+    describe_counter!(
+        "ocean_dns_rate_limited_total",
+        Unit::Count,
+        "UDP answers over --rrl-per-second for their client network, per action (drop: not sent; slip: sent truncated with TC set)."
     );
     describe_histogram!(
         "ocean_dns_answer_seconds",

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
+use ocean_core::net::Cidr;
 use ocean_core::subscriber::SubscriberConfig;
+
+/// Who may recurse when no `--allow-recursion` is given: this host only.
+pub const DEFAULT_ALLOW_RECURSION: [&str; 2] = ["127.0.0.0/8", "::1"];
 
 /// Everything `ocean dns` runs with.
 #[derive(Debug, Clone)]
@@ -25,6 +29,14 @@ pub struct Config {
     pub forward_timeout: Duration,
     /// Forwarded queries in flight at most; beyond it clients get SERVFAIL at once.
     pub max_forward_inflight: usize,
+    /// Client networks whose queries for names outside the zone are forwarded; any other
+    /// client gets REFUSED for them (names in the zone are answered to everyone).
+    pub allow_recursion: Vec<Cidr>,
+    /// UDP answers per second to one client network (/24 or /56); 0 turns rate limiting off.
+    pub rrl_per_second: u32,
+    /// Of the UDP answers over the rate limit, every Nth is sent truncated (TC=1) and the
+    /// others dropped; 0 drops all, 1 truncates all.
+    pub rrl_slip: u32,
     /// UDP worker threads, each with its own `SO_REUSEPORT` socket.
     pub udp_workers: usize,
     /// Largest UDP answer to EDNS clients (the client's own limit applies when smaller).
@@ -51,6 +63,12 @@ impl Config {
             zone_resolvers: Vec::new(),
             forward_timeout: Duration::from_secs(2),
             max_forward_inflight: 1024,
+            allow_recursion: DEFAULT_ALLOW_RECURSION
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            rrl_per_second: 0,
+            rrl_slip: 2,
             udp_workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -70,6 +88,10 @@ impl Config {
         anyhow::ensure!(
             self.max_udp_payload >= 512,
             "--max-udp-payload must be at least 512"
+        );
+        anyhow::ensure!(
+            self.rrl_per_second < 1 << 24,
+            "--rrl-per-second must be less than 16777216"
         );
         anyhow::ensure!(
             !self.forward_timeout.is_zero(),
@@ -128,6 +150,22 @@ pub struct Args {
     /// Forwarded queries in flight at most; beyond it clients get SERVFAIL at once.
     #[arg(long, default_value_t = 1024)]
     pub max_forward_inflight: usize,
+    /// A client network that may have names outside the zone forwarded (CIDR or address);
+    /// repeatable, replaces the default (this host: 127.0.0.0/8 and ::1). Other clients get
+    /// REFUSED for such names; names in the zone are answered to everyone.
+    #[arg(long = "allow-recursion", value_name = "CIDR", default_values = DEFAULT_ALLOW_RECURSION)]
+    pub allow_recursion: Vec<Cidr>,
+    /// UDP answers per second to one client network (/24 IPv4, /56 IPv6) before response
+    /// rate limiting drops or truncates; 0: off. Recommended where untrusted networks reach
+    /// the server: 200 (well above what one network's resolvers ask of a zone with a 60 s
+    /// TTL, far below a reflection flood).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rrl_per_second: u32,
+    /// Of the UDP answers over --rrl-per-second, every Nth is sent truncated (TC=1, the
+    /// client retries over TCP, which is never limited) and the others dropped; 0 drops
+    /// all, 1 truncates all.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub rrl_slip: u32,
     /// UDP worker threads, each with its own SO_REUSEPORT socket (default: one per CPU).
     #[arg(long)]
     pub udp_workers: Option<usize>,
@@ -164,6 +202,9 @@ impl Args {
         c.zone_resolvers = a.zone_resolvers;
         c.forward_timeout = a.forward_timeout;
         c.max_forward_inflight = a.max_forward_inflight;
+        c.allow_recursion = a.allow_recursion;
+        c.rrl_per_second = a.rrl_per_second;
+        c.rrl_slip = a.rrl_slip;
         if let Some(n) = a.udp_workers {
             c.udp_workers = n;
         }
