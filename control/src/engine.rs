@@ -356,6 +356,38 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Why the sync loop runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// `interval` passed without events.
+    Interval,
+    /// An event came, then `debounce` passed; the events queued meanwhile are consumed.
+    Events,
+}
+
+/// Waits for the next sync: `interval` without events, or `debounce` after the first event
+/// of a burst (one re-list for the whole burst: the events that arrive during the debounce
+/// are taken off the queue, not waited for). `None` when `cancel` fires first.
+async fn next_sync(
+    interval: Duration,
+    debounce: Duration,
+    dirty: &mut mpsc::Receiver<()>,
+    cancel: &CancellationToken,
+) -> Option<Wake> {
+    tokio::select! {
+        _ = cancel.cancelled() => None,
+        _ = tokio::time::sleep(interval) => Some(Wake::Interval),
+        Some(()) = dirty.recv() => {
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(debounce) => {}
+            }
+            while dirty.try_recv().is_ok() {}
+            Some(Wake::Events)
+        }
+    }
+}
+
 impl Engine {
     async fn run(mut self, mut dirty: mpsc::Receiver<()>, cancel: CancellationToken) {
         loop {
@@ -366,18 +398,11 @@ impl Engine {
                 }
                 _ => self.config.resync,
             };
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-                Some(()) = dirty.recv() => {
-                    // Debounce: one re-list for a burst of events.
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(self.config.debounce) => {}
-                    }
-                    while dirty.try_recv().is_ok() {}
-                }
-            }
+            let Some(wake) = next_sync(interval, self.config.debounce, &mut dirty, &cancel).await
+            else {
+                return;
+            };
+            tracing::debug!(?wake, "syncing");
         }
     }
 
@@ -564,5 +589,63 @@ impl Engine {
             publish_ms = t0.elapsed().as_millis() as u64,
             "synced"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant as TokioInstant;
+
+    const INTERVAL: Duration = Duration::from_secs(60);
+    const DEBOUNCE: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn without_events_the_next_sync_is_after_the_interval() {
+        let (_tx, mut rx) = mpsc::channel::<()>(1);
+        let t0 = TokioInstant::now();
+        let wake = next_sync(INTERVAL, DEBOUNCE, &mut rx, &CancellationToken::new()).await;
+        assert_eq!(wake, Some(Wake::Interval));
+        assert_eq!(t0.elapsed(), INTERVAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_events_is_one_sync_a_debounce_after_the_first() {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        tx.try_send(()).unwrap();
+        // More events during the debounce: folded into the same sync, not extending it.
+        let more = tx.clone();
+        let sender = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(DEBOUNCE / 10).await;
+                let _full_is_fine = more.try_send(());
+            }
+        });
+        let t0 = TokioInstant::now();
+        let wake = next_sync(INTERVAL, DEBOUNCE, &mut rx, &CancellationToken::new()).await;
+        assert_eq!(wake, Some(Wake::Events));
+        assert_eq!(t0.elapsed(), DEBOUNCE, "one debounce after the first event");
+        sender.await.unwrap();
+        assert!(rx.try_recv().is_err(), "the burst's events were consumed");
+        // Quiet afterwards: the next wake is the interval again.
+        let t1 = TokioInstant::now();
+        let wake = next_sync(INTERVAL, DEBOUNCE, &mut rx, &CancellationToken::new()).await;
+        assert_eq!((wake, t1.elapsed()), (Some(Wake::Interval), INTERVAL));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_during_the_debounce_stops_at_once() {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        tx.try_send(()).unwrap();
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(DEBOUNCE / 2).await;
+            c.cancel();
+        });
+        let t0 = TokioInstant::now();
+        assert_eq!(next_sync(INTERVAL, DEBOUNCE, &mut rx, &cancel).await, None);
+        assert_eq!(t0.elapsed(), DEBOUNCE / 2);
     }
 }
