@@ -199,7 +199,22 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 ocean_core::admin::DaemonStatus {
                     table: status_watch.as_ref().and_then(|w| w.applied()),
                     connections: Some(v(&status_stats.curr_connections)),
-                    backends: Vec::new(),
+                    backends: status_stats
+                        .servers()
+                        .into_iter()
+                        .map(|s| ocean_core::admin::BackendStatus {
+                            group: format!("{} / {}", s.pool, s.replica_set),
+                            addr: s.addr.to_string(),
+                            state: if s.down_in > 0 {
+                                ocean_core::admin::BackendState::Tko
+                            } else {
+                                ocean_core::admin::BackendState::Up
+                            },
+                            detail: (s.down_in > 0).then(|| {
+                                format!("marked down by {} of {} workers", s.down_in, s.workers)
+                            }),
+                        })
+                        .collect(),
                     facts: vec![
                         (
                             "servers down (TKO)".into(),

@@ -1,7 +1,10 @@
 //! The router's own counters, answered to the `stats` command: shared by the listeners,
 //! client connections and backend servers (so none of them imports another for it).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -25,6 +28,29 @@ pub struct RouterStats {
     pub tko_events: AtomicU64,
     /// Tables applied (summed over workers).
     pub table_swaps: AtomicU64,
+    /// Every worker's backend servers, for the status page; dropped servers fall out.
+    servers: Mutex<Vec<Weak<dyn ServerStatus>>>,
+}
+
+/// A backend server as the status page sees it (upstream's `Server` implements this, so
+/// that this module needs nothing from upstream).
+pub trait ServerStatus: std::fmt::Debug + Send + Sync {
+    /// Its pool, replica set and address.
+    fn name(&self) -> (&str, &str, SocketAddr);
+    /// Whether it is marked down (TKO).
+    fn is_down(&self) -> bool;
+}
+
+/// One server over every worker: each worker has its own connections and TKO state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRow {
+    pub pool: String,
+    pub replica_set: String,
+    pub addr: SocketAddr,
+    /// Workers that have this server.
+    pub workers: usize,
+    /// Of those, the workers that have it marked down.
+    pub down_in: usize,
 }
 
 impl Default for RouterStats {
@@ -41,11 +67,51 @@ impl Default for RouterStats {
             servers_down: AtomicU64::new(0),
             tko_events: AtomicU64::new(0),
             table_swaps: AtomicU64::new(0),
+            servers: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl RouterStats {
+    /// Lists `server` on the status page while it lives.
+    pub fn register_server(&self, server: Weak<dyn ServerStatus>) {
+        if let Ok(mut list) = self.servers.lock() {
+            list.retain(|w| w.strong_count() > 0);
+            list.push(server);
+        }
+    }
+
+    /// The live servers, merged over workers, by pool, replica set and address.
+    pub fn servers(&self) -> Vec<ServerRow> {
+        let live: Vec<_> = match self.servers.lock() {
+            Ok(mut list) => {
+                list.retain(|w| w.strong_count() > 0);
+                list.iter().filter_map(Weak::upgrade).collect()
+            }
+            Err(_) => return Vec::new(),
+        };
+        let mut rows: BTreeMap<(String, String, SocketAddr), (usize, usize)> = BTreeMap::new();
+        for s in live {
+            let (pool, set, addr) = s.name();
+            let e = rows
+                .entry((pool.to_string(), set.to_string(), addr))
+                .or_default();
+            e.0 += 1;
+            e.1 += usize::from(s.is_down());
+        }
+        rows.into_iter()
+            .map(
+                |((pool, replica_set, addr), (workers, down_in))| ServerRow {
+                    pool,
+                    replica_set,
+                    addr,
+                    workers,
+                    down_in,
+                },
+            )
+            .collect()
+    }
+
     /// The `stats` reply: `STAT <name> <value>` lines and `END`.
     pub(crate) fn render(&self, out: &mut BytesMut) {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -130,4 +196,43 @@ pub fn describe() {
         Unit::Count,
         "Replies not delivered because the client was over its reply budget."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fake(SocketAddr, AtomicBool);
+
+    impl ServerStatus for Fake {
+        fn name(&self) -> (&str, &str, SocketAddr) {
+            ("pages", "a", self.0)
+        }
+        fn is_down(&self) -> bool {
+            self.1.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn servers_merge_over_workers_and_leave_when_dropped() {
+        let stats = RouterStats::default();
+        let addr: SocketAddr = "127.0.0.1:11211".parse().unwrap();
+        let worker1 = Arc::new(Fake(addr, AtomicBool::new(false)));
+        let worker2 = Arc::new(Fake(addr, AtomicBool::new(true)));
+        let (w1, w2): (Weak<Fake>, Weak<Fake>) =
+            (Arc::downgrade(&worker1), Arc::downgrade(&worker2));
+        stats.register_server(w1);
+        stats.register_server(w2);
+        let rows = stats.servers();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].workers, rows[0].down_in), (2, 1));
+        drop(worker2);
+        assert_eq!(stats.servers()[0].down_in, 0);
+        drop(worker1);
+        assert!(stats.servers().is_empty());
+    }
 }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{HeldReply, ReplyBudget};
 use crate::config::Settings;
 use crate::reply::{reply_len, Expect, SkipReply};
-use crate::stats::RouterStats;
+use crate::stats::{RouterStats, ServerStatus};
 
 /// Requests queued per connection before senders are refused (`SERVER_ERROR`).
 const QUEUE_DEPTH: usize = 4096;
@@ -105,6 +105,8 @@ struct ServerMetrics {
 /// One backend memcached server with its shared connections and TKO state.
 pub struct Server {
     addr: SocketAddr,
+    pool: String,
+    replica_set: String,
     conns: Vec<Mutex<Option<ConnHandle>>>,
     failures: AtomicU32,
     down: AtomicBool,
@@ -120,6 +122,16 @@ impl std::fmt::Debug for Server {
             .field("addr", &self.addr)
             .field("down", &self.is_down())
             .finish()
+    }
+}
+
+impl ServerStatus for Server {
+    fn name(&self) -> (&str, &str, SocketAddr) {
+        (&self.pool, &self.replica_set, self.addr)
+    }
+
+    fn is_down(&self) -> bool {
+        Server::is_down(self)
     }
 }
 
@@ -194,8 +206,10 @@ impl Server {
         let conns = (0..settings.backend_connections.max(1))
             .map(|_| Mutex::new(None))
             .collect();
-        Arc::new(Server {
+        let server = Arc::new(Server {
             addr,
+            pool: pool.to_owned(),
+            replica_set: replica_set.to_owned(),
             conns,
             failures: AtomicU32::new(0),
             down: AtomicBool::new(false),
@@ -203,7 +217,10 @@ impl Server {
             metrics,
             stats,
             cancel,
-        })
+        });
+        let weak: std::sync::Weak<Server> = Arc::downgrade(&server);
+        server.stats.register_server(weak);
+        server
     }
 
     /// The server's address.

@@ -73,6 +73,8 @@ struct Platform {
     router: Daemon,
     control_url: String,
     router_admin: SocketAddr,
+    /// The memcached server of pool `pages` (nothing listens there).
+    pool_server: SocketAddr,
     /// The memcached table's ETag control serves.
     memcached_etag: String,
 }
@@ -94,7 +96,8 @@ impl Platform {
             10081,
         );
         // A backend that is not there: the router still applies the table.
-        cache["tasks"] = json!([task("/shop/cache", 1, "127.0.0.1", &[free_port().unwrap()])]);
+        let pool_server = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+        cache["tasks"] = json!([task("/shop/cache", 1, "127.0.0.1", &[pool_server.port()])]);
         marathon.put_app(cache);
         let mut bad = app(
             "/shop/cache-bad",
@@ -185,6 +188,7 @@ impl Platform {
             router,
             control_url,
             router_admin,
+            pool_server,
             memcached_etag,
         }
     }
@@ -480,6 +484,13 @@ async fn a_proxy_admin_port_serves_its_status_page() {
         "{html}"
     );
     assert!(html.contains("client connections"), "{html}");
+    // Its backend: up until a request to it fails (none was sent).
+    assert!(html.contains("Backends: 1 up, 0 down, 0 TKO"), "{html}");
+    assert!(
+        html.contains(&format!("<code>{}</code>", p.pool_server)),
+        "{html}"
+    );
+    assert!(html.contains("pages / a"), "{html}");
     assert!(html.contains(">ok</span>"), "{html}");
     assert!(!html.contains("<script"), "{html}");
     p.stop();
