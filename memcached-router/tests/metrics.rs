@@ -72,6 +72,7 @@ async fn histograms_help_tko_labels_and_removed_servers() -> Result<()> {
         },
         settings: Settings {
             tko_after: 2,
+            request_timeout: Duration::from_millis(300),
             probe_interval: Duration::from_secs(60),
             probe_interval_max: Duration::from_secs(60),
             ..Settings::default()
@@ -124,21 +125,26 @@ async fn histograms_help_tko_labels_and_removed_servers() -> Result<()> {
     assert!(text.contains("# HELP ocean_memcached_server_latency_seconds "));
     assert!(text.contains("# TYPE ocean_memcached_server_latency_seconds histogram\n"));
 
-    // A dead server is marked down; its TKO counter has the documented labels.
-    gone.stop();
+    // A hung server is marked down; its TKO counter has the documented labels. (SIGSTOP,
+    // not a kill: the port stays ours, no other test's server can take it meanwhile.)
+    gone.pause()?;
     let gone_labels = format!("pool=\"cache\",replica_set=\"a\",server=\"{gone_addr}\"");
     let mut n = 0;
-    wait_for("the dead server's TKO", async || {
+    wait_for("the hung server's TKO", async || {
         n += 1;
-        // Errors are fine here: the router fails over or answers SERVER_ERROR.
-        let _ = c
-            .call(
-                format!("get k{n}\r\n").as_bytes(),
-                &[b"END\r\n", b"ERROR\r\n"],
-            )
-            .await;
+        // A key never set: the reply is one line, `END` or the router's `SERVER_ERROR`.
+        let reply = c
+            .call(format!("get gone{n}\r\n").as_bytes(), &[b"\r\n"])
+            .await?;
+        assert!(
+            reply == b"END\r\n" || reply.starts_with(b"SERVER_ERROR "),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
         let text = scrape(admin).await?;
-        Ok(!series(&text, "ocean_memcached_server_tko_total", &[&gone_labels]).is_empty())
+        // The series exists (at 0) from the start: wait for the first TKO.
+        let tko = series(&text, "ocean_memcached_server_tko_total", &[&gone_labels]);
+        Ok(tko.iter().any(|l| !l.ends_with(" 0")))
     })
     .await?;
     let text = scrape(admin).await?;
@@ -173,6 +179,7 @@ async fn histograms_help_tko_labels_and_removed_servers() -> Result<()> {
     .is_empty());
     assert_eq!(undescribed(&text), Vec::<String>::new());
 
+    drop(c);
     cancel.cancel();
     running.wait().await;
     Ok(())
