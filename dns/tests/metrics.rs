@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ocean_core::metrics::undescribed;
 use ocean_core::subscriber::SubscriberConfig;
 use ocean_dns::server::start;
-use ocean_core::metrics::undescribed;
 use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
