@@ -15,10 +15,10 @@
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`daemon`]: the accept loop every TCP proxy shares: client cap with the protocol's own
 //!   refusal, accept backoff, connection ids and spans, write deadlines, `RLIMIT_NOFILE`.
+//! - [`drain`]: how a client connection reads while the daemon drains (request boundaries).
 //! - [`net`]: `Cidr`, the one network type of every daemon (ipnet, bare addresses, IPv4-mapped
 //!   addresses as IPv4).
 //! - [`listener`]: sockets bound with the options proxies need (socket2).
-//! - [`drain`]: how a client connection reads while the daemon drains (request boundaries).
 //! - [`signals`]: SIGTERM/SIGINT drain (one cancellation token), SIGHUP reloads.
 //! - [`reload`]: the process-wide reload generation, each daemon's reloader, the reload metric.
 //! - [`notify`]: systemd readiness (`READY=1` after the first table, `STOPPING=1`, watchdog).
@@ -29,10 +29,10 @@
 
 pub mod admin;
 pub mod daemon;
+pub mod drain;
 pub mod http;
 pub mod listener;
 pub mod logging;
-pub mod drain;
 pub mod metrics;
 pub mod net;
 pub mod notify;

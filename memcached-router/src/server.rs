@@ -262,6 +262,9 @@ async fn worker(
 ) {
     let tracker = TaskTracker::new();
     let mut registry = Registry::new(stats.clone());
+    // Server connections outlive the drain of client connections: the replies owed to
+    // clients come through them. Closed once every client connection has ended.
+    let backends = CancellationToken::new();
     match source {
         WorkerSource::Standalone { listener, pool } => {
             let listener = match TcpListener::from_std(listener) {
@@ -286,15 +289,14 @@ async fn worker(
                 stats,
                 &tracker,
                 &cancel,
+                &backends,
             )
             .await;
         }
-    // Server connections outlive the drain of client connections: the replies owed to
-    // clients come through them. Closed once every client connection has ended.
-    let backends = CancellationToken::new();
     }
     tracker.close();
     tracker.wait().await;
+    backends.cancel();
 }
 
 struct PoolListener {
@@ -303,29 +305,28 @@ struct PoolListener {
     stop: CancellationToken,
 }
 
-async fn follow_table(
-    bind: std::net::IpAddr,
 // The worker's pieces, each its own concern; a struct for one caller would only rename them.
 #[allow(clippy::too_many_arguments)]
+async fn follow_table(
+    bind: std::net::IpAddr,
     mut watch: TableWatch<MemcachedTable>,
     registry: &mut Registry,
     settings: Arc<Settings>,
     stats: Arc<RouterStats>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
+    backends: &CancellationToken,
 ) {
     let mut pools: HashMap<String, PoolListener> = HashMap::new();
     let mut next = tokio::select! {
         () = cancel.cancelled() => return,
         t = watch.first() => t,
-                &backends,
     };
     while let Some(table) = next {
         let specs: Vec<(PoolSpec, u16)> = table
             .table
             .pools
             .iter()
-    backends.cancel();
             .map(|p| (PoolSpec::from_table(p), p.listen_port))
             .collect();
         let routes: Vec<_> = specs
@@ -342,7 +343,6 @@ async fn follow_table(
             keep
         });
         for ((spec, port), route) in specs.iter().zip(&routes) {
-    backends: &CancellationToken,
             match pools.get(&spec.name) {
                 Some(l) if l.port == *port => l.ctx.route.store(route.clone()),
                 _ => {

@@ -62,9 +62,9 @@ pub struct Backend {
     /// The backend's final OK payload (its status flags go to the client).
     pub ok: Vec<u8>,
     pub server_version: String,
-}
     /// `CLIENT_DEPRECATE_EOF` was negotiated: result sets end with an OK, not an EOF.
     pub deprecate_eof: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -170,21 +170,21 @@ pub async fn login(
         *b = client.collation;
     }
     let server_version = hs.server_version_str().into_owned();
+    let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let seq = seq.wrapping_add(1);
     match tls {
         None => {
             write_packet(&mut stream, seq, &payload).await?;
-    let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
             let ok = authenticate(&mut stream, plugin, &creds.password, false).await?;
             Ok(Backend {
                 stream: BackendStream::Plain(stream),
                 ok,
                 server_version,
+                deprecate_eof,
             })
         }
         Some(connector) => {
             // SSLRequest: the response's first 32 bytes (capabilities with CLIENT_SSL, max
-                deprecate_eof,
             // packet size, collation, filler), then the TLS handshake, then the response.
             let ssl_request = payload.get(..32).ok_or_else(|| {
                 BackendError::Protocol("handshake response shorter than 32 bytes".into())
@@ -202,11 +202,11 @@ pub async fn login(
                 stream: BackendStream::Tls(Box::new(stream)),
                 ok,
                 server_version,
+                deprecate_eof,
             })
         }
     }
 }
-                deprecate_eof,
 
 /// The rest of the login after the handshake response went out:
 /// auth switches and caching_sha2_password's extra round trips, until OK (its payload

@@ -582,7 +582,9 @@ impl<R: AsyncRead + Unpin + Send> Client<R> {
                 }
             } else {
                 // read_buf is cancel safe: a timed-out or drained read loses nothing.
-                let read = self.drain.read(at_boundary, self.rd.read_buf(&mut self.buf));
+                let read = self
+                    .drain
+                    .read(at_boundary, self.rd.read_buf(&mut self.buf));
                 match tokio::time::timeout(idle, read).await {
                     Ok(Read::Done(r)) => r,
                     Ok(Read::Again) => continue,

@@ -16,9 +16,9 @@ mod ownership;
 
 mod reload;
 
-mod reload_control;
-
 mod status;
+
+mod reload_control;
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(OCEAN).args(args).output().unwrap();

@@ -287,11 +287,11 @@ async fn session<S: Halves>(
     transport: Transport,
     start: Start,
     shared: &Arc<Shared>,
+    drain: DrainWatch,
 ) {
     let Start {
         ip,
         scramble,
-    drain: DrainWatch,
         offered,
         prelogin,
     } = start;
@@ -409,6 +409,7 @@ async fn session<S: Halves>(
         write: shared.config.write_timeout,
     };
     let token = &guard.closer.token;
+    let exchange = Exchange::new(backend.deprecate_eof);
     let end = match backend.stream {
         BackendStream::Plain(b) => {
             let (br, bw) = b.into_split();
@@ -416,7 +417,6 @@ async fn session<S: Halves>(
                 cr, cw, br, bw, &check, &counters, timeouts, token, drain, exchange,
             )
             .await
-    let exchange = Exchange::new(backend.deprecate_eof);
         }
         BackendStream::Tls(b) => {
             let (br, bw) = tokio::io::split(*b);
@@ -442,11 +442,11 @@ async fn session<S: Halves>(
         End::BackendClosed => "backend_closed",
         End::Idle => "idle",
         End::Kicked => "kicked",
+        End::Drained => "drained",
         End::ClientError(_) => "client_error",
         End::WriteTimeout(_) => "write_timeout",
         End::BackendError(_) => "backend_error",
         End::Protocol(_) => "protocol",
-        End::Drained => "drained",
     };
     if crate::metrics::still_listed(shared.index.load().as_deref(), &job, &db) {
         metrics::counter!("ocean_mysql_sessions_closed_total", "job" => job.clone(), "database" => db.clone(), "reason" => label).increment(1);
