@@ -23,6 +23,7 @@ fn table(primary: &str) -> MysqlTable {
             name: "/shop/db".into(),
             primary: primary.parse().ok(),
             replicas: vec![OLD.parse().unwrap()],
+            candidates: vec![],
             ro: Some(Credentials {
                 user: "ro".into(),
                 password: "ro-pw".into(),

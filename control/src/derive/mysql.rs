@@ -1,6 +1,7 @@
 //! The `mysql` table.
 //!
-//! - Database apps: `OCEAN_MYSQL_DB=/dept/product/name` and `OCEAN_MYSQL_ROLE=primary|replica`.
+//! - Database apps: `OCEAN_MYSQL_DB=/dept/product/name` and `OCEAN_MYSQL_ROLE=primary|replica`,
+//!   or `auto` (the default): candidates the proxy probes for the writable one.
 //!   Credentials come from control's config (`[mysql.databases."/dept/product/name"]`),
 //!   never from labels; a database without configured credentials is left out. Only apps
 //!   its `apps` rule covers may declare its servers (default: apps under the database
@@ -155,15 +156,23 @@ struct DbBuild {
     primaries: Vec<(SocketAddr, String)>,
 }
 
-fn role(app: &App) -> Result<bool, String> {
+/// What an app's tasks are to its database (`OCEAN_MYSQL_ROLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Primary,
+    Replica,
+    /// `auto` or no label: a candidate the proxy probes for `@@read_only`, so an outside
+    /// orchestrator's failover is followed without a Marathon change.
+    Auto,
+}
+
+fn role(app: &App) -> Result<Role, String> {
     match app.labels.get("OCEAN_MYSQL_ROLE").map(|s| s.trim()) {
-        Some("primary") => Ok(true),
-        Some("replica") => Ok(false),
-        other => Err(format!(
-            "OCEAN_MYSQL_ROLE={}: must be primary or replica",
-            other
-                .map(|r| format!("{r:?}"))
-                .unwrap_or_else(|| "(missing)".into())
+        Some("primary") => Ok(Role::Primary),
+        Some("replica") => Ok(Role::Replica),
+        Some("auto") | None => Ok(Role::Auto),
+        Some(other) => Err(format!(
+            "OCEAN_MYSQL_ROLE={other:?}: must be primary, replica or auto"
         )),
     }
 }
@@ -179,8 +188,8 @@ fn derive_databases(
             continue;
         };
         let mut refuse = |m: String| problems.push(Problem::app(app, TableKind::Mysql, m));
-        let primary = match role(app) {
-            Ok(p) => p,
+        let role = match role(app) {
+            Ok(r) => r,
             Err(e) => {
                 refuse(e);
                 continue;
@@ -230,6 +239,7 @@ fn derive_databases(
                     ro: cfg.ro.clone(),
                     primary: None,
                     replicas: Vec::new(),
+                    candidates: Vec::new(),
                 },
                 allow,
                 allow_rule,
@@ -249,11 +259,12 @@ fn derive_databases(
             b.allow.extend(extra_allow);
         }
         let addrs = task_addrs(app);
-        if primary {
-            b.primaries
-                .extend(addrs.into_iter().map(|a| (a, app.id.clone())));
-        } else {
-            b.db.replicas.extend(addrs);
+        match role {
+            Role::Primary => b
+                .primaries
+                .extend(addrs.into_iter().map(|a| (a, app.id.clone()))),
+            Role::Replica => b.db.replicas.extend(addrs),
+            Role::Auto => b.db.candidates.extend(addrs),
         }
     }
     for (name, b) in dbs.iter_mut() {
@@ -287,6 +298,12 @@ fn derive_databases(
         if let Some(primary) = b.db.primary {
             b.db.replicas.retain(|r| *r != primary);
         }
+        // A declared role wins over being a candidate.
+        b.db.candidates.sort();
+        b.db.candidates.dedup();
+        let declared: Vec<SocketAddr> =
+            b.db.primary.iter().chain(&b.db.replicas).copied().collect();
+        b.db.candidates.retain(|c| !declared.contains(c));
     }
     dbs
 }
@@ -482,6 +499,48 @@ mod tests {
             .iter()
             .map(|p| format!("{}: {}", p.app.as_deref().unwrap_or("-"), p.message))
             .collect()
+    }
+
+    #[test]
+    fn auto_role_and_no_role_make_candidates_and_declared_roles_win() {
+        let json = format!(
+            r#"{{"apps":[
+            {{"id":"/db/key-a","labels":{{"OCEAN_MYSQL_DB":"/miui/browser/key","OCEAN_MYSQL_ROLE":"auto"}},"tasks":[{},{}]}},
+            {{"id":"/db/key-b","labels":{{"OCEAN_MYSQL_DB":"/miui/browser/key"}},"tasks":[{}]}},
+            {{"id":"/db/key-r","labels":{{"OCEAN_MYSQL_DB":"/miui/browser/key","OCEAN_MYSQL_ROLE":"replica"}},"tasks":[{}]}},
+            {{"id":"/evil/key","labels":{{"OCEAN_MYSQL_DB":"/miui/browser/key","OCEAN_MYSQL_ROLE":"auto"}},"tasks":[{}]}}
+            ]}}"#,
+            task("a.1", "10.0.0.2", &[3306]),
+            task("a.2", "10.0.0.1", &[3306]),
+            task("b.1", "10.0.0.3", &[3306]),
+            // Declared a replica too: the declared role wins.
+            task("r.1", "10.0.0.3", &[3306]),
+            task("e.1", "10.6.6.6", &[3306]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &secrets(), &mut problems);
+        t.validate().unwrap();
+        let db = &t.databases[0];
+        assert_eq!(
+            db.primary, None,
+            "auto candidates never make a primary in control"
+        );
+        assert_eq!(db.replicas, vec!["10.0.0.3:3306".parse().unwrap()]);
+        assert_eq!(
+            db.candidates,
+            vec![
+                "10.0.0.1:3306".parse().unwrap(),
+                "10.0.0.2:3306".parse().unwrap()
+            ],
+            "sorted, the declared replica left out, the app outside `apps` refused"
+        );
+        let msgs = messages(&problems);
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("/evil/key") && m.contains("refused")),
+            "{msgs:?}"
+        );
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
     }
 
     #[test]

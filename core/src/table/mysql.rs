@@ -32,6 +32,11 @@ pub struct MysqlDatabase {
     /// Running replicas.
     #[serde(default)]
     pub replicas: Vec<SocketAddr>,
+    /// Running tasks of apps with `OCEAN_MYSQL_ROLE=auto` (or no role): the proxy probes
+    /// each for `@@read_only` and routes writes to the writable one (primary discovery).
+    /// Never holds the primary or a replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<SocketAddr>,
     /// Credentials for read-only sessions; `rw` is used when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<Credentials>,
@@ -133,7 +138,7 @@ impl Table for MysqlTable {
                 }
             }
             let mut seen = HashSet::new();
-            for a in db.primary.iter().chain(&db.replicas) {
+            for a in db.primary.iter().chain(&db.replicas).chain(&db.candidates) {
                 if a.port() == 0 {
                     p.push(&entry, format!("instance {a} has port 0"));
                 }
@@ -196,6 +201,7 @@ mod tests {
             ro: None,
             primary: "127.0.0.1:3306".parse().ok(),
             replicas: vec![],
+            candidates: vec![],
         }
     }
 

@@ -327,6 +327,7 @@ mod tests {
             name: name.into(),
             primary: "127.0.0.1:3306".parse().ok(),
             replicas: vec!["127.0.0.1:3307".parse().unwrap()],
+            candidates: vec![],
             ro,
             rw: creds("rw"),
             schema: schema.into(),
@@ -491,6 +492,7 @@ mod tests {
             name: "/a/b/shop".into(),
             primary: None,
             replicas: vec![],
+            candidates: vec![],
             ro: Some(Credentials {
                 user: "ro".into(),
                 password: "ro-backend-secret".into(),

@@ -55,6 +55,7 @@ pub fn database(primary: SocketAddr, replicas: Vec<SocketAddr>) -> MysqlDatabase
         name: "/dept/shop/main".into(),
         primary: Some(primary),
         replicas,
+        candidates: vec![],
         ro: Some(Credentials {
             user: RO_USER.into(),
             password: RO_PASSWORD.into(),
