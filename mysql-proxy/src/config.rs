@@ -51,6 +51,10 @@ pub struct Args {
     /// Close open sessions of jobs that lose the right to log in (IP gone, grant gone).
     #[arg(long)]
     pub kick_revoked: bool,
+    /// How often each candidate of a database with `OCEAN_MYSQL_ROLE=auto` servers is asked
+    /// `@@read_only` (primary discovery); a probe not answered within it counts as missed.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub probe_interval: Duration,
     /// Most client connections at once, logins in progress included (0 = no limit); one
     /// more is answered with error 1040 `Too many connections` instead of the greeting.
     #[arg(long, visible_alias = "max-clients", default_value_t = DEFAULT_MAX_CONNECTIONS)]
@@ -130,6 +134,8 @@ pub struct Config {
     pub drain: Duration,
     /// Close sessions of revoked jobs (`--kick-revoked`).
     pub kick_revoked: bool,
+    /// Primary discovery's probe period (`--probe-interval`).
+    pub probe_interval: Duration,
     /// Client connections at once, logins in progress included; 0 = no limit
     /// (`--max-connections`, alias `--max-clients`).
     pub max_connections: usize,
@@ -173,6 +179,8 @@ pub enum ConfigError {
     ZeroConnectTimeout,
     #[error("--write-timeout must be more than 0s")]
     ZeroWriteTimeout,
+    #[error("--probe-interval must be more than 0s")]
+    ZeroProbeInterval,
 }
 
 impl Config {
@@ -188,6 +196,7 @@ impl Config {
             require_tls: false,
             drain: Duration::ZERO,
             kick_revoked: false,
+            probe_interval: Duration::from_secs(1),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_job: 512,
             max_prelogin_per_ip: 16,
@@ -220,6 +229,9 @@ impl Config {
         if self.write_timeout.is_zero() {
             return Err(ConfigError::ZeroWriteTimeout);
         }
+        if self.probe_interval.is_zero() {
+            return Err(ConfigError::ZeroProbeInterval);
+        }
         Ok(())
     }
 }
@@ -240,6 +252,7 @@ impl Args {
         c.client_ca = self.client_ca;
         c.drain = self.drain;
         c.kick_revoked = self.kick_revoked;
+        c.probe_interval = self.probe_interval;
         c.max_connections = self.max_connections;
         c.max_connections_per_job = self.max_connections_per_job;
         c.max_prelogin_per_ip = self.max_prelogin_per_ip;

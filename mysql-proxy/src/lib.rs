@@ -12,6 +12,8 @@
 //!   authentication, client-certificate CNs, the proxy's own auth responses.
 //! - [`route`]: who may log in where and to which backend: the table indexed, routes,
 //!   and the registry of open sessions a new table is applied to.
+//! - [`discovery`]: primary discovery: candidates probed for `@@read_only`, the writable
+//!   one takes writes (`OCEAN_MYSQL_ROLE=auto`).
 //! - [`upstream`]: backend connections (TLS with `--backend-tls`) and the proxy's login.
 //! - [`connection`]: one client from accept to close: pre-login cap, greeting, TLS,
 //!   login, then the relay.
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod discovery;
 pub mod metrics;
 pub mod proto;
 pub mod route;

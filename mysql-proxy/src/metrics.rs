@@ -42,12 +42,34 @@ pub fn describe() {
         Unit::Count,
         "Relayed sessions ended, per job, database and reason."
     );
+    describe_gauge!(
+        "ocean_mysql_writable_candidates",
+        Unit::Count,
+        "Candidates (OCEAN_MYSQL_ROLE=auto) that answered writable at the last probe, per database; more than 1 is a split brain to page about."
+    );
+    describe_counter!(
+        "ocean_mysql_primary_changes_total",
+        Unit::Count,
+        "Times primary discovery moved a database's writes (to another candidate or to none), per database."
+    );
 }
 
 /// Records one successful backend login of `database` that took `took`.
 pub fn backend_login(database: &str, took: Duration) {
     metrics::histogram!("ocean_mysql_backend_login_seconds", "database" => database.to_string())
         .record(took.as_secs_f64());
+}
+
+/// Primary discovery's last round for `database`: how many candidates answered writable.
+pub fn writable_candidates(database: &str, n: usize) {
+    metrics::gauge!("ocean_mysql_writable_candidates", "database" => database.to_string())
+        .set(n as f64);
+}
+
+/// Primary discovery moved `database`'s writes.
+pub fn primary_change(database: &str) {
+    metrics::counter!("ocean_mysql_primary_changes_total", "database" => database.to_string())
+        .increment(1);
 }
 
 /// Deletes the series of every job and database in `old` that `new` no longer has; run by

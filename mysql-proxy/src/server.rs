@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::connection::prelogin::PreLogin;
 use crate::connection::{self, Shared};
+use crate::discovery::Found;
 use crate::proto::reply::err_packet;
 use crate::route::registry::Registry;
 use crate::route::Index;
@@ -278,7 +279,19 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             tracing::error!(error = %e, "table subscriber failed");
         }
     });
-    tracker.spawn(apply_tables(watch.clone(), shared.clone(), cancel.clone()));
+    // Primary discovery reports placements; apply_tables lays them over the table.
+    let (found_tx, found_rx) = tokio::sync::watch::channel(Arc::new(Found::new()));
+    tracker.spawn(crate::discovery::run(
+        shared.clone(),
+        found_tx,
+        cancel.clone(),
+    ));
+    tracker.spawn(apply_tables(
+        watch.clone(),
+        found_rx,
+        shared.clone(),
+        cancel.clone(),
+    ));
     tracker.spawn(accept_loop(
         listener,
         shared.clone(),
@@ -350,26 +363,47 @@ fn redact(v: &mut serde_json::Value) {
     }
 }
 
-/// Indexes every new table and applies it to open sessions.
+/// Indexes every new table, or the same table with new discovered placements
+/// ([`crate::discovery`]), and applies it to open sessions: the one task that stores the
+/// index, so a table and a placement never race.
 async fn apply_tables(
     mut watch: TableWatch<MysqlTable>,
+    mut found: tokio::sync::watch::Receiver<Arc<Found>>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
+    let mut table = None;
+    let mut discovering = true;
     loop {
-        let next = tokio::select! {
-            t = watch.changed() => t,
+        tokio::select! {
+            t = watch.changed() => {
+                let Some(v) = t else { return };
+                table = Some(v);
+            }
+            changed = found.changed(), if discovering => {
+                if changed.is_err() {
+                    // Discovery ended (shutdown): tables still apply.
+                    discovering = false;
+                    continue;
+                }
+            }
             () = cancel.cancelled() => return,
+        }
+        let Some(v) = &table else { continue };
+        let etag = &v.etag;
+        let placements = found.borrow_and_update().clone();
+        let index = if placements.is_empty() {
+            Index::build(etag, &v.table)
+        } else {
+            Index::build(etag, &crate::discovery::effective(&v.table, &placements))
         };
-        let Some(v) = next else { return };
-        let index = Index::build(&v.etag, &v.table);
         shared.registry.sweep(
             &index,
             &shared.config.host_ips,
             shared.config.drain,
             shared.config.kick_revoked,
         );
-        tracing::info!(etag = %v.etag, jobs = index.jobs.len(), databases = index.databases.len(), "mysql table applied");
+        tracing::info!(etag = %etag, jobs = index.jobs.len(), databases = index.databases.len(), "mysql table applied");
         // A job or database gone from the table takes its series with it (issue 13).
         crate::metrics::forget_removed(shared.index.load().as_deref(), &index);
         shared.index.store(Some(Arc::new(index)));
