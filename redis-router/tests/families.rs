@@ -251,6 +251,35 @@ async fn every_family_resp2_and_resp3() -> Result<()> {
     assert!(redis_cli(addr2, &["FLUSHALL"])
         .await?
         .contains("--allow-flush"));
+    // What wipes scripts or functions on every master is gated the same way (issue 15);
+    // what only reads or adds passes.
+    let sha = redis_cli(addr2, &["SCRIPT", "LOAD", "return 1"]).await?;
+    let sha = sha.trim();
+    assert_eq!(sha.len(), 40, "{sha}");
+    for wipe in [
+        &["SCRIPT", "FLUSH"][..],
+        &["FUNCTION", "FLUSH"][..],
+        &["FUNCTION", "DELETE", "mylib"][..],
+        &["FUNCTION", "RESTORE", "x"][..],
+    ] {
+        let r = redis_cli(addr2, wipe).await?;
+        assert!(
+            r.contains(&format!("ERR {} {} is disabled", wipe[0], wipe[1]))
+                && r.contains("--allow-flush"),
+            "{wipe:?}: {r}"
+        );
+    }
+    assert_eq!(
+        redis_cli(addr2, &["SCRIPT", "EXISTS", sha]).await?.trim(),
+        "1",
+        "the refused SCRIPT FLUSH reached no master"
+    );
+    assert_eq!(redis_cli(addr, &["SCRIPT", "FLUSH"]).await?.trim(), "OK");
+    assert_eq!(
+        redis_cli(addr2, &["SCRIPT", "EXISTS", sha]).await?.trim(),
+        "0",
+        "with --allow-flush SCRIPT FLUSH reaches every master"
+    );
     cancel2.cancel();
     cancel.cancel();
     Ok(())

@@ -1,5 +1,5 @@
 //! Commands for every master: SCAN (the cursor carries the master index), KEYS, DBSIZE,
-//! FLUSHALL/FLUSHDB (with `--allow-flush`), SCRIPT, FUNCTION.
+//! FLUSHALL/FLUSHDB, SCRIPT, FUNCTION (what wipes data or code only with `--allow-flush`).
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,13 +30,14 @@ impl Session {
         let ropts = c.shared.opts.route.clone();
         let proto = c.proto;
         let name = spec.name;
-        if matches!(name, "flushall" | "flushdb") && !c.shared.opts.allow_flush {
-            c.ready(err_reply(&format!(
-                "ERR {} is disabled on this router (start it with --allow-flush)",
-                name.to_ascii_uppercase()
-            )))
-            .await;
-            return Flow::Continue;
+        if !c.shared.opts.allow_flush {
+            if let Some(what) = wipes(name, &req) {
+                c.ready(err_reply(&format!(
+                    "ERR {what} is disabled on this router (start it with --allow-flush)"
+                )))
+                .await;
+                return Flow::Continue;
+            }
         }
         let bytes = c.encode(&req);
         let task = tokio::spawn(async move {
@@ -86,6 +87,28 @@ impl Session {
     }
 }
 
+/// The command as the client would name it when it wipes data or code on every master
+/// (FLUSHALL, FLUSHDB, SCRIPT FLUSH, FUNCTION FLUSH/DELETE/RESTORE): only with
+/// `--allow-flush`. EVAL or FCALL of a script that calls FLUSHALL is the backend ACL's to
+/// refuse (docs/redis-router.md says how).
+fn wipes(name: &str, req: &Request) -> Option<String> {
+    let sub = || {
+        req.args
+            .get(1)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
+    };
+    match name {
+        "flushall" | "flushdb" => Some(name.to_ascii_uppercase()),
+        "script" => sub()
+            .filter(|s| s == "FLUSH")
+            .map(|s| format!("SCRIPT {s}")),
+        "function" => sub()
+            .filter(|s| matches!(s.as_str(), "FLUSH" | "DELETE" | "RESTORE"))
+            .map(|s| format!("FUNCTION {s}")),
+        _ => None,
+    }
+}
+
 /// SCAN across masters: the cursor carries the master's index in its low 10 bits.
 async fn scan(cluster: &Arc<Cluster>, ropts: &RouteOpts, req: Request, proto: Protocol) -> Bytes {
     const BITS: u32 = 10;
@@ -132,4 +155,46 @@ async fn scan(cluster: &Arc<Cluster>, ropts: &RouteOpts, req: Request, proto: Pr
     proto::write_bulk(&mut out, proxy_next.to_string().as_bytes());
     out.extend_from_slice(keys);
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str]) -> Request {
+        Request::new(args.iter().map(|a| Bytes::from(a.to_string())))
+    }
+
+    #[test]
+    fn what_wipes_is_named_and_the_rest_passes() {
+        let cases = [
+            ("flushall", &["FLUSHALL"][..], Some("FLUSHALL")),
+            ("flushdb", &["flushdb", "ASYNC"][..], Some("FLUSHDB")),
+            ("script", &["SCRIPT", "flush"][..], Some("SCRIPT FLUSH")),
+            ("script", &["SCRIPT", "LOAD", "return 1"][..], None),
+            ("script", &["SCRIPT", "EXISTS", "abc"][..], None),
+            (
+                "function",
+                &["FUNCTION", "FLUSH", "SYNC"][..],
+                Some("FUNCTION FLUSH"),
+            ),
+            (
+                "function",
+                &["function", "delete", "lib"][..],
+                Some("FUNCTION DELETE"),
+            ),
+            (
+                "function",
+                &["FUNCTION", "RESTORE", "x"][..],
+                Some("FUNCTION RESTORE"),
+            ),
+            ("function", &["FUNCTION", "LIST"][..], None),
+            ("function", &["FUNCTION", "LOAD", "#!lua name=l"][..], None),
+            ("function", &["FUNCTION"][..], None),
+            ("dbsize", &["DBSIZE"][..], None),
+        ];
+        for (name, args, want) in cases {
+            assert_eq!(wipes(name, &req(args)).as_deref(), want, "{args:?}");
+        }
+    }
 }
