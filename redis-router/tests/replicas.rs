@@ -38,11 +38,23 @@ async fn reads_go_to_replicas() -> Result<()> {
         let k = format!("r{i}");
         assert!(c.command(&["SET", k.as_str(), k.as_str()]).await?.is_ok());
     }
-    // Let replication catch up (replica reads may be slightly stale by design).
-    for m in cluster.master_addrs() {
-        resp::command(m, &["WAIT", "1", "2000"]).await?;
+    // Let replication catch up (replica reads may be slightly stale by design): until the
+    // replicas hold all 100 keys. (WAIT would only wait for its own connection's writes.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut on_replicas = 0;
+        for r in cluster.replica_addrs() {
+            on_replicas += resp::command(r, &["DBSIZE"]).await?.as_int().unwrap_or(0);
+        }
+        if on_replicas == 100 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "replicas hold {on_replicas} of 100 keys after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..100 {
         let k = format!("r{i}");
         assert_eq!(
