@@ -22,6 +22,11 @@ pub fn describe() {
         Unit::Seconds,
         "Time to connect and log in to a backend for a client, per database (successful logins)."
     );
+    describe_histogram!(
+        "ocean_mysql_query_seconds",
+        Unit::Seconds,
+        "Command latency through the proxy, from the command's first byte sent to the backend to the last byte of its response relayed, per job, database and command (query, execute, prepare, other)."
+    );
     describe_gauge!(
         "ocean_mysql_jobs_broken_password",
         Unit::Count,

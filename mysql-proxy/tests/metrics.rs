@@ -46,6 +46,11 @@ async fn login_histograms_help_and_removed_databases() {
             .unwrap();
         let one: Option<u8> = c.query_first("SELECT 1").await.unwrap();
         assert_eq!(one, Some(1));
+        // A prepared statement: one prepare, then executes.
+        for _ in 0..3 {
+            let two: Option<u8> = c.exec_first("SELECT ? + 1", (1,)).await.unwrap();
+            assert_eq!(two, Some(2));
+        }
         c.disconnect().await.unwrap();
     }
 
@@ -60,7 +65,23 @@ async fn login_histograms_help_and_removed_databases() {
         let count = format!("ocean_mysql_backend_login_seconds_count{{database=\"{database}\"}} 1");
         assert!(text.contains(&count), "{count} missing:\n{text}");
     }
+    // Query latency per job, database and command, in seconds buckets up to 10 s.
+    assert!(text.contains("# TYPE ocean_mysql_query_seconds histogram\n"));
+    let web_main = format!("job=\"shop/web\",database=\"{MAIN}\"");
+    for (command, at_least) in [("query", 1.0), ("prepare", 1.0), ("execute", 3.0)] {
+        let labels = format!("{web_main},command=\"{command}\"");
+        let count = format!("ocean_mysql_query_seconds_count{{{labels}}} ");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&count))
+            .unwrap_or_else(|| panic!("{count} missing:\n{text}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= at_least, "{line}");
+        let top = format!("ocean_mysql_query_seconds_bucket{{{labels},le=\"10\"}}");
+        assert!(text.contains(&top), "{top} missing:\n{text}");
+    }
     let old_labels = format!("database=\"{OLD}\"");
+    assert!(!series(&text, "ocean_mysql_query_seconds", &[&old_labels]).is_empty());
     assert!(!series(&text, "ocean_mysql_bytes_total", &[&old_labels]).is_empty());
     assert!(!series(&text, "ocean_mysql_sessions", &[&old_labels]).is_empty());
     let old_job_label = "job=\"shop/old\"";

@@ -65,10 +65,77 @@ impl End {
     }
 }
 
-/// Byte counters for one session.
+/// Byte counters and the query latency of one session.
 pub struct Counters {
     pub to_backend: metrics::Counter,
     pub to_client: metrics::Counter,
+    pub latency: QueryLatency,
+}
+
+/// `ocean_mysql_query_seconds{job, database, command}`: from a command's first byte sent
+/// to the backend to the last byte of its response relayed, per command kind; each
+/// histogram registered on its first use in the session.
+pub struct QueryLatency {
+    job: String,
+    database: String,
+    /// query, execute, prepare, other.
+    kinds: [std::sync::OnceLock<metrics::Histogram>; 4],
+}
+
+impl QueryLatency {
+    pub fn new(job: &str, database: &str) -> QueryLatency {
+        QueryLatency {
+            job: job.to_string(),
+            database: database.to_string(),
+            kinds: Default::default(),
+        }
+    }
+
+    fn record(&self, command: u8, took: Duration) {
+        let (i, kind) = match command {
+            0x03 => (0, "query"),
+            0x17 => (1, "execute"),
+            0x16 => (2, "prepare"),
+            _ => (3, "other"),
+        };
+        if let Some(slot) = self.kinds.get(i) {
+            slot.get_or_init(|| {
+                metrics::histogram!("ocean_mysql_query_seconds", "job" => self.job.clone(), "database" => self.database.clone(), "command" => kind)
+            })
+            .record(took.as_secs_f64());
+        }
+    }
+}
+
+/// The exchange, and when the command it awaits a response to was sent.
+struct Followed {
+    x: Exchange,
+    sent: Option<(u8, Instant)>,
+}
+
+impl Followed {
+    fn client_sent(&mut self, bytes: &[u8]) {
+        self.x.client_sent(bytes);
+        if self.sent.is_none() {
+            self.sent = self.x.awaiting().map(|c| (c, Instant::now()));
+        }
+    }
+
+    /// The command just answered and how long it took, if one was.
+    fn server_sent(&mut self, bytes: &[u8]) -> Option<(u8, Duration)> {
+        self.x.server_sent(bytes);
+        if self.x.lost() {
+            self.sent = None;
+            return None;
+        }
+        match self.sent {
+            Some((c, at)) if self.x.awaiting().is_none() => {
+                self.sent = None;
+                Some((c, at.elapsed()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Milliseconds since `start` of the last byte seen in either direction.
@@ -143,8 +210,11 @@ where
     let (inject_tx, mut inject_rx) = mpsc::channel::<Vec<u8>>(4);
     // Both directions update the exchange; the server side wakes a draining client side
     // when the session comes to rest.
-    let exchange = Mutex::new(exchange);
-    let at_rest = || exchange.lock().map(|x| x.at_rest()).unwrap_or(true);
+    let exchange = Mutex::new(Followed {
+        x: exchange,
+        sent: None,
+    });
+    let at_rest = || exchange.lock().map(|f| f.x.at_rest()).unwrap_or(true);
     let rest = Notify::new();
 
     let c2s = async {
@@ -244,13 +314,16 @@ where
                             return End::from_write(e);
                         }
                         // After the write: a drain that stops at rest must not cut it.
-                        let resting = match exchange.lock() {
-                            Ok(mut x) => {
-                                x.server_sent(&buf);
-                                x.at_rest()
+                        let (resting, answered) = match exchange.lock() {
+                            Ok(mut f) => {
+                                let answered = f.server_sent(&buf);
+                                (f.x.at_rest(), answered)
                             }
-                            Err(_) => true,
+                            Err(_) => (true, None),
                         };
+                        if let Some((command, took)) = answered {
+                            counters.latency.record(command, took);
+                        }
                         if resting {
                             rest.notify_one();
                         }
@@ -306,6 +379,7 @@ mod tests {
         Counters {
             to_backend: metrics::Counter::noop(),
             to_client: metrics::Counter::noop(),
+            latency: QueryLatency::new("job", "db"),
         }
     }
 

@@ -153,6 +153,8 @@ impl Framer {
 pub struct Exchange {
     deprecate_eof: bool,
     expect: Expect,
+    /// The command byte of the last command that expects a response.
+    command: u8,
     in_trans: bool,
     client: Framer,
     server: Framer,
@@ -164,6 +166,7 @@ impl Exchange {
         Exchange {
             deprecate_eof,
             expect: Expect::Nothing,
+            command: 0,
             in_trans: false,
             client: Framer::default(),
             server: Framer::default(),
@@ -177,6 +180,20 @@ impl Exchange {
             && !self.in_trans
             && self.client.at_boundary()
             && self.server.at_boundary()
+    }
+
+    /// The command (its first payload byte, e.g. `0x03` COM_QUERY) whose response is still
+    /// owed; `None` when nothing is owed, or the response's shape is not followed (lost).
+    pub fn awaiting(&self) -> Option<u8> {
+        match self.expect {
+            Expect::Nothing | Expect::Lost => None,
+            _ => Some(self.command),
+        }
+    }
+
+    /// The exchange could not be followed (an unknown command or response shape).
+    pub fn lost(&self) -> bool {
+        self.expect == Expect::Lost
     }
 
     /// Whether the server said a transaction is open (its last status flags).
@@ -198,6 +215,12 @@ impl Exchange {
     }
 
     fn on_command(&mut self, cmd: Option<u8>) {
+        if !matches!(
+            cmd,
+            Some(COM_QUIT | COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA)
+        ) {
+            self.command = cmd.unwrap_or(0);
+        }
         self.expect = match cmd {
             // No response; keep what an earlier command still waits for.
             Some(COM_QUIT | COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) => self.expect,
@@ -403,6 +426,22 @@ mod tests {
         x.client_sent(&pkt(0, b"\x03SELEC"));
         x.server_sent(&pkt(1, b"\xff\x28\x04#42000syntax"));
         assert!(x.at_rest());
+    }
+
+    #[test]
+    fn the_command_owed_a_response_is_known_until_it_is_answered() {
+        let mut x = Exchange::new(false);
+        assert_eq!(x.awaiting(), None);
+        x.client_sent(&pkt(0, b"\x17\x01\x00\x00\x00"));
+        assert_eq!(x.awaiting(), Some(COM_STMT_EXECUTE));
+        // COM_STMT_CLOSE has no response and does not replace what is owed.
+        x.client_sent(&pkt(0, b"\x19\x01\x00\x00\x00"));
+        assert_eq!(x.awaiting(), Some(COM_STMT_EXECUTE));
+        x.server_sent(&pkt(1, &ok(0x0002)));
+        assert_eq!(x.awaiting(), None);
+        x.client_sent(&pkt(0, b"\x99"));
+        assert!(x.lost());
+        assert_eq!(x.awaiting(), None, "an unknown command is never timed");
     }
 
     #[test]
