@@ -315,10 +315,15 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 })
             });
             let (w3, status_shared) = (watch.clone(), shared.clone());
-            let status = Arc::new(move || ocean_core::admin::DaemonStatus {
-                table: w3.applied(),
-                connections: Some(status_shared.connections.load(Ordering::Relaxed) as u64),
-                ..Default::default()
+            let status = Arc::new(move || {
+                let index = status_shared.index.load_full();
+                let (backends, facts) = backend_rows(index.as_deref());
+                ocean_core::admin::DaemonStatus {
+                    table: w3.applied(),
+                    connections: Some(status_shared.connections.load(Ordering::Relaxed) as u64),
+                    backends,
+                    facts,
+                }
             });
             let router = ocean_core::admin::router(ocean_core::admin::Admin {
                 daemon: "mysql-proxy",
@@ -344,6 +349,64 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         shared,
         tracker,
     })
+}
+
+/// The status page's backend rows: each database's primary, replicas and the candidates
+/// discovery left out (down, silent, or writable beside the primary); and the databases
+/// without a primary, as a fact.
+fn backend_rows(
+    index: Option<&Index>,
+) -> (Vec<ocean_core::admin::BackendStatus>, Vec<(String, String)>) {
+    use ocean_core::admin::{BackendState, BackendStatus};
+    let Some(index) = index else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut rows = Vec::new();
+    let mut no_primary = Vec::new();
+    let mut dbs: Vec<_> = index.databases.values().collect();
+    dbs.sort_by(|a, b| a.name.cmp(&b.name));
+    for db in dbs {
+        let row = |addr: std::net::SocketAddr, state, detail: &str| BackendStatus {
+            group: db.name.clone(),
+            addr: addr.to_string(),
+            state,
+            detail: Some(detail.to_string()),
+        };
+        let discovered = |a: &std::net::SocketAddr| db.candidates.contains(a);
+        match db.primary {
+            Some(p) if discovered(&p) => {
+                rows.push(row(p, BackendState::Up, "primary (discovered)"))
+            }
+            Some(p) => rows.push(row(p, BackendState::Up, "primary")),
+            None => no_primary.push(db.name.clone()),
+        }
+        for r in &db.replicas {
+            let detail = if discovered(r) {
+                "replica (discovered)"
+            } else {
+                "replica"
+            };
+            rows.push(row(*r, BackendState::Up, detail));
+        }
+        for c in &db.candidates {
+            if db.primary != Some(*c) && !db.replicas.contains(c) {
+                rows.push(row(
+                    *c,
+                    BackendState::Down,
+                    "candidate without a usable answer to the read_only probe (see the log)",
+                ));
+            }
+        }
+    }
+    let facts = vec![(
+        "databases without a primary".to_string(),
+        if no_primary.is_empty() {
+            "none".to_string()
+        } else {
+            no_primary.join(", ")
+        },
+    )];
+    (rows, facts)
 }
 
 /// Replaces every `password` string in the table's JSON.

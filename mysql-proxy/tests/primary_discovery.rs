@@ -37,6 +37,19 @@ async fn write_once(addr: std::net::SocketAddr, id: u32) -> Result<u32, String> 
     .map_err(|e| e.to_string())
 }
 
+/// The admin status page (`GET /`).
+async fn status_page(admin: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
 /// Rows the test wrote on `db`.
 async fn written(db: &MariaDb) -> u32 {
     db.exec_sql("SELECT COUNT(*) FROM shop.items WHERE name = 'discovery'")
@@ -230,6 +243,7 @@ async fn no_writable_candidate_refuses_writes_and_serves_reads() {
     );
     let mut cfg = config(table_file);
     cfg.probe_interval = Duration::from_millis(200);
+    cfg.admin = Some("127.0.0.1:0".parse().unwrap());
     let (proxy, _cancel) = start_proxy(cfg).await;
     let addr = proxy.addr;
     // The read-only candidate serves reads once probed.
@@ -258,5 +272,16 @@ async fn no_writable_candidate_refuses_writes_and_serves_reads() {
     );
     println!("rw login with no writable candidate: {e}");
     assert_eq!(written(&a).await, 0);
+    // The admin page shows what discovery found.
+    let page = status_page(proxy.admin_addr.unwrap()).await;
+    let row = format!("{}", a.addr());
+    assert!(
+        page.contains(&row) && page.contains("replica (discovered)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("databases without a primary") && page.contains("/dept/shop/main"),
+        "{page}"
+    );
     drop(dir);
 }
