@@ -246,6 +246,8 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
         ttl: s.ttl,
         soa: s.soa.clone(),
         names,
+        views: Vec::new(),
+        zones: Vec::new(),
     }
 }
 

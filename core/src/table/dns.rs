@@ -24,6 +24,16 @@ pub struct DnsTable {
     pub soa: Soa,
     /// TTL of every record, seconds.
     pub ttl: u32,
+    /// Client networks with answers of their own (control.toml `[dns.views.NAME]`), in
+    /// match order: a query's view is the first whose networks hold its source address;
+    /// clients in none get `names`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<DnsView>,
+    /// Zones served besides `domain` (control.toml `[dns.zones."shop.example.com"]`),
+    /// lowercase, without trailing dot: each gets SOA and NS (the domain's `soa` fields),
+    /// and NXDOMAIN for names below it that are not in `names`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
 
 impl Default for DnsTable {
@@ -33,8 +43,25 @@ impl Default for DnsTable {
             ttl: 60,
             soa: Soa::default(),
             names: BTreeMap::new(),
+            views: Vec::new(),
+            zones: Vec::new(),
         }
     }
+}
+
+/// One view: its client networks and the names whose records differ for them (only
+/// those: every other name answers as in the table's `names`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsView {
+    /// The view's name as configured (`[dns.views.unicom]` -> `unicom`).
+    pub name: String,
+    /// CIDRs (or bare addresses) of the clients in this view.
+    pub networks: Vec<String>,
+    /// Names answered differently in this view; a name's records here replace its
+    /// records in `names` for these clients.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, DnsRecords>,
 }
 
 /// SOA and NS data for the domain, Mesos-DNS defaults.
@@ -139,24 +166,67 @@ impl Table for DnsTable {
                 p.push(field, e);
             }
         }
-        let suffix = format!(".{apex}");
-        for (name, records) in &self.names {
-            let entry = format!("names[{name:?}]");
-            if let Err(e) = check_fqdn(name) {
-                p.push(&entry, e);
-                continue;
+        let mut apexes = vec![apex.clone()];
+        for (i, z) in self.zones.iter().enumerate() {
+            let zone = format!("{z}.");
+            if let Err(e) = check_fqdn(&zone) {
+                p.push(format!("zones[{i}]"), e);
+            } else if apexes.contains(&zone) {
+                p.push(
+                    format!("zones[{i}]"),
+                    format!("zone {zone} is listed twice"),
+                );
+            } else {
+                apexes.push(zone);
             }
-            if name != &apex && !name.ends_with(&suffix) {
-                p.push(&entry, format!("name is outside the domain {apex}"));
-            }
-            if records.is_empty() {
-                p.push(&entry, "name has no records");
-            }
-            for srv in &records.srv {
-                if let Err(e) = check_fqdn(&srv.target) {
-                    p.push(&entry, format!("SRV target {:?}: {e}", srv.target));
+        }
+        let in_a_zone = |name: &str| {
+            apexes.iter().any(|a| {
+                name == a
+                    || name
+                        .strip_suffix(a.as_str())
+                        .is_some_and(|h| h.ends_with('.'))
+            })
+        };
+        let check_names = |p: &mut Problems, at: &str, names: &BTreeMap<String, DnsRecords>| {
+            for (name, records) in names {
+                let entry = format!("{at}[{name:?}]");
+                if let Err(e) = check_fqdn(name) {
+                    p.push(&entry, e);
+                    continue;
+                }
+                if !in_a_zone(name) {
+                    p.push(
+                        &entry,
+                        format!("name is outside the domain {apex} and every zone"),
+                    );
+                }
+                if records.is_empty() {
+                    p.push(&entry, "name has no records");
+                }
+                for srv in &records.srv {
+                    if let Err(e) = check_fqdn(&srv.target) {
+                        p.push(&entry, format!("SRV target {:?}: {e}", srv.target));
+                    }
                 }
             }
+        };
+        check_names(&mut p, "names", &self.names);
+        let mut view_names = std::collections::HashSet::new();
+        for (i, v) in self.views.iter().enumerate() {
+            let entry = format!("views[{i}] ({})", v.name);
+            if v.name.is_empty() || !view_names.insert(v.name.as_str()) {
+                p.push(&entry, "view names must be unique and not empty");
+            }
+            if v.networks.is_empty() {
+                p.push(&entry, "a view needs at least one network");
+            }
+            for n in &v.networks {
+                if let Err(e) = n.parse::<crate::net::Cidr>() {
+                    p.push(&entry, e.to_string());
+                }
+            }
+            check_names(&mut p, &format!("views[{i}].names"), &v.names);
         }
         p.into_result(TableKind::Dns)
     }
@@ -164,6 +234,7 @@ impl Table for DnsTable {
     fn backend_count(&self) -> usize {
         self.names
             .values()
+            .chain(self.views.iter().flat_map(|v| v.names.values()))
             .map(|r| r.a.len() + r.aaaa.len() + r.srv.len())
             .sum()
     }
@@ -213,6 +284,48 @@ mod tests {
         assert!(text.iter().any(|s| s.contains("lowercase")));
         assert!(text.iter().any(|s| s.contains("fully qualified")));
         assert!(text.iter().any(|s| s.contains("no records")));
+    }
+
+    #[test]
+    fn views_and_zones_are_checked() {
+        let rec = DnsRecords {
+            a: vec![Ipv4Addr::new(203, 0, 113, 10)],
+            ..Default::default()
+        };
+        let mut t = table();
+        t.zones = vec!["shop.example.com".into()];
+        t.names.insert("api.shop.example.com.".into(), rec.clone());
+        t.views = vec![DnsView {
+            name: "unicom".into(),
+            networks: vec!["127.0.0.2/32".into(), "10.8.0.0/16".into()],
+            names: [("api.shop.example.com.".to_string(), rec.clone())].into(),
+        }];
+        assert!(t.validate().is_ok(), "{:?}", t.validate());
+        assert_eq!(t.backend_count(), 3);
+        // Outside every zone, a bad network, a duplicate view and zone.
+        t.views[0]
+            .names
+            .insert("api.other.example.".into(), rec.clone());
+        t.views[0].networks.push("10.0.0.0/33".into());
+        t.views.push(t.views[0].clone());
+        t.zones.push("shop.example.com".into());
+        // A name that only ends like a zone is not in it.
+        t.names.insert("xshop.example.com.".into(), rec);
+        let Err(TableError::Invalid { problems, .. }) = t.validate() else {
+            panic!("expected invalid");
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|s| s.contains("api.other.example.")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|s| s.contains("10.0.0.0/33")), "{text:?}");
+        assert!(text.iter().any(|s| s.contains("unique")), "{text:?}");
+        assert!(text.iter().any(|s| s.contains("listed twice")), "{text:?}");
+        assert!(
+            text.iter().any(|s| s.contains("xshop.example.com.")),
+            "{text:?}"
+        );
     }
 
     #[test]
