@@ -37,7 +37,8 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let idle = limits.idle_timeout;
     stream.set_nodelay(true)?;
-    let may_recurse = recursion_allowed(&forwarding.acl, stream.peer_addr()?.ip());
+    let client = stream.peer_addr()?.ip();
+    let may_recurse = recursion_allowed(&forwarding.acl, client);
     let mut out = Vec::with_capacity(4096);
     let mut req = Vec::new();
     let mut framed = Vec::with_capacity(4096);
@@ -71,6 +72,7 @@ pub(crate) async fn serve(
             let guard = zone.load();
             respond(
                 guard.as_deref(),
+                client,
                 &req,
                 Transport::Tcp,
                 settings,

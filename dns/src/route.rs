@@ -59,9 +59,11 @@ pub struct Settings {
     pub max_udp_payload: u16,
 }
 
-/// Answers `req` into `out`. `n` picks the rotation of multi-record answers.
+/// Answers `req` from `client` into `out`: the client's view decides which records a
+/// name has. `n` picks the rotation of multi-record answers.
 pub fn respond(
     zone: Option<&Zone>,
+    client: IpAddr,
     req: &[u8],
     transport: Transport,
     settings: Settings,
@@ -115,7 +117,8 @@ pub fn respond(
         Transport::Udp => udp_limit(&q, settings),
     };
     let opt_len = if q.edns.is_some() { 11 } else { 0 };
-    match zone.get(q.name()) {
+    let view = zone.view_of(client);
+    match zone.get(q.name(), view) {
         Some(entry) => match entry.get(q.qtype) {
             Some(answer) => {
                 let section = answer.pick(n);
@@ -247,7 +250,7 @@ fn simple(out: &mut Vec<u8>, q: &Query, req: &[u8], rc: u8, settings: Settings) 
 fn negative(out: &mut Vec<u8>, q: &Query, req: &[u8], zone: &Zone, rc: u8, settings: Settings) {
     write_header(out, q, rc, true, settings.forwarding, false, 0, 1, 0);
     write_question(out, q, req);
-    out.extend_from_slice(&zone.soa_authority);
+    out.extend_from_slice(zone.soa_authority(q.name()));
     finish(out, q, 0, settings);
 }
 
@@ -381,7 +384,8 @@ mod tests {
             forwarding: false,
             max_udp_payload: 1232,
         };
-        let (action, _) = respond(zone, &req, transport, settings, n, &mut out);
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let (action, _) = respond(zone, client, &req, transport, settings, n, &mut out);
         (
             action,
             (action == Action::Reply).then(|| Message::from_vec(&out).unwrap()),
@@ -493,7 +497,16 @@ mod tests {
         };
         let mut out = Vec::new();
         let z = zone();
-        let (action, _) = respond(Some(&z), &req, Transport::Udp, settings, 0, &mut out);
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let (action, _) = respond(
+            Some(&z),
+            client,
+            &req,
+            Transport::Udp,
+            settings,
+            0,
+            &mut out,
+        );
         assert_eq!(action, Action::Reply);
         assert_eq!(u16::from_be_bytes([out[10], out[11]]), 1, "ARCOUNT");
         let m = Message::from_vec(&out).unwrap();

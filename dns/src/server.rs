@@ -387,7 +387,15 @@ fn udp_worker(
         let started = n.is_multiple_of(64).then(std::time::Instant::now);
         let (mut action, mut outcome) = {
             let guard = zone.load();
-            respond(guard.as_deref(), req, Transport::Udp, settings, n, &mut out)
+            respond(
+                guard.as_deref(),
+                peer.ip(),
+                req,
+                Transport::Udp,
+                settings,
+                n,
+                &mut out,
+            )
         };
         if action == Action::Forward && !recursion_allowed(&policy.acl, peer.ip()) {
             // Not an open resolver: only --allow-recursion clients have names forwarded.

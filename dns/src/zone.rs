@@ -10,6 +10,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use ocean_core::net::Cidr;
+use ocean_core::table::dns::DnsRecords;
 use ocean_core::table::{DnsTable, Versioned};
 use rustc_hash::FxHashMap;
 
@@ -85,16 +87,93 @@ impl Entry {
     }
 }
 
-/// A ready-to-serve zone.
+/// A ready-to-serve zone: the domain, any extra zones (`[dns.zones]`), and the views.
 pub struct Zone {
     /// The table it was built from (the HTTP API reads it).
     pub table: Arc<Versioned<DnsTable>>,
     pub serial: u32,
-    /// Lowercase wire-format apex.
+    /// Lowercase wire-format apex of the domain.
     pub apex: Vec<u8>,
+    /// Every apex served (the domain's first) and its SOA record (owner written in full)
+    /// for the authority section of negative answers.
+    apexes: Vec<(Vec<u8>, Vec<u8>)>,
     names: FxHashMap<Box<[u8]>, Entry>,
-    /// The SOA record (owner written in full) for the authority section of negative answers.
-    pub soa_authority: Vec<u8>,
+    /// Per view, the entries that differ from `names`, in the table's view order.
+    views: Vec<FxHashMap<Box<[u8]>, Entry>>,
+    /// Which view a client address is in.
+    view_map: ViewMap,
+}
+
+/// Client address -> view index, first view in table order wins. One hash map per prefix
+/// length present, so a lookup costs a few hash probes however many networks a carrier
+/// line has.
+#[derive(Debug, Default)]
+struct ViewMap {
+    v4: Vec<(u8, FxHashMap<u32, u16>)>,
+    v6: Vec<(u8, FxHashMap<u128, u16>)>,
+}
+
+impl ViewMap {
+    fn insert(&mut self, net: ipnet::IpNet, view: u16) {
+        match net {
+            ipnet::IpNet::V4(n) => {
+                let key = u32::from(n.network());
+                insert_prefix(&mut self.v4, n.prefix_len(), key, view);
+            }
+            ipnet::IpNet::V6(n) => {
+                let key = u128::from(n.network());
+                insert_prefix(&mut self.v6, n.prefix_len(), key, view);
+            }
+        }
+    }
+
+    fn lookup(&self, ip: IpAddr) -> Option<u16> {
+        match ip.to_canonical() {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4
+                    .iter()
+                    .filter_map(|(len, m)| m.get(&(a & mask32(*len))))
+                    .min()
+                    .copied()
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6
+                    .iter()
+                    .filter_map(|(len, m)| m.get(&(a & mask128(*len))))
+                    .min()
+                    .copied()
+            }
+        }
+    }
+}
+
+fn insert_prefix<K: std::hash::Hash + Eq>(
+    by_len: &mut Vec<(u8, FxHashMap<K, u16>)>,
+    len: u8,
+    key: K,
+    view: u16,
+) {
+    let i = match by_len.iter().position(|(l, _)| *l == len) {
+        Some(i) => i,
+        None => {
+            by_len.push((len, FxHashMap::default()));
+            by_len.len() - 1
+        }
+    };
+    if let Some((_, m)) = by_len.get_mut(i) {
+        // An earlier view keeps a network listed twice.
+        m.entry(key).or_insert(view);
+    }
+}
+
+fn mask32(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+fn mask128(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
 impl std::fmt::Debug for Zone {
@@ -143,74 +222,84 @@ impl Zone {
             expire: t.soa.expire_s,
             minimum: ttl,
         };
-        let mut soa_authority = Writer::new();
-        record(&mut soa_authority, Owner::Name(&apex), ttl, &soa);
-
         // Wire names of every table name, for SRV targets and additional records.
         let mut wire: FxHashMap<&str, Vec<u8>> = FxHashMap::default();
-        for name in t.names.keys() {
+        for name in t
+            .names
+            .keys()
+            .chain(t.views.iter().flat_map(|v| v.names.keys()))
+        {
             if let Some(w) = name_to_wire(name) {
                 wire.insert(name.as_str(), w);
             }
         }
-        let mut names: FxHashMap<Box<[u8]>, Entry> = FxHashMap::default();
-        for (name, recs) in &t.names {
-            let Some(owner) = wire.get(name.as_str()) else {
+        let encode_all = |names: &std::collections::BTreeMap<String, DnsRecords>| {
+            let mut out: FxHashMap<Box<[u8]>, Entry> = FxHashMap::default();
+            for (name, recs) in names {
+                if let Some(owner) = wire.get(name.as_str()) {
+                    out.insert(
+                        owner.clone().into_boxed_slice(),
+                        entry(t, recs, &wire, owner, ttl),
+                    );
+                }
+            }
+            out
+        };
+        let mut names = encode_all(&t.names);
+        let mut views = Vec::with_capacity(t.views.len());
+        let mut view_map = ViewMap::default();
+        for (i, v) in t.views.iter().enumerate() {
+            let i = u16::try_from(i).map_err(|_| ZoneError("more than 65535 views".into()))?;
+            for n in &v.networks {
+                let net: Cidr = n
+                    .parse()
+                    .map_err(|e| ZoneError(format!("view {}: {e}", v.name)))?;
+                view_map.insert(net.net(), i);
+            }
+            views.push(encode_all(&v.names));
+        }
+        // Every apex: SOA and NS, and the SOA for negative answers below it.
+        let mut apexes = Vec::with_capacity(1 + t.zones.len());
+        for z in std::iter::once(&t.domain).chain(&t.zones) {
+            let wire = name_to_wire(z).ok_or_else(|| ZoneError(format!("bad zone {z:?}")))?;
+            let mut authority = Writer::new();
+            record(&mut authority, Owner::Name(&wire), ttl, &soa);
+            let apex_entry = names.entry(wire.clone().into_boxed_slice()).or_default();
+            let mut w = Writer::new();
+            record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, &soa);
+            apex_entry.soa = Some(Answer::single(Section {
+                bytes: w.into_vec(),
+                ancount: 1,
+                arcount: 0,
+            }));
+            let mut w = Writer::new();
+            record(
+                &mut w,
+                Owner::Pointer(HEADER_LEN as u16),
+                ttl,
+                &RData::Ns(&mname),
+            );
+            apex_entry.ns = Some(Answer::single(Section {
+                bytes: w.into_vec(),
+                ancount: 1,
+                arcount: 0,
+            }));
+            apexes.push((wire, authority.into_vec()));
+        }
+        // Empty non-terminals between each name (of any view) and its apex: NODATA, not
+        // NXDOMAIN, for every client.
+        let existing: Vec<Box<[u8]>> = names
+            .keys()
+            .chain(views.iter().flat_map(|v| v.keys()))
+            .cloned()
+            .collect();
+        for name in existing {
+            let Some(apex_len) = apex_of(&apexes, &name)
+                .and_then(|i| apexes.get(i))
+                .map(|(a, _)| a.len())
+            else {
                 continue;
             };
-            let mut e = Entry::default();
-            if !recs.a.is_empty() {
-                e.a = Some(encode_ips(
-                    &recs.a.iter().map(|i| IpAddr::V4(*i)).collect::<Vec<_>>(),
-                    ttl,
-                ));
-            }
-            if !recs.aaaa.is_empty() {
-                e.aaaa = Some(encode_ips(
-                    &recs.aaaa.iter().map(|i| IpAddr::V6(*i)).collect::<Vec<_>>(),
-                    ttl,
-                ));
-            }
-            if !recs.srv.is_empty() {
-                e.srv = Some(encode_srv(t, &recs.srv, &wire, owner.len(), ttl));
-            }
-            let mut any = Section::default();
-            for ans in [&e.a, &e.aaaa, &e.srv].into_iter().flatten() {
-                let first = ans.pick(0);
-                // Only the answer part: ANY carries no additional section.
-                any.bytes
-                    .extend_from_slice(&first.bytes[..answers_len(&first.bytes, first.ancount)]);
-                any.ancount += first.ancount;
-            }
-            if any.ancount > 0 && any.bytes.len() <= MAX_ANSWER_BYTES {
-                e.any = Some(Answer::single(any));
-            }
-            names.insert(owner.clone().into_boxed_slice(), e);
-        }
-        // The apex: SOA and NS.
-        let apex_entry = names.entry(apex.clone().into_boxed_slice()).or_default();
-        let mut w = Writer::new();
-        record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, &soa);
-        apex_entry.soa = Some(Answer::single(Section {
-            bytes: w.into_vec(),
-            ancount: 1,
-            arcount: 0,
-        }));
-        let mut w = Writer::new();
-        record(
-            &mut w,
-            Owner::Pointer(HEADER_LEN as u16),
-            ttl,
-            &RData::Ns(&mname),
-        );
-        apex_entry.ns = Some(Answer::single(Section {
-            bytes: w.into_vec(),
-            ancount: 1,
-            arcount: 0,
-        }));
-        // Empty non-terminals between each name and the apex.
-        let existing: Vec<Box<[u8]>> = names.keys().cloned().collect();
-        for name in existing {
             let mut pos = 0usize;
             while let Some(&len) = name.get(pos) {
                 if len == 0 {
@@ -218,7 +307,7 @@ impl Zone {
                 }
                 pos += 1 + len as usize;
                 let parent = &name[pos.min(name.len())..];
-                if parent.len() < apex.len() {
+                if parent.len() < apex_len {
                     break;
                 }
                 names.entry(parent.to_vec().into_boxed_slice()).or_default();
@@ -228,29 +317,48 @@ impl Zone {
             table,
             serial,
             apex,
+            apexes,
             names,
-            soa_authority: soa_authority.into_vec(),
+            views,
+            view_map,
         })
     }
 
-    /// The entry of a lowercase wire-format name, if it exists in the zone.
-    pub fn get(&self, name: &[u8]) -> Option<&Entry> {
+    /// The view of a client address (`None`: the default answers).
+    pub fn view_of(&self, client: IpAddr) -> Option<u16> {
+        if self.views.is_empty() {
+            return None;
+        }
+        self.view_map.lookup(client)
+    }
+
+    /// Views in the zone.
+    pub fn view_count(&self) -> usize {
+        self.views.len()
+    }
+
+    /// The entry of a lowercase wire-format name for a client in `view`, if it exists.
+    pub fn get(&self, name: &[u8], view: Option<u16>) -> Option<&Entry> {
+        if let Some(e) = view
+            .and_then(|v| self.views.get(usize::from(v)))
+            .and_then(|m| m.get(name))
+        {
+            return Some(e);
+        }
         self.names.get(name)
     }
 
-    /// Whether `name` (lowercase wire format) is the apex or below it.
+    /// Whether `name` (lowercase wire format) is an apex or below one.
     pub fn contains(&self, name: &[u8]) -> bool {
-        let mut pos = 0usize;
-        loop {
-            let rest = &name[pos.min(name.len())..];
-            if rest == self.apex.as_slice() {
-                return true;
-            }
-            match name.get(pos) {
-                Some(&0) | None => return false,
-                Some(&len) => pos += 1 + len as usize,
-            }
-        }
+        apex_of(&self.apexes, name).is_some()
+    }
+
+    /// The SOA record for negative answers about `name` (its zone's), owner in full.
+    pub fn soa_authority(&self, name: &[u8]) -> &[u8] {
+        let i = apex_of(&self.apexes, name).unwrap_or(0);
+        self.apexes
+            .get(i)
+            .map_or(&[][..], |(_, soa)| soa.as_slice())
     }
 
     pub fn len(&self) -> usize {
@@ -260,6 +368,59 @@ impl Zone {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+}
+
+/// Which apex `name` (lowercase wire format) is, or is below: the longest one.
+fn apex_of(apexes: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<usize> {
+    let mut pos = 0usize;
+    loop {
+        let rest = &name[pos.min(name.len())..];
+        if let Some(i) = apexes.iter().position(|(a, _)| a.as_slice() == rest) {
+            return Some(i);
+        }
+        match name.get(pos) {
+            Some(&0) | None => return None,
+            Some(&len) => pos += 1 + len as usize,
+        }
+    }
+}
+
+/// One name's pre-encoded answers.
+fn entry(
+    t: &DnsTable,
+    recs: &DnsRecords,
+    wire: &FxHashMap<&str, Vec<u8>>,
+    owner: &[u8],
+    ttl: u32,
+) -> Entry {
+    let mut e = Entry::default();
+    if !recs.a.is_empty() {
+        e.a = Some(encode_ips(
+            &recs.a.iter().map(|i| IpAddr::V4(*i)).collect::<Vec<_>>(),
+            ttl,
+        ));
+    }
+    if !recs.aaaa.is_empty() {
+        e.aaaa = Some(encode_ips(
+            &recs.aaaa.iter().map(|i| IpAddr::V6(*i)).collect::<Vec<_>>(),
+            ttl,
+        ));
+    }
+    if !recs.srv.is_empty() {
+        e.srv = Some(encode_srv(t, &recs.srv, wire, owner.len(), ttl));
+    }
+    let mut any = Section::default();
+    for ans in [&e.a, &e.aaaa, &e.srv].into_iter().flatten() {
+        let first = ans.pick(0);
+        // Only the answer part: ANY carries no additional section.
+        any.bytes
+            .extend_from_slice(&first.bytes[..answers_len(&first.bytes, first.ancount)]);
+        any.ancount += first.ancount;
+    }
+    if any.ancount > 0 && any.bytes.len() <= MAX_ANSWER_BYTES {
+        e.any = Some(Answer::single(any));
+    }
+    e
 }
 
 /// The length of the first `ancount` records of encoded sections (the answer section,

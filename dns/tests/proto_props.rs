@@ -85,7 +85,8 @@ fn check_replies(zone: &Zone, req: &[u8]) {
             (Some(zone), Transport::Tcp),
             (None, Transport::Udp),
         ] {
-            let (action, _) = respond(z, req, transport, settings, 0, &mut out);
+            let client = std::net::IpAddr::from([127, 0, 0, 1]);
+            let (action, _) = respond(z, client, req, transport, settings, 0, &mut out);
             if action != Action::Reply {
                 continue;
             }

@@ -155,6 +155,18 @@ fn dns_zone() -> &'static Zone {
                 ..Default::default()
             },
         );
+        // A second zone and a view that answers one of its names differently.
+        t.zones = vec!["shop.example.com".into()];
+        let api = |last| DnsRecords {
+            a: vec![Ipv4Addr::new(203, 0, 113, last)],
+            ..Default::default()
+        };
+        t.names.insert("api.shop.example.com.".into(), api(10));
+        t.views = vec![ocean_core::table::dns::DnsView {
+            name: "odd".into(),
+            networks: vec!["127.0.0.1/32".into(), "127.0.0.3/32".into()],
+            names: [("api.shop.example.com.".to_string(), api(20))].into(),
+        }];
         let v: Arc<Versioned<DnsTable>> = Versioned::new(t).ok()?;
         Zone::build(v, 1).ok()
     });
@@ -180,7 +192,9 @@ pub fn dns_respond(data: &[u8]) {
         (Some(dns_zone()), Transport::Tcp),
         (None, Transport::Udp),
     ] {
-        let (action, _outcome) = respond(zone, data, transport, settings, n, &mut out);
+        // The client (and so its view) from the input too.
+        let client = std::net::IpAddr::from([127, 0, 0, data.last().copied().unwrap_or(1) & 3]);
+        let (action, _outcome) = respond(zone, client, data, transport, settings, n, &mut out);
         match action {
             Action::Reply => check_reply(data, &out, transport, max_udp_payload),
             Action::Forward => assert!(settings.forwarding, "forwarded without forwarding"),

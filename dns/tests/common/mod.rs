@@ -50,15 +50,23 @@ impl Drop for Dns {
 /// Starts `ocean dns` on 127.0.0.1, any free port, serving [`OURS`] from a table file,
 /// with `tweak` applied to its config; returns once the zone is loaded.
 pub async fn start_dns(tweak: impl FnOnce(&mut ocean_dns::Config)) -> Result<Dns> {
-    ocean_core::http::init_tls();
-    let dir = tempfile::tempdir()?;
-    let table = dir.path().join("dns.json");
     let zone = json!({
         "domain": "mesos",
         "ttl": 60,
         "soa": {"mname": "ns1.mesos.", "rname": "root.ns1.mesos.", "refresh_s": 60, "retry_s": 600, "expire_s": 86400},
         "names": {OURS: {"a": [OURS_ADDR.to_string()]}}
     });
+    start_dns_with(zone, tweak).await
+}
+
+/// Starts `ocean dns` like [`start_dns`], serving the `dns` table `zone` (JSON).
+pub async fn start_dns_with(
+    zone: serde_json::Value,
+    tweak: impl FnOnce(&mut ocean_dns::Config),
+) -> Result<Dns> {
+    ocean_core::http::init_tls();
+    let dir = tempfile::tempdir()?;
+    let table = dir.path().join("dns.json");
     std::fs::write(&table, serde_json::to_vec(&zone)?)?;
     let mut config = ocean_dns::Config::new(SubscriberConfig {
         table_file: Some(PathBuf::from(&table)),
