@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::proto::query::parse;
 use crate::proto::rcode;
 use crate::route::{
-    recursion_allowed, refused_recursion, respond, servfail, Action, Outcome, Settings, Transport,
+    recursion_allowed, refused_recursion, respond, servfail, Action, Client, Outcome, Settings,
+    Transport,
 };
 use crate::stats::Counters;
 use crate::upstream::Forwarder;
@@ -24,6 +25,8 @@ pub(crate) struct Forwarding {
     pub(crate) forwarder: Arc<Forwarder>,
     /// `--allow-recursion`: a client outside it gets REFUSED instead of a forward.
     pub(crate) acl: Arc<[Cidr]>,
+    /// `--trust-ecs`: resolvers whose Client Subnet option picks the view.
+    pub(crate) trust_ecs: Arc<[Cidr]>,
 }
 
 /// Serves one accepted TCP connection until EOF, a timeout or `cancel`.
@@ -37,8 +40,12 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let idle = limits.idle_timeout;
     stream.set_nodelay(true)?;
-    let client = stream.peer_addr()?.ip();
-    let may_recurse = recursion_allowed(&forwarding.acl, client);
+    let peer = stream.peer_addr()?.ip();
+    let may_recurse = recursion_allowed(&forwarding.acl, peer);
+    let client = Client {
+        addr: peer,
+        trust_ecs: recursion_allowed(&forwarding.trust_ecs, peer),
+    };
     let mut out = Vec::with_capacity(4096);
     let mut req = Vec::new();
     let mut framed = Vec::with_capacity(4096);

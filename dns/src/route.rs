@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ocean_core::net::Cidr;
 
-use crate::proto::encode::opt;
+use crate::proto::encode::opt_with_ecs;
 use crate::proto::query::{parse, ParseError, Query};
 use crate::proto::{rcode, CLASSIC_UDP_PAYLOAD, CLASS_IN, HEADER_LEN};
 use crate::zone::Zone;
@@ -59,11 +59,30 @@ pub struct Settings {
     pub max_udp_payload: u16,
 }
 
-/// Answers `req` from `client` into `out`: the client's view decides which records a
-/// name has. `n` picks the rotation of multi-record answers.
+/// Who asks: the address a query came from, and whether it is a resolver whose EDNS
+/// Client Subnet option is believed (`--trust-ecs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub addr: IpAddr,
+    pub trust_ecs: bool,
+}
+
+impl Client {
+    /// A client whose Client Subnet option is ignored.
+    pub fn direct(addr: IpAddr) -> Client {
+        Client {
+            addr,
+            trust_ecs: false,
+        }
+    }
+}
+
+/// Answers `req` from `client` into `out`: the client's view (from its address, or from
+/// the Client Subnet of a trusted resolver) decides which records a name has. `n` picks
+/// the rotation of multi-record answers.
 pub fn respond(
     zone: Option<&Zone>,
-    client: IpAddr,
+    client: Client,
     req: &[u8],
     transport: Transport,
     settings: Settings,
@@ -71,7 +90,7 @@ pub fn respond(
     out: &mut Vec<u8>,
 ) -> (Action, Outcome) {
     out.clear();
-    let q = match parse(req) {
+    let mut q = match parse(req) {
         Ok(q) => q,
         Err(ParseError::TooShort | ParseError::NotAQuery) => {
             return (Action::Drop, Outcome::header_only(rcode::FORMERR));
@@ -116,8 +135,26 @@ pub fn respond(
         Transport::Tcp => u16::MAX as usize,
         Transport::Udp => udp_limit(&q, settings),
     };
-    let opt_len = if q.edns.is_some() { 11 } else { 0 };
-    let view = zone.view_of(client);
+    // The view: of the subnet a trusted resolver asks for, else of the sender. The answer
+    // then carries the option back with the scope it depends on: the whole source prefix
+    // for a name some view answers differently, 0 for the others (RFC 7871 7.2.1).
+    let varies = client.trust_ecs
+        && q.edns.is_some_and(|e| e.ecs.is_some())
+        && zone.varies_by_view(q.name());
+    let view_addr = match q.edns.as_mut().and_then(|e| e.ecs.as_mut()) {
+        Some(ecs) if client.trust_ecs => {
+            ecs.scope = Some(if varies { ecs.source_len } else { 0 });
+            ecs.addr
+        }
+        _ => client.addr,
+    };
+    let echo = q.edns.and_then(|e| e.ecs).filter(|e| e.scope.is_some());
+    let opt_len = if q.edns.is_some() {
+        crate::proto::encode::opt_len(echo.as_ref())
+    } else {
+        0
+    };
+    let view = zone.view_of(view_addr);
     match zone.get(q.name(), view) {
         Some(entry) => match entry.get(q.qtype) {
             Some(answer) => {
@@ -234,7 +271,14 @@ fn finish(out: &mut Vec<u8>, q: &Query, ar: u16, settings: Settings) {
         } else {
             0
         };
-        opt(out, settings.max_udp_payload, ext, e.dnssec_ok);
+        let echo = e.ecs.filter(|c| c.scope.is_some());
+        opt_with_ecs(
+            out,
+            settings.max_udp_payload,
+            ext,
+            e.dnssec_ok,
+            echo.as_ref(),
+        );
         let ar = ar + 1;
         out[10..12].copy_from_slice(&ar.to_be_bytes());
     }
@@ -384,7 +428,7 @@ mod tests {
             forwarding: false,
             max_udp_payload: 1232,
         };
-        let client = IpAddr::from([127, 0, 0, 1]);
+        let client = Client::direct(IpAddr::from([127, 0, 0, 1]));
         let (action, _) = respond(zone, client, &req, transport, settings, n, &mut out);
         (
             action,
@@ -497,7 +541,7 @@ mod tests {
         };
         let mut out = Vec::new();
         let z = zone();
-        let client = IpAddr::from([127, 0, 0, 1]);
+        let client = Client::direct(IpAddr::from([127, 0, 0, 1]));
         let (action, _) = respond(
             Some(&z),
             client,

@@ -31,7 +31,7 @@ use crate::proto::query::parse;
 use crate::proto::rcode;
 use crate::route::{
     fit_forwarded_udp, recursion_allowed, refused_recursion, respond, servfail, truncated, Action,
-    Outcome, Settings, Transport,
+    Client, Outcome, Settings, Transport,
 };
 use crate::rrl::{Rrl, Verdict};
 use crate::stats::Counters;
@@ -206,12 +206,14 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
 
     // UDP workers, sharing the recursion ACL and one rate limiter.
     let acl: Arc<[Cidr]> = config.allow_recursion.clone().into();
+    let trust_ecs: Arc<[Cidr]> = config.trust_ecs.clone().into();
     let rrl = Rrl::new(config.rrl_per_second, config.rrl_slip).map(Arc::new);
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for (i, s) in sockets.into_iter().enumerate() {
         let policy = UdpPolicy {
             acl: acl.clone(),
+            trust_ecs: trust_ecs.clone(),
             rrl: rrl.clone(),
         };
         let (zone, stop, fwd_tx) = (zone.clone(), stop.clone(), fwd_tx.clone());
@@ -344,10 +346,13 @@ async fn build_zones(mut watch: TableWatch<DnsTable>, zone: SharedZone, cancel: 
     }
 }
 
-/// Who a UDP worker forwards for and how fast it answers one client network.
+/// Who a UDP worker forwards for, whose Client Subnet it believes, and how fast it
+/// answers one client network.
 struct UdpPolicy {
     /// `--allow-recursion`.
     acl: Arc<[Cidr]>,
+    /// `--trust-ecs`.
+    trust_ecs: Arc<[Cidr]>,
     /// Response rate limiting, shared by every worker; `None` when off.
     rrl: Option<Arc<Rrl>>,
 }
@@ -387,9 +392,14 @@ fn udp_worker(
         let started = n.is_multiple_of(64).then(std::time::Instant::now);
         let (mut action, mut outcome) = {
             let guard = zone.load();
+            let client = Client {
+                addr: peer.ip(),
+                trust_ecs: !policy.trust_ecs.is_empty()
+                    && recursion_allowed(&policy.trust_ecs, peer.ip()),
+            };
             respond(
                 guard.as_deref(),
-                peer.ip(),
+                client,
                 req,
                 Transport::Udp,
                 settings,
@@ -529,6 +539,7 @@ async fn serve_tcp(
     let limits = Arc::new(limits);
     let conns = TaskTracker::new();
     let per_conn = limits.clone();
+    let trust_ecs: Arc<[Cidr]> = config.trust_ecs.clone().into();
     daemon::accept_loop(
         listener,
         limits,
@@ -536,9 +547,13 @@ async fn serve_tcp(
         cancel,
         move |conn: Conn| {
             let (zone, forwarder, limits) = (zone.clone(), forwarder.clone(), per_conn.clone());
-            let acl = acl.clone();
+            let (acl, trust_ecs) = (acl.clone(), trust_ecs.clone());
             async move {
-                let forwarding = connection::Forwarding { forwarder, acl };
+                let forwarding = connection::Forwarding {
+                    forwarder,
+                    acl,
+                    trust_ecs,
+                };
                 if let Err(e) = connection::serve(
                     conn.stream,
                     zone,

@@ -337,6 +337,11 @@ impl Zone {
         self.views.len()
     }
 
+    /// Whether some view answers `name` differently from the default.
+    pub fn varies_by_view(&self, name: &[u8]) -> bool {
+        self.views.iter().any(|v| v.contains_key(name))
+    }
+
     /// The entry of a lowercase wire-format name for a client in `view`, if it exists.
     pub fn get(&self, name: &[u8], view: Option<u16>) -> Option<&Entry> {
         if let Some(e) = view

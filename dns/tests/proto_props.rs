@@ -85,7 +85,7 @@ fn check_replies(zone: &Zone, req: &[u8]) {
             (Some(zone), Transport::Tcp),
             (None, Transport::Udp),
         ] {
-            let client = std::net::IpAddr::from([127, 0, 0, 1]);
+            let client = ocean_dns::route::Client::direct(std::net::IpAddr::from([127, 0, 0, 1]));
             let (action, _) = respond(z, client, req, transport, settings, 0, &mut out);
             if action != Action::Reply {
                 continue;

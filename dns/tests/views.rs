@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{ensure, Result};
 use common::{dig, start_dns_with, OURS, OURS_ADDR};
+use ocean_core::net::Cidr;
 use serde_json::json;
 
 const API: &str = "api.shop.example.com.";
@@ -124,5 +125,61 @@ async fn an_extra_zone_has_soa_ns_and_nxdomain_below_it() -> Result<()> {
         "{nx}"
     );
     ensure!(outside.contains("status: REFUSED"), "{outside}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_resolvers_client_subnet_picks_the_view() -> Result<()> {
+    let dns = start_dns_with(table(), |c| {
+        c.trust_ecs = vec!["127.0.0.5".parse::<Cidr>().unwrap()];
+    })
+    .await?;
+    let port = dns.port();
+    let ask = |source: &'static str, extra: Vec<&'static str>| {
+        tokio::task::spawn_blocking(move || dig(source, port, API, &extra))
+    };
+    for (transport, tcp) in [("udp", None), ("tcp", Some("+tcp"))] {
+        let with = |subnet: &'static str| {
+            let mut v = vec![subnet];
+            v.extend(tcp);
+            v
+        };
+        // The trusted resolver 127.0.0.5 (itself in telecom's 127.0.0.0/24) asks for a
+        // client in unicom's 10.20.0.0/16: unicom's VIP, and the option comes back with
+        // the scope the answer depends on.
+        let d = ask("127.0.0.5", with("+subnet=10.20.7.0/24")).await??;
+        ensure!(
+            d.answers == [UNICOM_VIP] && d.output.contains("CLIENT-SUBNET: 10.20.7.0/24/24"),
+            "{transport}: {}",
+            d.output
+        );
+        // A client in no view: the default VIP.
+        let d = ask("127.0.0.5", with("+subnet=192.0.2.0/24")).await??;
+        ensure!(d.answers == [DEFAULT_VIP], "{transport}: {}", d.output);
+        // Anyone else's option is ignored: their own address decides, nothing is echoed.
+        let d = ask("127.0.1.1", with("+subnet=10.20.7.0/24")).await??;
+        ensure!(
+            d.answers == [DEFAULT_VIP] && !d.output.contains("CLIENT-SUBNET"),
+            "{transport}: {}",
+            d.output
+        );
+        let d = ask("127.0.0.2", with("+subnet=192.0.2.0/24")).await??;
+        ensure!(d.answers == [UNICOM_VIP], "{transport}: {}", d.output);
+    }
+    // A name no view changes: echoed with scope 0 (cacheable for every client).
+    let d = tokio::task::spawn_blocking(move || {
+        dig(
+            "127.0.0.5",
+            port,
+            "api2.shop.example.com.",
+            &["+subnet=10.20.7.0/24"],
+        )
+    })
+    .await??;
+    ensure!(
+        d.answers == [DEFAULT_VIP] && d.output.contains("CLIENT-SUBNET: 10.20.7.0/24/0"),
+        "{}",
+        d.output
+    );
     Ok(())
 }

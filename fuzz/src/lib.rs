@@ -193,7 +193,11 @@ pub fn dns_respond(data: &[u8]) {
         (None, Transport::Udp),
     ] {
         // The client (and so its view) from the input too.
-        let client = std::net::IpAddr::from([127, 0, 0, data.last().copied().unwrap_or(1) & 3]);
+        let last = data.last().copied().unwrap_or(1);
+        let client = ocean_dns::route::Client {
+            addr: std::net::IpAddr::from([127, 0, 0, last & 3]),
+            trust_ecs: last & 4 != 0,
+        };
         let (action, _outcome) = respond(zone, client, data, transport, settings, n, &mut out);
         match action {
             Action::Reply => check_reply(data, &out, transport, max_udp_payload),

@@ -32,6 +32,9 @@ pub struct Config {
     /// Client networks whose queries for names outside the zone are forwarded; any other
     /// client gets REFUSED for them (names in the zone are answered to everyone).
     pub allow_recursion: Vec<Cidr>,
+    /// Resolvers whose EDNS Client Subnet option picks the view (`--trust-ecs`); from
+    /// anyone else the option is ignored.
+    pub trust_ecs: Vec<Cidr>,
     /// UDP answers per second to one client network (/24 or /56); 0 turns rate limiting off.
     pub rrl_per_second: u32,
     /// Of the UDP answers over the rate limit, every Nth is sent truncated (TC=1) and the
@@ -67,6 +70,7 @@ impl Config {
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
+            trust_ecs: Vec::new(),
             rrl_per_second: 0,
             rrl_slip: 2,
             udp_workers: std::thread::available_parallelism()
@@ -155,6 +159,11 @@ pub struct Args {
     /// REFUSED for such names; names in the zone are answered to everyone.
     #[arg(long = "allow-recursion", value_name = "CIDR", default_values = DEFAULT_ALLOW_RECURSION)]
     pub allow_recursion: Vec<Cidr>,
+    /// A resolver (CIDR or address) whose EDNS Client Subnet option decides the view of a
+    /// query instead of its own address; repeatable. The answer then carries the option
+    /// back with its scope. From anyone else the option is ignored.
+    #[arg(long = "trust-ecs", value_name = "CIDR")]
+    pub trust_ecs: Vec<Cidr>,
     /// UDP answers per second to one client network (/24 IPv4, /56 IPv6) before response
     /// rate limiting drops or truncates; 0: off. Recommended where untrusted networks reach
     /// the server: 200 (well above what one network's resolvers ask of a zone with a 60 s
@@ -203,6 +212,7 @@ impl Args {
         c.forward_timeout = a.forward_timeout;
         c.max_forward_inflight = a.max_forward_inflight;
         c.allow_recursion = a.allow_recursion;
+        c.trust_ecs = a.trust_ecs;
         c.rrl_per_second = a.rrl_per_second;
         c.rrl_slip = a.rrl_slip;
         if let Some(n) = a.udp_workers {

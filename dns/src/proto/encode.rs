@@ -140,13 +140,43 @@ pub fn record(w: &mut Writer, owner: Owner<'_>, ttl: u32, rdata: &RData<'_>) {
 
 /// The OPT pseudo-record of a response: our UDP size, extended rcode bits, DO echoed.
 pub fn opt(out: &mut Vec<u8>, udp_size: u16, ext_rcode: u8, dnssec_ok: bool) {
+    opt_with_ecs(out, udp_size, ext_rcode, dnssec_ok, None);
+}
+
+/// [`opt`] carrying a Client Subnet option (RFC 7871 7.2.1: the query's family, source
+/// prefix and address, and the scope the answer depends on).
+pub fn opt_with_ecs(
+    out: &mut Vec<u8>,
+    udp_size: u16,
+    ext_rcode: u8,
+    dnssec_ok: bool,
+    ecs: Option<&crate::proto::query::Ecs>,
+) {
     out.push(0);
     out.extend_from_slice(&rtype::OPT.to_be_bytes());
     out.extend_from_slice(&udp_size.to_be_bytes());
     out.push(ext_rcode);
     out.push(0); // version 0
     out.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
+    match ecs {
+        None => out.extend_from_slice(&0u16.to_be_bytes()),
+        Some(e) => {
+            let addr = e.addr_bytes();
+            let data_len = 4 + addr.len() as u16;
+            out.extend_from_slice(&(4 + data_len).to_be_bytes());
+            out.extend_from_slice(&crate::proto::query::OPT_ECS.to_be_bytes());
+            out.extend_from_slice(&data_len.to_be_bytes());
+            out.extend_from_slice(&e.family.to_be_bytes());
+            out.push(e.source_len);
+            out.push(e.scope.unwrap_or(0));
+            out.extend_from_slice(&addr);
+        }
+    }
+}
+
+/// Bytes [`opt_with_ecs`] writes.
+pub fn opt_len(ecs: Option<&crate::proto::query::Ecs>) -> usize {
+    11 + ecs.map_or(0, |e| 8 + e.addr_bytes().len())
 }
 
 #[cfg(test)]

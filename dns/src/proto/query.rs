@@ -15,6 +15,80 @@ pub struct Edns {
     /// The DNSSEC OK bit, echoed in the answer.
     pub dnssec_ok: bool,
     pub version: u8,
+    /// The EDNS Client Subnet option (RFC 7871), the first one if several.
+    pub ecs: Option<Ecs>,
+}
+
+/// An EDNS Client Subnet option: the network of the client a resolver asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ecs {
+    /// 1: IPv4, 2: IPv6.
+    pub family: u16,
+    pub source_len: u8,
+    /// The address, bits past `source_len` cleared.
+    pub addr: std::net::IpAddr,
+    /// Set by the responder when it used the option: echo it with this SCOPE
+    /// PREFIX-LENGTH (how much of the address the answer depends on).
+    pub scope: Option<u8>,
+}
+
+/// EDNS option code of Client Subnet.
+pub const OPT_ECS: u16 = 8;
+
+impl Ecs {
+    /// Reads an ECS option's data (after code and length).
+    fn parse(data: &[u8]) -> Result<Ecs, &'static str> {
+        let (Some(family), Some(&source_len), Some(addr)) =
+            (data.get(..2), data.get(2), data.get(4..))
+        else {
+            return Err("client subnet option shorter than 4 bytes");
+        };
+        let family = u16::from_be_bytes([family[0], family[1]]);
+        let max = match family {
+            1 => 32,
+            2 => 128,
+            _ => return Err("client subnet family is not IPv4 or IPv6"),
+        };
+        if source_len > max {
+            return Err("client subnet source prefix longer than the address");
+        }
+        if addr.len() != usize::from(source_len).div_ceil(8) {
+            return Err("client subnet address length does not match its prefix");
+        }
+        let addr = if family == 1 {
+            let mut b = [0u8; 4];
+            b[..addr.len()].copy_from_slice(addr);
+            let a = u32::from_be_bytes(b)
+                & u32::MAX
+                    .checked_shl(32 - u32::from(source_len))
+                    .unwrap_or(0);
+            std::net::IpAddr::from(a.to_be_bytes())
+        } else {
+            let mut b = [0u8; 16];
+            b[..addr.len()].copy_from_slice(addr);
+            let a = u128::from_be_bytes(b)
+                & u128::MAX
+                    .checked_shl(128 - u32::from(source_len))
+                    .unwrap_or(0);
+            std::net::IpAddr::from(a.to_be_bytes())
+        };
+        Ok(Ecs {
+            family,
+            source_len,
+            addr,
+            scope: None,
+        })
+    }
+
+    /// The address bytes on the wire: `source_len` rounded up to whole bytes.
+    pub fn addr_bytes(&self) -> Vec<u8> {
+        let n = usize::from(self.source_len).div_ceil(8);
+        let all: Vec<u8> = match self.addr {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        all.get(..n).map(<[u8]>::to_vec).unwrap_or(all)
+    }
 }
 
 /// A parsed query. The name is kept lowercased in wire format for lookups; the original
@@ -204,11 +278,20 @@ pub fn parse(buf: &[u8]) -> Result<Query, ParseError> {
             if buf.get(pos) != Some(&0) {
                 return Err(form("OPT record not owned by the root"));
             }
-            // Options (cookies, client subnet, padding) are not implemented and so ignored
-            // (RFC 6891 6.1.2); only their framing is checked.
+            // Client subnet is read (RFC 7871; a malformed one is FORMERR); other options
+            // (cookies, padding) are ignored (RFC 6891 6.1.2): only their framing is checked.
             let mut o = rdata.start;
+            let mut ecs = None;
             while o < rdata.end {
+                let code = be16(buf, o).ok_or(form("EDNS option header truncated"))?;
                 let olen = be16(buf, o + 2).ok_or(form("EDNS option header truncated"))? as usize;
+                if code == OPT_ECS && ecs.is_none() {
+                    let data = buf
+                        .get(o + 4..o + 4 + olen)
+                        .filter(|_| o + 4 + olen <= rdata.end)
+                        .ok_or(form("EDNS option runs past its record"))?;
+                    ecs = Some(Ecs::parse(data).map_err(form)?);
+                }
                 o += 4 + olen;
             }
             if o != rdata.end {
@@ -218,6 +301,7 @@ pub fn parse(buf: &[u8]) -> Result<Query, ParseError> {
                 udp_size: class,
                 dnssec_ok: ttl & 0x8000 != 0,
                 version: ((ttl >> 16) & 0xff) as u8,
+                ecs,
             });
         }
         pos = next;
@@ -298,9 +382,69 @@ mod tests {
             Some(Edns {
                 udp_size: 4096,
                 dnssec_ok: true,
-                version: 0
+                version: 0,
+                ecs: None,
             })
         );
+    }
+
+    /// A query for `a.mesos.` A whose OPT carries `option` (code, data).
+    fn with_option(code: u16, data: &[u8]) -> Vec<u8> {
+        let mut q = query("a.mesos.", rtype::A, None);
+        q[11] = 1; // ARCOUNT
+        q.push(0);
+        q.extend_from_slice(&rtype::OPT.to_be_bytes());
+        q.extend_from_slice(&1232u16.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0]);
+        q.extend_from_slice(&((4 + data.len()) as u16).to_be_bytes());
+        q.extend_from_slice(&code.to_be_bytes());
+        q.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        q.extend_from_slice(data);
+        q
+    }
+
+    #[test]
+    fn client_subnet_is_read_and_malformed_ones_are_form_errors() {
+        // 10.20.30.0/24, with a stray bit past the prefix that is cleared.
+        let q = parse(&with_option(OPT_ECS, &[0, 1, 24, 0, 10, 20, 30])).unwrap();
+        let ecs = q.edns.unwrap().ecs.unwrap();
+        assert_eq!((ecs.family, ecs.source_len), (1, 24));
+        assert_eq!(ecs.addr, "10.20.30.0".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(ecs.addr_bytes(), vec![10, 20, 30]);
+        let q = parse(&with_option(OPT_ECS, &[0, 1, 20, 0, 10, 20, 31])).unwrap();
+        assert_eq!(q.edns.unwrap().ecs.unwrap().addr.to_string(), "10.20.16.0");
+        let q = parse(&with_option(
+            OPT_ECS,
+            &[0, 2, 48, 0, 0x20, 1, 0xd, 0xb8, 0, 1],
+        ))
+        .unwrap();
+        assert_eq!(
+            q.edns.unwrap().ecs.unwrap().addr.to_string(),
+            "2001:db8:1::"
+        );
+        // Family 0 source 0: the resolver hides the client; a zero-length address.
+        assert!(parse(&with_option(OPT_ECS, &[0, 3, 0, 0])).is_err());
+        for bad in [
+            &[0, 1, 24][..],                   // shorter than 4 bytes
+            &[0, 1, 33, 0, 1, 2, 3, 4, 5][..], // prefix longer than IPv4
+            &[0, 1, 24, 0, 10, 20][..],        // address shorter than the prefix
+            &[0, 1, 8, 0, 10, 20][..],         // longer
+        ] {
+            assert!(
+                matches!(
+                    parse(&with_option(OPT_ECS, bad)),
+                    Err(ParseError::FormErr { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        // Other options are skipped.
+        assert!(parse(&with_option(10, &[1, 2, 3, 4, 5, 6, 7, 8]))
+            .unwrap()
+            .edns
+            .unwrap()
+            .ecs
+            .is_none());
     }
 
     #[test]
