@@ -150,7 +150,7 @@ pub fn opt_with_ecs(
     udp_size: u16,
     ext_rcode: u8,
     dnssec_ok: bool,
-    ecs: Option<&crate::proto::query::Ecs>,
+    ecs: Option<&crate::proto::ecs::Ecs>,
 ) {
     out.push(0);
     out.extend_from_slice(&rtype::OPT.to_be_bytes());
@@ -164,7 +164,7 @@ pub fn opt_with_ecs(
             let addr = e.addr_bytes();
             let data_len = 4 + addr.len() as u16;
             out.extend_from_slice(&(4 + data_len).to_be_bytes());
-            out.extend_from_slice(&crate::proto::query::OPT_ECS.to_be_bytes());
+            out.extend_from_slice(&crate::proto::ecs::OPT_ECS.to_be_bytes());
             out.extend_from_slice(&data_len.to_be_bytes());
             out.extend_from_slice(&e.family.to_be_bytes());
             out.push(e.source_len);
@@ -175,7 +175,7 @@ pub fn opt_with_ecs(
 }
 
 /// Bytes [`opt_with_ecs`] writes.
-pub fn opt_len(ecs: Option<&crate::proto::query::Ecs>) -> usize {
+pub fn opt_len(ecs: Option<&crate::proto::ecs::Ecs>) -> usize {
     11 + ecs.map_or(0, |e| 8 + e.addr_bytes().len())
 }
 

@@ -5,6 +5,7 @@
 //! total: every length is checked against the buffer, compression pointers must point
 //! backwards and are bounded in number, names are bounded to 255 bytes.
 
+pub mod ecs;
 pub mod encode;
 pub mod query;
 
