@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ocean_core::net::Cidr;
+use ocean_core::table::dns::check_fqdn;
 use ocean_core::table::mysql::{Credentials, JobPassword};
 use serde::Deserialize;
 use url::Url;
 
 use crate::api_auth::{self, ApiFile, ApiToken, TokenError, ORIGIN_TOKEN_FILE_KEY};
-use crate::derive::dns::DnsSettings;
+use crate::derive::dns::{view_label, DnsSettings, ViewSettings};
 use crate::derive::mysql::{hash_password, DatabaseConfig, MysqlConfig};
 use crate::derive::DeriveConfig;
 use crate::guard::GuardConfig;
@@ -152,6 +154,13 @@ impl Config {
             return Err(ConfigError::Field {
                 field: "--resync/--poll-while-down".into(),
                 message: "must be longer than 0".into(),
+            });
+        }
+        let dns = &self.derive.dns;
+        if dns.zones.contains_key(&dns.domain) {
+            return Err(ConfigError::Field {
+                field: format!("dns.zones.{:?}", dns.domain),
+                message: "the domain is served anyway; a zone must be another name".into(),
             });
         }
         if self.derive.dns.ttl == 0 {
@@ -353,6 +362,47 @@ pub struct DnsFile {
     pub soa_rname: Option<String>,
     /// SRV weight (1).
     pub srv_weight: Option<u16>,
+    /// `[dns.views.NAME] networks = [...]`, in file order: the order clients are matched in.
+    #[serde(default, deserialize_with = "in_file_order")]
+    pub views: Vec<(String, ViewFile)>,
+    /// `[dns.zones."ZONE"] apps = [...]`: extra zones and who may put names in them.
+    #[serde(default)]
+    pub zones: BTreeMap<String, OwnersFile>,
+}
+
+/// `[dns.views.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewFile {
+    /// CIDRs (or addresses) of the view's clients.
+    pub networks: Vec<String>,
+}
+
+/// A TOML table's entries in file order (toml's `preserve_order` keeps it; a map type
+/// would sort them, and the order of views is the order they match in).
+fn in_file_order<'de, D, T>(d: D) -> Result<Vec<(String, T)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Entries<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Entries<T> {
+        type Value = Vec<(String, T)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = m.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Entries(std::marker::PhantomData))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -511,6 +561,8 @@ impl FileConfig {
         if let Some(v) = self.dns.srv_weight {
             dns.srv_weight = v;
         }
+        dns.views = dns_views(&self.dns.views)?;
+        dns.zones = dns_zones(&self.dns.zones)?;
         if let Some(v) = self.guard.max_drop {
             config.guard.max_drop = v;
         }
@@ -646,6 +698,82 @@ impl FileConfig {
     }
 }
 
+/// `[dns.views]`, checked: names a label can spell, networks that parse.
+fn dns_views(views: &[(String, ViewFile)]) -> Result<Vec<ViewSettings>, ConfigError> {
+    let mut out: Vec<ViewSettings> = Vec::new();
+    for (name, v) in views {
+        let field = |f: &str| format!("dns.views.{name}{f}");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(ConfigError::Field {
+                field: field(""),
+                message: "view names are [a-z0-9_-]+".into(),
+            });
+        }
+        // Labels spell `-` as `_`: two such names would share OCEAN_ELB_VIEW_*.
+        if let Some(other) = out.iter().find(|o| o.label() == view_label(name)) {
+            return Err(ConfigError::Field {
+                field: field(""),
+                message: format!(
+                    "{} would be the label of views {} and {name}",
+                    view_label(name),
+                    other.name
+                ),
+            });
+        }
+        if v.networks.is_empty() {
+            return Err(ConfigError::Field {
+                field: field(".networks"),
+                message: "a view needs at least one network".into(),
+            });
+        }
+        let networks = v
+            .networks
+            .iter()
+            .map(|n| n.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Field {
+                field: field(".networks"),
+                message: e.to_string(),
+            })?;
+        out.push(ViewSettings {
+            name: name.clone(),
+            networks,
+        });
+    }
+    Ok(out)
+}
+
+/// `[dns.zones]`, checked: lowercase names without the trailing dot, owners given.
+fn dns_zones(
+    zones: &BTreeMap<String, OwnersFile>,
+) -> Result<BTreeMap<String, Vec<AppPrefix>>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (zone, o) in zones {
+        let field = format!("dns.zones.{zone:?}");
+        let z = zone.trim_end_matches('.').to_ascii_lowercase();
+        if let Err(e) = check_fqdn(&format!("{z}.")) {
+            return Err(ConfigError::Field { field, message: e });
+        }
+        if o.apps.is_empty() {
+            return Err(ConfigError::Field {
+                field: format!("{field}.apps"),
+                message: "an empty list lets no app put names in the zone".into(),
+            });
+        }
+        if out.insert(z, o.apps.clone()).is_some() {
+            return Err(ConfigError::Field {
+                field,
+                message: "the zone is listed twice".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 fn fqdn(s: &str) -> String {
     if s.ends_with('.') {
         s.to_string()
@@ -772,6 +900,129 @@ vips = [{ cidr = "10.99.0.0/24", apps = ["/lb/"] }, { cidr = "fd00::/64", apps =
             .unwrap_err()
             .to_string();
         assert!(err.contains("mysql.databases.\"/a/b/c\".apps"), "{err}");
+    }
+
+    #[test]
+    fn dns_views_keep_file_order_and_zones_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.toml");
+        // Not alphabetical, so a sorted map would show.
+        let toml = r#"
+[dns.views.unicom]
+networks = ["10.1.0.0/16", "::ffff:10.3.0.0/112"]
+[dns.views.china-telecom]
+networks = ["10.2.0.0/16"]
+[dns.views.a_default]
+networks = ["10.0.0.1"]
+[dns.zones."Shop.Example.com."]
+apps = ["/lb/"]
+[dns.zones."example.org"]
+apps = ["/web/", "/lb/x"]
+"#;
+        std::fs::write(&path, toml).unwrap();
+        let mut c = Config::new(Source::File("x".into()));
+        FileConfig::load(&path)
+            .unwrap()
+            .apply(dir.path(), &mut c)
+            .unwrap();
+        c.validate().unwrap();
+        let views: Vec<(String, Vec<String>)> = c
+            .derive
+            .dns
+            .views
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    v.networks.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            views,
+            vec![
+                (
+                    "unicom".into(),
+                    vec!["10.1.0.0/16".into(), "10.3.0.0/16".into()]
+                ),
+                ("china-telecom".into(), vec!["10.2.0.0/16".into()]),
+                ("a_default".into(), vec!["10.0.0.1/32".into()]),
+            ]
+        );
+        assert_eq!(
+            c.derive.dns.views[1].label(),
+            "OCEAN_ELB_VIEW_CHINA_TELECOM"
+        );
+        let zones: Vec<(&str, usize)> = c
+            .derive
+            .dns
+            .zones
+            .iter()
+            .map(|(z, a)| (z.as_str(), a.len()))
+            .collect();
+        assert_eq!(zones, vec![("example.org", 2), ("shop.example.com", 1)]);
+
+        for (bad, needle) in [
+            (
+                "[dns.views.Unicom]\nnetworks = [\"10.0.0.0/8\"]\n",
+                "dns.views.Unicom: view names are [a-z0-9_-]+",
+            ),
+            (
+                "[dns.views.u]\nnetworks = [\"10.0.0.0/33\"]\n",
+                "dns.views.u.networks: invalid CIDR \"10.0.0.0/33\"",
+            ),
+            (
+                "[dns.views.u]\nnetworks = []\n",
+                "dns.views.u.networks: a view needs at least one network",
+            ),
+            (
+                "[dns.views.a-b]\nnetworks = [\"10.0.0.0/8\"]\n[dns.views.a_b]\nnetworks = [\"10.1.0.0/16\"]\n",
+                "dns.views.a_b: OCEAN_ELB_VIEW_A_B would be the label of views a-b and a_b",
+            ),
+            (
+                "[dns.zones.\"a..b\"]\napps = [\"/lb/\"]\n",
+                "dns.zones.\"a..b\": name has an empty label",
+            ),
+            (
+                "[dns.zones.\"x.org\"]\napps = []\n",
+                "dns.zones.\"x.org\".apps: an empty list",
+            ),
+            (
+                "[dns.zones.\"x.org\"]\napps = [\"/lb/\"]\n[dns.zones.\"X.org\"]\napps = [\"/lb/\"]\n",
+                "the zone is listed twice",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = FileConfig::load(&path)
+                .unwrap()
+                .apply(dir.path(), &mut Config::new(Source::File("x".into())))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        for (bad, needle) in [
+            ("[dns.views.u]\nnets = [\"10.0.0.0/8\"]\n", "nets"),
+            ("[dns.zones.\"x.org\"]\nowners = [\"/lb/\"]\n", "owners"),
+            (
+                "[dns.zones.\"x.org\"]\napps = [\"lb\"]\n",
+                "must start with '/'",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = FileConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        std::fs::write(&path, "[dns.zones.\"mesos\"]\napps = [\"/lb/\"]\n").unwrap();
+        let mut c = Config::new(Source::File("x".into()));
+        FileConfig::load(&path)
+            .unwrap()
+            .apply(dir.path(), &mut c)
+            .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("dns.zones.\"mesos\": the domain is served anyway"),
+            "{err}"
+        );
     }
 
     #[test]

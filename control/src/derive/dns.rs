@@ -17,11 +17,14 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use ocean_core::table::dns::{check_fqdn, DnsRecords, DnsTable, Soa, SrvRecord};
+use ocean_core::table::dns::{check_fqdn, DnsRecords, DnsTable, DnsView, Soa, SrvRecord};
 use ocean_core::table::TableKind;
+
+use ocean_core::net::Cidr;
 
 use super::names::{label, slave_tail, task_hash, task_name};
 use super::Problem;
+use crate::ownership::AppPrefix;
 use crate::state::{State, Task};
 
 /// DNS settings from control's config (`[dns]` and `domain`).
@@ -39,6 +42,34 @@ pub struct DnsSettings {
     pub include_unhealthy: bool,
     /// SRV weight (Mesos-DNS `SRVRecordDefaultWeight`).
     pub srv_weight: u16,
+    /// `[dns.views.NAME]`, in file order (the order the DNS server matches them in).
+    pub views: Vec<ViewSettings>,
+    /// `[dns.zones."ZONE"] apps`: zones served besides the domain (lowercase, no trailing
+    /// dot) and the app-id prefixes whose `OCEAN_DNS_NAMES` may put names in each.
+    pub zones: BTreeMap<String, Vec<AppPrefix>>,
+}
+
+/// One client view: its name and networks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewSettings {
+    pub name: String,
+    pub networks: Vec<Cidr>,
+}
+
+impl ViewSettings {
+    /// The label that gives this view its VIPs: `OCEAN_ELB_VIEW_` + the name upper-cased,
+    /// `-` as `_` (`china-unicom` -> `OCEAN_ELB_VIEW_CHINA_UNICOM`).
+    pub fn label(&self) -> String {
+        view_label(&self.name)
+    }
+}
+
+/// See [`ViewSettings::label`].
+pub fn view_label(name: &str) -> String {
+    format!(
+        "OCEAN_ELB_VIEW_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 impl Default for DnsSettings {
@@ -51,6 +82,8 @@ impl Default for DnsSettings {
             enforce_rfc952: false,
             include_unhealthy: false,
             srv_weight: 1,
+            views: Vec::new(),
+            zones: BTreeMap::new(),
         }
     }
 }
@@ -246,8 +279,17 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
         ttl: s.ttl,
         soa: s.soa.clone(),
         names,
-        views: Vec::new(),
-        zones: Vec::new(),
+        // Names per view come from load balancers' labels (`derive::lb_names`).
+        views: s
+            .views
+            .iter()
+            .map(|v| DnsView {
+                name: v.name.clone(),
+                networks: v.networks.iter().map(Cidr::to_string).collect(),
+                names: BTreeMap::new(),
+            })
+            .collect(),
+        zones: s.zones.keys().cloned().collect(),
     }
 }
 

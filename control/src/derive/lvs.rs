@@ -9,6 +9,10 @@
 //! For DR and tunnel the real server port is the virtual port (the kernel ignores any other);
 //! for NAT it is the task's first port.
 //!
+//! `OCEAN_ELB_VIEW_<VIEW>=vip:port/proto,...` (a `[dns.views]` view, upper-cased, `-` as
+//! `_`) adds the VIPs that view's clients are given by DNS (`OCEAN_DNS_NAMES`): each is a
+//! virtual service like those of `OCEAN_ELB`, with the same real servers and settings.
+//!
 //! A VIP is claimed only inside a `[lvs] vips = [{ cidr, apps }]` range of control.toml whose
 //! `apps` covers the app (the most specific containing range decides; no range, no VIP).
 //! Several apps may serve one virtual service when they declare it alike; when they differ
@@ -22,6 +26,7 @@ use ocean_core::table::lvs::{
 };
 use ocean_core::table::TableKind;
 
+use super::dns::ViewSettings;
 use super::Problem;
 use crate::ownership::{self, VipRange};
 use crate::state::{App, State};
@@ -30,7 +35,8 @@ use crate::state::{App, State};
 /// any other bad item refuses the whole label.
 type ParsedElb = (Vec<(IpAddr, u16, Protocol)>, Vec<String>);
 
-fn parse_elb(label: &str) -> Result<ParsedElb, String> {
+/// Parses the value of `key` (`OCEAN_ELB` or an `OCEAN_ELB_VIEW_*`).
+fn parse_elb(key: &str, label: &str) -> Result<ParsedElb, String> {
     let mut out = Vec::new();
     let mut refused = Vec::new();
     for item in label.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -41,7 +47,7 @@ fn parse_elb(label: &str) -> Result<ParsedElb, String> {
             // keep the app's TCP/UDP ones.
             Some((_, p)) if p.eq_ignore_ascii_case("sctp") => {
                 refused.push(format!(
-                    "OCEAN_ELB={item}: SCTP virtual services are not managed by Ocean"
+                    "{key}={item}: SCTP virtual services are not managed by Ocean"
                 ));
                 continue;
             }
@@ -62,21 +68,64 @@ fn parse_elb(label: &str) -> Result<ParsedElb, String> {
     Ok((out, refused))
 }
 
-struct AppElb {
-    services: Vec<(IpAddr, u16, Protocol)>,
-    /// Items refused one by one (SCTP), each a problem line.
-    refused: Vec<String>,
+/// One virtual service an app declares: VIP, port, protocol.
+pub(crate) type Service = (IpAddr, u16, Protocol);
+
+/// An app's ELB labels, parsed.
+pub(crate) struct AppElb {
+    pub services: Vec<Service>,
+    /// Per view (index into the configured views, its label, its services), from
+    /// `OCEAN_ELB_VIEW_*`.
+    pub views: Vec<(usize, String, Vec<Service>)>,
+    /// Items or view labels refused one by one, each a problem line.
+    pub refused: Vec<String>,
     scheduler: String,
     forward: Forward,
     persistence_s: Option<u32>,
     weight: u32,
 }
 
-fn parse_app(app: &App) -> Result<Option<AppElb>, String> {
+const VIEW_PREFIX: &str = "OCEAN_ELB_VIEW_";
+
+/// Parses an app's `OCEAN_ELB*` labels; `Ok(None)` when it has no `OCEAN_ELB`. `views` are
+/// the configured DNS views, in order.
+pub(crate) fn parse_app(app: &App, views: &[ViewSettings]) -> Result<Option<AppElb>, String> {
+    let view_labels = app
+        .labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(VIEW_PREFIX));
     let Some(elb) = app.labels.get("OCEAN_ELB") else {
+        // A view's VIPs are an alternative to the app's own; alone they mean nothing.
+        if let Some((k, _)) = view_labels.clone().next() {
+            return Err(format!("{k} needs OCEAN_ELB on the same app"));
+        }
         return Ok(None);
     };
-    let (services, refused) = parse_elb(elb).map_err(|e| format!("OCEAN_ELB: {e}"))?;
+    let (services, mut refused) =
+        parse_elb("OCEAN_ELB", elb).map_err(|e| format!("OCEAN_ELB: {e}"))?;
+    let mut by_view = Vec::new();
+    for (key, value) in view_labels {
+        let Some(i) = views.iter().position(|v| &v.label() == key) else {
+            let known: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+            refused.push(format!(
+                "{key}: no such view in control.toml [dns.views] (configured: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+            continue;
+        };
+        match parse_elb(key, value) {
+            Ok((s, r)) => {
+                refused.extend(r);
+                by_view.push((i, key.clone(), s));
+            }
+            // A bad view label costs that view only: the app's own services still count.
+            Err(e) => refused.push(format!("{key}: {e}")),
+        }
+    }
     let scheduler = app
         .labels
         .get("OCEAN_ELB_SCHEDULER")
@@ -115,6 +164,7 @@ fn parse_app(app: &App) -> Result<Option<AppElb>, String> {
     };
     Ok(Some(AppElb {
         services,
+        views: by_view,
         refused,
         scheduler,
         forward,
@@ -125,7 +175,7 @@ fn parse_app(app: &App) -> Result<Option<AppElb>, String> {
 
 /// Whether `app` may claim `vip`: the most specific `[lvs] vips` ranges that contain it
 /// must cover the app. The error names the rule that refused it.
-fn judge_vip(ranges: &[VipRange], app: &App, vip: IpAddr) -> Result<(), String> {
+pub(crate) fn judge_vip(ranges: &[VipRange], app: &App, vip: IpAddr) -> Result<(), String> {
     let owners = ownership::vip_owners(ranges, vip);
     if owners.is_empty() {
         return Err(format!(
@@ -154,22 +204,29 @@ fn judge_vip(ranges: &[VipRange], app: &App, vip: IpAddr) -> Result<(), String> 
     ))
 }
 
-fn elb_item(vip: IpAddr, port: u16, protocol: Protocol) -> String {
+fn elb_item(key: &str, vip: IpAddr, port: u16, protocol: Protocol) -> String {
     let p = match protocol {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
     };
-    format!("OCEAN_ELB={}/{p}", SocketAddr::new(vip, port))
+    format!("{key}={}/{p}", SocketAddr::new(vip, port))
 }
 
-pub fn derive(state: &State, ranges: &[VipRange], problems: &mut Vec<Problem>) -> LvsTable {
+/// Derives the virtual services; `views` are the configured DNS views (for
+/// `OCEAN_ELB_VIEW_*`).
+pub fn derive(
+    state: &State,
+    ranges: &[VipRange],
+    views: &[ViewSettings],
+    problems: &mut Vec<Problem>,
+) -> LvsTable {
     type Key = (IpAddr, u16, Protocol);
-    // Every accepted claim per virtual service, in app order.
-    let mut claims: BTreeMap<Key, Vec<(&App, &AppElb)>> = BTreeMap::new();
+    // Every accepted claim per virtual service, in app order, with the label that made it.
+    let mut claims: BTreeMap<Key, Vec<(&App, &AppElb, &str)>> = BTreeMap::new();
     let parsed: Vec<(&App, AppElb)> = state
         .apps
         .iter()
-        .filter_map(|app| match parse_app(app) {
+        .filter_map(|app| match parse_app(app, views) {
             Ok(Some(e)) => Some((app, e)),
             Ok(None) => None,
             Err(e) => {
@@ -182,44 +239,50 @@ pub fn derive(state: &State, ranges: &[VipRange], problems: &mut Vec<Problem>) -
         for why in &elb.refused {
             problems.push(Problem::app(app, TableKind::Lvs, why.clone()));
         }
-        for (vip, port, protocol) in &elb.services {
+        let own = elb.services.iter().map(|s| ("OCEAN_ELB", s));
+        let viewed = elb
+            .views
+            .iter()
+            .flat_map(|(_, key, s)| s.iter().map(move |s| (key.as_str(), s)));
+        for (key, (vip, port, protocol)) in own.chain(viewed) {
             let vip = ownership::canonical(*vip);
             if let Err(why) = judge_vip(ranges, app, vip) {
                 problems.push(Problem::app(
                     app,
                     TableKind::Lvs,
-                    format!("{}: {why}", elb_item(vip, *port, *protocol)),
+                    format!("{}: {why}", elb_item(key, vip, *port, *protocol)),
                 ));
                 continue;
             }
-            claims
-                .entry((vip, *port, *protocol))
-                .or_default()
-                .push((app, elb));
+            let c = claims.entry((vip, *port, *protocol)).or_default();
+            // A view may repeat the app's own service: one claim per app.
+            if !c.iter().any(|(a, _, _)| a.id == app.id) {
+                c.push((app, elb, key));
+            }
         }
     }
     let mut services = Vec::new();
     for ((vip, port, protocol), claimants) in claims {
-        let Some((_, first)) = claimants.first() else {
+        let Some((_, first, _)) = claimants.first() else {
             continue;
         };
-        let agree = claimants
-            .iter()
-            .all(|(_, e)| e.scheduler == first.scheduler && e.persistence_s == first.persistence_s);
+        let agree = claimants.iter().all(|(_, e, _)| {
+            e.scheduler == first.scheduler && e.persistence_s == first.persistence_s
+        });
         if !agree {
             // Owners that disagree: neither wins by order; the service is left out and the
             // kernel's entry, if lvs-sync made one, is drained by lvs-sync as usual.
             let who: Vec<String> = claimants
                 .iter()
-                .map(|(a, e)| format!("{} (scheduler {})", a.id, e.scheduler))
+                .map(|(a, e, _)| format!("{} (scheduler {})", a.id, e.scheduler))
                 .collect();
-            for (app, _) in &claimants {
+            for (app, _, key) in &claimants {
                 problems.push(Problem::app(
                     app,
                     TableKind::Lvs,
                     format!(
                         "{}: conflict: declared differently by {}; left out until they agree",
-                        elb_item(vip, port, protocol),
+                        elb_item(key, vip, port, protocol),
                         who.join(", ")
                     ),
                 ));
@@ -234,7 +297,7 @@ pub fn derive(state: &State, ranges: &[VipRange], problems: &mut Vec<Problem>) -
             persistence_s: first.persistence_s,
             reals: Vec::new(),
         };
-        for (app, elb) in &claimants {
+        for (app, elb, _) in &claimants {
             for t in app.live_tasks() {
                 let Some(ip) = t.ip else { continue };
                 if ip.is_ipv4() != vip.is_ipv4() {
@@ -291,7 +354,7 @@ mod tests {
             task("b.1", "10.0.0.4", &[31003]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &open_ranges(), &mut problems);
+        let t = derive(&state(&json), &open_ranges(), &[], &mut problems);
         t.validate().unwrap();
         assert_eq!(t.services.len(), 3);
         let web = &t.services[0];
@@ -312,11 +375,11 @@ mod tests {
 
     #[test]
     fn ipv6_vips_parse() {
-        let (v, _) = parse_elb("[fd00::1]:80/tcp").unwrap();
+        let (v, _) = parse_elb("OCEAN_ELB", "[fd00::1]:80/tcp").unwrap();
         assert_eq!(v[0].1, 80);
         assert!(v[0].0.is_ipv6());
-        assert!(parse_elb("10.0.0.1:80/quic").is_err());
-        assert!(parse_elb("10.0.0.1:0").is_err());
+        assert!(parse_elb("OCEAN_ELB", "10.0.0.1:80/quic").is_err());
+        assert!(parse_elb("OCEAN_ELB", "10.0.0.1:0").is_err());
     }
 
     #[test]
@@ -330,7 +393,7 @@ mod tests {
             task("o.1", "10.0.0.2", &[31001]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &open_ranges(), &mut problems);
+        let t = derive(&state(&json), &open_ranges(), &[], &mut problems);
         t.validate().unwrap();
         let got: Vec<(String, Protocol)> = t
             .services
@@ -391,7 +454,7 @@ mod ownership_rules {
             task("b.1", "10.0.5.3", &[31000]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &ranges, &mut problems);
+        let t = derive(&state(&json), &ranges, &[], &mut problems);
         t.validate().unwrap();
         let got: Vec<(String, String, Vec<String>)> = t
             .services
@@ -434,11 +497,97 @@ mod ownership_rules {
             task("w.1", "10.0.5.1", &[31000]),
         );
         let mut problems = Vec::new();
-        let t = derive(&state(&json), &[], &mut problems);
+        let t = derive(&state(&json), &[], &[], &mut problems);
         assert!(t.services.is_empty());
         assert!(
             problems[0].message.contains("no range, no VIP"),
             "{problems:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod views {
+    use super::*;
+    use crate::derive::fixtures::{state, task};
+    use crate::ownership::AppPrefix;
+    use ocean_core::table::Table;
+
+    fn views() -> Vec<ViewSettings> {
+        ["unicom", "china-telecom"]
+            .iter()
+            .map(|n| ViewSettings {
+                name: n.to_string(),
+                networks: vec!["10.1.0.0/16".parse().unwrap()],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn view_vips_are_virtual_services_with_the_apps_real_servers() {
+        let ranges = vec![VipRange {
+            cidr: "10.99.0.0/16".parse().unwrap(),
+            apps: vec![AppPrefix::parse("/lb/").unwrap()],
+        }];
+        let json = format!(
+            r#"{{"apps":[
+            {{"id":"/lb/api","labels":{{"OCEAN_ELB":"10.99.0.1:80/tcp","OCEAN_ELB_FORWARD":"nat","OCEAN_ELB_SCHEDULER":"rr",
+              "OCEAN_ELB_WEIGHT":"5","OCEAN_ELB_VIEW_UNICOM":"10.99.1.1:80,10.50.0.1:80",
+              "OCEAN_ELB_VIEW_CHINA_TELECOM":"10.99.0.1:80,10.99.2.1:8080/udp","OCEAN_ELB_VIEW_MARS":"10.99.3.1:80",
+              "OCEAN_ELB_VIEW_unicom":"10.99.4.1:80"}},"tasks":[{},{}]}},
+            {{"id":"/lb/other","labels":{{"OCEAN_ELB":"10.99.9.9:80","OCEAN_ELB_VIEW_UNICOM":"10.99.1.1:80","OCEAN_ELB_SCHEDULER":"wrr"}},"tasks":[{}]}},
+            {{"id":"/lb/viewonly","labels":{{"OCEAN_ELB_VIEW_UNICOM":"10.99.5.1:80"}},"tasks":[]}}
+            ]}}"#,
+            task("a.1", "10.0.0.1", &[31000]),
+            task("a.2", "10.0.0.2", &[31001]),
+            task("o.1", "10.0.0.3", &[31002]),
+        );
+        let mut problems = Vec::new();
+        let t = derive(&state(&json), &ranges, &views(), &mut problems);
+        t.validate().unwrap();
+        let got: Vec<String> = t
+            .services
+            .iter()
+            .map(|s| {
+                let reals: Vec<String> = s
+                    .reals
+                    .iter()
+                    .map(|r| format!("{}:{}/{}/{:?}", r.ip, r.port, r.weight, r.forward))
+                    .collect();
+                format!(
+                    "{}:{}/{:?} {} {}",
+                    s.vip,
+                    s.port,
+                    s.protocol,
+                    s.scheduler,
+                    reals.join(",")
+                )
+            })
+            .collect();
+        let api = "10.0.0.1:31000/5/Nat,10.0.0.2:31001/5/Nat";
+        assert_eq!(
+            got,
+            vec![
+                format!("10.99.0.1:80/Tcp rr {api}"),
+                format!("10.99.2.1:8080/Udp rr {api}"),
+                "10.99.9.9:80/Tcp wrr 10.0.0.3:80/1/Dr".to_string(),
+            ],
+            "{problems:?}"
+        );
+        let msgs: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.app.as_deref().unwrap_or("-"), p.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "/lb/viewonly: OCEAN_ELB_VIEW_UNICOM needs OCEAN_ELB on the same app",
+                "/lb/api: OCEAN_ELB_VIEW_MARS: no such view in control.toml [dns.views] (configured: unicom, china-telecom)",
+                "/lb/api: OCEAN_ELB_VIEW_unicom: no such view in control.toml [dns.views] (configured: unicom, china-telecom)",
+                "/lb/api: OCEAN_ELB_VIEW_UNICOM=10.50.0.1:80/tcp: refused: 10.50.0.1 lies in no [lvs] vips range of control.toml (no range, no VIP)",
+                "/lb/api: OCEAN_ELB_VIEW_UNICOM=10.99.1.1:80/tcp: conflict: declared differently by /lb/api (scheduler rr), /lb/other (scheduler wrr); left out until they agree",
+                "/lb/other: OCEAN_ELB_VIEW_UNICOM=10.99.1.1:80/tcp: conflict: declared differently by /lb/api (scheduler rr), /lb/other (scheduler wrr); left out until they agree",
+            ]
         );
     }
 }

@@ -4,6 +4,7 @@
 //! used for a table is left out of that table and reported; every other app still counts.
 
 pub mod dns;
+pub mod lb_names;
 pub mod lvs;
 pub mod memcached;
 pub mod mysql;
@@ -66,11 +67,18 @@ pub struct Derived {
 /// Derives every table.
 pub fn derive_all(state: &State, config: &DeriveConfig) -> Derived {
     let mut problems = Vec::new();
-    let dns = dns::derive(state, &config.dns, &mut problems);
+    let mut dns = dns::derive(state, &config.dns, &mut problems);
+    lb_names::derive(
+        state,
+        &config.dns,
+        &config.owners.vips,
+        &mut dns,
+        &mut problems,
+    );
     let redis = redis::derive(state, &config.owners, &mut problems);
     let memcached = memcached::derive(state, &config.owners, &mut problems);
     let mysql = mysql::derive(state, &config.mysql, &mut problems);
-    let lvs = lvs::derive(state, &config.owners.vips, &mut problems);
+    let lvs = lvs::derive(state, &config.owners.vips, &config.dns.views, &mut problems);
     Derived {
         dns,
         redis,
