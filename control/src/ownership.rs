@@ -12,6 +12,8 @@
 //! | `OCEAN_REDIS_CLUSTER` | `[redis.clusters.N] apps` | every claimant in one top-level group |
 //! | `OCEAN_MEMCACHED_POOL` | `[memcached.pools.N] apps` | every claimant in one top-level group |
 //! | `OCEAN_ELB` | `[lvs] vips = [{cidr, apps}]` | none: no range, no VIP |
+//! | `OCEAN_ELB_VIEW_<VIEW>` | `[lvs] vips`, as `OCEAN_ELB` | none: no range, no VIP |
+//! | `OCEAN_DNS_NAMES` | `[dns.zones."ZONE"] apps` (the longest zone holding the name) | none: no zone, no name |
 //! | `OCEAN_JOBNAME` | — | the app named by the JOBNAME owns it, else one top-level group |
 //!
 //! This module holds the rule types and the decisions; each `derive` module applies them
