@@ -291,6 +291,24 @@ mod tests {
     }
 
     #[test]
+    fn dns_views_and_zones_are_live_settings() {
+        let old = config();
+        let mut new = old.clone();
+        new.derive.dns.views.push(crate::derive::dns::ViewSettings {
+            name: "unicom".into(),
+            networks: vec!["10.1.0.0/16".parse().unwrap()],
+        });
+        assert_eq!(live_changes(&old, &new), ["domain/[dns]"]);
+        let mut new = old.clone();
+        new.derive.dns.zones.insert(
+            "shop.example.com".into(),
+            vec![AppPrefix::parse("/lb/").unwrap()],
+        );
+        assert_eq!(live_changes(&old, &new), ["domain/[dns]"]);
+        assert!(needs_restart(&old, &new).is_empty());
+    }
+
+    #[test]
     fn socket_and_source_changes_need_a_restart() {
         let old = config();
         let mut new = old.clone();
