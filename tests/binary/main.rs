@@ -20,6 +20,8 @@ mod status;
 
 mod reload_control;
 
+mod views;
+
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(OCEAN).args(args).output().unwrap();
     (
