@@ -55,6 +55,14 @@ pub struct Args {
     /// Key hash of the standalone pool (ketama over twemproxy's hashes).
     #[arg(long, value_enum, default_value = "fnv1a_64")]
     pub hash: HashArg,
+    /// Standalone mode from twemproxy's config: the pool's `listen`, servers (names and
+    /// weights), `hash`, `timeout`, `server_failure_limit`, `server_retry_timeout` and
+    /// `server_connections`; what would place keys differently is refused at start.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "pool"])]
+    pub nutcracker_config: Option<std::path::PathBuf>,
+    /// The pool of --nutcracker-config to serve when the file has several.
+    #[arg(long, value_name = "NAME", requires = "nutcracker_config")]
+    pub nutcracker_pool: Option<String>,
     /// Table mode: the address listeners bind to, one per pool on its `listen_port`.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
@@ -419,6 +427,40 @@ impl Args {
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
         };
+        let mut settings = settings;
+        if let Some(path) = &self.nutcracker_config {
+            let p = crate::nutcracker::load(path, self.nutcracker_pool.as_deref())?;
+            for why in &p.ignored {
+                tracing::warn!(file = %path.display(), pool = %p.name, "nutcracker.yml {why}");
+            }
+            // The file's timing wins over the flags' defaults: it is what the pool ran with.
+            if let Some(t) = p.timeout {
+                settings.request_timeout = t;
+            }
+            if let Some(n) = p.server_failure_limit {
+                settings.tko_after = n;
+            }
+            if let Some(t) = p.server_retry_timeout {
+                settings.probe_interval = t;
+                settings.probe_interval_max = settings.probe_interval_max.max(t);
+            }
+            if let Some(n) = p.server_connections {
+                settings.backend_connections = n;
+            }
+            let config = Config {
+                mode: Mode::Standalone {
+                    listen: p.listen,
+                    pool: p.pool,
+                },
+                settings,
+                threads: self.threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                }),
+                admin: self.admin,
+            };
+            config.validate()?;
+            return Ok(config);
+        }
         let mode = match self.listen {
             Some(listen) => {
                 let replica_sets = self

@@ -9,6 +9,7 @@
 //! - [`budget`]: a client's reply budget, shared by its connection and backend readers.
 //! - [`ketama`]: the ketama ring, byte-compatible with twemproxy's placement.
 //! - [`config`]: flags ([`Args`]) and [`Config`].
+//! - [`nutcracker`]: a twemproxy `nutcracker.yml` pool read as a standalone pool.
 //! - [`route`]: a pool's routing state (rings over shared servers), swapped whole.
 //! - [`upstream`]: backend servers, pipelined shared connections, TKO and probes.
 //! - [`connection`]: one client connection: decode, route, collect replies in order.
@@ -19,6 +20,7 @@ pub mod budget;
 pub mod config;
 pub mod connection;
 pub mod ketama;
+pub mod nutcracker;
 pub mod proto;
 pub mod reply;
 pub mod route;

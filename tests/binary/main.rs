@@ -22,6 +22,8 @@ mod reload_control;
 
 mod views;
 
+mod nutcracker;
+
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(OCEAN).args(args).output().unwrap();
     (

@@ -1,0 +1,255 @@
+//! `ocean memcached-router --nutcracker-config` as a drop-in for twemproxy (issue 15): the
+//! real `nutcracker` stores 10,000 keys in a weighted ketama pool of three memcached, is
+//! stopped, and the built binary started on the very same nutcracker.yml (same listen
+//! port) reads every one of them back; a file whose placement the router cannot reproduce
+//! is refused at start, naming the key.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ocean_tests::servers::{find_binary, free_port, Memcached, ServerProcess};
+
+use super::{Proc, OCEAN};
+
+const KEYS: usize = 10_000;
+/// Keys per pipelined batch (sets) or per multi-get.
+const BATCH: usize = 100;
+
+fn connect(addr: SocketAddr, what: &str, log: &dyn Fn() -> String) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never accepted on {addr}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("user:{i}:session")
+}
+
+fn value(i: usize) -> String {
+    format!("v{}", i * 7)
+}
+
+/// Sets every key through `addr`, pipelined, checking each `STORED`.
+fn set_all(addr: SocketAddr, log: &dyn Fn() -> String) {
+    let stream = connect(addr, "nutcracker", log);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    for batch in (0..KEYS).collect::<Vec<_>>().chunks(BATCH) {
+        let mut req = String::new();
+        for &i in batch {
+            let v = value(i);
+            req.push_str(&format!("set {} 0 0 {}\r\n{v}\r\n", key(i), v.len()));
+        }
+        writer.write_all(req.as_bytes()).unwrap();
+        for &i in batch {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert_eq!(line, "STORED\r\n", "set {} through nutcracker", key(i));
+        }
+    }
+}
+
+/// Multi-gets every key through `addr`; returns the keys missing or with a wrong value.
+fn missing(addr: SocketAddr, log: &dyn Fn() -> String) -> Vec<String> {
+    let stream = connect(addr, "ocean memcached-router", log);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut missing = Vec::new();
+    let mut line = String::new();
+    for batch in (0..KEYS).collect::<Vec<_>>().chunks(BATCH) {
+        let mut req = "get".to_string();
+        for &i in batch {
+            req.push(' ');
+            req.push_str(&key(i));
+        }
+        req.push_str("\r\n");
+        writer.write_all(req.as_bytes()).unwrap();
+        let mut got = std::collections::HashMap::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "END\r\n" {
+                break;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert!(
+                words.len() == 4 && words[0] == "VALUE",
+                "not a VALUE line: {line:?}\n{}",
+                log()
+            );
+            let name = words[1].to_string();
+            let mut data = String::new();
+            reader.read_line(&mut data).unwrap();
+            got.insert(name, data.trim_end().to_string());
+        }
+        for &i in batch {
+            if got.get(&key(i)) != Some(&value(i)) {
+                missing.push(key(i));
+            }
+        }
+    }
+    missing
+}
+
+fn items(addr: SocketAddr) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"stats\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if let Some(n) = line.strip_prefix("STAT curr_items ") {
+            return n.trim().parse().unwrap();
+        }
+        assert_ne!(line, "END\r\n", "no curr_items in stats of {addr}");
+    }
+}
+
+fn ocean(dir: &Path, conf: &Path) -> Proc {
+    let log = std::fs::File::create(dir.join("ocean.log")).unwrap();
+    Proc(Some(
+        Command::new(OCEAN)
+            .args(["memcached-router", "--nutcracker-config"])
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocean_serves_every_key_nutcracker_stored_from_the_same_file() {
+    let nutcracker = find_binary("nutcracker", "nutcracker").unwrap();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Memcached::start().await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A production-looking pool: weights, one server hashed by its name, and the keys
+    // twemproxy users set that only tune timing or that ocean does not use.
+    let conf = format!(
+        "cache:\n  listen: {listen}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+         timeout: 400\n  backlog: 1024\n  preconnect: true\n  auto_eject_hosts: false\n  \
+         server_retry_timeout: 2000\n  server_failure_limit: 2\n  servers:\n   \
+         - {}:1\n   - {}:2\n   - {}:1 cache-3\n",
+        addrs[0], addrs[1], addrs[2]
+    );
+    let conf_path = dir.path().join("nutcracker.yml");
+    std::fs::write(&conf_path, &conf).unwrap();
+
+    let nut_log = dir.path().join("nutcracker.log");
+    let mut proxy = ServerProcess::spawn(
+        "nutcracker",
+        nutcracker,
+        vec![
+            "-c".into(),
+            conf_path.clone().into_os_string(),
+            "-s".into(),
+            free_port().unwrap().to_string().into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+        ],
+        dir.path(),
+        nut_log.clone(),
+        Vec::new(),
+    )
+    .unwrap();
+    let nut_log_text = || std::fs::read_to_string(&nut_log).unwrap_or_default();
+    set_all(listen, &nut_log_text);
+    let per_server: Vec<u64> = addrs.iter().map(|a| items(*a)).collect();
+    assert_eq!(
+        per_server.iter().sum::<u64>(),
+        KEYS as u64,
+        "{per_server:?}"
+    );
+    assert!(
+        per_server.iter().all(|&n| n > KEYS as u64 / 10),
+        "every server holds a share: {per_server:?}"
+    );
+    // The weight-2 server holds the most, as ketama gives it twice the points.
+    assert!(per_server[1] > per_server[0] && per_server[1] > per_server[2]);
+    proxy.stop();
+
+    let mut router = ocean(dir.path(), &conf_path);
+    let ocean_log = || std::fs::read_to_string(dir.path().join("ocean.log")).unwrap_or_default();
+    let lost = missing(listen, &ocean_log);
+    assert!(
+        lost.is_empty(),
+        "{} of {KEYS} keys stored by nutcracker are missed through ocean (first: {:?})",
+        lost.len(),
+        lost.first()
+    );
+    let log = ocean_log();
+    assert!(
+        log.contains("backlog: not used by ocean") && log.contains("preconnect"),
+        "the keys ocean does not use are named at start:\n{log}"
+    );
+    if let Some(mut c) = router.0.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_pool_that_would_move_keys_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, needle) in [
+        ("  hash: murmur\n", "hash: murmur is not supported"),
+        ("  distribution: modula\n", "distribution: modula"),
+        ("  hash_tag: \"{}\"\n", "hash_tag"),
+        ("  redis: true\n", "ocean redis-router"),
+    ] {
+        let conf = dir.path().join("nutcracker.yml");
+        std::fs::write(
+            &conf,
+            format!("p:\n  listen: 127.0.0.1:1\n{body}  servers:\n   - 127.0.0.1:11211:1\n"),
+        )
+        .unwrap();
+        let out = Command::new(OCEAN)
+            .args(["memcached-router", "--nutcracker-config"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{body}: started:\n{text}");
+        assert!(
+            text.contains(needle) && text.contains("nutcracker.yml"),
+            "{body}: {text}"
+        );
+    }
+    // The two sources of a pool cannot be mixed.
+    let out = Command::new(OCEAN)
+        .args([
+            "memcached-router",
+            "--nutcracker-config",
+            "x.yml",
+            "--listen",
+            "127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
