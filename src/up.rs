@@ -324,6 +324,7 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
                 settings: ocean_memcached_router::config::Settings::default(),
                 threads: 0,
                 admin: r.admin,
+                pool_file: None,
             };
             Some(
                 ocean_memcached_router::start(c, cancel.clone())

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
 use crate::ketama::{server_name_for, KeyHash};
+pub use crate::pool::{PoolSpec, ReplicaSetSpec, ServerSpec};
 use crate::proto::Limits;
 
 /// How a write (storage command, delete, incr/decr, touch) answers the client when a pool
@@ -133,38 +134,6 @@ pub const DEFAULT_MAX_CLIENT_REPLY_BYTES: usize = 8 << 20;
 /// The smallest `--max-client-reply-bytes` accepted.
 pub const MIN_CLIENT_REPLY_BYTES: usize = 64 << 10;
 
-/// One backend server of a replica set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerSpec {
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// The name hashed onto the ketama ring (twemproxy's: host as written, `:port` unless
-    /// 11211).
-    pub name: String,
-    /// Ketama weight.
-    pub weight: u32,
-}
-
-/// One replica set: a full copy of the keyspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaSetSpec {
-    /// Its name (for logs and metrics).
-    pub name: String,
-    /// Its servers, in configuration order.
-    pub servers: Vec<ServerSpec>,
-}
-
-/// A pool: replica sets in preference order, hashed the same way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolSpec {
-    /// Pool name (metrics label).
-    pub name: String,
-    /// The key hash.
-    pub hash: KeyHash,
-    /// Replica sets; reads go to the first and fail over in order.
-    pub replica_sets: Vec<ReplicaSetSpec>,
-}
-
 /// Where pools come from.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -249,6 +218,19 @@ pub struct Config {
     pub threads: usize,
     /// Admin HTTP address.
     pub admin: Option<SocketAddr>,
+    /// Standalone mode from a file (`--nutcracker-config`): re-read on SIGHUP.
+    pub pool_file: Option<PoolFile>,
+}
+
+/// The file the standalone pool was read from, and what it held at start.
+#[derive(Debug, Clone)]
+pub struct PoolFile {
+    /// The nutcracker.yml.
+    pub path: std::path::PathBuf,
+    /// `--nutcracker-pool`.
+    pub pool: Option<String>,
+    /// The pool as loaded at start: a reload compares against it.
+    pub loaded: crate::nutcracker::NutcrackerPool,
 }
 
 impl Config {
@@ -259,6 +241,7 @@ impl Config {
             settings: Settings::default(),
             threads: 0,
             admin: None,
+            pool_file: None,
         }
     }
 
@@ -293,60 +276,6 @@ impl Config {
             bail!("--write-timeout must be > 0");
         }
         Ok(())
-    }
-}
-
-impl PoolSpec {
-    /// Checks that every replica set has servers with non-zero weights.
-    ///
-    /// # Errors
-    /// A message naming the replica set.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.replica_sets.is_empty() {
-            bail!("pool {}: no replica sets", self.name);
-        }
-        for rs in &self.replica_sets {
-            if rs.servers.is_empty() {
-                bail!("pool {} replica set {}: no servers", self.name, rs.name);
-            }
-            if let Some(s) = rs.servers.iter().find(|s| s.weight == 0) {
-                bail!(
-                    "pool {} replica set {}: {} has weight 0",
-                    self.name,
-                    rs.name,
-                    s.addr
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// The pool a `memcached` table entry describes (server names from their addresses).
-    pub fn from_table(pool: &ocean_core::table::memcached::MemcachedPool) -> PoolSpec {
-        use ocean_core::table::memcached::MemcachedHash;
-        PoolSpec {
-            name: pool.name.clone(),
-            hash: match pool.hash {
-                MemcachedHash::Fnv1a64 => KeyHash::Fnv1a64,
-                MemcachedHash::Md5 => KeyHash::Md5,
-            },
-            replica_sets: pool
-                .replicas
-                .iter()
-                .map(|rs| ReplicaSetSpec {
-                    name: rs.name.clone(),
-                    servers: rs
-                        .servers
-                        .iter()
-                        .map(|s| ServerSpec {
-                            addr: s.addr,
-                            name: crate::ketama::server_name(s.addr),
-                            weight: s.weight,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        }
     }
 }
 
@@ -450,13 +379,18 @@ impl Args {
             let config = Config {
                 mode: Mode::Standalone {
                     listen: p.listen,
-                    pool: p.pool,
+                    pool: p.pool.clone(),
                 },
                 settings,
                 threads: self.threads.unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
                 }),
                 admin: self.admin,
+                pool_file: Some(PoolFile {
+                    path: path.clone(),
+                    pool: self.nutcracker_pool.clone(),
+                    loaded: p,
+                }),
             };
             config.validate()?;
             return Ok(config);
@@ -490,6 +424,7 @@ impl Args {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),
             admin: self.admin,
+            pool_file: None,
         };
         config.validate()?;
         Ok(config)

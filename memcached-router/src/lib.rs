@@ -21,6 +21,7 @@ pub mod config;
 pub mod connection;
 pub mod ketama;
 pub mod nutcracker;
+pub mod pool;
 pub mod proto;
 pub mod reply;
 pub mod route;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::config::{PoolSpec, ReplicaSetSpec, ServerSpec};
 use crate::ketama::{server_name_for, KeyHash};
+use crate::pool::{PoolSpec, ReplicaSetSpec, ServerSpec};
 
 /// One pool of a nutcracker.yml, as the router runs it.
 #[derive(Debug, Clone, PartialEq)]

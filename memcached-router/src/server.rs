@@ -77,6 +77,8 @@ enum WorkerSource {
     Standalone {
         listener: std::net::TcpListener,
         pool: PoolSpec,
+        /// New pools from a reload of `--nutcracker-config`.
+        updates: tokio::sync::watch::Receiver<PoolSpec>,
     },
     Table {
         bind: std::net::IpAddr,
@@ -95,9 +97,25 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     ocean_core::metrics::handle();
     crate::stats::describe();
     let tracker = TaskTracker::new();
-    // SIGHUP: every setting is a flag, and the table comes from its subscriber, so there
-    // is nothing to re-read; the reload is still answered (log, metric, systemd READY=1).
-    ocean_core::reload::spawn("memcached-router", cancel.clone(), || Ok(Vec::new()));
+    // The standalone pool, which a reload of its file replaces.
+    let standalone_pool = match &config.mode {
+        Mode::Standalone { pool, .. } => pool.clone(),
+        Mode::Table { .. } => PoolSpec {
+            name: String::new(),
+            hash: crate::ketama::KeyHash::Fnv1a64,
+            replica_sets: Vec::new(),
+        },
+    };
+    let (pool_tx, pool_rx) = tokio::sync::watch::channel(standalone_pool);
+    // SIGHUP: a --nutcracker-config file is re-read and its servers applied; otherwise
+    // every setting is a flag and the table comes from its subscriber, so there is nothing
+    // to re-read, and the reload is still answered (log, metric, systemd READY=1).
+    match config.pool_file.clone() {
+        Some(file) => ocean_core::reload::spawn("memcached-router", cancel.clone(), move || {
+            reload_pool_file(&file, &pool_tx)
+        }),
+        None => ocean_core::reload::spawn("memcached-router", cancel.clone(), || Ok(Vec::new())),
+    }
     let stats = Arc::new(RouterStats::default());
     let settings = Arc::new(config.settings.clone());
     let workers = config.threads.max(1);
@@ -122,6 +140,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 sources.push(WorkerSource::Standalone {
                     listener,
                     pool: pool.clone(),
+                    updates: pool_rx.clone(),
                 });
             }
             // No table to wait for: bound is ready (systemd READY=1).
@@ -266,7 +285,11 @@ async fn worker(
     // clients come through them. Closed once every client connection has ended.
     let backends = CancellationToken::new();
     match source {
-        WorkerSource::Standalone { listener, pool } => {
+        WorkerSource::Standalone {
+            listener,
+            pool,
+            mut updates,
+        } => {
             let listener = match TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -278,7 +301,25 @@ async fn worker(
                 registry.build(&pool, &settings, &backends),
             ));
             let ctx = Arc::new(ClientContext { route, stats });
-            accept_loop(listener, ctx, &settings, &tracker, cancel.clone()).await;
+            tracker.spawn(accept_loop(
+                listener,
+                ctx.clone(),
+                &settings,
+                &tracker,
+                cancel.clone(),
+            ));
+            updates.mark_unchanged();
+            // A reloaded pool: servers that stay keep their connections and TKO state, as
+            // in a table swap; clients pick the new ring up at their next batch.
+            while tokio::select! {
+                () = cancel.cancelled() => false,
+                changed = updates.changed() => changed.is_ok(),
+            } {
+                let spec = updates.borrow_and_update().clone();
+                let route = registry.build(&spec, &settings, &backends);
+                registry.retain(&[&route]);
+                ctx.route.store(Arc::new(route));
+            }
         }
         WorkerSource::Table { bind, watch } => {
             follow_table(
@@ -297,6 +338,53 @@ async fn worker(
     tracker.close();
     tracker.wait().await;
     backends.cancel();
+}
+
+/// SIGHUP with `--nutcracker-config`: re-reads the file and hands its servers to the
+/// workers. What needs a restart (the listen address, timing) is logged and kept; a file
+/// that no longer loads keeps the running pool.
+fn reload_pool_file(
+    file: &crate::config::PoolFile,
+    pool_tx: &tokio::sync::watch::Sender<PoolSpec>,
+) -> anyhow::Result<Vec<String>> {
+    let now = crate::nutcracker::load(&file.path, file.pool.as_deref())?;
+    let was = &file.loaded;
+    let kept = [
+        ("listen", now.listen != was.listen),
+        ("timeout", now.timeout != was.timeout),
+        (
+            "server_failure_limit",
+            now.server_failure_limit != was.server_failure_limit,
+        ),
+        (
+            "server_retry_timeout",
+            now.server_retry_timeout != was.server_retry_timeout,
+        ),
+        (
+            "server_connections",
+            now.server_connections != was.server_connections,
+        ),
+    ];
+    for (key, _) in kept.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!(
+            file = %file.path.display(),
+            key,
+            "reload: {key} changed in the file; it needs a restart, the running value is kept"
+        );
+    }
+    let applied = pool_tx.send_if_modified(|pool| {
+        if *pool == now.pool {
+            return false;
+        }
+        *pool = now.pool.clone();
+        true
+    });
+    Ok(if applied {
+        tracing::info!(file = %file.path.display(), pool = %now.pool.name, "reload: servers applied");
+        vec![format!("{} servers", file.path.display())]
+    } else {
+        Vec::new()
+    })
 }
 
 struct PoolListener {

@@ -73,6 +73,7 @@ async fn adding_a_server_moves_only_ketamas_share() -> Result<()> {
         settings: Settings::default(),
         threads: 0,
         admin: None,
+        pool_file: None,
     };
     let cancel = CancellationToken::new();
     let running = ocean_memcached_router::start(config, cancel.clone()).await?;

@@ -79,6 +79,7 @@ async fn histograms_help_tko_labels_and_removed_servers() -> Result<()> {
         },
         threads: 0,
         admin: Some("127.0.0.1:0".parse()?),
+        pool_file: None,
     };
     let cancel = CancellationToken::new();
     let running = ocean_memcached_router::start(config, cancel.clone()).await?;

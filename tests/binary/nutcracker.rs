@@ -205,9 +205,67 @@ async fn ocean_serves_every_key_nutcracker_stored_from_the_same_file() {
         log.contains("backlog: not used by ocean") && log.contains("preconnect"),
         "the keys ocean does not use are named at start:\n{log}"
     );
+
+    // SIGHUP re-reads the file. A broken file keeps the running pool.
+    let child = router.0.as_ref().unwrap();
+    std::fs::write(&conf_path, "cache: [").unwrap();
+    hup_and_wait(child, &ocean_log, "reload failed");
+    assert!(missing(listen, &ocean_log).is_empty());
+    // cache-3 leaves the pool (and the listen port changes, which needs a restart): new
+    // keys go to the two servers left, on the port the router already listens on.
+    let moved = conf
+        .replace(&format!("   - {}:1 cache-3\n", addrs[2]), "")
+        .replace(&format!("listen: {listen}"), "listen: 127.0.0.1:1");
+    std::fs::write(&conf_path, &moved).unwrap();
+    hup_and_wait(child, &ocean_log, "servers applied");
+    assert!(
+        ocean_log().contains("listen changed in the file; it needs a restart"),
+        "{}",
+        ocean_log()
+    );
+    let before: Vec<u64> = addrs.iter().map(|a| items(*a)).collect();
+    let stream = connect(listen, "ocean memcached-router", &ocean_log);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    for i in 0..300 {
+        writer
+            .write_all(format!("set after-reload:{i} 0 0 1\r\nx\r\n").as_bytes())
+            .unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "STORED\r\n");
+    }
+    let after: Vec<u64> = addrs.iter().map(|a| items(*a)).collect();
+    assert_eq!(after[2], before[2], "nothing goes to the removed server");
+    assert_eq!(
+        after[0] + after[1],
+        before[0] + before[1] + 300,
+        "{before:?} -> {after:?}"
+    );
     if let Some(mut c) = router.0.take() {
         c.kill().unwrap();
         c.wait().unwrap();
+    }
+}
+
+/// Sends SIGHUP and waits (up to 10 s) until the log has one more line containing
+/// `needle` than before.
+fn hup_and_wait(child: &std::process::Child, log: &dyn Fn() -> String, needle: &str) {
+    let before = log().matches(needle).count();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log().matches(needle).count() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
