@@ -5,6 +5,10 @@
 //! plus names that never exist, while the test renames 100 different tables into place and
 //! waits until each one is served. Every query must be answered, with NOERROR for the present
 //! names and NXDOMAIN for the absent ones: no loss, no SERVFAIL, no wrong NXDOMAIN.
+//!
+//! Views are on (issue 14): dnsperf's source, 127.0.0.1, is in a view that answers some of
+//! the queried names (and the canary) with records of its own, which change with the table;
+//! after each swap the canary is checked from inside the view and from 127.0.0.2 outside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use ocean_core::subscriber::SubscriberConfig;
-use ocean_core::table::dns::{DnsRecords, SrvRecord};
+use ocean_core::table::dns::{DnsRecords, DnsView, SrvRecord};
 use ocean_core::table::DnsTable;
 use tokio_util::sync::CancellationToken;
 
@@ -93,10 +97,42 @@ fn table(generation: u32) -> DnsTable {
             a([Ipv4Addr::new(10, 3, 0, 2)]),
         );
     }
+    // The view of dnsperf's address: app2 and app3 elsewhere, the canary its own; and a view
+    // nobody queries from, so that the lookup has two prefix lengths to try.
+    let mut line = BTreeMap::new();
+    line.insert("canary.marathon.mesos.".into(), a([view_canary_ip(g)]));
+    for n in [2u8, 3] {
+        line.insert(
+            format!("app{n}.marathon.mesos."),
+            a([Ipv4Addr::new(10, 9, n, (g % 250) as u8 + 1)]),
+        );
+    }
+    let views = vec![
+        DnsView {
+            name: "line".into(),
+            networks: vec!["127.0.0.1/32".into()],
+            names: line,
+        },
+        DnsView {
+            name: "other".into(),
+            networks: vec!["10.0.0.0/8".into()],
+            names: BTreeMap::from([(
+                "canary.marathon.mesos.".into(),
+                a([Ipv4Addr::new(10, 8, 8, 8)]),
+            )]),
+        },
+    ];
     DnsTable {
         names,
+        views,
         ..Default::default()
     }
+}
+
+/// The canary's address in the view of 127.0.0.1.
+fn view_canary_ip(generation: u32) -> Ipv4Addr {
+    let ip = canary_ip(generation).octets();
+    Ipv4Addr::new(10, 251, ip[2], ip[3])
 }
 
 fn canary_ip(generation: u32) -> Ipv4Addr {
@@ -144,11 +180,16 @@ fn expected_rcode(name: &str) -> &'static str {
     }
 }
 
-/// One A query over UDP; `None` on timeout.
+/// One A query over UDP from 127.0.0.1 (inside the view); `None` on timeout.
 async fn query_a(server: SocketAddr, name: &str) -> Option<Message> {
+    query_a_from(server, name, "127.0.0.1").await
+}
+
+/// One A query over UDP from `source`; `None` on timeout.
+async fn query_a_from(server: SocketAddr, name: &str, source: &str) -> Option<Message> {
     let mut m = Message::new(7, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sock = tokio::net::UdpSocket::bind((source, 0)).await.unwrap();
     sock.send_to(&m.to_vec().unwrap(), server).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let (n, _) = tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
@@ -257,7 +298,8 @@ async fn a_hundred_table_swaps_under_dnsperf_load_lose_no_query() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(m) = query_a(server, "canary.marathon.mesos.").await {
-            if m.metadata.response_code == ResponseCode::NoError && ipv4s(&m) == [canary_ip(0)] {
+            if m.metadata.response_code == ResponseCode::NoError && ipv4s(&m) == [view_canary_ip(0)]
+            {
                 break;
             }
         }
@@ -322,17 +364,22 @@ async fn a_hundred_table_swaps_under_dnsperf_load_lose_no_query() {
                     ResponseCode::NoError,
                     "swap {g}: {m:?}"
                 );
-                if ipv4s(&m) == [canary_ip(g)] {
+                if ipv4s(&m) == [view_canary_ip(g)] {
                     break;
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "swap {g}: canary not answered with {} within 5 s",
-                canary_ip(g)
+                "swap {g}: canary not answered with {} (the view's) within 5 s",
+                view_canary_ip(g)
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // Outside the view, the same table answers the table's own record.
+        let outside = query_a_from(server, "canary.marathon.mesos.", "127.0.0.2")
+            .await
+            .unwrap_or_else(|| panic!("swap {g}: no answer to 127.0.0.2"));
+        assert_eq!(ipv4s(&outside), [canary_ip(g)], "swap {g}: {outside:?}");
         swap_times.push(t0.elapsed());
         // All swaps must happen under load.
         if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
