@@ -1,13 +1,15 @@
-//! One DNS-over-TCP client (RFC 7766): read a length-prefixed query, answer it from the zone
+//! One DNS-over-TCP client (RFC 7766), or DNS over TLS (RFC 7858, the same framing inside
+//! TLS): read a length-prefixed query, answer it from the zone
 //! or forward it, write the length-prefixed reply; closed on EOF, the idle timeout, a stalled
 //! body, a client that does not read within the write timeout, or after a FORMERR.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ocean_core::daemon::{self, Limits};
 use ocean_core::net::Cidr;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::query::parse;
@@ -29,9 +31,11 @@ pub(crate) struct Forwarding {
     pub(crate) trust_ecs: Arc<[Cidr]>,
 }
 
-/// Serves one accepted TCP connection until EOF, a timeout or `cancel`.
-pub(crate) async fn serve(
-    mut stream: tokio::net::TcpStream,
+/// Serves one accepted connection (TCP, or TLS over it: the framing is the same) from
+/// `peer` until EOF, a timeout or `cancel`.
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: IpAddr,
     zone: SharedZone,
     forwarding: Forwarding,
     settings: Settings,
@@ -39,8 +43,6 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let idle = limits.idle_timeout;
-    stream.set_nodelay(true)?;
-    let peer = stream.peer_addr()?.ip();
     let may_recurse = recursion_allowed(&forwarding.acl, peer);
     let client = Client {
         addr: peer,

@@ -43,6 +43,8 @@ pub use crate::zone::SharedZone;
 /// A running `ocean dns`.
 pub struct Running {
     pub dns_addr: SocketAddr,
+    /// DNS over TLS, when `--tls-listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
     pub zone: SharedZone,
     tracker: TaskTracker,
@@ -77,7 +79,29 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 /// of every answer) needs a restart: it is logged and the running value stays. Zone keys
 /// (`domain`, `ttl`, ...) are control's and stay notes. A file that cannot be read or
 /// parsed changes nothing and fails the reload.
-fn reload(running: &mut Config, forwarder: &Forwarder) -> anyhow::Result<Vec<String>> {
+fn reload(
+    running: &mut Config,
+    forwarder: &Forwarder,
+    cert: Option<&ocean_core::tls::ServerCert>,
+) -> anyhow::Result<Vec<String>> {
+    // The DNS-over-TLS certificate: new handshakes get the new one. A pair that cannot be
+    // used keeps the old one and fails the reload (after the Mesos-DNS file is applied).
+    let mut changed = Vec::new();
+    let cert_result = match cert {
+        Some(c) => c.reload().map(|new| {
+            if new {
+                changed.push("--tls-cert/--tls-key".to_string());
+            }
+        }),
+        None => Ok(()),
+    };
+    let mut from_file = reload_mesos_dns(running, forwarder)?;
+    cert_result?;
+    changed.append(&mut from_file);
+    Ok(changed)
+}
+
+fn reload_mesos_dns(running: &mut Config, forwarder: &Forwarder) -> anyhow::Result<Vec<String>> {
     let Some(path) = running.mesos_dns_config.clone() else {
         return Ok(Vec::new());
     };
@@ -176,10 +200,15 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     // SIGHUP: the table comes from its subscriber and flags are fixed; a Mesos-DNS config
     // file is re-read (see `reload`). Without one the reload is still answered (log,
     // metric, systemd READY=1).
+    let dot = match &config.tls {
+        Some(t) => Some(dot_listener(t)?),
+        None => None,
+    };
     {
         let (mut running, forwarder) = (config.clone(), forwarder.clone());
+        let cert = dot.as_ref().map(|(_, _, cert)| cert.clone());
         ocean_core::reload::spawn("dns", cancel.clone(), move || {
-            reload(&mut running, &forwarder)
+            reload(&mut running, &forwarder, cert.as_deref())
         });
     }
     let settings = Settings {
@@ -230,9 +259,24 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         stop.store(true, Ordering::Relaxed);
     });
 
-    // TCP.
+    // TCP, and TLS on its own listener.
+    let mut tls_addr = None;
+    if let Some((listener, acceptor, _)) = dot {
+        tls_addr = Some(listener.local_addr()?);
+        tracker.spawn(serve_tcp(
+            listener,
+            Some(acceptor),
+            zone.clone(),
+            forwarder.clone(),
+            acl.clone(),
+            settings,
+            config.clone(),
+            cancel.clone(),
+        ));
+    }
     tracker.spawn(serve_tcp(
         tcp,
+        None,
         zone.clone(),
         forwarder,
         acl,
@@ -279,6 +323,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     );
     Ok(Running {
         dns_addr,
+        tls_addr,
         http_addr,
         zone,
         tracker,
@@ -521,8 +566,36 @@ async fn forward_udp(
     tasks.wait().await;
 }
 
+/// The DNS-over-TLS listener, its acceptor (ALPN `dot`, RFC 7858 section 3.2) and the
+/// certificate a reload re-reads.
+fn dot_listener(
+    t: &crate::config::DotConfig,
+) -> anyhow::Result<(
+    tokio::net::TcpListener,
+    tokio_rustls::TlsAcceptor,
+    Arc<ocean_core::tls::ServerCert>,
+)> {
+    use ocean_core::tls::{self, PemFile};
+    let cert = tls::ServerCert::load(
+        PemFile::new("--tls-cert", &t.cert),
+        PemFile::new("--tls-key", &t.key),
+    )?;
+    let mut server = tls::server_config(cert.clone())?;
+    server.alpn_protocols = vec![b"dot".to_vec()];
+    let listener = ocean_core::listener::bind_tcp(t.listen, false)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--tls-listen): {e}", t.listen))?;
+    Ok((
+        listener,
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        cert,
+    ))
+}
+
+// The listener's pieces, each its own concern; a struct for one caller would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn serve_tcp(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     zone: SharedZone,
     forwarder: Arc<Forwarder>,
     acl: Arc<[Cidr]>,
@@ -547,23 +620,74 @@ async fn serve_tcp(
         cancel,
         move |conn: Conn| {
             let (zone, forwarder, limits) = (zone.clone(), forwarder.clone(), per_conn.clone());
-            let (acl, trust_ecs) = (acl.clone(), trust_ecs.clone());
+            let (acl, trust_ecs, tls) = (acl.clone(), trust_ecs.clone(), tls.clone());
             async move {
                 let forwarding = connection::Forwarding {
                     forwarder,
                     acl,
                     trust_ecs,
                 };
-                if let Err(e) = connection::serve(
-                    conn.stream,
-                    zone,
-                    forwarding,
-                    settings,
-                    &limits,
-                    conn.cancel,
-                )
-                .await
-                {
+                let stream = conn.stream;
+                let peer = match stream.set_nodelay(true).and_then(|()| stream.peer_addr()) {
+                    Ok(p) => p.ip(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tcp connection gone at accept");
+                        return;
+                    }
+                };
+                let result = match tls {
+                    None => {
+                        connection::serve(
+                            stream,
+                            peer,
+                            zone,
+                            forwarding,
+                            settings,
+                            &limits,
+                            conn.cancel,
+                        )
+                        .await
+                    }
+                    // The handshake gets the idle timeout: a client that connects and
+                    // says nothing (or no TLS) is closed like an idle one.
+                    Some(acceptor) => {
+                        match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls_stream)) => {
+                                connection::serve(
+                                    tls_stream,
+                                    peer,
+                                    zone,
+                                    forwarding,
+                                    settings,
+                                    &limits,
+                                    conn.cancel,
+                                )
+                                .await
+                            }
+                            Ok(Err(e)) => {
+                                metrics::counter!(
+                                    "ocean_dns_tls_handshake_failures_total",
+                                    "reason" => "error"
+                                )
+                                .increment(1);
+                                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                metrics::counter!(
+                                    "ocean_dns_tls_handshake_failures_total",
+                                    "reason" => "timeout"
+                                )
+                                .increment(1);
+                                tracing::debug!(%peer, "tls handshake timed out");
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, "tcp connection ended");
                 }
             }

@@ -133,6 +133,11 @@ pub fn describe() {
         "Queries answered, per query type (A, AAAA, SRV, SOA_NS_ANY, other) and rcode."
     );
     describe_counter!(
+        "ocean_dns_tls_handshake_failures_total",
+        Unit::Count,
+        "DNS-over-TLS connections closed before a query: the TLS handshake failed or did not finish within --tcp-idle-timeout."
+    );
+    describe_counter!(
         "ocean_dns_truncated_total",
         Unit::Count,
         "UDP answers sent truncated (TC bit set)."

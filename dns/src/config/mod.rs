@@ -55,6 +55,18 @@ pub struct Config {
     /// The Mesos-DNS `config.json` applied on top of the flags (`--mesos-dns-config`):
     /// SIGHUP re-reads it and applies its `resolvers`, `zoneResolvers` and `timeout`.
     pub mesos_dns_config: Option<PathBuf>,
+    /// DNS over TLS (RFC 7858): `--tls-listen`, `--tls-cert`, `--tls-key`.
+    pub tls: Option<DotConfig>,
+}
+
+/// Where DNS over TLS listens and the certificate it serves (re-read on SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -82,6 +94,7 @@ impl Config {
             tcp_write_timeout: Duration::from_secs(10),
             subscriber,
             mesos_dns_config: None,
+            tls: None,
         }
     }
 
@@ -195,6 +208,16 @@ pub struct Args {
     /// replace the flags above; keys that belong to control are reported.
     #[arg(long, value_name = "FILE")]
     pub mesos_dns_config: Option<PathBuf>,
+    /// DNS over TLS (RFC 7858, usually port 853): the address of its TCP listener; the
+    /// same answers as UDP and TCP. Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain served over DNS over TLS; re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -222,6 +245,9 @@ impl Args {
         c.max_tcp_connections = a.max_tcp_connections;
         c.tcp_idle_timeout = a.tcp_idle_timeout;
         c.tcp_write_timeout = a.tcp_write_timeout;
+        if let (Some(listen), Some(cert), Some(key)) = (a.tls_listen, a.tls_cert, a.tls_key) {
+            c.tls = Some(DotConfig { listen, cert, key });
+        }
         if let Some(path) = &a.mesos_dns_config {
             let m = mesos_dns::load(path)?;
             for note in m.apply(&mut c) {
