@@ -32,6 +32,8 @@ pub enum HashArg {
     Fnv1a64,
     /// twemproxy's `md5`.
     Md5,
+    /// mcrouter's `ch3` (furc hash by server position; weights must be 1).
+    Ch3,
 }
 
 impl From<HashArg> for KeyHash {
@@ -39,6 +41,7 @@ impl From<HashArg> for KeyHash {
         match h {
             HashArg::Fnv1a64 => KeyHash::Fnv1a64,
             HashArg::Md5 => KeyHash::Md5,
+            HashArg::Ch3 => KeyHash::Ch3,
         }
     }
 }
@@ -61,6 +64,11 @@ pub struct Args {
     /// `server_connections`; what would place keys differently is refused at start.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "pool"])]
     pub nutcracker_config: Option<std::path::PathBuf>,
+    /// Standalone mode from mcrouter's JSON config: its pools and route (PoolRoute and
+    /// HashRoute with ch3, AllSyncRoute, AllInitialRoute, FailoverRoute,
+    /// MissFailoverRoute, WarmUpRoute) on --listen; other routes are refused at start.
+    #[arg(long, value_name = "FILE", requires = "listen", conflicts_with_all = ["pool", "nutcracker_config"])]
+    pub mcrouter_config: Option<std::path::PathBuf>,
     /// The pool of --nutcracker-config to serve when the file has several.
     #[arg(long, value_name = "NAME", requires = "nutcracker_config")]
     pub nutcracker_pool: Option<String>,
@@ -160,6 +168,10 @@ pub struct Settings {
     pub write_policy: WritePolicy,
     /// Retry misses on the next replica set.
     pub miss_failover: bool,
+    /// mcrouter's WarmUpRoute: a `get`/`gets` that missed on the first replica set and hit
+    /// on a later one stores the value in the first with `add` and this exptime, without
+    /// waiting (needs `miss_failover`).
+    pub warm_fill: Option<u32>,
     /// Pass `flush_all` on.
     pub allow_flush: bool,
     /// Consecutive failures before a server is down.
@@ -191,6 +203,7 @@ impl Default for Settings {
         Settings {
             write_policy: WritePolicy::First,
             miss_failover: false,
+            warm_fill: None,
             allow_flush: false,
             tko_after: 3,
             probe_interval: Duration::from_secs(10),
@@ -225,12 +238,24 @@ pub struct Config {
 /// The file the standalone pool was read from, and what it held at start.
 #[derive(Debug, Clone)]
 pub struct PoolFile {
-    /// The nutcracker.yml.
+    /// The file.
     pub path: std::path::PathBuf,
-    /// `--nutcracker-pool`.
-    pub pool: Option<String>,
-    /// The pool as loaded at start: a reload compares against it.
-    pub loaded: crate::nutcracker::NutcrackerPool,
+    /// Its format and what it held at start: a reload compares against it.
+    pub kind: PoolFileKind,
+}
+
+/// The formats a standalone pool is read from.
+#[derive(Debug, Clone)]
+pub enum PoolFileKind {
+    /// `--nutcracker-config` (and `--nutcracker-pool`).
+    Nutcracker {
+        pool: Option<String>,
+        loaded: crate::nutcracker::NutcrackerPool,
+    },
+    /// `--mcrouter-config`.
+    Mcrouter {
+        loaded: crate::mcrouter::McrouterRoute,
+    },
 }
 
 impl Config {
@@ -340,6 +365,7 @@ impl Args {
         let settings = Settings {
             write_policy: self.write_policy,
             miss_failover: self.miss_failover,
+            warm_fill: None,
             allow_flush: self.allow_flush,
             tko_after: self.tko_after,
             probe_interval: self.probe_interval,
@@ -388,8 +414,41 @@ impl Args {
                 admin: self.admin,
                 pool_file: Some(PoolFile {
                     path: path.clone(),
-                    pool: self.nutcracker_pool.clone(),
-                    loaded: p,
+                    kind: PoolFileKind::Nutcracker {
+                        pool: self.nutcracker_pool.clone(),
+                        loaded: p,
+                    },
+                }),
+            };
+            config.validate()?;
+            return Ok(config);
+        }
+        if let (Some(path), Some(listen)) = (&self.mcrouter_config, self.listen) {
+            let r = crate::mcrouter::load(path)?;
+            for note in &r.notes {
+                tracing::warn!(file = %path.display(), "mcrouter config {note}");
+            }
+            // The route decides what the flags would: it is what the pool ran with.
+            settings.write_policy = if r.write_all {
+                WritePolicy::All
+            } else {
+                WritePolicy::First
+            };
+            settings.miss_failover = r.miss_failover;
+            settings.warm_fill = r.warm_fill;
+            let config = Config {
+                mode: Mode::Standalone {
+                    listen,
+                    pool: r.pool.clone(),
+                },
+                settings,
+                threads: self.threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                }),
+                admin: self.admin,
+                pool_file: Some(PoolFile {
+                    path: path.clone(),
+                    kind: PoolFileKind::Mcrouter { loaded: r },
                 }),
             };
             config.validate()?;

@@ -598,6 +598,8 @@ async fn finish_retrieval(
         }
     }
     let mut found: Vec<Option<Bytes>> = vec![None; req.keys().len()];
+    // Keys the first set answered as misses (not failures): what a warm fill may store.
+    let mut cold_miss = vec![false; req.keys().len()];
     let mut failed: Option<UpstreamError> = None;
     let mut answered = false;
     while let Some(part) = queue.pop_front() {
@@ -625,6 +627,13 @@ async fn finish_retrieval(
                 }
                 let hits = (part.keys.len() - missed.len()) as u64;
                 server.record_lookups(hits, missed.len() as u64);
+                if part.set == 0 {
+                    for &i in &missed {
+                        if let Some(m) = cold_miss.get_mut(i) {
+                            *m = true;
+                        }
+                    }
+                }
                 if miss_failover && !missed.is_empty() && part.set + 1 < route.sets.len() {
                     queue.extend(send_keys(route, &req, client, part.set + 1, &missed, false));
                 }
@@ -656,6 +665,9 @@ async fn finish_retrieval(
         server_error(out, e);
         return;
     }
+    if let Some(exptime) = route.settings.warm_fill.filter(|_| miss_failover) {
+        warm_fill(route, &req, client, &found, &cold_miss, exptime, stats);
+    }
     // Keys whose every set failed count as misses when other keys were answered.
     let mut hits = 0;
     for block in found.iter().flatten() {
@@ -667,6 +679,42 @@ async fn finish_retrieval(
         .get_misses
         .fetch_add(found.len() as u64 - hits, Ordering::Relaxed);
     out.extend_from_slice(b"END\r\n");
+}
+
+/// mcrouter's WarmUpRoute: every value found past a miss on the first (cold) set is
+/// stored there with `add` (never overwriting what a client set meanwhile), without
+/// waiting for the reply.
+fn warm_fill(
+    route: &PoolRoute,
+    req: &Request,
+    client: Client<'_>,
+    found: &[Option<Bytes>],
+    cold_miss: &[bool],
+    exptime: u32,
+    stats: &RouterStats,
+) {
+    let Some(cold) = route.sets.first() else {
+        return;
+    };
+    for (i, block) in found.iter().enumerate() {
+        let (Some(block), true, Some(key)) = (block, cold_miss[i], req.keys().get(i)) else {
+            continue;
+        };
+        let Some((flags, data)) = crate::reply::value_parts(block) else {
+            continue;
+        };
+        let Some(server) = cold.server(cold.server_index(key)) else {
+            continue;
+        };
+        let mut add = BytesMut::with_capacity(block.len() + 32);
+        add.extend_from_slice(b"add ");
+        add.extend_from_slice(key);
+        add.extend_from_slice(format!(" {flags} {exptime} {}\r\n", data.len()).as_bytes());
+        add.extend_from_slice(data);
+        add.extend_from_slice(b"\r\n");
+        drop(server.send(client.slot, add.freeze(), Expect::Line, false, false, None));
+        stats.warm_fills.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn is_meta_miss(reply: &[u8]) -> bool {

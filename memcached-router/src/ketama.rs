@@ -34,6 +34,9 @@ pub enum KeyHash {
     Fnv1a64,
     /// twemproxy's `md5`: see [`md5_hash`].
     Md5,
+    /// mcrouter's `ch3` (its default): no ring, [`crate::furc::ch3`] picks the server by
+    /// its position in the list; weights must all be 1.
+    Ch3,
 }
 
 impl KeyHash {
@@ -42,6 +45,9 @@ impl KeyHash {
         match self {
             KeyHash::Fnv1a64 => fnv1a_64(key),
             KeyHash::Md5 => md5_hash(key),
+            // ch3 places with furc_hash, not on a ring; this is only its key hash's low
+            // 32 bits (what furc starts its bit stream from).
+            KeyHash::Ch3 => crate::furc::key_hash(key) as u32,
         }
     }
 }
@@ -115,7 +121,7 @@ impl Ring {
         let total: u64 = servers.iter().map(|(_, w)| u64::from(*w)).sum();
         let n = servers.len();
         let mut points = Vec::new();
-        if total > 0 {
+        if total > 0 && hash != KeyHash::Ch3 {
             for (index, (name, weight)) in servers.iter().enumerate() {
                 let pct = *weight as f32 / total as f32;
                 // twemproxy: floorf((float)(pct * 160 / 4 * (float)n + 0.0000000001)) * 4,
@@ -145,7 +151,10 @@ impl Ring {
     /// The index (into the `servers` given to [`Ring::new`]) of the server for `key`.
     /// Returns 0 for a ring without points (no servers, or all of weight 0).
     pub fn server_for(&self, key: &[u8]) -> usize {
-        self.server_for_hash(self.hash.hash(key))
+        match self.hash {
+            KeyHash::Ch3 => crate::furc::ch3(key, self.servers),
+            hash => self.server_for_hash(hash.hash(key)),
+        }
     }
 
     /// The server for an already computed key hash (twemproxy's `ketama_dispatch`).

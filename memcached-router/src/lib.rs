@@ -19,7 +19,9 @@
 pub mod budget;
 pub mod config;
 pub mod connection;
+pub mod furc;
 pub mod ketama;
+pub mod mcrouter;
 pub mod nutcracker;
 pub mod pool;
 pub mod proto;

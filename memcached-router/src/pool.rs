@@ -52,6 +52,17 @@ impl PoolSpec {
             if rs.servers.is_empty() {
                 bail!("pool {} replica set {}: no servers", self.name, rs.name);
             }
+            if self.hash == KeyHash::Ch3 {
+                if let Some(s) = rs.servers.iter().find(|s| s.weight != 1) {
+                    bail!(
+                        "pool {} replica set {}: {} has weight {}; ch3 places by position and has no weights",
+                        self.name,
+                        rs.name,
+                        s.addr,
+                        s.weight
+                    );
+                }
+            }
             if let Some(s) = rs.servers.iter().find(|s| s.weight == 0) {
                 bail!(
                     "pool {} replica set {}: {} has weight 0",

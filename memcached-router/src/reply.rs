@@ -230,6 +230,17 @@ pub fn value_blocks(reply: &Bytes) -> Option<Vec<ValueBlock>> {
     }
 }
 
+/// The flags and the data of one `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n`
+/// block (what storing the value elsewhere needs).
+pub fn value_parts(block: &[u8]) -> Option<(u32, &[u8])> {
+    let l = line_len(block).ok()??;
+    let header = trim_eol(block.get(..l)?).strip_prefix(b"VALUE ")?;
+    let flags = u32::try_from(nth_number(header, 1)?).ok()?;
+    let size = usize::try_from(nth_number(header, 2)?).ok()?;
+    let data = block.get(l..l.checked_add(size)?)?;
+    Some((flags, data))
+}
+
 /// How many `VALUE` blocks a complete retrieval reply holds (hits), or `None` for an error
 /// line.
 pub fn count_values(reply: &[u8]) -> Option<usize> {

@@ -340,31 +340,49 @@ async fn worker(
     backends.cancel();
 }
 
-/// SIGHUP with `--nutcracker-config`: re-reads the file and hands its servers to the
-/// workers. What needs a restart (the listen address, timing) is logged and kept; a file
-/// that no longer loads keeps the running pool.
+/// SIGHUP with `--nutcracker-config` or `--mcrouter-config`: re-reads the file and hands
+/// its servers to the workers. What needs a restart (the listen address, timing, the
+/// route's behaviour) is logged and kept; a file that no longer loads keeps the running
+/// pool.
 fn reload_pool_file(
     file: &crate::config::PoolFile,
     pool_tx: &tokio::sync::watch::Sender<PoolSpec>,
 ) -> anyhow::Result<Vec<String>> {
-    let now = crate::nutcracker::load(&file.path, file.pool.as_deref())?;
-    let was = &file.loaded;
-    let kept = [
-        ("listen", now.listen != was.listen),
-        ("timeout", now.timeout != was.timeout),
-        (
-            "server_failure_limit",
-            now.server_failure_limit != was.server_failure_limit,
-        ),
-        (
-            "server_retry_timeout",
-            now.server_retry_timeout != was.server_retry_timeout,
-        ),
-        (
-            "server_connections",
-            now.server_connections != was.server_connections,
-        ),
-    ];
+    use crate::config::PoolFileKind;
+    let (pool, kept) = match &file.kind {
+        PoolFileKind::Nutcracker { pool, loaded: was } => {
+            let now = crate::nutcracker::load(&file.path, pool.as_deref())?;
+            let kept = vec![
+                ("listen", now.listen != was.listen),
+                ("timeout", now.timeout != was.timeout),
+                (
+                    "server_failure_limit",
+                    now.server_failure_limit != was.server_failure_limit,
+                ),
+                (
+                    "server_retry_timeout",
+                    now.server_retry_timeout != was.server_retry_timeout,
+                ),
+                (
+                    "server_connections",
+                    now.server_connections != was.server_connections,
+                ),
+            ];
+            (now.pool, kept)
+        }
+        PoolFileKind::Mcrouter { loaded: was } => {
+            let now = crate::mcrouter::load(&file.path)?;
+            let kept = vec![
+                ("route type (write policy)", now.write_all != was.write_all),
+                (
+                    "route type (miss failover)",
+                    now.miss_failover != was.miss_failover,
+                ),
+                ("WarmUpRoute exptime", now.warm_fill != was.warm_fill),
+            ];
+            (now.pool, kept)
+        }
+    };
     for (key, _) in kept.iter().filter(|(_, changed)| *changed) {
         tracing::warn!(
             file = %file.path.display(),
@@ -372,15 +390,15 @@ fn reload_pool_file(
             "reload: {key} changed in the file; it needs a restart, the running value is kept"
         );
     }
-    let applied = pool_tx.send_if_modified(|pool| {
-        if *pool == now.pool {
+    let applied = pool_tx.send_if_modified(|running| {
+        if *running == pool {
             return false;
         }
-        *pool = now.pool.clone();
+        *running = pool.clone();
         true
     });
     Ok(if applied {
-        tracing::info!(file = %file.path.display(), pool = %now.pool.name, "reload: servers applied");
+        tracing::info!(file = %file.path.display(), pool = %pool.name, "reload: servers applied");
         vec![format!("{} servers", file.path.display())]
     } else {
         Vec::new()

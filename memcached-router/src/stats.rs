@@ -22,6 +22,8 @@ pub struct RouterStats {
     pub(crate) get_hits: AtomicU64,
     pub(crate) get_misses: AtomicU64,
     pub(crate) backend_errors: AtomicU64,
+    /// Values stored in the cold set by a warm fill (WarmUpRoute).
+    pub(crate) warm_fills: AtomicU64,
     /// Servers marked down now (summed over workers).
     pub servers_down: AtomicU64,
     /// Times a server was marked down.
@@ -64,6 +66,7 @@ impl Default for RouterStats {
             get_hits: AtomicU64::new(0),
             get_misses: AtomicU64::new(0),
             backend_errors: AtomicU64::new(0),
+            warm_fills: AtomicU64::new(0),
             servers_down: AtomicU64::new(0),
             tko_events: AtomicU64::new(0),
             table_swaps: AtomicU64::new(0),
@@ -125,6 +128,7 @@ impl RouterStats {
             ("get_hits", v(&self.get_hits)),
             ("get_misses", v(&self.get_misses)),
             ("backend_errors", v(&self.backend_errors)),
+            ("warm_fills", v(&self.warm_fills)),
             ("servers_down", v(&self.servers_down)),
             ("tko_events", v(&self.tko_events)),
             ("table_swaps", v(&self.table_swaps)),
