@@ -84,6 +84,10 @@ pub struct Args {
     /// Pass `flush_all` on to every server (refused otherwise).
     #[arg(long)]
     pub allow_flush: bool,
+    /// twemproxy's `auto_eject_hosts`: while a server is marked down (--tko-after), its
+    /// keys are placed on a ring of the servers still up instead of failing fast.
+    #[arg(long)]
+    pub auto_eject_hosts: bool,
     /// Consecutive failures after which a server is marked down.
     #[arg(long, default_value_t = 3)]
     pub tko_after: u32,
@@ -174,6 +178,9 @@ pub struct Settings {
     pub warm_fill: Option<u32>,
     /// Pass `flush_all` on.
     pub allow_flush: bool,
+    /// twemproxy's `auto_eject_hosts`: the keys of a server marked down are placed on a
+    /// ring of the servers still up (rehashed) instead of failing fast.
+    pub auto_eject_hosts: bool,
     /// Consecutive failures before a server is down.
     pub tko_after: u32,
     /// First probe delay.
@@ -205,6 +212,7 @@ impl Default for Settings {
             miss_failover: false,
             warm_fill: None,
             allow_flush: false,
+            auto_eject_hosts: false,
             tko_after: 3,
             probe_interval: Duration::from_secs(10),
             probe_interval_max: Duration::from_secs(60),
@@ -367,6 +375,7 @@ impl Args {
             miss_failover: self.miss_failover,
             warm_fill: None,
             allow_flush: self.allow_flush,
+            auto_eject_hosts: self.auto_eject_hosts,
             tko_after: self.tko_after,
             probe_interval: self.probe_interval,
             probe_interval_max: self.probe_interval_max,
@@ -402,6 +411,7 @@ impl Args {
             if let Some(n) = p.server_connections {
                 settings.backend_connections = n;
             }
+            settings.auto_eject_hosts = p.auto_eject_hosts;
             let config = Config {
                 mode: Mode::Standalone {
                     listen: p.listen,

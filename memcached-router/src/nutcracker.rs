@@ -4,8 +4,8 @@
 //! Placement is twemproxy's only for what the ring implements (ketama over `fnv1a_64` or
 //! `md5`, server names as written, weights); a pool that asks for anything else (another
 //! hash, `hash_tag`, `modula`/`random` distribution, a Redis pool) is refused at start with
-//! the key named, never served with keys silently in other places. Keys that only tune
-//! timing become settings; the rest are named at start as ignored.
+//! the key named, never served with keys silently in other places. Keys that tune timing
+//! and `auto_eject_hosts` become settings; the rest are named at start as ignored.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -34,6 +34,9 @@ pub struct NutcrackerPool {
     pub server_retry_timeout: Option<Duration>,
     /// `server_connections`: connections per server.
     pub server_connections: Option<usize>,
+    /// `auto_eject_hosts`: a server down after `server_failure_limit` failures leaves the
+    /// ring until `server_retry_timeout` brings it back.
+    pub auto_eject_hosts: bool,
     /// Keys read but not used, with why: logged at start.
     pub ignored: Vec<String>,
 }
@@ -97,6 +100,7 @@ fn pool(name: &str, body: &Yaml) -> anyhow::Result<NutcrackerPool> {
         server_failure_limit: None,
         server_retry_timeout: None,
         server_connections: None,
+        auto_eject_hosts: false,
         ignored: Vec::new(),
     };
     let mut listen = None;
@@ -143,14 +147,7 @@ fn pool(name: &str, body: &Yaml) -> anyhow::Result<NutcrackerPool> {
                 out.server_connections = Some(usize::try_from(n).context("too large")?);
             }
             "auto_eject_hosts" => {
-                if v.as_bool() == Some(true) {
-                    ignored.push(
-                        "auto_eject_hosts: true: a down server is marked TKO and its keys \
-                         fail fast (or go to the next --pool replica set); they are not \
-                         rehashed onto the other servers"
-                            .to_string(),
-                    );
-                }
+                out.auto_eject_hosts = v.as_bool().with_context(what)?;
             }
             "servers" => servers = Some(v),
             "backlog" | "preconnect" | "client_connections" | "stats_listen" => {
@@ -271,7 +268,7 @@ beta:
         assert_eq!(p.timeout, Some(Duration::from_millis(400)));
         assert_eq!(p.server_retry_timeout, Some(Duration::from_secs(2)));
         assert_eq!(p.server_failure_limit, Some(1));
-        assert!(p.ignored.iter().any(|i| i.starts_with("auto_eject_hosts")));
+        assert!(p.auto_eject_hosts);
         assert!(p.ignored.iter().any(|i| i.starts_with("backlog")));
         assert_eq!(parse(FILE, Some("beta")).unwrap().pool.hash, KeyHash::Md5);
     }

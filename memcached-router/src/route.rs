@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PoolSpec, Settings};
@@ -21,12 +22,66 @@ pub struct SetRoute {
     pub ring: Ring,
     /// Servers in configuration order.
     pub servers: Vec<Arc<Server>>,
+    /// twemproxy's `auto_eject_hosts`: keys of a server marked down go to a ring of the
+    /// servers still up, until it comes back.
+    pub eject: Option<Ejection>,
+}
+
+/// What a replica set needs to place keys around servers that are down.
+#[derive(Debug)]
+pub struct Ejection {
+    /// `(name, weight)` of every server, as the ring was built from.
+    named: Vec<(String, u32)>,
+    /// The ring of the servers up when it was built, and which those were.
+    live: ArcSwapOption<LiveRing>,
+}
+
+#[derive(Debug)]
+struct LiveRing {
+    /// `down[i]`: server `i` was down when the ring was built.
+    down: Vec<bool>,
+    ring: Ring,
+    /// Index in `ring` -> index in the set.
+    servers: Vec<usize>,
 }
 
 impl SetRoute {
     /// The server for `key`.
     pub fn server_index(&self, key: &[u8]) -> usize {
-        self.ring.server_for(key)
+        let i = self.ring.server_for(key);
+        match &self.eject {
+            Some(e) if self.servers.get(i).is_some_and(|s| s.is_down()) => {
+                self.live_index(e, key).unwrap_or(i)
+            }
+            _ => i,
+        }
+    }
+
+    /// The server for `key` among those up: twemproxy rebuilds its continuum over the live
+    /// servers only (the same point formula over fewer servers), and so does this, once
+    /// per change of the set of servers down. `None` when every server is down.
+    fn live_index(&self, e: &Ejection, key: &[u8]) -> Option<usize> {
+        let down: Vec<bool> = self.servers.iter().map(|s| s.is_down()).collect();
+        let current = e.live.load();
+        let live = match current.as_ref() {
+            Some(l) if l.down == down => l.clone(),
+            _ => {
+                let servers: Vec<usize> = (0..down.len()).filter(|&i| !down[i]).collect();
+                if servers.is_empty() {
+                    return None;
+                }
+                let named: Vec<(String, u32)> =
+                    servers.iter().map(|&i| e.named[i].clone()).collect();
+                let built = Arc::new(LiveRing {
+                    down,
+                    ring: Ring::new(&named, self.ring.key_hash()),
+                    servers,
+                });
+                e.live.store(Some(built.clone()));
+                built
+            }
+        };
+        live.servers.get(live.ring.server_for(key)).copied()
     }
 
     /// The server at `index` (from [`server_index`](Self::server_index)).
@@ -109,6 +164,10 @@ impl Registry {
                     name: rs.name.clone(),
                     ring: Ring::new(&named, spec.hash),
                     servers,
+                    eject: settings.auto_eject_hosts.then(|| Ejection {
+                        named,
+                        live: ArcSwapOption::empty(),
+                    }),
                 }
             })
             .collect();

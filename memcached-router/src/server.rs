@@ -367,6 +367,10 @@ fn reload_pool_file(
                     "server_connections",
                     now.server_connections != was.server_connections,
                 ),
+                (
+                    "auto_eject_hosts",
+                    now.auto_eject_hosts != was.auto_eject_hosts,
+                ),
             ];
             (now.pool, kept)
         }

@@ -1,8 +1,9 @@
 //! `ocean memcached-router --nutcracker-config` as a drop-in for twemproxy (issue 15): the
 //! real `nutcracker` stores 10,000 keys in a weighted ketama pool of three memcached, is
 //! stopped, and the built binary started on the very same nutcracker.yml (same listen
-//! port) reads every one of them back; a file whose placement the router cannot reproduce
-//! is refused at start, naming the key.
+//! port) reads every one of them back; with `auto_eject_hosts` and a dead server, keys
+//! nutcracker rehashed are found where ocean rehashes them; a file whose placement the
+//! router cannot reproduce is refused at start, naming the key.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -266,6 +267,119 @@ fn hup_and_wait(child: &std::process::Child, log: &dyn Fn() -> String, needle: &
             log()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sets keys through `addr` until `n` in a row are stored: a down server's first failures
+/// (before it is ejected) answer `SERVER_ERROR`.
+fn until_ejected(addr: SocketAddr, what: &str, log: &dyn Fn() -> String) {
+    let stream = connect(addr, what, log);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    let mut in_a_row = 0;
+    for i in 0..500 {
+        // Keys that differ in their first bytes: fnv1a_64 puts keys that differ only at
+        // the end next to each other on the ring, so they could all miss the dead server.
+        let key = format!("{:08x}-warm", (i as u32).wrapping_mul(2_654_435_761));
+        writer
+            .write_all(format!("set {key} 0 0 1\r\nw\r\n").as_bytes())
+            .unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "STORED\r\n" {
+            in_a_row += 1;
+            if in_a_row == 60 {
+                return;
+            }
+        } else {
+            assert!(line.starts_with("SERVER_ERROR"), "{what}: {line:?}");
+            in_a_row = 0;
+        }
+    }
+    panic!("{what} never ejected the dead server:\n{}", log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_eject_hosts_rehashes_like_nutcracker() {
+    let nutcracker = find_binary("nutcracker", "nutcracker").unwrap();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Memcached::start().await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // One failure ejects a server, and it stays out for the whole test.
+    let conf = format!(
+        "cache:\n  listen: {listen}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+         timeout: 500\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  \
+         server_retry_timeout: 60000\n  servers:\n   \
+         - {}:1\n   - {}:1\n   - {}:1\n",
+        addrs[0], addrs[1], addrs[2]
+    );
+    let conf_path = dir.path().join("nutcracker.yml");
+    std::fs::write(&conf_path, &conf).unwrap();
+    // Every port is picked before the server dies: a port picked after it could be its own,
+    // and nutcracker's stats listener would then answer in its place.
+    let stats_port = free_port().unwrap();
+    servers[1].stop();
+
+    let nut_log = dir.path().join("nutcracker.log");
+    let mut proxy = ServerProcess::spawn(
+        "nutcracker",
+        nutcracker,
+        vec![
+            "-c".into(),
+            conf_path.clone().into_os_string(),
+            "-s".into(),
+            stats_port.to_string().into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+        ],
+        dir.path(),
+        nut_log.clone(),
+        Vec::new(),
+    )
+    .unwrap();
+    let nut_log_text = || std::fs::read_to_string(&nut_log).unwrap_or_default();
+    until_ejected(listen, "nutcracker", &nut_log_text);
+    set_all(listen, &nut_log_text);
+    proxy.stop();
+    let per_server: Vec<u64> = [addrs[0], addrs[2]].iter().map(|a| items(*a)).collect();
+    assert!(
+        per_server.iter().all(|&n| n > KEYS as u64 / 4),
+        "the two live servers share the keys: {per_server:?}"
+    );
+
+    // One worker thread: the ejection is per worker, and the test's connection must see
+    // the one it caused.
+    let log = std::fs::File::create(dir.path().join("ocean.log")).unwrap();
+    let mut router = Proc(Some(
+        Command::new(OCEAN)
+            .args(["memcached-router", "--threads", "1", "--nutcracker-config"])
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    let ocean_log = || std::fs::read_to_string(dir.path().join("ocean.log")).unwrap_or_default();
+    until_ejected(listen, "ocean", &ocean_log);
+    let lost = missing(listen, &ocean_log);
+    assert!(
+        lost.is_empty(),
+        "{} of {KEYS} keys nutcracker stored with a server ejected are missed through ocean \
+         with the same server ejected (first: {:?})",
+        lost.len(),
+        lost.first()
+    );
+    if let Some(mut c) = router.0.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
     }
 }
 
