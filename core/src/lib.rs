@@ -36,6 +36,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod placement;
 pub mod reload;
 pub mod secret;
 pub mod signals;

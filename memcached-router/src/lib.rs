@@ -19,8 +19,6 @@
 pub mod budget;
 pub mod config;
 pub mod connection;
-pub mod furc;
-pub mod ketama;
 pub mod mcrouter;
 pub mod nutcracker;
 pub mod pool;
@@ -30,6 +28,9 @@ pub mod route;
 pub mod server;
 pub mod stats;
 pub mod upstream;
+
+// The placement code is shared with the redis router; these paths stay as they were.
+pub use ocean_core::placement::{furc, ketama};
 
 pub use config::{Args, Config};
 pub use server::{run, start, Running};

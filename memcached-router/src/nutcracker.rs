@@ -1,20 +1,21 @@
 //! `--nutcracker-config nutcracker.yml`: a twemproxy pool read as a standalone pool, so a
 //! twemproxy user switches without rewriting and without moving a key.
 //!
-//! Placement is twemproxy's only for what the ring implements (ketama over `fnv1a_64` or
-//! `md5`, server names as written, weights); a pool that asks for anything else (another
-//! hash, `hash_tag`, `modula`/`random` distribution, a Redis pool) is refused at start with
-//! the key named, never served with keys silently in other places. Keys that tune timing
-//! and `auto_eject_hosts` become settings; the rest are named at start as ignored.
+//! The file is read by [`ocean_core::placement::nutcracker`]; this module takes what the
+//! memcached router serves: ketama over any of twemproxy's hashes the reader knows, server
+//! names as written, weights. A pool that asks for anything else (`hash_tag`, `modula`, a
+//! Redis pool) is refused at start with the key named, never served with keys silently in
+//! other places. Keys that tune timing and `auto_eject_hosts` become settings; the rest are
+//! named at start as ignored.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use yaml_rust2::{Yaml, YamlLoader};
+use ocean_core::placement::ketama::Distribution;
+use ocean_core::placement::nutcracker as file;
 
-use crate::ketama::{server_name_for, KeyHash};
 use crate::pool::{PoolSpec, ReplicaSetSpec, ServerSpec};
 
 /// One pool of a nutcracker.yml, as the router runs it.
@@ -48,9 +49,8 @@ pub struct NutcrackerPool {
 /// An unreadable or malformed file, an unknown pool, several pools and no choice, or a
 /// pool whose placement the router cannot reproduce; each names the file and the key.
 pub fn load(path: &Path, want: Option<&str>) -> anyhow::Result<NutcrackerPool> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--nutcracker-config {}", path.display()))?;
-    parse(&text, want).with_context(|| format!("--nutcracker-config {}", path.display()))
+    let p = file::load(path, want)?;
+    memcached_pool(p).with_context(|| format!("--nutcracker-config {}", path.display()))
 }
 
 /// [`load`] on the file's text.
@@ -58,176 +58,57 @@ pub fn load(path: &Path, want: Option<&str>) -> anyhow::Result<NutcrackerPool> {
 /// # Errors
 /// As [`load`].
 pub fn parse(text: &str, want: Option<&str>) -> anyhow::Result<NutcrackerPool> {
-    let docs = YamlLoader::load_from_str(text).context("not YAML")?;
-    let Some(Yaml::Hash(pools)) = docs.first() else {
-        bail!("expected a mapping of pool names to pools");
-    };
-    let names: Vec<&str> = pools.keys().filter_map(Yaml::as_str).collect();
-    let (name, body) = match want {
-        Some(w) => pools
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(w))
-            .with_context(|| format!("no pool {w:?} (the file has {names:?})"))?,
-        None => match pools.iter().collect::<Vec<_>>().as_slice() {
-            [one] => *one,
-            _ => bail!(
-                "{} pools ({names:?}): pick one with --nutcracker-pool (one router per pool)",
-                pools.len()
-            ),
-        },
-    };
-    let name = name
-        .as_str()
-        .context("a pool name is not a string")?
-        .to_string();
-    pool(&name, body).with_context(|| format!("pool {name:?}"))
+    memcached_pool(file::parse(text, want)?)
 }
 
-fn pool(name: &str, body: &Yaml) -> anyhow::Result<NutcrackerPool> {
-    let Yaml::Hash(keys) = body else {
-        bail!("expected a mapping of settings");
-    };
-    let mut ignored = Vec::new();
-    let mut out = NutcrackerPool {
-        name: name.to_string(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 22121)),
+/// What of a twemproxy pool this router serves; the rest is refused by name.
+fn memcached_pool(p: file::NutcrackerPool) -> anyhow::Result<NutcrackerPool> {
+    let name = p.name.clone();
+    if p.redis {
+        bail!("pool {name:?}: redis: true is a Redis pool: run ocean redis-router for it");
+    }
+    if p.redis_auth.is_some() || p.redis_db != 0 {
+        bail!("pool {name:?}: redis_auth and redis_db are for Redis pools: run ocean redis-router for it");
+    }
+    if p.hash_tag.is_some() {
+        bail!("pool {name:?}: hash_tag is not supported by the memcached router; keys would land elsewhere");
+    }
+    if p.distribution != Distribution::Ketama {
+        bail!("pool {name:?}: distribution: modula is not supported by the memcached router (ketama); keys would land elsewhere");
+    }
+    Ok(NutcrackerPool {
+        listen: p.listen,
         pool: PoolSpec {
-            name: name.to_string(),
-            hash: KeyHash::Fnv1a64,
-            replica_sets: Vec::new(),
+            name: name.clone(),
+            hash: p.hash,
+            replica_sets: vec![ReplicaSetSpec {
+                name: name.clone(),
+                servers: p
+                    .servers
+                    .iter()
+                    .map(|s| ServerSpec {
+                        addr: s.addr,
+                        name: s.name.clone(),
+                        weight: s.weight,
+                    })
+                    .collect(),
+            }],
         },
-        timeout: None,
-        server_failure_limit: None,
-        server_retry_timeout: None,
-        server_connections: None,
-        auto_eject_hosts: false,
-        ignored: Vec::new(),
-    };
-    let mut listen = None;
-    let mut servers = None;
-    for (k, v) in keys {
-        let key = k.as_str().context("a key is not a string")?;
-        let what = || format!("{key}: {v:?}");
-        match key {
-            "listen" => listen = Some(v.as_str().with_context(what)?.to_string()),
-            "hash" => {
-                out.pool.hash = match v.as_str().with_context(what)? {
-                    "fnv1a_64" => KeyHash::Fnv1a64,
-                    "md5" => KeyHash::Md5,
-                    other => bail!(
-                        "hash: {other} is not supported (fnv1a_64, md5); keys would land elsewhere"
-                    ),
-                }
-            }
-            "distribution" => match v.as_str().with_context(what)? {
-                "ketama" => {}
-                other => bail!(
-                    "distribution: {other} is not supported (ketama); keys would land elsewhere"
-                ),
-            },
-            "hash_tag" => bail!("hash_tag is not supported; keys would land elsewhere"),
-            "redis" => {
-                if v.as_bool() == Some(true) {
-                    bail!("redis: true is a Redis pool: run ocean redis-router for it");
-                }
-            }
-            "redis_auth" | "redis_db" => {
-                bail!("{key} is for Redis pools: run ocean redis-router for it")
-            }
-            "timeout" => out.timeout = Some(millis(v).with_context(what)?),
-            "server_retry_timeout" => {
-                out.server_retry_timeout = Some(millis(v).with_context(what)?);
-            }
-            "server_failure_limit" => {
-                let n = v.as_i64().filter(|n| *n > 0).with_context(what)?;
-                out.server_failure_limit = Some(u32::try_from(n).context("too large")?);
-            }
-            "server_connections" => {
-                let n = v.as_i64().filter(|n| *n > 0).with_context(what)?;
-                out.server_connections = Some(usize::try_from(n).context("too large")?);
-            }
-            "auto_eject_hosts" => {
-                out.auto_eject_hosts = v.as_bool().with_context(what)?;
-            }
-            "servers" => servers = Some(v),
-            "backlog" | "preconnect" | "client_connections" | "stats_listen" => {
-                ignored.push(format!("{key}: not used by ocean"));
-            }
-            other => ignored.push(format!("{other}: unknown key, ignored")),
-        }
-    }
-    let listen = listen.context("no listen address")?;
-    out.listen = resolve(&listen).with_context(|| format!("listen: {listen}"))?;
-    let servers = servers.and_then(Yaml::as_vec).context("no servers list")?;
-    let mut specs = Vec::with_capacity(servers.len());
-    for s in servers {
-        let line = s.as_str().with_context(|| format!("servers: {s:?}"))?;
-        specs.push(server(line).with_context(|| format!("servers: {line}"))?);
-    }
-    if specs.is_empty() {
-        bail!("servers: empty");
-    }
-    out.pool.replica_sets.push(ReplicaSetSpec {
-        name: name.to_string(),
-        servers: specs,
-    });
-    out.ignored = ignored;
-    Ok(out)
-}
-
-/// twemproxy's server line: `HOST:PORT:WEIGHT [NAME]`. With a name, the name is what
-/// ketama hashes; without, `HOST` (port 11211) or `HOST:PORT`, as written.
-fn server(line: &str) -> anyhow::Result<ServerSpec> {
-    let mut words = line.split_whitespace();
-    let addr = words.next().context("empty")?;
-    let name = words.next();
-    if words.next().is_some() {
-        bail!("expected HOST:PORT:WEIGHT [NAME]");
-    }
-    // Split from the right: an IPv6 host has colons of its own.
-    let mut parts = addr.rsplitn(3, ':');
-    let (Some(weight), Some(port), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
-        bail!("expected HOST:PORT:WEIGHT");
-    };
-    let weight: u32 = weight.parse().context("bad weight")?;
-    if weight == 0 {
-        bail!("weight 0");
-    }
-    let port: u16 = port.parse().context("bad port")?;
-    let host_only = host.trim_start_matches('[').trim_end_matches(']');
-    let sock = (host_only, port)
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {host_only}"))?
-        .next()
-        .with_context(|| format!("{host_only} has no address"))?;
-    Ok(ServerSpec {
-        addr: sock,
-        name: match name {
-            Some(n) => n.to_string(),
-            None => server_name_for(host, port),
-        },
-        weight,
+        name,
+        timeout: p.timeout,
+        server_failure_limit: p.server_failure_limit,
+        server_retry_timeout: p.server_retry_timeout,
+        server_connections: p.server_connections,
+        auto_eject_hosts: p.auto_eject_hosts,
+        ignored: p.ignored,
     })
-}
-
-fn resolve(hostport: &str) -> anyhow::Result<SocketAddr> {
-    if hostport.starts_with('/') {
-        bail!("unix sockets are not supported");
-    }
-    hostport.to_socket_addrs()?.next().context("no address")
-}
-
-fn millis(v: &Yaml) -> Option<Duration> {
-    v.as_i64()
-        .and_then(|n| u64::try_from(n).ok())
-        .filter(|n| *n > 0)
-        .map(Duration::from_millis)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::ketama::KeyHash;
 
     const FILE: &str = "
 alpha:
@@ -282,8 +163,11 @@ beta:
             format!("p:\n  listen: 127.0.0.1:1\n{extra}\n  servers:\n   - 127.0.0.1:11211:1\n")
         };
         for (extra, needle) in [
-            ("  hash: murmur", "hash: murmur is not supported"),
-            ("  distribution: modula", "distribution: modula"),
+            ("  hash: jenkins", "hash: jenkins is not supported"),
+            (
+                "  distribution: modula",
+                "distribution: modula is not supported",
+            ),
             ("  hash_tag: \"{}\"", "hash_tag"),
             ("  redis: true", "ocean redis-router"),
         ] {

@@ -34,7 +34,13 @@ pub enum KeyHash {
     Fnv1a64,
     /// twemproxy's `md5`: see [`md5_hash`].
     Md5,
-    /// mcrouter's `ch3` (its default): no ring, [`crate::furc::ch3`] picks the server by
+    /// twemproxy's `murmur`: see [`murmur`].
+    Murmur,
+    /// twemproxy's `crc32` (libmemcached's: 15 bits of the CRC): see [`crc32`].
+    Crc32,
+    /// twemproxy's `crc32a` (the whole CRC-32): see [`crc32a`].
+    Crc32a,
+    /// mcrouter's `ch3` (its default): no ring, [`super::furc::ch3`] picks the server by
     /// its position in the list; weights must all be 1.
     Ch3,
 }
@@ -45,9 +51,12 @@ impl KeyHash {
         match self {
             KeyHash::Fnv1a64 => fnv1a_64(key),
             KeyHash::Md5 => md5_hash(key),
+            KeyHash::Murmur => murmur(key),
+            KeyHash::Crc32 => crc32(key),
+            KeyHash::Crc32a => crc32a(key),
             // ch3 places with furc_hash, not on a ring; this is only its key hash's low
             // 32 bits (what furc starts its bit stream from).
-            KeyHash::Ch3 => crate::furc::key_hash(key) as u32,
+            KeyHash::Ch3 => super::furc::key_hash(key) as u32,
         }
     }
 }
@@ -70,6 +79,73 @@ pub fn fnv1a_64(key: &[u8]) -> u32 {
 pub fn md5_hash(key: &[u8]) -> u32 {
     let digest = Md5::digest(key);
     word(&digest, 0)
+}
+
+/// twemproxy's `hash_murmur`: MurmurHash2 (32-bit) with the seed `0xdeadbeef * len`,
+/// 4-byte words little-endian.
+pub fn murmur(key: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let len = key.len() as u32;
+    let mut h = 0xdead_beef_u32.wrapping_mul(len) ^ len;
+    let mut words = key.chunks_exact(4);
+    for w in &mut words {
+        let mut k = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        for (i, &b) in tail.iter().enumerate() {
+            h ^= u32::from(b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The CRC-32 table (reflected, polynomial 0xEDB88320), built at compile time.
+const CRC32_TABLE: [u32; 256] = crc32_table();
+
+const fn crc32_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            bit += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+fn crc32_raw(key: &[u8]) -> u32 {
+    !key.iter().fold(u32::MAX, |crc, &b| {
+        (crc >> 8) ^ CRC32_TABLE[((crc ^ u32::from(b)) & 0xff) as usize]
+    })
+}
+
+/// twemproxy's `hash_crc32` (libmemcached's): bits 16..31 of the CRC-32, masked to 15 bits.
+pub fn crc32(key: &[u8]) -> u32 {
+    (crc32_raw(key) >> 16) & 0x7fff
+}
+
+/// twemproxy's `hash_crc32a`: the CRC-32 (IEEE) of the key.
+pub fn crc32a(key: &[u8]) -> u32 {
+    crc32_raw(key)
 }
 
 fn word(digest: &[u8], i: usize) -> u32 {
@@ -98,6 +174,16 @@ pub fn server_name(addr: SocketAddr) -> String {
     server_name_for(&addr.ip().to_string(), addr.port())
 }
 
+/// How a key's hash picks a server (twemproxy's `distribution:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Distribution {
+    /// The ketama continuum.
+    #[default]
+    Ketama,
+    /// `hash % n` over a list holding each server `weight` times.
+    Modula,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Point {
     value: u32,
@@ -108,6 +194,9 @@ struct Point {
 #[derive(Debug, Clone)]
 pub struct Ring {
     points: Vec<Point>,
+    /// Modula distribution: each server's index, `weight` times, in order; empty for
+    /// ketama.
+    modula: Vec<usize>,
     hash: KeyHash,
     servers: usize,
 }
@@ -143,8 +232,53 @@ impl Ring {
         points.sort_by_key(|p| p.value);
         Ring {
             points,
+            modula: Vec::new(),
             hash,
             servers: n,
+        }
+    }
+
+    /// Builds the placement for `servers` with `distribution` (see [`Ring::new`] for
+    /// ketama).
+    pub fn with_distribution(
+        servers: &[(String, u32)],
+        hash: KeyHash,
+        distribution: Distribution,
+    ) -> Ring {
+        match distribution {
+            Distribution::Ketama => Ring::new(servers, hash),
+            Distribution::Modula => Ring {
+                points: Vec::new(),
+                modula: servers
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, (_, w))| std::iter::repeat_n(i, *w as usize))
+                    .collect(),
+                hash,
+                servers: servers.len(),
+            },
+        }
+    }
+
+    /// twemproxy's `server_pool_idx` after the hash tag: one server, or an empty key,
+    /// hash to 0 without hashing (so an empty key is placed by hash 0).
+    pub fn server_for_twemproxy(&self, key: &[u8]) -> usize {
+        if self.servers <= 1 {
+            return 0;
+        }
+        let hash = if key.is_empty() {
+            0
+        } else {
+            self.hash.hash(key)
+        };
+        self.dispatch(hash)
+    }
+
+    fn dispatch(&self, hash: u32) -> usize {
+        if self.modula.is_empty() {
+            self.server_for_hash(hash)
+        } else {
+            self.modula[hash as usize % self.modula.len()]
         }
     }
 
@@ -152,8 +286,8 @@ impl Ring {
     /// Returns 0 for a ring without points (no servers, or all of weight 0).
     pub fn server_for(&self, key: &[u8]) -> usize {
         match self.hash {
-            KeyHash::Ch3 => crate::furc::ch3(key, self.servers),
-            hash => self.server_for_hash(hash.hash(key)),
+            KeyHash::Ch3 => super::furc::ch3(key, self.servers),
+            hash => self.dispatch(hash.hash(key)),
         }
     }
 
@@ -200,6 +334,33 @@ mod tests {
             fnv1a_64(&[0x80]),
             (0x8422_2325u32 ^ 0x80).wrapping_mul(0x1b3)
         );
+    }
+
+    #[test]
+    fn murmur_and_crc32_vectors() {
+        // CRC-32 (IEEE) check value.
+        assert_eq!(crc32a(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b"123456789"), (0xCBF4_3926u32 >> 16) & 0x7fff);
+        assert_eq!(crc32a(b""), 0);
+        // MurmurHash2 with seed 0xdeadbeef * len, by hand for "a": h = seed ^ 1 = 0xdeadbeee.
+        let mut h: u32 = 0xdead_beee ^ 0x61;
+        h = h.wrapping_mul(0x5bd1_e995);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0x5bd1_e995);
+        h ^= h >> 15;
+        assert_eq!(murmur(b"a"), h);
+        assert_ne!(murmur(b"abcd"), murmur(b"abce"));
+    }
+
+    #[test]
+    fn modula_follows_weights() {
+        let servers = vec![("a".to_owned(), 1), ("b".to_owned(), 2)];
+        let ring = Ring::with_distribution(&servers, KeyHash::Crc32a, Distribution::Modula);
+        assert_eq!(ring.dispatch(0), 0);
+        assert_eq!(ring.dispatch(1), 1);
+        assert_eq!(ring.dispatch(2), 1);
+        assert_eq!(ring.dispatch(3), 0);
+        assert_eq!(ring.server_for_twemproxy(b""), 0);
     }
 
     #[test]
