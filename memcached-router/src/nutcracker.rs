@@ -144,7 +144,7 @@ beta:
             .collect();
         assert_eq!(
             names,
-            vec![("127.0.0.1:11212", 1), ("127.0.0.1", 2), ("cache-3", 1)]
+            vec![("cache-3", 1), ("127.0.0.1", 2), ("127.0.0.1:11212", 1)]
         );
         assert_eq!(p.timeout, Some(Duration::from_millis(400)));
         assert_eq!(p.server_retry_timeout, Some(Duration::from_secs(2)));

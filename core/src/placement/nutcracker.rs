@@ -54,7 +54,7 @@ pub struct NutcrackerPool {
     pub server_connections: Option<usize>,
     /// `auto_eject_hosts`.
     pub auto_eject_hosts: bool,
-    /// The servers, in file order.
+    /// The servers in twemproxy's order: sorted by name, shorter names first.
     pub servers: Vec<NutcrackerServer>,
     /// Keys read but not used, with why: for the start log.
     pub ignored: Vec<String>,
@@ -199,6 +199,13 @@ fn pool(name: &str, body: &Yaml) -> anyhow::Result<NutcrackerPool> {
     if out.servers.is_empty() {
         bail!("servers: empty");
     }
+    // twemproxy sorts a pool's servers by name, shorter names first (its string_compare),
+    // and refuses two with one name: the order is what modula indexes.
+    out.servers
+        .sort_by(|a, b| (a.name.len(), a.name.as_bytes()).cmp(&(b.name.len(), b.name.as_bytes())));
+    if let Some(w) = out.servers.windows(2).find(|w| w[0].name == w[1].name) {
+        bail!("servers: two servers named {:?}", w[0].name);
+    }
     Ok(out)
 }
 
@@ -307,9 +314,10 @@ beta:
             .iter()
             .map(|s| (s.name.as_str(), s.weight))
             .collect();
+        // twemproxy's order: by name, shorter first.
         assert_eq!(
             names,
-            vec![("127.0.0.1:11212", 1), ("127.0.0.1", 2), ("cache-3", 1)]
+            vec![("cache-3", 1), ("127.0.0.1", 2), ("127.0.0.1:11212", 1)]
         );
         assert_eq!(p.timeout, Some(Duration::from_millis(400)));
         assert_eq!(p.server_retry_timeout, Some(Duration::from_secs(2)));
@@ -346,6 +354,8 @@ beta:
         assert!(err(&one("").replace(":11211:1", ":11211:0"), None).contains("weight 0"));
         assert!(err(&one("").replace(":11211:1", ":11211"), None).contains("HOST:PORT:WEIGHT"));
         assert!(err("[1, 2]", None).contains("mapping"));
+        let twice = one("").replace(":11211:1\n", ":11211:1 a\n   - 127.0.0.1:11212:1 a\n");
+        assert!(err(&twice, None).contains("two servers named \"a\""));
         assert!(err("p: [", None).contains("not YAML"));
         let unix = "p:\n  listen: /tmp/sock\n  servers:\n   - 127.0.0.1:11211:1\n";
         assert!(err(unix, None).contains("unix sockets"));
