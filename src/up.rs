@@ -305,6 +305,7 @@ pub async fn run(config: Option<PathBuf>, cancel: CancellationToken) -> anyhow::
                 client: Default::default(),
                 cluster: Default::default(),
                 admin: r.admin,
+                sharding: None,
             };
             Some(
                 ocean_redis_router::start(c, cancel.clone())

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 
 use crate::proto::Request;
-use crate::slot::key_slot;
+use crate::slot::Placement;
 
 /// Command properties, a bit set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -724,13 +724,13 @@ pub fn keys_for<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Result<Keys<'a>, K
 ///
 /// # Errors
 /// [`CrossSlot`] when two keys hash to different slots.
-pub fn same_slot<'k, I>(keys: I) -> Result<Option<u16>, CrossSlot>
+pub fn same_slot<'k, I>(keys: I, placement: &Placement) -> Result<Option<u16>, CrossSlot>
 where
     I: IntoIterator<Item = &'k [u8]>,
 {
     let mut slot = None;
     for k in keys {
-        let s = key_slot(k);
+        let s = placement.slot(k);
         match slot {
             None => slot = Some(s),
             Some(prev) if prev != s => return Err(CrossSlot),
@@ -743,11 +743,11 @@ where
 /// Groups the key groups of a [`Split`] command by slot, preserving order within each slot:
 /// returns `(slot, argument indices of the keys)` in order of each slot's first key. For
 /// MSET, each index is a key whose value follows it.
-pub fn group_by_slot(keys: &Keys<'_>) -> Vec<(u16, Vec<usize>)> {
+pub fn group_by_slot(keys: &Keys<'_>, placement: &Placement) -> Vec<(u16, Vec<usize>)> {
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
     for i in keys.indices() {
         let Some(k) = keys.args.get(i) else { continue };
-        let s = key_slot(k);
+        let s = placement.slot(k);
         match groups.iter_mut().find(|(slot, _)| *slot == s) {
             Some((_, v)) => v.push(i),
             None => groups.push((s, vec![i])),
@@ -759,6 +759,7 @@ pub fn group_by_slot(keys: &Keys<'_>) -> Vec<(u16, Vec<usize>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slot::key_slot;
 
     fn req(s: &str) -> Request {
         Request::new(
@@ -894,14 +895,23 @@ mod tests {
     #[test]
     fn slots_and_split() {
         let r = req("MSETNX {u}a 1 {u}b 2");
-        assert_eq!(same_slot(keys(&r).unwrap()), Ok(Some(key_slot(b"u"))));
+        assert_eq!(
+            same_slot(keys(&r).unwrap(), &Placement::Slots),
+            Ok(Some(key_slot(b"u")))
+        );
         let r = req("RENAME a b");
-        assert_eq!(same_slot(keys(&r).unwrap()), Err(CrossSlot));
+        assert_eq!(
+            same_slot(keys(&r).unwrap(), &Placement::Slots),
+            Err(CrossSlot)
+        );
         assert_eq!(
             CrossSlot.to_string(),
             "CROSSSLOT Keys in request don't hash to the same slot"
         );
-        assert_eq!(same_slot(keys(&req("PING")).unwrap()), Ok(None));
+        assert_eq!(
+            same_slot(keys(&req("PING")).unwrap(), &Placement::Slots),
+            Ok(None)
+        );
         assert_eq!(lookup(b"mget").map(|c| c.split), Some(Split::ConcatArrays));
         assert_eq!(lookup(b"mset").map(|c| c.split), Some(Split::AllOk));
         for n in [&b"del"[..], b"unlink", b"exists", b"touch"] {
@@ -912,13 +922,13 @@ mod tests {
             Some(Split::SameSlot)
         );
         let r = req("MGET a {a}x b a");
-        let groups = group_by_slot(&keys(&r).unwrap());
+        let groups = group_by_slot(&keys(&r).unwrap(), &Placement::Slots);
         assert_eq!(
             groups,
             vec![(key_slot(b"a"), vec![1, 2, 4]), (key_slot(b"b"), vec![3])]
         );
         let r = req("MSET a 1 b 2 {a}c 3");
-        let groups = group_by_slot(&keys(&r).unwrap());
+        let groups = group_by_slot(&keys(&r).unwrap(), &Placement::Slots);
         assert_eq!(
             groups,
             vec![(key_slot(b"a"), vec![1, 5]), (key_slot(b"b"), vec![3])]

@@ -12,6 +12,8 @@ use std::time::Duration;
 use ocean_core::secret::{Secret, SecretFile};
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
+use ocean_core::placement::ketama::{server_name, Distribution, KeyHash};
+
 use crate::proto::{Limits, PreAuthLimits, ReplyLimits};
 use crate::route::RouteOpts;
 use crate::upstream::{BackendOpts, ClusterOpts};
@@ -22,9 +24,33 @@ pub struct Args {
     /// Standalone mode: the address clients connect to (needs at least one --seed).
     #[arg(long, value_name = "ADDR", requires = "seed")]
     pub listen: Option<SocketAddr>,
-    /// Standalone mode: a cluster node to fetch the slot map from; repeat for more.
+    /// Standalone mode: a cluster node to fetch the slot map from; repeat for more. With
+    /// --mode ketama: the pool's servers, in ring order.
     #[arg(long = "seed", value_name = "ADDR")]
     pub seed: Vec<SocketAddr>,
+    /// Standalone mode: `cluster` (a Redis Cluster) or `ketama` (twemproxy's sharded pool of
+    /// standalone servers: each key on the --seed server that --hash, --distribution and
+    /// --hash-tag pick, exactly as twemproxy picks it).
+    #[arg(long, value_enum, default_value = "cluster")]
+    pub mode: ModeArg,
+    /// --mode ketama: twemproxy's key hash.
+    #[arg(long, value_enum, default_value = "fnv1a_64")]
+    pub hash: HashArg,
+    /// --mode ketama: twemproxy's distribution.
+    #[arg(long, value_enum, default_value = "ketama")]
+    pub distribution: DistributionArg,
+    /// --mode ketama: twemproxy's hash_tag, two characters (`{}`): only the part of a key
+    /// between them is hashed.
+    #[arg(long, value_name = "XY")]
+    pub hash_tag: Option<String>,
+    /// Standalone sharded mode from twemproxy's config: a `redis: true` pool's listen,
+    /// servers (names, weights), hash, distribution, hash_tag, redis_auth, timeout and
+    /// server_connections; what would place keys differently is refused at start.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "seed", "hash_tag"])]
+    pub nutcracker_config: Option<PathBuf>,
+    /// The pool of --nutcracker-config to serve when the file has several.
+    #[arg(long, value_name = "NAME", requires = "nutcracker_config")]
+    pub nutcracker_pool: Option<String>,
     /// Table mode: where the `redis` table comes from.
     #[command(flatten)]
     pub table: SubscriberArgs,
@@ -173,6 +199,24 @@ pub enum Mode {
     },
 }
 
+/// A sharded pool of standalone redis servers, placed as twemproxy places them
+/// (`--mode ketama` or `--nutcracker-config`): the standalone mode's seeds are the servers,
+/// in this order.
+#[derive(Debug, Clone)]
+pub struct Sharding {
+    /// Each server's hashed name and weight, in the order of the seeds.
+    pub servers: Vec<(String, u32)>,
+    /// twemproxy's `hash`.
+    pub hash: KeyHash,
+    /// twemproxy's `distribution`.
+    pub distribution: Distribution,
+    /// twemproxy's `hash_tag`.
+    pub hash_tag: Option<[u8; 2]>,
+    /// `--nutcracker-config` and `--nutcracker-pool`, when the pool came from a file: a
+    /// reload reads it again to say whether it changed (a changed pool needs a restart).
+    pub file: Option<(PathBuf, Option<String>)>,
+}
+
 /// Everything the router needs; build it in code or from [`Args`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -186,6 +230,8 @@ pub struct Config {
     pub cluster: ClusterOpts,
     /// Admin HTTP address.
     pub admin: Option<SocketAddr>,
+    /// Standalone mode over a sharded pool instead of a Redis Cluster.
+    pub sharding: Option<Sharding>,
 }
 
 impl Config {
@@ -197,6 +243,7 @@ impl Config {
             client: ClientOpts::default(),
             cluster: ClusterOpts::default(),
             admin: None,
+            sharding: None,
         }
     }
 }
@@ -211,6 +258,28 @@ impl Config {
             anyhow::ensure!(
                 !seeds.is_empty(),
                 "--seed: standalone mode needs at least one"
+            );
+            if let Some(sh) = &self.sharding {
+                anyhow::ensure!(
+                    sh.servers.len() == seeds.len(),
+                    "a sharded pool needs a name and weight per server"
+                );
+                let mut sorted = seeds.clone();
+                sorted.sort();
+                sorted.dedup();
+                anyhow::ensure!(
+                    sorted.len() == seeds.len(),
+                    "a sharded pool lists a server twice"
+                );
+                anyhow::ensure!(
+                    seeds.len() <= usize::from(crate::slot::SLOTS),
+                    "a sharded pool has at most 16384 servers"
+                );
+            }
+        } else {
+            anyhow::ensure!(
+                self.sharding.is_none(),
+                "--mode ketama and --nutcracker-config are standalone modes (not with a table)"
             );
         }
         let c = &self.client;
@@ -255,6 +324,115 @@ impl Config {
     }
 }
 
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// A Redis Cluster.
+    Cluster,
+    /// twemproxy's sharded pool of standalone servers.
+    Ketama,
+}
+
+/// `--hash`: twemproxy's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashArg {
+    #[value(name = "fnv1a_64")]
+    Fnv1a64,
+    Md5,
+    Murmur,
+    Crc32,
+    Crc32a,
+}
+
+impl From<HashArg> for KeyHash {
+    fn from(h: HashArg) -> KeyHash {
+        match h {
+            HashArg::Fnv1a64 => KeyHash::Fnv1a64,
+            HashArg::Md5 => KeyHash::Md5,
+            HashArg::Murmur => KeyHash::Murmur,
+            HashArg::Crc32 => KeyHash::Crc32,
+            HashArg::Crc32a => KeyHash::Crc32a,
+        }
+    }
+}
+
+/// `--distribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DistributionArg {
+    Ketama,
+    Modula,
+}
+
+/// What a twemproxy pool gives the router besides its servers.
+struct FromNutcracker {
+    redis_auth: Option<String>,
+    timeout: Option<Duration>,
+    server_connections: Option<usize>,
+}
+
+/// A `redis: true` pool of a nutcracker.yml as the standalone sharded mode: listen, the
+/// servers, and the placement; what the router would serve differently is refused.
+fn nutcracker_pool(
+    path: &std::path::Path,
+    want: Option<&str>,
+) -> anyhow::Result<(SocketAddr, Vec<SocketAddr>, Sharding, FromNutcracker)> {
+    let p = ocean_core::placement::nutcracker::load(path, want)?;
+    let file = || format!("--nutcracker-config {} pool {:?}", path.display(), p.name);
+    anyhow::ensure!(
+        p.redis,
+        "{}: a memcached pool (no redis: true): run ocean memcached-router for it",
+        file()
+    );
+    anyhow::ensure!(
+        p.redis_db == 0,
+        "{}: redis_db: {} is not supported (database 0 only)",
+        file(),
+        p.redis_db
+    );
+    for note in &p.ignored {
+        tracing::warn!(file = %path.display(), pool = %p.name, "nutcracker.yml {note}");
+    }
+    if p.auto_eject_hosts {
+        tracing::warn!(
+            file = %path.display(),
+            pool = %p.name,
+            "nutcracker.yml auto_eject_hosts: true is not applied by the redis router: a down \
+             server's keys get an error instead of moving to another server"
+        );
+    }
+    for key in ["server_failure_limit", "server_retry_timeout"] {
+        let set = match key {
+            "server_failure_limit" => p.server_failure_limit.is_some(),
+            _ => p.server_retry_timeout.is_some(),
+        };
+        if set {
+            tracing::warn!(file = %path.display(), pool = %p.name, "nutcracker.yml {key}: not used by the redis router (see --down-after)");
+        }
+    }
+    let seeds = p.servers.iter().map(|s| s.addr).collect();
+    let sharding = Sharding {
+        servers: p
+            .servers
+            .iter()
+            .map(|s| (s.name.clone(), s.weight))
+            .collect(),
+        hash: p.hash,
+        distribution: p.distribution,
+        hash_tag: p.hash_tag,
+        file: Some((path.to_path_buf(), want.map(str::to_string))),
+    };
+    Ok((
+        p.listen,
+        seeds,
+        sharding,
+        FromNutcracker {
+            redis_auth: p.redis_auth,
+            timeout: p.timeout,
+            server_connections: p.server_connections,
+        },
+    ))
+}
+
 impl Args {
     /// The config these flags describe.
     ///
@@ -262,13 +440,39 @@ impl Args {
     /// When neither --listen nor a table source is given, or a file cannot be read.
     pub fn into_config(self) -> anyhow::Result<Config> {
         let table_mode = !self.table.control.is_empty() || self.table.table_file.is_some();
-        let mode = match (self.listen, table_mode) {
+        let mut listen = self.listen;
+        let mut seeds = self.seed.clone();
+        let mut sharding = None;
+        let mut from_file = None;
+        if let Some(path) = &self.nutcracker_config {
+            let (l, s, sh, f) = nutcracker_pool(path, self.nutcracker_pool.as_deref())?;
+            (listen, seeds, sharding, from_file) = (Some(l), s, Some(sh), Some(f));
+        } else if self.mode == ModeArg::Ketama {
+            let hash_tag = match self.hash_tag.as_deref().map(str::as_bytes) {
+                None => None,
+                Some(&[open, close]) => Some([open, close]),
+                Some(_) => anyhow::bail!("--hash-tag must be two characters, such as {{}}"),
+            };
+            // twemproxy's server order (by name, shorter first): what modula indexes.
+            let mut named: Vec<(String, SocketAddr)> =
+                seeds.iter().map(|a| (server_name(*a), *a)).collect();
+            named.sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
+            seeds = named.iter().map(|(_, a)| *a).collect();
+            sharding = Some(Sharding {
+                servers: named.into_iter().map(|(name, _)| (name, 1)).collect(),
+                hash: self.hash.into(),
+                distribution: match self.distribution {
+                    DistributionArg::Ketama => Distribution::Ketama,
+                    DistributionArg::Modula => Distribution::Modula,
+                },
+                hash_tag,
+                file: None,
+            });
+        }
+        let mode = match (listen, table_mode) {
             (Some(listen), false) => {
-                anyhow::ensure!(!self.seed.is_empty(), "--listen needs at least one --seed");
-                Mode::Standalone {
-                    listen,
-                    seeds: self.seed,
-                }
+                anyhow::ensure!(!seeds.is_empty(), "--listen needs at least one --seed");
+                Mode::Standalone { listen, seeds }
             }
             (None, true) => Mode::Table {
                 subscriber: self.table.into_config()?,
@@ -290,21 +494,37 @@ impl Args {
             _ => None,
         };
         // From a file: SIGHUP re-reads it (see `server::start`).
-        let password = match (self.password, &self.password_file) {
+        let mut password = match (self.password, &self.password_file) {
             (Some(p), _) => Some(SecretFile::fixed(p)),
             (None, Some(f)) => Some(SecretFile::load(f, "--password-file")?),
             (None, None) => None,
         };
-        let backend_password = match (self.backend_password, &self.backend_password_file) {
+        let mut backend_password = match (self.backend_password, &self.backend_password_file) {
             (Some(p), _) => Some(SecretFile::fixed(p)),
             (None, Some(f)) => Some(SecretFile::load(f, "--backend-password-file")?),
             (None, None) => None,
         };
+        let mut command_timeout = self.command_timeout;
+        let mut conns_per_node = self.conns_per_node;
+        if let Some(f) = from_file {
+            // twemproxy's redis_auth is both what clients send and what the servers expect.
+            if let Some(auth) = f.redis_auth {
+                anyhow::ensure!(
+                    password.is_none() && backend_password.is_none(),
+                    "redis_auth in --nutcracker-config and a --password/--backend-password \
+                     flag: give the password one way"
+                );
+                password = Some(SecretFile::fixed(Secret::new(auth.clone())));
+                backend_password = Some(SecretFile::fixed(Secret::new(auth)));
+            }
+            command_timeout = f.timeout.unwrap_or(command_timeout);
+            conns_per_node = f.server_connections.unwrap_or(conns_per_node);
+        }
         let backend = BackendOpts {
             user: self.backend_user,
             password: backend_password,
             connect_timeout: self.connect_timeout,
-            command_timeout: self.command_timeout,
+            command_timeout,
             reply_limits: ReplyLimits::default(),
             readonly: self.read_from_replicas,
             tls: backend_tls,
@@ -336,7 +556,7 @@ impl Args {
                 tls: client_tls,
             },
             cluster: ClusterOpts {
-                conns_per_node: self.conns_per_node.max(1),
+                conns_per_node: conns_per_node.max(1),
                 max_dedicated: self.max_dedicated.max(1),
                 refresh_interval: self.refresh_interval,
                 down_after: self.down_after,
@@ -346,6 +566,7 @@ impl Args {
                 ..ClusterOpts::default()
             },
             admin: self.admin,
+            sharding,
         })
     }
 }

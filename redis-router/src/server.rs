@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ocean_core::daemon::{self, Conn, Limits};
+use ocean_core::placement::ketama::Ring;
 use ocean_core::subscriber::TableWatch;
 use ocean_core::table::redis::RedisTable;
 use tokio::sync::Semaphore;
@@ -140,9 +141,38 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     .into_iter()
     .flatten()
     .collect();
+    let pool_file = config
+        .sharding
+        .as_ref()
+        .and_then(|s| Some((s.clone(), s.file.clone()?)));
     ocean_core::reload::spawn("redis-router", cancel.clone(), move || {
         let mut changed = Vec::new();
         let mut failed = Vec::new();
+        // A sharded pool from a nutcracker.yml: its servers and placement are the cluster's
+        // shape, built at start; a changed file is said, not applied.
+        if let Some((running, (path, pool))) = &pool_file {
+            match ocean_core::placement::nutcracker::load(path, pool.as_deref()) {
+                Ok(now) => {
+                    let servers: Vec<(String, u32)> = now
+                        .servers
+                        .iter()
+                        .map(|s| (s.name.clone(), s.weight))
+                        .collect();
+                    if servers != running.servers
+                        || now.hash != running.hash
+                        || now.distribution != running.distribution
+                        || now.hash_tag != running.hash_tag
+                    {
+                        tracing::warn!(
+                            file = %path.display(),
+                            "reload: the pool's servers or placement changed in the file; \
+                             it needs a restart, the running pool is kept"
+                        );
+                    }
+                }
+                Err(e) => failed.push(format!("{e:#}")),
+            }
+        }
         if let Some(cert) = &tls_cert {
             match cert.reload() {
                 Ok(true) => changed.push("--tls-cert/--tls-key".to_string()),
@@ -296,7 +326,18 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
 }
 
 fn new_cluster(name: &str, seeds: Vec<SocketAddr>, config: &Config) -> Shared {
-    let cluster = Cluster::new(name.to_string(), seeds, config.cluster.clone());
+    let cluster = match &config.sharding {
+        Some(sh) => Cluster::sharded(
+            name.to_string(),
+            seeds,
+            Arc::new(crate::slot::Shards {
+                ring: Ring::with_distribution(&sh.servers, sh.hash, sh.distribution),
+                hash_tag: sh.hash_tag,
+            }),
+            config.cluster.clone(),
+        ),
+        None => Cluster::new(name.to_string(), seeds, config.cluster.clone()),
+    };
     Shared {
         cluster,
         opts: Arc::new(config.client.clone()),

@@ -5,6 +5,11 @@
 //! the bytes between the first `{` and the first `}` after it are hashed; otherwise the
 //! whole key is.
 
+use std::sync::Arc;
+
+use ocean_core::placement::ketama::Ring;
+use ocean_core::placement::nutcracker::tagged;
+
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: u16 = 16384;
 
@@ -56,6 +61,46 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
 /// The cluster slot (0..16384) that owns `key`.
 pub fn key_slot(key: &[u8]) -> u16 {
     crc16(hash_tag(key)) & (SLOTS - 1)
+}
+
+/// Where a cluster's keys go: Redis Cluster's slots, or a sharded pool of standalone
+/// servers placed as twemproxy places them. For a sharded pool the "slot" of a key is its
+/// server's index, and the slot map sends slot `i` to server `i`, so everything that routes
+/// by slot (batching, multi-key splits, transactions) works unchanged.
+#[derive(Debug, Clone, Default)]
+pub enum Placement {
+    /// CRC16 of the key (or its `{tag}`) mod 16384.
+    #[default]
+    Slots,
+    /// twemproxy's hash, hash tag and distribution over the pool's servers.
+    Sharded(Arc<Shards>),
+}
+
+/// A sharded pool's placement: the servers' ring and the pool's `hash_tag`.
+#[derive(Debug)]
+pub struct Shards {
+    /// Over the servers in configuration order.
+    pub ring: Ring,
+    /// twemproxy's `hash_tag` (two bytes), or none: the whole key is hashed.
+    pub hash_tag: Option<[u8; 2]>,
+}
+
+impl Placement {
+    /// The slot (or, sharded, the server index) of `key`.
+    pub fn slot(&self, key: &[u8]) -> u16 {
+        match self {
+            Placement::Slots => key_slot(key),
+            Placement::Sharded(s) => {
+                let index = s.ring.server_for_twemproxy(tagged(key, s.hash_tag));
+                u16::try_from(index).unwrap_or(0)
+            }
+        }
+    }
+
+    /// Whether this is a sharded pool (no cluster to ask for a slot map).
+    pub fn is_sharded(&self) -> bool {
+        matches!(self, Placement::Sharded(_))
+    }
 }
 
 #[cfg(test)]

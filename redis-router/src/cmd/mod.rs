@@ -27,7 +27,6 @@ use crate::connection::{Client, Flow, Handler};
 use crate::metrics::Family;
 use crate::proto::{err_reply, Request};
 use crate::route::{self, Target};
-use crate::slot::key_slot;
 use crate::upstream::{BackendError, Lease};
 use blocking::is_blocking;
 
@@ -93,7 +92,7 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let slot = match command::same_slot(keys.clone()) {
+        let slot = match command::same_slot(keys.clone(), &c.shared.cluster.placement) {
             Ok(s) => s,
             Err(cross) if spec.split == Split::SameSlot => {
                 c.ready(err_reply(&cross.to_string())).await;
@@ -114,7 +113,7 @@ impl Session {
                 }
                 _ => {
                     let s = slot
-                        .or_else(|| req.args.get(1).map(|c| key_slot(c)))
+                        .or_else(|| req.args.get(1).map(|k| c.shared.cluster.placement.slot(k)))
                         .unwrap_or(0);
                     c.forward(
                         &req,

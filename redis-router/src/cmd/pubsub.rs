@@ -6,7 +6,6 @@ use tokio::io::AsyncRead;
 use super::{lower, Session};
 use crate::connection::{Client, Flow};
 use crate::proto::{self, err_reply, Request, Value};
-use crate::slot::key_slot;
 
 impl Session {
     /// SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE: a dedicated connection until no subscription is
@@ -18,7 +17,12 @@ impl Session {
         slot: Option<u16>,
     ) -> Flow {
         c.barrier().await;
-        let s = slot.or_else(|| first.args.get(1).map(|c| key_slot(c)));
+        let s = slot.or_else(|| {
+            first
+                .args
+                .get(1)
+                .map(|k| c.shared.cluster.placement.slot(k))
+        });
         let mut lease = match self.lease(c, s).await {
             Ok(l) => l,
             Err(e) => {

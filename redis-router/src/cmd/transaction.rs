@@ -34,7 +34,7 @@ impl Session {
                 return Flow::Close;
             }
             let slot = match spec.map(|s| command::keys_for(s, &req.args)) {
-                Some(Ok(keys)) => match command::same_slot(keys) {
+                Some(Ok(keys)) => match command::same_slot(keys, &c.shared.cluster.placement) {
                     Ok(s) => s,
                     Err(cross) => {
                         c.ready(err_reply(&cross.to_string())).await;

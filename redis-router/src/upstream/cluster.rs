@@ -29,7 +29,7 @@ use super::backend::{
     one_shot, BackendError, BackendOpts, DedicatedConn, Failure, Job, Reach, SharedConn,
 };
 use crate::proto::{parse, Protocol, Request, Value};
-use crate::slot::SLOTS;
+use crate::slot::{Placement, Shards, SLOTS};
 
 /// Per-cluster tuning shared by its workers.
 #[derive(Debug, Clone)]
@@ -237,6 +237,8 @@ pub struct Cluster {
     refreshed: Notify,
     /// Completed refreshes.
     pub refreshes: AtomicU64,
+    /// How keys map to slots (a sharded pool: to servers).
+    pub placement: Placement,
     /// Connected clients.
     pub clients: AtomicUsize,
     next_client_id: AtomicU64,
@@ -246,6 +248,40 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with no map yet; [`Cluster::spawn_refresher`] fetches it.
     pub fn new(name: String, seeds: Vec<SocketAddr>, opts: ClusterOpts) -> Arc<Cluster> {
+        Cluster::with_placement(name, seeds, opts, Placement::Slots)
+    }
+
+    /// A sharded pool of standalone servers (twemproxy's model): `servers` in
+    /// configuration order, slot `i` of the map served by server `i % n`, so that the
+    /// placement's server index is the slot. There is no slot map to fetch; the refresher
+    /// only probes the servers.
+    pub fn sharded(
+        name: String,
+        servers: Vec<SocketAddr>,
+        shards: Arc<Shards>,
+        opts: ClusterOpts,
+    ) -> Arc<Cluster> {
+        let cluster =
+            Cluster::with_placement(name, servers.clone(), opts, Placement::Sharded(shards));
+        let masters: Vec<Arc<Node>> = servers.iter().map(|a| cluster.node(*a)).collect();
+        let n = masters.len().max(1);
+        let slots = (0..SLOTS)
+            .map(|s| u16::try_from(usize::from(s) % n).unwrap_or(0))
+            .collect();
+        cluster.map.store(Arc::new(SlotMap {
+            replicas: vec![Vec::new(); masters.len()],
+            masters,
+            slots,
+        }));
+        cluster
+    }
+
+    fn with_placement(
+        name: String,
+        seeds: Vec<SocketAddr>,
+        opts: ClusterOpts,
+        placement: Placement,
+    ) -> Arc<Cluster> {
         Arc::new(Cluster {
             name,
             opts,
@@ -255,6 +291,7 @@ impl Cluster {
             refresh: Arc::new(Notify::new()),
             refreshed: Notify::new(),
             refreshes: AtomicU64::new(0),
+            placement,
             clients: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             next_replica: AtomicUsize::new(0),
@@ -363,6 +400,10 @@ impl Cluster {
     /// # Errors
     /// When no node answers with a map.
     pub async fn refresh_now(&self) -> anyhow::Result<()> {
+        if self.placement.is_sharded() {
+            // The map is the configuration; the refresher's probes are what matters.
+            return Ok(());
+        }
         // Masters whose connections fail are asked last (a blackholed one costs a timeout).
         let mut masters: Vec<(bool, SocketAddr)> = self
             .map()
