@@ -465,6 +465,10 @@ async fn run_control<T: Table>(
     let mut seen: Option<String> = None;
     let mut failures_in_a_row = 0usize;
     let mut tried_cache = false;
+    // Set while another control serves us and the first one is being tried again: the
+    // index to go back to if it is still down. The first control listed is preferred, so a
+    // fleet moves back to it once it returns (within one long-poll).
+    let mut fallback: Option<usize> = None;
     loop {
         let Some(base) = config.controls.get(idx % config.controls.len().max(1)) else {
             return;
@@ -500,11 +504,18 @@ async fn run_control<T: Table>(
                 failures_in_a_row = 0;
                 backoff = backoff_min;
                 publisher.set_status(|s| s.last_error = None);
+                back_to_first(&mut idx, &mut fallback, config.controls.len());
             }
             Ok(None) => {
                 failures_in_a_row = 0;
                 backoff = backoff_min;
                 publisher.set_status(|s| s.last_error = None);
+                back_to_first(&mut idx, &mut fallback, config.controls.len());
+            }
+            Err(e) if fallback.is_some() => {
+                // The first control is still down: straight back to the one that answered.
+                tracing::debug!(kind, control = %base, error = %e, "first control still unreachable");
+                idx = fallback.take().unwrap_or(idx + 1);
             }
             Err(e) => {
                 failures_in_a_row += 1;
@@ -531,6 +542,17 @@ async fn run_control<T: Table>(
                 }
             }
         }
+    }
+}
+
+/// After an answer from a control other than the first, the next poll tries the first
+/// again (remembering where to fall back to).
+fn back_to_first(idx: &mut usize, fallback: &mut Option<usize>, controls: usize) {
+    if controls > 1 && !(*idx).is_multiple_of(controls) {
+        *fallback = Some(*idx);
+        *idx = 0;
+    } else {
+        *fallback = None;
     }
 }
 

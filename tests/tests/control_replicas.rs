@@ -1,0 +1,247 @@
+//! Control replicas (issue 17, must-show 2): two controls on one Marathon publish the same
+//! ETag for every table after each of 20 random changes (a table's ETag is the hash of its
+//! canonical body, so replicas agree without talking to each other); a proxy given both
+//! `--control` URLs keeps following changes when the first is killed and moves back to it
+//! when it returns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ocean_control::config::Source;
+use ocean_control::engine::{start, Running};
+use ocean_control::Config;
+use ocean_core::subscriber::{self, SubscriberConfig};
+use ocean_core::table::DnsTable;
+use ocean_tests::fake_marathon::{app, task, FakeMarathon};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const KINDS: [&str; 5] = ["dns", "redis", "memcached", "mysql", "lvs"];
+
+fn config(marathon: &FakeMarathon, listen: SocketAddr) -> Config {
+    let mut c = Config::new(Source::Marathon(vec![marathon.url()]));
+    c.listen = listen;
+    c.resync = Duration::from_secs(60);
+    c.poll_while_down = Duration::from_secs(60);
+    c.debounce = Duration::from_millis(50);
+    c.marathon_timeout = Duration::from_secs(1);
+    c
+}
+
+async fn control(m: &FakeMarathon, listen: SocketAddr) -> (Running, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let running = start(config(m, listen), cancel.clone()).await.unwrap();
+    (running, cancel)
+}
+
+/// Every table's ETag as `addr` publishes it (`None` for a table not published yet).
+async fn etags(addr: SocketAddr) -> BTreeMap<&'static str, Option<String>> {
+    let mut out = BTreeMap::new();
+    for kind in KINDS {
+        let resp = reqwest::get(format!("http://{addr}/v1/tables/{kind}"))
+            .await
+            .unwrap();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        out.insert(kind, etag);
+    }
+    out
+}
+
+/// A tiny deterministic generator, so a failure replays the same changes.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn app_id(k: u64) -> String {
+    format!("/shop/svc-{k}")
+}
+
+fn put(m: &FakeMarathon, k: u64) {
+    m.put_app(app(
+        &app_id(k),
+        json!({"OCEAN_REDIS_CLUSTER": format!("cache-{k}")}),
+        7000 + k as u16,
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_publish_the_same_etags_after_each_of_20_random_changes() {
+    let m = FakeMarathon::start().await.unwrap();
+    // Each app has tasks: (app, task number) -> host.
+    let mut tasks: BTreeMap<(u64, u32), String> = BTreeMap::new();
+    for k in 0..3 {
+        put(&m, k);
+        m.add_task(
+            &app_id(k),
+            task(&app_id(k), 1, &format!("127.0.{k}.1"), &[31000]),
+        );
+        tasks.insert((k, 1), format!("127.0.{k}.1"));
+    }
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (a, cancel_a) = control(&m, any).await;
+    let (b, cancel_b) = control(&m, any).await;
+
+    let mut rng = Lcg(0x0cea_0017);
+    let mut previous = etags(a.addr).await;
+    let mut next_task = 2u32;
+    for change in 0..20 {
+        // Every change moves a task, so the dns table changes with it.
+        let what = match rng.next(4) {
+            0 | 1 => {
+                let k = rng.next(4);
+                if k == 3 && !tasks.keys().any(|(a, _)| *a == 3) {
+                    put(&m, 3);
+                }
+                let host = format!("127.0.{k}.{next_task}");
+                m.add_task(&app_id(k), task(&app_id(k), next_task, &host, &[31000]));
+                tasks.insert((k, next_task), host.clone());
+                next_task += 1;
+                format!("add task {host} to {}", app_id(k))
+            }
+            2 if tasks.len() > 1 => {
+                let i = rng.next(tasks.len() as u64) as usize;
+                let (k, n) = *tasks.keys().nth(i).unwrap();
+                let id = task(&app_id(k), n, "x", &[]);
+                m.kill_task(&app_id(k), id["id"].as_str().unwrap());
+                tasks.remove(&(k, n));
+                format!("kill task {n} of {}", app_id(k))
+            }
+            _ => {
+                let k = rng.next(3);
+                let host = format!("127.0.{k}.{next_task}");
+                put(&m, k);
+                m.add_task(&app_id(k), task(&app_id(k), next_task, &host, &[31000]));
+                tasks.insert((k, next_task), host.clone());
+                next_task += 1;
+                format!("relabel {} and add {host}", app_id(k))
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (ea, eb) = (etags(a.addr).await, etags(b.addr).await);
+            if ea == eb && ea["dns"] != previous["dns"] && ea.values().all(Option::is_some) {
+                previous = ea;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "change {change} ({what}): the replicas did not agree within 10 s:\nA {ea:?}\nB {eb:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cancel_a.cancel();
+    cancel_b.cancel();
+}
+
+fn ips(t: &DnsTable) -> Vec<String> {
+    let mut out: Vec<String> = t
+        .names
+        .get("svc-0-shop.marathon.mesos.")
+        .map(|r| r.a.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+async fn subscriber_polls(control: SocketAddr, id: &str) -> u64 {
+    let Ok(resp) = reqwest::get(format!("http://{control}/v1/subscribers")).await else {
+        return 0;
+    };
+    let subs: Value = resp.json().await.unwrap_or(Value::Null);
+    subs.as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|s| s["id"] == id)
+                .map(|s| s["polls"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_follows_the_second_replica_and_moves_back_to_the_first() {
+    let m = FakeMarathon::start().await.unwrap();
+    put(&m, 0);
+    m.add_task(&app_id(0), task(&app_id(0), 1, "127.0.0.11", &[31000]));
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (a, cancel_a) = control(&m, any).await;
+    let (b, cancel_b) = control(&m, any).await;
+    let a_addr = a.addr;
+    let url = |addr: SocketAddr| url::Url::parse(&format!("http://{addr}")).unwrap();
+    let sub = SubscriberConfig {
+        controls: vec![url(a_addr), url(b.addr)],
+        wait: Duration::from_secs(1),
+        backoff_max: Duration::from_millis(200),
+        subscriber_id: "replica-test".into(),
+        ..Default::default()
+    };
+    let proxy = CancellationToken::new();
+    let (mut w, _task) = subscriber::spawn::<DnsTable>(sub, proxy.clone());
+    let first = tokio::time::timeout(Duration::from_secs(5), w.first())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ips(&first.table), ["127.0.0.11"]);
+
+    // The first replica dies; a change still reaches the proxy, through the second.
+    cancel_a.cancel();
+    tokio::time::timeout(Duration::from_secs(5), a.wait())
+        .await
+        .expect("control A stops");
+    m.add_task(&app_id(0), task(&app_id(0), 2, "127.0.0.12", &[31000]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = w.load().unwrap();
+        if ips(&t.table) == ["127.0.0.11", "127.0.0.12"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change did not reach the proxy through the second replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The first replica returns at its address: the proxy polls it again.
+    let (a2, cancel_a2) = control(&m, a_addr).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscriber_polls(a2.addr, "replica-test").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not move back to the first replica within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And it follows changes through it once the second one is gone.
+    cancel_b.cancel();
+    m.add_task(&app_id(0), task(&app_id(0), 3, "127.0.0.13", &[31000]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = w.load().unwrap();
+        if ips(&t.table) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change did not reach the proxy through the first replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.cancel();
+    cancel_a2.cancel();
+}
