@@ -387,7 +387,7 @@ async fn auto_eject_hosts_rehashes_like_nutcracker() {
 fn a_pool_that_would_move_keys_is_refused_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (body, needle) in [
-        ("  hash: murmur\n", "hash: murmur is not supported"),
+        ("  hash: jenkins\n", "hash: jenkins is not supported"),
         ("  distribution: modula\n", "distribution: modula"),
         ("  hash_tag: \"{}\"\n", "hash_tag"),
         ("  redis: true\n", "ocean redis-router"),
@@ -398,14 +398,34 @@ fn a_pool_that_would_move_keys_is_refused_at_start_naming_the_key() {
             format!("p:\n  listen: 127.0.0.1:1\n{body}  servers:\n   - 127.0.0.1:11211:1\n"),
         )
         .unwrap();
-        let out = Command::new(OCEAN)
+        let log = dir.path().join("refused.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(OCEAN)
             .args(["memcached-router", "--nutcracker-config"])
             .arg(&conf)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{body}: started:\n{text}");
+        // A router that accepted the file would serve for ever: give it 10 s at most.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{body}: the router started:\n{text}"
+        );
         assert!(
             text.contains(needle) && text.contains("nutcracker.yml"),
             "{body}: {text}"
