@@ -392,7 +392,10 @@ impl Args {
             write_timeout: self.write_timeout,
         };
         let mut settings = settings;
-        if let Some(path) = &self.nutcracker_config {
+        let threads = self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let (mode, pool_file) = if let Some(path) = &self.nutcracker_config {
             let p = crate::nutcracker::load(path, self.nutcracker_pool.as_deref())?;
             for why in &p.ignored {
                 tracing::warn!(file = %path.display(), pool = %p.name, "nutcracker.yml {why}");
@@ -412,28 +415,22 @@ impl Args {
                 settings.backend_connections = n;
             }
             settings.auto_eject_hosts = p.auto_eject_hosts;
-            let config = Config {
-                mode: Mode::Standalone {
-                    listen: p.listen,
-                    pool: p.pool.clone(),
-                },
-                settings,
-                threads: self.threads.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-                }),
-                admin: self.admin,
-                pool_file: Some(PoolFile {
-                    path: path.clone(),
-                    kind: PoolFileKind::Nutcracker {
-                        pool: self.nutcracker_pool.clone(),
-                        loaded: p,
-                    },
-                }),
+            let mode = Mode::Standalone {
+                listen: p.listen,
+                pool: p.pool.clone(),
             };
-            config.validate()?;
-            return Ok(config);
-        }
-        if let (Some(path), Some(listen)) = (&self.mcrouter_config, self.listen) {
+            let kind = PoolFileKind::Nutcracker {
+                pool: self.nutcracker_pool.clone(),
+                loaded: p,
+            };
+            (
+                mode,
+                Some(PoolFile {
+                    path: path.clone(),
+                    kind,
+                }),
+            )
+        } else if let (Some(path), Some(listen)) = (&self.mcrouter_config, self.listen) {
             let r = crate::mcrouter::load(path)?;
             for note in &r.notes {
                 tracing::warn!(file = %path.display(), "mcrouter config {note}");
@@ -446,54 +443,44 @@ impl Args {
             };
             settings.miss_failover = r.miss_failover;
             settings.warm_fill = r.warm_fill;
-            let config = Config {
-                mode: Mode::Standalone {
-                    listen,
-                    pool: r.pool.clone(),
-                },
-                settings,
-                threads: self.threads.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-                }),
-                admin: self.admin,
-                pool_file: Some(PoolFile {
-                    path: path.clone(),
-                    kind: PoolFileKind::Mcrouter { loaded: r },
-                }),
+            let mode = Mode::Standalone {
+                listen,
+                pool: r.pool.clone(),
             };
-            config.validate()?;
-            return Ok(config);
-        }
-        let mode = match self.listen {
-            Some(listen) => {
-                let replica_sets = self
-                    .pool
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| parse_replica_set(v, i))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                Mode::Standalone {
-                    listen,
-                    pool: PoolSpec {
-                        name: "default".into(),
-                        hash: self.hash.into(),
-                        replica_sets,
-                    },
-                }
-            }
-            None => Mode::Table {
+            let kind = PoolFileKind::Mcrouter { loaded: r };
+            (
+                mode,
+                Some(PoolFile {
+                    path: path.clone(),
+                    kind,
+                }),
+            )
+        } else if let Some(listen) = self.listen {
+            let replica_sets = self
+                .pool
+                .iter()
+                .enumerate()
+                .map(|(i, v)| parse_replica_set(v, i))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let pool = PoolSpec {
+                name: "default".into(),
+                hash: self.hash.into(),
+                replica_sets,
+            };
+            (Mode::Standalone { listen, pool }, None)
+        } else {
+            let mode = Mode::Table {
                 bind: self.bind,
                 subscriber: self.subscriber.into_config()?,
-            },
+            };
+            (mode, None)
         };
         let config = Config {
             mode,
             settings,
-            threads: self.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            }),
+            threads,
             admin: self.admin,
-            pool_file: None,
+            pool_file,
         };
         config.validate()?;
         Ok(config)
