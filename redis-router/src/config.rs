@@ -12,7 +12,7 @@ use std::time::Duration;
 use ocean_core::secret::{Secret, SecretFile};
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
-use ocean_core::placement::ketama::{server_name, Distribution, KeyHash};
+use ocean_core::placement::ketama::{server_name, twemproxy_name_cmp, Distribution, KeyHash};
 
 use crate::proto::{Limits, PreAuthLimits, ReplyLimits};
 use crate::route::RouteOpts;
@@ -456,7 +456,7 @@ impl Args {
             // twemproxy's server order (by name, shorter first): what modula indexes.
             let mut named: Vec<(String, SocketAddr)> =
                 seeds.iter().map(|a| (server_name(*a), *a)).collect();
-            named.sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
+            named.sort_by(|a, b| twemproxy_name_cmp(&a.0, &b.0));
             seeds = named.iter().map(|(_, a)| *a).collect();
             sharding = Some(Sharding {
                 servers: named.into_iter().map(|(name, _)| (name, 1)).collect(),

@@ -166,6 +166,12 @@ pub fn server_name_for(host: &str, port: u16) -> String {
     }
 }
 
+/// twemproxy's order of a pool's servers: by hashed name, shorter names first (its
+/// `string_compare`). It sorts the pool so at start, and modula indexes servers in it.
+pub fn twemproxy_name_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes()))
+}
+
 /// [`server_name_for`] for an IP address, written as one would in twemproxy's config
 /// (`127.0.0.1`, or an IPv6 address without brackets, as twemproxy splits on the last `:`).
 /// A pool configured by host name must use [`server_name_for`] with that name instead:

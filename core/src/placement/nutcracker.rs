@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::ketama::{server_name_for, Distribution, KeyHash};
+use super::ketama::{server_name_for, twemproxy_name_cmp, Distribution, KeyHash};
 
 /// One server line: `HOST:PORT:WEIGHT [NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +202,7 @@ fn pool(name: &str, body: &Yaml) -> anyhow::Result<NutcrackerPool> {
     // twemproxy sorts a pool's servers by name, shorter names first (its string_compare),
     // and refuses two with one name: the order is what modula indexes.
     out.servers
-        .sort_by(|a, b| (a.name.len(), a.name.as_bytes()).cmp(&(b.name.len(), b.name.as_bytes())));
+        .sort_by(|a, b| twemproxy_name_cmp(&a.name, &b.name));
     if let Some(w) = out.servers.windows(2).find(|w| w[0].name == w[1].name) {
         bail!("servers: two servers named {:?}", w[0].name);
     }
