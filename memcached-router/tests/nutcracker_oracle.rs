@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ocean_memcached_router::config::{PoolSpec, ReplicaSetSpec, ServerSpec};
 use ocean_memcached_router::ketama::{server_name, KeyHash, Ring};
-use ocean_tests::servers::{find_binary, free_port, Memcached, ServerProcess};
+use ocean_tests::servers::{free_port, start_nutcracker, Memcached};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -69,7 +69,6 @@ fn keys() -> Vec<Vec<u8>> {
 }
 
 async fn check_pool(hash_name: &str, hash: KeyHash) -> Result<()> {
-    let nutcracker = find_binary("nutcracker", "nutcracker")?;
     let mut servers = Vec::new();
     for _ in 0..3 {
         servers.push(Memcached::start().await?);
@@ -91,22 +90,7 @@ async fn check_pool(hash_name: &str, hash: KeyHash) -> Result<()> {
     }
     let conf_path = dir.path().join("nutcracker.yml");
     std::fs::write(&conf_path, &conf)?;
-    let _proxy = ServerProcess::spawn(
-        "nutcracker",
-        nutcracker,
-        [
-            "-c".into(),
-            conf_path.clone().into_os_string(),
-            "-s".into(),
-            stats.to_string().into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-        ]
-        .into(),
-        dir.path(),
-        dir.path().join("nutcracker.log"),
-        Vec::new(),
-    )?;
+    let _proxy = start_nutcracker(&conf_path, dir.path(), stats)?;
     let proxy_addr: SocketAddr = format!("127.0.0.1:{listen}").parse()?;
     let mut proxy = connect_retry(proxy_addr).await?;
 

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ocean_tests::servers::{find_binary, free_port, RedisServer, ServerProcess};
+use ocean_tests::servers::{free_port, start_nutcracker, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -157,7 +157,6 @@ fn holder(servers: &[SocketAddr], password: Option<&str>, key: &str) -> Vec<usiz
 /// One pool: nutcracker stores `n` keys (and tagged pairs when the pool has a hash tag),
 /// then the router on the same file must find every one.
 async fn check(placement: &str, n: usize, password: Option<&str>) {
-    let nutcracker = find_binary("nutcracker", "nutcracker").unwrap();
     let mut servers = Vec::new();
     for _ in 0..3 {
         let s = RedisServer::start().await.unwrap();
@@ -193,22 +192,7 @@ async fn check(placement: &str, n: usize, password: Option<&str>) {
     }
     keys.push(String::new()); // the empty key: twemproxy hashes it as 0
 
-    let mut proxy = ServerProcess::spawn(
-        "nutcracker",
-        nutcracker,
-        vec![
-            "-c".into(),
-            conf_path.clone().into_os_string(),
-            "-s".into(),
-            free_port().unwrap().to_string().into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-        ],
-        dir.path(),
-        dir.path().join("nutcracker.log"),
-        Vec::new(),
-    )
-    .unwrap();
+    let mut proxy = start_nutcracker(&conf_path, dir.path(), free_port().unwrap()).unwrap();
     set_all(listen_addr, password, &keys);
     proxy.stop();
     let per_server: Vec<u64> = addrs.iter().map(|a| dbsize(*a, password)).collect();
@@ -288,7 +272,6 @@ async fn modula_murmur_md5_crc32a_and_redis_auth() {
 /// servers counts them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode_ketama_from_flags_stores_where_nutcracker_reads() {
-    let nutcracker = find_binary("nutcracker", "nutcracker").unwrap();
     let mut servers = Vec::new();
     for _ in 0..3 {
         servers.push(RedisServer::start().await.unwrap());
@@ -350,22 +333,7 @@ async fn mode_ketama_from_flags_stores_where_nutcracker_reads() {
     );
     let conf_path = dir.path().join("nutcracker.yml");
     std::fs::write(&conf_path, conf).unwrap();
-    let _proxy = ServerProcess::spawn(
-        "nutcracker",
-        nutcracker,
-        vec![
-            "-c".into(),
-            conf_path.into_os_string(),
-            "-s".into(),
-            free_port().unwrap().to_string().into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-        ],
-        dir.path(),
-        dir.path().join("nutcracker.log"),
-        Vec::new(),
-    )
-    .unwrap();
+    let _proxy = start_nutcracker(&conf_path, dir.path(), free_port().unwrap()).unwrap();
     let lost = tokio::task::spawn_blocking(move || missing(listen, None, &keys[200..]))
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ocean_tests::servers::{find_binary, free_port, Memcached, ServerProcess};
+use ocean_tests::servers::{free_port, start_nutcracker, Memcached};
 
 use super::{Proc, OCEAN};
 
@@ -121,11 +121,15 @@ fn items(addr: SocketAddr) -> u64 {
     }
 }
 
-fn ocean(dir: &Path, conf: &Path) -> Proc {
+/// `ocean memcached-router [extra...] --nutcracker-config conf`, its output in
+/// `dir/ocean.log`.
+fn ocean(dir: &Path, conf: &Path, extra: &[&str]) -> Proc {
     let log = std::fs::File::create(dir.join("ocean.log")).unwrap();
     Proc(Some(
         Command::new(OCEAN)
-            .args(["memcached-router", "--nutcracker-config"])
+            .arg("memcached-router")
+            .args(extra)
+            .arg("--nutcracker-config")
             .arg(conf)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -137,7 +141,6 @@ fn ocean(dir: &Path, conf: &Path) -> Proc {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ocean_serves_every_key_nutcracker_stored_from_the_same_file() {
-    let nutcracker = find_binary("nutcracker", "nutcracker").unwrap();
     let mut servers = Vec::new();
     for _ in 0..3 {
         servers.push(Memcached::start().await.unwrap());
@@ -160,22 +163,7 @@ async fn ocean_serves_every_key_nutcracker_stored_from_the_same_file() {
     std::fs::write(&conf_path, &conf).unwrap();
 
     let nut_log = dir.path().join("nutcracker.log");
-    let mut proxy = ServerProcess::spawn(
-        "nutcracker",
-        nutcracker,
-        vec![
-            "-c".into(),
-            conf_path.clone().into_os_string(),
-            "-s".into(),
-            free_port().unwrap().to_string().into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-        ],
-        dir.path(),
-        nut_log.clone(),
-        Vec::new(),
-    )
-    .unwrap();
+    let mut proxy = start_nutcracker(&conf_path, dir.path(), free_port().unwrap()).unwrap();
     let nut_log_text = || std::fs::read_to_string(&nut_log).unwrap_or_default();
     set_all(listen, &nut_log_text);
     let per_server: Vec<u64> = addrs.iter().map(|a| items(*a)).collect();
@@ -192,7 +180,7 @@ async fn ocean_serves_every_key_nutcracker_stored_from_the_same_file() {
     assert!(per_server[1] > per_server[0] && per_server[1] > per_server[2]);
     proxy.stop();
 
-    let mut router = ocean(dir.path(), &conf_path);
+    let mut router = ocean(dir.path(), &conf_path, &[]);
     let ocean_log = || std::fs::read_to_string(dir.path().join("ocean.log")).unwrap_or_default();
     let lost = missing(listen, &ocean_log);
     assert!(
@@ -302,7 +290,6 @@ fn until_ejected(addr: SocketAddr, what: &str, log: &dyn Fn() -> String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_eject_hosts_rehashes_like_nutcracker() {
-    let nutcracker = find_binary("nutcracker", "nutcracker").unwrap();
     let mut servers = Vec::new();
     for _ in 0..3 {
         servers.push(Memcached::start().await.unwrap());
@@ -328,22 +315,7 @@ async fn auto_eject_hosts_rehashes_like_nutcracker() {
     servers[1].stop();
 
     let nut_log = dir.path().join("nutcracker.log");
-    let mut proxy = ServerProcess::spawn(
-        "nutcracker",
-        nutcracker,
-        vec![
-            "-c".into(),
-            conf_path.clone().into_os_string(),
-            "-s".into(),
-            stats_port.to_string().into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-        ],
-        dir.path(),
-        nut_log.clone(),
-        Vec::new(),
-    )
-    .unwrap();
+    let mut proxy = start_nutcracker(&conf_path, dir.path(), stats_port).unwrap();
     let nut_log_text = || std::fs::read_to_string(&nut_log).unwrap_or_default();
     until_ejected(listen, "nutcracker", &nut_log_text);
     set_all(listen, &nut_log_text);
@@ -356,17 +328,7 @@ async fn auto_eject_hosts_rehashes_like_nutcracker() {
 
     // One worker thread: the ejection is per worker, and the test's connection must see
     // the one it caused.
-    let log = std::fs::File::create(dir.path().join("ocean.log")).unwrap();
-    let mut router = Proc(Some(
-        Command::new(OCEAN)
-            .args(["memcached-router", "--threads", "1", "--nutcracker-config"])
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ));
+    let mut router = ocean(dir.path(), &conf_path, &["--threads", "1"]);
     let ocean_log = || std::fs::read_to_string(dir.path().join("ocean.log")).unwrap_or_default();
     until_ejected(listen, "ocean", &ocean_log);
     let lost = missing(listen, &ocean_log);

@@ -99,12 +99,14 @@ pub(crate) use impl_process_controls;
 
 pub mod mariadb;
 pub mod memcached;
+pub mod nutcracker;
 pub mod process;
 pub mod redis;
 pub mod resp;
 
 pub use mariadb::{mariadb_query, MariaDb};
 pub use memcached::Memcached;
+pub use nutcracker::start_nutcracker;
 pub use process::{
     proc_stat, process_group_members, rss_bytes, spawn_guarded, ProcStat, ServerProcess, Watchdog,
 };
