@@ -397,26 +397,26 @@ impl Args {
         });
         let (mode, pool_file) = if let Some(path) = &self.nutcracker_config {
             let p = crate::nutcracker::load(path, self.nutcracker_pool.as_deref())?;
-            for why in &p.ignored {
-                tracing::warn!(file = %path.display(), pool = %p.name, "nutcracker.yml {why}");
+            for why in &p.file.ignored {
+                tracing::warn!(file = %path.display(), pool = %p.file.name, "nutcracker.yml {why}");
             }
             // The file's timing wins over the flags' defaults: it is what the pool ran with.
-            if let Some(t) = p.timeout {
+            if let Some(t) = p.file.timeout {
                 settings.request_timeout = t;
             }
-            if let Some(n) = p.server_failure_limit {
+            if let Some(n) = p.file.server_failure_limit {
                 settings.tko_after = n;
             }
-            if let Some(t) = p.server_retry_timeout {
+            if let Some(t) = p.file.server_retry_timeout {
                 settings.probe_interval = t;
                 settings.probe_interval_max = settings.probe_interval_max.max(t);
             }
-            if let Some(n) = p.server_connections {
+            if let Some(n) = p.file.server_connections {
                 settings.backend_connections = n;
             }
-            settings.auto_eject_hosts = p.auto_eject_hosts;
+            settings.auto_eject_hosts = p.file.auto_eject_hosts;
             let mode = Mode::Standalone {
-                listen: p.listen,
+                listen: p.file.listen,
                 pool: p.pool.clone(),
             };
             let kind = PoolFileKind::Nutcracker {

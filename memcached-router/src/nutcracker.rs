@@ -8,9 +8,7 @@
 //! other places. Keys that tune timing and `auto_eject_hosts` become settings; the rest are
 //! named at start as ignored.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ocean_core::placement::ketama::Distribution;
@@ -21,25 +19,11 @@ use crate::pool::{PoolSpec, ReplicaSetSpec, ServerSpec};
 /// One pool of a nutcracker.yml, as the router runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NutcrackerPool {
-    /// The pool's name in the file.
-    pub name: String,
-    /// `listen`.
-    pub listen: SocketAddr,
     /// The servers as one replica set, hashed as twemproxy does.
     pub pool: PoolSpec,
-    /// `timeout` (ms): the backend reply timeout.
-    pub timeout: Option<Duration>,
-    /// `server_failure_limit`: failures before a server is marked down.
-    pub server_failure_limit: Option<u32>,
-    /// `server_retry_timeout` (ms): when a down server is tried again.
-    pub server_retry_timeout: Option<Duration>,
-    /// `server_connections`: connections per server.
-    pub server_connections: Option<usize>,
-    /// `auto_eject_hosts`: a server down after `server_failure_limit` failures leaves the
-    /// ring until `server_retry_timeout` brings it back.
-    pub auto_eject_hosts: bool,
-    /// Keys read but not used, with why: logged at start.
-    pub ignored: Vec<String>,
+    /// The pool as the file has it: `listen`, the timing keys, `auto_eject_hosts`, and the
+    /// keys read but not used.
+    pub file: file::NutcrackerPool,
 }
 
 /// Reads the pool `want` of the nutcracker.yml at `path` (the only one when `want` is
@@ -76,32 +60,23 @@ fn memcached_pool(p: file::NutcrackerPool) -> anyhow::Result<NutcrackerPool> {
     if p.distribution != Distribution::Ketama {
         bail!("pool {name:?}: distribution: modula is not supported by the memcached router (ketama); keys would land elsewhere");
     }
-    Ok(NutcrackerPool {
-        listen: p.listen,
-        pool: PoolSpec {
-            name: name.clone(),
-            hash: p.hash,
-            replica_sets: vec![ReplicaSetSpec {
-                name: name.clone(),
-                servers: p
-                    .servers
-                    .iter()
-                    .map(|s| ServerSpec {
-                        addr: s.addr,
-                        name: s.name.clone(),
-                        weight: s.weight,
-                    })
-                    .collect(),
-            }],
-        },
-        name,
-        timeout: p.timeout,
-        server_failure_limit: p.server_failure_limit,
-        server_retry_timeout: p.server_retry_timeout,
-        server_connections: p.server_connections,
-        auto_eject_hosts: p.auto_eject_hosts,
-        ignored: p.ignored,
-    })
+    let pool = PoolSpec {
+        name: name.clone(),
+        hash: p.hash,
+        replica_sets: vec![ReplicaSetSpec {
+            name,
+            servers: p
+                .servers
+                .iter()
+                .map(|s| ServerSpec {
+                    addr: s.addr,
+                    name: s.name.clone(),
+                    weight: s.weight,
+                })
+                .collect(),
+        }],
+    };
+    Ok(NutcrackerPool { pool, file: p })
 }
 
 #[cfg(test)]
@@ -109,6 +84,7 @@ fn memcached_pool(p: file::NutcrackerPool) -> anyhow::Result<NutcrackerPool> {
 mod tests {
     use super::*;
     use crate::ketama::KeyHash;
+    use std::time::Duration;
 
     const FILE: &str = "
 alpha:
@@ -135,7 +111,7 @@ beta:
     #[test]
     fn a_pool_becomes_a_standalone_pool_hashed_as_twemproxy_does() {
         let p = parse(FILE, Some("alpha")).unwrap();
-        assert_eq!(p.listen, "127.0.0.1:22121".parse().unwrap());
+        assert_eq!(p.file.listen, "127.0.0.1:22121".parse().unwrap());
         assert_eq!(p.pool.hash, KeyHash::Fnv1a64);
         let names: Vec<(&str, u32)> = p.pool.replica_sets[0]
             .servers
@@ -146,11 +122,11 @@ beta:
             names,
             vec![("cache-3", 1), ("127.0.0.1", 2), ("127.0.0.1:11212", 1)]
         );
-        assert_eq!(p.timeout, Some(Duration::from_millis(400)));
-        assert_eq!(p.server_retry_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(p.server_failure_limit, Some(1));
-        assert!(p.auto_eject_hosts);
-        assert!(p.ignored.iter().any(|i| i.starts_with("backlog")));
+        assert_eq!(p.file.timeout, Some(Duration::from_millis(400)));
+        assert_eq!(p.file.server_retry_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(p.file.server_failure_limit, Some(1));
+        assert!(p.file.auto_eject_hosts);
+        assert!(p.file.ignored.iter().any(|i| i.starts_with("backlog")));
         assert_eq!(parse(FILE, Some("beta")).unwrap().pool.hash, KeyHash::Md5);
     }
 

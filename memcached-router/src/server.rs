@@ -353,23 +353,23 @@ fn reload_pool_file(
         PoolFileKind::Nutcracker { pool, loaded: was } => {
             let now = crate::nutcracker::load(&file.path, pool.as_deref())?;
             let kept = vec![
-                ("listen", now.listen != was.listen),
-                ("timeout", now.timeout != was.timeout),
+                ("listen", now.file.listen != was.file.listen),
+                ("timeout", now.file.timeout != was.file.timeout),
                 (
                     "server_failure_limit",
-                    now.server_failure_limit != was.server_failure_limit,
+                    now.file.server_failure_limit != was.file.server_failure_limit,
                 ),
                 (
                     "server_retry_timeout",
-                    now.server_retry_timeout != was.server_retry_timeout,
+                    now.file.server_retry_timeout != was.file.server_retry_timeout,
                 ),
                 (
                     "server_connections",
-                    now.server_connections != was.server_connections,
+                    now.file.server_connections != was.file.server_connections,
                 ),
                 (
                     "auto_eject_hosts",
-                    now.auto_eject_hosts != was.auto_eject_hosts,
+                    now.file.auto_eject_hosts != was.file.auto_eject_hosts,
                 ),
             ];
             (now.pool, kept)
