@@ -61,11 +61,19 @@ impl SetRoute {
     /// servers only (the same point formula over fewer servers), and so does this, once
     /// per change of the set of servers down. `None` when every server is down.
     fn live_index(&self, e: &Ejection, key: &[u8]) -> Option<usize> {
-        let down: Vec<bool> = self.servers.iter().map(|s| s.is_down()).collect();
         let current = e.live.load();
+        // Every request to a down server's keys comes here: compare in place, and allocate
+        // only when the set of servers down has changed.
+        let same = |l: &LiveRing| {
+            l.down
+                .iter()
+                .zip(&self.servers)
+                .all(|(was, s)| *was == s.is_down())
+        };
         let live = match current.as_ref() {
-            Some(l) if l.down == down => l.clone(),
+            Some(l) if same(l) => l.clone(),
             _ => {
+                let down: Vec<bool> = self.servers.iter().map(|s| s.is_down()).collect();
                 let servers: Vec<usize> = (0..down.len()).filter(|&i| !down[i]).collect();
                 if servers.is_empty() {
                     return None;
