@@ -15,6 +15,7 @@ use ocean_core::table::memcached::{
     MemcachedHash, MemcachedPool, MemcachedServer, MemcachedTable, ReplicaSet,
 };
 use ocean_memcached_router::config::{Mode, Settings};
+use ocean_memcached_router::ketama::{server_name, KeyHash, Ring};
 use ocean_memcached_router::Config;
 use ocean_tests::metrics::{scrape, series, undescribed};
 use ocean_tests::servers::{free_port, Memcached};
@@ -130,12 +131,21 @@ async fn histograms_help_tko_labels_and_removed_servers() -> Result<()> {
     // not a kill: the port stays ours, no other test's server can take it meanwhile.)
     gone.pause()?;
     let gone_labels = format!("pool=\"cache\",replica_set=\"a\",server=\"{gone_addr}\"");
-    let mut n = 0;
+    // Keys the hung server owns, found with the router's own ring: twemproxy's fnv1a_64
+    // puts keys that differ only in their last bytes close together on the ring, so
+    // `gone1`, `gone2`, ... may all belong to one server, and which one depends on the ports.
+    let ring = Ring::new(
+        &[(server_name(keep_addr), 1), (server_name(gone_addr), 1)],
+        KeyHash::Fnv1a64,
+    );
+    let mut gone_keys = (0..)
+        .map(|i| format!("gone-{i}-{}", i * 7919))
+        .filter(|k| ring.server_for(k.as_bytes()) == 1);
     wait_for("the hung server's TKO", async || {
-        n += 1;
+        let key = gone_keys.next().expect("endless keys");
         // A key never set: the reply is one line, `END` or the router's `SERVER_ERROR`.
         let reply = c
-            .call(format!("get gone{n}\r\n").as_bytes(), &[b"\r\n"])
+            .call(format!("get {key}\r\n").as_bytes(), &[b"\r\n"])
             .await?;
         assert!(
             reply == b"END\r\n" || reply.starts_with(b"SERVER_ERROR "),
