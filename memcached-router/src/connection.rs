@@ -598,8 +598,14 @@ async fn finish_retrieval(
         }
     }
     let mut found: Vec<Option<Bytes>> = vec![None; req.keys().len()];
-    // Keys the first set answered as misses (not failures): what a warm fill may store.
-    let mut cold_miss = vec![false; req.keys().len()];
+    // Keys the first set answered as misses (not failures): what a warm fill may store
+    // (kept only when there is one to do).
+    let warm_fill_exptime = route.settings.warm_fill.filter(|_| miss_failover);
+    let mut cold_miss = if warm_fill_exptime.is_some() {
+        vec![false; req.keys().len()]
+    } else {
+        Vec::new()
+    };
     let mut failed: Option<UpstreamError> = None;
     let mut answered = false;
     while let Some(part) = queue.pop_front() {
@@ -612,8 +618,11 @@ async fn finish_retrieval(
                     return;
                 };
                 answered = true;
-                let mut blocks = blocks.into_iter().peekable();
+                let mut blocks = blocks.peekable();
+                // The keys to try on the next set (only collected when misses fail over).
+                let retry_misses = miss_failover && part.set + 1 < route.sets.len();
                 let mut missed = Vec::new();
+                let mut misses = 0;
                 for &i in &part.keys {
                     let key = req.keys().get(i);
                     match blocks.peek() {
@@ -622,19 +631,21 @@ async fn finish_retrieval(
                                 *slot = Some(b.block);
                             }
                         }
-                        _ => missed.push(i),
-                    }
-                }
-                let hits = (part.keys.len() - missed.len()) as u64;
-                server.record_lookups(hits, missed.len() as u64);
-                if part.set == 0 {
-                    for &i in &missed {
-                        if let Some(m) = cold_miss.get_mut(i) {
-                            *m = true;
+                        _ => {
+                            misses += 1;
+                            if part.set == 0 {
+                                if let Some(m) = cold_miss.get_mut(i) {
+                                    *m = true;
+                                }
+                            }
+                            if retry_misses {
+                                missed.push(i);
+                            }
                         }
                     }
                 }
-                if miss_failover && !missed.is_empty() && part.set + 1 < route.sets.len() {
+                server.record_lookups((part.keys.len() - misses) as u64, misses as u64);
+                if !missed.is_empty() {
                     queue.extend(send_keys(route, &req, client, part.set + 1, &missed, false));
                 }
             }
@@ -665,7 +676,7 @@ async fn finish_retrieval(
         server_error(out, e);
         return;
     }
-    if let Some(exptime) = route.settings.warm_fill.filter(|_| miss_failover) {
+    if let Some(exptime) = warm_fill_exptime {
         warm_fill(route, &req, client, &found, &cold_miss, exptime, stats);
     }
     // Keys whose every set failed count as misses when other keys were answered.

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{HeldReply, ReplyBudget};
 use crate::config::Settings;
-use crate::reply::{reply_len, Expect, SkipReply};
+use crate::reply::{frame_reply, Expect, Framed, SkipReply};
 use crate::stats::{RouterStats, ServerStatus};
 
 /// Requests queued per connection before senders are refused (`SERVER_ERROR`).
@@ -483,6 +483,8 @@ async fn read_replies(
     let mut buf = BytesMut::with_capacity(16 << 10);
     // A reply being skipped: it outgrew its client's whole budget before it was complete.
     let mut skipping: Option<SkipReply> = None;
+    // Where framing of the front reply resumes (the start of its first incomplete part).
+    let mut resume = 0;
     loop {
         match read.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -513,9 +515,9 @@ async fn read_replies(
                 tracing::warn!(server = %server.addr, "unsolicited bytes from backend");
                 return;
             };
-            let len = match reply_len(&buf, front.expect) {
-                Ok(Some(len)) => len,
-                Ok(None) => {
+            let len = match frame_reply(&buf, front.expect, &mut resume) {
+                Ok(Framed::Complete(len)) => len,
+                Ok(Framed::Partial) => {
                     // Incomplete, and already more than its client may hold: answer the
                     // client now and skip the rest as it comes, instead of buffering a
                     // reply that may be gigabytes (`get big big big ...`).
@@ -533,6 +535,7 @@ async fn read_replies(
                         let _ignored = tx.send(Err(UpstreamError::ClientBudget));
                     }
                     skipping = Some(SkipReply::new(expect));
+                    resume = 0;
                     continue;
                 }
                 Err(e) => {
@@ -542,6 +545,7 @@ async fn read_replies(
             };
             let done = q.pop_front();
             drop(q);
+            resume = 0;
             let reply = buf.split_to(len).freeze();
             server.record_success();
             if let Some(InFlight {
