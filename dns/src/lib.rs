@@ -9,7 +9,9 @@
 //! - [`route`]: one query in, one response out (or "forward this"), looked up in the zone.
 //! - [`upstream`]: sending out-of-zone queries to upstream resolvers.
 //! - [`rrl`]: response rate limiting for the UDP workers, one lock-free table they share.
-//! - [`server`]: UDP workers (one thread and `SO_REUSEPORT` socket each) and the TCP listener.
+//! - [`server`]: starts everything: UDP workers, the TCP and TLS listeners, the zone builder.
+//! - `udp`: the UDP hot path, one thread and `SO_REUSEPORT` socket per worker, datagrams
+//!   taken and answered in `recvmmsg`/`sendmmsg` batches.
 //! - `connection`: one DNS-over-TCP client, length-prefixed queries in and answers out.
 //! - `stats`: the query counters UDP workers and TCP connections flush to metrics.
 //! - [`http`]: the Mesos-DNS HTTP API.
@@ -24,6 +26,7 @@ pub mod route;
 pub mod rrl;
 pub mod server;
 mod stats;
+mod udp;
 pub mod upstream;
 pub mod zone;
 

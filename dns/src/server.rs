@@ -1,10 +1,8 @@
 //! The DNS server: UDP workers, the TCP listener, the zone builder and the HTTP API.
 //!
-//! UDP is the hot path. Each worker is an OS thread with its own `SO_REUSEPORT` socket in
-//! blocking mode (the kernel spreads datagrams over the sockets): receive, answer from the
-//! pre-built zone, send. That loop measured faster here than any async shape (PERF.md).
-//! Queries to forward leave the loop through a bounded channel to async tasks; when it is
-//! full the client gets SERVFAIL at once. TCP runs on the async runtime.
+//! UDP is the hot path ([`crate::udp`]): OS threads with blocking `SO_REUSEPORT` sockets,
+//! which measured faster here than any async shape (PERF.md). TCP and TLS run on the async
+//! runtime.
 //!
 //! Both paths refuse to forward for clients outside `--allow-recursion`; only UDP answers
 //! are rate limited ([`crate::rrl`]), and forwarded UDP answers are fitted to the client's
@@ -13,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -21,20 +19,15 @@ use ocean_core::daemon::{self, Conn, Limits};
 use ocean_core::net::Cidr;
 use ocean_core::subscriber::{self, TableWatch};
 use ocean_core::table::DnsTable;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connection;
-use crate::proto::query::parse;
-use crate::proto::rcode;
-use crate::route::{
-    fit_forwarded_udp, recursion_allowed, refused_recursion, respond, servfail, truncated, Action,
-    Client, Outcome, Settings, Transport,
-};
-use crate::rrl::{Rrl, Verdict};
-use crate::stats::Counters;
+use crate::route::Settings;
+use crate::rrl::Rrl;
+use crate::udp;
 use crate::upstream::Forwarder;
 use crate::zone::Zone;
 
@@ -147,14 +140,6 @@ fn reload_mesos_dns(running: &mut Config, forwarder: &Forwarder) -> anyhow::Resu
     Ok(changed)
 }
 
-/// A query to forward, from a UDP worker.
-struct ForwardJob {
-    req: Vec<u8>,
-    peer: SocketAddr,
-    socket: Arc<std::net::UdpSocket>,
-}
-
-/// Binds everything, starts the subscriber, and returns once listening.
 /// Binds the UDP sockets and the TCP listener on one port. With port 0 the kernel picks a
 /// UDP port whose TCP twin may be taken (an outgoing connection's ephemeral port): then
 /// pick again, a few times.
@@ -169,11 +154,11 @@ fn bind_udp_and_tcp(
     let attempts = if listen.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let first = bind_udp(listen)?;
+        let first = udp::bind(listen)?;
         let dns_addr = first.local_addr()?;
         let mut sockets = vec![first];
         for _ in 1..udp_workers {
-            sockets.push(bind_udp(dns_addr)?);
+            sockets.push(udp::bind(dns_addr)?);
         }
         match ocean_core::listener::bind_tcp(dns_addr, false) {
             Ok(tcp) => return Ok((dns_addr, sockets, tcp)),
@@ -186,6 +171,7 @@ fn bind_udp_and_tcp(
     }
 }
 
+/// Binds everything, starts the subscriber, and returns once listening.
 pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
     ocean_core::metrics::handle();
@@ -224,8 +210,8 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     tracker.spawn(build_zones(watch.clone(), zone.clone(), cancel.clone()));
 
     // Forwarding.
-    let (fwd_tx, fwd_rx) = mpsc::channel::<ForwardJob>(config.max_forward_inflight.max(1));
-    tracker.spawn(forward_udp(
+    let (fwd_tx, fwd_rx) = mpsc::channel::<udp::ForwardJob>(config.max_forward_inflight.max(1));
+    tracker.spawn(udp::forward(
         fwd_rx,
         forwarder.clone(),
         settings,
@@ -240,7 +226,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for (i, s) in sockets.into_iter().enumerate() {
-        let policy = UdpPolicy {
+        let policy = udp::UdpPolicy {
             acl: acl.clone(),
             trust_ecs: trust_ecs.clone(),
             rrl: rrl.clone(),
@@ -250,7 +236,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         threads.push(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_worker(socket, zone, settings, policy, fwd_tx, stop))?,
+                .spawn(move || udp::worker(socket, zone, settings, policy, fwd_tx, stop))?,
         );
     }
     let c = cancel.clone();
@@ -331,23 +317,6 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     })
 }
 
-fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    // Bursts from many clients queue in the kernel instead of being dropped.
-    let _ = s.set_recv_buffer_size(4 << 20);
-    s.bind(&addr.into())
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}/udp (--listen): {e}"))?;
-    let s: std::net::UdpSocket = s.into();
-    // A short timeout so a worker notices shutdown.
-    s.set_read_timeout(Some(Duration::from_millis(200)))?;
-    Ok(s)
-}
-
 /// Rebuilds the zone for every accepted table.
 async fn build_zones(mut watch: TableWatch<DnsTable>, zone: SharedZone, cancel: CancellationToken) {
     let mut last_serial = 0u32;
@@ -389,181 +358,6 @@ async fn build_zones(mut watch: TableWatch<DnsTable>, zone: SharedZone, cancel: 
         }
         // `changed` consumed the new value; `first` returns it again on the next turn.
     }
-}
-
-/// Who a UDP worker forwards for, whose Client Subnet it believes, and how fast it
-/// answers one client network.
-struct UdpPolicy {
-    /// `--allow-recursion`.
-    acl: Arc<[Cidr]>,
-    /// `--trust-ecs`.
-    trust_ecs: Arc<[Cidr]>,
-    /// Response rate limiting, shared by every worker; `None` when off.
-    rrl: Option<Arc<Rrl>>,
-}
-
-fn udp_worker(
-    socket: Arc<std::net::UdpSocket>,
-    zone: SharedZone,
-    settings: Settings,
-    policy: UdpPolicy,
-    fwd: mpsc::Sender<ForwardJob>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    let mut counters = Counters::new();
-    let mut n: u32 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let (len, peer) = match socket.recv_from(&mut buf) {
-            Ok(v) => v,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                counters.flush();
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "udp receive failed");
-                continue;
-            }
-        };
-        n = n.wrapping_add(1);
-        let req = &buf[..len];
-        // Time one query in 64: enough for a latency histogram, free for the rest.
-        let started = n.is_multiple_of(64).then(std::time::Instant::now);
-        let (mut action, mut outcome) = {
-            let guard = zone.load();
-            let client = Client {
-                addr: peer.ip(),
-                trust_ecs: !policy.trust_ecs.is_empty()
-                    && recursion_allowed(&policy.trust_ecs, peer.ip()),
-            };
-            respond(
-                guard.as_deref(),
-                client,
-                req,
-                Transport::Udp,
-                settings,
-                n,
-                &mut out,
-            )
-        };
-        if action == Action::Forward && !recursion_allowed(&policy.acl, peer.ip()) {
-            // Not an open resolver: only --allow-recursion clients have names forwarded.
-            action = match refused_recursion(req, settings, &mut out) {
-                Some(_) => Action::Reply,
-                None => Action::Drop,
-            };
-            outcome = Outcome {
-                rcode: rcode::REFUSED,
-                ..outcome
-            };
-            counters.refused_recursion();
-        }
-        if let (Some(rrl), Action::Reply | Action::Forward) = (&policy.rrl, action) {
-            // One clock read per receive: the batch is one datagram here.
-            match rrl.check(peer.ip(), rrl.now()) {
-                Verdict::Answer => {}
-                Verdict::Slip => {
-                    counters.rate_limited(true);
-                    if truncated(req, outcome.rcode, settings, &mut out).is_some() {
-                        if let Err(e) = socket.send_to(&out, peer) {
-                            tracing::debug!(%peer, error = %e, "udp send failed");
-                        }
-                    }
-                    continue;
-                }
-                Verdict::Drop => {
-                    counters.rate_limited(false);
-                    continue;
-                }
-            }
-        }
-        if let Some(t) = started {
-            counters.latency.push(t.elapsed().as_secs_f64());
-        }
-        counters.count(outcome, action);
-        match action {
-            Action::Reply => {
-                if let Err(e) = socket.send_to(&out, peer) {
-                    tracing::debug!(%peer, error = %e, "udp send failed");
-                }
-            }
-            Action::Forward => {
-                let job = ForwardJob {
-                    req: req.to_vec(),
-                    peer,
-                    socket: socket.clone(),
-                };
-                if fwd.try_send(job).is_err() {
-                    // Too many forwards in flight: fail fast.
-                    if servfail(req, settings, &mut out).is_some() {
-                        let _ = socket.send_to(&out, peer);
-                    }
-                }
-            }
-            Action::Drop => {}
-        }
-    }
-    counters.flush();
-}
-
-async fn forward_udp(
-    mut rx: mpsc::Receiver<ForwardJob>,
-    forwarder: Arc<Forwarder>,
-    settings: Settings,
-    max_inflight: usize,
-    cancel: CancellationToken,
-) {
-    let permits = Arc::new(Semaphore::new(max_inflight.max(1)));
-    let tasks = TaskTracker::new();
-    loop {
-        let job = tokio::select! {
-            _ = cancel.cancelled() => break,
-            j = rx.recv() => match j { Some(j) => j, None => break },
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let forwarder = forwarder.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let mut out = Vec::new();
-            let answer = match parse(&job.req) {
-                Ok(q) => forwarder.forward(&job.req, q.name(), Transport::Udp).await,
-                Err(_) => return,
-            };
-            let reply = match answer {
-                // An answer larger than the client takes goes out truncated (TC, no
-                // records): the client retries over TCP.
-                Ok(a) => match fit_forwarded_udp(&job.req, &a, settings, &mut out) {
-                    Some(false) => a,
-                    Some(true) => {
-                        metrics::counter!("ocean_dns_truncated_total").increment(1);
-                        out
-                    }
-                    None => return,
-                },
-                Err(e) => {
-                    tracing::debug!(error = %e, "forwarding failed");
-                    if servfail(&job.req, settings, &mut out).is_none() {
-                        return;
-                    }
-                    out
-                }
-            };
-            // A blocking std socket, but UDP sends do not block for long.
-            if let Err(e) = job.socket.send_to(&reply, job.peer) {
-                tracing::debug!(peer = %job.peer, error = %e, "udp send failed");
-            }
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
 }
 
 /// The DNS-over-TLS listener, its acceptor (ALPN `dot`, RFC 7858 section 3.2) and the

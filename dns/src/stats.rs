@@ -16,6 +16,9 @@ pub(crate) struct Counters {
     /// UDP answers over the rate limit: dropped, and sent truncated instead (slipped).
     rrl_dropped: u64,
     rrl_slipped: u64,
+    /// `recvmmsg` calls that returned datagrams (UDP workers): queries over receives is the
+    /// mean batch.
+    pub(crate) udp_receives: u64,
     pending: u32,
     /// Sampled answer times (every 64th query), seconds.
     pub(crate) latency: Vec<f64>,
@@ -36,6 +39,7 @@ impl Counters {
             refused_recursion: 0,
             rrl_dropped: 0,
             rrl_slipped: 0,
+            udp_receives: 0,
             pending: 0,
             latency: Vec::with_capacity(64),
         }
@@ -96,6 +100,7 @@ impl Counters {
             ("ocean_dns_truncated_total", &mut self.truncated),
             ("ocean_dns_forwarded_total", &mut self.forwarded),
             ("ocean_dns_dropped_total", &mut self.dropped),
+            ("ocean_dns_udp_receives_total", &mut self.udp_receives),
         ] {
             if *n > 0 {
                 metrics::counter!(name).increment(*n);
@@ -131,6 +136,11 @@ pub fn describe() {
         "ocean_dns_queries_total",
         Unit::Count,
         "Queries answered, per query type (A, AAAA, SRV, SOA_NS_ANY, other) and rcode."
+    );
+    describe_counter!(
+        "ocean_dns_udp_receives_total",
+        Unit::Count,
+        "recvmmsg calls of the UDP workers that returned datagrams; UDP queries over this is the mean batch."
     );
     describe_counter!(
         "ocean_dns_tls_handshake_failures_total",
