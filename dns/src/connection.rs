@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proto::query::parse;
 use crate::proto::rcode;
 use crate::route::{
-    recursion_allowed, refused_recursion, respond, servfail, Action, Client, Outcome, Settings,
-    Transport,
+    recursion_allowed, refuse_forward, respond, servfail, Action, Client, Settings, Transport,
 };
 use crate::stats::Counters;
 use crate::upstream::Forwarder;
@@ -90,14 +89,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             )
         };
         if action == Action::Forward && !may_recurse {
-            action = match refused_recursion(&req, settings, &mut out) {
-                Some(_) => Action::Reply,
-                None => Action::Drop,
-            };
-            outcome = Outcome {
-                rcode: rcode::REFUSED,
-                ..outcome
-            };
+            (action, outcome) = refuse_forward(&req, settings, outcome, &mut out);
             counters.refused_recursion();
         }
         counters.count(outcome, action);

@@ -320,6 +320,26 @@ pub fn refused_recursion(req: &[u8], settings: Settings, out: &mut Vec<u8>) -> O
     Some(q)
 }
 
+/// What a query [`respond`] would forward becomes for a client outside
+/// `--allow-recursion`: the REFUSED answer in `out` (or a drop when `req` is not a query),
+/// and the outcome to count. One place for UDP and TCP.
+pub fn refuse_forward(
+    req: &[u8],
+    settings: Settings,
+    outcome: Outcome,
+    out: &mut Vec<u8>,
+) -> (Action, Outcome) {
+    let action = match refused_recursion(req, settings, out) {
+        Some(_) => Action::Reply,
+        None => Action::Drop,
+    };
+    let outcome = Outcome {
+        rcode: rcode::REFUSED,
+        ..outcome
+    };
+    (action, outcome)
+}
+
 /// Whether `client` may have names outside the zone forwarded (`--allow-recursion`).
 pub fn recursion_allowed(acl: &[Cidr], client: IpAddr) -> bool {
     acl.iter().any(|net| net.contains(client))

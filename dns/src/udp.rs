@@ -24,10 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::proto::query::parse;
-use crate::proto::rcode;
 use crate::route::{
-    fit_forwarded_udp, recursion_allowed, refused_recursion, respond, servfail, truncated, Action,
-    Client, Outcome, Settings, Transport,
+    fit_forwarded_udp, recursion_allowed, refuse_forward, respond, servfail, truncated, Action,
+    Client, Settings, Transport,
 };
 use crate::rrl::{Rrl, Verdict};
 use crate::stats::Counters;
@@ -234,14 +233,7 @@ pub fn worker(
             );
             if action == Action::Forward && !recursion_allowed(&policy.acl, peer.ip()) {
                 // Not an open resolver: only --allow-recursion clients have names forwarded.
-                action = match refused_recursion(req, settings, out) {
-                    Some(_) => Action::Reply,
-                    None => Action::Drop,
-                };
-                outcome = Outcome {
-                    rcode: rcode::REFUSED,
-                    ..outcome
-                };
+                (action, outcome) = refuse_forward(req, settings, outcome, out);
                 counters.refused_recursion();
             }
             if let (Some(rrl), Some(now), Action::Reply | Action::Forward) =
