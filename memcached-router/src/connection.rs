@@ -163,7 +163,12 @@ pub async fn serve(
     // its first batch cannot ask for many budgets' worth at once; a client of small values
     // reaches full pipelining within a few dozen reads.
     let mut bytes_per_key: usize = route.settings.limits.max_value_bytes;
-    let mut idle_deadline = tokio::time::Instant::now() + route.settings.idle_timeout;
+    // One idle timer for the connection's life, re-armed only when it fires early: a new
+    // timer per read registered and removed a wheel entry per request (about 5% of the
+    // router's instructions per get, callgrind).
+    let mut last_active = tokio::time::Instant::now();
+    let idle = tokio::time::sleep_until(last_active + route.settings.idle_timeout);
+    tokio::pin!(idle);
     let mut drain = DrainWatch::new(cancel);
     loop {
         // Decode what is buffered, sending each request on at once, while the replies held
@@ -215,7 +220,12 @@ pub async fn serve(
             // table) stops at a request boundary once what was sent before it is served.
             let at_boundary = rbuf.is_empty() && skip == 0;
             let n = tokio::select! {
-                () = tokio::time::sleep_until(idle_deadline) => {
+                () = &mut idle => {
+                    let deadline = last_active + route.settings.idle_timeout;
+                    if deadline > tokio::time::Instant::now() {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
                     closed("idle");
                     break;
                 }
@@ -272,7 +282,7 @@ pub async fn serve(
             // One big batch must not keep its buffer for the connection's life.
             wbuf = BytesMut::with_capacity(16 << 10);
         }
-        idle_deadline = tokio::time::Instant::now() + route.settings.idle_timeout;
+        last_active = tokio::time::Instant::now();
         if close {
             break;
         }
