@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
 use crate::ketama::{server_name_for, KeyHash};
-pub use crate::pool::{PoolSpec, ReplicaSetSpec, ServerSpec};
+pub use crate::pool::{KeyPlacement, PoolSpec, ReplicaSetSpec, ServerSpec};
 use crate::proto::Limits;
 
 /// How a write (storage command, delete, incr/decr, touch) answers the client when a pool
@@ -466,6 +466,7 @@ impl Args {
                 name: "default".into(),
                 hash: self.hash.into(),
                 replica_sets,
+                placement: KeyPlacement::default(),
             };
             (Mode::Standalone { listen, pool }, None)
         } else {

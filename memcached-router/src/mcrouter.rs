@@ -91,6 +91,7 @@ pub fn parse(text: &str) -> anyhow::Result<McrouterRoute> {
             name: "mcrouter".into(),
             hash: KeyHash::Ch3,
             replica_sets: Vec::new(),
+            placement: crate::pool::KeyPlacement::default(),
         },
         write_all: false,
         miss_failover: false,

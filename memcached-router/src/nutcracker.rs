@@ -2,19 +2,18 @@
 //! twemproxy user switches without rewriting and without moving a key.
 //!
 //! The file is read by [`ocean_core::placement::nutcracker`]; this module takes what the
-//! memcached router serves: ketama over any of twemproxy's hashes the reader knows, server
-//! names as written, weights. A pool that asks for anything else (`hash_tag`, `modula`, a
-//! Redis pool) is refused at start with the key named, never served with keys silently in
-//! other places. Keys that tune timing and `auto_eject_hosts` become settings; the rest are
+//! memcached router serves: ketama or modula over any of twemproxy's hashes the reader
+//! knows, `hash_tag`, server names as written, weights. A pool that asks for anything else
+//! (a Redis pool) is refused at start with the key named, never served with keys silently
+//! in other places. Keys that tune timing and `auto_eject_hosts` become settings; the rest are
 //! named at start as ignored.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use ocean_core::placement::ketama::Distribution;
 use ocean_core::placement::nutcracker as file;
 
-use crate::pool::{PoolSpec, ReplicaSetSpec, ServerSpec};
+use crate::pool::{KeyPlacement, PoolSpec, ReplicaSetSpec, ServerSpec};
 
 /// One pool of a nutcracker.yml, as the router runs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,12 +53,6 @@ fn memcached_pool(p: file::NutcrackerPool) -> anyhow::Result<NutcrackerPool> {
     if p.redis_auth.is_some() || p.redis_db != 0 {
         bail!("pool {name:?}: redis_auth and redis_db are for Redis pools: run ocean redis-router for it");
     }
-    if p.hash_tag.is_some() {
-        bail!("pool {name:?}: hash_tag is not supported by the memcached router; keys would land elsewhere");
-    }
-    if p.distribution != Distribution::Ketama {
-        bail!("pool {name:?}: distribution: modula is not supported by the memcached router (ketama); keys would land elsewhere");
-    }
     let pool = PoolSpec {
         name: name.clone(),
         hash: p.hash,
@@ -75,6 +68,10 @@ fn memcached_pool(p: file::NutcrackerPool) -> anyhow::Result<NutcrackerPool> {
                 })
                 .collect(),
         }],
+        placement: KeyPlacement {
+            distribution: p.distribution,
+            hash_tag: p.hash_tag,
+        },
     };
     Ok(NutcrackerPool { pool, file: p })
 }
@@ -84,6 +81,7 @@ fn memcached_pool(p: file::NutcrackerPool) -> anyhow::Result<NutcrackerPool> {
 mod tests {
     use super::*;
     use crate::ketama::KeyHash;
+    use ocean_core::placement::ketama::Distribution;
     use std::time::Duration;
 
     const FILE: &str = "
@@ -131,6 +129,17 @@ beta:
     }
 
     #[test]
+    fn modula_and_hash_tag_are_kept_for_placement() {
+        let text = "p:\n  listen: 127.0.0.1:1\n  distribution: modula\n  hash_tag: \"{}\"\n  servers:\n   - 127.0.0.1:11211:1\n";
+        let p = parse(text, None).unwrap();
+        assert_eq!(p.pool.placement.distribution, Distribution::Modula);
+        assert_eq!(p.pool.placement.hash_tag, Some(*b"{}"));
+        assert_eq!(p.pool.placement.hashed(b"user:{42}:name"), b"42");
+        let plain = parse(FILE, Some("beta")).unwrap();
+        assert_eq!(plain.pool.placement, KeyPlacement::default());
+    }
+
+    #[test]
     fn what_would_move_keys_is_refused_naming_the_key() {
         let err = |text: &str, want: Option<&str>| format!("{:#}", parse(text, want).unwrap_err());
         assert!(err(FILE, None).contains("--nutcracker-pool"));
@@ -140,11 +149,7 @@ beta:
         };
         for (extra, needle) in [
             ("  hash: jenkins", "hash: jenkins is not supported"),
-            (
-                "  distribution: modula",
-                "distribution: modula is not supported",
-            ),
-            ("  hash_tag: \"{}\"", "hash_tag"),
+            ("  distribution: random", "distribution: random"),
             ("  redis: true", "ocean redis-router"),
         ] {
             let e = err(&one(extra), None);

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use anyhow::bail;
 
 use crate::ketama::KeyHash;
+use ocean_core::placement::ketama::Distribution;
+use ocean_core::placement::nutcracker::tagged;
 
 /// One backend server of a replica set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,25 @@ pub struct PoolSpec {
     pub hash: KeyHash,
     /// Replica sets; reads go to the first and fail over in order.
     pub replica_sets: Vec<ReplicaSetSpec>,
+    /// twemproxy's `distribution` and `hash_tag` (a nutcracker.yml pool); the default,
+    /// ketama over the whole key, everywhere else.
+    pub placement: KeyPlacement,
+}
+
+/// How a key's hash picks a server beyond the hash function: twemproxy's `distribution`
+/// (ketama or modula) and `hash_tag` (only what lies between the two bytes is hashed, so
+/// `{user42}:name` and `{user42}:mail` share a server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyPlacement {
+    pub distribution: Distribution,
+    pub hash_tag: Option<[u8; 2]>,
+}
+
+impl KeyPlacement {
+    /// The part of `key` that is hashed.
+    pub fn hashed<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        tagged(key, self.hash_tag)
+    }
 }
 
 impl PoolSpec {
@@ -45,6 +66,12 @@ impl PoolSpec {
     /// # Errors
     /// A message naming the replica set.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.hash == KeyHash::Ch3 && self.placement != KeyPlacement::default() {
+            bail!(
+                "pool {}: ch3 places by mcrouter's rules; distribution and hash_tag are twemproxy's",
+                self.name
+            );
+        }
         if self.replica_sets.is_empty() {
             bail!("pool {}: no replica sets", self.name);
         }
@@ -100,6 +127,7 @@ impl PoolSpec {
                         .collect(),
                 })
                 .collect(),
+            placement: KeyPlacement::default(),
         }
     }
 }

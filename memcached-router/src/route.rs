@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PoolSpec, Settings};
+use crate::config::{KeyPlacement, PoolSpec, Settings};
 use crate::ketama::Ring;
 use crate::stats::RouterStats;
 use crate::upstream::Server;
@@ -18,8 +18,10 @@ use crate::upstream::Server;
 pub struct SetRoute {
     /// Replica set name.
     pub name: String,
-    /// The ketama ring.
+    /// The ring (ketama, modula or ch3, by the pool's hash and distribution).
     pub ring: Ring,
+    /// The pool's `distribution` and `hash_tag`.
+    pub placement: KeyPlacement,
     /// Servers in configuration order.
     pub servers: Vec<Arc<Server>>,
     /// twemproxy's `auto_eject_hosts`: keys of a server marked down go to a ring of the
@@ -48,6 +50,7 @@ struct LiveRing {
 impl SetRoute {
     /// The server for `key`.
     pub fn server_index(&self, key: &[u8]) -> usize {
+        let key = self.placement.hashed(key);
         let i = self.ring.server_for(key);
         match &self.eject {
             Some(e) if self.servers.get(i).is_some_and(|s| s.is_down()) => {
@@ -82,7 +85,11 @@ impl SetRoute {
                     servers.iter().map(|&i| e.named[i].clone()).collect();
                 let built = Arc::new(LiveRing {
                     down,
-                    ring: Ring::new(&named, self.ring.key_hash()),
+                    ring: Ring::with_distribution(
+                        &named,
+                        self.ring.key_hash(),
+                        self.placement.distribution,
+                    ),
                     servers,
                 });
                 e.live.store(Some(built.clone()));
@@ -170,7 +177,8 @@ impl Registry {
                     .collect();
                 SetRoute {
                     name: rs.name.clone(),
-                    ring: Ring::new(&named, spec.hash),
+                    ring: Ring::with_distribution(&named, spec.hash, spec.placement.distribution),
+                    placement: spec.placement,
                     servers,
                     eject: settings.auto_eject_hosts.then(|| Ejection {
                         named,

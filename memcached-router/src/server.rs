@@ -104,6 +104,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             name: String::new(),
             hash: crate::ketama::KeyHash::Fnv1a64,
             replica_sets: Vec::new(),
+            placement: crate::config::KeyPlacement::default(),
         },
     };
     let (pool_tx, pool_rx) = tokio::sync::watch::channel(standalone_pool);

@@ -148,6 +148,7 @@ async fn check_pool(hash_name: &str, hash: KeyHash) -> Result<()> {
     let spec = PoolSpec {
         name: "oracle".into(),
         hash,
+        placement: Default::default(),
         replica_sets: vec![ReplicaSetSpec {
             name: "a".into(),
             servers: addrs

@@ -35,8 +35,10 @@ fn connect(addr: SocketAddr, what: &str, log: &dyn Fn() -> String) -> TcpStream 
     }
 }
 
+/// Groups of four keys share a hash tag (`{N}`); without `hash_tag` the braces are only
+/// bytes of the key.
 fn key(i: usize) -> String {
-    format!("user:{i}:session")
+    format!("user:{{{}}}:session:{i}", i / 4)
 }
 
 fn value(i: usize) -> String {
@@ -139,56 +141,101 @@ fn ocean(dir: &Path, conf: &Path, extra: &[&str]) -> Proc {
     ))
 }
 
+/// A pool of three memcached (weights 1, 2, 1; the third hashed by its name) whose 10,000
+/// keys the real nutcracker stored from `nutcracker.yml` (with `placement`: the hash,
+/// distribution and hash_tag lines), then the built router started on the very same file.
+struct DropIn {
+    _servers: Vec<Memcached>,
+    addrs: Vec<SocketAddr>,
+    listen: SocketAddr,
+    dir: tempfile::TempDir,
+    conf: String,
+    conf_path: std::path::PathBuf,
+    per_server: Vec<u64>,
+    router: Proc,
+}
+
+impl DropIn {
+    async fn start(placement: &str) -> DropIn {
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            servers.push(Memcached::start().await.unwrap());
+        }
+        let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+            .parse()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A production-looking pool: weights, one server hashed by its name, and the keys
+        // twemproxy users set that only tune timing or that ocean does not use.
+        let conf = format!(
+            "cache:\n  listen: {listen}\n{placement}  \
+             timeout: 400\n  backlog: 1024\n  preconnect: true\n  auto_eject_hosts: false\n  \
+             server_retry_timeout: 2000\n  server_failure_limit: 2\n  servers:\n   \
+             - {}:1\n   - {}:2\n   - {}:1 cache-3\n",
+            addrs[0], addrs[1], addrs[2]
+        );
+        let conf_path = dir.path().join("nutcracker.yml");
+        std::fs::write(&conf_path, &conf).unwrap();
+
+        let nut_log = dir.path().join("nutcracker.log");
+        let mut proxy = start_nutcracker(&conf_path, dir.path(), free_port().unwrap()).unwrap();
+        let nut_log_text = || std::fs::read_to_string(&nut_log).unwrap_or_default();
+        set_all(listen, &nut_log_text);
+        let per_server: Vec<u64> = addrs.iter().map(|a| items(*a)).collect();
+        assert_eq!(
+            per_server.iter().sum::<u64>(),
+            KEYS as u64,
+            "{per_server:?}"
+        );
+        assert!(
+            per_server.iter().all(|&n| n > KEYS as u64 / 10),
+            "every server holds a share: {per_server:?}"
+        );
+        // The weight-2 server holds the most: twice the points on the ketama ring, or
+        // twice in the modula list.
+        assert!(per_server[1] > per_server[0] && per_server[1] > per_server[2]);
+        proxy.stop();
+
+        let router = ocean(dir.path(), &conf_path, &[]);
+        let drop_in = DropIn {
+            _servers: servers,
+            addrs,
+            listen,
+            dir,
+            conf,
+            conf_path,
+            per_server,
+            router,
+        };
+        let lost = missing(listen, &|| drop_in.log());
+        assert!(
+            lost.is_empty(),
+            "{placement}: {} of {KEYS} keys stored by nutcracker are missed through ocean (first: {:?})",
+            lost.len(),
+            lost.first()
+        );
+        drop_in
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ocean.log")).unwrap_or_default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ocean_serves_every_key_nutcracker_stored_from_the_same_file() {
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        servers.push(Memcached::start().await.unwrap());
-    }
-    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
-        .parse()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // A production-looking pool: weights, one server hashed by its name, and the keys
-    // twemproxy users set that only tune timing or that ocean does not use.
-    let conf = format!(
-        "cache:\n  listen: {listen}\n  hash: fnv1a_64\n  distribution: ketama\n  \
-         timeout: 400\n  backlog: 1024\n  preconnect: true\n  auto_eject_hosts: false\n  \
-         server_retry_timeout: 2000\n  server_failure_limit: 2\n  servers:\n   \
-         - {}:1\n   - {}:2\n   - {}:1 cache-3\n",
-        addrs[0], addrs[1], addrs[2]
-    );
-    let conf_path = dir.path().join("nutcracker.yml");
-    std::fs::write(&conf_path, &conf).unwrap();
-
-    let nut_log = dir.path().join("nutcracker.log");
-    let mut proxy = start_nutcracker(&conf_path, dir.path(), free_port().unwrap()).unwrap();
-    let nut_log_text = || std::fs::read_to_string(&nut_log).unwrap_or_default();
-    set_all(listen, &nut_log_text);
-    let per_server: Vec<u64> = addrs.iter().map(|a| items(*a)).collect();
-    assert_eq!(
-        per_server.iter().sum::<u64>(),
-        KEYS as u64,
-        "{per_server:?}"
-    );
-    assert!(
-        per_server.iter().all(|&n| n > KEYS as u64 / 10),
-        "every server holds a share: {per_server:?}"
-    );
-    // The weight-2 server holds the most, as ketama gives it twice the points.
-    assert!(per_server[1] > per_server[0] && per_server[1] > per_server[2]);
-    proxy.stop();
-
-    let mut router = ocean(dir.path(), &conf_path, &[]);
+    let DropIn {
+        _servers,
+        addrs,
+        listen,
+        dir,
+        conf,
+        conf_path,
+        per_server: _,
+        mut router,
+    } = DropIn::start("  hash: fnv1a_64\n  distribution: ketama\n").await;
     let ocean_log = || std::fs::read_to_string(dir.path().join("ocean.log")).unwrap_or_default();
-    let lost = missing(listen, &ocean_log);
-    assert!(
-        lost.is_empty(),
-        "{} of {KEYS} keys stored by nutcracker are missed through ocean (first: {:?})",
-        lost.len(),
-        lost.first()
-    );
     let log = ocean_log();
     assert!(
         log.contains("backlog: not used by ocean") && log.contains("preconnect"),
@@ -235,6 +282,28 @@ async fn ocean_serves_every_key_nutcracker_stored_from_the_same_file() {
     if let Some(mut c) = router.0.take() {
         c.kill().unwrap();
         c.wait().unwrap();
+    }
+}
+
+/// twemproxy's other placements: `distribution: modula` and `hash_tag: "{}"` (keys come
+/// in groups of four sharing a tag, `user:{N}:session:I`, so one multi-get of a batch spans
+/// every server and each group must sit on one). Every key nutcracker stored is read back
+/// through ocean, so each one is placed exactly where nutcracker put it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modula_and_hash_tag_place_keys_where_nutcracker_does() {
+    for placement in [
+        "  hash: md5\n  distribution: modula\n  hash_tag: \"{}\"\n",
+        "  hash: murmur\n  distribution: ketama\n  hash_tag: \"{}\"\n",
+    ] {
+        let d = DropIn::start(placement).await;
+        // The tag decides: the four keys of a group are on one server, so the groups
+        // (2,500) and not the keys are spread; the weights still show.
+        assert!(
+            d.per_server.iter().all(|n| n % 4 == 0),
+            "{placement}: groups of four stay whole: {:?}",
+            d.per_server
+        );
+        drop(d);
     }
 }
 
@@ -350,8 +419,7 @@ fn a_pool_that_would_move_keys_is_refused_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (body, needle) in [
         ("  hash: jenkins\n", "hash: jenkins is not supported"),
-        ("  distribution: modula\n", "distribution: modula"),
-        ("  hash_tag: \"{}\"\n", "hash_tag"),
+        ("  distribution: random\n", "distribution: random"),
         ("  redis: true\n", "ocean redis-router"),
     ] {
         let conf = dir.path().join("nutcracker.yml");

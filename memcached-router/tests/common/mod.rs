@@ -30,6 +30,7 @@ pub fn pool_weighted(sets: &[Vec<(SocketAddr, u32)>], hash: KeyHash) -> PoolSpec
     PoolSpec {
         name: "test".into(),
         hash,
+        placement: Default::default(),
         replica_sets: sets
             .iter()
             .enumerate()
