@@ -58,23 +58,52 @@ fn rehash(word: u64) -> u64 {
     murmur_hash_64a(&word.to_le_bytes(), SEED)
 }
 
-/// The key's bit stream, 64 bits per word, computed as far as it is read.
+/// Words of the bit stream kept on the stack: one try for a pool of up to 2^10 servers
+/// reads at most 10 + 23 * 9 bits (4 words); more are needed only after several tries.
+const INLINE_WORDS: usize = 8;
+
+/// The key's bit stream, 64 bits per word, computed as far as it is read. The first
+/// [`INLINE_WORDS`] live on the stack, so a lookup allocates nothing in the common case
+/// (the Vec it used before was one allocation per ch3 lookup).
 struct Bits<'a> {
     key: &'a [u8],
-    words: Vec<u64>,
+    inline: [u64; INLINE_WORDS],
+    /// Words past the inline ones (a `Vec::new()` allocates nothing until pushed to).
+    spill: Vec<u64>,
+    len: usize,
 }
 
-impl Bits<'_> {
+impl<'a> Bits<'a> {
+    fn new(key: &'a [u8]) -> Bits<'a> {
+        Bits {
+            key,
+            inline: [0; INLINE_WORDS],
+            spill: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn word(&self, ord: usize) -> u64 {
+        match self.inline.get(ord) {
+            Some(w) => *w,
+            None => self.spill[ord - INLINE_WORDS],
+        }
+    }
+
     fn get(&mut self, idx: u32) -> bool {
         let ord = (idx >> 6) as usize;
-        while self.words.len() <= ord {
-            let next = match self.words.last() {
-                None => murmur_hash_64a(self.key, SEED),
-                Some(&prev) => rehash(prev),
+        while self.len <= ord {
+            let next = match self.len {
+                0 => murmur_hash_64a(self.key, SEED),
+                n => rehash(self.word(n - 1)),
             };
-            self.words.push(next);
+            match self.inline.get_mut(self.len) {
+                Some(slot) => *slot = next,
+                None => self.spill.push(next),
+            }
+            self.len += 1;
         }
-        (self.words[ord] >> (idx & 0x3f)) & 1 == 1
+        (self.word(ord) >> (idx & 0x3f)) & 1 == 1
     }
 }
 
@@ -84,10 +113,7 @@ pub fn furc_hash(key: &[u8], m: u32) -> u32 {
     if m <= 1 {
         return 0;
     }
-    let mut bits = Bits {
-        key,
-        words: Vec::with_capacity(4),
-    };
+    let mut bits = Bits::new(key);
     // d: the number of bits of the smallest power of two >= m.
     let mut d = 0u32;
     while d < 32 && u64::from(m) > (1u64 << d) {
@@ -319,6 +345,60 @@ mod tests {
                 assert!(s < m);
                 assert!(s == prev || s == m - 1, "{key}: {prev} -> {s} at {m}");
                 prev = s;
+            }
+        }
+    }
+
+    /// The stream as it was kept before (every word in a Vec): the inline words and the
+    /// spill must read the same bits, also for pools large enough to need many tries.
+    fn furc_with_vec(key: &[u8], m: u32) -> u32 {
+        let mut words: Vec<u64> = Vec::new();
+        let mut get = |idx: u32| {
+            let ord = (idx >> 6) as usize;
+            while words.len() <= ord {
+                let next = words
+                    .last()
+                    .map_or_else(|| murmur_hash_64a(key, SEED), |&w| rehash(w));
+                words.push(next);
+            }
+            (words[ord] >> (idx & 0x3f)) & 1 == 1
+        };
+        let mut d = 0u32;
+        while d < 32 && u64::from(m) > (1u64 << d) {
+            d += 1;
+        }
+        let mut a = d;
+        for _ in 0..MAX_TRIES {
+            while !get(a) {
+                d -= 1;
+                if d == 0 {
+                    return 0;
+                }
+                a = d;
+            }
+            a += FURC_SHIFT;
+            let mut num: u32 = 1;
+            for _ in 0..d - 1 {
+                num = (num << 1) | u32::from(get(a));
+                a += FURC_SHIFT;
+            }
+            if num < m {
+                return num;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn inline_words_and_spill_read_the_same_stream() {
+        for m in [2, 3, 7, 100, 1000, 1025, 65_537, 1 << 20, MAX_POOL_SIZE - 1] {
+            for i in 0..500 {
+                let key = format!("key:{i}:{m}");
+                assert_eq!(
+                    furc_hash(key.as_bytes(), m),
+                    furc_with_vec(key.as_bytes(), m),
+                    "{key} m={m}"
+                );
             }
         }
     }
