@@ -11,6 +11,9 @@
 #   (b) twemproxy: nutcracker in front of (a)
 #   (c) ocean-1: the router in front of a one-node cluster (cluster-enabled, all slots)
 #   (d) ocean-3: the router in front of a 3-master cluster
+#   (e) ocean-kt: the router in twemproxy's model (--mode ketama) in front of (a), as (b)
+#       is: the like-for-like comparison with twemproxy, MGET above all (a cluster must
+#       split a 10-key MGET into one command per slot, a sharded pool one per server)
 # Prints ops/s per test, the ratios ocean/direct and ocean/twemproxy, and the router's CPU
 # cost in microseconds per operation (from /proc/PID/stat).
 # Needs redis-server, redis-cli, redis-benchmark (redis-server, redis-tools) and nutcracker.
@@ -110,6 +113,10 @@ start_router() { # listen-port seed
 }
 P_O1=$(free_port); start_router "$P_O1" "$P_ONE"; PID_O1=${PIDS[-1]}
 P_O3=$(free_port); start_router "$P_O3" "${P3[0]}"; PID_O3=${PIDS[-1]}
+P_OK=$(free_port)
+"$ROUTER" --listen "127.0.0.1:$P_OK" --mode ketama --seed "127.0.0.1:$P_DIRECT" --threads "$THREADS" >"$WORK/router-$P_OK.log" 2>&1 &
+PIDS+=($!); PID_OK=$!
+for _ in $(seq 100); do redis-cli -p "$P_OK" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
 for _ in $(seq 50); do redis-cli -p "$P_TWEM" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -130,15 +137,15 @@ bench() {
                      END { printf "%s %s %s\n", r["GET"], r["SET"], r["MGET"] }'
 }
 
-for port in "$P_DIRECT" "$P_TWEM" "$P_O1" "$P_O3"; do
+for port in "$P_DIRECT" "$P_TWEM" "$P_O1" "$P_O3" "$P_OK"; do
     args=(); for k in "${MGET_KEYS[@]}"; do args+=("$k" "value"); done
     for _ in $(seq 50); do redis-cli -p "$port" mset "${args[@]}" 2>/dev/null | grep -q OK && break; sleep 0.1; done
 done
 PID_TWEM=$(pgrep -f "nutcracker -c $WORK/nutcracker.yml" | head -1)
 
 declare -A RESULTS
-TARGETS=(direct twemproxy ocean-1 ocean-3)
-declare -A PORT=([direct]=$P_DIRECT [twemproxy]=$P_TWEM [ocean-1]=$P_O1 [ocean-3]=$P_O3)
+TARGETS=(direct twemproxy ocean-1 ocean-3 ocean-kt)
+declare -A PORT=([direct]=$P_DIRECT [twemproxy]=$P_TWEM [ocean-1]=$P_O1 [ocean-3]=$P_O3 [ocean-kt]=$P_OK)
 declare -A CPU
 for round in $(seq "$ROUNDS"); do
     for p in 1 16; do
@@ -146,6 +153,7 @@ for round in $(seq "$ROUNDS"); do
             pid=""
             [[ $t == ocean-1 ]] && pid=$PID_O1
             [[ $t == ocean-3 ]] && pid=$PID_O3
+            [[ $t == ocean-kt ]] && pid=$PID_OK
             [[ $t == twemproxy ]] && pid=$PID_TWEM
             [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
             r=$(bench "${PORT[$t]}" "$p")
@@ -176,7 +184,7 @@ done
 echo
 printf "%-22s %-4s %8s %8s %8s\n" ratio P GET SET MGET
 for p in 1 16; do
-    for o in ocean-1 ocean-3; do
+    for o in ocean-1 ocean-3 ocean-kt; do
         for base in direct twemproxy; do
             printf "%-22s %-4s %8s %8s %8s\n" "$o/$base" "$p" \
                 "$(ratio "$(col "$o/$p" 1)" "$(col "$base/$p" 1)")" \
@@ -188,7 +196,7 @@ done
 echo
 echo "proxy CPU, us per operation (median over rounds):"
 for p in 1 16; do
-    for o in twemproxy ocean-1 ocean-3; do
+    for o in twemproxy ocean-1 ocean-3 ocean-kt; do
         printf "  %-8s P%-3s %s\n" "$o" "$p" "$(echo "${CPU[$o/$p]}" | median)"
     done
 done
