@@ -114,6 +114,11 @@ pub fn furc_hash(key: &[u8], m: u32) -> u32 {
         return 0;
     }
     let mut bits = Bits::new(key);
+    furc_over(m, |idx| bits.get(idx))
+}
+
+/// furc's walk over a key's bit stream (`bit(idx)`), for `m >= 2` servers.
+fn furc_over(m: u32, mut bit: impl FnMut(u32) -> bool) -> u32 {
     // d: the number of bits of the smallest power of two >= m.
     let mut d = 0u32;
     while d < 32 && u64::from(m) > (1u64 << d) {
@@ -121,7 +126,7 @@ pub fn furc_hash(key: &[u8], m: u32) -> u32 {
     }
     let mut a = d;
     for _ in 0..MAX_TRIES {
-        while !bits.get(a) {
+        while !bit(a) {
             d -= 1;
             if d == 0 {
                 return 0;
@@ -131,7 +136,7 @@ pub fn furc_hash(key: &[u8], m: u32) -> u32 {
         a += FURC_SHIFT;
         let mut num: u32 = 1;
         for _ in 0..d - 1 {
-            num = (num << 1) | u32::from(bits.get(a));
+            num = (num << 1) | u32::from(bit(a));
             a += FURC_SHIFT;
         }
         if num < m {
@@ -353,7 +358,7 @@ mod tests {
     /// spill must read the same bits, also for pools large enough to need many tries.
     fn furc_with_vec(key: &[u8], m: u32) -> u32 {
         let mut words: Vec<u64> = Vec::new();
-        let mut get = |idx: u32| {
+        furc_over(m, |idx| {
             let ord = (idx >> 6) as usize;
             while words.len() <= ord {
                 let next = words
@@ -362,31 +367,7 @@ mod tests {
                 words.push(next);
             }
             (words[ord] >> (idx & 0x3f)) & 1 == 1
-        };
-        let mut d = 0u32;
-        while d < 32 && u64::from(m) > (1u64 << d) {
-            d += 1;
-        }
-        let mut a = d;
-        for _ in 0..MAX_TRIES {
-            while !get(a) {
-                d -= 1;
-                if d == 0 {
-                    return 0;
-                }
-                a = d;
-            }
-            a += FURC_SHIFT;
-            let mut num: u32 = 1;
-            for _ in 0..d - 1 {
-                num = (num << 1) | u32::from(get(a));
-                a += FURC_SHIFT;
-            }
-            if num < m {
-                return num;
-            }
-        }
-        0
+        })
     }
 
     #[test]
