@@ -60,10 +60,19 @@ pub struct ForwardJob {
 
 /// One worker's socket: `SO_REUSEPORT`, a large receive buffer, and a read timeout so the
 /// worker notices shutdown.
+///
+/// With port 0 the socket is bound first and joins `SO_REUSEPORT` after: Linux lets an
+/// auto-bound reuseport socket pick a port that another reuseport socket of the same user
+/// already holds (a second `ocean dns` in the same process, or one still shutting down),
+/// and the two would then share each other's queries. Bound plain, the kernel picks a port
+/// nobody holds; the other workers then join it by number.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_port(true)?;
+    let auto_port = addr.port() == 0;
+    if !auto_port {
+        s.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         // One address family per socket: the batch headers rely on it (see `Batch`).
         s.set_only_v6(true)?;
@@ -72,6 +81,9 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     s.bind(&addr.into())
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}/udp (--listen): {e}"))?;
+    if auto_port {
+        s.set_reuse_port(true)?;
+    }
     let s: std::net::UdpSocket = s.into();
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(s)
