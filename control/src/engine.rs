@@ -1,8 +1,9 @@
 //! The sync loop: fetch Marathon's apps, normalize, derive, guard, publish.
 //!
 //! A sync runs at start, after a debounced burst of events, every `resync` while the event
-//! stream is up, and every `poll_while_down` while it is down. A failed sync changes nothing
-//! that proxies see: the last good tables stay, `/v1/problems` and `/healthz` say why.
+//! stream is up, and every `poll_while_down` while it is down or the last sync failed. A
+//! failed sync changes nothing that proxies see: the last good tables stay, `/v1/problems`
+//! and `/healthz` say why.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -392,10 +393,20 @@ impl Engine {
     async fn run(mut self, mut dirty: mpsc::Receiver<()>, cancel: CancellationToken) {
         loop {
             self.sync().await;
+            // A failed sync is retried soon even with the event stream up: Marathon may
+            // send no event for a long while, and the tables would stay stale (or, at
+            // start, unpublished) until the next resync.
+            let failing = self
+                .shared
+                .status
+                .lock()
+                .map(|s| s.consecutive_failures > 0)
+                .unwrap_or(false);
             let interval = match self.source {
                 Fetcher::Marathon(_) if !self.shared.stream_up.load(Ordering::Relaxed) => {
                     self.config.poll_while_down
                 }
+                _ if failing => self.config.poll_while_down,
                 _ => self.config.resync,
             };
             let Some(wake) = next_sync(interval, self.config.debounce, &mut dirty, &cancel).await
