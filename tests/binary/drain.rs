@@ -388,3 +388,370 @@ fn systemd_units_are_notify_reload_on_hup_and_outlast_the_drain() {
     }
     assert_eq!(units, 6, "one unit per daemon");
 }
+
+/// The mysql table of the drain tests: `/dept/shop/main` on `primary`, logged in to as
+/// `drain_rw`, and job `shop/web` on this host (`--host-ip 192.0.2.77`), no password.
+fn drain_mysql_table(primary: SocketAddr) -> String {
+    serde_json::json!({
+        "databases": [{
+            "name": "/dept/shop/main",
+            "primary": primary.to_string(),
+            "replicas": [],
+            "rw": {"user": "drain_rw", "password": "drain-rw-secret"},
+            "schema": "shop",
+        }],
+        "jobs": [{
+            "name": "shop/web",
+            "ips": ["192.0.2.77"],
+            "grants": [{"database": "/dept/shop/main", "access": "rw"}],
+        }],
+    })
+    .to_string()
+}
+
+/// A mariadbd with schema `shop`, table `shop.counter` (ids 1..=4 at 0) and the proxy's
+/// backend user.
+async fn drain_backend() -> ocean_tests::servers::MariaDb {
+    let db = ocean_tests::servers::MariaDb::start().await.unwrap();
+    db.exec_sql(
+        "CREATE DATABASE IF NOT EXISTS shop; \
+         CREATE USER IF NOT EXISTS 'drain_rw'@'127.0.0.1' IDENTIFIED BY 'drain-rw-secret'; \
+         GRANT ALL ON shop.* TO 'drain_rw'@'127.0.0.1'; \
+         CREATE TABLE IF NOT EXISTS shop.counter (id INT PRIMARY KEY, n INT); \
+         INSERT IGNORE INTO shop.counter VALUES (1, 0), (2, 0), (3, 0), (4, 0)",
+    )
+    .await
+    .unwrap();
+    db
+}
+
+/// `ocean --drain-timeout=T mysql-proxy` in front of `db`; returns it and its listen address.
+fn spawn_mysql_proxy(
+    dir: &Path,
+    db: &ocean_tests::servers::MariaDb,
+    drain_timeout: Duration,
+) -> (Proc, SocketAddr) {
+    let table = dir.join("mysql.json");
+    std::fs::write(&table, drain_mysql_table(db.addr())).unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let args = vec![
+        format!("--drain-timeout={}s", drain_timeout.as_secs()),
+        "mysql-proxy".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--table-file".into(),
+        table.display().to_string(),
+        "--host-ip".into(),
+        "192.0.2.77".into(),
+    ];
+    let proc = spawn_ocean(dir, &args, &[]);
+    wait_port(addr, dir);
+    (proc, addr)
+}
+
+async fn mysql_session(addr: SocketAddr) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(addr.port())
+        .user(Some("shop/web"))
+        .db_name(Some("shop"))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
+/// sysbench's arguments against the proxy at `port`, for `command` (prepare or run).
+fn sysbench_args(port: u16, command: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "oltp_point_select",
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        "--mysql-user=shop/web",
+        "--mysql-db=shop",
+        "--mysql-ssl=off",
+        "--tables=1",
+        "--table-size=100",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--mysql-port={port}"));
+    if command == "run" {
+        args.extend(
+            [
+                "--threads=4",
+                "--time=0",
+                "--events=0",
+                "--report-interval=0",
+            ]
+            .map(String::from),
+        );
+    }
+    args.push(command.into());
+    args
+}
+
+/// The real SIGTERM to `ocean mysql-proxy` under sysbench: verifier sessions run
+/// transactions (BEGIN, SELECT, UPDATE, COMMIT) with each statement timed; none sent before
+/// the signal fails, no transaction begun before it is cut, every acknowledged COMMIT is in
+/// the table, and the process exits 0 within `--drain-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_proxy_drains_on_sigterm_under_sysbench() {
+    use mysql_async::prelude::Queryable;
+
+    let db = drain_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proc, addr) = spawn_mysql_proxy(dir.path(), &db, DRAIN_TIMEOUT);
+    let sysbench = find_binary("sysbench", "sysbench").unwrap();
+    let prepare = Command::new(&sysbench)
+        .args(sysbench_args(addr.port(), "prepare"))
+        .output()
+        .unwrap();
+    assert!(
+        prepare.status.success(),
+        "sysbench prepare through the proxy failed:\n{}{}\n{}",
+        String::from_utf8_lossy(&prepare.stdout),
+        String::from_utf8_lossy(&prepare.stderr),
+        log_of(dir.path())
+    );
+    let mut load = Command::new(&sysbench)
+        .args(sysbench_args(addr.port(), "run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let signalled_ms = Arc::new(AtomicU64::new(u64::MAX));
+    let t0 = Instant::now();
+    let mut verifiers = Vec::new();
+    for id in 1..=4u32 {
+        let signalled_ms = signalled_ms.clone();
+        verifiers.push(tokio::spawn(async move {
+            let mut conn = mysql_session(addr).await;
+            let mut committed = 0u64;
+            loop {
+                let stmts = [
+                    "BEGIN".to_string(),
+                    format!("SELECT n FROM shop.counter WHERE id = {id}"),
+                    format!("UPDATE shop.counter SET n = n + 1 WHERE id = {id}"),
+                    "COMMIT".to_string(),
+                ];
+                for (i, s) in stmts.iter().enumerate() {
+                    let sent_ms = t0.elapsed().as_millis() as u64;
+                    if let Err(e) = conn.query_drop(s).await {
+                        let signalled = signalled_ms.load(Ordering::SeqCst);
+                        assert!(
+                            sent_ms > signalled,
+                            "{s:?} sent {sent_ms} ms in, before SIGTERM at {signalled} ms, failed: {e}"
+                        );
+                        assert_eq!(
+                            i, 0,
+                            "{s:?} failed inside a transaction begun before SIGTERM: {e}"
+                        );
+                        return committed;
+                    }
+                }
+                committed += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        load.try_wait().unwrap().is_none(),
+        "sysbench stopped before the signal: no load\n{}",
+        log_of(dir.path())
+    );
+    signalled_ms.store(t0.elapsed().as_millis() as u64, Ordering::SeqCst);
+    signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
+    let path = dir.path().to_path_buf();
+    let (code, took) = tokio::task::spawn_blocking(move || {
+        let r = wait_exit(&mut proc, DRAIN_TIMEOUT + Duration::from_secs(5), &path);
+        drop(proc);
+        r
+    })
+    .await
+    .unwrap();
+    let log = log_of(dir.path());
+    assert_eq!(code, Some(0), "exit after SIGTERM:\n{log}");
+    assert!(took < DRAIN_TIMEOUT, "the drain took {took:?}:\n{log}");
+    assert!(log.contains("draining"), "no drain logged:\n{log}");
+    let mut total = 0;
+    for v in verifiers {
+        let committed = tokio::time::timeout(Duration::from_secs(10), v)
+            .await
+            .expect("a verifier session outlived the proxy")
+            .unwrap();
+        assert!(committed > 0, "a verifier committed nothing before SIGTERM");
+        total += committed;
+    }
+    eprintln!("{total} transactions committed through the proxy, drained in {took:?}");
+    let _ = load.kill();
+    let _ = load.wait();
+    let sum = db
+        .exec_sql("SELECT SUM(n) FROM shop.counter")
+        .await
+        .unwrap();
+    assert_eq!(
+        sum.trim().parse::<u64>().unwrap(),
+        total,
+        "acknowledged COMMITs against the rows in the table"
+    );
+}
+
+/// A transaction left open holds the drain (up to `--drain-timeout`, 30 s here); a second
+/// SIGTERM ends the process at once with 143, as a shell reports a killed process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once() {
+    use mysql_async::prelude::Queryable;
+
+    let db = drain_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proc, addr) = spawn_mysql_proxy(dir.path(), &db, Duration::from_secs(30));
+    let mut open = mysql_session(addr).await;
+    open.query_drop("BEGIN").await.unwrap();
+    open.query_drop("UPDATE shop.counter SET n = n + 1 WHERE id = 1")
+        .await
+        .unwrap();
+
+    signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_of(dir.path()).contains("draining") {
+        assert!(
+            Instant::now() < deadline,
+            "no drain logged:\n{}",
+            log_of(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The open transaction keeps it draining.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        proc.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "exited with a transaction still open, long before the drain timeout:\n{}",
+        log_of(dir.path())
+    );
+    // The session is still served while the drain waits for its COMMIT.
+    let n: Option<i64> = open
+        .query_first("SELECT n FROM shop.counter WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1), "the open transaction's own write");
+
+    signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
+    let path = dir.path().to_path_buf();
+    let (code, took) = tokio::task::spawn_blocking(move || {
+        let r = wait_exit(&mut proc, Duration::from_secs(5), &path);
+        drop(proc);
+        r
+    })
+    .await
+    .unwrap();
+    let log = log_of(dir.path());
+    assert_eq!(code, Some(143), "exit after the second SIGTERM:\n{log}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the second SIGTERM took {took:?}:\n{log}"
+    );
+    assert!(
+        log.contains("second stop signal"),
+        "the early exit is not logged:\n{log}"
+    );
+    // Never committed: the backend rolled the transaction back.
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = db
+            .exec_sql("SELECT n FROM shop.counter WHERE id = 1")
+            .await
+            .unwrap();
+        if n.trim() == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the uncommitted write is visible: n = {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Control is ready once it has published tables, not when it listens: while Marathon
+/// answers 500 there is no `READY=1`, but the watchdog the unit asks for (`WATCHDOG_USEC`)
+/// is pinged from the start; once Marathon answers, `READY=1` comes with the tables'
+/// ETags in `STATUS=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_control_ready_after_its_first_publish_and_watchdog_pings() {
+    use ocean_tests::fake_marathon::{app, task, FakeMarathon, Mode};
+
+    let marathon = FakeMarathon::start().await.unwrap();
+    marathon.put_app(app("/shop/web", serde_json::json!({}), 10000));
+    marathon.add_task("/shop/web", task("/shop/web", 1, "127.0.10.1", &[31000]));
+    marathon.set_mode(Mode::Error500);
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let args = vec![
+        "control".into(),
+        "--marathon".into(),
+        marathon.url().to_string(),
+        "--listen".into(),
+        listen.to_string(),
+    ];
+    let env = [
+        ("NOTIFY_SOCKET", sock_path.display().to_string()),
+        // Half a second: pings every 250 ms.
+        ("WATCHDOG_USEC", "500000".to_string()),
+    ];
+    let mut proc = spawn_ocean(dir.path(), &args, &env);
+    wait_port(listen, dir.path());
+    let path = dir.path().to_path_buf();
+    let (sock, before) = tokio::task::spawn_blocking(move || {
+        // Marathon failing: watchdog pings, and no READY=1 for a while.
+        let seen = wait_notify(&sock, "WATCHDOG=1", Duration::from_secs(5), &path);
+        let mut buf = vec![0u8; 4096];
+        let mut before = seen.join("\n");
+        let until = Instant::now() + Duration::from_millis(1500);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            if let Ok(n) = sock.recv(&mut buf) {
+                before.push('\n');
+                before.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        (sock, before)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !before.lines().any(|l| l == "READY=1"),
+        "READY=1 while Marathon answers 500 and nothing is published: {before:?}"
+    );
+    assert!(
+        before.lines().filter(|l| *l == "WATCHDOG=1").count() >= 3,
+        "fewer than 3 watchdog pings in 1.5 s at WATCHDOG_USEC=500000: {before:?}"
+    );
+
+    marathon.set_mode(Mode::Normal);
+    let path = dir.path().to_path_buf();
+    let seen = tokio::task::spawn_blocking(move || {
+        wait_notify(&sock, "READY=1", Duration::from_secs(15), &path)
+    })
+    .await
+    .unwrap();
+    let all = seen.join("\n");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("control ")),
+        "no STATUS= with the published tables' ETags: {all:?}"
+    );
+    signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
+    let path = dir.path().to_path_buf();
+    let (code, _) = tokio::task::spawn_blocking(move || {
+        let r = wait_exit(&mut proc, Duration::from_secs(15), &path);
+        drop(proc);
+        r
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{}", log_of(dir.path()));
+}
