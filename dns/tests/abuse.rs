@@ -7,13 +7,15 @@
 //! `--max-tcp-connections`, clients that never read) is in `tests/tests/dns.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use common::a_addresses;
+use hickory_proto::op::Message;
 use ocean_core::subscriber::SubscriberConfig;
 use ocean_tests::abuse::{self, LimitedChild, NOFILE};
 use serde_json::json;
@@ -56,30 +58,16 @@ async fn dns_child_process() -> Result<()> {
     Ok(())
 }
 
-/// A query for [`NAME`] A, with hickory's encoder.
+/// A query for [`NAME`] A.
 fn query(id: u16) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.add_query(Query::query(Name::from_ascii(NAME).unwrap(), RecordType::A));
-    m.to_vec().unwrap()
+    common::query(id, NAME)
 }
 
 /// The answer to [`query`]`(id)`, decoded by hickory: same id, NOERROR, [`ADDR`] only.
 fn check(answer: &[u8], id: u16) -> Result<()> {
     let m = Message::from_vec(answer)?;
     ensure!(m.metadata.id == id, "id {} for {id}", m.metadata.id);
-    ensure!(
-        m.metadata.response_code == ResponseCode::NoError,
-        "rcode {:?}",
-        m.metadata.response_code
-    );
-    let addrs: Vec<Ipv4Addr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
+    let addrs = a_addresses(&m)?;
     ensure!(addrs == [ADDR], "answers {addrs:?}");
     Ok(())
 }

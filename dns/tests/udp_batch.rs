@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use common::{
-    fake_upstream, metric_line, query, start_dns, EXTERNAL, EXTERNAL_ADDR, OURS, OURS_ADDR,
+    a_addresses, fake_upstream, metric_line, query, start_dns, EXTERNAL, EXTERNAL_ADDR, OURS,
+    OURS_ADDR,
 };
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::RData;
+use hickory_proto::op::Message;
 use tokio::net::UdpSocket;
 
 /// Datagrams each client sends before reading any answer.
@@ -44,22 +44,9 @@ fn kind(i: u16) -> Sent {
 
 /// The one A record of an answer, checked to be a NOERROR response.
 fn address(answer: &Message) -> Result<Ipv4Addr> {
-    ensure!(
-        answer.metadata.response_code == ResponseCode::NoError,
-        "rcode {:?}",
-        answer.metadata.response_code
-    );
-    let addrs: Vec<Ipv4Addr> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    match addrs.as_slice() {
+    match a_addresses(answer)?.as_slice() {
         [a] => Ok(*a),
-        _ => anyhow::bail!("answers {addrs:?}"),
+        addrs => anyhow::bail!("answers {addrs:?}"),
     }
 }
 

@@ -231,6 +231,23 @@ pub fn query(id: u16, name: &str) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
+/// The A addresses of an answer, checked to be a NOERROR response.
+pub fn a_addresses(answer: &Message) -> Result<Vec<Ipv4Addr>> {
+    ensure!(
+        answer.metadata.response_code == ResponseCode::NoError,
+        "rcode {:?}",
+        answer.metadata.response_code
+    );
+    Ok(answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect())
+}
+
 /// `/metrics` once it has a line starting with `prefix` (counters are flushed by the UDP
 /// workers when idle for 200 ms, by TCP connections when they close); the line.
 pub async fn metric_line(http: SocketAddr, prefix: &str) -> Result<String> {
