@@ -549,6 +549,7 @@ fn mysql_secrets(apps: usize) -> MysqlConfig {
                 // every claim, so the bench measures the same tables as before ownership.
                 apps: Some(vec![open_prefix()]),
                 allow: AllowRule::parse("/:rw").ok().map(|r| vec![r]),
+                pool_max: None,
             },
         );
         s.jobs.insert(

@@ -476,6 +476,9 @@ pub struct DatabaseFile {
     pub ro_user: Option<String>,
     pub ro_password: Option<String>,
     pub ro_password_file: Option<PathBuf>,
+    /// Idle backend connections mysql-proxy keeps per server for reuse (0: off; default
+    /// 100).
+    pub pool_max: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -624,6 +627,7 @@ impl FileConfig {
                     ro,
                     apps: db.apps.clone(),
                     allow: db.allow.clone(),
+                    pool_max: db.pool_max,
                 },
             );
         }
@@ -806,6 +810,7 @@ user = "ocean_rw"
 password_file = "secrets/key.rw"
 ro_user = "ocean_ro"
 ro_password_file = "secrets/key.ro"
+pool_max = 50
 [mysql.jobs."miui/browser/web"]
 password_file = "secrets/web.pw"
 "#;
@@ -819,6 +824,7 @@ password_file = "secrets/web.pw"
         let db = &c.derive.mysql.databases["/miui/browser/key"];
         assert_eq!(db.rw.password, "rw-secret");
         assert_eq!(db.ro.as_ref().unwrap().password, "ro-secret");
+        assert_eq!(db.pool_max, Some(50));
         assert_eq!(c.derive.mysql.jobs["miui/browser/web"], hash_password("pw"));
         c.validate().unwrap();
     }

@@ -75,6 +75,9 @@ pub struct Args {
     /// wait_timeout still applies).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// Close a backend connection kept for reuse (see `pool_max`) after this long unused.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub pool_idle_timeout: Duration,
     /// Close a session whose client does not take what is written to it (a result, an
     /// error) for this long, and release its backend connection: a client that never
     /// reads cannot hold a backend or buffers.
@@ -147,6 +150,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Sessions idle both ways this long are closed; `None` = never (`--idle-timeout`).
     pub idle_timeout: Option<Duration>,
+    /// Backend connections kept for reuse are closed after this long unused
+    /// (`--pool-idle-timeout`).
+    pub pool_idle_timeout: Duration,
     /// A write to a client that does not finish within this closes the session
     /// (`--write-timeout`).
     pub write_timeout: Duration,
@@ -202,6 +208,7 @@ impl Config {
             max_prelogin_per_ip: 16,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: None,
+            pool_idle_timeout: Duration::from_secs(60),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             default_auth: Plugin::Native,
             caching_sha2_full_auth: false,
@@ -258,6 +265,7 @@ impl Args {
         c.max_prelogin_per_ip = self.max_prelogin_per_ip;
         c.connect_timeout = self.connect_timeout;
         c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
+        c.pool_idle_timeout = self.pool_idle_timeout;
         c.write_timeout = self.write_timeout;
         c.default_auth = self.default_auth;
         c.caching_sha2_full_auth = self.caching_sha2_full_auth;

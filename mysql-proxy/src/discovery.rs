@@ -436,6 +436,7 @@ mod tests {
             ro: None,
             rw: creds.clone(),
             schema: name.trim_start_matches('/').into(),
+            pool_max: None,
         };
         let table = MysqlTable {
             databases: vec![db("/x/auto", None), db("/x/declared", Some(a(7)))],

@@ -15,6 +15,7 @@
 //! - [`discovery`]: primary discovery: candidates probed for `@@read_only`, the writable
 //!   one takes writes (`OCEAN_MYSQL_ROLE=auto`).
 //! - [`upstream`]: backend connections (TLS with `--backend-tls`) and the proxy's login.
+//! - [`pool`]: backend connections kept between sessions, reset before reuse.
 //! - [`connection`]: one client from accept to close: pre-login cap, greeting, TLS,
 //!   login, then the relay.
 //! - [`server`]: the listener, the table followed, admin HTTP; [`start`] and [`run`].
@@ -24,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod discovery;
 pub mod metrics;
+pub mod pool;
 pub mod proto;
 pub mod route;
 pub mod server;

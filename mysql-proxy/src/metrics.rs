@@ -53,6 +53,21 @@ pub fn describe() {
         "Candidates (OCEAN_MYSQL_ROLE=auto) that answered writable at the last probe, per database; more than 1 is a split brain to page about."
     );
     describe_counter!(
+        "ocean_mysql_pool_logins_total",
+        Unit::Count,
+        "Client logins by whether a pooled backend connection was reused (result=reused) or a new backend login was needed (result=new)."
+    );
+    describe_counter!(
+        "ocean_mysql_pool_closed_total",
+        Unit::Count,
+        "Backend connections closed instead of kept for reuse, by reason: stale, idle, full, reset_failed, unrouted."
+    );
+    describe_gauge!(
+        "ocean_mysql_pool_idle",
+        Unit::Count,
+        "Idle backend connections kept for reuse."
+    );
+    describe_counter!(
         "ocean_mysql_primary_changes_total",
         Unit::Count,
         "Times primary discovery moved a database's writes (to another candidate or to none), per database."
@@ -75,6 +90,26 @@ pub fn writable_candidates(database: &str, n: usize) {
 pub fn primary_change(database: &str) {
     metrics::counter!("ocean_mysql_primary_changes_total", "database" => database.to_string())
         .increment(1);
+}
+
+/// A login of `database` took a pooled backend connection (`reused`) or needed a new one.
+pub fn pool_login(database: &str, reused: bool) {
+    let result = if reused { "reused" } else { "new" };
+    metrics::counter!("ocean_mysql_pool_logins_total", "database" => database.to_string(), "result" => result)
+        .increment(1);
+}
+
+/// `n` backend connections of `database` closed instead of kept: `reason` is `stale`
+/// (closed by the server meanwhile), `idle` (`--pool-idle-timeout`), `full`,
+/// `reset_failed` or `unrouted` (the table no longer routes there).
+pub fn pool_closed(database: &str, reason: &'static str, n: u64) {
+    metrics::counter!("ocean_mysql_pool_closed_total", "database" => database.to_string(), "reason" => reason)
+        .increment(n);
+}
+
+/// Idle backend connections kept for `database`.
+pub fn pool_idle(database: &str, n: usize) {
+    metrics::gauge!("ocean_mysql_pool_idle", "database" => database.to_string()).set(n as f64);
 }
 
 /// Deletes the series of every job and database in `old` that `new` no longer has; run by

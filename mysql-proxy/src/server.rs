@@ -259,6 +259,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 .unwrap_or_else(|| "8.0.0-ocean".into()),
         ),
         connections: AtomicUsize::new(0),
+        pool: crate::pool::Pool::new(config.pool_idle_timeout),
         config,
     });
     // SIGHUP: what can change without a new socket.
@@ -292,6 +293,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         shared.clone(),
         cancel.clone(),
     ));
+    tracker.spawn(sweep_pool(shared.clone(), cancel.clone()));
     tracker.spawn(accept_loop(
         listener,
         shared.clone(),
@@ -469,6 +471,18 @@ async fn apply_tables(
         tracing::info!(etag = %etag, jobs = index.jobs.len(), databases = index.databases.len(), "mysql table applied");
         // A job or database gone from the table takes its series with it (issue 13).
         crate::metrics::forget_removed(shared.index.load().as_deref(), &index);
+        // Pooled connections only to servers this table routes to, as these credentials.
+        shared.pool.retain(|key| {
+            index.databases.get(&key.database).is_some_and(|db| {
+                crate::pool::max_idle(db) > 0
+                    && (db.primary == Some(key.addr) || db.replicas.contains(&key.addr))
+                    && (db.rw.user == key.user && db.rw.password == key.password
+                        || db
+                            .ro
+                            .as_ref()
+                            .is_some_and(|ro| ro.user == key.user && ro.password == key.password))
+            })
+        });
         shared.index.store(Some(Arc::new(index)));
     }
 }
@@ -531,4 +545,17 @@ fn accept_loop(
             connection::serve(conn.stream, conn.peer, conn_id, shared, drain).await;
         }
     })
+}
+
+/// Closes pooled backend connections unused for `--pool-idle-timeout`, checking every
+/// tenth of it (at most every 10 s, at least every 100 ms).
+async fn sweep_pool(shared: Arc<Shared>, cancel: CancellationToken) {
+    let every = (shared.config.pool_idle_timeout / 10)
+        .clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => shared.pool.sweep(),
+        }
+    }
 }

@@ -33,6 +33,7 @@ fn table(primary: &str) -> MysqlTable {
                 password: "rw-pw".into(),
             },
             schema: "shop".into(),
+            pool_max: None,
         }],
         jobs: vec![MysqlJob {
             name: "shop/web".into(),

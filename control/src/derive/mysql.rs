@@ -52,6 +52,8 @@ pub struct DatabaseConfig {
     /// Which jobs may be granted the database, and at most what; `None`: jobs under the
     /// database name's top-level group, `rw`.
     pub allow: Option<Vec<AllowRule>>,
+    /// mysql-proxy's idle connections kept per server (`pool_max`); `None`: its default.
+    pub pool_max: Option<u32>,
 }
 
 impl DatabaseConfig {
@@ -63,6 +65,7 @@ impl DatabaseConfig {
             ro,
             apps: None,
             allow: None,
+            pool_max: None,
         }
     }
 
@@ -240,6 +243,7 @@ fn derive_databases(
                     primary: None,
                     replicas: Vec::new(),
                     candidates: Vec::new(),
+                    pool_max: cfg.pool_max,
                 },
                 allow,
                 allow_rule,
@@ -874,6 +878,7 @@ mod unusable_labels {
             );
             db.apps = Some(vec![AppPrefix::parse("/db/").unwrap()]);
             db.allow = Some(vec![AllowRule::parse("/:rw").unwrap()]);
+            db.pool_max = Some(7);
             s.databases.insert(name.into(), db);
         }
         let json = format!(
@@ -890,6 +895,11 @@ mod unusable_labels {
         let t = derive(&state(&json), &s, &mut problems);
         t.validate().unwrap();
         assert_eq!(t.databases.len(), 1);
+        assert_eq!(
+            t.databases[0].pool_max,
+            Some(7),
+            "pool_max reaches the table"
+        );
         assert!(t.jobs.is_empty());
         assert_eq!(problems.len(), 2, "{problems:?}");
     }

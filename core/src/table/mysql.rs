@@ -44,6 +44,11 @@ pub struct MysqlDatabase {
     pub rw: Credentials,
     /// The schema clients name in their handshake or `USE`.
     pub schema: String,
+    /// Idle backend connections the proxy keeps per server and credentials for reuse by
+    /// later sessions (`pool_max` in control.toml); 0 turns reuse off; absent: the proxy's
+    /// default (100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_max: Option<u32>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +207,7 @@ mod tests {
             primary: "127.0.0.1:3306".parse().ok(),
             replicas: vec![],
             candidates: vec![],
+            pool_max: None,
         }
     }
 

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::{Halves, Shared};
 use crate::auth::{has_password, Plugin};
+use crate::pool::PoolKey;
 use crate::proto::handshake::{
     self, auth_more_data, auth_switch, FAST_AUTH_SUCCESS, PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY,
 };
@@ -53,6 +54,10 @@ pub(super) struct Accepted {
     pub(super) backend: upstream::Backend,
     pub(super) backend_addr: SocketAddr,
     pub(super) guard: SessionGuard,
+    /// Under which key the backend connection may go back to the pool.
+    pub(super) pool_key: PoolKey,
+    /// Whether `backend` came from the pool (no login to the backend this time).
+    pub(super) reused: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -279,6 +284,34 @@ pub(super) async fn authenticate<S: Halves>(
                 "per-job connection limit",
             ));
         };
+        let pool_key = PoolKey::new(
+            &route.database.name,
+            addr,
+            &route.credentials,
+            backend_schema,
+            params.capabilities & offered,
+            params.collation,
+            shared.backend_tls.is_some(),
+        );
+        let pooled = if crate::pool::max_idle(&route.database) > 0 {
+            shared.pool.take(&pool_key)
+        } else {
+            None
+        };
+        if let Some(backend) = pooled {
+            return Ok(Accepted {
+                job,
+                schema,
+                plugin,
+                full_auth: full_auth.then_some(if tls { "tls" } else { "rsa" }),
+                route,
+                backend,
+                backend_addr: addr,
+                guard,
+                pool_key,
+                reused: true,
+            });
+        }
         // The backend call runs in a child of the connection's span.
         let started = std::time::Instant::now();
         let span = tracing::debug_span!(
@@ -309,6 +342,8 @@ pub(super) async fn authenticate<S: Halves>(
                     backend,
                     backend_addr: addr,
                     guard,
+                    pool_key,
+                    reused: false,
                 });
             }
             Err(e) => {

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) server_version: ArcSwap<String>,
     /// Client connections open, logins in progress included.
     pub(crate) connections: AtomicUsize,
+    /// Backend connections kept between sessions.
+    pub(crate) pool: crate::pool::Pool,
 }
 
 /// Capabilities the proxy offers clients (CLIENT_SSL is added when TLS is configured).
@@ -355,6 +357,8 @@ async fn session<S: Halves>(
         backend,
         backend_addr,
         guard,
+        pool_key,
+        reused,
     } = accepted;
     // The backend's own OK (status flags, session state) goes to the client.
     if let Err(e) =
@@ -375,9 +379,10 @@ async fn session<S: Halves>(
         &schema,
         "ok",
         &format!(
-            "plugin {}{} backend {backend_addr}",
+            "plugin {}{} backend {backend_addr}{}",
             plugin.name(),
-            full_auth.map_or(String::new(), |how| format!(" full authentication {how}"))
+            full_auth.map_or(String::new(), |how| format!(" full authentication {how}")),
+            if reused { " (pooled connection)" } else { "" }
         ),
     );
     login_metric(&job, "ok");
@@ -411,16 +416,18 @@ async fn session<S: Halves>(
     };
     let token = &guard.closer.token;
     let exchange = Exchange::new(backend.deprecate_eof);
-    let end = match backend.stream {
+    // The backend halves are borrowed, so that the connection can go back to the pool.
+    let mut backend = backend;
+    let ended = match &mut backend.stream {
         BackendStream::Plain(b) => {
-            let (br, bw) = b.into_split();
+            let (br, bw) = b.split();
             relay(
                 cr, cw, br, bw, &check, &counters, timeouts, token, drain, exchange,
             )
             .await
         }
         BackendStream::Tls(b) => {
-            let (br, bw) = tokio::io::split(*b);
+            let (br, bw) = tokio::io::split(b.as_mut());
             relay(
                 cr, cw, br, bw, &check, &counters, timeouts, token, drain, exchange,
             )
@@ -428,6 +435,20 @@ async fn session<S: Halves>(
         }
     };
     gauge.decrement(1.0);
+    let end = ended.end;
+    // Only a session that ended cleanly, with nothing owed and no transaction open, gives
+    // its connection back; anything else closes it (the server rolls back).
+    let max_idle = crate::pool::max_idle(&route.database);
+    if max_idle > 0 && ended.backend_at_rest && matches!(end, End::ClientQuit | End::ClientClosed) {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shared.pool.give_back(pool_key, max_idle, backend).await;
+        });
+    } else if matches!(end, End::ClientQuit) {
+        // Passed on as the client meant it: the server closes without an aborted-client
+        // warning and rolls back what is open.
+        crate::pool::quit(&mut backend.stream).await;
+    }
     let reason = match &end {
         End::Kicked => guard
             .closer
@@ -439,7 +460,7 @@ async fn session<S: Halves>(
         other => other.reason(),
     };
     let label = match end {
-        End::ClientClosed => "client_closed",
+        End::ClientClosed | End::ClientQuit => "client_closed",
         End::BackendClosed => "backend_closed",
         End::Idle => "idle",
         End::Kicked => "kicked",

@@ -34,6 +34,8 @@ pub trait InitDbCheck: Sync {
 #[derive(Debug)]
 pub enum End {
     ClientClosed,
+    /// COM_QUIT: not passed on, so that the backend connection can serve another session.
+    ClientQuit,
     BackendClosed,
     Idle,
     Kicked,
@@ -51,6 +53,7 @@ impl End {
     pub fn reason(&self) -> String {
         match self {
             End::ClientClosed => "client closed".into(),
+            End::ClientQuit => "client quit".into(),
             End::BackendClosed => "backend closed".into(),
             End::Idle => "idle timeout".into(),
             End::Kicked => "closed by the proxy".into(),
@@ -173,6 +176,13 @@ impl End {
     }
 }
 
+/// How a relay ended, and whether the backend connection was left at rest (no command
+/// waiting for its response, no transaction open): only then may it serve another session.
+pub struct Ended {
+    pub end: End,
+    pub backend_at_rest: bool,
+}
+
 /// Relays until either side closes, the session idles out, a write to the client is not
 /// taken within `timeouts.write` (each write is one chunk of at most 32 KiB read from the
 /// backend, or an error the proxy answers), `cancel` fires (a kick), or `drain` fires and
@@ -194,7 +204,7 @@ pub async fn relay<CR, CW, BR, BW>(
     cancel: &CancellationToken,
     mut drain: DrainWatch,
     exchange: Exchange,
-) -> End
+) -> Ended
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
@@ -279,6 +289,7 @@ where
                             Err((code, state, msg)) => err_payload(code, &state, &msg),
                         }
                     }
+                    Command::Quit => return End::ClientQuit,
                     Command::ChangeUser => err_payload(
                         1235,
                         b"42000",
@@ -353,11 +364,15 @@ where
         }
     };
 
-    tokio::select! {
+    let end = tokio::select! {
         e = c2s => e,
         e = s2c => e,
         () = idle => End::Idle,
         () = cancel.cancelled() => End::Kicked,
+    };
+    Ended {
+        backend_at_rest: at_rest(),
+        end,
     }
 }
 
@@ -405,7 +420,8 @@ mod tests {
             DrainWatch::never(),
             Exchange::new(true),
         )
-        .await;
+        .await
+        .end;
         (end, start.elapsed())
     }
 

@@ -1,8 +1,11 @@
 //! The client's command stream after login. Almost everything passes to the backend
 //! untouched, in pieces as it arrives (a 16 MB packet is never held whole); the
-//! [`Scanner`] finds the packet boundaries and stops at the two commands the proxy answers
-//! itself: COM_INIT_DB (checked against the grants again) and COM_CHANGE_USER (refused).
+//! [`Scanner`] finds the packet boundaries and stops at the commands the proxy handles
+//! itself: COM_INIT_DB (checked against the grants again), COM_CHANGE_USER (refused) and
+//! COM_QUIT (the session ends; the backend connection may go back to the pool).
 
+/// The client says goodbye.
+pub const COM_QUIT: u8 = 0x01;
 /// `USE schema`.
 pub const COM_INIT_DB: u8 = 0x02;
 /// Change user on an open connection.
@@ -15,7 +18,7 @@ const HEADER_LEN: usize = 4;
 /// The client's stream cannot be followed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
-    #[error("oversized COM_INIT_DB/COM_CHANGE_USER")]
+    #[error("oversized COM_INIT_DB/COM_CHANGE_USER/COM_QUIT")]
     Oversized { len: usize },
 }
 
@@ -45,6 +48,7 @@ pub enum Command<'a> {
     /// COM_INIT_DB into this schema (raw bytes).
     InitDb(&'a [u8]),
     ChangeUser,
+    Quit,
 }
 
 impl Intercept {
@@ -52,6 +56,7 @@ impl Intercept {
     pub fn command(&self) -> Command<'_> {
         match self.payload.split_first() {
             Some((&COM_INIT_DB, schema)) => Command::InitDb(schema),
+            Some((&COM_QUIT, _)) => Command::Quit,
             _ => Command::ChangeUser,
         }
     }
@@ -84,7 +89,7 @@ impl Scanner {
                 let Some(&cmd) = rest.get(HEADER_LEN) else {
                     return Ok((pos, None));
                 };
-                if cmd == COM_INIT_DB || cmd == COM_CHANGE_USER {
+                if cmd == COM_INIT_DB || cmd == COM_CHANGE_USER || cmd == COM_QUIT {
                     if len > INTERCEPT_LIMIT {
                         return Err(ScanError::Oversized { len });
                     }
@@ -152,6 +157,18 @@ mod tests {
         let (fwd, ic) = s.scan(&pkt(0, b"\x11change")).unwrap();
         assert_eq!(fwd, 0);
         assert_eq!(ic.unwrap().command(), Command::ChangeUser);
+    }
+
+    #[test]
+    fn scanner_stops_at_com_quit_after_a_query() {
+        let mut s = Scanner::default();
+        let mut buf = pkt(0, b"\x03SELECT 1");
+        buf.extend(pkt(0, &[COM_QUIT]));
+        let (fwd, ic) = s.scan(&buf).unwrap();
+        assert_eq!(fwd, 13);
+        let ic = ic.unwrap();
+        assert_eq!(ic.total, 5);
+        assert_eq!(ic.command(), Command::Quit);
     }
 
     #[test]

@@ -331,6 +331,7 @@ mod tests {
             ro,
             rw: creds("rw"),
             schema: schema.into(),
+            pool_max: None,
         }
     }
 
@@ -502,6 +503,7 @@ mod tests {
                 password: "rw-backend-secret".into(),
             },
             schema: "shop".into(),
+            pool_max: None,
         });
         for access in [Access::Rw, Access::Ro] {
             let route = Route::new(&db, access).unwrap();

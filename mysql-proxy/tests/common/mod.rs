@@ -65,6 +65,7 @@ pub fn database(primary: SocketAddr, replicas: Vec<SocketAddr>) -> MysqlDatabase
             password: RW_PASSWORD.into(),
         },
         schema: "shop".into(),
+        pool_max: None,
     }
 }
 

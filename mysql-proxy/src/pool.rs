@@ -1,0 +1,337 @@
+//! Backend connections kept between client sessions (issue 16, first step: reuse).
+//!
+//! A session that ends at rest (COM_QUIT or the client closing, no command waiting for its
+//! response, no transaction open) gives its backend connection back. It is reset
+//! (COM_RESET_CONNECTION: user and session variables, temporary tables, prepared
+//! statements, locks and the transaction state go; see MySQL's and MariaDB's docs) and put
+//! back into its own schema (COM_INIT_DB, since a client may have switched), then kept
+//! idle under its [`PoolKey`]. The next login with the same key takes it instead of
+//! connecting and authenticating again: the connect-heavy case of short-lived task
+//! connections costs the backend a reset, not a login.
+//!
+//! A connection is only ever shared between sessions that would have logged in exactly the
+//! same way: same server, same credentials (a rotated password is a new key), same schema,
+//! same negotiated capabilities and collation, same TLS. Connection attributes are those of
+//! the session that opened it.
+//!
+//! Bounds: at most `max_idle` idle connections per key (a database's `pool_max`, default
+//! [`DEFAULT_POOL_MAX`]: off; 0 turns reuse off), each closed after `idle_timeout`
+//! (`--pool-idle-timeout`). A connection the server closed meanwhile (wait_timeout, a
+//! restart) is noticed when taken (readable: EOF or stray bytes) and dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::proto::frame::Decoder;
+use crate::upstream::{Backend, BackendStream};
+use crate::wire::{read_packet, write_packet};
+
+/// Idle connections kept per key when the table names no `pool_max`: none, reuse is
+/// opt-in per database for now (a connection's attributes and server-side thread are the
+/// first session's; multiplexing, which will want it on by default, is the next step).
+pub const DEFAULT_POOL_MAX: usize = 0;
+
+/// How many idle connections per key `database` keeps (`pool_max`, else the default).
+pub fn max_idle(database: &ocean_core::table::mysql::MysqlDatabase) -> usize {
+    database.pool_max.map_or(DEFAULT_POOL_MAX, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    })
+}
+
+/// COM_RESET_CONNECTION.
+const COM_RESET_CONNECTION: u8 = 0x1f;
+/// COM_INIT_DB.
+const COM_INIT_DB: u8 = 0x02;
+/// COM_QUIT.
+const COM_QUIT: u8 = 0x01;
+/// The longest reply to a reset or COM_INIT_DB read (an OK or ERR packet).
+const REPLY_LIMIT: Decoder = Decoder::new(64 * 1024);
+/// How long giving a connection back (reset and COM_INIT_DB) may take.
+const GIVE_BACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything a backend login depends on: connections are shared only within one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// The table's database name: series are kept per database.
+    pub database: String,
+    pub addr: SocketAddr,
+    pub user: String,
+    /// Part of the key so that a rotated password logs in anew.
+    pub password: String,
+    pub schema: Option<String>,
+    /// The capabilities the session asked the backend for (before the server's mask).
+    pub capabilities: u32,
+    pub collation: u8,
+    pub tls: bool,
+}
+
+impl PoolKey {
+    /// The key of a login with these parameters.
+    pub fn new(
+        database: &str,
+        addr: SocketAddr,
+        creds: &ocean_core::table::mysql::Credentials,
+        schema: Option<&str>,
+        capabilities: CapabilityFlags,
+        collation: u8,
+        tls: bool,
+    ) -> PoolKey {
+        PoolKey {
+            database: database.to_string(),
+            addr,
+            user: creds.user.clone(),
+            password: creds.password.clone(),
+            schema: schema.map(str::to_string),
+            capabilities: capabilities.bits(),
+            collation,
+            tls,
+        }
+    }
+}
+
+struct Idle {
+    backend: Backend,
+    since: Instant,
+}
+
+/// The idle backend connections of the proxy, by key.
+pub struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle_timeout: Duration,
+}
+
+/// What became of a connection given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBack {
+    Kept,
+    /// Reuse is off for the database (`pool_max = 0`) or its idle list is full.
+    Full,
+    /// The reset or COM_INIT_DB failed, or took longer than 2 s.
+    ResetFailed,
+}
+
+impl GiveBack {
+    fn label(self) -> &'static str {
+        match self {
+            GiveBack::Kept => "kept",
+            GiveBack::Full => "full",
+            GiveBack::ResetFailed => "reset_failed",
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+        }
+    }
+
+    /// An idle connection of `key`, the most recently used first; `None` when there is
+    /// none alive.
+    pub fn take(&self, key: &PoolKey) -> Option<Backend> {
+        let now = Instant::now();
+        let mut dropped = 0u64;
+        let found = {
+            let Ok(mut idle) = self.idle.lock() else {
+                return None;
+            };
+            let list = idle.get_mut(key)?;
+            let mut found = None;
+            while let Some(c) = list.pop() {
+                if now.duration_since(c.since) < self.idle_timeout && alive(&c.backend.stream) {
+                    found = Some(c.backend);
+                    break;
+                }
+                dropped += 1;
+            }
+            if list.is_empty() {
+                idle.remove(key);
+            }
+            found
+        };
+        self.idle_gauge(&key.database);
+        if dropped > 0 {
+            crate::metrics::pool_closed(&key.database, "stale", dropped);
+        }
+        crate::metrics::pool_login(&key.database, found.is_some());
+        found
+    }
+
+    /// Resets `backend` and keeps it under `key` if the key has room for it (`max_idle`).
+    pub async fn give_back(&self, key: PoolKey, max_idle: usize, mut backend: Backend) -> GiveBack {
+        let room = max_idle > 0
+            && self
+                .idle
+                .lock()
+                .map(|idle| idle.get(&key).map_or(0, Vec::len) < max_idle)
+                .unwrap_or(false);
+        let result = if !room {
+            quit(&mut backend.stream).await;
+            GiveBack::Full
+        } else {
+            let reset = tokio::time::timeout(
+                GIVE_BACK_TIMEOUT,
+                reset(&mut backend.stream, key.schema.as_deref()),
+            )
+            .await;
+            match reset {
+                Ok(Ok(ok)) => {
+                    backend.ok = ok;
+                    if let Ok(mut idle) = self.idle.lock() {
+                        let list = idle.entry(key.clone()).or_default();
+                        if list.len() < max_idle {
+                            list.push(Idle {
+                                backend,
+                                since: Instant::now(),
+                            });
+                        }
+                    }
+                    GiveBack::Kept
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(backend = %key.addr, error = %e, "pool: reset failed, connection closed");
+                    GiveBack::ResetFailed
+                }
+                Err(_) => GiveBack::ResetFailed,
+            }
+        };
+        if result != GiveBack::Kept {
+            crate::metrics::pool_closed(&key.database, result.label(), 1);
+        }
+        self.idle_gauge(&key.database);
+        result
+    }
+
+    /// Closes the connections idle for longer than the idle timeout.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let mut closed: HashMap<String, u64> = HashMap::new();
+        idle.retain(|key, list| {
+            let before = list.len();
+            list.retain(|c| now.duration_since(c.since) < self.idle_timeout);
+            let gone = before - list.len();
+            if gone > 0 {
+                *closed.entry(key.database.clone()).or_default() += gone as u64;
+            }
+            !list.is_empty()
+        });
+        drop(idle);
+        for (database, n) in closed {
+            crate::metrics::pool_closed(&database, "idle", n);
+            self.idle_gauge(&database);
+        }
+    }
+
+    /// Closes the idle connections whose key `keep` refuses: a new table (or a new primary
+    /// found by discovery) no longer routes there.
+    pub fn retain(&self, mut keep: impl FnMut(&PoolKey) -> bool) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let mut closed: HashMap<String, u64> = HashMap::new();
+        idle.retain(|key, list| {
+            let kept = keep(key);
+            if !kept {
+                *closed.entry(key.database.clone()).or_default() += list.len() as u64;
+            }
+            kept
+        });
+        drop(idle);
+        for (database, n) in closed {
+            crate::metrics::pool_closed(&database, "unrouted", n);
+            self.idle_gauge(&database);
+        }
+    }
+
+    /// Idle connections of `database`, every server and key.
+    pub fn idle_count(&self, database: &str) -> usize {
+        self.idle
+            .lock()
+            .map(|idle| {
+                idle.iter()
+                    .filter(|(k, _)| k.database == database)
+                    .map(|(_, l)| l.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    fn idle_gauge(&self, database: &str) {
+        crate::metrics::pool_idle(database, self.idle_count(database));
+    }
+}
+
+/// Whether an idle connection is still open: nothing to read (no EOF, no stray bytes).
+fn alive(stream: &BackendStream) -> bool {
+    let tcp = match stream {
+        BackendStream::Plain(s) => s,
+        BackendStream::Tls(s) => s.get_ref().0,
+    };
+    let mut probe = [0u8; 1];
+    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// COM_RESET_CONNECTION, then COM_INIT_DB into `schema`; the reset's OK payload.
+async fn reset(stream: &mut BackendStream, schema: Option<&str>) -> Result<Vec<u8>, String> {
+    match stream {
+        BackendStream::Plain(s) => reset_on(s, schema).await,
+        BackendStream::Tls(s) => reset_on(s.as_mut(), schema).await,
+    }
+}
+
+async fn reset_on<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    schema: Option<&str>,
+) -> Result<Vec<u8>, String> {
+    let ok = command(s, &[COM_RESET_CONNECTION]).await?;
+    if let Some(schema) = schema {
+        let mut init = vec![COM_INIT_DB];
+        init.extend_from_slice(schema.as_bytes());
+        command(s, &init).await?;
+    }
+    Ok(ok)
+}
+
+/// Sends a one-packet command and reads its OK; an ERR or anything else is an error.
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
+    write_packet(s, 0, payload)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let reply = read_packet(s, REPLY_LIMIT)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    match reply.payload.first() {
+        Some(0x00) => Ok(reply.payload.to_vec()),
+        Some(0xff) => {
+            let err = crate::proto::reply::parse_err(&reply.payload);
+            Err(format!("{} {}", err.code, err.message))
+        }
+        other => Err(format!("unexpected reply starting {other:?}")),
+    }
+}
+
+/// COM_QUIT, best effort: the server then closes without logging an aborted connection.
+pub async fn quit(stream: &mut BackendStream) {
+    const QUIT_TIMEOUT: Duration = Duration::from_secs(1);
+    let _best_effort = match stream {
+        BackendStream::Plain(s) => {
+            tokio::time::timeout(QUIT_TIMEOUT, write_packet(s, 0, &[COM_QUIT])).await
+        }
+        BackendStream::Tls(s) => {
+            tokio::time::timeout(QUIT_TIMEOUT, write_packet(s.as_mut(), 0, &[COM_QUIT])).await
+        }
+    };
+}
