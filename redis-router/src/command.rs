@@ -724,7 +724,7 @@ pub fn keys_for<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Result<Keys<'a>, K
 ///
 /// # Errors
 /// [`CrossSlot`] when two keys hash to different slots.
-pub fn same_slot<'k, I>(keys: I, placement: &Placement) -> Result<Option<u16>, CrossSlot>
+pub fn same_slot<'k, I>(keys: I, placement: &Placement<'_>) -> Result<Option<u16>, CrossSlot>
 where
     I: IntoIterator<Item = &'k [u8]>,
 {
@@ -743,7 +743,7 @@ where
 /// Groups the key groups of a [`Split`] command by slot, preserving order within each slot:
 /// returns `(slot, argument indices of the keys)` in order of each slot's first key. For
 /// MSET, each index is a key whose value follows it.
-pub fn group_by_slot(keys: &Keys<'_>, placement: &Placement) -> Vec<(u16, Vec<usize>)> {
+pub fn group_by_slot(keys: &Keys<'_>, placement: &Placement<'_>) -> Vec<(u16, Vec<usize>)> {
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
     for i in keys.indices() {
         let Some(k) = keys.args.get(i) else { continue };

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use ocean_core::secret::{Secret, SecretFile};
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
@@ -213,8 +214,46 @@ pub struct Sharding {
     /// twemproxy's `hash_tag`.
     pub hash_tag: Option<[u8; 2]>,
     /// `--nutcracker-config` and `--nutcracker-pool`, when the pool came from a file: a
-    /// reload reads it again to say whether it changed (a changed pool needs a restart).
+    /// reload reads it again and applies a changed pool (see `server::start`).
     pub file: Option<(PathBuf, Option<String>)>,
+    /// From a file: its `listen` and the settings only a restart applies, as read at start
+    /// (a reload that finds them changed says so and keeps them).
+    pub(crate) at_start: Option<(SocketAddr, FromNutcracker)>,
+}
+
+impl Sharding {
+    /// Whether `other` places keys the same way: same server names and weights, hash,
+    /// distribution and hash tag (the file it came from does not count).
+    pub fn same_placement(&self, other: &Sharding) -> bool {
+        self.servers == other.servers
+            && self.hash == other.hash
+            && self.distribution == other.distribution
+            && self.hash_tag == other.hash_tag
+    }
+
+    /// Refuses a pool over `servers` (their addresses, in the order of
+    /// [`Sharding::servers`]) that cannot be served.
+    ///
+    /// # Errors
+    /// A name and weight missing for a server, a server listed twice, too many servers.
+    pub fn check(&self, servers: &[SocketAddr]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.servers.len() == servers.len(),
+            "a sharded pool needs a name and weight per server"
+        );
+        let mut sorted = servers.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        anyhow::ensure!(
+            sorted.len() == servers.len(),
+            "a sharded pool lists a server twice"
+        );
+        anyhow::ensure!(
+            servers.len() <= usize::from(crate::slot::SLOTS),
+            "a sharded pool has at most 16384 servers"
+        );
+        Ok(())
+    }
 }
 
 /// Everything the router needs; build it in code or from [`Args`].
@@ -260,21 +299,7 @@ impl Config {
                 "--seed: standalone mode needs at least one"
             );
             if let Some(sh) = &self.sharding {
-                anyhow::ensure!(
-                    sh.servers.len() == seeds.len(),
-                    "a sharded pool needs a name and weight per server"
-                );
-                let mut sorted = seeds.clone();
-                sorted.sort();
-                sorted.dedup();
-                anyhow::ensure!(
-                    sorted.len() == seeds.len(),
-                    "a sharded pool lists a server twice"
-                );
-                anyhow::ensure!(
-                    seeds.len() <= usize::from(crate::slot::SLOTS),
-                    "a sharded pool has at most 16384 servers"
-                );
+                sh.check(seeds)?;
             }
         } else {
             anyhow::ensure!(
@@ -363,11 +388,47 @@ pub enum DistributionArg {
     Modula,
 }
 
-/// What a twemproxy pool gives the router besides its servers.
-struct FromNutcracker {
-    redis_auth: Option<String>,
-    timeout: Option<Duration>,
-    server_connections: Option<usize>,
+/// What a twemproxy pool gives the router besides its servers: settings fixed at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FromNutcracker {
+    pub(crate) redis_auth: Option<Secret>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) server_connections: Option<usize>,
+}
+
+/// A `redis: true` pool of a nutcracker.yml as the standalone sharded mode.
+#[derive(Debug, Clone)]
+pub(crate) struct NutcrackerPool {
+    /// `listen`.
+    pub(crate) listen: SocketAddr,
+    /// The servers' addresses, in the order of `sharding.servers`.
+    pub(crate) servers: Vec<SocketAddr>,
+    /// The placement.
+    pub(crate) sharding: Sharding,
+    /// What only a restart applies.
+    pub(crate) settings: FromNutcracker,
+}
+
+/// Reads the pool `want` of the nutcracker.yml at `path` as at start (what SIGHUP does):
+/// what the router would serve differently is refused, with the same warnings.
+///
+/// # Errors
+/// As at start: a file that does not load, a pool that is not `redis: true`, another
+/// database, a pool that cannot be served ([`Sharding::check`]).
+pub(crate) fn load_nutcracker(
+    path: &std::path::Path,
+    want: Option<&str>,
+) -> anyhow::Result<NutcrackerPool> {
+    let (listen, servers, sharding, settings) = nutcracker_pool(path, want)?;
+    sharding
+        .check(&servers)
+        .with_context(|| format!("--nutcracker-config {}", path.display()))?;
+    Ok(NutcrackerPool {
+        listen,
+        servers,
+        sharding,
+        settings,
+    })
 }
 
 /// A `redis: true` pool of a nutcracker.yml as the standalone sharded mode: listen, the
@@ -420,13 +481,14 @@ fn nutcracker_pool(
         distribution: p.distribution,
         hash_tag: p.hash_tag,
         file: Some((path.to_path_buf(), want.map(str::to_string))),
+        at_start: None,
     };
     Ok((
         p.listen,
         seeds,
         sharding,
         FromNutcracker {
-            redis_auth: p.redis_auth,
+            redis_auth: p.redis_auth.map(Secret::new),
             timeout: p.timeout,
             server_connections: p.server_connections,
         },
@@ -445,7 +507,8 @@ impl Args {
         let mut sharding = None;
         let mut from_file = None;
         if let Some(path) = &self.nutcracker_config {
-            let (l, s, sh, f) = nutcracker_pool(path, self.nutcracker_pool.as_deref())?;
+            let (l, s, mut sh, f) = nutcracker_pool(path, self.nutcracker_pool.as_deref())?;
+            sh.at_start = Some((l, f.clone()));
             (listen, seeds, sharding, from_file) = (Some(l), s, Some(sh), Some(f));
         } else if self.mode == ModeArg::Ketama {
             let hash_tag = match self.hash_tag.as_deref().map(str::as_bytes) {
@@ -467,6 +530,7 @@ impl Args {
                 },
                 hash_tag,
                 file: None,
+                at_start: None,
             });
         }
         let mode = match (listen, table_mode) {
@@ -514,8 +578,8 @@ impl Args {
                     "redis_auth in --nutcracker-config and a --password/--backend-password \
                      flag: give the password one way"
                 );
-                password = Some(SecretFile::fixed(Secret::new(auth.clone())));
-                backend_password = Some(SecretFile::fixed(Secret::new(auth)));
+                password = Some(SecretFile::fixed(auth.clone()));
+                backend_password = Some(SecretFile::fixed(auth));
             }
             command_timeout = f.timeout.unwrap_or(command_timeout);
             conns_per_node = f.server_connections.unwrap_or(conns_per_node);

@@ -8,7 +8,7 @@
 use ocean_core::drain::DrainWatch;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cmd::Session;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Sharding};
 use crate::connection::{self, Shared};
 use crate::health::Coverage;
 use crate::metrics::FamilyMetrics;
+use crate::slot::Shards;
 use crate::upstream::Cluster;
 
 /// Clusters with a bound listener, by name (table mode), shared with tests.
@@ -86,8 +87,25 @@ fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 const COVERAGE_GAUGE_INTERVAL: Duration = Duration::from_millis(500);
 
 enum WorkerJob {
-    Standalone(std::net::TcpListener, Vec<SocketAddr>),
+    Standalone(
+        std::net::TcpListener,
+        Vec<SocketAddr>,
+        Option<Arc<Mutex<Pool>>>,
+    ),
     Table(TableWatch<RedisTable>, IpAddr),
+}
+
+/// The standalone sharded pool as it runs, and every worker's cluster over it: a worker
+/// builds its cluster from it (under the lock, so none misses a reload), and a SIGHUP that
+/// finds the pool changed in its file reshards each one.
+#[derive(Debug)]
+struct Pool {
+    /// The servers' addresses, in the order of `sharding.servers`.
+    servers: Vec<SocketAddr>,
+    /// Their names and weights, and the placement.
+    sharding: Sharding,
+    /// Each worker's cluster (a worker that stopped has dropped its own).
+    clusters: Vec<Weak<Cluster>>,
 }
 
 /// Binds everything and starts the workers.
@@ -106,15 +124,23 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let mut listen_addr = None;
     let mut tasks = Vec::new();
     let mut table_watch = None;
+    let pool = match (&config.mode, &config.sharding) {
+        (Mode::Standalone { seeds, .. }, Some(sharding)) => Some(Arc::new(Mutex::new(Pool {
+            servers: seeds.clone(),
+            sharding: sharding.clone(),
+            clusters: Vec::new(),
+        }))),
+        _ => None,
+    };
     match &config.mode {
         Mode::Standalone { listen, seeds } => {
             let first = bind_std(*listen).with_context(|| format!("binding {listen}"))?;
             let addr = first.local_addr()?;
             listen_addr = Some(addr);
-            jobs.push(WorkerJob::Standalone(first, seeds.clone()));
+            jobs.push(WorkerJob::Standalone(first, seeds.clone(), pool.clone()));
             for _ in 1..workers {
                 let l = bind_std(addr).with_context(|| format!("binding {addr}"))?;
-                jobs.push(WorkerJob::Standalone(l, seeds.clone()));
+                jobs.push(WorkerJob::Standalone(l, seeds.clone(), pool.clone()));
             }
             // No table to wait for: bound is ready (systemd READY=1).
             ocean_core::notify::table_applied("redis", "standalone");
@@ -129,10 +155,11 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             table_watch = Some(watch);
         }
     }
-    // SIGHUP: what can change without a new socket: the certificate, and the password
-    // files (clients' next AUTH, the next backend login). Listen addresses and every other
-    // flag need a restart. Each file is tried; any failure keeps that one's old value and
-    // fails the reload as a whole (result="error").
+    // SIGHUP: what can change without a new socket: the certificate, the password files
+    // (clients' next AUTH, the next backend login), and a --nutcracker-config pool's
+    // servers and placement (every worker's cluster resharded). Listen addresses and every
+    // other flag need a restart. Each file is tried; any failure keeps that one's old value
+    // and fails the reload as a whole (result="error").
     let tls_cert = config.client.tls.as_ref().map(|a| a.cert.clone());
     let passwords: Vec<Arc<ocean_core::secret::SecretFile>> = [
         config.client.password.clone(),
@@ -141,35 +168,19 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     .into_iter()
     .flatten()
     .collect();
-    let pool_file = config
-        .sharding
-        .as_ref()
-        .and_then(|s| Some((s.clone(), s.file.clone()?)));
+    let pool_file = pool.clone().zip(
+        config
+            .sharding
+            .as_ref()
+            .and_then(|s| Some((s.file.clone()?, s.at_start.clone()))),
+    );
     ocean_core::reload::spawn("redis-router", cancel.clone(), move || {
         let mut changed = Vec::new();
         let mut failed = Vec::new();
-        // A sharded pool from a nutcracker.yml: its servers and placement are the cluster's
-        // shape, built at start; a changed file is said, not applied.
-        if let Some((running, (path, pool))) = &pool_file {
-            match ocean_core::placement::nutcracker::load(path, pool.as_deref()) {
-                Ok(now) => {
-                    let servers: Vec<(String, u32)> = now
-                        .servers
-                        .iter()
-                        .map(|s| (s.name.clone(), s.weight))
-                        .collect();
-                    if servers != running.servers
-                        || now.hash != running.hash
-                        || now.distribution != running.distribution
-                        || now.hash_tag != running.hash_tag
-                    {
-                        tracing::warn!(
-                            file = %path.display(),
-                            "reload: the pool's servers or placement changed in the file; \
-                             it needs a restart, the running pool is kept"
-                        );
-                    }
-                }
+        if let Some((pool, ((path, want), at_start))) = &pool_file {
+            match reload_pool(pool, path, want.as_deref(), at_start.as_ref()) {
+                Ok(true) => changed.push(format!("{} servers", path.display())),
+                Ok(false) => {}
                 Err(e) => failed.push(format!("{e:#}")),
             }
         }
@@ -325,18 +336,88 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     })
 }
 
-fn new_cluster(name: &str, seeds: Vec<SocketAddr>, config: &Config) -> Shared {
-    let cluster = match &config.sharding {
-        Some(sh) => Cluster::sharded(
-            name.to_string(),
-            seeds,
-            Arc::new(crate::slot::Shards {
-                ring: Ring::with_distribution(&sh.servers, sh.hash, sh.distribution),
-                hash_tag: sh.hash_tag,
-            }),
-            config.cluster.clone(),
-        ),
-        None => Cluster::new(name.to_string(), seeds, config.cluster.clone()),
+/// SIGHUP with `--nutcracker-config`: reads the pool again as at start and, when its
+/// servers or placement changed, reshards every worker's cluster (`true`). What needs a new
+/// socket or a restart (`listen`, `redis_auth`, `timeout`, `server_connections`) is logged
+/// and kept. A file that no longer loads, or a pool that would be refused at start, keeps
+/// the running pool (the error).
+fn reload_pool(
+    pool: &Mutex<Pool>,
+    path: &std::path::Path,
+    want: Option<&str>,
+    at_start: Option<&(SocketAddr, crate::config::FromNutcracker)>,
+) -> anyhow::Result<bool> {
+    let now = crate::config::load_nutcracker(path, want)?;
+    if let Some((listen, settings)) = at_start {
+        for (key, changed) in [
+            ("listen", now.listen != *listen),
+            ("redis_auth", now.settings.redis_auth != settings.redis_auth),
+            ("timeout", now.settings.timeout != settings.timeout),
+            (
+                "server_connections",
+                now.settings.server_connections != settings.server_connections,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    file = %path.display(),
+                    key,
+                    "reload: {key} changed in the file; it needs a restart, the running value is kept"
+                );
+            }
+        }
+    }
+    let mut running = pool
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the running pool is unavailable (a worker panicked)"))?;
+    if now.servers == running.servers && now.sharding.same_placement(&running.sharding) {
+        return Ok(false);
+    }
+    running.clusters.retain(|c| c.strong_count() > 0);
+    for cluster in running.clusters.iter().filter_map(Weak::upgrade) {
+        cluster.reshard(&now.servers, shards(&now.sharding));
+    }
+    running.servers = now.servers;
+    running.sharding = now.sharding;
+    tracing::info!(
+        file = %path.display(),
+        servers = ?running.servers,
+        workers = running.clusters.len(),
+        "reload: servers applied"
+    );
+    Ok(true)
+}
+
+/// A sharded pool's placement, for one cluster.
+fn shards(sh: &Sharding) -> Arc<Shards> {
+    Arc::new(Shards {
+        ring: Ring::with_distribution(&sh.servers, sh.hash, sh.distribution),
+        hash_tag: sh.hash_tag,
+    })
+}
+
+/// One worker's cluster: a Redis Cluster from `seeds`, or a sharded pool, from `pool` as
+/// it runs now (registered there for reloads) or else from the config.
+fn new_cluster(
+    name: &str,
+    seeds: Vec<SocketAddr>,
+    config: &Config,
+    pool: Option<&Mutex<Pool>>,
+) -> Shared {
+    let opts = config.cluster.clone();
+    let cluster = match (pool.and_then(|p| p.lock().ok()), &config.sharding) {
+        (Some(mut running), _) => {
+            let c = Cluster::sharded(
+                name.to_string(),
+                running.servers.clone(),
+                shards(&running.sharding),
+                opts,
+            );
+            running.clusters.push(Arc::downgrade(&c));
+            c
+        }
+        (None, Some(sh)) => Cluster::sharded(name.to_string(), seeds, shards(sh), opts),
+        (None, None) => Cluster::new(name.to_string(), seeds, opts),
     };
     Shared {
         cluster,
@@ -356,8 +437,8 @@ async fn worker(
     // This worker's connections: waited for after cancellation, so none is detached.
     let tracker = TaskTracker::new();
     match job {
-        WorkerJob::Standalone(listener, seeds) => {
-            let shared = new_cluster("standalone", seeds, &config);
+        WorkerJob::Standalone(listener, seeds, pool) => {
+            let shared = new_cluster("standalone", seeds, &config, pool.as_deref());
             coverage.register(&shared.cluster, cancel.clone());
             shared.cluster.spawn_refresher(cancel.clone());
             match tokio::net::TcpListener::from_std(listener) {
@@ -512,7 +593,7 @@ async fn table_worker(
                     continue;
                 }
             };
-            let shared = new_cluster(name, c.nodes.clone(), &config);
+            let shared = new_cluster(name, c.nodes.clone(), &config, None);
             let stop = cancel.child_token();
             coverage.register(&shared.cluster, stop.clone());
             shared.cluster.spawn_refresher(stop.clone());

@@ -5,8 +5,6 @@
 //! the bytes between the first `{` and the first `}` after it are hashed; otherwise the
 //! whole key is.
 
-use std::sync::Arc;
-
 use ocean_core::placement::ketama::Ring;
 use ocean_core::placement::nutcracker::tagged;
 
@@ -65,15 +63,26 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// Where a cluster's keys go: Redis Cluster's slots, or a sharded pool of standalone
 /// servers placed as twemproxy places them. For a sharded pool the "slot" of a key is its
-/// server's index, and the slot map sends slot `i` to server `i`, so everything that routes
-/// by slot (batching, multi-key splits, transactions) works unchanged.
-#[derive(Debug, Clone, Default)]
-pub enum Placement {
+/// server's index (plus the map's `base`), and the slot map sends that slot to that server,
+/// so everything that routes by slot (batching, multi-key splits, transactions) works
+/// unchanged.
+///
+/// A sharded pool's placement belongs to one slot map (a reload replaces both at once), so
+/// it is borrowed from that map for as long as slots are computed: see
+/// `Cluster::with_placement`.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Placement<'a> {
     /// CRC16 of the key (or its `{tag}`) mod 16384.
     #[default]
     Slots,
-    /// twemproxy's hash, hash tag and distribution over the pool's servers.
-    Sharded(Arc<Shards>),
+    /// twemproxy's hash, hash tag and distribution over the pool's servers; server `i` is
+    /// slot `base + i`.
+    Sharded {
+        /// The pool's placement.
+        shards: &'a Shards,
+        /// The slot of server 0 in this map.
+        base: u16,
+    },
 }
 
 /// A sharded pool's placement: the servers' ring and the pool's `hash_tag`.
@@ -85,21 +94,23 @@ pub struct Shards {
     pub hash_tag: Option<[u8; 2]>,
 }
 
-impl Placement {
-    /// The slot (or, sharded, the server index) of `key`.
+impl Shards {
+    /// The index (in configuration order) of the server twemproxy puts `key` on.
+    pub fn server(&self, key: &[u8]) -> usize {
+        self.ring.server_for_twemproxy(tagged(key, self.hash_tag))
+    }
+}
+
+impl Placement<'_> {
+    /// The slot (or, sharded, the server's slot) of `key`.
     pub fn slot(&self, key: &[u8]) -> u16 {
         match self {
             Placement::Slots => key_slot(key),
-            Placement::Sharded(s) => {
-                let index = s.ring.server_for_twemproxy(tagged(key, s.hash_tag));
-                u16::try_from(index).unwrap_or(0)
+            Placement::Sharded { shards, base } => {
+                let index = u16::try_from(shards.server(key)).unwrap_or(0);
+                base.saturating_add(index) & (SLOTS - 1)
             }
         }
-    }
-
-    /// Whether this is a sharded pool (no cluster to ask for a slot map).
-    pub fn is_sharded(&self) -> bool {
-        matches!(self, Placement::Sharded(_))
     }
 }
 

@@ -92,7 +92,11 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let slot = match command::same_slot(keys.clone(), &c.shared.cluster.placement) {
+        let slot = match c
+            .shared
+            .cluster
+            .with_placement(|p| command::same_slot(keys.clone(), p))
+        {
             Ok(s) => s,
             Err(cross) if spec.split == Split::SameSlot => {
                 c.ready(err_reply(&cross.to_string())).await;
@@ -113,7 +117,7 @@ impl Session {
                 }
                 _ => {
                     let s = slot
-                        .or_else(|| req.args.get(1).map(|k| c.shared.cluster.placement.slot(k)))
+                        .or_else(|| req.args.get(1).map(|k| c.shared.cluster.slot_of(k)))
                         .unwrap_or(0);
                     c.forward(
                         &req,

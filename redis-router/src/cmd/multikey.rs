@@ -29,7 +29,10 @@ impl Session {
         let Ok(keys) = command::keys_for(spec, &req.args) else {
             return;
         };
-        let groups = command::group_by_slot(&keys, &c.shared.cluster.placement);
+        let groups = c
+            .shared
+            .cluster
+            .with_placement(|p| command::group_by_slot(&keys, p));
         let pairs = spec.split == Split::AllOk;
         let read_only = spec.flags.contains(Flags::READONLY);
         let nparts = groups.len();

@@ -17,12 +17,7 @@ impl Session {
         slot: Option<u16>,
     ) -> Flow {
         c.barrier().await;
-        let s = slot.or_else(|| {
-            first
-                .args
-                .get(1)
-                .map(|k| c.shared.cluster.placement.slot(k))
-        });
+        let s = slot.or_else(|| first.args.get(1).map(|k| c.shared.cluster.slot_of(k)));
         let mut lease = match self.lease(c, s).await {
             Ok(l) => l,
             Err(e) => {

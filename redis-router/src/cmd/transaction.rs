@@ -34,7 +34,11 @@ impl Session {
                 return Flow::Close;
             }
             let slot = match spec.map(|s| command::keys_for(s, &req.args)) {
-                Some(Ok(keys)) => match command::same_slot(keys, &c.shared.cluster.placement) {
+                Some(Ok(keys)) => match c
+                    .shared
+                    .cluster
+                    .with_placement(|p| command::same_slot(keys, p))
+                {
                     Ok(s) => s,
                     Err(cross) => {
                         c.ready(err_reply(&cross.to_string())).await;

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -282,7 +283,9 @@ async fn shared_task(
     }
 }
 
-/// Runs one connection until it fails (`Some(error)`) or every handle is gone (`None`).
+/// Runs one connection until it fails (`Some(error)`) or every handle is gone and every
+/// request written has its reply (`None`): a node that leaves the map (a reshard, a
+/// reload of a sharded pool) answers what it was sent before its connection closes.
 async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut rd: R,
     mut wr: W,
@@ -292,13 +295,25 @@ async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     opts: &BackendOpts,
 ) -> Option<BackendError> {
     let pending: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
+    // Every handle is gone: the reader ends once nothing is pending.
+    let closed = AtomicBool::new(false);
     let writer = async {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut next = Some(first);
         loop {
             let job = match next.take() {
                 Some(j) => j,
-                None => rx.recv().await?,
+                None => match rx.recv().await {
+                    Some(j) => j,
+                    None => {
+                        closed.store(true, Ordering::Relaxed);
+                        if pending.lock().map_or(true, |p| p.is_empty()) {
+                            return None;
+                        }
+                        // The reader ends the connection after the last reply.
+                        return std::future::pending().await;
+                    }
+                },
             };
             buf.clear();
             {
@@ -338,17 +353,17 @@ async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         loop {
             let n = match tokio::time::timeout(tick, rd.read_buf(&mut buf)).await {
                 Ok(Ok(n)) => n,
-                Ok(Err(_)) => return BackendError::Lost(addr),
+                Ok(Err(_)) => return Some(BackendError::Lost(addr)),
                 Err(_) => {
                     let oldest = pending.lock().ok().and_then(|p| p.front().map(|w| w.sent));
                     if oldest.is_some_and(|t| t.elapsed() > opts.command_timeout) {
-                        return BackendError::Timeout(addr, opts.command_timeout);
+                        return Some(BackendError::Timeout(addr, opts.command_timeout));
                     }
                     continue;
                 }
             };
             if n == 0 {
-                return BackendError::Lost(addr);
+                return Some(BackendError::Lost(addr));
             }
             loop {
                 // Replies of the front job accumulate in `buf[..acc]` until all are in.
@@ -364,10 +379,10 @@ async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                             continue;
                         }
                         let Ok(mut p) = pending.lock() else {
-                            return BackendError::Lost(addr);
+                            return Some(BackendError::Lost(addr));
                         };
                         let Some(front) = p.front_mut() else {
-                            return BackendError::Protocol(addr);
+                            return Some(BackendError::Protocol(addr));
                         };
                         if front.skip_first {
                             front.skip_first = false;
@@ -384,10 +399,13 @@ async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                                 // The requester may be gone (its client left): nothing to deliver then.
                                 let _ = w.tx.send(Ok(reply));
                             }
+                            if p.is_empty() && closed.load(Ordering::Relaxed) {
+                                return None;
+                            }
                         }
                     }
                     Ok(None) => break,
-                    Err(_) => return BackendError::Protocol(addr),
+                    Err(_) => return Some(BackendError::Protocol(addr)),
                 }
             }
             if buf.capacity() - buf.len() < 4096 {
@@ -397,7 +415,7 @@ async fn run_shared<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     };
     let result = tokio::select! {
         e = writer => e,
-        e = reader => Some(e),
+        e = reader => e,
     };
     fail_all(
         &pending,

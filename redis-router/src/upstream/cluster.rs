@@ -158,13 +158,22 @@ impl Lease {
 /// The slot map: masters (sorted by address) and each slot's master.
 #[derive(Debug)]
 pub struct SlotMap {
-    /// Masters owning slots, sorted by address (SCAN walks them in this order).
+    /// Masters owning slots, sorted by address (SCAN walks them in this order); a sharded
+    /// pool's servers in configuration order.
     pub masters: Vec<Arc<Node>>,
     /// Index into `masters`; `u16::MAX` for an unserved slot.
     pub slots: Vec<u16>,
     /// Each master's replicas (same index as `masters`); empty unless replicas are read.
     pub replicas: Vec<Vec<Arc<Node>>>,
+    /// A sharded pool's placement (`None`: a Redis Cluster's CRC16 slots). It lives in the
+    /// map so that a reload swaps the servers and where keys go in one store.
+    pub shards: Option<Arc<Shards>>,
+    /// Sharded: the slot of server 0 (see [`SlotMap::sharded`]).
+    pub base: u16,
 }
+
+/// Half the slots: a sharded map's servers start at slot 0 or here, alternately.
+const HALF: u16 = SLOTS / 2;
 
 impl SlotMap {
     fn empty() -> SlotMap {
@@ -172,6 +181,65 @@ impl SlotMap {
             masters: Vec::new(),
             slots: vec![u16::MAX; usize::from(SLOTS)],
             replicas: Vec::new(),
+            shards: None,
+            base: 0,
+        }
+    }
+
+    /// A sharded pool's map: `masters` in configuration order, server `i` at slot
+    /// `base + i`, every other slot spread as `slot % n` (keyless commands pick any slot).
+    ///
+    /// The map it replaces (`previous`) used the other half of the slots when both pools
+    /// fit in one (8192 servers): a slot computed with the previous placement, by a
+    /// request that reaches the new map (queued in a batch, say), still names its server,
+    /// which keeps serving it while it is in the pool. A server that left has no slot; its
+    /// stragglers go where `slot % n` sends them.
+    fn sharded(
+        masters: Vec<Arc<Node>>,
+        shards: Arc<Shards>,
+        previous: Option<&SlotMap>,
+    ) -> SlotMap {
+        let n = masters.len();
+        let prev = previous.filter(|p| p.shards.is_some());
+        let fits = |len: usize| len <= usize::from(HALF);
+        let base = match prev {
+            Some(p) if p.base == 0 && fits(p.masters.len()) && fits(n) => HALF,
+            _ => 0,
+        };
+        let mut slots: Vec<u16> = (0..SLOTS)
+            .map(|s| u16::try_from(usize::from(s) % n.max(1)).unwrap_or(0))
+            .collect();
+        if let Some(p) = prev.filter(|p| p.base != base) {
+            for (i, old) in p.masters.iter().enumerate() {
+                let now = masters.iter().position(|m| m.addr == old.addr);
+                let (Some(j), Some(x)) = (now, slots.get_mut(usize::from(p.base) + i)) else {
+                    continue;
+                };
+                *x = u16::try_from(j).unwrap_or(0);
+            }
+        }
+        for i in 0..n {
+            if let Some(x) = slots.get_mut(usize::from(base) + i) {
+                *x = u16::try_from(i).unwrap_or(0);
+            }
+        }
+        SlotMap {
+            replicas: vec![Vec::new(); n],
+            masters,
+            slots,
+            shards: Some(shards),
+            base,
+        }
+    }
+
+    /// How keys map to slots in this map.
+    pub fn placement(&self) -> Placement<'_> {
+        match &self.shards {
+            Some(shards) => Placement::Sharded {
+                shards,
+                base: self.base,
+            },
+            None => Placement::Slots,
         }
     }
 
@@ -237,8 +305,11 @@ pub struct Cluster {
     refreshed: Notify,
     /// Completed refreshes.
     pub refreshes: AtomicU64,
-    /// How keys map to slots (a sharded pool: to servers).
-    pub placement: Placement,
+    /// A sharded pool (its placement is in the map), not a Redis Cluster.
+    sharded: bool,
+    /// The worker's runtime, where node connections run (a reshard may come from another
+    /// thread).
+    runtime: Option<tokio::runtime::Handle>,
     /// Connected clients.
     pub clients: AtomicUsize,
     next_client_id: AtomicU64,
@@ -248,39 +319,69 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with no map yet; [`Cluster::spawn_refresher`] fetches it.
     pub fn new(name: String, seeds: Vec<SocketAddr>, opts: ClusterOpts) -> Arc<Cluster> {
-        Cluster::with_placement(name, seeds, opts, Placement::Slots)
+        Cluster::create(name, seeds, opts, false)
     }
 
     /// A sharded pool of standalone servers (twemproxy's model): `servers` in
-    /// configuration order, slot `i` of the map served by server `i % n`, so that the
-    /// placement's server index is the slot. There is no slot map to fetch; the refresher
-    /// only probes the servers.
+    /// configuration order, the placement's server index `i` being slot `i` of the map,
+    /// served by server `i` (see [`SlotMap::sharded`]). There is no slot map to fetch; the
+    /// refresher only probes the servers. Must be called on the worker's runtime.
     pub fn sharded(
         name: String,
         servers: Vec<SocketAddr>,
         shards: Arc<Shards>,
         opts: ClusterOpts,
     ) -> Arc<Cluster> {
-        let cluster =
-            Cluster::with_placement(name, servers.clone(), opts, Placement::Sharded(shards));
+        let cluster = Cluster::create(name, servers.clone(), opts, true);
         let masters: Vec<Arc<Node>> = servers.iter().map(|a| cluster.node(*a)).collect();
-        let n = masters.len().max(1);
-        let slots = (0..SLOTS)
-            .map(|s| u16::try_from(usize::from(s) % n).unwrap_or(0))
-            .collect();
-        cluster.map.store(Arc::new(SlotMap {
-            replicas: vec![Vec::new(); masters.len()],
-            masters,
-            slots,
-        }));
+        cluster
+            .map
+            .store(Arc::new(SlotMap::sharded(masters, shards, None)));
         cluster
     }
 
-    fn with_placement(
+    /// Replaces a sharded pool's servers and placement (a reload of its file): one new map
+    /// with both, stored at once. Servers that stay keep their node and connections; a
+    /// server that left is no longer probed nor given requests, and its connections close
+    /// once the requests already queued on them are answered. Clients stay connected.
+    /// Callable from any thread (new nodes' connections run on the worker's runtime). A
+    /// Redis Cluster (whose map comes from the cluster) is left alone: `false`.
+    pub fn reshard(&self, servers: &[SocketAddr], shards: Arc<Shards>) -> bool {
+        if !self.sharded {
+            return false;
+        }
+        let _runtime = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
+        // The node lock orders reshards: each builds on the map the last one stored.
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return false;
+        };
+        let masters: Vec<Arc<Node>> = servers
+            .iter()
+            .map(|a| {
+                nodes
+                    .entry(*a)
+                    .or_insert_with(|| Arc::new(Node::new(*a, &self.opts, &self.refresh)))
+                    .clone()
+            })
+            .collect();
+        nodes.retain(|a, _| servers.contains(a));
+        let previous = self.map.load_full();
+        self.map
+            .store(Arc::new(SlotMap::sharded(masters, shards, Some(&previous))));
+        drop(nodes);
+        if let Ok(mut seeds) = self.seeds.lock() {
+            *seeds = servers.to_vec();
+        }
+        // The refresher probes the new servers now rather than at its next tick.
+        self.request_refresh();
+        true
+    }
+
+    fn create(
         name: String,
         seeds: Vec<SocketAddr>,
         opts: ClusterOpts,
-        placement: Placement,
+        sharded: bool,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
             name,
@@ -291,7 +392,8 @@ impl Cluster {
             refresh: Arc::new(Notify::new()),
             refreshed: Notify::new(),
             refreshes: AtomicU64::new(0),
-            placement,
+            sharded,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             clients: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             next_replica: AtomicUsize::new(0),
@@ -306,6 +408,27 @@ impl Cluster {
     /// The current slot map.
     pub fn map(&self) -> Arc<SlotMap> {
         self.map.load_full()
+    }
+
+    /// Whether this is a sharded pool (no cluster to ask for a slot map).
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// Runs `f` with how keys map to slots: CRC16 for a Redis Cluster (no map load), a
+    /// sharded pool's current placement (read from the map, lock-free). Compute slots
+    /// inside `f`; route them with [`Self::with_slot`].
+    pub fn with_placement<R>(&self, f: impl FnOnce(&Placement<'_>) -> R) -> R {
+        if !self.sharded {
+            return f(&Placement::Slots);
+        }
+        let map = self.map.load();
+        f(&map.placement())
+    }
+
+    /// The slot of one key (see [`Self::with_placement`]).
+    pub fn slot_of(&self, key: &[u8]) -> u16 {
+        self.with_placement(|p| p.slot(key))
     }
 
     /// The node serving `slot`, without touching reference counts of the map.
@@ -400,7 +523,7 @@ impl Cluster {
     /// # Errors
     /// When no node answers with a map.
     pub async fn refresh_now(&self) -> anyhow::Result<()> {
-        if self.placement.is_sharded() {
+        if self.sharded {
             // The map is the configuration; the refresher's probes are what matters.
             return Ok(());
         }
@@ -491,6 +614,8 @@ impl Cluster {
             masters,
             slots,
             replicas,
+            shards: None,
+            base: 0,
         }));
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ocean_redis_slot_refreshes_total").increment(1);
@@ -637,6 +762,105 @@ fn parse_shards(v: &Value, from: SocketAddr, tls: bool) -> Option<Vec<Range>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ocean_core::placement::ketama::{Distribution, KeyHash, Ring};
+
+    fn pool(servers: &[SocketAddr], distribution: Distribution) -> Arc<Shards> {
+        let named: Vec<(String, u32)> = servers.iter().map(|a| (a.to_string(), 1)).collect();
+        Arc::new(Shards {
+            ring: Ring::with_distribution(&named, KeyHash::Md5, distribution),
+            hash_tag: None,
+        })
+    }
+
+    fn addr_of(c: &Cluster, slot: u16) -> Option<SocketAddr> {
+        c.with_slot(slot, |n| n.map(|n| n.addr))
+    }
+
+    /// Nothing listens on these: connections open on a request only, and none is sent.
+    fn addrs(ports: &[u16]) -> Vec<SocketAddr> {
+        ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reshard_swaps_servers_and_placement_in_one_map() {
+        let keys: Vec<String> = (0..2000).map(|i| format!("key:{i}")).collect();
+        let first = addrs(&[1, 2]);
+        let c = Cluster::sharded(
+            "t".into(),
+            first.clone(),
+            pool(&first, Distribution::Ketama),
+            ClusterOpts::default(),
+        );
+        assert!(c.is_sharded());
+        let gone = Arc::downgrade(&c.map().masters[0]);
+        let kept = c.map().masters[1].clone();
+        let before: Vec<u16> = keys.iter().map(|k| c.slot_of(k.as_bytes())).collect();
+        for (k, s) in keys.iter().zip(&before) {
+            let want = first[pool(&first, Distribution::Ketama).server(k.as_bytes())];
+            assert_eq!(addr_of(&c, *s), Some(want), "{k}");
+        }
+
+        // From another thread, as a reload does: the new nodes' connections run on this
+        // runtime.
+        let second = addrs(&[2, 3, 4]);
+        let shards = pool(&second, Distribution::Modula);
+        let applied = std::thread::scope(|t| {
+            t.spawn(|| c.reshard(&second, shards.clone()))
+                .join()
+                .unwrap()
+        });
+        assert!(applied);
+        let map = c.map();
+        let masters: Vec<SocketAddr> = map.masters.iter().map(|n| n.addr).collect();
+        assert_eq!(masters, second);
+        assert!(
+            Arc::ptr_eq(&map.masters[0], &kept),
+            "a server that stays keeps its node"
+        );
+        drop(map);
+        assert!(
+            gone.upgrade().is_none(),
+            "the removed server's node is dropped"
+        );
+        assert!(c.nodes.lock().unwrap().keys().all(|a| second.contains(a)));
+        let mut per_server = [0usize; 3];
+        for k in &keys {
+            let i = shards.server(k.as_bytes());
+            per_server[i] += 1;
+            assert_eq!(addr_of(&c, c.slot_of(k.as_bytes())), Some(second[i]), "{k}");
+        }
+        assert!(per_server.iter().all(|&n| n > 300), "{per_server:?}");
+        // A slot computed before the reshard: its server when it stayed, else a server of
+        // the new pool, never the one removed.
+        for (k, s) in keys.iter().zip(&before) {
+            let a = addr_of(&c, *s).unwrap();
+            let was = first[pool(&first, Distribution::Ketama).server(k.as_bytes())];
+            if second.contains(&was) {
+                assert_eq!(a, was, "{k}");
+            } else {
+                assert!(second.contains(&a), "{k} -> {a}");
+            }
+        }
+        // Every slot is served (keyless commands pick any).
+        assert_eq!(c.map().covered(), usize::from(SLOTS));
+
+        // Once more, back to the first half of the slots: still right.
+        let third = addrs(&[4, 5]);
+        let shards = pool(&third, Distribution::Ketama);
+        assert!(c.reshard(&third, shards.clone()));
+        for k in &keys {
+            let want = third[shards.server(k.as_bytes())];
+            assert_eq!(addr_of(&c, c.slot_of(k.as_bytes())), Some(want), "{k}");
+        }
+
+        // A Redis Cluster's map is the cluster's: no reshard.
+        let cluster = Cluster::new("rc".into(), first.clone(), ClusterOpts::default());
+        assert!(!cluster.reshard(&second, pool(&second, Distribution::Ketama)));
+        assert_eq!(cluster.slot_of(b"foo"), 12182);
+    }
 
     #[test]
     fn parses_slots_and_shards() {
