@@ -77,7 +77,7 @@ enum WorkerSource {
     Standalone {
         listener: std::net::TcpListener,
         pool: PoolSpec,
-        /// New pools from a reload of `--nutcracker-config`.
+        /// New pools from a reload of `--nutcracker-config` or `--mcrouter-config`.
         updates: tokio::sync::watch::Receiver<PoolSpec>,
     },
     Table {
@@ -108,9 +108,10 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         },
     };
     let (pool_tx, pool_rx) = tokio::sync::watch::channel(standalone_pool);
-    // SIGHUP: a --nutcracker-config file is re-read and its servers applied; otherwise
-    // every setting is a flag and the table comes from its subscriber, so there is nothing
-    // to re-read, and the reload is still answered (log, metric, systemd READY=1).
+    // SIGHUP: a --nutcracker-config or --mcrouter-config file is re-read and its servers
+    // applied; otherwise every setting is a flag and the table comes from its subscriber,
+    // so there is nothing to re-read, and the reload is still answered (log, metric,
+    // systemd READY=1).
     match config.pool_file.clone() {
         Some(file) => ocean_core::reload::spawn("memcached-router", cancel.clone(), move || {
             reload_pool_file(&file, &pool_tx)

@@ -5,7 +5,9 @@
 //! times with `kill(2)`, and then checks: the process is still there, no client saw an
 //! error, `ocean_reloads_total{daemon=...}` counted every reload, and what changed took
 //! effect (a new certificate served to the next TLS client, a rotated password for the
-//! next AUTH, new upstream resolvers) or, when the new file is broken, did not.
+//! next AUTH, new upstream resolvers, a memcached server added to a nutcracker.yml or an
+//! mcrouter JSON, an ownership rule of control.toml under `ocean up`) or, when the new
+//! file is broken, did not.
 //! control.toml reloads are tests/binary/reload_control.rs.
 
 use std::fs::File;
@@ -14,7 +16,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -394,7 +396,8 @@ impl Client for TlsRedis {
     }
 }
 
-/// memcached text protocol: set then get.
+/// memcached text protocol: set then get, each request in one write (sent in pieces,
+/// Nagle's algorithm holds the rest until the router's delayed ACK: 40 ms a request).
 #[derive(Clone)]
 struct MemcachedClient(SocketAddr);
 
@@ -409,14 +412,16 @@ impl Client for MemcachedClient {
     }
     fn request(&self, s: &mut TcpStream, n: u64) -> Result<(), String> {
         let (key, value) = (format!("reload-{n}"), format!("v{n}"));
-        write!(s, "set {key} 0 0 {}\r\n{value}\r\n", value.len())
+        let set = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+        s.write_all(set.as_bytes())
             .map_err(|e| format!("write: {e}"))?;
-        let r = read_reply(s, |b| b.ends_with(b"\r\n"))?;
+        let r = read_reply(s, mc_reply_complete)?;
         if r != b"STORED\r\n" {
             return Err(format!("set: {:?}", String::from_utf8_lossy(&r)));
         }
-        write!(s, "get {key}\r\n").map_err(|e| format!("write: {e}"))?;
-        let r = read_reply(s, |b| b.ends_with(b"END\r\n") || b.ends_with(b"ERROR\r\n"))?;
+        s.write_all(format!("get {key}\r\n").as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let r = read_reply(s, mc_reply_complete)?;
         let want = format!("VALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len());
         if r != want.as_bytes() {
             return Err(format!("get: {:?}", String::from_utf8_lossy(&r)));
@@ -870,36 +875,295 @@ async fn redis_router_logs_in_to_backends_with_a_rotated_password() {
     d.stop();
 }
 
-/// memcached-router: every setting is a flag; SIGHUP is answered and changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memcached_router_survives_sighup_under_load() {
-    let mc = Memcached::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, listen_s) = loopback();
-    let (admin, admin_s) = loopback();
-    let pool = format!("a={}", mc.addr());
-    let mut d = Daemon::start(
-        "memcached-router",
-        &[
-            "memcached-router",
-            "--listen",
-            &listen_s,
-            "--pool",
-            &pool,
-            "--admin",
-            &admin_s,
-        ],
-        dir.path(),
-    );
-    let load = Load::start(MemcachedClient(listen), 2);
-    load.wait_for(100);
-    for _ in 0..HUPS {
-        hup_and_wait(&mut d, admin, "memcached-router", Some("unchanged"));
-        load.wait_for(50);
+// ---------------------------------------------------------------------------------------
+// memcached-router: the server list of its `--nutcracker-config` or `--mcrouter-config`.
+
+/// Whether `buf` holds one whole reply to a memcached `set`, `version` or one-key `get`:
+/// a `VALUE` block through its `END`, or one line (`STORED`, `END`, an error).
+fn mc_reply_complete(buf: &[u8]) -> bool {
+    if buf.starts_with(b"VALUE ") {
+        buf.ends_with(b"\r\nEND\r\n")
+    } else {
+        buf.ends_with(b"\r\n")
     }
+}
+
+/// One request to memcached (or the router) at `addr` on a new connection: the reply
+/// (of a `set`, a one-key `get`, or `stats` through its `END`).
+fn mc_direct(addr: SocketAddr, req: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let stats = req.starts_with("stats");
+    let reply = read_reply(&mut s, |b| {
+        if stats {
+            b.ends_with(b"END\r\n")
+        } else {
+            mc_reply_complete(b)
+        }
+    })
+    .unwrap_or_else(|e| panic!("{req:?} to {addr}: {e}"));
+    String::from_utf8(reply).unwrap()
+}
+
+/// `STAT name` of the memcached at `addr`.
+fn mc_stat(addr: SocketAddr, name: &str) -> u64 {
+    let stats = mc_direct(addr, "stats\r\n");
+    let prefix = format!("STAT {name} ");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the stats of {addr}:\n{stats}"))
+}
+
+/// The value the memcached at `addr` holds for `key`, asked directly (not through the
+/// router).
+fn mc_value(addr: SocketAddr, key: &str) -> Option<String> {
+    let reply = mc_direct(addr, &format!("get {key}\r\n"));
+    if reply == "END\r\n" {
+        return None;
+    }
+    let value = reply
+        .strip_prefix(&format!("VALUE {key} 0 "))
+        .and_then(|r| r.split_once("\r\n"))
+        .and_then(|(_, r)| r.strip_suffix("\r\nEND\r\n"));
+    Some(
+        value
+            .unwrap_or_else(|| panic!("get {key} on {addr}: {reply:?}"))
+            .to_string(),
+    )
+}
+
+/// memcached clients of a router whose server list changes under them: `set` then `get`
+/// of a key of their own on one connection. Every reply must be `STORED` and then the
+/// value just stored, with one exception the router documents (clients use the new ring
+/// from their next request batch): a key stored on its old server just before the swap
+/// and read just after is looked up on its new server, and misses. Such a miss (a bare
+/// `END`) is recorded in `moved`, which the test bounds and checks; anything else (another
+/// value, `ERROR`, `SERVER_ERROR`, a closed or reset connection) is a client error.
+#[derive(Clone)]
+struct ReshardedMemcached {
+    addr: SocketAddr,
+    moved: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Client for ReshardedMemcached {
+    type Session = TcpStream;
+    fn connect(&self) -> Result<TcpStream, String> {
+        let mut s = TcpStream::connect(self.addr).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        // The router answers `version` itself: it proves the router serves without
+        // storing a key every connection would share.
+        s.write_all(b"version\r\n")
+            .map_err(|e| format!("write: {e}"))?;
+        let r = read_reply(&mut s, mc_reply_complete)?;
+        if !r.starts_with(b"VERSION ") {
+            return Err(format!("version: {:?}", String::from_utf8_lossy(&r)));
+        }
+        Ok(s)
+    }
+    fn request(&self, s: &mut TcpStream, n: u64) -> Result<(), String> {
+        let (key, value) = (format!("reshard-{n}"), format!("v{n}"));
+        let set = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+        s.write_all(set.as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let r = read_reply(s, mc_reply_complete)?;
+        if r != b"STORED\r\n" {
+            return Err(format!("set {key}: {:?}", String::from_utf8_lossy(&r)));
+        }
+        s.write_all(format!("get {key}\r\n").as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let r = read_reply(s, mc_reply_complete)?;
+        let want = format!("VALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len());
+        if r == want.as_bytes() {
+            Ok(())
+        } else if r == b"END\r\n" {
+            self.moved.lock().unwrap().push((key, value));
+            Ok(())
+        } else {
+            Err(format!("get {key}: {:?}", String::from_utf8_lossy(&r)))
+        }
+    }
+}
+
+/// The files memcached-router re-reads on SIGHUP, as an operator writes them.
+#[derive(Clone, Copy)]
+enum PoolFile {
+    /// twemproxy's nutcracker.yml (`--nutcracker-config`): ketama over md5, listening
+    /// where the file says.
+    Nutcracker,
+    /// mcrouter's JSON (`--listen` and `--mcrouter-config`): a `PoolRoute`, placed with ch3.
+    Mcrouter,
+}
+
+impl PoolFile {
+    fn file_name(self) -> &'static str {
+        match self {
+            PoolFile::Nutcracker => "nutcracker.yml",
+            PoolFile::Mcrouter => "mcrouter.json",
+        }
+    }
+
+    /// The file for a pool of `servers` served on `listen`. Backend replies may take 5 s
+    /// (the default 1 s is a timing assertion on a loaded 2-core machine).
+    fn text(self, listen: SocketAddr, servers: &[SocketAddr]) -> String {
+        match self {
+            PoolFile::Nutcracker => {
+                let mut t = format!(
+                    "cache:\n  listen: {listen}\n  hash: md5\n  distribution: ketama\n  \
+                     timeout: 5000\n  servers:\n"
+                );
+                for s in servers {
+                    t.push_str(&format!("   - {s}:1\n"));
+                }
+                t
+            }
+            PoolFile::Mcrouter => {
+                let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+                format!(
+                    "// the cache pool\n{{\n  \"pools\": {{\"A\": {{\"servers\": [{}]}}}},\n  \
+                     \"route\": \"PoolRoute|A\"\n}}\n",
+                    list.join(", ")
+                )
+            }
+        }
+    }
+
+    /// A file that no longer loads.
+    fn broken(self) -> &'static str {
+        match self {
+            PoolFile::Nutcracker => "cache: [",
+            PoolFile::Mcrouter => "{\"pools\": {\"A\": ",
+        }
+    }
+
+    /// `ocean memcached-router` on `file`, listening on `listen`, admin on `admin`.
+    fn args(self, file: &Path, listen: SocketAddr, admin: SocketAddr) -> Vec<String> {
+        let mut args = vec!["memcached-router".to_string()];
+        match self {
+            PoolFile::Nutcracker => args.extend(["--nutcracker-config".into(), s(file).into()]),
+            PoolFile::Mcrouter => args.extend([
+                "--listen".into(),
+                listen.to_string(),
+                "--mcrouter-config".into(),
+                s(file).into(),
+                "--request-timeout".into(),
+                "5s".into(),
+            ]),
+        }
+        args.extend(["--admin".into(), admin.to_string()]);
+        args
+    }
+}
+
+/// memcached-router from `kind`'s file with two real memcached, while two clients set and
+/// get without pause: SIGHUP with the same file is counted `unchanged`, with a broken file
+/// `error` (the pool is kept), and with a third server added `ok`; from then on the new
+/// server gets its share of the keys (stored there and read back from there). No client
+/// sees an error; the only misses allowed are keys that moved to the new server across
+/// the swap, at most one per client connection, each then found where the router now
+/// places it.
+async fn memcached_router_reloads_its_pool_file_under_load(kind: PoolFile) {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Memcached::start().await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
+    let (old, new) = (&addrs[..2], addrs[2]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(kind.file_name());
+    let (listen, _) = loopback();
+    let (admin, _) = loopback();
+    put(&file, kind.text(listen, old));
+    let args = kind.args(&file, listen, admin);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut d = Daemon::start("memcached-router", &args, dir.path());
+    const CLIENTS: usize = 2;
+    let moved = Arc::new(Mutex::new(Vec::new()));
+    let load = Load::start(
+        ReshardedMemcached {
+            addr: listen,
+            moved: moved.clone(),
+        },
+        CLIENTS,
+    );
+    load.wait_for(100);
+
+    // The same file: nothing to apply. A broken file: refused, the running pool kept.
+    hup_and_wait(&mut d, admin, "memcached-router", Some("unchanged"));
+    load.wait_for(100);
+    put(&file, kind.broken());
+    hup_and_wait(&mut d, admin, "memcached-router", Some("error"));
+    assert!(d.log().contains("reload failed"), "{}", d.log());
+    load.wait_for(100);
+    assert!(
+        old.iter().all(|a| mc_stat(*a, "curr_items") > 0),
+        "both servers of the file hold keys"
+    );
+    assert_eq!(
+        mc_stat(new, "curr_items"),
+        0,
+        "the server not in the file got keys"
+    );
+    assert_eq!(
+        moved.lock().unwrap().clone(),
+        Vec::<(String, String)>::new(),
+        "gets missed while the server list stayed the same"
+    );
+
+    // A third server in the file: applied, and the clients' keys reach it from now on.
+    put(&file, kind.text(listen, &addrs));
+    hup_and_wait(&mut d, admin, "memcached-router", Some("ok"));
+    eventually(
+        "the added server to store and serve keys set through the router",
+        || (mc_stat(new, "curr_items") >= 100 && mc_stat(new, "get_hits") >= 100).then_some(()),
+    );
+    load.wait_for(100);
     d.assert_running();
-    load.finish("memcached-router clients during SIGHUPs");
+    load.finish(&format!(
+        "memcached-router clients during SIGHUPs of {}",
+        kind.file_name()
+    ));
+
+    // A miss is a key set on its old server one batch before the ring swap and read from
+    // its new one: each connection crosses the swap once.
+    let moved = moved.lock().unwrap().clone();
+    assert!(
+        moved.len() <= CLIENTS,
+        "{} gets missed across one change of the server list: {moved:?}",
+        moved.len()
+    );
+    for (key, value) in &moved {
+        assert!(
+            old.iter()
+                .any(|a| mc_value(*a, key).as_deref() == Some(value.as_str())),
+            "{key} missed, yet no server of the old list holds it"
+        );
+        let again = format!("set {key} 0 0 5\r\nagain\r\n");
+        assert_eq!(mc_direct(listen, &again), "STORED\r\n");
+        assert_eq!(
+            mc_value(new, key).as_deref(),
+            Some("again"),
+            "{key} missed, yet the router does not place it on the added server"
+        );
+    }
     d.stop();
+}
+
+/// memcached-router on twemproxy's nutcracker.yml: a server added to the file is used
+/// after SIGHUP while clients run, with no client error (see
+/// [`memcached_router_reloads_its_pool_file_under_load`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_router_applies_a_new_nutcracker_server_on_sighup_under_load() {
+    memcached_router_reloads_its_pool_file_under_load(PoolFile::Nutcracker).await;
+}
+
+/// memcached-router on mcrouter's JSON: a server added to the pool is used after SIGHUP
+/// while clients run, with no client error (ch3 moves keys only to the added server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_router_applies_a_new_mcrouter_server_on_sighup_under_load() {
+    memcached_router_reloads_its_pool_file_under_load(PoolFile::Mcrouter).await;
 }
 
 /// The mysql table of the mysql-proxy test: `/dept/shop/main` on `primary`, and job
@@ -1192,27 +1456,57 @@ impl Client for Admin {
     }
 }
 
+/// The messages of `/v1/problems` (JSON) about `app` in `table`.
+fn problems_of(problems: &serde_json::Value, app: &str, table: &str) -> Vec<String> {
+    problems["problems"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["app"] == app && p["table"] == table)
+                .map(|p| p["message"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET path` of control's API at `api`, which must answer 200 with JSON.
+fn control_json(api: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    match http_get(api, path)? {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
 /// `ocean up` with control and every proxy in one process: one SIGHUP reaches every
 /// reloader (control, dns, redis-router, memcached-router, mysql-proxy, lvs-sync), and
-/// Redis, memcached and DNS clients see no error.
+/// Redis, memcached and DNS clients see no error. The first SIGHUP also brings a changed
+/// control.toml: a new ownership rule refuses the claim of a second memcached pool, which
+/// shows in `/v1/problems`, leaves the memcached table, and closes the router's listener
+/// of that pool, while the clients of the first pool run on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ocean_up_reloads_every_daemon_under_load() {
     use ocean_tests::fake_marathon::{app, task};
 
     let mc = Memcached::start().await.unwrap();
+    let spare_mc = Memcached::start().await.unwrap();
     let cluster = RedisCluster::start(3, 0).await.unwrap();
-    let (mc_port, redis_port) = (free_port().unwrap(), free_port().unwrap());
-    let mut memcached = app(
-        "/cache/memcached",
-        serde_json::json!({"OCEAN_MEMCACHED_POOL": "demo", "OCEAN_MEMCACHED_REPLICA": "a"}),
-        mc_port,
+    let (mc_port, redis_port, spare_port) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
     );
-    memcached["tasks"] = serde_json::json!([task(
-        "/cache/memcached",
-        1,
-        &mc.addr().ip().to_string(),
-        &[mc.addr().port()]
-    )]);
+    let memcached_app = |id: &str, pool: &str, port: u16, server: SocketAddr| {
+        let mut a = app(
+            id,
+            serde_json::json!({"OCEAN_MEMCACHED_POOL": pool, "OCEAN_MEMCACHED_REPLICA": "a"}),
+            port,
+        );
+        a["tasks"] = serde_json::json!([task(id, 1, &server.ip().to_string(), &[server.port()])]);
+        a
+    };
+    let memcached = memcached_app("/cache/memcached", "demo", mc_port, mc.addr());
+    // Another team's pool, which the new rule will refuse.
+    let spare = memcached_app("/batch/memcached", "spare", spare_port, spare_mc.addr());
     let mut redis = app(
         "/cache/redis",
         serde_json::json!({"OCEAN_REDIS_CLUSTER": "demo"}),
@@ -1229,8 +1523,14 @@ async fn ocean_up_reloads_every_daemon_under_load() {
     let dir = tempfile::tempdir().unwrap();
     put(
         &dir.path().join("apps.json"),
-        serde_json::json!({"apps": [memcached, redis]}).to_string(),
+        serde_json::json!({"apps": [memcached, redis, spare]}).to_string(),
     );
+    // The drop guard would hold the memcached table's last good version for a while when
+    // the refusal drops half its servers; this test is about the rule.
+    let control_toml = dir.path().join("control.toml");
+    let guard = "[guard]\nmax_drop = 1.0\ndrop_hold = \"0s\"\n";
+    put(&control_toml, guard);
+    let (api, _) = loopback();
     let (admin, _) = loopback();
     let (mc_admin, _) = loopback();
     let (dns, _) = loopback();
@@ -1240,7 +1540,7 @@ async fn ocean_up_reloads_every_daemon_under_load() {
     put(
         &up,
         format!(
-            "[control]\nlisten = \"127.0.0.1:0\"\napps_file = \"apps.json\"\n\n\
+            "[control]\nlisten = \"{api}\"\napps_file = \"apps.json\"\nconfig = \"control.toml\"\n\n\
              [redis_router]\nadmin = \"{admin}\"\n\n\
              [memcached_router]\nadmin = \"{mc_admin}\"\n\n\
              [dns]\nlisten = \"{dns}\"\nhttp = \"{dns_http}\"\nudp_workers = 1\n\n\
@@ -1273,6 +1573,24 @@ async fn ocean_up_reloads_every_daemon_under_load() {
     for load in [&redis, &memcached, &names] {
         load.wait_for(50);
     }
+    // Before the rule: the spare pool is claimed without a problem and served.
+    let spare_addr = SocketAddr::from(([127, 0, 0, 1], spare_port));
+    eventually("the spare pool served through the router", || {
+        let mut s = MemcachedClient(spare_addr).connect().ok()?;
+        MemcachedClient(spare_addr).request(&mut s, 1).ok()
+    });
+    let problems = control_json(api, "/v1/problems").expect("GET /v1/problems");
+    assert_eq!(
+        problems_of(&problems, "/batch/memcached", "memcached"),
+        Vec::<String>::new(),
+        "{problems}"
+    );
+
+    // The operator gives the pool name `spare` to another team, then signals.
+    put(
+        &control_toml,
+        format!("{guard}[memcached.pools.spare]\napps = [\"/platform/\"]\n"),
+    );
     let daemons = [
         "control",
         "dns",
@@ -1292,6 +1610,28 @@ async fn ocean_up_reloads_every_daemon_under_load() {
         for load in [&redis, &memcached, &names] {
             load.wait_for(20);
         }
+    }
+    // The first SIGHUP applied the rule, the next two found nothing new.
+    assert_eq!(reloads(admin, "control", Some("ok")), 1);
+    assert_eq!(reloads(admin, "control", Some("unchanged")), HUPS - 1);
+
+    // The rule took effect: the claim is refused and reported, the pool leaves the table,
+    // and the router closes its listener.
+    let problems = eventually("/v1/problems to report the refused claim", || {
+        let p = control_json(api, "/v1/problems")?;
+        let msgs = problems_of(&p, "/batch/memcached", "memcached");
+        (!msgs.is_empty()).then_some(msgs)
+    });
+    assert!(problems.iter().any(|m| m.contains("spare")), "{problems:?}");
+    eventually("the refused pool to leave the memcached table", || {
+        let t = control_json(api, "/v1/tables/memcached")?;
+        (t.to_string().contains("\"demo\"") && !t.to_string().contains("\"spare\"")).then_some(())
+    });
+    eventually("the router to close the refused pool's listener", || {
+        TcpStream::connect(spare_addr).is_err().then_some(())
+    });
+    for load in [&redis, &memcached, &names] {
+        load.wait_for(50);
     }
     let mut proc = proc;
     assert!(
