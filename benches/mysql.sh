@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # sysbench oltp_point_select and oltp_read_only, 8 threads, against MariaDB directly,
 # through haproxy (TCP mode) and through ocean mysql-proxy; prints qps, p95 and ratios.
+# Then the connect-heavy load (mysql-proxy/examples/connect_load.rs: 16 clients each
+# connect, run one point select and quit, in a loop), in connections per second; the
+# proxy's database has pool_max = 64 (POOL_MAX=0: off), so its backend connections are
+# reused.
 # Needs: mariadb-server, sysbench, haproxy. Not run in CI.
 #   benches/mysql.sh            # 10 s per run
-#   TIME=5 TABLE_SIZE=10000 benches/mysql.sh
+#   TIME=5 TABLE_SIZE=10000 CONNECT_CLIENTS=16 POOL_MAX=64 benches/mysql.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TIME=${TIME:-10}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 THREADS=${THREADS:-8}
 PROXY_THREADS=${PROXY_THREADS:-1}
+CONNECT_CLIENTS=${CONNECT_CLIENTS:-16}
+POOL_MAX=${POOL_MAX:-64}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 for b in mariadbd mariadb-install-db sysbench haproxy; do
   command -v "$b" >/dev/null || { echo "missing $b (Debian: mariadb-server sysbench haproxy)" >&2; exit 1; }
 done
-cargo build -q --release -p ocean-mysql-proxy --example mysql_bench_server
+cargo build -q --release -p ocean-mysql-proxy --example mysql_bench_server --example connect_load
 PROXY_BIN=$CARGO_TARGET_DIR/release/examples/mysql_bench_server
+LOAD_BIN=$CARGO_TARGET_DIR/release/examples/connect_load
 
 W=$(mktemp -d /tmp/ocean-mysql-bench.XXXXXX)
 PIDS=()
@@ -56,7 +63,7 @@ PIDS+=($HA_PID)
 
 cat >"$W/mysql.json" <<JSON
 {"databases": [{"name": "/bench/sb/main", "primary": "127.0.0.1:$DB_PORT", "replicas": [],
-  "rw": {"user": "sb", "password": "sbpw"}, "schema": "sbtest"}],
+  "rw": {"user": "sb", "password": "sbpw"}, "schema": "sbtest", "pool_max": $POOL_MAX}],
  "jobs": [{"name": "bench", "ips": ["192.0.2.77"], "grants": [{"database": "/bench/sb/main", "access": "rw"}]}]}
 JSON
 "$PROXY_BIN" --listen "127.0.0.1:$OC_PORT" --table-file "$W/mysql.json" --host-ip 192.0.2.77 \
@@ -104,3 +111,28 @@ for test in oltp_point_select oltp_read_only; do
       -v hp="${P95[$test.haproxy]}" -v op="${P95[$test.ocean]}" \
     'BEGIN {printf "%-18s ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f  p95 ocean %s ms vs haproxy %s ms\n", t, o/d, o/h, h/d, op, hp}'
 done
+
+echo
+declare -A CPS
+for path in direct haproxy ocean; do
+  case $path in
+    direct)  port=$DB_PORT user=sb pw=sbpw pid= ;;
+    haproxy) port=$HA_PORT user=sb pw=sbpw pid=$HA_PID ;;
+    ocean)   port=$OC_PORT user=bench pw= pid=$OC_PID ;;
+  esac
+  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  out=$("$LOAD_BIN" "127.0.0.1:$port" "$user" "$pw" sbtest "$CONNECT_CLIENTS" "$TIME" \
+    'SELECT c FROM sbtest1 WHERE id = {id}') || { echo "connect_load via $path failed: $out" >&2; exit 1; }
+  [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+  CPS[$path]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "per_second") print $(i + 1)}')
+  errs=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "errors") print $(i + 1)}')
+  extra=""
+  if [ -n "$pid" ]; then
+    conns=$(echo "$out" | awk '{print $2}')
+    extra=$(awk -v t="$((t1 - t0))" -v c="$conns" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN {printf "  %s CPU %.1f us/connection", "'"$path"'", t / hz * 1e6 / c}')
+  fi
+  printf '%-18s %-8s conn/s %8s  errors %s%s\n' connect-heavy "$path" "${CPS[$path]}" "$errs" "$extra"
+done
+awk -v d="${CPS[direct]}" -v h="${CPS[haproxy]}" -v o="${CPS[ocean]}" \
+  'BEGIN {printf "connect-heavy      ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f\n", o/d, o/h, h/d}'

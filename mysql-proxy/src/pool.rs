@@ -25,9 +25,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mysql_common::constants::CapabilityFlags;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::proto::frame::Decoder;
+use crate::proto::frame::{encode, Decoder};
 use crate::upstream::{Backend, BackendStream};
 use crate::wire::{read_packet, write_packet};
 
@@ -289,27 +289,30 @@ async fn reset(stream: &mut BackendStream, schema: Option<&str>) -> Result<Vec<u
     }
 }
 
+/// Both commands go out in one write (the server answers them in order): one round trip.
 async fn reset_on<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     schema: Option<&str>,
 ) -> Result<Vec<u8>, String> {
-    let ok = command(s, &[COM_RESET_CONNECTION]).await?;
+    let mut out = Vec::with_capacity(64);
+    encode(0, &[COM_RESET_CONNECTION], &mut out);
     if let Some(schema) = schema {
-        let mut init = vec![COM_INIT_DB];
+        let mut init = Vec::with_capacity(schema.len() + 1);
+        init.push(COM_INIT_DB);
         init.extend_from_slice(schema.as_bytes());
-        command(s, &init).await?;
+        encode(0, &init, &mut out);
+    }
+    s.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+    s.flush().await.map_err(|e| format!("write: {e}"))?;
+    let ok = read_ok(s).await?;
+    if schema.is_some() {
+        read_ok(s).await?;
     }
     Ok(ok)
 }
 
-/// Sends a one-packet command and reads its OK; an ERR or anything else is an error.
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    payload: &[u8],
-) -> Result<Vec<u8>, String> {
-    write_packet(s, 0, payload)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
+/// Reads one reply: an OK payload, or the ERR (anything else) as an error.
+async fn read_ok<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, String> {
     let reply = read_packet(s, REPLY_LIMIT)
         .await
         .map_err(|e| format!("read: {e}"))?;
