@@ -94,7 +94,9 @@ impl Coverage {
             let e = merged
                 .entry(c.name.clone())
                 .or_insert_with(|| (false, vec![false; usize::from(SLOTS)], BTreeMap::new()));
-            e.0 |= c.refreshes.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            // A sharded pool's map is built from its servers, never fetched.
+            e.0 |=
+                c.refreshes.load(std::sync::atomic::Ordering::Relaxed) > 0 || map.shards.is_some();
             for (acc, s) in e.1.iter_mut().zip(slots) {
                 *acc |= s;
             }

@@ -330,6 +330,15 @@ async fn a_reload_reshards_the_pool_under_load_and_a_broken_file_keeps_it() {
     // Four clients per worker thread (SO_REUSEPORT spreads them over both).
     let load = Load::start(listen, 8);
     load.run(2_000).await;
+    // A sharded pool's map is built from its servers: the status page never says "no
+    // slot map yet".
+    let (status, body) = ocean_tests::metrics::get(admin, "/").await.unwrap();
+    assert!(
+        status.starts_with("HTTP/1.1 200")
+            && body.contains("slots uncovered")
+            && !body.contains("no slot map"),
+        "the status page of a sharded pool: {status} {body}"
+    );
 
     // The pool changes: b is replaced, two servers come in.
     std::fs::write(&conf, nutcracker_yml(listen, &new_pool)).unwrap();

@@ -9,21 +9,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The body of `GET /metrics` on `addr` (HTTP/1.1, `Connection: close`).
 pub async fn scrape(addr: SocketAddr) -> Result<String> {
+    let (status, body) = get(addr, "/metrics").await?;
+    if !status.starts_with("HTTP/1.1 200") {
+        bail!("GET /metrics: {status}");
+    }
+    Ok(body)
+}
+
+/// `GET path` on an admin port: its status line and body (chunked bodies joined).
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(String, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let get = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await?;
+        s.write_all(request.as_bytes()).await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
         anyhow::Ok(out)
     };
     let raw = tokio::time::timeout(Duration::from_secs(10), get)
         .await
-        .context("GET /metrics timed out")??;
+        .with_context(|| format!("GET {path} timed out"))??;
     let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP header")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET /metrics: {head}");
-    }
+    let status = head.lines().next().unwrap_or_default().to_string();
     // A chunked body: keep the chunk payloads only.
     if head
         .to_ascii_lowercase()
@@ -39,9 +46,9 @@ pub async fn scrape(addr: SocketAddr) -> Result<String> {
             out.push_str(tail.get(..n).context("short chunk")?);
             rest = tail.get(n + 2..).unwrap_or("");
         }
-        return Ok(out);
+        return Ok((status, out));
     }
-    Ok(body.to_string())
+    Ok((status, body.to_string()))
 }
 
 /// Metric families in `text` with a `# TYPE` line but no `# HELP` line.
