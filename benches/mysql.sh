@@ -16,13 +16,15 @@ THREADS=${THREADS:-8}
 PROXY_THREADS=${PROXY_THREADS:-1}
 CONNECT_CLIENTS=${CONNECT_CLIENTS:-16}
 POOL_MAX=${POOL_MAX:-64}
+POOL_JSON=""; [ "$POOL_MAX" != 0 ] && POOL_JSON=", \"pool_max\": $POOL_MAX"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 for b in mariadbd mariadb-install-db sysbench haproxy; do
   command -v "$b" >/dev/null || { echo "missing $b (Debian: mariadb-server sysbench haproxy)" >&2; exit 1; }
 done
 cargo build -q --release -p ocean-mysql-proxy --example mysql_bench_server --example connect_load
-PROXY_BIN=$CARGO_TARGET_DIR/release/examples/mysql_bench_server
+# PROXY_BIN=... compares another build of the example (an A/B against an older commit).
+PROXY_BIN=${PROXY_BIN:-$CARGO_TARGET_DIR/release/examples/mysql_bench_server}
 LOAD_BIN=$CARGO_TARGET_DIR/release/examples/connect_load
 
 W=$(mktemp -d /tmp/ocean-mysql-bench.XXXXXX)
@@ -63,7 +65,7 @@ PIDS+=($HA_PID)
 
 cat >"$W/mysql.json" <<JSON
 {"databases": [{"name": "/bench/sb/main", "primary": "127.0.0.1:$DB_PORT", "replicas": [],
-  "rw": {"user": "sb", "password": "sbpw"}, "schema": "sbtest", "pool_max": $POOL_MAX}],
+  "rw": {"user": "sb", "password": "sbpw"}, "schema": "sbtest"$POOL_JSON}],
  "jobs": [{"name": "bench", "ips": ["192.0.2.77"], "grants": [{"database": "/bench/sb/main", "access": "rw"}]}]}
 JSON
 "$PROXY_BIN" --listen "127.0.0.1:$OC_PORT" --table-file "$W/mysql.json" --host-ip 192.0.2.77 \
