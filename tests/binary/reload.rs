@@ -308,7 +308,7 @@ impl Client for PlainRedis {
 }
 
 /// A TLS client config trusting `cas` (PEM files).
-fn tls_client(cas: &[&Path]) -> Arc<rustls::ClientConfig> {
+pub(super) fn tls_client(cas: &[&Path]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
         for c in ocean_core::tls::cert_chain(PemFile::new("ca", ca)).unwrap() {
@@ -326,11 +326,11 @@ fn tls_client(cas: &[&Path]) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+pub(super) type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS handshake with 127.0.0.1 over `tcp` (already connected, maybe past a
 /// protocol's own preamble); returns the stream and the leaf certificate served.
-fn tls_handshake(
+pub(super) fn tls_handshake(
     config: &Arc<rustls::ClientConfig>,
     mut tcp: TcpStream,
 ) -> Result<(TlsStream, CertificateDer<'static>), String> {
@@ -351,7 +351,7 @@ fn tls_handshake(
 }
 
 /// The leaf certificate in a PEM file.
-fn leaf_of(pem: &Path) -> CertificateDer<'static> {
+pub(super) fn leaf_of(pem: &Path) -> CertificateDer<'static> {
     ocean_core::tls::cert_chain(PemFile::new("cert", pem)).unwrap()[0].clone()
 }
 

@@ -740,3 +740,138 @@ async fn ocean_up_rereads_its_control_toml_on_sighup() {
     assert!(status.is_none(), "ocean up exited: {status:?}");
     terminate(proc);
 }
+
+/// Control's own certificate (`--tls-cert`, `--tls-key`) is re-read on SIGHUP: new TLS
+/// clients get the new one while pollers of `/healthz` over HTTPS see no error through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_serves_a_new_certificate_after_sighup_while_clients_poll() {
+    use super::reload::{leaf_of, tls_client, tls_handshake};
+    use std::io::{Read, Write};
+
+    let marathon = FakeMarathon::start().await.unwrap();
+    for a in redis_apps() {
+        marathon.put_app(a);
+    }
+    let (old, new) = (
+        ocean_tests::pki::Pki::generate().unwrap(),
+        ocean_tests::pki::Pki::generate().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&old.cert, &cert).unwrap();
+    std::fs::copy(&old.key, &key).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let log = dir.path().join("control.log");
+    let out = File::create(&log).unwrap();
+    let child = Command::new(OCEAN)
+        .args(["control", "--marathon"])
+        .arg(marathon.url().to_string())
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut proc = Proc(Some(child));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let tls = tls_client(&[&old.ca, &new.ca]);
+    // One HTTPS GET /healthz on a new connection: the certificate served and the status.
+    let healthz = {
+        let tls = tls.clone();
+        move || -> Result<(rustls::pki_types::CertificateDer<'static>, String), String> {
+            let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+            tcp.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            let (mut s, leaf) = tls_handshake(&tls, tcp)?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut reply = Vec::new();
+            // The server may end TLS without close_notify after the body: keep what came.
+            let _ = s.read_to_end(&mut reply);
+            let status = String::from_utf8_lossy(&reply)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            Ok((leaf, status))
+        }
+    };
+    let t = Instant::now();
+    let first = loop {
+        match tokio::task::spawn_blocking(healthz.clone()).await.unwrap() {
+            Ok((leaf, status)) if status.starts_with("HTTP/1.1 200") => break leaf,
+            other => assert!(
+                t.elapsed() < DEADLINE,
+                "control never served /healthz over TLS: {other:?}\n{}",
+                log_text()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first, leaf_of(&old.cert));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pollers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, healthz) = (stop.clone(), healthz.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut errors) = (0u64, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    match healthz() {
+                        Ok((_, status)) if status.starts_with("HTTP/1.1 200") => ok += 1,
+                        other => errors.push(format!("{other:?}")),
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::copy(&new.cert, &cert).unwrap();
+    std::fs::copy(&new.key, &key).unwrap();
+    kill(
+        Pid::from_raw(proc.0.as_ref().unwrap().id() as i32),
+        Signal::SIGHUP,
+    )
+    .unwrap();
+    let t = Instant::now();
+    loop {
+        let (leaf, _) = tokio::task::spawn_blocking(healthz.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        if leaf == leaf_of(&new.cert) {
+            break;
+        }
+        assert!(
+            t.elapsed() < DEADLINE,
+            "still the old certificate after SIGHUP\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for p in pollers {
+        let (ok, errors) = p.join().unwrap();
+        assert!(ok > 0, "a poller got no answer");
+        assert!(
+            errors.is_empty(),
+            "HTTPS pollers failed across the reload: {errors:?}\n{}",
+            log_text()
+        );
+    }
+    assert!(
+        proc.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "SIGHUP stopped control\n{}",
+        log_text()
+    );
+    terminate(proc);
+}
