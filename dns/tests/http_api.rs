@@ -173,6 +173,19 @@ async fn every_endpoint_answers_in_mesos_dns_shape() {
     let health = server.json("/healthz").await;
     let serial = health["serial"].as_u64().unwrap();
     assert!(serial > 0);
+    // The status page: the daemon, the zone's serial, the table applied.
+    let (status, ctype, page) = server.get("/").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    for fact in [
+        "<h1>ocean dns</h1>".to_string(),
+        format!("<dt>zone serial</dt><dd>{serial}</dd>"),
+    ] {
+        assert!(
+            page.contains(&fact),
+            "{fact} missing from the status page:\n{page}"
+        );
+    }
 
     // /v1/hosts: A then AAAA, the name cleaned like Mesos-DNS does.
     assert_eq!(

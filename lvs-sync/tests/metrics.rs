@@ -12,8 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
+    get(addr, "/metrics").await
+}
+
+/// `GET path` on the admin port: the whole 200 response, head included.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut out = String::new();
@@ -60,6 +65,20 @@ async fn reconcile_histogram_and_help() {
     }
     assert!(body.contains("ocean_lvs_services 1\n"), "{body}");
     assert!(body.contains("# HELP ocean_lvs_operations_total "));
+
+    // The status page says what the last reconcile did.
+    let page = get(admin, "/").await;
+    for fact in [
+        "<h1>ocean lvs-sync</h1>",
+        "<dt>IPVS services</dt><dd>1</dd>",
+        "<dt>real servers</dt><dd>1</dd>",
+        "<dt>errors</dt><dd>0</dd>",
+    ] {
+        assert!(
+            page.contains(fact),
+            "{fact} missing from the status page:\n{page}"
+        );
+    }
 
     cancel.cancel();
     running.wait().await;
