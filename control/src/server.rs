@@ -271,8 +271,14 @@ async fn table(
     }
 }
 
-async fn subscribers(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.subscribers.list(&shared.store.snapshot())).into_response()
+/// Lagging first; `?kind=`, `?lagging=`, `?offset=`, `?limit=` page through a large fleet,
+/// `X-Total-Count` says how many rows match.
+async fn subscribers(
+    State(shared): State<Arc<Shared>>,
+    Query(page): Query<crate::subscribers::Page>,
+) -> Response {
+    let (total, rows) = page.select(shared.subscribers.list(&shared.store.snapshot()));
+    ([("x-total-count", total.to_string())], Json(rows)).into_response()
 }
 
 async fn state(State(shared): State<Arc<Shared>>) -> Response {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::derive::Problem;
 use crate::shared::{Shared, SyncStatus};
-use crate::subscribers::SubscriberView;
+use crate::subscribers::{lagging_first, SubscriberView};
 
 /// Everything the status page shows; `/v1/status` serves it as JSON.
 #[derive(Debug, Clone, Serialize)]
@@ -129,11 +129,6 @@ pub fn collect(shared: &Shared, health: serde_json::Value) -> Status {
         problems,
         subscribers,
     }
-}
-
-/// Lagging subscribers first, then by kind and id.
-pub fn lagging_first(list: &mut [SubscriberView]) {
-    list.sort_by(|a, b| (!a.lagging, a.kind, &a.id).cmp(&(!b.lagging, b.kind, &b.id)));
 }
 
 fn age(s: u64) -> String {
@@ -258,7 +253,12 @@ fn tables(status: &Status) -> Html {
     t.render()
 }
 
-fn subscribers(list: &[SubscriberView]) -> Html {
+/// Rows of the subscribers table on the page; the rest are counted and left to
+/// `/v1/subscribers?offset=`, so the page stays small at a thousand subscribers.
+const SUBSCRIBER_ROWS: usize = 200;
+
+fn subscribers(all: &[SubscriberView]) -> Html {
+    let list = all.get(..SUBSCRIBER_ROWS).unwrap_or(all);
     let mut t = Table::new(
         &[
             "table",
@@ -304,6 +304,15 @@ fn subscribers(list: &[SubscriberView]) -> Html {
                 Html::text(&refusal),
             ],
         );
+    }
+    if all.len() > list.len() {
+        return page::concat([
+            t.render(),
+            Html::text(&format!(
+                "… and {} more: /v1/subscribers?offset={SUBSCRIBER_ROWS}",
+                all.len() - list.len()
+            )),
+        ]);
     }
     t.render()
 }
@@ -435,5 +444,26 @@ mod tests {
         });
         assert!(html.find("z-lagging") < html.find("a-in-sync"));
         assert!(html.contains("behind new for 5s"));
+    }
+
+    #[test]
+    fn a_thousand_subscribers_show_the_first_rows_and_a_count() {
+        let mut list: Vec<_> = (0..1000)
+            .map(|i| sub(&format!("proxy-{i:04}"), i == 999))
+            .collect();
+        lagging_first(&mut list);
+        let html = render(&Status {
+            generated_unix: 0,
+            health: serde_json::json!({"status": "ok"}),
+            sync: SyncStatus::default(),
+            tables: Vec::new(),
+            apps: Vec::new(),
+            problems: Vec::new(),
+            subscribers: list,
+        });
+        assert!(html.contains("Subscribers (1000, 1 lagging)"));
+        assert!(html.contains("proxy-0999"), "the lagging one is shown");
+        assert!(html.contains("proxy-0198") && !html.contains("proxy-0199"));
+        assert!(html.contains("… and 800 more: /v1/subscribers?offset=200"));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use ocean_core::table::TableKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::Snapshot;
 
@@ -145,5 +145,113 @@ impl Subscribers {
             }
         }
         out
+    }
+}
+
+/// `GET /v1/subscribers?kind=K&lagging=true&offset=N&limit=M`: which rows, and which page
+/// of them. Rows are ordered lagging first (then by kind and id), so that at a thousand
+/// subscribers the first page is the one an operator wants.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Only this table kind (`dns`, `redis`, ...).
+    pub kind: Option<TableKind>,
+    /// Only lagging (`true`) or in-sync (`false`) subscribers.
+    pub lagging: Option<bool>,
+    /// Rows to skip.
+    #[serde(default)]
+    pub offset: usize,
+    /// At most this many rows (default: all).
+    pub limit: Option<usize>,
+}
+
+impl Page {
+    /// The rows of `list` this page selects, and how many rows match before paging
+    /// (the `X-Total-Count` header).
+    pub fn select(&self, mut list: Vec<SubscriberView>) -> (usize, Vec<SubscriberView>) {
+        list.retain(|v| {
+            self.kind.is_none_or(|k| v.kind == k) && self.lagging.is_none_or(|l| v.lagging == l)
+        });
+        lagging_first(&mut list);
+        let total = list.len();
+        let rows = list
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit.unwrap_or(usize::MAX))
+            .collect();
+        (total, rows)
+    }
+}
+
+/// Lagging subscribers first, then by kind and id.
+pub fn lagging_first(list: &mut [SubscriberView]) {
+    list.sort_by(|a, b| (!a.lagging, a.kind, &a.id).cmp(&(!b.lagging, b.kind, &b.id)));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod page_tests {
+    use super::*;
+
+    fn view(kind: TableKind, id: &str, lagging: bool) -> SubscriberView {
+        SubscriberView {
+            kind,
+            id: id.into(),
+            addr: None,
+            lagging,
+            running: None,
+            current: None,
+            last_refused: None,
+            last_refusal_reason: None,
+            last_seen_s_ago: 0,
+            in_sync_s_ago: None,
+            behind_s: None,
+            polls: 1,
+        }
+    }
+
+    #[test]
+    fn pages_come_lagging_first_filtered_and_counted() {
+        let list: Vec<_> = (0..1000)
+            .map(|i| {
+                let kind = if i % 2 == 0 {
+                    TableKind::Dns
+                } else {
+                    TableKind::Redis
+                };
+                view(kind, &format!("p{i:04}"), i % 100 == 7)
+            })
+            .collect();
+        let all = Page::default().select(list.clone());
+        assert_eq!(all.0, 1000);
+        assert_eq!(all.1.len(), 1000);
+        assert!(all.1[..10].iter().all(|v| v.lagging));
+        assert!(!all.1[10].lagging);
+
+        let page = Page {
+            offset: 5,
+            limit: Some(3),
+            ..Page::default()
+        };
+        let (total, rows) = page.select(list.clone());
+        assert_eq!(total, 1000);
+        let ids: Vec<_> = rows.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["p0507", "p0607", "p0707"]);
+
+        let redis_lagging = Page {
+            kind: Some(TableKind::Redis),
+            lagging: Some(true),
+            ..Page::default()
+        };
+        let (total, rows) = redis_lagging.select(list.clone());
+        assert_eq!(total, 10);
+        assert!(rows.iter().all(|v| v.lagging && v.kind == TableKind::Redis));
+
+        let past_the_end = Page {
+            offset: 5000,
+            ..Page::default()
+        };
+        let (total, rows) = past_the_end.select(list);
+        assert_eq!((total, rows.len()), (1000, 0));
     }
 }

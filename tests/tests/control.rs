@@ -153,6 +153,33 @@ async fn an_sse_event_reaches_a_subscriber_within_a_second_without_a_request_sto
     assert_eq!(me["id"], "test-proxy");
     assert_eq!(me["lagging"], false, "{me}");
     assert_eq!(me["running"], me["current"]);
+    // Paged and filtered: how many match is in X-Total-Count; a bad parameter is a 400.
+    let resp = reqwest::get(format!(
+        "http://{}/v1/subscribers?kind=dns&lagging=false&limit=1",
+        ctl.addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.headers()["x-total-count"], "1");
+    let rows: Value = resp.json().await.unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    let none: Value = reqwest::get(format!(
+        "http://{}/v1/subscribers?kind=dns&offset=1",
+        ctl.addr
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(none, serde_json::json!([]));
+    for bad in ["kind=nope", "limit=-1", "page=2"] {
+        let status = reqwest::get(format!("http://{}/v1/subscribers?{bad}", ctl.addr))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 400, "{bad}");
+    }
     cancel.cancel();
 }
 
