@@ -550,6 +550,7 @@ fn mysql_secrets(apps: usize) -> MysqlConfig {
                 apps: Some(vec![open_prefix()]),
                 allow: AllowRule::parse("/:rw").ok().map(|r| vec![r]),
                 pool_max: None,
+                multiplex: None,
             },
         );
         s.jobs.insert(

@@ -479,6 +479,8 @@ pub struct DatabaseFile {
     /// Idle backend connections mysql-proxy keeps per server for reuse (0: off; default
     /// 100).
     pub pool_max: Option<u32>,
+    /// Sessions share backend connections between plain reads (needs pool_max).
+    pub multiplex: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -628,6 +630,7 @@ impl FileConfig {
                     apps: db.apps.clone(),
                     allow: db.allow.clone(),
                     pool_max: db.pool_max,
+                    multiplex: db.multiplex,
                 },
             );
         }
@@ -811,6 +814,7 @@ password_file = "secrets/key.rw"
 ro_user = "ocean_ro"
 ro_password_file = "secrets/key.ro"
 pool_max = 50
+multiplex = true
 [mysql.jobs."miui/browser/web"]
 password_file = "secrets/web.pw"
 "#;
@@ -825,6 +829,7 @@ password_file = "secrets/web.pw"
         assert_eq!(db.rw.password, "rw-secret");
         assert_eq!(db.ro.as_ref().unwrap().password, "ro-secret");
         assert_eq!(db.pool_max, Some(50));
+        assert_eq!(db.multiplex, Some(true));
         assert_eq!(c.derive.mysql.jobs["miui/browser/web"], hash_password("pw"));
         c.validate().unwrap();
     }

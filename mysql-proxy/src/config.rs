@@ -78,6 +78,10 @@ pub struct Args {
     /// Close a backend connection kept for reuse (see `pool_max`) after this long unused.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub pool_idle_timeout: Duration,
+    /// How long a multiplexed session waits for a backend connection when all `pool_max`
+    /// of its server are busy, before its command gets ERR 1040.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pool_wait: Duration,
     /// Close a session whose client does not take what is written to it (a result, an
     /// error) for this long, and release its backend connection: a client that never
     /// reads cannot hold a backend or buffers.
@@ -153,6 +157,8 @@ pub struct Config {
     /// Backend connections kept for reuse are closed after this long unused
     /// (`--pool-idle-timeout`).
     pub pool_idle_timeout: Duration,
+    /// A multiplexed session's longest wait for a busy server's connection (`--pool-wait`).
+    pub pool_wait: Duration,
     /// A write to a client that does not finish within this closes the session
     /// (`--write-timeout`).
     pub write_timeout: Duration,
@@ -209,6 +215,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: None,
             pool_idle_timeout: Duration::from_secs(60),
+            pool_wait: Duration::from_secs(5),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             default_auth: Plugin::Native,
             caching_sha2_full_auth: false,
@@ -266,6 +273,7 @@ impl Args {
         c.connect_timeout = self.connect_timeout;
         c.idle_timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         c.pool_idle_timeout = self.pool_idle_timeout;
+        c.pool_wait = self.pool_wait;
         c.write_timeout = self.write_timeout;
         c.default_auth = self.default_auth;
         c.caching_sha2_full_auth = self.caching_sha2_full_auth;

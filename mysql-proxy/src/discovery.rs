@@ -437,6 +437,7 @@ mod tests {
             rw: creds.clone(),
             schema: name.trim_start_matches('/').into(),
             pool_max: None,
+            multiplex: None,
         };
         let table = MysqlTable {
             databases: vec![db("/x/auto", None), db("/x/declared", Some(a(7)))],

@@ -62,6 +62,16 @@ pub fn describe() {
         Unit::Count,
         "Backend connections closed instead of kept for reuse, by reason: stale, idle, full, reset_failed, unrouted."
     );
+    describe_counter!(
+        "ocean_mysql_pool_waits_total",
+        Unit::Count,
+        "Multiplexed commands that found all pool_max connections of their server busy and waited (up to --pool-wait, then ERR 1040)."
+    );
+    describe_counter!(
+        "ocean_mysql_pinned_total",
+        Unit::Count,
+        "Multiplexed sessions that keep their backend connection from then on, by reason: statement, command, large_packet, transaction, lost."
+    );
     describe_gauge!(
         "ocean_mysql_pool_idle",
         Unit::Count,
@@ -105,6 +115,19 @@ pub fn pool_login(database: &str, reused: bool) {
 pub fn pool_closed(database: &str, reason: &'static str, n: u64) {
     metrics::counter!("ocean_mysql_pool_closed_total", "database" => database.to_string(), "reason" => reason)
         .increment(n);
+}
+
+/// A multiplexed session of `database` found every connection of its server busy.
+pub fn pool_wait(database: &str) {
+    metrics::counter!("ocean_mysql_pool_waits_total", "database" => database.to_string())
+        .increment(1);
+}
+
+/// A multiplexed session of `database` keeps its connection from now on: `reason` is what
+/// it sent (`statement`, `command`, `large_packet`, `transaction`, `lost`).
+pub fn pinned(database: &str, reason: &'static str) {
+    metrics::counter!("ocean_mysql_pinned_total", "database" => database.to_string(), "reason" => reason)
+        .increment(1);
 }
 
 /// Idle backend connections kept for `database`.

@@ -21,8 +21,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -35,6 +37,11 @@ use crate::wire::{read_packet, write_packet};
 /// opt-in per database for now (a connection's attributes and server-side thread are the
 /// first session's; multiplexing, which will want it on by default, is the next step).
 pub const DEFAULT_POOL_MAX: usize = 0;
+
+/// Whether `database`'s sessions are multiplexed: `multiplex = true` and a pool to share.
+pub fn multiplexed(database: &ocean_core::table::mysql::MysqlDatabase) -> bool {
+    database.multiplex == Some(true) && max_idle(database) > 0
+}
 
 /// How many idle connections per key `database` keeps (`pool_max`, else the default).
 pub fn max_idle(database: &ocean_core::table::mysql::MysqlDatabase) -> usize {
@@ -103,7 +110,16 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     idle_timeout: Duration,
+    /// Multiplexed checkouts per (database, server, user): `pool_max` permits, so that
+    /// however many sessions are open, at most that many connections are busy.
+    busy: Mutex<HashMap<BusyGroup, (usize, Arc<Semaphore>)>>,
 }
+
+/// (database, server, backend user): the connections one `pool_max` bounds.
+type BusyGroup = (String, SocketAddr, String);
+
+/// A multiplexed checkout's right to a connection; dropped when it goes back.
+pub type BusyPermit = OwnedSemaphorePermit;
 
 /// What became of a connection given back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +146,63 @@ impl Pool {
         Pool {
             idle: Mutex::new(HashMap::new()),
             idle_timeout,
+            busy: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits up to `wait` for one of the `max` busy slots of `key`'s server and user;
+    /// `None` when none came free (the caller answers ERR 1040). A changed `max` (a new
+    /// table) starts a new set of slots.
+    pub async fn busy_permit(
+        &self,
+        key: &PoolKey,
+        max: usize,
+        wait: Duration,
+    ) -> Option<BusyPermit> {
+        let sem = {
+            let mut busy = self.busy.lock().ok()?;
+            let group = (key.database.clone(), key.addr, key.user.clone());
+            let entry = busy
+                .entry(group)
+                .or_insert_with(|| (max, Arc::new(Semaphore::new(max))));
+            if entry.0 != max {
+                *entry = (max, Arc::new(Semaphore::new(max)));
+            }
+            entry.1.clone()
+        };
+        match sem.clone().try_acquire_owned() {
+            Ok(p) => return Some(p),
+            Err(_) => crate::metrics::pool_wait(&key.database),
+        }
+        tokio::time::timeout(wait, sem.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Puts a connection a multiplexed session used for plain reads back as it is (its
+    /// session state did not change, so no reset), if the key has room.
+    pub fn put_clean(&self, key: PoolKey, max_idle: usize, backend: Backend) {
+        let database = key.database.clone();
+        let kept = match self.idle.lock() {
+            Ok(mut idle) => {
+                let list = idle.entry(key).or_default();
+                if list.len() < max_idle {
+                    list.push(Idle {
+                        backend,
+                        since: Instant::now(),
+                    });
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => false,
+        };
+        if !kept {
+            crate::metrics::pool_closed(&database, "full", 1);
+        }
+        self.idle_gauge(&database);
     }
 
     /// An idle connection of `key`, the most recently used first; `None` when there is

@@ -43,6 +43,7 @@ pub fn connector(ca: &Path) -> Result<TlsConnector, TlsError> {
 
 /// What the client negotiated with the proxy, passed on so the backend speaks the same
 /// protocol variant (EOF packets, session tracking, multi-results ...).
+#[derive(Clone)]
 pub struct ClientParams {
     pub capabilities: CapabilityFlags,
     pub collation: u8,

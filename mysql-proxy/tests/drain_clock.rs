@@ -34,6 +34,7 @@ fn table(primary: &str) -> MysqlTable {
             },
             schema: "shop".into(),
             pool_max: None,
+            multiplex: None,
         }],
         jobs: vec![MysqlJob {
             name: "shop/web".into(),

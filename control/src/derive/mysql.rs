@@ -54,6 +54,8 @@ pub struct DatabaseConfig {
     pub allow: Option<Vec<AllowRule>>,
     /// mysql-proxy's idle connections kept per server (`pool_max`); `None`: its default.
     pub pool_max: Option<u32>,
+    /// mysql-proxy multiplexes sessions over the pool (`multiplex`).
+    pub multiplex: Option<bool>,
 }
 
 impl DatabaseConfig {
@@ -66,6 +68,7 @@ impl DatabaseConfig {
             apps: None,
             allow: None,
             pool_max: None,
+            multiplex: None,
         }
     }
 
@@ -244,6 +247,7 @@ fn derive_databases(
                     replicas: Vec::new(),
                     candidates: Vec::new(),
                     pool_max: cfg.pool_max,
+                    multiplex: cfg.multiplex,
                 },
                 allow,
                 allow_rule,
@@ -879,6 +883,7 @@ mod unusable_labels {
             db.apps = Some(vec![AppPrefix::parse("/db/").unwrap()]);
             db.allow = Some(vec![AllowRule::parse("/:rw").unwrap()]);
             db.pool_max = Some(7);
+            db.multiplex = Some(true);
             s.databases.insert(name.into(), db);
         }
         let json = format!(
@@ -900,6 +905,7 @@ mod unusable_labels {
             Some(7),
             "pool_max reaches the table"
         );
+        assert_eq!(t.databases[0].multiplex, Some(true), "so does multiplex");
         assert!(t.jobs.is_empty());
         assert_eq!(problems.len(), 2, "{problems:?}");
     }

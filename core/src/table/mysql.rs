@@ -49,6 +49,10 @@ pub struct MysqlDatabase {
     /// default (100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_max: Option<u32>,
+    /// Sessions give their backend connection back between plain reads (`multiplex` in
+    /// control.toml; needs `pool_max`); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplex: Option<bool>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +212,7 @@ mod tests {
             replicas: vec![],
             candidates: vec![],
             pool_max: None,
+            multiplex: None,
         }
     }
 

@@ -58,6 +58,11 @@ pub(super) struct Accepted {
     pub(super) pool_key: PoolKey,
     /// Whether `backend` came from the pool (no login to the backend this time).
     pub(super) reused: bool,
+    /// A multiplexed session's busy slot for `backend` (see [`crate::pool`]).
+    pub(super) permit: Option<crate::pool::BusyPermit>,
+    /// What a backend login of this session sends (multiplexed sessions log in again).
+    pub(super) params: ClientParams,
+    pub(super) offered: CapabilityFlags,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -293,6 +298,30 @@ pub(super) async fn authenticate<S: Halves>(
             params.collation,
             shared.backend_tls.is_some(),
         );
+        // A multiplexed session counts against its server's pool_max from the start.
+        let permit = if crate::pool::multiplexed(&route.database) {
+            let max = crate::pool::max_idle(&route.database);
+            match shared
+                .pool
+                .busy_permit(&pool_key, max, shared.config.pool_wait)
+                .await
+            {
+                Some(p) => Some(p),
+                None => {
+                    return Err(deny(
+                        1040,
+                        b"08004",
+                        "Too many connections".into(),
+                        &job,
+                        &schema,
+                        "pool_wait",
+                        "every pool_max backend connection busy for --pool-wait",
+                    ))
+                }
+            }
+        } else {
+            None
+        };
         let pooled = if crate::pool::max_idle(&route.database) > 0 {
             shared.pool.take(&pool_key)
         } else {
@@ -310,6 +339,9 @@ pub(super) async fn authenticate<S: Halves>(
                 guard,
                 pool_key,
                 reused: true,
+                permit,
+                params,
+                offered,
             });
         }
         // The backend call runs in a child of the connection's span.
@@ -344,6 +376,9 @@ pub(super) async fn authenticate<S: Halves>(
                     guard,
                     pool_key,
                     reused: false,
+                    permit,
+                    params,
+                    offered,
                 });
             }
             Err(e) => {

@@ -8,6 +8,7 @@
 //! `--write-timeout`.
 
 pub mod login;
+pub mod multiplex;
 pub mod prelogin;
 pub mod relay;
 
@@ -18,6 +19,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::BytesMut;
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -359,6 +361,9 @@ async fn session<S: Halves>(
         guard,
         pool_key,
         reused,
+        permit,
+        params,
+        offered,
     } = accepted;
     // The backend's own OK (status flags, session state) goes to the client.
     if let Err(e) =
@@ -409,45 +414,98 @@ async fn session<S: Halves>(
         ip,
         database: &db,
     };
-    let (cr, cw) = stream.halves();
+    let (mut cr, mut cw) = stream.halves();
     let timeouts = Timeouts {
         idle: shared.config.idle_timeout,
         write: shared.config.write_timeout,
     };
     let token = &guard.closer.token;
-    let exchange = Exchange::new(backend.deprecate_eof);
-    // The backend halves are borrowed, so that the connection can go back to the pool.
-    let mut backend = backend;
-    let ended = match &mut backend.stream {
-        BackendStream::Plain(b) => {
-            let (br, bw) = b.split();
-            relay(
-                cr, cw, br, bw, &check, &counters, timeouts, token, drain, exchange,
+    let max_idle = crate::pool::max_idle(&route.database);
+    let deprecate_eof = backend.deprecate_eof;
+    let mut drain = drain;
+    // A multiplexed session gives the login's connection back at once and takes one per
+    // command until it pins (see `multiplex`); the others keep theirs from the start.
+    let start = match permit {
+        None => Ok((backend, None, Exchange::new(deprecate_eof), BytesMut::new())),
+        Some(permit) => {
+            shared.pool.put_clean(pool_key.clone(), max_idle, backend);
+            drop(permit);
+            let opener = multiplex::Opener {
+                shared: shared.clone(),
+                key: pool_key.clone(),
+                creds: route.credentials.clone(),
+                client_caps: params.capabilities & offered,
+                params,
+                offered,
+                max: max_idle,
+            };
+            match multiplex::run(
+                &mut cr,
+                &mut cw,
+                &opener,
+                &counters,
+                timeouts,
+                token,
+                &mut drain,
+                deprecate_eof,
             )
             .await
+            {
+                multiplex::Outcome::Ended(end) => Err(end),
+                multiplex::Outcome::Pinned(p) => {
+                    let multiplex::Pinned {
+                        backend,
+                        permit,
+                        exchange,
+                        pending,
+                    } = *p;
+                    Ok((backend, Some(permit), exchange, pending))
+                }
+            }
         }
-        BackendStream::Tls(b) => {
-            let (br, bw) = tokio::io::split(b.as_mut());
-            relay(
-                cr, cw, br, bw, &check, &counters, timeouts, token, drain, exchange,
-            )
-            .await
+    };
+    let (end, held) = match start {
+        Err(end) => (end, None),
+        Ok((mut backend, permit, exchange, pending)) => {
+            // The backend halves are borrowed, so that the connection can go back to the
+            // pool.
+            let ended = match &mut backend.stream {
+                BackendStream::Plain(b) => {
+                    let (br, bw) = b.split();
+                    relay(
+                        &mut cr, &mut cw, br, bw, &check, &counters, timeouts, token, drain,
+                        exchange, pending,
+                    )
+                    .await
+                }
+                BackendStream::Tls(b) => {
+                    let (br, bw) = tokio::io::split(b.as_mut());
+                    relay(
+                        &mut cr, &mut cw, br, bw, &check, &counters, timeouts, token, drain,
+                        exchange, pending,
+                    )
+                    .await
+                }
+            };
+            (ended.end, Some((backend, permit, ended.backend_at_rest)))
         }
     };
     gauge.decrement(1.0);
-    let end = ended.end;
     // Only a session that ended cleanly, with nothing owed and no transaction open, gives
     // its connection back; anything else closes it (the server rolls back).
-    let max_idle = crate::pool::max_idle(&route.database);
-    if max_idle > 0 && ended.backend_at_rest && matches!(end, End::ClientQuit | End::ClientClosed) {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            shared.pool.give_back(pool_key, max_idle, backend).await;
-        });
-    } else if matches!(end, End::ClientQuit) {
-        // Passed on as the client meant it: the server closes without an aborted-client
-        // warning and rolls back what is open.
-        crate::pool::quit(&mut backend.stream).await;
+    if let Some((mut backend, permit, at_rest)) = held {
+        if max_idle > 0 && at_rest && matches!(end, End::ClientQuit | End::ClientClosed) {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                shared.pool.give_back(pool_key, max_idle, backend).await;
+                // A multiplexed session's busy slot is free once the connection is idle.
+                drop(permit);
+            });
+        } else if matches!(end, End::ClientQuit) {
+            // Passed on as the client meant it: the server closes without an
+            // aborted-client warning and rolls back what is open.
+            crate::pool::quit(&mut backend.stream).await;
+        }
     }
     let reason = match &end {
         End::Kicked => guard

@@ -94,7 +94,7 @@ impl QueryLatency {
         }
     }
 
-    fn record(&self, command: u8, took: Duration) {
+    pub(super) fn record(&self, command: u8, took: Duration) {
         let (i, kind) = match command {
             0x03 => (0, "query"),
             0x17 => (1, "execute"),
@@ -204,6 +204,7 @@ pub async fn relay<CR, CW, BR, BW>(
     cancel: &CancellationToken,
     mut drain: DrainWatch,
     exchange: Exchange,
+    pending: BytesMut,
 ) -> Ended
 where
     CR: AsyncRead + Unpin,
@@ -228,32 +229,37 @@ where
     let rest = Notify::new();
 
     let c2s = async {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Client bytes already read (a multiplexed session that pinned) go first.
+        let mut unread = !pending.is_empty();
+        let mut buf = pending;
         let mut scanner = Scanner::default();
         loop {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(READ_CHUNK);
             }
-            let resting = buf.is_empty() && at_rest();
-            let read = if drain.draining() && !resting {
-                // A command in flight or a transaction open: read on (COMMIT is coming),
-                // and look again when the server's side comes to rest.
-                tokio::select! {
-                    r = client_r.read_buf(&mut buf) => Read::Done(r),
-                    () = rest.notified() => Read::Again,
+            // What is already there is scanned before reading more.
+            if !std::mem::take(&mut unread) {
+                let resting = buf.is_empty() && at_rest();
+                let read = if drain.draining() && !resting {
+                    // A command in flight or a transaction open: read on (COMMIT is coming),
+                    // and look again when the server's side comes to rest.
+                    tokio::select! {
+                        r = client_r.read_buf(&mut buf) => Read::Done(r),
+                        () = rest.notified() => Read::Again,
+                    }
+                } else {
+                    drain.read(resting, client_r.read_buf(&mut buf)).await
+                };
+                match read {
+                    Read::Done(Ok(0)) => return End::ClientClosed,
+                    Read::Done(Ok(n)) => {
+                        counters.to_backend.increment(n as u64);
+                        activity.touch();
+                    }
+                    Read::Done(Err(e)) => return End::ClientError(e),
+                    Read::Again => continue,
+                    Read::Stop => return End::Drained,
                 }
-            } else {
-                drain.read(resting, client_r.read_buf(&mut buf)).await
-            };
-            match read {
-                Read::Done(Ok(0)) => return End::ClientClosed,
-                Read::Done(Ok(n)) => {
-                    counters.to_backend.increment(n as u64);
-                    activity.touch();
-                }
-                Read::Done(Err(e)) => return End::ClientError(e),
-                Read::Again => continue,
-                Read::Stop => return End::Drained,
             }
             loop {
                 let (fwd, intercept) = match scanner.scan(&buf) {
@@ -419,6 +425,7 @@ mod tests {
             &cancel,
             DrainWatch::never(),
             Exchange::new(true),
+            BytesMut::new(),
         )
         .await
         .end;

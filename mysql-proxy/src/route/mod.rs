@@ -332,6 +332,7 @@ mod tests {
             rw: creds("rw"),
             schema: schema.into(),
             pool_max: None,
+            multiplex: None,
         }
     }
 
@@ -504,6 +505,7 @@ mod tests {
             },
             schema: "shop".into(),
             pool_max: None,
+            multiplex: None,
         });
         for access in [Access::Rw, Access::Ro] {
             let route = Route::new(&db, access).unwrap();

@@ -66,6 +66,7 @@ pub fn database(primary: SocketAddr, replicas: Vec<SocketAddr>) -> MysqlDatabase
         },
         schema: "shop".into(),
         pool_max: None,
+        multiplex: None,
     }
 }
 

@@ -1,0 +1,457 @@
+//! Multiplexed sessions (`multiplex = true` with `pool_max`, issue 16): between commands a
+//! session holds no backend connection. Each command that cannot change the session's
+//! state on the server (a plain `SELECT`, see [`plain_read`]) takes a connection of the
+//! pool (waiting up to `--pool-wait` when all `pool_max` of its server are busy, then ERR
+//! 1040), runs, and gives it back as it is. The first command that could change state
+//! (anything else: a write, `SET`, `BEGIN`, `USE`, a prepared statement, a user variable,
+//! `GET_LOCK` ...) **pins** the session: it keeps that connection to its end, relayed as an
+//! unmultiplexed session is.
+//!
+//! Deciding from the SQL text is conservative on purpose: a statement the check does not
+//! know to be harmless pins. The server's session-state tracking would let more sessions
+//! stay shared, but not every client negotiates `CLIENT_SESSION_TRACK` (mysql_async does
+//! not), and its OK packets would have to be rewritten for those.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use mysql_common::constants::CapabilityFlags;
+use ocean_core::daemon::write_all_within;
+use ocean_core::drain::{DrainWatch, Read};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::relay::{Counters, End, Timeouts};
+use super::Shared;
+use crate::pool::{BusyPermit, PoolKey};
+use crate::proto::encode;
+use crate::proto::exchange::Exchange;
+use crate::proto::frame::HEADER_LEN;
+use crate::proto::reply::{err_payload, ok_payload};
+use crate::upstream::{self, Backend, BackendStream, ClientParams};
+use ocean_core::table::mysql::Credentials;
+
+/// Largest command read whole while multiplexing; a longer one pins the session.
+const PACKET_LIMIT: usize = 64 * 1024;
+
+const COM_QUIT: u8 = 0x01;
+const COM_QUERY: u8 = 0x03;
+const COM_PING: u8 = 0x0e;
+
+/// How a multiplexed session opens a backend connection: what its login would send.
+pub(super) struct Opener {
+    pub(super) shared: Arc<Shared>,
+    pub(super) key: PoolKey,
+    pub(super) creds: Credentials,
+    pub(super) params: ClientParams,
+    pub(super) offered: CapabilityFlags,
+    /// What the client and the proxy negotiated (the proxy's own OK to a COM_PING).
+    pub(super) client_caps: CapabilityFlags,
+    /// Idle connections kept per key, and busy ones per server (`pool_max`).
+    pub(super) max: usize,
+}
+
+enum Checkout {
+    Got(Backend, BusyPermit),
+    /// Every connection of the server stayed busy for `--pool-wait`.
+    Busy,
+    Failed(String),
+}
+
+impl Opener {
+    async fn checkout(&self) -> Checkout {
+        let config = &self.shared.config;
+        let Some(permit) = self
+            .shared
+            .pool
+            .busy_permit(&self.key, self.max, config.pool_wait)
+            .await
+        else {
+            return Checkout::Busy;
+        };
+        if let Some(b) = self.shared.pool.take(&self.key) {
+            return Checkout::Got(b, permit);
+        }
+        let login = upstream::login(
+            self.key.addr,
+            &self.creds,
+            self.key.schema.as_deref(),
+            &self.params,
+            self.offered,
+            self.shared.backend_tls.as_ref(),
+        );
+        match tokio::time::timeout(config.connect_timeout, login).await {
+            Ok(Ok(b)) => Checkout::Got(b, permit),
+            Ok(Err(e)) => Checkout::Failed(e.to_string()),
+            Err(_) => Checkout::Failed("backend login timed out".into()),
+        }
+    }
+
+    /// Gives back a connection whose session state no command changed.
+    fn give_back(&self, backend: Backend, permit: BusyPermit) {
+        self.shared
+            .pool
+            .put_clean(self.key.clone(), self.max, backend);
+        drop(permit);
+    }
+}
+
+/// How the multiplexed part of a session ended.
+pub(super) enum Outcome {
+    /// The session is over.
+    Ended(End),
+    /// The session keeps a connection from now on.
+    Pinned(Box<Pinned>),
+}
+
+/// A pinned session's connection: relay it with `exchange`, starting with the client bytes
+/// in `pending` (not yet sent to the backend).
+pub(super) struct Pinned {
+    pub(super) backend: Backend,
+    pub(super) permit: BusyPermit,
+    pub(super) exchange: Exchange,
+    pub(super) pending: BytesMut,
+}
+
+/// Serves the session's commands one at a time on pooled connections until it ends or
+/// pins.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run<CR, CW>(
+    client_r: &mut CR,
+    client_w: &mut CW,
+    opener: &Opener,
+    counters: &Counters,
+    timeouts: Timeouts,
+    cancel: &CancellationToken,
+    drain: &mut DrainWatch,
+    deprecate_eof: bool,
+) -> Outcome
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+{
+    let database = opener.key.database.as_str();
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        // One whole command packet (or the header of one too long to hold).
+        let (len, seq) = loop {
+            if let Some(&[a, b, c, seq]) = buf.get(..HEADER_LEN) {
+                let len = usize::from(a) | usize::from(b) << 8 | usize::from(c) << 16;
+                if buf.len() >= HEADER_LEN + len || len > PACKET_LIMIT {
+                    break (len, seq);
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            let idle = timeouts.idle.filter(|d| !d.is_zero());
+            let at_boundary = buf.is_empty();
+            let read = async {
+                match idle {
+                    Some(limit) => tokio::time::timeout(limit, client_r.read_buf(&mut buf))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle"))
+                        }),
+                    None => client_r.read_buf(&mut buf).await,
+                }
+            };
+            let r = tokio::select! {
+                r = drain.read(at_boundary, read) => r,
+                () = cancel.cancelled() => return Outcome::Ended(End::Kicked),
+            };
+            match r {
+                Read::Done(Ok(0)) => return Outcome::Ended(End::ClientClosed),
+                Read::Done(Ok(n)) => counters.to_backend.increment(n as u64),
+                Read::Done(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Outcome::Ended(End::Idle)
+                }
+                Read::Done(Err(e)) => return Outcome::Ended(End::ClientError(e)),
+                Read::Again => {}
+                Read::Stop => return Outcome::Ended(End::Drained),
+            }
+        };
+        let whole = len <= PACKET_LIMIT;
+        let command = buf.get(HEADER_LEN).copied();
+        match command {
+            Some(COM_QUIT) if whole => return Outcome::Ended(End::ClientQuit),
+            Some(COM_PING) if whole => {
+                buf.advance(HEADER_LEN + len);
+                let mut pkt = Vec::new();
+                encode(
+                    seq.wrapping_add(1),
+                    &ok_payload(opener.client_caps),
+                    &mut pkt,
+                );
+                if let Err(e) = write_all_within(client_w, &pkt, timeouts.write).await {
+                    return Outcome::Ended(End::ClientError(std::io::Error::other(e.to_string())));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let shared_read = whole
+            && command == Some(COM_QUERY)
+            && buf
+                .get(HEADER_LEN + 1..HEADER_LEN + len)
+                .is_some_and(plain_read);
+        // Everything else pins: the relay takes the session from here, this command first.
+        let (mut backend, permit) = match opener.checkout().await {
+            Checkout::Got(b, p) => (b, p),
+            Checkout::Busy => {
+                if !whole {
+                    return Outcome::Ended(End::Kicked);
+                }
+                buf.advance(HEADER_LEN + len);
+                if reply_err(
+                    client_w,
+                    seq,
+                    1040,
+                    b"08004",
+                    "Too many connections",
+                    timeouts,
+                )
+                .await
+                .is_err()
+                {
+                    return Outcome::Ended(End::ClientClosed);
+                }
+                continue;
+            }
+            Checkout::Failed(e) => {
+                tracing::warn!(database, backend = %opener.key.addr, error = %e, "backend login failed");
+                if !whole {
+                    return Outcome::Ended(End::Kicked);
+                }
+                buf.advance(HEADER_LEN + len);
+                let msg = "ocean: cannot reach the database (see the proxy's log)";
+                if reply_err(client_w, seq, 1429, b"HY000", msg, timeouts)
+                    .await
+                    .is_err()
+                {
+                    return Outcome::Ended(End::ClientClosed);
+                }
+                continue;
+            }
+        };
+        if !shared_read {
+            let reason = match (whole, command) {
+                (false, _) => "large_packet",
+                (true, Some(COM_QUERY)) => "statement",
+                _ => "command",
+            };
+            crate::metrics::pinned(database, reason);
+            return Outcome::Pinned(Box::new(Pinned {
+                backend,
+                permit,
+                exchange: Exchange::new(deprecate_eof),
+                pending: buf,
+            }));
+        }
+        // A plain read on a pooled connection.
+        let packet = buf.split_to(HEADER_LEN + len);
+        let mut x = Exchange::new(deprecate_eof);
+        x.client_sent(&packet);
+        let started = Instant::now();
+        if let Err(e) = backend_write(&mut backend.stream, &packet).await {
+            return Outcome::Ended(End::BackendError(e));
+        }
+        let mut reply = BytesMut::with_capacity(16 * 1024);
+        while x.awaiting().is_some() {
+            reply.clear();
+            if reply.capacity() < 4096 {
+                reply.reserve(16 * 1024);
+            }
+            let n = tokio::select! {
+                r = backend_read(&mut backend.stream, &mut reply) => r,
+                () = cancel.cancelled() => return Outcome::Ended(End::Kicked),
+            };
+            match n {
+                Ok(0) => return Outcome::Ended(End::BackendClosed),
+                Ok(n) => counters.to_client.increment(n as u64),
+                Err(e) => return Outcome::Ended(End::BackendError(e)),
+            }
+            if let Err(e) = write_all_within(client_w, &reply, timeouts.write).await {
+                return Outcome::Ended(match e {
+                    ocean_core::daemon::WriteError::Timeout(t) => End::WriteTimeout(t),
+                    ocean_core::daemon::WriteError::Io(e) => End::ClientError(e),
+                });
+            }
+            x.server_sent(&reply);
+        }
+        counters.latency.record(COM_QUERY, started.elapsed());
+        if x.lost() || x.in_transaction() || !x.at_rest() {
+            // The server said more than a plain read should: keep the connection.
+            let reason = if x.in_transaction() {
+                "transaction"
+            } else {
+                "lost"
+            };
+            crate::metrics::pinned(database, reason);
+            return Outcome::Pinned(Box::new(Pinned {
+                backend,
+                permit,
+                exchange: x,
+                pending: buf,
+            }));
+        }
+        opener.give_back(backend, permit);
+    }
+}
+
+async fn reply_err<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    seq: u8,
+    code: u16,
+    state: &[u8; 5],
+    message: &str,
+    timeouts: Timeouts,
+) -> Result<(), ()> {
+    let mut pkt = Vec::new();
+    encode(
+        seq.wrapping_add(1),
+        &err_payload(code, state, message),
+        &mut pkt,
+    );
+    write_all_within(w, &pkt, timeouts.write)
+        .await
+        .map_err(|_| ())
+}
+
+async fn backend_write(stream: &mut BackendStream, bytes: &[u8]) -> std::io::Result<()> {
+    match stream {
+        BackendStream::Plain(s) => s.write_all(bytes).await,
+        BackendStream::Tls(s) => {
+            s.write_all(bytes).await?;
+            s.flush().await
+        }
+    }
+}
+
+async fn backend_read(stream: &mut BackendStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    match stream {
+        BackendStream::Plain(s) => s.read_buf(buf).await,
+        BackendStream::Tls(s) => s.read_buf(buf).await,
+    }
+}
+
+/// Whether a COM_QUERY text is a single plain `SELECT` that cannot change the session's
+/// state on the server or depend on an earlier statement's: no user variable (`@x`;
+/// `@@system` reads are fine), no `INTO`, no locks (`GET_LOCK`, `FOR UPDATE`, `LOCK IN
+/// SHARE MODE`), no `FOUND_ROWS`/`SQL_CALC_FOUND_ROWS`, `LAST_INSERT_ID`, `ROW_COUNT`,
+/// sequences (`NEXTVAL`, `LASTVAL`, `SETVAL`, `NEXT VALUE`, `PREVIOUS VALUE`),
+/// `CONNECTION_ID`, no executable comment (`/*!`) and no second statement (`;`). Stored
+/// functions that change session state are not seen (documented).
+pub fn plain_read(sql: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(sql) else {
+        return false;
+    };
+    let upper = text.to_ascii_uppercase();
+    let body = skip_space_and_comments(&upper);
+    let Some(rest) = body.strip_prefix("SELECT") else {
+        return false;
+    };
+    if !rest.starts_with(|c: char| c.is_ascii_whitespace() || c == '(' || c == '*' || c == '/') {
+        return false;
+    }
+    const PINNING: [&str; 16] = [
+        "INTO",
+        "GET_LOCK",
+        "RELEASE_",
+        "FOR UPDATE",
+        "LOCK IN SHARE",
+        "FOUND_ROWS",
+        "LAST_INSERT_ID",
+        "ROW_COUNT",
+        "NEXTVAL",
+        "LASTVAL",
+        "SETVAL",
+        "NEXT VALUE",
+        "PREVIOUS VALUE",
+        "CONNECTION_ID",
+        "/*!",
+        ";",
+    ];
+    if PINNING.iter().any(|w| upper.contains(w)) {
+        return false;
+    }
+    // `@name` (a user variable) pins; `@@name` (a system variable read) does not.
+    let b = upper.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'@' {
+            if b.get(i + 1) == Some(&b'@') {
+                i += 2;
+                continue;
+            }
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `sql` after leading whitespace and `/* ... */`, `-- ...` and `# ...` comments (an
+/// executable `/*!` comment is kept, so that it pins).
+fn skip_space_and_comments(mut sql: &str) -> &str {
+    loop {
+        let trimmed = sql.trim_start();
+        if trimmed.starts_with("/*") && !trimmed.starts_with("/*!") {
+            match trimmed.find("*/") {
+                Some(end) => sql = &trimmed[end + 2..],
+                None => return trimmed,
+            }
+        } else if trimmed.starts_with("--") || trimmed.starts_with('#') {
+            match trimmed.find('\n') {
+                Some(end) => sql = &trimmed[end + 1..],
+                None => return "",
+            }
+        } else {
+            return trimmed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_read;
+
+    #[test]
+    fn plain_selects_share_and_anything_with_state_pins() {
+        for shared in [
+            "SELECT 1",
+            "select c from sbtest1 where id = 5",
+            "  /* app=web */ SELECT * FROM t",
+            "-- note\nSELECT(1)",
+            "SELECT @@version, @@SESSION.sql_mode",
+        ] {
+            assert!(plain_read(shared.as_bytes()), "{shared}");
+        }
+        for pinned in [
+            "INSERT INTO t VALUES (1)",
+            "SET @a = 1",
+            "SELECT @a := 1",
+            "SELECT @a",
+            "SELECT 1 INTO @x",
+            "SELECT GET_LOCK('x', 1)",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
+            "SELECT FOUND_ROWS()",
+            "SELECT LAST_INSERT_ID()",
+            "SELECT NEXTVAL(s)",
+            "SELECT CONNECTION_ID()",
+            "SELECT 1; SET autocommit = 0",
+            "/*!40101 SET NAMES utf8 */",
+            "BEGIN",
+            "USE other",
+            "SELECTED",
+            // A quoted '@' pins too: the check does not parse strings (conservative).
+            "SELECT 'a@b'",
+            "",
+        ] {
+            assert!(!plain_read(pinned.as_bytes()), "{pinned}");
+        }
+        assert!(!plain_read(&[0xff, 0xfe]), "not UTF-8");
+    }
+}

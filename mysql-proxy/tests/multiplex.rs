@@ -1,0 +1,216 @@
+//! Multiplexed sessions (`multiplex = true`, `pool_max`), against a real mariadbd: 500 open
+//! sessions run plain reads on at most 20 backend connections (counted in the server's
+//! PROCESSLIST); a session with a user variable, an open transaction or a temporary table
+//! keeps its connection, and nobody else's statement runs on it; when every connection is
+//! busy past `--pool-wait`, a login gets ERR 1040.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mysql_async::prelude::*;
+use ocean_core::table::mysql::{Access, MysqlTable};
+
+const JOB: &str = "shop/mux";
+const PW: &str = "mux-pw";
+
+fn table(db: &ocean_tests::servers::MariaDb, pool_max: u32) -> MysqlTable {
+    let mut database = database(db.addr(), vec![]);
+    database.pool_max = Some(pool_max);
+    database.multiplex = Some(true);
+    MysqlTable {
+        databases: vec![database],
+        jobs: vec![job(JOB, &["192.0.2.77"], Access::Rw, Some(PW))],
+    }
+}
+
+async fn session(addr: std::net::SocketAddr) -> mysql_async::Result<mysql_async::Conn> {
+    mysql_async::Conn::new(opts(addr, "127.0.0.1", JOB, Some(PW), Some("shop"))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_sessions_share_at_most_twenty_backend_connections() {
+    let (db, _dir, table_file) = prepared_backend().await;
+    write_table(&table_file, &table(&db, 20));
+    let mut c = config(table_file);
+    // 500 logins at once from one address.
+    c.max_prelogin_per_ip = 0;
+    let (proxy, _cancel) = start_proxy(c).await;
+
+    // The server's view, sampled while the sessions run.
+    let done = AtomicBool::new(false);
+    let peak = AtomicUsize::new(0);
+    let sampler = async {
+        while !done.load(Ordering::SeqCst) {
+            peak.fetch_max(backend_sessions(&db).await, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // 500 sessions open at once, each running plain reads while all the others are open.
+    let sessions = async {
+        let all_open = Arc::new(tokio::sync::Barrier::new(500));
+        let mut tasks = Vec::new();
+        for i in 0..500u32 {
+            let all_open = all_open.clone();
+            let addr = proxy.addr;
+            tasks.push(tokio::spawn(async move {
+                let mut conn = session(addr).await.unwrap();
+                all_open.wait().await;
+                for round in 0..3u32 {
+                    let id = 1 + (i + round) % 2;
+                    let name: Option<String> = conn
+                        .query_first(format!("SELECT name FROM shop.items WHERE id = {id}"))
+                        .await
+                        .unwrap();
+                    let want = if id == 1 { "apple" } else { "pear" };
+                    assert_eq!(name.as_deref(), Some(want));
+                }
+                conn
+            }));
+        }
+        let mut conns = Vec::new();
+        for t in tasks {
+            conns.push(t.await.unwrap());
+        }
+        done.store(true, Ordering::SeqCst);
+        conns
+    };
+    let ((), conns) = tokio::join!(sampler, sessions);
+    // Every session is still open, and the server holds at most pool_max connections.
+    let now = backend_sessions(&db).await;
+    let peak = peak.load(Ordering::SeqCst);
+    println!("500 open sessions: {now} backend connections now, {peak} at the peak");
+    assert!(now <= 20, "{now} backend connections for 500 sessions");
+    assert!(peak <= 20, "{peak} backend connections at the peak");
+    assert_eq!(proxy.sessions(), 500);
+    for c in conns {
+        c.disconnect().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_state_keeps_its_connection_and_shares_it_with_nobody() {
+    let (db, _dir, table_file) = prepared_backend().await;
+    db.exec_sql("CREATE TABLE IF NOT EXISTS shop.mux_tx (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    write_table(&table_file, &table(&db, 3));
+    let mut c = config(table_file);
+    c.pool_wait = Duration::from_millis(500);
+    let (proxy, _cancel) = start_proxy(c).await;
+
+    // A user variable, an open transaction, a temporary table: three pinned sessions.
+    let mut var = session(proxy.addr).await.unwrap();
+    var.query_drop("SET @mine = 7").await.unwrap();
+    let mut tx = session(proxy.addr).await.unwrap();
+    tx.query_drop("BEGIN").await.unwrap();
+    tx.query_drop("INSERT INTO shop.mux_tx VALUES (1)")
+        .await
+        .unwrap();
+    let mut tmp = session(proxy.addr).await.unwrap();
+    tmp.query_drop("CREATE TEMPORARY TABLE shop.mux_tmp (x INT)")
+        .await
+        .unwrap();
+
+    // pool_max 3 and three pinned sessions: no connection is free, and a pinned one is
+    // never lent out, so new sessions wait --pool-wait and are refused with 1040.
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let addr = proxy.addr;
+        others.push(tokio::spawn(async move {
+            let mut c = session(addr).await;
+            match c.as_mut() {
+                Ok(c) => {
+                    let n: Option<i64> = c
+                        .query_first("SELECT COUNT(*) FROM shop.mux_tx")
+                        .await
+                        .unwrap();
+                    assert_eq!(n, Some(0), "an uncommitted row leaked to another session");
+                    "served"
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("1040"), "{e}");
+                    "refused"
+                }
+            }
+        }));
+    }
+    let mut refused = 0;
+    for o in others {
+        if o.await.unwrap() == "refused" {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 4, "three pinned sessions hold all of pool_max = 3");
+
+    // The pinned sessions still see their own state, statement after statement.
+    for _ in 0..20 {
+        let v: Option<i64> = var.query_first("SELECT @mine").await.unwrap();
+        assert_eq!(v, Some(7));
+        let n: Option<i64> = tx
+            .query_first("SELECT COUNT(*) FROM shop.mux_tx")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(1));
+        tmp.query_drop("SELECT * FROM shop.mux_tmp").await.unwrap();
+    }
+    tx.query_drop("ROLLBACK").await.unwrap();
+    for c in [var, tx, tmp] {
+        c.disconnect().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinned_sessions_never_run_on_a_pinned_connection() {
+    let (db, _dir, table_file) = prepared_backend().await;
+    db.exec_sql("CREATE TABLE IF NOT EXISTS shop.mux_tx (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    write_table(&table_file, &table(&db, 4));
+    let (proxy, _cancel) = start_proxy(config(table_file)).await;
+    let mut tx = session(proxy.addr).await.unwrap();
+    tx.query_drop("BEGIN").await.unwrap();
+    tx.query_drop("INSERT INTO shop.mux_tx VALUES (1)")
+        .await
+        .unwrap();
+    let mut tmp = session(proxy.addr).await.unwrap();
+    tmp.query_drop("CREATE TEMPORARY TABLE shop.mux_tmp (x INT)")
+        .await
+        .unwrap();
+    // Two slots left for 6 sessions of plain reads, many rounds each.
+    let mut readers = Vec::new();
+    for _ in 0..6 {
+        let addr = proxy.addr;
+        readers.push(tokio::spawn(async move {
+            let mut c = session(addr).await.unwrap();
+            for _ in 0..30 {
+                let n: Option<i64> = c
+                    .query_first("SELECT COUNT(*) FROM shop.mux_tx")
+                    .await
+                    .unwrap();
+                assert_eq!(n, Some(0), "an uncommitted row leaked to another session");
+                let err = c.query_drop("SELECT * FROM shop.mux_tmp").await;
+                assert!(
+                    err.is_err(),
+                    "another session's temporary table is visible: ran on its connection"
+                );
+            }
+            c.disconnect().await.unwrap();
+        }));
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let n: Option<i64> = tx
+        .query_first("SELECT COUNT(*) FROM shop.mux_tx")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1), "the transaction sees its own row");
+    tx.query_drop("COMMIT").await.unwrap();
+    tmp.query_drop("SELECT * FROM shop.mux_tmp").await.unwrap();
+    assert!(backend_sessions(&db).await <= 4);
+}
