@@ -7,7 +7,7 @@
 # reused.
 # Needs: mariadb-server, sysbench, haproxy. Not run in CI.
 #   benches/mysql.sh            # 10 s per run
-#   TIME=5 TABLE_SIZE=10000 CONNECT_CLIENTS=16 POOL_MAX=64 benches/mysql.sh
+#   TIME=5 TABLE_SIZE=10000 CONNECT_CLIENTS=16 POOL_MAX=64 MULTIPLEX=1 benches/mysql.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TIME=${TIME:-10}
@@ -16,7 +16,9 @@ THREADS=${THREADS:-8}
 PROXY_THREADS=${PROXY_THREADS:-1}
 CONNECT_CLIENTS=${CONNECT_CLIENTS:-16}
 POOL_MAX=${POOL_MAX:-64}
+MULTIPLEX=${MULTIPLEX:-0}
 POOL_JSON=""; [ "$POOL_MAX" != 0 ] && POOL_JSON=", \"pool_max\": $POOL_MAX"
+[ "$MULTIPLEX" = 1 ] && POOL_JSON="$POOL_JSON, \"multiplex\": true"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 for b in mariadbd mariadb-install-db sysbench haproxy; do
