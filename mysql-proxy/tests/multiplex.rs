@@ -214,3 +214,37 @@ async fn unpinned_sessions_never_run_on_a_pinned_connection() {
     tmp.query_drop("SELECT * FROM shop.mux_tmp").await.unwrap();
     assert!(backend_sessions(&db).await <= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_answers_the_read_in_flight_and_closes_idle_multiplexed_sessions() {
+    let (db, _dir, table_file) = prepared_backend().await;
+    write_table(&table_file, &table(&db, 4));
+    let (proxy, drain) = start_proxy(config(table_file)).await;
+    let mut idle = session(proxy.addr).await.unwrap();
+    idle.query_drop("SELECT 1").await.unwrap();
+    let mut slow = session(proxy.addr).await.unwrap();
+    let in_flight = tokio::spawn(async move {
+        let r: Option<i64> = slow.query_first("SELECT SLEEP(1)").await.unwrap();
+        (r, slow)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drain.cancel();
+    let (r, mut slow) = in_flight.await.unwrap();
+    assert_eq!(
+        r,
+        Some(0),
+        "the read in flight is answered through the drain"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        idle.query_drop("SELECT 1").await.is_err(),
+        "idle session still open"
+    );
+    assert!(
+        slow.query_drop("SELECT 1").await.is_err(),
+        "drained session still open"
+    );
+    tokio::time::timeout(Duration::from_secs(10), proxy.wait())
+        .await
+        .expect("the proxy did not stop");
+}

@@ -416,6 +416,25 @@ fn skip_space_and_comments(mut sql: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::plain_read;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes a client sends as a query: a verdict, never a panic; and a plain
+        /// read never contains what pins.
+        #[test]
+        fn any_query_text_gets_a_verdict(sql in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if plain_read(&sql) {
+                let text = String::from_utf8(sql).unwrap().to_ascii_uppercase();
+                prop_assert!(!text.contains(';') && !text.contains("INTO"));
+            }
+        }
+
+        #[test]
+        fn selects_with_a_user_variable_always_pin(name in "[a-z]{1,8}", pre in "[ a-z0-9,]{0,20}") {
+            let sql = format!("SELECT {pre} @{name}");
+            prop_assert!(!plain_read(sql.as_bytes()));
+        }
+    }
 
     #[test]
     fn plain_selects_share_and_anything_with_state_pins() {
