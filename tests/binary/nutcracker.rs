@@ -144,6 +144,25 @@ fn ocean(dir: &Path, conf: &Path, extra: &[&str]) -> Proc {
 /// A pool of three memcached (weights 1, 2, 1; the third hashed by its name) whose 10,000
 /// keys the real nutcracker stored from `nutcracker.yml` (with `placement`: the hash,
 /// distribution and hash_tag lines), then the built router started on the very same file.
+/// Three memcached servers, their addresses, a listen address for the pool, and a temp
+/// dir for its files.
+async fn three_servers() -> (
+    Vec<Memcached>,
+    Vec<SocketAddr>,
+    SocketAddr,
+    tempfile::TempDir,
+) {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Memcached::start().await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    (servers, addrs, listen, tempfile::tempdir().unwrap())
+}
+
 struct DropIn {
     _servers: Vec<Memcached>,
     addrs: Vec<SocketAddr>,
@@ -157,15 +176,7 @@ struct DropIn {
 
 impl DropIn {
     async fn start(placement: &str) -> DropIn {
-        let mut servers = Vec::new();
-        for _ in 0..3 {
-            servers.push(Memcached::start().await.unwrap());
-        }
-        let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
-            .parse()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        let (servers, addrs, listen, dir) = three_servers().await;
         // A production-looking pool: weights, one server hashed by its name, and the keys
         // twemproxy users set that only tune timing or that ocean does not use.
         let conf = format!(
@@ -359,15 +370,7 @@ fn until_ejected(addr: SocketAddr, what: &str, log: &dyn Fn() -> String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_eject_hosts_rehashes_like_nutcracker() {
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        servers.push(Memcached::start().await.unwrap());
-    }
-    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
-        .parse()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (mut servers, addrs, listen, dir) = three_servers().await;
     // One failure ejects a server, and it stays out for the whole test.
     let conf = format!(
         "cache:\n  listen: {listen}\n  hash: fnv1a_64\n  distribution: ketama\n  \
