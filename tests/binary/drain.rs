@@ -389,26 +389,6 @@ fn systemd_units_are_notify_reload_on_hup_and_outlast_the_drain() {
     assert_eq!(units, 6, "one unit per daemon");
 }
 
-/// The mysql table of the drain tests: `/dept/shop/main` on `primary`, logged in to as
-/// `drain_rw`, and job `shop/web` on this host (`--host-ip 192.0.2.77`), no password.
-fn drain_mysql_table(primary: SocketAddr) -> String {
-    serde_json::json!({
-        "databases": [{
-            "name": "/dept/shop/main",
-            "primary": primary.to_string(),
-            "replicas": [],
-            "rw": {"user": "drain_rw", "password": "drain-rw-secret"},
-            "schema": "shop",
-        }],
-        "jobs": [{
-            "name": "shop/web",
-            "ips": ["192.0.2.77"],
-            "grants": [{"database": "/dept/shop/main", "access": "rw"}],
-        }],
-    })
-    .to_string()
-}
-
 /// A mariadbd with schema `shop`, table `shop.counter` (ids 1..=4 at 0) and the proxy's
 /// backend user.
 async fn drain_backend() -> ocean_tests::servers::MariaDb {
@@ -432,7 +412,11 @@ fn spawn_mysql_proxy(
     drain_timeout: Duration,
 ) -> (Proc, SocketAddr) {
     let table = dir.join("mysql.json");
-    std::fs::write(&table, drain_mysql_table(db.addr())).unwrap();
+    std::fs::write(
+        &table,
+        super::mysql_table(db.addr(), "drain_rw", "drain-rw-secret"),
+    )
+    .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
     let args = vec![
         format!("--drain-timeout={}s", drain_timeout.as_secs()),

@@ -24,6 +24,26 @@ mod views;
 
 mod nutcracker;
 
+/// The mysql table of the binary tests' mysql-proxy: `/dept/shop/main` on `primary`, logged
+/// in to as `user`, and job `shop/web` on this host (`--host-ip 192.0.2.77`), no password.
+fn mysql_table(primary: std::net::SocketAddr, user: &str, password: &str) -> String {
+    serde_json::json!({
+        "databases": [{
+            "name": "/dept/shop/main",
+            "primary": primary.to_string(),
+            "replicas": [],
+            "rw": {"user": user, "password": password},
+            "schema": "shop",
+        }],
+        "jobs": [{
+            "name": "shop/web",
+            "ips": ["192.0.2.77"],
+            "grants": [{"database": "/dept/shop/main", "access": "rw"}],
+        }],
+    })
+    .to_string()
+}
+
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(OCEAN).args(args).output().unwrap();
     (

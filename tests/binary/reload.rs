@@ -1166,26 +1166,6 @@ async fn memcached_router_applies_a_new_mcrouter_server_on_sighup_under_load() {
     memcached_router_reloads_its_pool_file_under_load(PoolFile::Mcrouter).await;
 }
 
-/// The mysql table of the mysql-proxy test: `/dept/shop/main` on `primary`, and job
-/// `shop/web` on this host (192.0.2.77, what `--host-ip` says 127.0.0.1 is).
-fn mysql_table(primary: SocketAddr) -> String {
-    serde_json::json!({
-        "databases": [{
-            "name": "/dept/shop/main",
-            "primary": primary.to_string(),
-            "replicas": [],
-            "rw": {"user": "reload_rw", "password": "reload-rw-secret"},
-            "schema": "shop",
-        }],
-        "jobs": [{
-            "name": "shop/web",
-            "ips": ["192.0.2.77"],
-            "grants": [{"database": "/dept/shop/main", "access": "rw"}],
-        }],
-    })
-    .to_string()
-}
-
 /// mysql-proxy with TLS, `--client-ca` and `--rsa-key`: a new certificate is served after
 /// SIGHUP, a broken one is refused (the old one stays), a new client CA is applied, and
 /// `SELECT 1` through the proxy never fails meanwhile.
@@ -1217,7 +1197,10 @@ async fn mysql_proxy_reloads_its_certificate_under_load() {
             .join("mysql-proxy/tests/data/rsa-2048-test-only.pem"),
         &rsa,
     );
-    put(&table, mysql_table(db.addr()));
+    put(
+        &table,
+        super::mysql_table(db.addr(), "reload_rw", "reload-rw-secret"),
+    );
     let (listen, listen_s) = loopback();
     let (admin, admin_s) = loopback();
     let mut d = Daemon::start(
@@ -1456,19 +1439,6 @@ impl Client for Admin {
     }
 }
 
-/// The messages of `/v1/problems` (JSON) about `app` in `table`.
-fn problems_of(problems: &serde_json::Value, app: &str, table: &str) -> Vec<String> {
-    problems["problems"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|p| p["app"] == app && p["table"] == table)
-                .map(|p| p["message"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// `GET path` of control's API at `api`, which must answer 200 with JSON.
 fn control_json(api: SocketAddr, path: &str) -> Option<serde_json::Value> {
     match http_get(api, path)? {
@@ -1581,7 +1551,7 @@ async fn ocean_up_reloads_every_daemon_under_load() {
     });
     let problems = control_json(api, "/v1/problems").expect("GET /v1/problems");
     assert_eq!(
-        problems_of(&problems, "/batch/memcached", "memcached"),
+        super::reload_control::problems_of(&problems, "/batch/memcached", "memcached"),
         Vec::<String>::new(),
         "{problems}"
     );
@@ -1619,7 +1589,7 @@ async fn ocean_up_reloads_every_daemon_under_load() {
     // and the router closes its listener.
     let problems = eventually("/v1/problems to report the refused claim", || {
         let p = control_json(api, "/v1/problems")?;
-        let msgs = problems_of(&p, "/batch/memcached", "memcached");
+        let msgs = super::reload_control::problems_of(&p, "/batch/memcached", "memcached");
         (!msgs.is_empty()).then_some(msgs)
     });
     assert!(problems.iter().any(|m| m.contains("spare")), "{problems:?}");

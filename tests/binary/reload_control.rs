@@ -299,7 +299,7 @@ impl Pollers {
 }
 
 /// The problems `/v1/problems` has for `app` about `table`.
-fn problems_of(problems: &Value, app: &str, table: &str) -> Vec<String> {
+pub(super) fn problems_of(problems: &Value, app: &str, table: &str) -> Vec<String> {
     problems["problems"]
         .as_array()
         .map(|a| {
