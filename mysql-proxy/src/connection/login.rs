@@ -327,44 +327,35 @@ pub(super) async fn authenticate<S: Halves>(
         } else {
             None
         };
-        if let Some(backend) = pooled {
-            return Ok(Accepted {
-                job,
-                schema,
-                plugin,
-                full_auth: full_auth.then_some(if tls { "tls" } else { "rsa" }),
-                route,
-                backend,
-                backend_addr: addr,
-                guard,
-                pool_key,
-                reused: true,
-                permit,
-                params,
-                offered,
-            });
-        }
-        // The backend call runs in a child of the connection's span.
-        let started = std::time::Instant::now();
-        let span = tracing::debug_span!(
-            "backend",
-            backend.addr = %addr,
-            database = %route.database.name,
-            access = ?route.access
-        );
-        match upstream::login(
-            addr,
-            &route.credentials,
-            backend_schema,
-            &params,
-            offered,
-            shared.backend_tls.as_ref(),
-        )
-        .instrument(span)
-        .await
-        {
+        let (backend, reused) = match pooled {
+            Some(backend) => (Ok(backend), true),
+            None => {
+                // The backend call runs in a child of the connection's span.
+                let started = std::time::Instant::now();
+                let span = tracing::debug_span!(
+                    "backend",
+                    backend.addr = %addr,
+                    database = %route.database.name,
+                    access = ?route.access
+                );
+                let login = upstream::login(
+                    addr,
+                    &route.credentials,
+                    backend_schema,
+                    &params,
+                    offered,
+                    shared.backend_tls.as_ref(),
+                )
+                .instrument(span)
+                .await;
+                if login.is_ok() {
+                    crate::metrics::backend_login(&route.database.name, started.elapsed());
+                }
+                (login, false)
+            }
+        };
+        match backend {
             Ok(backend) => {
-                crate::metrics::backend_login(&route.database.name, started.elapsed());
                 return Ok(Accepted {
                     job,
                     schema,
@@ -375,7 +366,7 @@ pub(super) async fn authenticate<S: Halves>(
                     backend_addr: addr,
                     guard,
                     pool_key,
-                    reused: false,
+                    reused,
                     permit,
                     params,
                     offered,
