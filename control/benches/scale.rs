@@ -839,9 +839,11 @@ struct Got {
 }
 
 async fn long_poll(client: reqwest::Client, url: String, have: String) -> Result<Got, String> {
+    // As a proxy's subscriber asks: gzip accepted (control then sends the body compressed).
     let mut resp = client
         .get(&url)
         .header(reqwest::header::IF_NONE_MATCH, quote_etag(&have))
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip")
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -1069,12 +1071,12 @@ fn fanout(args: &Args) {
         .collect();
     let (_, derived2) = sync_once(&body2, &config_derive);
     let dns2 = derived2.dns.canonical_body().expect("dns json");
-    let served2 = Served {
-        etag: etag_of(&dns2),
-        body: Bytes::from(dns2),
-        backends: derived2.dns.backend_count(),
-        published_at: SystemTime::now(),
-    };
+    let served2 = Served::new(
+        etag_of(&dns2),
+        Bytes::from(dns2),
+        derived2.dns.backend_count(),
+        SystemTime::now(),
+    );
     drop(derived2);
 
     let mut config = ocean_control::Config::new(Source::File(path.clone()));

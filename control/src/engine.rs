@@ -336,12 +336,12 @@ impl Sink<'_> {
             Ok(body) => {
                 self.out.push((
                     kind,
-                    Served {
-                        etag: etag_of(&body),
-                        body: body.into(),
-                        backends: guarded.table.backend_count(),
-                        published_at: SystemTime::now(),
-                    },
+                    Served::new(
+                        etag_of(&body),
+                        body.into(),
+                        guarded.table.backend_count(),
+                        SystemTime::now(),
+                    ),
                 ));
                 *published = Some(guarded.table);
             }

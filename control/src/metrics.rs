@@ -60,6 +60,11 @@ pub fn describe() {
         Unit::Bytes,
         "Size of the published table's JSON, per kind."
     );
+    describe_counter!(
+        "ocean_control_table_bytes_sent_total",
+        Unit::Bytes,
+        "Table bodies sent to subscribers, per kind and encoding (gzip when the subscriber accepts it, else identity)."
+    );
     describe_gauge!(
         "ocean_control_table_etag_prefix",
         Unit::Count,

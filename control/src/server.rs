@@ -219,6 +219,10 @@ async fn table(
             current: shared.store.get(kind).map(|t| t.etag.clone()),
         });
     }
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(ocean_core::table::gzip::accepts_gzip);
     let have = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -232,7 +236,15 @@ async fn table(
                 metrics::counter!("ocean_control_table_requests_total", "kind" => kind.as_str(), "status" => "200").increment(1);
                 let etag = HeaderValue::from_str(&quote_etag(&t.etag))
                     .unwrap_or(HeaderValue::from_static("\"\""));
-                return (
+                // Full tables go gzip-compressed to those who accept it.
+                let (body, encoding) = if gzip {
+                    (t.gzipped(), "gzip")
+                } else {
+                    (t.body.clone(), "identity")
+                };
+                metrics::counter!("ocean_control_table_bytes_sent_total", "kind" => kind.as_str(), "encoding" => encoding)
+                    .increment(body.len() as u64);
+                let mut resp = (
                     StatusCode::OK,
                     [
                         (header::ETAG, etag),
@@ -240,10 +252,16 @@ async fn table(
                             header::CONTENT_TYPE,
                             HeaderValue::from_static("application/json"),
                         ),
+                        (header::VARY, HeaderValue::from_static("Accept-Encoding")),
                     ],
-                    t.body.clone(),
+                    body,
                 )
                     .into_response();
+                if gzip {
+                    resp.headers_mut()
+                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                return resp;
             }
             _ => {}
         }
@@ -386,11 +404,13 @@ mod tests {
 
     fn shared(tls: bool, allow_plaintext_secrets: bool) -> Arc<Shared> {
         let store = Store::default();
-        let served = |body: &'static str| Served {
-            etag: ocean_core::table::etag_of(body.as_bytes()),
-            body: body.into(),
-            backends: 0,
-            published_at: SystemTime::now(),
+        let served = |body: &'static str| {
+            Served::new(
+                ocean_core::table::etag_of(body.as_bytes()),
+                body.into(),
+                0,
+                SystemTime::now(),
+            )
         };
         store.publish(vec![
             (TableKind::Mysql, served("{\"databases\":[]}")),

@@ -2,7 +2,7 @@
 //! when a table changes; bodies are serialized once per change and shared.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -16,6 +16,27 @@ pub struct Served {
     pub body: Bytes,
     pub backends: usize,
     pub published_at: SystemTime,
+    /// `body` gzip-compressed, made by the first subscriber that asks and then shared.
+    pub gzip: OnceLock<Bytes>,
+}
+
+impl Served {
+    pub fn new(etag: String, body: Bytes, backends: usize, published_at: SystemTime) -> Served {
+        Served {
+            etag,
+            body,
+            backends,
+            published_at,
+            gzip: OnceLock::new(),
+        }
+    }
+
+    /// The body gzip-compressed (once per published table).
+    pub fn gzipped(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| ocean_core::table::gzip::compress(&self.body).into())
+            .clone()
+    }
 }
 
 pub type Snapshot = Arc<BTreeMap<TableKind, Arc<Served>>>;

@@ -442,6 +442,8 @@ enum PollError {
     Http(#[from] reqwest::Error),
     #[error("control answered HTTP {0}")]
     Status(StatusCode),
+    #[error("unreadable table body: {0}")]
+    Body(String),
 }
 
 async fn run_control<T: Table>(
@@ -608,7 +610,10 @@ async fn poll_once(
         }
     }
     let started = Instant::now();
-    let mut req = client.get(url);
+    // Full tables come gzip-compressed (reqwest here does not inflate by itself).
+    let mut req = client
+        .get(url)
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip");
     if let Some(etag) = seen {
         req = req.header(reqwest::header::IF_NONE_MATCH, quote_etag(etag));
     }
@@ -631,7 +636,23 @@ async fn poll_once(
                 .get(reqwest::header::ETAG)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| crate::table::unquote_etag(v).to_string());
+            let gzipped = resp
+                .headers()
+                .get(reqwest::header::CONTENT_ENCODING)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
             let body = resp.bytes().await?;
+            let body = if gzipped {
+                // Inflating a large table takes tens of ms: off the runtime's threads.
+                tokio::task::spawn_blocking(move || {
+                    crate::table::gzip::inflate(&body, crate::table::gzip::MAX_INFLATED)
+                })
+                .await
+                .map_err(|e| PollError::Body(e.to_string()))?
+                .map_err(|e| PollError::Body(format!("gzip: {e}")))?
+                .into()
+            } else {
+                body
+            };
             let etag = etag.unwrap_or_else(|| crate::table::etag_of(&body));
             Ok(Some((etag, body)))
         }

@@ -173,6 +173,26 @@ async fn an_sse_event_reaches_a_subscriber_within_a_second_without_a_request_sto
     .await
     .unwrap();
     assert_eq!(none, serde_json::json!([]));
+    // A full table, gzip-compressed for a client that accepts it: the same JSON, the same
+    // ETag; identity otherwise.
+    let url = format!("http://{}/v1/tables/dns", ctl.addr);
+    let client = reqwest::Client::new();
+    let plain = client.get(&url).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain_etag = plain.headers()["etag"].clone();
+    let plain = plain.bytes().await.unwrap();
+    let zipped = client
+        .get(&url)
+        .header("accept-encoding", "gzip, deflate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["etag"], plain_etag);
+    let zipped = zipped.bytes().await.unwrap();
+    let inflated =
+        ocean_core::table::gzip::inflate(&zipped, ocean_core::table::gzip::MAX_INFLATED).unwrap();
+    assert_eq!(inflated, plain.to_vec());
     for bad in ["kind=nope", "limit=-1", "page=2"] {
         let status = reqwest::get(format!("http://{}/v1/subscribers?{bad}", ctl.addr))
             .await

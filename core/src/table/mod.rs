@@ -8,6 +8,7 @@
 //! table is refused as a whole with the list of entries at fault.
 
 pub mod dns;
+pub mod gzip;
 pub mod lvs;
 pub mod memcached;
 pub mod mysql;
