@@ -29,9 +29,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::proto::frame::{encode, Decoder};
+use crate::proto::frame::{encode, Decoder, HEADER_LEN};
 use crate::upstream::{Backend, BackendStream};
-use crate::wire::{read_packet, write_packet};
+use crate::wire::read_packet;
 
 /// Idle connections kept per key when the table names no `pool_max`: none, reuse is
 /// opt-in per database for now (a connection's attributes and server-side thread are the
@@ -184,25 +184,27 @@ impl Pool {
     /// session state did not change, so no reset), if the key has room.
     pub fn put_clean(&self, key: PoolKey, max_idle: usize, backend: Backend) {
         let database = key.database.clone();
-        let kept = match self.idle.lock() {
-            Ok(mut idle) => {
-                let list = idle.entry(key).or_default();
-                if list.len() < max_idle {
-                    list.push(Idle {
-                        backend,
-                        since: Instant::now(),
-                    });
-                    true
-                } else {
-                    false
-                }
-            }
-            Err(_) => false,
-        };
-        if !kept {
-            crate::metrics::pool_closed(&database, "full", 1);
+        if !self.keep(key, max_idle, backend) {
+            crate::metrics::pool_closed(&database, GiveBack::Full.label(), 1);
         }
         self.idle_gauge(&database);
+    }
+
+    /// Keeps `backend` idle under `key` if the key holds fewer than `max_idle`; whether it
+    /// did (else it is dropped, closing it).
+    fn keep(&self, key: PoolKey, max_idle: usize, backend: Backend) -> bool {
+        let Ok(mut idle) = self.idle.lock() else {
+            return false;
+        };
+        let list = idle.entry(key).or_default();
+        if list.len() >= max_idle {
+            return false;
+        }
+        list.push(Idle {
+            backend,
+            since: Instant::now(),
+        });
+        true
     }
 
     /// An idle connection of `key`, the most recently used first; `None` when there is
@@ -232,7 +234,6 @@ impl Pool {
         if dropped > 0 {
             crate::metrics::pool_closed(&key.database, "stale", dropped);
         }
-        crate::metrics::pool_login(&key.database, found.is_some());
         found
     }
 
@@ -256,16 +257,12 @@ impl Pool {
             match reset {
                 Ok(Ok(ok)) => {
                     backend.ok = ok;
-                    if let Ok(mut idle) = self.idle.lock() {
-                        let list = idle.entry(key.clone()).or_default();
-                        if list.len() < max_idle {
-                            list.push(Idle {
-                                backend,
-                                since: Instant::now(),
-                            });
-                        }
+                    // Another session may have filled the list during the reset.
+                    if self.keep(key.clone(), max_idle, backend) {
+                        GiveBack::Kept
+                    } else {
+                        GiveBack::Full
                     }
-                    GiveBack::Kept
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(backend = %key.addr, error = %e, "pool: reset failed, connection closed");
@@ -284,13 +281,26 @@ impl Pool {
     /// Closes the connections idle for longer than the idle timeout.
     pub fn sweep(&self) {
         let now = Instant::now();
+        self.close_idle("idle", |_, c| {
+            now.duration_since(c.since) < self.idle_timeout
+        });
+    }
+
+    /// Closes the idle connections whose key `keep` refuses: a new table (or a new primary
+    /// found by discovery) no longer routes there.
+    pub fn retain(&self, mut keep: impl FnMut(&PoolKey) -> bool) {
+        self.close_idle("unrouted", |key, _| keep(key));
+    }
+
+    /// Closes the idle connections `keep` refuses, counted under `reason`.
+    fn close_idle(&self, reason: &'static str, mut keep: impl FnMut(&PoolKey, &Idle) -> bool) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
         let mut closed: HashMap<String, u64> = HashMap::new();
         idle.retain(|key, list| {
             let before = list.len();
-            list.retain(|c| now.duration_since(c.since) < self.idle_timeout);
+            list.retain(|c| keep(key, c));
             let gone = before - list.len();
             if gone > 0 {
                 *closed.entry(key.database.clone()).or_default() += gone as u64;
@@ -299,28 +309,7 @@ impl Pool {
         });
         drop(idle);
         for (database, n) in closed {
-            crate::metrics::pool_closed(&database, "idle", n);
-            self.idle_gauge(&database);
-        }
-    }
-
-    /// Closes the idle connections whose key `keep` refuses: a new table (or a new primary
-    /// found by discovery) no longer routes there.
-    pub fn retain(&self, mut keep: impl FnMut(&PoolKey) -> bool) {
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        let mut closed: HashMap<String, u64> = HashMap::new();
-        idle.retain(|key, list| {
-            let kept = keep(key);
-            if !kept {
-                *closed.entry(key.database.clone()).or_default() += list.len() as u64;
-            }
-            kept
-        });
-        drop(idle);
-        for (database, n) in closed {
-            crate::metrics::pool_closed(&database, "unrouted", n);
+            crate::metrics::pool_closed(&database, reason, n);
             self.idle_gauge(&database);
         }
     }
@@ -401,12 +390,7 @@ async fn read_ok<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, String> {
 /// COM_QUIT, best effort: the server then closes without logging an aborted connection.
 pub async fn quit(stream: &mut BackendStream) {
     const QUIT_TIMEOUT: Duration = Duration::from_secs(1);
-    let _best_effort = match stream {
-        BackendStream::Plain(s) => {
-            tokio::time::timeout(QUIT_TIMEOUT, write_packet(s, 0, &[COM_QUIT])).await
-        }
-        BackendStream::Tls(s) => {
-            tokio::time::timeout(QUIT_TIMEOUT, write_packet(s.as_mut(), 0, &[COM_QUIT])).await
-        }
-    };
+    let mut packet = Vec::with_capacity(HEADER_LEN + 1);
+    encode(0, &[COM_QUIT], &mut packet);
+    let _best_effort = tokio::time::timeout(QUIT_TIMEOUT, stream.send(&packet)).await;
 }

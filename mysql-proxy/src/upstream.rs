@@ -14,7 +14,7 @@ use mysql_common::packets::{AuthPlugin, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use ocean_core::table::mysql::Credentials;
 use ocean_core::tls::{PemFile, TlsError};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -55,6 +55,27 @@ pub struct ClientParams {
 pub enum BackendStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl BackendStream {
+    /// Writes `bytes` and flushes them (TLS buffers what it encrypts).
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            BackendStream::Plain(s) => s.write_all(bytes).await,
+            BackendStream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    /// Reads what is there into `buf` (cancel safe); 0 at EOF.
+    pub async fn read_buf(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
+        match self {
+            BackendStream::Plain(s) => s.read_buf(buf).await,
+            BackendStream::Tls(s) => s.read_buf(buf).await,
+        }
+    }
 }
 
 /// A logged-in backend connection.

@@ -323,7 +323,9 @@ pub(super) async fn authenticate<S: Halves>(
             None
         };
         let pooled = if crate::pool::max_idle(&route.database) > 0 {
-            shared.pool.take(&pool_key)
+            let pooled = shared.pool.take(&pool_key);
+            crate::metrics::pool_login(&route.database.name, pooled.is_some());
+            pooled
         } else {
             None
         };

@@ -18,18 +18,18 @@ use bytes::{Buf, BytesMut};
 use mysql_common::constants::CapabilityFlags;
 use ocean_core::daemon::write_all_within;
 use ocean_core::drain::{DrainWatch, Read};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::relay::{Counters, End, Timeouts};
 use super::Shared;
 use crate::pool::{BusyPermit, PoolKey};
-use crate::proto::encode;
 use crate::proto::exchange::Exchange;
 use crate::proto::frame::HEADER_LEN;
 use crate::proto::reply::{err_payload, ok_payload};
-use crate::upstream::{self, Backend, BackendStream, ClientParams};
+use crate::upstream::{self, Backend, ClientParams};
+use crate::wire::write_packet_within;
 use ocean_core::table::mysql::Credentials;
 
 /// Largest command read whole while multiplexing; a longer one pins the session.
@@ -52,15 +52,14 @@ pub(super) struct Opener {
     pub(super) max: usize,
 }
 
-enum Checkout {
-    Got(Backend, BusyPermit),
-    /// Every connection of the server stayed busy for `--pool-wait`.
-    Busy,
-    Failed(String),
-}
+/// The error a command is answered with when it gets no connection (code, SQLSTATE,
+/// message).
+type NoConnection = (u16, &'static [u8; 5], &'static str);
 
 impl Opener {
-    async fn checkout(&self) -> Checkout {
+    /// A connection for one command: pooled, or a new login while fewer than `max` are
+    /// busy; else the error to answer the command with.
+    async fn checkout(&self) -> Result<(Backend, BusyPermit), NoConnection> {
         let config = &self.shared.config;
         let Some(permit) = self
             .shared
@@ -68,10 +67,11 @@ impl Opener {
             .busy_permit(&self.key, self.max, config.pool_wait)
             .await
         else {
-            return Checkout::Busy;
+            // Every connection of the server stayed busy for --pool-wait.
+            return Err((1040, b"08004", "Too many connections"));
         };
         if let Some(b) = self.shared.pool.take(&self.key) {
-            return Checkout::Got(b, permit);
+            return Ok((b, permit));
         }
         let login = upstream::login(
             self.key.addr,
@@ -81,11 +81,17 @@ impl Opener {
             self.offered,
             self.shared.backend_tls.as_ref(),
         );
-        match tokio::time::timeout(config.connect_timeout, login).await {
-            Ok(Ok(b)) => Checkout::Got(b, permit),
-            Ok(Err(e)) => Checkout::Failed(e.to_string()),
-            Err(_) => Checkout::Failed("backend login timed out".into()),
-        }
+        let error = match tokio::time::timeout(config.connect_timeout, login).await {
+            Ok(Ok(b)) => return Ok((b, permit)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "backend login timed out".into(),
+        };
+        tracing::warn!(database = %self.key.database, backend = %self.key.addr, %error, "backend login failed");
+        Err((
+            1429,
+            b"HY000",
+            "ocean: cannot reach the database (see the proxy's log)",
+        ))
     }
 
     /// Gives back a connection whose session state no command changed.
@@ -178,13 +184,10 @@ where
             Some(COM_QUIT) if whole => return Outcome::Ended(End::ClientQuit),
             Some(COM_PING) if whole => {
                 buf.advance(HEADER_LEN + len);
-                let mut pkt = Vec::new();
-                encode(
-                    seq.wrapping_add(1),
-                    &ok_payload(opener.client_caps),
-                    &mut pkt,
-                );
-                if let Err(e) = write_all_within(client_w, &pkt, timeouts.write).await {
+                let ok = ok_payload(opener.client_caps);
+                let written =
+                    write_packet_within(client_w, seq.wrapping_add(1), &ok, timeouts.write).await;
+                if let Err(e) = written {
                     return Outcome::Ended(End::ClientError(std::io::Error::other(e.to_string())));
                 }
                 continue;
@@ -198,38 +201,16 @@ where
                 .is_some_and(plain_read);
         // Everything else pins: the relay takes the session from here, this command first.
         let (mut backend, permit) = match opener.checkout().await {
-            Checkout::Got(b, p) => (b, p),
-            Checkout::Busy => {
+            Ok(got) => got,
+            Err((code, state, message)) => {
                 if !whole {
                     return Outcome::Ended(End::Kicked);
                 }
                 buf.advance(HEADER_LEN + len);
-                if reply_err(
-                    client_w,
-                    seq,
-                    1040,
-                    b"08004",
-                    "Too many connections",
-                    timeouts,
-                )
-                .await
-                .is_err()
-                {
-                    return Outcome::Ended(End::ClientClosed);
-                }
-                continue;
-            }
-            Checkout::Failed(e) => {
-                tracing::warn!(database, backend = %opener.key.addr, error = %e, "backend login failed");
-                if !whole {
-                    return Outcome::Ended(End::Kicked);
-                }
-                buf.advance(HEADER_LEN + len);
-                let msg = "ocean: cannot reach the database (see the proxy's log)";
-                if reply_err(client_w, seq, 1429, b"HY000", msg, timeouts)
-                    .await
-                    .is_err()
-                {
+                let err = err_payload(code, state, message);
+                let written =
+                    write_packet_within(client_w, seq.wrapping_add(1), &err, timeouts.write).await;
+                if written.is_err() {
                     return Outcome::Ended(End::ClientClosed);
                 }
                 continue;
@@ -254,7 +235,7 @@ where
         let mut x = Exchange::new(deprecate_eof);
         x.client_sent(&packet);
         let started = Instant::now();
-        if let Err(e) = backend_write(&mut backend.stream, &packet).await {
+        if let Err(e) = backend.stream.send(&packet).await {
             return Outcome::Ended(End::BackendError(e));
         }
         let mut reply = BytesMut::with_capacity(16 * 1024);
@@ -264,7 +245,7 @@ where
                 reply.reserve(16 * 1024);
             }
             let n = tokio::select! {
-                r = backend_read(&mut backend.stream, &mut reply) => r,
+                r = backend.stream.read_buf(&mut reply) => r,
                 () = cancel.cancelled() => return Outcome::Ended(End::Kicked),
             };
             match n {
@@ -273,10 +254,7 @@ where
                 Err(e) => return Outcome::Ended(End::BackendError(e)),
             }
             if let Err(e) = write_all_within(client_w, &reply, timeouts.write).await {
-                return Outcome::Ended(match e {
-                    ocean_core::daemon::WriteError::Timeout(t) => End::WriteTimeout(t),
-                    ocean_core::daemon::WriteError::Io(e) => End::ClientError(e),
-                });
+                return Outcome::Ended(End::from_write(e));
             }
             x.server_sent(&reply);
         }
@@ -297,42 +275,6 @@ where
             }));
         }
         opener.give_back(backend, permit);
-    }
-}
-
-async fn reply_err<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    seq: u8,
-    code: u16,
-    state: &[u8; 5],
-    message: &str,
-    timeouts: Timeouts,
-) -> Result<(), ()> {
-    let mut pkt = Vec::new();
-    encode(
-        seq.wrapping_add(1),
-        &err_payload(code, state, message),
-        &mut pkt,
-    );
-    write_all_within(w, &pkt, timeouts.write)
-        .await
-        .map_err(|_| ())
-}
-
-async fn backend_write(stream: &mut BackendStream, bytes: &[u8]) -> std::io::Result<()> {
-    match stream {
-        BackendStream::Plain(s) => s.write_all(bytes).await,
-        BackendStream::Tls(s) => {
-            s.write_all(bytes).await?;
-            s.flush().await
-        }
-    }
-}
-
-async fn backend_read(stream: &mut BackendStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    match stream {
-        BackendStream::Plain(s) => s.read_buf(buf).await,
-        BackendStream::Tls(s) => s.read_buf(buf).await,
     }
 }
 

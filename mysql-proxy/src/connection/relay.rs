@@ -168,7 +168,7 @@ pub struct Timeouts {
 }
 
 impl End {
-    fn from_write(e: WriteError) -> End {
+    pub(super) fn from_write(e: WriteError) -> End {
         match e {
             WriteError::Timeout(t) => End::WriteTimeout(t),
             WriteError::Io(e) => End::ClientError(e),
