@@ -999,10 +999,12 @@ impl Ctx<'_> {
                 (t0, want)
             }
             Trigger::Publish(served) => {
-                let served = Served {
-                    published_at: SystemTime::now(),
-                    ..served.clone()
-                };
+                let served = Served::new(
+                    served.etag.clone(),
+                    served.body.clone(),
+                    served.backends,
+                    SystemTime::now(),
+                );
                 let want = served.etag.clone();
                 assert_ne!(want, have, "publishing the table the clients already have");
                 let t0 = Instant::now();

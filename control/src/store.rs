@@ -17,7 +17,7 @@ pub struct Served {
     pub backends: usize,
     pub published_at: SystemTime,
     /// `body` gzip-compressed, made by the first subscriber that asks and then shared.
-    pub gzip: OnceLock<Bytes>,
+    gzip: OnceLock<Bytes>,
 }
 
 impl Served {
