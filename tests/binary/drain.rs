@@ -75,6 +75,15 @@ fn wait_exit(proc: &mut Proc, within: Duration, dir: &Path) -> (Option<i32>, Dur
     }
 }
 
+/// [`wait_exit`] off the async runtime, for the async tests: `proc` is consumed (killed if
+/// it outlives `within`).
+async fn wait_exit_async(mut proc: Proc, within: Duration, dir: &Path) -> (Option<i32>, Duration) {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || wait_exit(&mut proc, within, &dir))
+        .await
+        .unwrap()
+}
+
 /// What one verifier saw: batches fully answered, and the failure that ended it with the
 /// time its batch had been written (ms since the test's start).
 struct Verified {
@@ -483,7 +492,7 @@ async fn mysql_proxy_drains_on_sigterm_under_sysbench() {
 
     let db = drain_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut proc, addr) = spawn_mysql_proxy(dir.path(), &db, DRAIN_TIMEOUT);
+    let (proc, addr) = spawn_mysql_proxy(dir.path(), &db, DRAIN_TIMEOUT);
     let sysbench = find_binary("sysbench", "sysbench").unwrap();
     let prepare = Command::new(&sysbench)
         .args(sysbench_args(addr.port(), "prepare"))
@@ -545,14 +554,8 @@ async fn mysql_proxy_drains_on_sigterm_under_sysbench() {
     );
     signalled_ms.store(t0.elapsed().as_millis() as u64, Ordering::SeqCst);
     signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
-    let path = dir.path().to_path_buf();
-    let (code, took) = tokio::task::spawn_blocking(move || {
-        let r = wait_exit(&mut proc, DRAIN_TIMEOUT + Duration::from_secs(5), &path);
-        drop(proc);
-        r
-    })
-    .await
-    .unwrap();
+    let (code, took) =
+        wait_exit_async(proc, DRAIN_TIMEOUT + Duration::from_secs(5), dir.path()).await;
     let log = log_of(dir.path());
     assert_eq!(code, Some(0), "exit after SIGTERM:\n{log}");
     assert!(took < DRAIN_TIMEOUT, "the drain took {took:?}:\n{log}");
@@ -620,14 +623,7 @@ async fn a_second_sigterm_exits_at_once() {
     assert_eq!(n, Some(1), "the open transaction's own write");
 
     signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
-    let path = dir.path().to_path_buf();
-    let (code, took) = tokio::task::spawn_blocking(move || {
-        let r = wait_exit(&mut proc, Duration::from_secs(5), &path);
-        drop(proc);
-        r
-    })
-    .await
-    .unwrap();
+    let (code, took) = wait_exit_async(proc, Duration::from_secs(5), dir.path()).await;
     let log = log_of(dir.path());
     assert_eq!(code, Some(143), "exit after the second SIGTERM:\n{log}");
     assert!(
@@ -685,7 +681,7 @@ async fn systemd_hears_control_ready_after_its_first_publish_and_watchdog_pings(
         // Half a second: pings every 250 ms.
         ("WATCHDOG_USEC", "500000".to_string()),
     ];
-    let mut proc = spawn_ocean(dir.path(), &args, &env);
+    let proc = spawn_ocean(dir.path(), &args, &env);
     wait_port(listen, dir.path());
     let path = dir.path().to_path_buf();
     let (sock, before) = tokio::task::spawn_blocking(move || {
@@ -729,14 +725,7 @@ async fn systemd_hears_control_ready_after_its_first_publish_and_watchdog_pings(
         "no STATUS= with the published tables' ETags: {all:?}"
     );
     signal(proc.0.as_ref().unwrap(), nix::sys::signal::Signal::SIGTERM);
-    let path = dir.path().to_path_buf();
-    let (code, _) = tokio::task::spawn_blocking(move || {
-        let r = wait_exit(&mut proc, Duration::from_secs(15), &path);
-        drop(proc);
-        r
-    })
-    .await
-    .unwrap();
+    let (code, _) = wait_exit_async(proc, Duration::from_secs(15), dir.path()).await;
     assert_eq!(code, Some(0), "{}", log_of(dir.path()));
 }
 
