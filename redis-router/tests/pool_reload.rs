@@ -263,15 +263,21 @@ async fn misplaced(
     lost
 }
 
-/// `INFO commandstats` of `addr`: the `cmdstat_*` lines.
-async fn commandstats(addr: SocketAddr) -> Vec<String> {
-    let r = ocean_tests::servers::resp::command(addr, &["INFO", "commandstats"])
+/// The text of `INFO section` of `addr`.
+async fn info(addr: SocketAddr, section: &str) -> String {
+    let r = ocean_tests::servers::resp::command(addr, &["INFO", section])
         .await
         .unwrap();
     let Resp::Bulk(Some(text)) = r else {
-        panic!("INFO commandstats: {r:?}");
+        panic!("INFO {section}: {r:?}");
     };
-    String::from_utf8_lossy(&text)
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// `INFO commandstats` of `addr`: the `cmdstat_*` lines.
+async fn commandstats(addr: SocketAddr) -> Vec<String> {
+    info(addr, "commandstats")
+        .await
         .lines()
         .filter(|l| l.starts_with("cmdstat_"))
         .map(str::to_string)
@@ -448,13 +454,8 @@ fn pool_of(servers: &[SocketAddr]) -> Arc<Shards> {
 
 /// `INFO clients` field `name` of `addr`.
 async fn clients_field(addr: SocketAddr, name: &str) -> i64 {
-    let r = ocean_tests::servers::resp::command(addr, &["INFO", "clients"])
+    info(addr, "clients")
         .await
-        .unwrap();
-    let Resp::Bulk(Some(text)) = r else {
-        panic!("INFO clients: {r:?}");
-    };
-    String::from_utf8_lossy(&text)
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:"))?.trim().parse().ok())
         .unwrap()
