@@ -423,17 +423,22 @@ mod tests {
         assert!(html.contains("&lt;b&gt;box&lt;/b&gt;"));
     }
 
-    #[test]
-    fn lagging_subscribers_come_first() {
-        let status = Status {
+    /// A healthy status with nothing but `subscribers`.
+    fn with_subscribers(subscribers: Vec<SubscriberView>) -> Status {
+        Status {
             generated_unix: 0,
             health: serde_json::json!({"status": "ok"}),
             sync: SyncStatus::default(),
             tables: Vec::new(),
             apps: Vec::new(),
             problems: Vec::new(),
-            subscribers: vec![sub("a-in-sync", false), sub("z-lagging", true)],
-        };
+            subscribers,
+        }
+    }
+
+    #[test]
+    fn lagging_subscribers_come_first() {
+        let status = with_subscribers(vec![sub("a-in-sync", false), sub("z-lagging", true)]);
         // `collect` sorts; `render` keeps the order it is given.
         let mut sorted = status.subscribers.clone();
         lagging_first(&mut sorted);
@@ -452,15 +457,7 @@ mod tests {
             .map(|i| sub(&format!("proxy-{i:04}"), i == 999))
             .collect();
         lagging_first(&mut list);
-        let html = render(&Status {
-            generated_unix: 0,
-            health: serde_json::json!({"status": "ok"}),
-            sync: SyncStatus::default(),
-            tables: Vec::new(),
-            apps: Vec::new(),
-            problems: Vec::new(),
-            subscribers: list,
-        });
+        let html = render(&with_subscribers(list));
         assert!(html.contains("Subscribers (1000, 1 lagging)"));
         assert!(html.contains("proxy-0999"), "the lagging one is shown");
         assert!(html.contains("proxy-0198") && !html.contains("proxy-0199"));
