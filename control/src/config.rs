@@ -52,6 +52,9 @@ pub struct Config {
     pub marathon_timeout: Duration,
     /// Longest long-poll a client may ask for.
     pub max_wait: Duration,
+    /// Version steps kept per table kind for deltas (`--delta-history`; 0: always whole
+    /// tables).
+    pub delta_history: usize,
     /// Bearer tokens for `/v1/` (`--token-file`, `token_file`, `[[api.tokens]]`), each
     /// maybe scoped to some tables. Empty: the API is open, allowed on loopback only.
     pub tokens: Vec<ApiToken>,
@@ -110,6 +113,7 @@ impl Config {
             debounce: Duration::from_millis(100),
             marathon_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(120),
+            delta_history: crate::store::DEFAULT_DELTA_HISTORY,
             tokens: Vec::new(),
             tls: None,
             allow_plaintext_secrets: false,
@@ -249,6 +253,10 @@ pub struct Args {
     /// holds back an empty or partial Marathon answer.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Versions per table kept for deltas: a subscriber fewer versions behind gets only what
+    /// changed (`?since=`), one further behind the whole table. 0 turns deltas off.
+    #[arg(long, default_value_t = crate::store::DEFAULT_DELTA_HISTORY)]
+    pub delta_history: usize,
 }
 
 impl Args {
@@ -290,6 +298,7 @@ impl Args {
         c.poll_while_down = a.poll_while_down;
         c.debounce = a.debounce;
         c.marathon_timeout = a.marathon_timeout;
+        c.delta_history = a.delta_history;
         if let Some(f) = a.token_file {
             // The flag replaces the config file's unscoped `token_file`, not its [[api.tokens]].
             c.tokens

@@ -80,7 +80,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let addr = listener.local_addr()?;
     let stream_up = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
-        store: Store::default(),
+        store: Store::new(config.delta_history),
         subscribers: Subscribers::default(),
         status: Mutex::new(SyncStatus::default()),
         problems: ArcSwap::from_pointee(Vec::new()),
@@ -259,6 +259,8 @@ struct Published {
     memcached: Option<MemcachedTable>,
     mysql: Option<MysqlTable>,
     lvs: Option<LvsTable>,
+    /// The ETags of the tables above that this run published (deltas start from them).
+    etags: HashMap<TableKind, String>,
 }
 
 impl Published {
@@ -292,6 +294,7 @@ impl Published {
             memcached: one(dir),
             mysql: one(dir),
             lvs: one(dir),
+            etags: HashMap::new(),
         }
     }
 }
@@ -303,6 +306,7 @@ struct Sink<'a> {
     out: &'a mut Vec<(TableKind, Served)>,
     held: &'a mut Vec<Held>,
     problems: &'a mut Vec<Problem>,
+    etags: &'a mut HashMap<TableKind, String>,
 }
 
 impl Sink<'_> {
@@ -334,15 +338,26 @@ impl Sink<'_> {
         self.held.extend(guarded.held);
         match guarded.table.canonical_body() {
             Ok(body) => {
-                self.out.push((
-                    kind,
-                    Served::new(
-                        etag_of(&body),
-                        body.into(),
-                        guarded.table.backend_count(),
-                        SystemTime::now(),
-                    ),
-                ));
+                let etag = etag_of(&body);
+                let mut served = Served::new(
+                    etag.clone(),
+                    body.into(),
+                    guarded.table.backend_count(),
+                    SystemTime::now(),
+                );
+                // What changed since the table this run published last, for deltas.
+                let base = self.etags.get(&kind).filter(|b| **b != etag);
+                if let (Some(base), Some(old)) = (base, published.as_ref()) {
+                    match guarded.table.changes_since(old) {
+                        Some(Ok(changes)) => served = served.with_changes(base.clone(), changes),
+                        Some(Err(e)) => {
+                            tracing::error!(table = %kind, error = %e, "cannot compute the delta")
+                        }
+                        None => {}
+                    }
+                }
+                self.out.push((kind, served));
+                self.etags.insert(kind, etag);
                 *published = Some(guarded.table);
             }
             Err(e) => tracing::error!(table = %kind, error = %e, "cannot serialize table"),
@@ -534,14 +549,15 @@ impl Engine {
         guard.reconfigure(live.guard);
         let mut out = Vec::new();
         let mut held = Vec::new();
+        let p = &mut self.published;
         let mut sink = Sink {
             guard,
             now: now_i,
             out: &mut out,
             held: &mut held,
             problems: &mut problems,
+            etags: &mut p.etags,
         };
-        let p = &mut self.published;
         sink.take(&mut p.dns, derived.dns);
         sink.take(&mut p.redis, derived.redis);
         sink.take(&mut p.memcached, derived.memcached);

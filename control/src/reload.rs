@@ -150,6 +150,10 @@ pub fn needs_restart(running: &Config, fresh: &Config) -> Vec<&'static str> {
             "--marathon-timeout",
         ),
         (running.max_wait != fresh.max_wait, "max wait"),
+        (
+            running.delta_history != fresh.delta_history,
+            "--delta-history",
+        ),
     ]
     .into_iter()
     .filter_map(|(differs, name)| differs.then_some(name))

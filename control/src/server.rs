@@ -3,6 +3,9 @@
 //! - `GET /v1/tables/{kind}`: the table with its `ETag`. With `If-None-Match: "<etag>"` and
 //!   `?wait=30s` the request blocks until the table differs (200) or the wait ends (304).
 //!   Subscribers add `subscriber=`, `running=`, `refused=` and `reason=` to report themselves.
+//!   With `?since=<etag>` (kinds that take deltas) the answer is what changed since that
+//!   table, marked `X-Ocean-Delta-From`, while control still keeps the versions since it
+//!   (`--delta-history`); else the whole table.
 //! - `GET /v1/subscribers`, `/v1/state`, `/v1/problems`, and `/v1/status` (what the status
 //!   page shows, as JSON: `ocean status` reads it).
 //! - `GET /` and `/ui`: the status page (HTML, see [`crate::status_page`]).
@@ -174,6 +177,8 @@ struct TableQuery {
     running: Option<String>,
     refused: Option<String>,
     reason: Option<String>,
+    /// The ETag the subscriber runs, to get a delta from (kinds that take deltas).
+    since: Option<String>,
 }
 
 fn parse_wait(s: &str) -> Option<Duration> {
@@ -223,10 +228,13 @@ async fn table(
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(ocean_core::table::gzip::accepts_gzip);
-    let have = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| unquote_etag(v).to_string());
+    let since = q.since.filter(|s| !s.is_empty());
+    let have = since.clone().or_else(|| {
+        headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| unquote_etag(v).to_string())
+    });
     let deadline = tokio::time::Instant::now() + wait;
     let mut rx = shared.store.subscribe();
     loop {
@@ -236,6 +244,37 @@ async fn table(
                 metrics::counter!("ocean_control_table_requests_total", "kind" => kind.as_str(), "status" => "200").increment(1);
                 let etag = HeaderValue::from_str(&quote_etag(&t.etag))
                     .unwrap_or(HeaderValue::from_static("\"\""));
+                // What changed since the subscriber's table, while the history reaches it.
+                if let Some((from, doc)) = since
+                    .as_deref()
+                    .and_then(|from| Some((from, shared.store.delta(kind, from, &t)?)))
+                {
+                    metrics::counter!("ocean_control_table_bytes_sent_total", "kind" => kind.as_str(), "encoding" => "delta")
+                        .increment(doc.len() as u64);
+                    metrics::counter!("ocean_control_table_deltas_total", "kind" => kind.as_str(), "result" => "delta").increment(1);
+                    let from = HeaderValue::from_str(from).unwrap_or(HeaderValue::from_static(""));
+                    return (
+                        StatusCode::OK,
+                        [
+                            (header::ETAG, etag),
+                            (
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static("application/json"),
+                            ),
+                            (
+                                header::HeaderName::from_static(
+                                    ocean_core::subscriber::DELTA_HEADER,
+                                ),
+                                from,
+                            ),
+                        ],
+                        doc,
+                    )
+                        .into_response();
+                }
+                if since.is_some() {
+                    metrics::counter!("ocean_control_table_deltas_total", "kind" => kind.as_str(), "result" => "full").increment(1);
+                }
                 // Full tables go gzip-compressed to those who accept it.
                 let (body, encoding) = if gzip {
                     (t.gzipped(), "gzip")

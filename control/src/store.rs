@@ -1,16 +1,22 @@
 //! The published tables. Long-poll handlers wait on the `watch` channel and wake together
 //! when a table changes; bodies are serialized once per change and shared.
+//!
+//! For the kinds that take deltas the store also keeps the changes of the last
+//! `--delta-history` versions, so that a subscriber a few versions behind gets the entries
+//! that changed since its version instead of the whole table (see
+//! [`ocean_core::table::delta`]).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use ocean_core::table::delta::Changes;
 use ocean_core::table::TableKind;
 use tokio::sync::watch;
 
 /// One published table.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Served {
     pub etag: String,
     pub body: Bytes,
@@ -18,6 +24,10 @@ pub struct Served {
     pub published_at: SystemTime,
     /// `body` gzip-compressed, made by the first subscriber that asks and then shared.
     gzip: OnceLock<Bytes>,
+    /// What changed since the table published before this one (kinds that take deltas).
+    changes: Option<(String, Arc<Changes>)>,
+    /// Delta documents to this table by the ETag they start from, made on first request.
+    deltas: Mutex<HashMap<String, Bytes>>,
 }
 
 impl Served {
@@ -28,7 +38,15 @@ impl Served {
             backends,
             published_at,
             gzip: OnceLock::new(),
+            changes: None,
+            deltas: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same table, with what changed since the table with ETag `base`.
+    pub fn with_changes(mut self, base: String, changes: Changes) -> Served {
+        self.changes = Some((base, Arc::new(changes)));
+        self
     }
 
     /// The body gzip-compressed (once per published table).
@@ -41,20 +59,72 @@ impl Served {
 
 pub type Snapshot = Arc<BTreeMap<TableKind, Arc<Served>>>;
 
+/// One version step of a table: from ETag `from` to `to`.
+#[derive(Debug)]
+struct Step {
+    from: String,
+    to: String,
+    changes: Arc<Changes>,
+}
+
+/// The default of `--delta-history`.
+pub const DEFAULT_DELTA_HISTORY: usize = 32;
+
 #[derive(Debug)]
 pub struct Store {
     tx: watch::Sender<Snapshot>,
+    /// Per kind, the last version steps, oldest first; the last one ends at the published
+    /// table.
+    history: Mutex<HashMap<TableKind, VecDeque<Step>>>,
+    /// How many steps are kept per kind (0: no deltas).
+    history_len: usize,
 }
 
 impl Default for Store {
     fn default() -> Self {
-        Store {
-            tx: watch::channel(Arc::new(BTreeMap::new())).0,
-        }
+        Store::new(DEFAULT_DELTA_HISTORY)
     }
 }
 
 impl Store {
+    /// A store that keeps `history_len` version steps per kind for deltas.
+    pub fn new(history_len: usize) -> Store {
+        Store {
+            tx: watch::channel(Arc::new(BTreeMap::new())).0,
+            history: Mutex::new(HashMap::new()),
+            history_len,
+        }
+    }
+
+    /// The delta document from the table with ETag `since` to `current` (the published
+    /// table of `kind`), if the history still reaches back to `since`. Made once per
+    /// (`since`, `current`) and shared.
+    pub fn delta(&self, kind: TableKind, since: &str, current: &Served) -> Option<Bytes> {
+        if let Some(doc) = current.deltas.lock().ok()?.get(since) {
+            return Some(doc.clone());
+        }
+        let joined = {
+            let history = self.history.lock().ok()?;
+            let steps = history.get(&kind)?;
+            // The steps from `since` up to the table being served (newer ones may have been
+            // published since this request took its snapshot).
+            let end = steps.iter().rposition(|s| s.to == current.etag)?;
+            let start = steps.iter().take(end + 1).rposition(|s| s.from == since)?;
+            Changes::join(
+                steps
+                    .iter()
+                    .skip(start)
+                    .take(end + 1 - start)
+                    .map(|s| &*s.changes),
+            )?
+        };
+        let doc: Bytes = joined.encode(since, &current.etag).into();
+        if let Ok(mut cache) = current.deltas.lock() {
+            cache.insert(since.to_string(), doc.clone());
+        }
+        Some(doc)
+    }
+
     pub fn get(&self, kind: TableKind) -> Option<Arc<Served>> {
         self.tx.borrow().get(&kind).cloned()
     }
@@ -90,11 +160,152 @@ impl Store {
                 .set(u32::from_str_radix(s.etag.get(..8).unwrap_or("0"), 16).unwrap_or(0) as f64);
             metrics::counter!("ocean_control_table_publishes_total", "kind" => k.as_str())
                 .increment(1);
+            self.record_step(k, current.get(&k).map(|c| c.etag.as_str()), &s);
             let s = Arc::new(s);
             published.push((k, s.clone()));
             next.insert(k, s);
         }
         self.tx.send_replace(Arc::new(next));
         published
+    }
+
+    /// Keeps the step from the published table (ETag `from`) to `next` for deltas, when
+    /// `next` carries changes from exactly that table; else the history of the kind starts
+    /// over (a subscriber behind it gets the whole table).
+    fn record_step(&self, kind: TableKind, from: Option<&str>, next: &Served) {
+        let Ok(mut history) = self.history.lock() else {
+            return;
+        };
+        let steps = history.entry(kind).or_default();
+        match (&next.changes, from) {
+            (Some((base, changes)), Some(from)) if base == from && self.history_len > 0 => {
+                if steps.len() >= self.history_len {
+                    steps.pop_front();
+                }
+                steps.push_back(Step {
+                    from: from.to_string(),
+                    to: next.etag.clone(),
+                    changes: changes.clone(),
+                });
+            }
+            _ => steps.clear(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use ocean_core::table::dns::DnsRecords;
+    use ocean_core::table::{etag_of, DnsTable, Table};
+
+    use super::*;
+
+    /// Version `n` of a dns table: `a.mesos.` points at 10.0.0.n.
+    fn version(n: u8) -> DnsTable {
+        let mut t = DnsTable::default();
+        t.names.insert(
+            "a.mesos.".into(),
+            DnsRecords {
+                a: vec![Ipv4Addr::new(10, 0, 0, n)],
+                ..Default::default()
+            },
+        );
+        t.names.insert(
+            "b.mesos.".into(),
+            DnsRecords {
+                a: vec![Ipv4Addr::LOCALHOST],
+                ..Default::default()
+            },
+        );
+        t
+    }
+
+    fn served(t: &DnsTable, base: Option<&DnsTable>) -> Served {
+        let body = t.canonical_body().unwrap_or_default();
+        let s = Served::new(etag_of(&body), body.into(), 1, SystemTime::now());
+        match base {
+            Some(b) => {
+                let from = etag_of(&b.canonical_body().unwrap_or_default());
+                s.with_changes(from, Changes::between(b, t).unwrap_or_default())
+            }
+            None => s,
+        }
+    }
+
+    fn etag(t: &DnsTable) -> String {
+        etag_of(&t.canonical_body().unwrap_or_default())
+    }
+
+    /// Publishes versions 1..=n, each with its changes from the one before.
+    fn store_with(history: usize, n: u8) -> Store {
+        let store = Store::new(history);
+        store.publish(vec![(TableKind::Dns, served(&version(1), None))]);
+        for v in 2..=n {
+            store.publish(vec![(
+                TableKind::Dns,
+                served(&version(v), Some(&version(v - 1))),
+            )]);
+        }
+        store
+    }
+
+    fn delta_from(store: &Store, v: u8) -> Option<DnsTable> {
+        let current = store.get(TableKind::Dns)?;
+        let doc = store.delta(TableKind::Dns, &etag(&version(v)), &current)?;
+        let applied = ocean_core::table::delta::apply(&version(v), &etag(&version(v)), &doc)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Some(applied.table)
+    }
+
+    #[test]
+    fn deltas_reach_back_as_far_as_the_history() {
+        let store = store_with(3, 5);
+        // One, two and three versions behind: a delta that makes version 5.
+        for v in [4, 3, 2] {
+            assert_eq!(delta_from(&store, v), Some(version(5)), "from {v}");
+        }
+        // Four behind is past the history: no delta (the whole table is served).
+        assert_eq!(delta_from(&store, 1), None);
+        // An ETag never published: no delta.
+        let current = store
+            .get(TableKind::Dns)
+            .unwrap_or_else(|| panic!("no table"));
+        assert!(store.delta(TableKind::Dns, "feed", &current).is_none());
+    }
+
+    #[test]
+    fn a_table_without_changes_starts_the_history_over() {
+        let store = store_with(8, 3);
+        assert_eq!(delta_from(&store, 2), Some(version(3)));
+        // Published without changes (say, its base was not the published table).
+        store.publish(vec![(TableKind::Dns, served(&version(4), None))]);
+        assert_eq!(delta_from(&store, 3), None);
+        // Changes based on a table other than the published one are not kept either.
+        store.publish(vec![(
+            TableKind::Dns,
+            served(&version(5), Some(&version(1))),
+        )]);
+        assert_eq!(delta_from(&store, 4), None);
+        // A zero history keeps nothing.
+        let store = store_with(0, 3);
+        assert_eq!(delta_from(&store, 2), None);
+    }
+
+    #[test]
+    fn delta_documents_are_made_once() {
+        let store = store_with(4, 3);
+        let current = store
+            .get(TableKind::Dns)
+            .unwrap_or_else(|| panic!("no table"));
+        let a = store.delta(TableKind::Dns, &etag(&version(2)), &current);
+        let b = store.delta(TableKind::Dns, &etag(&version(2)), &current);
+        assert!(a.is_some());
+        // The same shared bytes, not a second encoding.
+        assert_eq!(
+            a.map(|d| d.as_ptr() as usize),
+            b.map(|d| d.as_ptr() as usize)
+        );
     }
 }

@@ -270,38 +270,7 @@ impl<T: Table> Publisher<T> {
             })
         });
         match parsed {
-            Ok(v) => {
-                if self.running_etag().as_deref() == Some(v.etag.as_str()) {
-                    metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "unchanged").increment(1);
-                    return Outcome::Unchanged;
-                }
-                if write_cache {
-                    if let Some(dir) = &self.cache_dir {
-                        if let Err(e) = write_cache_file(dir, kind, &v.body) {
-                            tracing::warn!(kind, dir = %dir.display(), error = %e, "could not write table cache");
-                        }
-                    }
-                }
-                tracing::info!(kind, etag = %v.etag, backends = v.table.backend_count(), source, "table accepted");
-                metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "accepted").increment(1);
-                metrics::gauge!("ocean_table_backends", "kind" => kind)
-                    .set(v.table.backend_count() as f64);
-                metrics::gauge!("ocean_table_etag_prefix", "kind" => kind)
-                    .set(etag_prefix(&v.etag));
-                metrics::gauge!("ocean_table_accepted_timestamp_seconds", "kind" => kind)
-                    .set(unix_now());
-                self.current.store(Some(v.clone()));
-                // systemd: READY=1 with the first table (the proxy's table worker picks it
-                // up from the watch at once), STATUS= with every later ETag.
-                crate::notify::table_applied(kind, &v.etag);
-                self.tx.send_replace(Some(v));
-                self.set_status(|s| {
-                    s.source = Some(source.to_string());
-                    s.accepted += 1;
-                    s.applied_unix = Some(crate::status_page::unix_now());
-                });
-                Outcome::Accepted
-            }
+            Ok(v) => self.accept(v, source, write_cache),
             Err(e) => {
                 let etag = crate::table::etag_of(body);
                 tracing::error!(kind, etag, source, error = %e, "table refused; keeping the current one");
@@ -314,6 +283,82 @@ impl<T: Table> Publisher<T> {
                     s.refused += 1;
                 });
                 Outcome::Refused
+            }
+        }
+    }
+}
+
+impl<T: Table> Publisher<T> {
+    /// Publishes a parsed and validated table (if it is not the running one).
+    fn accept(&self, v: Arc<Versioned<T>>, source: &str, write_cache: bool) -> Outcome {
+        let kind = T::KIND.as_str();
+        if self.running_etag().as_deref() == Some(v.etag.as_str()) {
+            metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "unchanged")
+                .increment(1);
+            return Outcome::Unchanged;
+        }
+        if write_cache {
+            if let Some(dir) = &self.cache_dir {
+                if let Err(e) = write_cache_file(dir, kind, &v.body) {
+                    tracing::warn!(kind, dir = %dir.display(), error = %e, "could not write table cache");
+                }
+            }
+        }
+        tracing::info!(kind, etag = %v.etag, backends = v.table.backend_count(), source, "table accepted");
+        metrics::counter!("ocean_table_updates_total", "kind" => kind, "result" => "accepted")
+            .increment(1);
+        metrics::gauge!("ocean_table_backends", "kind" => kind).set(v.table.backend_count() as f64);
+        metrics::gauge!("ocean_table_etag_prefix", "kind" => kind).set(etag_prefix(&v.etag));
+        metrics::gauge!("ocean_table_accepted_timestamp_seconds", "kind" => kind).set(unix_now());
+        self.current.store(Some(v.clone()));
+        // systemd: READY=1 with the first table (the proxy's table worker picks it up from
+        // the watch at once), STATUS= with every later ETag.
+        crate::notify::table_applied(kind, &v.etag);
+        self.tx.send_replace(Some(v));
+        self.set_status(|s| {
+            s.source = Some(source.to_string());
+            s.accepted += 1;
+            s.applied_unix = Some(crate::status_page::unix_now());
+        });
+        Outcome::Accepted
+    }
+
+    /// Applies a delta from control to the running table (off the async threads: at 100k
+    /// names the check re-serializes and hashes the whole table). `Err` means the full table
+    /// must be fetched: no running table, or a delta that does not make the table it names.
+    async fn offer_delta(&self, doc: bytes::Bytes, source: &str) -> Result<Outcome, String> {
+        let kind = T::KIND.as_str();
+        let running = self
+            .current
+            .load_full()
+            .ok_or_else(|| "a delta came but no table runs yet".to_string())?;
+        let applied = tokio::task::spawn_blocking(move || {
+            running
+                .table
+                .apply_delta(&running.etag, &doc)
+                .map(|r| r.map_err(|e| e.to_string()))
+                .unwrap_or_else(|| Err(format!("the {kind} table takes no deltas")))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match applied {
+            Ok(a) => {
+                metrics::counter!("ocean_table_deltas_total", "kind" => kind, "result" => "applied")
+                    .increment(1);
+                tracing::debug!(kind, etag = %a.etag, changed = a.changed.len(), "delta applied");
+                let v = Arc::new(Versioned {
+                    etag: a.etag,
+                    table: a.table,
+                    body: a.body.into(),
+                });
+                Ok(self.accept(v, source, true))
+            }
+            Err(e) => {
+                metrics::counter!("ocean_table_deltas_total", "kind" => kind, "result" => "refused")
+                    .increment(1);
+                tracing::warn!(kind, source, error = %e, "delta refused; fetching the whole table");
+                Err(e)
             }
         }
     }
@@ -471,6 +516,9 @@ async fn run_control<T: Table>(
     // index to go back to if it is still down. The first control listed is preferred, so a
     // fleet moves back to it once it returns (within one long-poll).
     let mut fallback: Option<usize> = None;
+    // Set when a delta did not make the table it named: the next poll asks for the whole
+    // table.
+    let mut want_full = false;
     loop {
         let Some(base) = config.controls.get(idx % config.controls.len().max(1)) else {
             return;
@@ -486,12 +534,30 @@ async fn run_control<T: Table>(
             .lock()
             .ok()
             .and_then(|s| s.last_refused.clone());
+        let running = publisher.running_etag();
+        // A delta is asked for only from the table we run, and only when that is also the
+        // last one control sent (after a refusal, control's table is not ours to patch).
+        let since = running
+            .as_deref()
+            .filter(|r| T::DELTAS && !want_full && seen.as_deref() == Some(*r));
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = poll_once(&client, base, kind, &config, wait, seen.as_deref(), publisher.running_etag(), refusal.as_ref()) => r,
+            r = poll_once(&client, base, kind, &config, Poll { wait, seen: seen.as_deref(), since, running: running.as_deref(), refusal: refusal.as_ref() }) => r,
         };
         match result {
-            Ok(Some((etag, body))) => {
+            Ok(Polled::Delta { etag, doc }) => {
+                let source = format!("control {base}");
+                match publisher.offer_delta(doc, &source).await {
+                    Ok(_) => seen = Some(etag),
+                    Err(_) => want_full = true,
+                }
+                failures_in_a_row = 0;
+                backoff = backoff_min;
+                publisher.set_status(|s| s.last_error = None);
+                back_to_first(&mut idx, &mut fallback, config.controls.len());
+            }
+            Ok(Polled::Full { etag, body }) => {
+                want_full = false;
                 let source = format!("control {base}");
                 // A refusal is reported to control on every later poll (from the status).
                 let outcome = publisher.offer(&body, &source, true);
@@ -508,7 +574,7 @@ async fn run_control<T: Table>(
                 publisher.set_status(|s| s.last_error = None);
                 back_to_first(&mut idx, &mut fallback, config.controls.len());
             }
-            Ok(None) => {
+            Ok(Polled::NotModified) => {
                 failures_in_a_row = 0;
                 backoff = backoff_min;
                 publisher.set_status(|s| s.last_error = None);
@@ -578,18 +644,45 @@ async fn load_cache<T: Table>(publisher: &Publisher<T>) {
     }
 }
 
-/// One long-poll. `Ok(None)` is a 304 (nothing new).
-#[allow(clippy::too_many_arguments)]
+/// What one long-poll asks with.
+struct Poll<'a> {
+    wait: Duration,
+    /// The ETag of the last table control sent (`If-None-Match`).
+    seen: Option<&'a str>,
+    /// The ETag to get a delta from (`?since=`), if any.
+    since: Option<&'a str>,
+    running: Option<&'a str>,
+    refusal: Option<&'a Refusal>,
+}
+
+/// What one long-poll brought.
+enum Polled {
+    /// 304: nothing new.
+    NotModified,
+    /// A whole table.
+    Full { etag: String, body: bytes::Bytes },
+    /// A delta document from the table we run to the one with ETag `etag`.
+    Delta { etag: String, doc: bytes::Bytes },
+}
+
+/// The response header that marks a delta (its value: the ETag the delta starts from).
+pub const DELTA_HEADER: &str = "x-ocean-delta-from";
+
+/// One long-poll.
 async fn poll_once(
     client: &reqwest::Client,
     base: &Url,
     kind: &str,
     config: &SubscriberConfig,
-    wait: Duration,
-    seen: Option<&str>,
-    running: Option<String>,
-    refusal: Option<&Refusal>,
-) -> Result<Option<(String, bytes::Bytes)>, PollError> {
+    poll: Poll<'_>,
+) -> Result<Polled, PollError> {
+    let Poll {
+        wait,
+        seen,
+        since,
+        running,
+        refusal,
+    } = poll;
     let mut url = base.clone();
     url.set_path(&format!(
         "{}/v1/tables/{kind}",
@@ -599,8 +692,11 @@ async fn poll_once(
         let mut q = url.query_pairs_mut();
         q.append_pair("wait", &format!("{}ms", wait.as_millis()));
         q.append_pair("subscriber", &config.subscriber_id);
-        if let Some(r) = &running {
+        if let Some(r) = running {
             q.append_pair("running", r);
+        }
+        if let Some(s) = since {
+            q.append_pair("since", s);
         }
         if let Some(r) = refusal {
             q.append_pair("refused", &r.etag);
@@ -628,7 +724,7 @@ async fn poll_once(
                 waited_ms = started.elapsed().as_millis() as u64,
                 "no change"
             );
-            Ok(None)
+            Ok(Polled::NotModified)
         }
         StatusCode::OK => {
             let etag = resp
@@ -640,6 +736,7 @@ async fn poll_once(
                 .headers()
                 .get(reqwest::header::CONTENT_ENCODING)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+            let delta = resp.headers().contains_key(DELTA_HEADER);
             let body = resp.bytes().await?;
             let body = if gzipped {
                 // Inflating a large table takes tens of ms: off the runtime's threads.
@@ -653,8 +750,12 @@ async fn poll_once(
             } else {
                 body
             };
+            if delta {
+                let etag = etag.ok_or_else(|| PollError::Body("a delta without ETag".into()))?;
+                return Ok(Polled::Delta { etag, doc: body });
+            }
             let etag = etag.unwrap_or_else(|| crate::table::etag_of(&body));
-            Ok(Some((etag, body)))
+            Ok(Polled::Full { etag, body })
         }
         s => Err(PollError::Status(s)),
     }

@@ -1,4 +1,5 @@
 pub mod abuse;
+pub mod dnsperf;
 pub mod fake_marathon;
 pub mod metrics;
 pub mod pki;

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -22,6 +21,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use ocean_core::subscriber::SubscriberConfig;
 use ocean_core::table::dns::{DnsRecords, DnsView, SrvRecord};
 use ocean_core::table::DnsTable;
+use ocean_tests::dnsperf;
 use tokio_util::sync::CancellationToken;
 
 const SWAPS: u32 = 100;
@@ -209,73 +209,6 @@ fn ipv4s(m: &Message) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Kills dnsperf if the test fails half way.
-struct KillOnDrop(Option<Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// What dnsperf printed, parsed.
-#[derive(Debug, Default)]
-struct Report {
-    sent: u64,
-    completed: u64,
-    lost: u64,
-    rcodes: BTreeMap<String, u64>,
-    /// Per-query lines (`-v`): rcode, name, type.
-    answers: Vec<(String, String, String)>,
-}
-
-fn field(text: &str, label: &str) -> u64 {
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .unwrap_or_else(|| panic!("no {label:?} line in dnsperf's output:\n{text}"));
-    line[line.find(label).unwrap() + label.len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read {label:?} in {line:?}"))
-}
-
-fn parse_report(text: &str) -> Report {
-    let mut r = Report {
-        sent: field(text, "Queries sent:"),
-        completed: field(text, "Queries completed:"),
-        lost: field(text, "Queries lost:"),
-        ..Default::default()
-    };
-    if let Some(line) = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("Response codes:"))
-    {
-        // "Response codes:       NOERROR 223174 (90.00%), NXDOMAIN 24802 (10.00%)"
-        let list = line.split_once(':').unwrap().1;
-        for part in list.split(',') {
-            let mut w = part.split_whitespace();
-            if let (Some(code), Some(n)) = (w.next(), w.next()) {
-                r.rcodes.insert(code.to_string(), n.parse().unwrap());
-            }
-        }
-    }
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("> ") {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.len() >= 3 {
-                r.answers
-                    .push((f[0].into(), f[1].trim_end_matches('.').into(), f[2].into()));
-            }
-        }
-    }
-    r
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_table_swaps_under_dnsperf_load_lose_no_query() {
     let started = Instant::now();
@@ -313,24 +246,7 @@ async fn a_hundred_table_swaps_under_dnsperf_load_lose_no_query() {
     // The load.
     let queries = query_file(dir.path());
     let out_path = dir.path().join("dnsperf.out");
-    let out = std::fs::File::create(&out_path).unwrap();
-    let child = Command::new("dnsperf")
-        .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string()])
-        .arg("-d")
-        .arg(&queries)
-        .args(["-l", &LOAD_SECONDS.to_string()])
-        .args(["-c", "2", "-q", "50", "-t", "2"])
-        .args(["-Q", &LOAD_QPS.to_string()])
-        // One line per answer: its rcode and name.
-        .arg("-v")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run dnsperf ({e}): install the Debian package dnsperf (apt-get install dnsperf)")
-        });
-    let mut child = KillOnDrop(Some(child));
+    let mut child = dnsperf::spawn(server, &queries, LOAD_SECONDS, LOAD_QPS, &out_path);
     let load_started = Instant::now();
     // Let it get going before the first swap.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -399,15 +315,8 @@ async fn a_hundred_table_swaps_under_dnsperf_load_lose_no_query() {
     let swaps_done = load_started.elapsed();
 
     // The load ends by itself.
-    let mut c = child.0.take().unwrap();
-    let status = tokio::task::spawn_blocking(move || c.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = std::fs::read_to_string(&out_path).unwrap();
-    assert!(status.success(), "dnsperf failed ({status}):\n{text}");
-    let r = parse_report(&text);
-    let tail = &text[text.find("Statistics:").unwrap_or(0)..];
+    let (r, tail) = dnsperf::finish(child, &out_path).await;
+    let tail = tail.as_str();
 
     assert!(
         r.sent >= 1000,

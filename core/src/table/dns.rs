@@ -146,8 +146,47 @@ pub fn check_fqdn(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl super::delta::Keyed for DnsTable {
+    type Entry = DnsRecords;
+
+    fn entries(&self) -> &BTreeMap<String, DnsRecords> {
+        &self.names
+    }
+
+    fn entries_mut(&mut self) -> &mut BTreeMap<String, DnsRecords> {
+        &mut self.names
+    }
+
+    fn header(&self) -> Self {
+        DnsTable {
+            domain: self.domain.clone(),
+            names: BTreeMap::new(),
+            soa: self.soa.clone(),
+            ttl: self.ttl,
+            views: self.views.clone(),
+            zones: self.zones.clone(),
+        }
+    }
+}
+
 impl Table for DnsTable {
     const KIND: TableKind = TableKind::Dns;
+    const DELTAS: bool = true;
+
+    fn changes_since(
+        &self,
+        old: &Self,
+    ) -> Option<Result<super::delta::Changes, serde_json::Error>> {
+        Some(super::delta::Changes::between(old, self))
+    }
+
+    fn apply_delta(
+        &self,
+        etag: &str,
+        doc: &[u8],
+    ) -> Option<Result<super::delta::Applied<Self>, super::delta::DeltaError>> {
+        Some(super::delta::apply(self, etag, doc))
+    }
 
     fn validate(&self) -> Result<(), TableError> {
         let mut p = Problems::default();

@@ -7,6 +7,7 @@
 //! Every table has a `validate()` that a proxy runs before swapping a table in; an invalid
 //! table is refused as a whole with the list of entries at fault.
 
+pub mod delta;
 pub mod dns;
 pub mod gzip;
 pub mod lvs;
@@ -152,6 +153,10 @@ pub trait Table:
 {
     const KIND: TableKind;
 
+    /// Whether control serves this kind as deltas to a subscriber that says what it runs
+    /// (`?since=`); see [`delta`].
+    const DELTAS: bool = false;
+
     /// Checks everything a proxy relies on. Returns every problem found, not just the first.
     fn validate(&self) -> Result<(), TableError>;
 
@@ -165,6 +170,22 @@ pub trait Table:
     /// `direct_serialization_is_canonical` holds every table type to it.
     fn canonical_body(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
+    }
+
+    /// What changed since `old`, for control to serve as a delta (see [`delta`]); `None`
+    /// for the kinds that are always served whole.
+    fn changes_since(&self, _old: &Self) -> Option<Result<delta::Changes, serde_json::Error>> {
+        None
+    }
+
+    /// Applies a delta document to this table (whose ETag is `etag`) and checks the result;
+    /// `None` for the kinds that take no deltas.
+    fn apply_delta(
+        &self,
+        _etag: &str,
+        _doc: &[u8],
+    ) -> Option<Result<delta::Applied<Self>, delta::DeltaError>> {
+        None
     }
 
     /// Parses and validates a table body.

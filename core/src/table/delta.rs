@@ -1,0 +1,392 @@
+//! Table deltas: what changed between two versions of a table, entry by entry.
+//!
+//! A subscriber that runs the table with ETag `E` asks control for `?since=E` and, when
+//! control still knows the versions since `E` (`--delta-history`), gets a delta instead of
+//! the whole table:
+//!
+//! ```json
+//! {"from":"E","header":{..the new table without its entries..},
+//!  "removed":["gone.marathon.mesos."],"set":{"web.marathon.mesos.":{"a":["10.0.0.7"]}},"to":"F"}
+//! ```
+//!
+//! The subscriber applies it to its running table and computes the ETag of the result: a
+//! result whose ETag is not `to` is thrown away and the full table fetched. So a wrong delta
+//! (a control bug, a corrupted table in memory) costs one full fetch, never a wrong table.
+//!
+//! Only tables whose bulk is one keyed map take deltas ([`Keyed`]): the `dns` table, which
+//! holds one entry per name and is the large one (16 MB at 10k apps). The others are small
+//! (one entry per claim) and are always served whole.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{etag_of, Table};
+
+/// A table whose bulk is one map of entries by key, so that a delta can carry the changed
+/// entries and the (small) rest of the table whole.
+pub trait Keyed: Table {
+    type Entry: Serialize + DeserializeOwned + PartialEq + Clone + Send + Sync;
+
+    /// The entries by key.
+    fn entries(&self) -> &BTreeMap<String, Self::Entry>;
+
+    fn entries_mut(&mut self) -> &mut BTreeMap<String, Self::Entry>;
+
+    /// A copy of the table with no entries: what every delta carries whole.
+    fn header(&self) -> Self;
+}
+
+/// What changed between two versions of a table, serialized entry by entry: control keeps a
+/// few of these per kind and joins them for a subscriber several versions behind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// Canonical JSON of the new table without its entries.
+    pub header: Bytes,
+    /// Each changed key: the new entry's canonical JSON, or `None` when it was removed.
+    pub entries: BTreeMap<String, Option<Bytes>>,
+}
+
+impl Changes {
+    /// The changes that take `old` to `new`: one walk over both sorted maps.
+    ///
+    /// # Errors
+    /// An entry that does not serialize (not possible for table types).
+    pub fn between<T: Keyed>(old: &T, new: &T) -> Result<Changes, serde_json::Error> {
+        let mut entries = BTreeMap::new();
+        let mut a = old.entries().iter().peekable();
+        let mut b = new.entries().iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some((ka, _)), None) => {
+                    entries.insert((*ka).clone(), None);
+                    a.next();
+                }
+                (None, Some((kb, vb))) => {
+                    entries.insert((*kb).clone(), Some(serde_json::to_vec(vb)?.into()));
+                    b.next();
+                }
+                (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                    std::cmp::Ordering::Less => {
+                        entries.insert((*ka).clone(), None);
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        entries.insert((*kb).clone(), Some(serde_json::to_vec(vb)?.into()));
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if va != vb {
+                            entries.insert((*kb).clone(), Some(serde_json::to_vec(vb)?.into()));
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
+            }
+        }
+        Ok(Changes {
+            header: new.header().canonical_body()?.into(),
+            entries,
+        })
+    }
+
+    /// Consecutive changes joined into one, oldest first: a later change of a key replaces
+    /// an earlier one, and the header is the last one's. `None` for an empty list.
+    pub fn join<'a>(steps: impl IntoIterator<Item = &'a Changes>) -> Option<Changes> {
+        let mut out: Option<Changes> = None;
+        for step in steps {
+            match &mut out {
+                None => out = Some(step.clone()),
+                Some(o) => {
+                    o.header = step.header.clone();
+                    o.entries
+                        .extend(step.entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        out
+    }
+
+    /// The delta document (see the module docs) that takes a table with ETag `from` to one
+    /// with ETag `to`.
+    pub fn encode(&self, from: &str, to: &str) -> Vec<u8> {
+        let bytes: usize = self
+            .entries
+            .iter()
+            .map(|(k, v)| k.len() + 8 + v.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let mut out = Vec::with_capacity(self.header.len() + bytes + 128);
+        out.extend_from_slice(b"{\"from\":");
+        push_json_string(&mut out, from);
+        out.extend_from_slice(b",\"header\":");
+        out.extend_from_slice(&self.header);
+        out.extend_from_slice(b",\"removed\":[");
+        let mut first = true;
+        for key in self
+            .entries
+            .iter()
+            .filter_map(|(k, v)| v.is_none().then_some(k))
+        {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            push_json_string(&mut out, key);
+        }
+        out.extend_from_slice(b"],\"set\":{");
+        let mut first = true;
+        for (key, entry) in self
+            .entries
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            push_json_string(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(entry);
+        }
+        out.extend_from_slice(b"},\"to\":");
+        push_json_string(&mut out, to);
+        out.push(b'}');
+        out
+    }
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Serializing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A delta document as a subscriber reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[serde(bound = "T: Keyed")]
+pub struct Delta<T: Keyed> {
+    pub from: String,
+    pub header: T,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    #[serde(default)]
+    pub set: BTreeMap<String, T::Entry>,
+    pub to: String,
+}
+
+/// Why a delta was not applied (the subscriber then fetches the whole table).
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("not a delta document: {0}")]
+    Parse(String),
+    #[error("the delta is from {from}, the running table is {running}")]
+    WrongBase { from: String, running: String },
+    #[error("the table the delta makes is invalid: {0}")]
+    Invalid(String),
+    #[error("the table the delta makes has ETag {got}, the delta says {want}")]
+    Mismatch { got: String, want: String },
+}
+
+/// A table made by a delta: the table, its canonical body and ETag (checked against the
+/// delta's), and the keys the delta touched.
+#[derive(Debug)]
+pub struct Applied<T> {
+    pub table: T,
+    pub body: Vec<u8>,
+    pub etag: String,
+    pub changed: Vec<String>,
+}
+
+/// Applies a delta document to `running` (whose ETag is `running_etag`), checks the result
+/// and returns it.
+///
+/// # Errors
+/// A document that does not parse, is based on another version, or whose result is invalid
+/// or does not have the ETag the delta names.
+pub fn apply<T: Keyed>(
+    running: &T,
+    running_etag: &str,
+    doc: &[u8],
+) -> Result<Applied<T>, DeltaError> {
+    let delta: Delta<T> =
+        serde_json::from_slice(doc).map_err(|e| DeltaError::Parse(e.to_string()))?;
+    if delta.from != running_etag {
+        return Err(DeltaError::WrongBase {
+            from: delta.from,
+            running: running_etag.to_string(),
+        });
+    }
+    let mut table = delta.header;
+    *table.entries_mut() = running.entries().clone();
+    let mut changed = Vec::with_capacity(delta.removed.len() + delta.set.len());
+    for key in delta.removed {
+        table.entries_mut().remove(&key);
+        changed.push(key);
+    }
+    for (key, entry) in delta.set {
+        changed.push(key.clone());
+        table.entries_mut().insert(key, entry);
+    }
+    table
+        .validate()
+        .map_err(|e| DeltaError::Invalid(e.to_string()))?;
+    let body = table
+        .canonical_body()
+        .map_err(|e| DeltaError::Invalid(e.to_string()))?;
+    let etag = etag_of(&body);
+    if etag != delta.to {
+        return Err(DeltaError::Mismatch {
+            got: etag,
+            want: delta.to,
+        });
+    }
+    Ok(Applied {
+        table,
+        body,
+        etag,
+        changed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Problems, TableError, TableKind};
+
+    /// A keyed table of its own, so that these tests hold for any table kind: names to
+    /// numbers, where a name must not be empty and a number not zero.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Numbers {
+        #[serde(default)]
+        names: BTreeMap<String, u32>,
+        ttl: u32,
+    }
+
+    impl Table for Numbers {
+        const KIND: TableKind = TableKind::Dns;
+
+        fn validate(&self) -> Result<(), TableError> {
+            let mut p = Problems::default();
+            for (k, v) in &self.names {
+                if k.is_empty() || *v == 0 {
+                    p.push(format!("names[{k:?}]"), "empty name or zero");
+                }
+            }
+            p.into_result(Self::KIND)
+        }
+
+        fn backend_count(&self) -> usize {
+            self.names.len()
+        }
+    }
+
+    impl Keyed for Numbers {
+        type Entry = u32;
+
+        fn entries(&self) -> &BTreeMap<String, u32> {
+            &self.names
+        }
+
+        fn entries_mut(&mut self) -> &mut BTreeMap<String, u32> {
+            &mut self.names
+        }
+
+        fn header(&self) -> Self {
+            Numbers {
+                names: BTreeMap::new(),
+                ttl: self.ttl,
+            }
+        }
+    }
+
+    fn table(names: &[(&str, u32)]) -> Numbers {
+        Numbers {
+            names: names.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+            ttl: 60,
+        }
+    }
+
+    fn etag(t: &Numbers) -> String {
+        etag_of(&t.canonical_body().unwrap_or_default())
+    }
+
+    #[test]
+    fn a_delta_takes_the_old_table_to_the_new_one() {
+        let old = table(&[("a", 1), ("b", 2), ("c", 3)]);
+        let mut new = table(&[("b", 2), ("c", 9), ("d", 4)]);
+        new.ttl = 5;
+        let changes = Changes::between(&old, &new).unwrap_or_default();
+        // a removed, c changed, d added; b untouched is not carried.
+        assert_eq!(changes.entries.keys().collect::<Vec<_>>(), ["a", "c", "d"]);
+        let doc = changes.encode(&etag(&old), &etag(&new));
+        let applied = apply(&old, &etag(&old), &doc).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(applied.table, new);
+        assert_eq!(applied.etag, etag(&new));
+        let mut changed = applied.changed.clone();
+        changed.sort();
+        assert_eq!(changed, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn joined_changes_skip_the_versions_between() {
+        let v1 = table(&[("a", 1), ("b", 2)]);
+        let v2 = table(&[("a", 5), ("c", 3)]);
+        let v3 = table(&[("a", 1), ("c", 4), ("b", 2)]);
+        let s1 = Changes::between(&v1, &v2).unwrap_or_default();
+        let s2 = Changes::between(&v2, &v3).unwrap_or_default();
+        let joined = Changes::join([&s1, &s2]).unwrap_or_default();
+        let doc = joined.encode(&etag(&v1), &etag(&v3));
+        let applied = apply(&v1, &etag(&v1), &doc).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(applied.table, v3);
+        assert!(Changes::join([]).is_none());
+    }
+
+    #[test]
+    fn a_wrong_result_is_refused_by_its_etag() {
+        let old = table(&[("a", 1)]);
+        let new = table(&[("a", 2)]);
+        let mut changes = Changes::between(&old, &new).unwrap_or_default();
+        // A delta that lost its change.
+        changes.entries.clear();
+        let doc = changes.encode(&etag(&old), &etag(&new));
+        assert!(matches!(
+            apply(&old, &etag(&old), &doc),
+            Err(DeltaError::Mismatch { .. })
+        ));
+        // Based on another version.
+        let doc = Changes::between(&old, &new)
+            .unwrap_or_default()
+            .encode("0000", &etag(&new));
+        assert!(matches!(
+            apply(&old, &etag(&old), &doc),
+            Err(DeltaError::WrongBase { .. })
+        ));
+        // Not a delta at all, or one that makes an invalid table.
+        assert!(matches!(
+            apply(&old, &etag(&old), b"{\"names\":{}}"),
+            Err(DeltaError::Parse(_))
+        ));
+        let bad = table(&[("a", 2), ("", 1)]);
+        let doc = Changes::between(&old, &bad)
+            .unwrap_or_default()
+            .encode(&etag(&old), &etag(&bad));
+        assert!(matches!(
+            apply(&old, &etag(&old), &doc),
+            Err(DeltaError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn keys_that_need_escaping_survive_the_document() {
+        let old = table(&[]);
+        let new = table(&[("we\"ird\\name", 1)]);
+        let doc = Changes::between(&old, &new)
+            .unwrap_or_default()
+            .encode(&etag(&old), &etag(&new));
+        let d: Delta<Numbers> = serde_json::from_slice(&doc).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.set.get("we\"ird\\name"), Some(&1));
+    }
+}
