@@ -63,7 +63,12 @@ pub fn describe() {
     describe_counter!(
         "ocean_control_table_bytes_sent_total",
         Unit::Bytes,
-        "Table bodies sent to subscribers, per kind and encoding (gzip when the subscriber accepts it, else identity)."
+        "Table bodies sent to subscribers, per kind and encoding (delta for ?since= answers, gzip when the subscriber accepts it, else identity)."
+    );
+    describe_counter!(
+        "ocean_control_table_deltas_total",
+        Unit::Count,
+        "Answers to ?since=, per kind and result (delta, or full when the history did not reach back)."
     );
     describe_gauge!(
         "ocean_control_table_etag_prefix",

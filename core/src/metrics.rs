@@ -527,6 +527,11 @@ pub fn describe() {
         Unit::Count,
         "Tables received by a proxy's subscriber, per kind and result (accepted, unchanged, refused)."
     );
+    describe_counter!(
+        "ocean_table_deltas_total",
+        Unit::Count,
+        "Deltas received from control, per kind and result (applied, or refused: the whole table is fetched instead)."
+    );
     describe_gauge!(
         "ocean_table_backends",
         Unit::Count,

@@ -5,7 +5,10 @@
 //!   `If-None-Match` and `?wait=`. Each poll also reports which ETag this proxy runs and the
 //!   last table it refused and why (`running=`, `refused=`, `reason=`), so control's
 //!   `/v1/subscribers` shows who lags. On failure it moves to the next URL and backs off
-//!   with full jitter. `https://` URLs are checked against `--control-ca` when given (and
+//!   with full jitter. For the kinds that take deltas (`dns`) the poll also says
+//!   `since=` the running ETag; a delta answer is applied to the running table and kept
+//!   only if the result has the ETag the delta names, else the whole table is fetched (see
+//!   [`crate::table::delta`]). `https://` URLs are checked against `--control-ca` when given (and
 //!   then only against it), else against the system's trust store.
 //! - **file** (`--table-file FILE`): read at start, re-read when its contents change.
 //! - **cache** (`--table-cache DIR`): every accepted table is written atomically to
