@@ -7,6 +7,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc, not glibc's malloc: control's sync of 100k tasks allocates millions of small
+/// strings and records; with mimalloc it runs about 1.5x faster and gives its peak back
+/// to the system afterwards (RSS 121 MiB instead of 520 MiB after a sync; see
+/// benches/README.md). The proxies' hot paths hardly allocate either way.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ocean: the data plane of a Mesos/Marathon platform.
 ///
 /// `ocean up` runs control and every proxy in one process from one config (with no

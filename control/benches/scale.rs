@@ -36,6 +36,10 @@ use ocean_core::table::{etag_of, quote_etag, unquote_etag, Table, TableKind};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+/// The allocator of the `ocean` binary (src/main.rs), so that the figures are control's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: cargo bench -p ocean-control --bench scale -- [options]
   --apps N            apps in the synthetic Marathon state (10000)
   --tasks-per-app N   tasks per app (10)

@@ -100,14 +100,21 @@ impl DnsSettings {
 
 const FRAMEWORK: &str = "marathon";
 
+/// The names being derived. A hash map while building (an app's names are looked up once
+/// per task and record, and `entry_ref` copies a key only when it is new); sorted into the
+/// table's `BTreeMap` once at the end.
 #[derive(Default)]
 struct Zone {
-    names: BTreeMap<String, DnsRecords>,
+    names: hashbrown::HashMap<String, DnsRecords, rustc_hash::FxBuildHasher>,
 }
 
 impl Zone {
+    fn records(&mut self, name: &str) -> &mut DnsRecords {
+        self.names.entry_ref(name).or_default()
+    }
+
     fn ip(&mut self, name: &str, ip: IpAddr) {
-        let r = self.names.entry(name.to_string()).or_default();
+        let r = self.records(name);
         match ip {
             IpAddr::V4(v4) => r.a.push(v4),
             IpAddr::V6(v6) => r.aaaa.push(v6),
@@ -115,16 +122,12 @@ impl Zone {
     }
 
     fn srv(&mut self, name: &str, target: &str, port: u16, weight: u16) {
-        self.names
-            .entry(name.to_string())
-            .or_default()
-            .srv
-            .push(SrvRecord {
-                priority: 0,
-                weight,
-                port,
-                target: target.to_string(),
-            });
+        self.records(name).srv.push(SrvRecord {
+            priority: 0,
+            weight,
+            port,
+            target: target.to_string(),
+        });
     }
 }
 
@@ -156,6 +159,10 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                 continue;
             }
             let mut reported = false;
+            let app_fqdn = format!("{app_name}{tail}");
+            let slave_fqdn = format!("{app_name}.slave{tail}");
+            let slave_srv =
+                ["tcp", "udp"].map(|proto| format!("_{name}._{proto}.{FRAMEWORK}.slave{tail}"));
             for task in app.tasks.iter().filter(|t| include(t, s)) {
                 let canonical = format!(
                     "{name}-{}-{}.{FRAMEWORK}",
@@ -180,13 +187,13 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                     ));
                 }
                 for &ip in &task.ips {
-                    zone.ip(&format!("{app_name}{tail}"), ip);
+                    zone.ip(&app_fqdn, ip);
                     if per_task {
                         zone.ip(&target, ip);
                     }
                 }
                 if let Some(ip) = task.agent_ip {
-                    zone.ip(&format!("{app_name}.slave{tail}"), ip);
+                    zone.ip(&slave_fqdn, ip);
                     if per_task {
                         zone.ip(&slave_target, ip);
                     }
@@ -195,13 +202,8 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
                     continue;
                 }
                 for port in task.host_ports.iter().filter(|p| **p != 0) {
-                    for proto in ["tcp", "udp"] {
-                        zone.srv(
-                            &format!("_{name}._{proto}.{FRAMEWORK}.slave{tail}"),
-                            &slave_target,
-                            *port,
-                            s.srv_weight,
-                        );
+                    for srv_name in &slave_srv {
+                        zone.srv(srv_name, &slave_target, *port, s.srv_weight);
                     }
                 }
                 if task.ip.is_none() {
@@ -264,16 +266,20 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
         }
     }
     // Stable, duplicate-free records: the ETag depends on it.
-    let mut names = zone.names;
-    for r in names.values_mut() {
-        r.a.sort();
-        r.a.dedup();
-        r.aaaa.sort();
-        r.aaaa.dedup();
-        r.srv.sort();
-        r.srv.dedup();
-    }
-    names.retain(|n, _| check_fqdn(n).is_ok());
+    let names: BTreeMap<String, DnsRecords> = zone
+        .names
+        .into_iter()
+        .filter(|(n, _)| check_fqdn(n).is_ok())
+        .map(|(n, mut r)| {
+            r.a.sort_unstable();
+            r.a.dedup();
+            r.aaaa.sort_unstable();
+            r.aaaa.dedup();
+            r.srv.sort_unstable();
+            r.srv.dedup();
+            (n, r)
+        })
+        .collect();
     DnsTable {
         domain,
         ttl: s.ttl,
