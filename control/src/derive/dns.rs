@@ -121,6 +121,18 @@ impl Zone {
         }
     }
 
+    /// The valid names, sorted, with sorted, deduplicated records.
+    fn into_sorted(self) -> Vec<(String, DnsRecords)> {
+        let mut names: Vec<(String, DnsRecords)> = self
+            .names
+            .into_iter()
+            .filter(|(n, _)| check_fqdn(n).is_ok())
+            .map(|(n, r)| (n, tidy(r)))
+            .collect();
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        names
+    }
+
     fn srv(&mut self, name: &str, target: &str, port: u16, weight: u16) {
         self.records(name).srv.push(SrvRecord {
             priority: 0,
@@ -135,12 +147,16 @@ fn include(task: &Task, s: &DnsSettings) -> bool {
     task.running && (s.include_unhealthy || task.healthy != Some(false))
 }
 
-/// Derives the zone.
-pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> DnsTable {
-    let domain = s.domain.trim_end_matches('.').to_ascii_lowercase();
-    let tail = format!(".{domain}.");
+/// The names of `apps`, sorted by name, with sorted, deduplicated records; and the
+/// problems found.
+fn derive_apps(
+    apps: &[crate::state::App],
+    s: &DnsSettings,
+    tail: &str,
+) -> (Vec<(String, DnsRecords)>, Vec<Problem>) {
+    let mut problems = Vec::new();
     let mut zone = Zone::default();
-    for app in &state.apps {
+    for app in apps {
         let raw = task_name(&app.id);
         let mangled = label(&raw, s.enforce_rfc952);
         // Mesos-DNS publishes both the raw DiscoveryInfo name and its label form.
@@ -241,6 +257,78 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
             }
         }
     }
+    (zone.into_sorted(), problems)
+}
+
+/// Two sorted name lists as one; a name in both gets the records of both.
+fn merge_sorted(
+    a: Vec<(String, DnsRecords)>,
+    b: Vec<(String, DnsRecords)>,
+) -> Vec<(String, DnsRecords)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => {
+                    if let (Some((k, mut ra)), Some((_, rb))) = (a.next(), b.next()) {
+                        ra.a.extend(rb.a);
+                        ra.aaaa.extend(rb.aaaa);
+                        ra.srv.extend(rb.srv);
+                        out.push((k, tidy(ra)));
+                    }
+                    continue;
+                }
+            },
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// Records sorted and deduplicated: the ETag depends on it.
+fn tidy(mut r: DnsRecords) -> DnsRecords {
+    r.a.sort_unstable();
+    r.a.dedup();
+    r.aaaa.sort_unstable();
+    r.aaaa.dedup();
+    r.srv.sort_unstable();
+    r.srv.dedup();
+    r
+}
+
+/// Below this many apps the zone is derived on one thread.
+const PARALLEL_FROM_APPS: usize = 512;
+
+/// Derives the zone. With many apps, the two halves of the app list are derived on two
+/// threads and their names merged (the result is the same as one pass: names are sorted
+/// and records sorted and deduplicated at the end either way).
+pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> DnsTable {
+    let domain = s.domain.trim_end_matches('.').to_ascii_lowercase();
+    let tail = format!(".{domain}.");
+    let mut names = if state.apps.len() >= PARALLEL_FROM_APPS {
+        let (first, second) = state.apps.split_at(state.apps.len() / 2);
+        let (a, b) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| derive_apps(second, s, &tail));
+            let a = derive_apps(first, s, &tail);
+            (a, other.join())
+        });
+        let b = b.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        problems.extend(a.1);
+        problems.extend(b.1);
+        merge_sorted(a.0, b.0)
+    } else {
+        let (names, p) = derive_apps(&state.apps, s, &tail);
+        problems.extend(p);
+        names
+    };
+    let mut zone = Zone::default();
     // Masters: master.{d} -> all, masterN.{d} -> each, leader.{d} -> the first, with SRV.
     // As in Mesos-DNS's masterRecord, a master whose address is already listed (a duplicate,
     // or another port on the same host) takes no masterN of its own.
@@ -265,21 +353,8 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
             }
         }
     }
-    // Stable, duplicate-free records: the ETag depends on it.
-    let names: BTreeMap<String, DnsRecords> = zone
-        .names
-        .into_iter()
-        .filter(|(n, _)| check_fqdn(n).is_ok())
-        .map(|(n, mut r)| {
-            r.a.sort_unstable();
-            r.a.dedup();
-            r.aaaa.sort_unstable();
-            r.aaaa.dedup();
-            r.srv.sort_unstable();
-            r.srv.dedup();
-            (n, r)
-        })
-        .collect();
+    names = merge_sorted(names, zone.into_sorted());
+    let names: BTreeMap<String, DnsRecords> = names.into_iter().collect();
     DnsTable {
         domain,
         ttl: s.ttl,
@@ -304,6 +379,52 @@ mod tests {
     use super::*;
     use crate::derive::fixtures::state;
     use ocean_core::table::Table;
+
+    /// Derived on two threads (many apps) or one, the zone is the same, names that two
+    /// apps share (one in each half) included, and so are the problems.
+    #[test]
+    fn two_threads_derive_what_one_does() {
+        use crate::derive::fixtures::task;
+        let apps: Vec<String> = (0..PARALLEL_FROM_APPS as u32 + 11)
+            .map(|i| {
+                // Apps 300 apart have the same id (Marathon would not allow it, but two
+                // ids can make one name, `/a/b-c` and `/a/b/c` in their label form): the
+                // pairs fall in different halves of the list.
+                let id = format!("/grp/app{}", i % 300);
+                let tasks: Vec<String> = (0..2)
+                    .map(|k| task(&format!("grp_app{i}.t{k}"), &format!("10.0.{}.{}", i / 200, i % 200 + k), &[31000 + k as u16]))
+                    .collect();
+                format!(
+                    r#"{{"id":"{id}","portDefinitions":[{{"port":10000,"protocol":"tcp","name":"http"}}],"tasks":[{}]}}"#,
+                    tasks.join(",")
+                )
+            })
+            .collect();
+        let st = state(&format!(r#"{{"apps":[{}]}}"#, apps.join(",")));
+        assert!(st.apps.len() >= PARALLEL_FROM_APPS);
+        let s = DnsSettings {
+            masters: vec!["10.9.0.1:5050".parse().unwrap()],
+            ..Default::default()
+        };
+        let mut problems = Vec::new();
+        let both = derive(&st, &s, &mut problems);
+        // One thread: the same apps, derived as one slice.
+        let (names, one_problems) = derive_apps(&st.apps, &s, ".mesos.");
+        let mut one: BTreeMap<String, DnsRecords> = names.into_iter().collect();
+        for (k, v) in both
+            .names
+            .iter()
+            .filter(|(k, _)| k.contains("master") || k.contains("leader"))
+        {
+            one.insert(k.clone(), v.clone());
+        }
+        assert_eq!(both.names, one);
+        assert_eq!(problems, one_problems);
+        // Shared names got the records of both halves.
+        let shared = &both.names["app5-grp.marathon.mesos."];
+        assert!(shared.a.len() >= 4, "{shared:?}");
+        both.validate().unwrap();
+    }
 
     fn derive_default(json: &str) -> DnsTable {
         let mut problems = Vec::new();
