@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// mimalloc, not glibc's malloc: control's sync of 100k tasks allocates millions of small
-/// strings and records; with mimalloc it runs about 1.5x faster and gives its peak back
-/// to the system afterwards (RSS 121 MiB instead of 520 MiB after a sync; see
-/// benches/README.md). The proxies' hot paths hardly allocate either way.
+/// strings and records, and with mimalloc it runs about 1.5x faster with the same peak
+/// (see benches/README.md). The proxies' hot paths hardly allocate either way.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
