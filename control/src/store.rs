@@ -67,6 +67,9 @@ struct Step {
     changes: Arc<Changes>,
 }
 
+/// A step this small is kept whatever the table's size.
+const MAX_SMALL_STEP: usize = 64 << 10;
+
 /// The default of `--delta-history`.
 pub const DEFAULT_DELTA_HISTORY: usize = 32;
 
@@ -178,7 +181,14 @@ impl Store {
         };
         let steps = history.entry(kind).or_default();
         match (&next.changes, from) {
-            (Some((base, changes)), Some(from)) if base == from && self.history_len > 0 => {
+            // A change of most of a large table (a new domain, say) is not kept: the whole
+            // table, gzip-compressed, is the better answer, and 32 such steps would hold 32
+            // tables' worth of entries.
+            (Some((base, changes)), Some(from))
+                if base == from
+                    && self.history_len > 0
+                    && changes.size() <= (next.body.len() / 2).max(MAX_SMALL_STEP) =>
+            {
                 if steps.len() >= self.history_len {
                     steps.pop_front();
                 }
@@ -291,6 +301,46 @@ mod tests {
         // A zero history keeps nothing.
         let store = store_with(0, 3);
         assert_eq!(delta_from(&store, 2), None);
+        // Nor is a step that changes most of a large table.
+        let large = |prefix: &str| {
+            let mut t = version(1);
+            for i in 0..5000 {
+                t.names.insert(
+                    format!("{prefix}-{i}.mesos."),
+                    DnsRecords {
+                        a: vec![Ipv4Addr::LOCALHOST],
+                        ..Default::default()
+                    },
+                );
+            }
+            t
+        };
+        let (before, renamed) = (large("a"), large("b"));
+        let store = Store::new(8);
+        store.publish(vec![(TableKind::Dns, served(&before, None))]);
+        store.publish(vec![(TableKind::Dns, served(&renamed, Some(&before)))]);
+        let current = store
+            .get(TableKind::Dns)
+            .unwrap_or_else(|| panic!("no table"));
+        assert!(store
+            .delta(TableKind::Dns, &etag(&before), &current)
+            .is_none());
+        // While a small change of the same large table is.
+        let mut grown = renamed.clone();
+        grown.names.insert(
+            "c.mesos.".into(),
+            DnsRecords {
+                a: vec![Ipv4Addr::LOCALHOST],
+                ..Default::default()
+            },
+        );
+        store.publish(vec![(TableKind::Dns, served(&grown, Some(&renamed)))]);
+        let current = store
+            .get(TableKind::Dns)
+            .unwrap_or_else(|| panic!("no table"));
+        assert!(store
+            .delta(TableKind::Dns, &etag(&renamed), &current)
+            .is_some());
     }
 
     #[test]

@@ -111,15 +111,20 @@ impl Changes {
         out
     }
 
+    /// About how many bytes the delta document of these changes takes.
+    pub fn size(&self) -> usize {
+        self.header.len()
+            + self
+                .entries
+                .iter()
+                .map(|(k, v)| k.len() + 8 + v.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>()
+    }
+
     /// The delta document (see the module docs) that takes a table with ETag `from` to one
     /// with ETag `to`.
     pub fn encode(&self, from: &str, to: &str) -> Vec<u8> {
-        let bytes: usize = self
-            .entries
-            .iter()
-            .map(|(k, v)| k.len() + 8 + v.as_ref().map_or(0, Bytes::len))
-            .sum();
-        let mut out = Vec::with_capacity(self.header.len() + bytes + 128);
+        let mut out = Vec::with_capacity(self.size() + 128);
         out.extend_from_slice(b"{\"from\":");
         push_json_string(&mut out, from);
         out.extend_from_slice(b",\"header\":");
