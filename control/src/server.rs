@@ -277,7 +277,7 @@ async fn table(
                 }
                 // Full tables go gzip-compressed to those who accept it.
                 let (body, encoding) = if gzip {
-                    (t.gzipped(), "gzip")
+                    (t.gzipped().await, "gzip")
                 } else {
                     (t.body.clone(), "identity")
                 };

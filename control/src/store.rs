@@ -7,7 +7,7 @@
 //! [`ocean_core::table::delta`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -23,7 +23,7 @@ pub struct Served {
     pub backends: usize,
     pub published_at: SystemTime,
     /// `body` gzip-compressed, made by the first subscriber that asks and then shared.
-    gzip: OnceLock<Bytes>,
+    gzip: tokio::sync::OnceCell<Bytes>,
     /// What changed since the table published before this one (kinds that take deltas).
     changes: Option<(String, Arc<Changes>)>,
     /// Delta documents to this table by the ETag they start from, made on first request.
@@ -37,7 +37,7 @@ impl Served {
             body,
             backends,
             published_at,
-            gzip: OnceLock::new(),
+            gzip: tokio::sync::OnceCell::new(),
             changes: None,
             deltas: Mutex::new(HashMap::new()),
         }
@@ -49,10 +49,21 @@ impl Served {
         self
     }
 
-    /// The body gzip-compressed (once per published table).
-    pub fn gzipped(&self) -> Bytes {
+    /// The body gzip-compressed (once per published table; the subscribers that ask
+    /// meanwhile wait for that one). Compressed on a blocking thread: a 131 MB table takes
+    /// seconds, which would stall the async worker and every request on it.
+    pub async fn gzipped(&self) -> Bytes {
         self.gzip
-            .get_or_init(|| ocean_core::table::gzip::compress(&self.body).into())
+            .get_or_init(|| async {
+                let body = self.body.clone();
+                let compress = move || Bytes::from(ocean_core::table::gzip::compress(&body));
+                match tokio::task::spawn_blocking(compress).await {
+                    Ok(gz) => gz,
+                    // The blocking pool is gone (shutting down): compress here.
+                    Err(_) => Bytes::from(ocean_core::table::gzip::compress(&self.body)),
+                }
+            })
+            .await
             .clone()
     }
 }
