@@ -223,23 +223,19 @@ mod tests {
 
     use super::*;
 
+    fn a(ip: Ipv4Addr) -> DnsRecords {
+        DnsRecords {
+            a: vec![ip],
+            ..Default::default()
+        }
+    }
+
     /// Version `n` of a dns table: `a.mesos.` points at 10.0.0.n.
     fn version(n: u8) -> DnsTable {
         let mut t = DnsTable::default();
-        t.names.insert(
-            "a.mesos.".into(),
-            DnsRecords {
-                a: vec![Ipv4Addr::new(10, 0, 0, n)],
-                ..Default::default()
-            },
-        );
-        t.names.insert(
-            "b.mesos.".into(),
-            DnsRecords {
-                a: vec![Ipv4Addr::LOCALHOST],
-                ..Default::default()
-            },
-        );
+        t.names
+            .insert("a.mesos.".into(), a(Ipv4Addr::new(10, 0, 0, n)));
+        t.names.insert("b.mesos.".into(), a(Ipv4Addr::LOCALHOST));
         t
     }
 
@@ -316,13 +312,8 @@ mod tests {
         let large = |prefix: &str| {
             let mut t = version(1);
             for i in 0..5000 {
-                t.names.insert(
-                    format!("{prefix}-{i}.mesos."),
-                    DnsRecords {
-                        a: vec![Ipv4Addr::LOCALHOST],
-                        ..Default::default()
-                    },
-                );
+                t.names
+                    .insert(format!("{prefix}-{i}.mesos."), a(Ipv4Addr::LOCALHOST));
             }
             t
         };
@@ -338,13 +329,9 @@ mod tests {
             .is_none());
         // While a small change of the same large table is.
         let mut grown = renamed.clone();
-        grown.names.insert(
-            "c.mesos.".into(),
-            DnsRecords {
-                a: vec![Ipv4Addr::LOCALHOST],
-                ..Default::default()
-            },
-        );
+        grown
+            .names
+            .insert("c.mesos.".into(), a(Ipv4Addr::LOCALHOST));
         store.publish(vec![(TableKind::Dns, served(&grown, Some(&renamed)))]);
         let current = store
             .get(TableKind::Dns)

@@ -85,6 +85,61 @@ fn field(text: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("cannot read {label:?} in {line:?}"))
 }
 
+impl Report {
+    /// At least 1000 queries, every one answered, with the right rcode: NXDOMAIN for the
+    /// names that start with `gone-` (the query files' names that never exist), NOERROR
+    /// for every other. `tail` (dnsperf's statistics) goes into the failure messages.
+    ///
+    /// # Panics
+    /// When any of that does not hold.
+    pub fn assert_every_answer_right(&self, tail: &str) {
+        assert!(
+            self.sent >= 1000,
+            "dnsperf sent only {} queries:\n{tail}",
+            self.sent
+        );
+        assert_eq!(self.lost, 0, "queries lost:\n{tail}");
+        assert_eq!(self.completed, self.sent, "queries not completed:\n{tail}");
+        let unexpected: Vec<&String> = self
+            .rcodes
+            .keys()
+            .filter(|c| !["NOERROR", "NXDOMAIN"].contains(&c.as_str()))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "response codes other than NOERROR/NXDOMAIN:\n{tail}"
+        );
+        assert!(
+            self.rcodes.get("NXDOMAIN").copied().unwrap_or(0) > 0,
+            "no NXDOMAIN for the gone-* names:\n{tail}"
+        );
+        assert_eq!(
+            self.answers.len() as u64,
+            self.completed,
+            "dnsperf -v printed one line per answer:\n{tail}"
+        );
+        let wrong: Vec<&(String, String, String)> = self
+            .answers
+            .iter()
+            .filter(|(code, name, _)| {
+                let want = if name.starts_with("gone-") {
+                    "NXDOMAIN"
+                } else {
+                    "NOERROR"
+                };
+                code != want
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} of {} answers had the wrong rcode, e.g. {:?}",
+            wrong.len(),
+            self.answers.len(),
+            &wrong[..wrong.len().min(10)]
+        );
+    }
+}
+
 pub fn parse_report(text: &str) -> Report {
     let mut r = Report {
         sent: field(text, "Queries sent:"),

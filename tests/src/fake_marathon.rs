@@ -165,6 +165,33 @@ impl FakeMarathon {
         );
     }
 
+    /// Adds `apps` apps (`/static/app-K`, no labels) of `tasks` running tasks each (on
+    /// 127.1.K.1, 127.1.K.2, ...): the bulk of a table that a test's changes leave alone.
+    pub fn put_static_apps(&self, apps: u32, tasks: u32) {
+        for k in 0..apps {
+            let id = format!("/static/app-{k}");
+            self.put_app(app(&id, json!({}), 11000 + k as u16));
+            for n in 0..tasks {
+                let host = format!("127.1.{k}.{}", n + 1);
+                self.add_task(&id, task(&id, n, &host, &[32000 + n as u16]));
+            }
+        }
+    }
+
+    /// A control config on this Marathon for tests: API on 127.0.0.1:0, 50 ms debounce,
+    /// 1 s Marathon timeout, and resync and poll-while-down of 60 s, so that a change
+    /// arriving fast proves the event stream carried it.
+    pub fn control_config(&self) -> ocean_control::Config {
+        let mut c =
+            ocean_control::Config::new(ocean_control::config::Source::Marathon(vec![self.url()]));
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.resync = Duration::from_secs(60);
+        c.poll_while_down = Duration::from_secs(60);
+        c.debounce = Duration::from_millis(50);
+        c.marathon_timeout = Duration::from_secs(1);
+        c
+    }
+
     /// Removes an app and its tasks; emits `app_terminated_event`.
     pub fn remove_app(&self, id: &str) {
         self.with_apps(|a| a.remove(id));

@@ -17,14 +17,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 fn config(marathon: &FakeMarathon) -> Config {
-    let mut c = Config::new(Source::Marathon(vec![marathon.url()]));
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.resync = Duration::from_secs(60);
-    // Long, so that a change arriving fast proves the event stream carried it.
-    c.poll_while_down = Duration::from_secs(60);
-    c.debounce = Duration::from_millis(50);
-    c.marathon_timeout = Duration::from_secs(1);
-    c
+    marathon.control_config()
 }
 
 async fn control(c: Config) -> (Running, CancellationToken) {

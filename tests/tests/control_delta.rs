@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ocean_control::config::Source;
 use ocean_control::engine::{start, Running};
-use ocean_control::Config;
 use ocean_core::subscriber::{self, SubscriberConfig, DELTA_HEADER};
 use ocean_core::table::{delta, DnsTable, Table, TableKind};
 use ocean_tests::fake_marathon::{app, task, FakeMarathon};
@@ -26,12 +24,8 @@ const APP: &str = "/shop/svc";
 const NAME: &str = "svc-shop.marathon.mesos.";
 
 async fn control(m: &FakeMarathon) -> (Running, CancellationToken) {
-    let mut c = Config::new(Source::Marathon(vec![m.url()]));
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.resync = Duration::from_secs(60);
-    c.poll_while_down = Duration::from_secs(60);
+    let mut c = m.control_config();
     c.debounce = Duration::from_millis(20);
-    c.marathon_timeout = Duration::from_secs(1);
     let cancel = CancellationToken::new();
     (start(c, cancel.clone()).await.unwrap(), cancel)
 }
@@ -72,16 +66,7 @@ async fn add_task(m: &FakeMarathon, c: &Running, n: u32) -> (String, DnsTable) {
 async fn marathon_with_app() -> FakeMarathon {
     let m = FakeMarathon::start().await.unwrap();
     m.put_app(app(APP, json!({}), 10000));
-    for k in 0..100u32 {
-        let id = format!("/static/app-{k}");
-        m.put_app(app(&id, json!({}), 11000 + k as u16));
-        for n in 0..3 {
-            m.add_task(
-                &id,
-                task(&id, n, &format!("127.1.{k}.{}", n + 1), &[32000 + n as u16]),
-            );
-        }
-    }
+    m.put_static_apps(100, 3);
     m
 }
 

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ocean_control::config::Source;
 use ocean_control::engine::{start, Running};
 use ocean_control::Config;
 use ocean_core::subscriber::{self, SubscriberConfig};
@@ -21,12 +20,8 @@ use tokio_util::sync::CancellationToken;
 const KINDS: [&str; 5] = ["dns", "redis", "memcached", "mysql", "lvs"];
 
 fn config(marathon: &FakeMarathon, listen: SocketAddr) -> Config {
-    let mut c = Config::new(Source::Marathon(vec![marathon.url()]));
+    let mut c = marathon.control_config();
     c.listen = listen;
-    c.resync = Duration::from_secs(60);
-    c.poll_while_down = Duration::from_secs(60);
-    c.debounce = Duration::from_millis(50);
-    c.marathon_timeout = Duration::from_secs(1);
     c
 }
 
