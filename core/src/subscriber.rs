@@ -335,6 +335,7 @@ impl<T: Table> Publisher<T> {
             .current
             .load_full()
             .ok_or_else(|| "a delta came but no table runs yet".to_string())?;
+        let from = running.etag.clone();
         let applied = tokio::task::spawn_blocking(move || {
             running
                 .table
@@ -354,6 +355,10 @@ impl<T: Table> Publisher<T> {
                     etag: a.etag,
                     table: a.table,
                     body: a.body.into(),
+                    delta: Some(Arc::new(crate::table::DeltaOrigin {
+                        from,
+                        changed: a.changed,
+                    })),
                 });
                 Ok(self.accept(v, source, true))
             }

@@ -333,10 +333,21 @@ async fn build_zones(mut watch: TableWatch<DnsTable>, zone: SharedZone, cancel: 
         let serial = now.max(last_serial.wrapping_add(1));
         let started = std::time::Instant::now();
         let etag = table.etag.clone();
-        match tokio::task::spawn_blocking(move || Zone::build(table, serial)).await {
+        // A table made by a delta from the running zone's table: re-encode only what the
+        // delta touched (and what refers to it); anything else: build the whole zone.
+        let base = zone
+            .load_full()
+            .filter(|z| table.delta.as_ref().is_some_and(|d| d.from == z.table.etag));
+        let how = if base.is_some() { "update" } else { "build" };
+        let load = move || match (base, table.delta.clone()) {
+            (Some(base), Some(delta)) => base.update(table, &delta.changed, serial),
+            _ => Zone::build(table, serial),
+        };
+        match tokio::task::spawn_blocking(load).await {
             Ok(Ok(z)) => {
                 last_serial = serial;
-                tracing::info!(etag = %etag, names = z.len(), serial, build_ms = started.elapsed().as_millis() as u64, "zone loaded");
+                metrics::counter!("ocean_dns_zone_loads_total", "how" => how).increment(1);
+                tracing::info!(etag = %etag, names = z.len(), serial, how, build_ms = started.elapsed().as_millis() as u64, "zone loaded");
                 metrics::gauge!("ocean_dns_zone_names").set(z.len() as f64);
                 metrics::gauge!("ocean_dns_zone_serial").set(serial as f64);
                 metrics::gauge!("ocean_dns_zone_loaded_timestamp_seconds").set(now as f64);

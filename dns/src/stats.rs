@@ -205,6 +205,11 @@ pub fn describe() {
     describe_histogram!(
         "ocean_dns_zone_build_seconds",
         Unit::Seconds,
-        "Time to build and pre-encode a zone from a dns table."
+        "Time to build and pre-encode a zone from a dns table (or update one from a delta)."
+    );
+    describe_counter!(
+        "ocean_dns_zone_loads_total",
+        Unit::Count,
+        "Zones loaded, by how: update (a delta's names re-encoded on the running zone) or build (the whole table)."
     );
 }

@@ -18,6 +18,8 @@ use rustc_hash::FxHashMap;
 use crate::proto::encode::{name_to_wire, record, Owner, RData, Writer};
 use crate::proto::{rtype, HEADER_LEN};
 
+mod update;
+
 /// The current zone, swapped whole when a new table arrives; read lock-free on the data
 /// path, written by the task that builds zones from the table.
 pub type SharedZone = Arc<ArcSwapOption<Zone>>;
@@ -28,7 +30,7 @@ const MAX_ROTATIONS: usize = 8;
 const MAX_ANSWER_BYTES: usize = 60_000;
 
 /// The answer and additional sections for one (name, type), in one order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Section {
     pub bytes: Vec<u8>,
     pub ancount: u16,
@@ -36,7 +38,7 @@ pub struct Section {
 }
 
 /// The pre-encoded answer for one (name, type), in a few rotations.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// At least one.
     pub rotations: Vec<Section>,
@@ -63,7 +65,7 @@ impl Answer {
 
 /// What a name holds. All `None` for an empty non-terminal (a name that exists only
 /// because names below it do): NODATA, not NXDOMAIN.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Entry {
     pub a: Option<Answer>,
     pub aaaa: Option<Answer>,
@@ -97,17 +99,25 @@ pub struct Zone {
     /// Every apex served (the domain's first) and its SOA record (owner written in full)
     /// for the authority section of negative answers.
     apexes: Vec<(Vec<u8>, Vec<u8>)>,
-    names: FxHashMap<Box<[u8]>, Entry>,
+    names: NameMap,
     /// Per view, the entries that differ from `names`, in the table's view order.
-    views: Vec<FxHashMap<Box<[u8]>, Entry>>,
+    views: Vec<NameMap>,
     /// Which view a client address is in.
     view_map: ViewMap,
+    /// For each empty non-terminal (and other name with names under it): how many names
+    /// of the table and its views are below it. An update removes an empty non-terminal
+    /// when this falls to zero.
+    below: FxHashMap<Arc<[u8]>, u32>,
 }
+
+/// Entries by lowercase wire-format name. Shared pointers, so that an update copies the
+/// map (500k names: a few ms) and re-encodes only the names that changed.
+pub(crate) type NameMap = FxHashMap<Arc<[u8]>, Arc<Entry>>;
 
 /// Client address -> view index, first view in table order wins. One hash map per prefix
 /// length present, so a lookup costs a few hash probes however many networks a carrier
 /// line has.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ViewMap {
     v4: Vec<(u8, FxHashMap<u32, u16>)>,
     v6: Vec<(u8, FxHashMap<u128, u16>)>,
@@ -210,18 +220,7 @@ impl Zone {
         let t = &table.table;
         let apex = name_to_wire(&t.domain)
             .ok_or_else(|| ZoneError(format!("bad domain {:?}", t.domain)))?;
-        let mname = name_to_wire(&t.soa.mname).ok_or_else(|| ZoneError("bad SOA mname".into()))?;
-        let rname = name_to_wire(&t.soa.rname).ok_or_else(|| ZoneError("bad SOA rname".into()))?;
         let ttl = t.ttl;
-        let soa = RData::Soa {
-            mname: &mname,
-            rname: &rname,
-            serial,
-            refresh: t.soa.refresh_s,
-            retry: t.soa.retry_s,
-            expire: t.soa.expire_s,
-            minimum: ttl,
-        };
         // Wire names of every table name, for SRV targets and additional records.
         let mut wire: FxHashMap<&str, Vec<u8>> = FxHashMap::default();
         for name in t
@@ -234,12 +233,12 @@ impl Zone {
             }
         }
         let encode_all = |names: &std::collections::BTreeMap<String, DnsRecords>| {
-            let mut out: FxHashMap<Box<[u8]>, Entry> = FxHashMap::default();
+            let mut out = NameMap::default();
             for (name, recs) in names {
                 if let Some(owner) = wire.get(name.as_str()) {
                     out.insert(
-                        owner.clone().into_boxed_slice(),
-                        entry(t, recs, &wire, owner, ttl),
+                        Arc::from(owner.as_slice()),
+                        Arc::new(entry(t, recs, &wire, owner, ttl)),
                     );
                 }
             }
@@ -258,60 +257,28 @@ impl Zone {
             }
             views.push(encode_all(&v.names));
         }
-        // Every apex: SOA and NS, and the SOA for negative answers below it.
-        let mut apexes = Vec::with_capacity(1 + t.zones.len());
-        for z in std::iter::once(&t.domain).chain(&t.zones) {
-            let wire = name_to_wire(z).ok_or_else(|| ZoneError(format!("bad zone {z:?}")))?;
-            let mut authority = Writer::new();
-            record(&mut authority, Owner::Name(&wire), ttl, &soa);
-            let apex_entry = names.entry(wire.clone().into_boxed_slice()).or_default();
-            let mut w = Writer::new();
-            record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, &soa);
-            apex_entry.soa = Some(Answer::single(Section {
-                bytes: w.into_vec(),
-                ancount: 1,
-                arcount: 0,
-            }));
-            let mut w = Writer::new();
-            record(
-                &mut w,
-                Owner::Pointer(HEADER_LEN as u16),
-                ttl,
-                &RData::Ns(&mname),
-            );
-            apex_entry.ns = Some(Answer::single(Section {
-                bytes: w.into_vec(),
-                ancount: 1,
-                arcount: 0,
-            }));
-            apexes.push((wire, authority.into_vec()));
+        let apexes = apex_records(t, serial)?;
+        for a in &apexes {
+            a.add_to(&mut names);
         }
+        let apexes: Vec<(Vec<u8>, Vec<u8>)> =
+            apexes.into_iter().map(|a| (a.wire, a.authority)).collect();
         // Empty non-terminals between each name (of any view) and its apex: NODATA, not
-        // NXDOMAIN, for every client.
-        let existing: Vec<Box<[u8]>> = names
+        // NXDOMAIN, for every client. `below` counts the names under each, so that an
+        // update can tell when one is no longer needed.
+        let existing: Vec<Arc<[u8]>> = names
             .keys()
             .chain(views.iter().flat_map(|v| v.keys()))
             .cloned()
             .collect();
+        let mut below = FxHashMap::default();
         for name in existing {
-            let Some(apex_len) = apex_of(&apexes, &name)
-                .and_then(|i| apexes.get(i))
-                .map(|(a, _)| a.len())
-            else {
-                continue;
-            };
-            let mut pos = 0usize;
-            while let Some(&len) = name.get(pos) {
-                if len == 0 {
-                    break;
+            for_each_ancestor(&apexes, &name, |parent| {
+                count_below(&mut below, parent, 1);
+                if !names.contains_key(parent) {
+                    names.insert(Arc::from(parent), Arc::default());
                 }
-                pos += 1 + len as usize;
-                let parent = &name[pos.min(name.len())..];
-                if parent.len() < apex_len {
-                    break;
-                }
-                names.entry(parent.to_vec().into_boxed_slice()).or_default();
-            }
+            });
         }
         Ok(Zone {
             table,
@@ -321,6 +288,7 @@ impl Zone {
             names,
             views,
             view_map,
+            below,
         })
     }
 
@@ -350,7 +318,7 @@ impl Zone {
         {
             return Some(e);
         }
-        self.names.get(name)
+        self.names.get(name).map(|e| &**e)
     }
 
     /// Whether `name` (lowercase wire format) is an apex or below one.
@@ -388,6 +356,105 @@ fn apex_of(apexes: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<usize> {
             Some(&len) => pos += 1 + len as usize,
         }
     }
+}
+
+/// Calls `f` with each ancestor of `name` (lowercase wire format) down to its apex, the
+/// apex included; nothing for a name outside every apex.
+fn for_each_ancestor(apexes: &[(Vec<u8>, Vec<u8>)], name: &[u8], mut f: impl FnMut(&[u8])) {
+    let Some(apex_len) = apex_of(apexes, name)
+        .and_then(|i| apexes.get(i))
+        .map(|(a, _)| a.len())
+    else {
+        return;
+    };
+    let mut pos = 0usize;
+    while let Some(&len) = name.get(pos) {
+        if len == 0 {
+            break;
+        }
+        pos += 1 + len as usize;
+        let parent = &name[pos.min(name.len())..];
+        if parent.len() < apex_len {
+            break;
+        }
+        f(parent);
+    }
+}
+
+/// Adds `by` (+1 or -1) to the count of names below `name`; a count of zero is dropped.
+fn count_below(below: &mut FxHashMap<Arc<[u8]>, u32>, name: &[u8], by: i32) {
+    match below.get_mut(name) {
+        Some(n) => {
+            *n = n.saturating_add_signed(by);
+            if *n == 0 {
+                below.remove(name);
+            }
+        }
+        None if by > 0 => {
+            below.insert(Arc::from(name), by.unsigned_abs());
+        }
+        None => {}
+    }
+}
+
+/// One apex's SOA and NS answers, and the SOA (owner written in full) for the authority
+/// section of negative answers below it.
+struct ApexRecords {
+    wire: Vec<u8>,
+    authority: Vec<u8>,
+    soa: Answer,
+    ns: Answer,
+}
+
+impl ApexRecords {
+    /// Puts the SOA and NS answers on the apex's entry (made if the apex has none).
+    fn add_to(&self, names: &mut NameMap) {
+        let mut e = names
+            .get(self.wire.as_slice())
+            .map(|e| (**e).clone())
+            .unwrap_or_default();
+        e.soa = Some(self.soa.clone());
+        e.ns = Some(self.ns.clone());
+        names.insert(Arc::from(self.wire.as_slice()), Arc::new(e));
+    }
+}
+
+/// The domain's and every extra zone's apex records, with `serial` in the SOA.
+fn apex_records(t: &DnsTable, serial: u32) -> Result<Vec<ApexRecords>, ZoneError> {
+    let mname = name_to_wire(&t.soa.mname).ok_or_else(|| ZoneError("bad SOA mname".into()))?;
+    let rname = name_to_wire(&t.soa.rname).ok_or_else(|| ZoneError("bad SOA rname".into()))?;
+    let ttl = t.ttl;
+    let soa = RData::Soa {
+        mname: &mname,
+        rname: &rname,
+        serial,
+        refresh: t.soa.refresh_s,
+        retry: t.soa.retry_s,
+        expire: t.soa.expire_s,
+        minimum: ttl,
+    };
+    let single = |rdata: &RData| {
+        let mut w = Writer::new();
+        record(&mut w, Owner::Pointer(HEADER_LEN as u16), ttl, rdata);
+        Answer::single(Section {
+            bytes: w.into_vec(),
+            ancount: 1,
+            arcount: 0,
+        })
+    };
+    let mut out = Vec::with_capacity(1 + t.zones.len());
+    for z in std::iter::once(&t.domain).chain(&t.zones) {
+        let wire = name_to_wire(z).ok_or_else(|| ZoneError(format!("bad zone {z:?}")))?;
+        let mut authority = Writer::new();
+        record(&mut authority, Owner::Name(&wire), ttl, &soa);
+        out.push(ApexRecords {
+            authority: authority.into_vec(),
+            soa: single(&soa),
+            ns: single(&RData::Ns(&mname)),
+            wire,
+        });
+    }
+    Ok(out)
 }
 
 /// One name's pre-encoded answers.

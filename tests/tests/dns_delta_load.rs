@@ -5,8 +5,10 @@
 //! dnsperf (Debian package `dnsperf`) asks for names present in every version and for
 //! names that never exist, while the test adds and kills tasks of one app 100 times and
 //! waits, after each change, until `ocean dns` serves control's new table. Each change must
-//! reach the DNS server as a delta (`ocean_table_deltas_total{result="applied"}`), the
-//! zone's table must equal control's, and every query must be answered with the right rcode.
+//! reach the DNS server as a delta (`ocean_table_deltas_total{result="applied"}`) and be
+//! loaded as an update of the running zone (`ocean_dns_zone_loads_total{how="update"}`;
+//! `zone::update`'s tests hold an update to what a full build makes), the zone's table
+//! must equal control's, and every query must be answered with the right rcode.
 //! This test is alone in its binary, so the process-wide metrics are its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,18 +28,27 @@ const APP: &str = "/shop/churn";
 const LOAD_SECONDS: u64 = 15;
 const LOAD_QPS: u32 = 3000;
 
-/// The number in `ocean_table_deltas_total{kind="dns",result=...}` (0 before the first).
-fn deltas(result: &str) -> f64 {
+/// The number in the series `name{labels}` (0 before the first).
+fn counter(name: &str, labels: &[&str]) -> f64 {
     let text = ocean_core::metrics::render();
-    ocean_tests::metrics::series(
-        &text,
+    ocean_tests::metrics::series(&text, name, labels)
+        .first()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `ocean_table_deltas_total{kind="dns",result=...}`.
+fn deltas(result: &str) -> f64 {
+    counter(
         "ocean_table_deltas_total",
         &["kind=\"dns\"", &format!("result=\"{result}\"")],
     )
-    .first()
-    .and_then(|l| l.rsplit(' ').next())
-    .and_then(|v| v.parse().ok())
-    .unwrap_or(0.0)
+}
+
+/// `ocean_dns_zone_loads_total{how=...}`.
+fn zone_loads(how: &str) -> f64 {
+    counter("ocean_dns_zone_loads_total", &[&format!("how=\"{how}\"")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,6 +121,7 @@ async fn dns_follows_100_deltas_under_dnsperf_load_and_loses_no_query() {
 
     // 100 changes, each served before the next.
     let applied_before = deltas("applied");
+    let updates_before = zone_loads("update");
     let mut live = vec![0u32];
     let mut times = Vec::new();
     for n in 1..=CHANGES {
@@ -158,6 +170,13 @@ async fn dns_follows_100_deltas_under_dnsperf_load_and_loses_no_query() {
         deltas("refused")
     );
     assert_eq!(deltas("refused"), 0.0);
+    // And each made the zone by re-encoding only what it touched.
+    let updates = zone_loads("update") - updates_before;
+    assert!(
+        updates >= f64::from(CHANGES),
+        "only {updates} of {CHANGES} zones were updates of the running one (builds: {})",
+        zone_loads("build")
+    );
 
     // The load ends by itself.
     let (r, tail) = dnsperf::finish(child, &out_path).await;

@@ -221,6 +221,17 @@ pub struct Versioned<T> {
     pub table: T,
     /// The canonical JSON the ETag was computed from (what `/table` and caches serve).
     pub body: bytes::Bytes,
+    /// When this table was made by a delta: from which table, and which entries it
+    /// touched, so that a proxy may update only those (`ocean dns` re-encodes only them).
+    pub delta: Option<Arc<DeltaOrigin>>,
+}
+
+/// What a delta changed: the ETag of the table it was applied to and the keys of the
+/// entries it set or removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaOrigin {
+    pub from: String,
+    pub changed: Vec<String>,
 }
 
 impl<T: Table> Versioned<T> {
@@ -231,6 +242,7 @@ impl<T: Table> Versioned<T> {
             etag: etag_of(&body),
             table,
             body: body.into(),
+            delta: None,
         }))
     }
 }
