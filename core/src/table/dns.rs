@@ -205,6 +205,10 @@ impl super::delta::Keyed for DnsTable {
         &mut self.names
     }
 
+    fn validate_changed(&self, changed: &[String]) -> Result<(), TableError> {
+        self.validate_names(Some(changed))
+    }
+
     fn header(&self) -> Self {
         DnsTable {
             domain: self.domain.clone(),
@@ -237,6 +241,22 @@ impl Table for DnsTable {
     }
 
     fn validate(&self) -> Result<(), TableError> {
+        self.validate_names(None)
+    }
+
+    fn backend_count(&self) -> usize {
+        self.names
+            .values()
+            .chain(self.views.iter().flat_map(|v| v.names.values()))
+            .map(|r| r.a.len() + r.aaaa.len() + r.srv.len())
+            .sum()
+    }
+}
+
+impl DnsTable {
+    /// [`Table::validate`], checking of `names` only the keys in `only` when given (the
+    /// names a delta changed in a table whose other names were checked already).
+    fn validate_names(&self, only: Option<&[String]>) -> Result<(), TableError> {
         let mut p = Problems::default();
         let apex = format!("{}.", self.domain);
         if let Err(e) = check_fqdn(&apex) {
@@ -275,31 +295,41 @@ impl Table for DnsTable {
                         .is_some_and(|h| h.ends_with('.'))
             })
         };
-        let check_names = |p: &mut Problems, at: &str, names: &BTreeMap<String, DnsRecords>| {
-            for (name, records) in names {
-                // Formatted only for a problem: a large table has 500k good names.
-                let entry = || format!("{at}[{name:?}]");
-                if let Err(e) = check_fqdn(name) {
-                    p.push(entry(), e);
-                    continue;
-                }
-                if !in_a_zone(name) {
-                    p.push(
-                        entry(),
-                        format!("name is outside the domain {apex} and every zone"),
-                    );
-                }
-                if records.is_empty() {
-                    p.push(entry(), "name has no records");
-                }
-                for srv in &records.srv {
-                    if let Err(e) = check_fqdn(&srv.target) {
-                        p.push(entry(), format!("SRV target {:?}: {e}", srv.target));
+        let check_names =
+            |p: &mut Problems,
+             at: &str,
+             names: &mut dyn Iterator<Item = (&String, &DnsRecords)>| {
+                for (name, records) in names {
+                    // Formatted only for a problem: a large table has 500k good names.
+                    let entry = || format!("{at}[{name:?}]");
+                    if let Err(e) = check_fqdn(name) {
+                        p.push(entry(), e);
+                        continue;
+                    }
+                    if !in_a_zone(name) {
+                        p.push(
+                            entry(),
+                            format!("name is outside the domain {apex} and every zone"),
+                        );
+                    }
+                    if records.is_empty() {
+                        p.push(entry(), "name has no records");
+                    }
+                    for srv in &records.srv {
+                        if let Err(e) = check_fqdn(&srv.target) {
+                            p.push(entry(), format!("SRV target {:?}: {e}", srv.target));
+                        }
                     }
                 }
-            }
-        };
-        check_names(&mut p, "names", &self.names);
+            };
+        match only {
+            Some(keys) => check_names(
+                &mut p,
+                "names",
+                &mut keys.iter().filter_map(|k| self.names.get_key_value(k)),
+            ),
+            None => check_names(&mut p, "names", &mut self.names.iter()),
+        }
         let mut view_names = std::collections::HashSet::new();
         for (i, v) in self.views.iter().enumerate() {
             let entry = format!("views[{i}] ({})", v.name);
@@ -314,17 +344,9 @@ impl Table for DnsTable {
                     p.push(&entry, e.to_string());
                 }
             }
-            check_names(&mut p, &format!("views[{i}].names"), &v.names);
+            check_names(&mut p, &format!("views[{i}].names"), &mut v.names.iter());
         }
         p.into_result(TableKind::Dns)
-    }
-
-    fn backend_count(&self) -> usize {
-        self.names
-            .values()
-            .chain(self.views.iter().flat_map(|v| v.names.values()))
-            .map(|r| r.a.len() + r.aaaa.len() + r.srv.len())
-            .sum()
     }
 }
 
@@ -422,6 +444,49 @@ mod tests {
         assert!(check_fqdn(&format!("{long}.mesos.")).is_err());
         assert!(check_fqdn(&format!("{}.mesos.", "a".repeat(63))).is_ok());
         assert!(check_fqdn("a..mesos.").is_err());
+    }
+
+    /// A delta checks only the names it changed, and still refuses a bad one.
+    #[test]
+    fn a_delta_that_adds_a_bad_name_is_refused() {
+        use crate::table::delta::{apply, Changes, DeltaError};
+        let good = table();
+        let etag = |t: &DnsTable| crate::table::etag_of(&t.canonical_body().unwrap_or_default());
+        for (name, records) in [
+            (
+                "web.elsewhere.",
+                DnsRecords {
+                    a: vec![Ipv4Addr::LOCALHOST],
+                    ..Default::default()
+                },
+            ),
+            (
+                "_web._tcp.marathon.mesos.",
+                DnsRecords {
+                    srv: vec![SrvRecord {
+                        port: 1,
+                        priority: 0,
+                        target: "NOT A NAME".into(),
+                        weight: 1,
+                    }],
+                    ..Default::default()
+                },
+            ),
+            ("empty.marathon.mesos.", DnsRecords::default()),
+        ] {
+            let mut bad = good.clone();
+            bad.names.insert(name.into(), records);
+            let doc = Changes::between(&good, &bad)
+                .unwrap_or_default()
+                .encode(&etag(&good), &etag(&bad));
+            assert!(
+                matches!(
+                    apply(&good, &etag(&good), &doc),
+                    Err(DeltaError::Invalid(_))
+                ),
+                "{name}"
+            );
+        }
     }
 
     /// The one-pass check and the one that explains agree on good and bad names alike.
