@@ -14,6 +14,7 @@ use ocean_control::Config;
 use ocean_core::subscriber::{self, SubscriberConfig};
 use ocean_core::table::DnsTable;
 use ocean_tests::fake_marathon::{app, task, FakeMarathon};
+use ocean_tests::lcg::Lcg;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -46,19 +47,6 @@ async fn etags(addr: SocketAddr) -> BTreeMap<&'static str, Option<String>> {
         out.insert(kind, etag);
     }
     out
-}
-
-/// A tiny deterministic generator, so a failure replays the same changes.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
 }
 
 fn app_id(k: u64) -> String {

@@ -146,21 +146,9 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use ocean_core::table::dns::{DnsRecords, DnsView, SrvRecord};
+    use ocean_tests::lcg::Lcg;
 
     use super::*;
-
-    /// A tiny deterministic generator, so that a failure replays.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % n
-        }
-    }
 
     /// The names a table may hold: apps, deep names (so that empty non-terminals come and
     /// go), SRV names, the apex itself, and names in an extra zone.
