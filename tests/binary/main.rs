@@ -221,6 +221,31 @@ fn start_up(args: &[&str]) -> (Proc, String, Stdout) {
     }
 }
 
+/// `dig +short` for an A record, or nothing while the server does not answer yet.
+pub(crate) fn dig_a(port: u16, name: &str) -> Vec<String> {
+    let dig = ocean_tests::servers::find_binary("dig", "bind9-dnsutils").unwrap();
+    let out = Command::new(dig)
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+short",
+            "+time=1",
+            "+tries=1",
+            name,
+            "A",
+        ])
+        .output()
+        .unwrap();
+    let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .map(str::to_string)
+        .collect();
+    ips.sort();
+    ips
+}
+
 fn get(url: &str) -> (u16, String) {
     get_with_token(url, None)
 }
@@ -296,19 +321,20 @@ fn ocean_up_serves_the_bundled_example_and_stops_on_sigterm() {
     assert!(redis.contains("\"sessions\""), "{redis}");
     let (_, problems) = get(&format!("{url}/v1/problems"));
     assert!(problems.contains("OCEAN_PORT=\\\"99999\\\""), "{problems}");
-    // The README's dig line: ocean dns answers the example's names.
-    let dig = Command::new("dig")
-        .args([
-            "@127.0.0.1",
-            "-p",
-            "8053",
-            "+short",
-            "web-browser-miui.marathon.mesos",
-        ])
-        .output()
-        .expect("dig: install the Debian package bind9-dnsutils");
-    let ips = String::from_utf8_lossy(&dig.stdout);
-    assert_eq!(ips.lines().count(), 4, "{ips}");
+    // The README's dig line: ocean dns answers the example's names once it has loaded the
+    // table control just served (its subscriber may still be fetching it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ips = dig_a(8053, "web-browser-miui.marathon.mesos");
+        if ips.len() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dig answered {ips:?}, not 4 addresses"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // lvs-sync in dry-run prints the plan for the example's virtual services.
     wait_stdout(&stdout, "ipvsadm -A -t 10.10.0.1:80 -s wrr");
     wait_stdout(

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use ocean_tests::fake_marathon::{app, task};
 use ocean_tests::pki::Pki;
-use ocean_tests::servers::{find_binary, free_port};
+use ocean_tests::servers::free_port;
 
-use super::OCEAN;
+use super::{dig_a, OCEAN};
 
 /// Kills the child when the test ends, however it ends.
 struct Killed(Child);
@@ -120,31 +120,6 @@ fn control_off_loopback_without_a_token_exits_before_binding() {
     assert!(!out.status.success());
     assert!(stderr.contains("cannot listen"), "{stderr}");
     drop(held);
-}
-
-/// `dig +short` for an A record, or nothing while the server does not answer yet.
-fn dig_a(port: u16, name: &str) -> Vec<String> {
-    let dig = find_binary("dig", "bind9-dnsutils").unwrap();
-    let out = Command::new(dig)
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "+short",
-            "+time=1",
-            "+tries=1",
-            name,
-            "A",
-        ])
-        .output()
-        .unwrap();
-    let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with(';'))
-        .map(str::to_string)
-        .collect();
-    ips.sort();
-    ips
 }
 
 fn wait_for_a(port: u16, name: &str, want: &[&str], limit: Duration, logs: &Path) -> Duration {

@@ -127,9 +127,7 @@ fn upstream_answer(req: &[u8]) -> Option<Vec<u8>> {
 /// A stand-in upstream resolver on 127.0.0.1, UDP and TCP on one port, answering whole
 /// (it never truncates: fitting the answer to the client is `ocean dns`'s job).
 pub async fn fake_upstream() -> Result<SocketAddr> {
-    let udp = UdpSocket::bind("127.0.0.1:0").await?;
-    let addr = udp.local_addr()?;
-    let tcp = TcpListener::bind(addr).await?;
+    let (udp, tcp, addr) = bind_udp_and_tcp().await?;
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65535];
         while let Ok((n, from)) = udp.recv_from(&mut buf).await {
@@ -160,6 +158,22 @@ pub async fn fake_upstream() -> Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// A UDP socket and a TCP listener on one free port of 127.0.0.1. The kernel picks the
+/// UDP port; its TCP twin may be the ephemeral port of some outgoing connection (tests run
+/// side by side), so pick again a few times, as `ocean dns` itself does for port 0.
+async fn bind_udp_and_tcp() -> Result<(UdpSocket, TcpListener, SocketAddr)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp, addr)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no port"), Into::into))
 }
 
 /// What `dig` printed, read back.
