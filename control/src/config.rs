@@ -55,6 +55,9 @@ pub struct Config {
     /// Version steps kept per table kind for deltas (`--delta-history`; 0: always whole
     /// tables).
     pub delta_history: usize,
+    /// `/healthz` answers 503 `lagging` once control's view of Marathon is older than this
+    /// (`--max-lag`; see [`crate::freshness`]). `None`: it never does.
+    pub max_lag: Option<Duration>,
     /// Bearer tokens for `/v1/` (`--token-file`, `token_file`, `[[api.tokens]]`), each
     /// maybe scoped to some tables. Empty: the API is open, allowed on loopback only.
     pub tokens: Vec<ApiToken>,
@@ -114,6 +117,7 @@ impl Config {
             marathon_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(120),
             delta_history: crate::store::DEFAULT_DELTA_HISTORY,
+            max_lag: None,
             tokens: Vec::new(),
             tls: None,
             allow_plaintext_secrets: false,
@@ -257,6 +261,11 @@ pub struct Args {
     /// changed (`?since=`), one further behind the whole table. 0 turns deltas off.
     #[arg(long, default_value_t = crate::store::DEFAULT_DELTA_HISTORY)]
     pub delta_history: usize,
+    /// Answer /healthz with 503 `lagging` while this replica's view of Marathon is older
+    /// than this (e.g. 30s), so a load balancer in front of several replicas leaves it.
+    /// Unset: a stale view is reported in the body with 200.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_lag: Option<Duration>,
 }
 
 impl Args {
@@ -299,6 +308,7 @@ impl Args {
         c.debounce = a.debounce;
         c.marathon_timeout = a.marathon_timeout;
         c.delta_history = a.delta_history;
+        c.max_lag = a.max_lag;
         if let Some(f) = a.token_file {
             // The flag replaces the config file's unscoped `token_file`, not its [[api.tokens]].
             c.tokens

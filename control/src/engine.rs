@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::api_auth::is_loopback;
 use crate::config::{Config, Source};
 use crate::derive::{derive_all, Problem};
+use crate::freshness::Freshness;
 use crate::guard::{Guard, Held, Pools};
 use crate::marathon::client::MarathonClient;
 use crate::marathon::model::parse_apps;
@@ -79,6 +80,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let stream_up = Arc::new(AtomicBool::new(false));
+    let freshness = Arc::new(Freshness::default());
     let shared = Arc::new(Shared {
         store: Store::new(config.delta_history),
         subscribers: Subscribers::default(),
@@ -92,6 +94,8 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         resync: config.resync,
         stream_up: stream_up.clone(),
         marathon_source: matches!(config.source, Source::Marathon(_)),
+        freshness: freshness.clone(),
+        max_lag: config.max_lag,
         shutdown: cancel.clone(),
     });
     let tracker = TaskTracker::new();
@@ -146,6 +150,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 client.clone(),
                 dirty_tx.clone(),
                 stream_up,
+                freshness.clone(),
                 cancel.clone(),
             ));
             Fetcher::Marathon(client)
@@ -160,6 +165,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
                 baseline,
                 config.poll_while_down.min(Duration::from_secs(1)),
                 dirty_tx.clone(),
+                freshness.clone(),
                 cancel.clone(),
             ));
             Fetcher::File(path.clone())
@@ -219,6 +225,7 @@ async fn watch_file(
     baseline: Option<String>,
     every: Duration,
     dirty: mpsc::Sender<()>,
+    freshness: Arc<Freshness>,
     cancel: CancellationToken,
 ) {
     let mut last = baseline;
@@ -231,6 +238,7 @@ async fn watch_file(
         // A file that appears counts as a change; one that vanishes does not (a sync would
         // only fail and keep the tables).
         if now.is_some() && now != last {
+            freshness.doubt();
             // Full means a sync is pending already.
             let _ = dirty.try_send(());
         }
@@ -590,6 +598,11 @@ impl Engine {
         // Status and problems first: whoever sees the new tables also sees why they are
         // what they are (held pools, skipped apps).
         let tasks = state.apps.iter().map(|a| a.tasks.len()).sum();
+        // The tables now hold what the fetch saw; with the event stream down nothing tells
+        // us of later changes, so the view ages from the fetch.
+        let blind = matches!(self.source, Fetcher::Marathon(_))
+            && !self.shared.stream_up.load(Ordering::Relaxed);
+        self.shared.freshness.synced(started, blind);
         if let Ok(mut s) = self.shared.status.lock() {
             s.source = origin;
             s.last_attempt_unix = Some(now);

@@ -13,6 +13,7 @@
 //! - [`guard`]: holds back a table that would lose most of its backends at once.
 //! - [`store`]: the published tables; long-poll waiters wake on a `watch`.
 //! - [`subscribers`]: which proxies poll, which ETag they run, what they refused.
+//! - [`freshness`]: how old control's view of Marathon is (`/healthz`, `X-Ocean-Lag-Ms`).
 //! - [`engine`]: the sync loop: source -> normalize -> derive -> guard -> publish.
 //! - [`reload`]: SIGHUP: control.toml, secret and token files read again and swapped in.
 //! - [`shared`]: the state the sync loop and the HTTP API share.
@@ -28,6 +29,7 @@ pub mod api_auth;
 pub mod config;
 pub mod derive;
 pub mod engine;
+pub mod freshness;
 pub mod guard;
 pub mod marathon;
 pub mod metrics;

@@ -31,6 +31,11 @@ pub fn describe() {
         "Seconds since the last successful sync (set when /metrics is scraped)."
     );
     describe_gauge!(
+        "ocean_control_view_lag_seconds",
+        Unit::Seconds,
+        "How far the published tables may be behind Marathon: 0 while the event stream is up and every event is synced (set when /metrics is scraped)."
+    );
+    describe_gauge!(
         "ocean_control_marathon_consecutive_failures",
         Unit::Count,
         "Syncs failed in a row since the last success (set when /metrics is scraped)."

@@ -60,7 +60,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(pages)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(shared.clone(), lag_header))
         .with_state(shared)
+}
+
+/// Every answer says how old control's view of Marathon is (taken as the answer leaves, so
+/// a long-poll's 304 reports the lag at its end): subscribers with several replicas prefer
+/// the newest ([`ocean_core::replicas`]). None before the first sync.
+async fn lag_header(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Some(lag) = shared.freshness.lag() {
+        resp.headers_mut().insert(
+            crate::freshness::LAG_HEADER,
+            HeaderValue::from(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX)),
+        );
+    }
+    resp
 }
 
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -352,9 +367,30 @@ async fn problems(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// `ok`; `stale` (Marathon failing or silent: the last good tables are served); `held` (a
-/// table is held back by the drop guard); or `starting` (no sync has succeeded yet: 503). Stale is 200 so that an orchestrator does not restart
-/// every control instance while Marathon is down: they still serve the last good tables.
+/// table is held back by the drop guard); `starting` (no sync has succeeded yet: 503); or,
+/// with `--max-lag`, `lagging` (503) once the view of Marathon is older than that. Stale is
+/// 200 so that an orchestrator does not restart every control instance while Marathon is
+/// down: they still serve the last good tables. Every answer but `starting` has `lag_ms`.
 pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
+    let (code, mut body) = health_without_lag(shared);
+    if let Some(lag) = shared.freshness.lag() {
+        let lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
+        body["lag_ms"] = lag_ms.into();
+        if let Some(max) = shared.max_lag.filter(|max| lag > *max) {
+            body["status"] = "lagging".into();
+            body["reason"] = format!(
+                "the view of Marathon is {:.1}s old, more than --max-lag {}",
+                lag.as_secs_f64(),
+                humantime::format_duration(max)
+            )
+            .into();
+            return (StatusCode::SERVICE_UNAVAILABLE, body);
+        }
+    }
+    (code, body)
+}
+
+fn health_without_lag(shared: &Shared) -> (StatusCode, serde_json::Value) {
     let s = shared.status();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -410,6 +446,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
     metrics::gauge!("ocean_control_marathon_consecutive_failures")
         .set(s.consecutive_failures as f64);
+    if let Some(lag) = shared.freshness.lag() {
+        metrics::gauge!("ocean_control_view_lag_seconds").set(lag.as_secs_f64());
+    }
     let list = shared.subscribers.list(&shared.store.snapshot());
     for kind in TableKind::ALL {
         let n = list.iter().filter(|v| v.kind == kind).count();
@@ -473,6 +512,8 @@ mod tests {
             resync: Duration::from_secs(60),
             stream_up: Arc::new(AtomicBool::new(false)),
             marathon_source: false,
+            freshness: Default::default(),
+            max_lag: None,
             shutdown: CancellationToken::new(),
         })
     }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_auth::ApiToken;
 use crate::derive::Problem;
+use crate::freshness::Freshness;
 use crate::guard::Held;
 use crate::state::State;
 use crate::store::Store;
@@ -53,6 +54,10 @@ pub struct Shared {
     pub resync: Duration,
     pub stream_up: Arc<AtomicBool>,
     pub marathon_source: bool,
+    /// How current the published tables are (the lag every answer reports).
+    pub freshness: Arc<Freshness>,
+    /// `--max-lag`: beyond it `/healthz` says `lagging` with 503.
+    pub max_lag: Option<Duration>,
     /// Fires at shutdown: long-polls answer at once instead of holding the drain.
     pub shutdown: CancellationToken,
 }

@@ -8,6 +8,8 @@
 //! - [`subscriber`]: how a proxy gets its table: long-poll on control, a static file, or the
 //!   last good table cached on disk; validated, then published through `arc_swap` and a
 //!   `watch` channel so the proxy can rebuild its routing state off the hot path.
+//! - [`replicas`]: which of several control replicas a subscriber polls (the newest view,
+//!   then the first listed).
 //! - [`admin`]: the admin HTTP endpoints every daemon serves (`/` the status page, `/metrics`,
 //!   `/healthz`, `/table`).
 //! - [`status_page`]: the HTML status pages (`/` of control and of every admin port):
@@ -38,6 +40,7 @@ pub mod net;
 pub mod notify;
 pub mod placement;
 pub mod reload;
+pub mod replicas;
 pub mod secret;
 pub mod signals;
 pub mod status_page;

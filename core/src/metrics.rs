@@ -532,6 +532,11 @@ pub fn describe() {
         Unit::Count,
         "Deltas received from control, per kind and result (applied, or refused: the whole table is fetched instead)."
     );
+    describe_counter!(
+        "ocean_table_control_switches_total",
+        Unit::Count,
+        "Moves of a proxy's subscriber from one control replica to another, per kind (a replica failed, fell behind, or a preferred one came back)."
+    );
     describe_gauge!(
         "ocean_table_backends",
         Unit::Count,

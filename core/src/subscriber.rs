@@ -4,8 +4,10 @@
 //! - **control** (`--control URL`, repeatable): long-poll `GET /v1/tables/{kind}` with
 //!   `If-None-Match` and `?wait=`. Each poll also reports which ETag this proxy runs and the
 //!   last table it refused and why (`running=`, `refused=`, `reason=`), so control's
-//!   `/v1/subscribers` shows who lags. On failure it moves to the next URL and backs off
-//!   with full jitter. For the kinds that take deltas (`dns`) the poll also says
+//!   `/v1/subscribers` shows who lags. With several URLs it polls the first listed among
+//!   the replicas with the newest view of Marathon, probes the others' `/healthz`, and never
+//!   takes a table from a replica behind another (see [`crate::replicas`]); on failure it
+//!   moves on and backs off with full jitter. For the kinds that take deltas (`dns`) the poll also says
 //!   `since=` the running ETag; a delta answer is applied to the running table and kept
 //!   only if the result has the ETag the delta names, else the whole table is fetched (see
 //!   [`crate::table::delta`]). `https://` URLs are checked against `--control-ca` when given (and
@@ -21,6 +23,7 @@
 //! `watch` send (to wake the proxy's rebuild task).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,6 +35,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::replicas::{lag_of, Replicas};
 use crate::secret::Secret;
 use crate::table::{quote_etag, Table, TableError, Versioned};
 use crate::tls::{PemFile, TlsError};
@@ -58,6 +62,9 @@ pub struct SubscriberConfig {
     pub file_poll: Duration,
     /// Upper bound of the retry backoff after a failure.
     pub backoff_max: Duration,
+    /// With several controls: how often each is asked how current it is (`/healthz`), to
+    /// move to the first listed of the newest ones (see [`crate::replicas`]).
+    pub probe_every: Duration,
 }
 
 impl Default for SubscriberConfig {
@@ -72,6 +79,7 @@ impl Default for SubscriberConfig {
             subscriber_id: default_subscriber_id(),
             file_poll: Duration::from_secs(1),
             backoff_max: Duration::from_secs(5),
+            probe_every: Duration::from_secs(5),
         }
     }
 }
@@ -514,21 +522,40 @@ async fn run_control<T: Table>(
     };
     let backoff_min = Duration::from_millis(100);
     let mut backoff = backoff_min;
+    let replicas = Arc::new(Mutex::new(Replicas::new(config.controls.len())));
+    // Which replica the long-poll is on, and a wake-up when a probe prefers another.
+    let polling = Arc::new(AtomicUsize::new(0));
+    let switch = Arc::new(tokio::sync::Notify::new());
+    if config.controls.len() > 1 {
+        tokio::spawn(probe_replicas(
+            client.clone(),
+            config.clone(),
+            replicas.clone(),
+            polling.clone(),
+            switch.clone(),
+            cancel.clone(),
+        ));
+    }
     let mut idx = 0usize;
     // The ETag of the last table control sent us, accepted or not: what we tell control we
     // already have, so a refused table is not sent again and again.
     let mut seen: Option<String> = None;
     let mut failures_in_a_row = 0usize;
     let mut tried_cache = false;
-    // Set while another control serves us and the first one is being tried again: the
-    // index to go back to if it is still down. The first control listed is preferred, so a
-    // fleet moves back to it once it returns (within one long-poll).
-    let mut fallback: Option<usize> = None;
     // Set when a delta did not make the table it named: the next poll asks for the whole
     // table.
     let mut want_full = false;
     loop {
-        let Some(base) = config.controls.get(idx % config.controls.len().max(1)) else {
+        let next = lock(&replicas).preferred(idx);
+        if next != idx {
+            tracing::info!(kind, from = %config.controls[idx], to = %config.controls[next], "polling another control replica");
+            metrics::counter!("ocean_table_control_switches_total", "kind" => kind).increment(1);
+            // Another replica's table: nothing it sent is known yet.
+            seen = None;
+            idx = next;
+        }
+        polling.store(idx, Ordering::Relaxed);
+        let Some(base) = config.controls.get(idx) else {
             return;
         };
         // The first poll of all is quick: at start we want a table now, or the cache.
@@ -548,12 +575,30 @@ async fn run_control<T: Table>(
         let since = running
             .as_deref()
             .filter(|r| T::DELTAS && !want_full && seen.as_deref() == Some(*r));
+        // `seen` is also what `If-None-Match` says: after a switch, the running table's ETag
+        // (replicas agree on ETags), so an unchanged table is a 304.
+        let seen_or_running = seen.as_deref().or(running.as_deref());
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = poll_once(&client, base, kind, &config, Poll { wait, seen: seen.as_deref(), since, running: running.as_deref(), refusal: refusal.as_ref() }) => r,
+            // A probe found a better replica: leave this long-poll.
+            _ = switch.notified() => continue,
+            r = poll_once(&client, base, kind, &config, Poll { wait, seen: seen_or_running, since, running: running.as_deref(), refusal: refusal.as_ref() }) => r,
+        };
+        let answered = match &result {
+            Ok((_, lag)) => {
+                let mut r = lock(&replicas);
+                r.answered(idx, *lag, Instant::now());
+                // Never a step back in time: a replica behind another that answers is left
+                // before its table is taken.
+                r.behind(idx)
+            }
+            Err(_) => false,
         };
         match result {
-            Ok(Polled::Delta { etag, doc }) => {
+            Ok(_) if answered => {
+                tracing::info!(kind, control = %base, "this control replica is behind another; its table is not taken");
+            }
+            Ok((Polled::Delta { etag, doc }, _)) => {
                 let source = format!("control {base}");
                 match publisher.offer_delta(doc, &source).await {
                     Ok(_) => seen = Some(etag),
@@ -562,9 +607,8 @@ async fn run_control<T: Table>(
                 failures_in_a_row = 0;
                 backoff = backoff_min;
                 publisher.set_status(|s| s.last_error = None);
-                back_to_first(&mut idx, &mut fallback, config.controls.len());
             }
-            Ok(Polled::Full { etag, body }) => {
+            Ok((Polled::Full { etag, body }, _)) => {
                 want_full = false;
                 let source = format!("control {base}");
                 // A refusal is reported to control on every later poll (from the status).
@@ -580,20 +624,17 @@ async fn run_control<T: Table>(
                 failures_in_a_row = 0;
                 backoff = backoff_min;
                 publisher.set_status(|s| s.last_error = None);
-                back_to_first(&mut idx, &mut fallback, config.controls.len());
             }
-            Ok(Polled::NotModified) => {
+            Ok((Polled::NotModified, _)) => {
+                if seen.is_none() {
+                    seen = running;
+                }
                 failures_in_a_row = 0;
                 backoff = backoff_min;
                 publisher.set_status(|s| s.last_error = None);
-                back_to_first(&mut idx, &mut fallback, config.controls.len());
-            }
-            Err(e) if fallback.is_some() => {
-                // The first control is still down: straight back to the one that answered.
-                tracing::debug!(kind, control = %base, error = %e, "first control still unreachable");
-                idx = fallback.take().unwrap_or(idx + 1);
             }
             Err(e) => {
+                lock(&replicas).failed(idx);
                 failures_in_a_row += 1;
                 metrics::counter!("ocean_table_source_errors_total", "kind" => kind, "source" => "control").increment(1);
                 if failures_in_a_row <= config.controls.len() {
@@ -609,7 +650,6 @@ async fn run_control<T: Table>(
                     tried_cache = true;
                     load_cache(&publisher).await;
                 }
-                idx += 1;
                 let sleep = rand::rng().random_range(Duration::ZERO..=backoff);
                 backoff = (backoff * 2).min(config.backoff_max);
                 tokio::select! {
@@ -621,14 +661,49 @@ async fn run_control<T: Table>(
     }
 }
 
-/// After an answer from a control other than the first, the next poll tries the first
-/// again (remembering where to fall back to).
-fn back_to_first(idx: &mut usize, fallback: &mut Option<usize>, controls: usize) {
-    if controls > 1 && !(*idx).is_multiple_of(controls) {
-        *fallback = Some(*idx);
-        *idx = 0;
-    } else {
-        *fallback = None;
+fn lock(replicas: &Mutex<Replicas>) -> std::sync::MutexGuard<'_, Replicas> {
+    replicas.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// With several controls: asks each, every `probe_every`, how current it is (`/healthz`
+/// and its [`crate::replicas::LAG_HEADER`]), and wakes the long-poll when another replica is preferred to
+/// the one it is on (a failed one came back, or the polled one fell behind).
+async fn probe_replicas(
+    client: reqwest::Client,
+    config: SubscriberConfig,
+    replicas: Arc<Mutex<Replicas>>,
+    polling: Arc<AtomicUsize>,
+    switch: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    let timeout = config.probe_every.max(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.probe_every) => {}
+        }
+        let probes = config.controls.iter().enumerate().map(|(i, base)| {
+            let mut url = base.clone();
+            url.set_path(&format!("{}/healthz", base.path().trim_end_matches('/')));
+            let req = client.get(url).timeout(timeout).send();
+            async move { (i, req.await) }
+        });
+        for (i, answer) in futures_util::future::join_all(probes).await {
+            let mut r = lock(&replicas);
+            match answer {
+                // A control without tables yet (503 `starting`) sends no lag: not usable.
+                Ok(resp) => match lag_of(resp.headers()) {
+                    Some(lag) => r.answered(i, Some(lag), Instant::now()),
+                    None if resp.status().is_success() => r.answered(i, None, Instant::now()),
+                    None => r.failed(i),
+                },
+                Err(_) => r.failed(i),
+            }
+        }
+        let current = polling.load(Ordering::Relaxed);
+        if lock(&replicas).preferred(current) != current {
+            switch.notify_one();
+        }
     }
 }
 
@@ -683,7 +758,7 @@ async fn poll_once(
     kind: &str,
     config: &SubscriberConfig,
     poll: Poll<'_>,
-) -> Result<Polled, PollError> {
+) -> Result<(Polled, Option<Duration>), PollError> {
     let Poll {
         wait,
         seen,
@@ -725,14 +800,15 @@ async fn poll_once(
         req = req.bearer_auth(token.expose());
     }
     let resp = req.send().await?;
-    match resp.status() {
+    let lag = lag_of(resp.headers());
+    let polled = match resp.status() {
         StatusCode::NOT_MODIFIED => {
             tracing::trace!(
                 kind,
                 waited_ms = started.elapsed().as_millis() as u64,
                 "no change"
             );
-            Ok(Polled::NotModified)
+            Polled::NotModified
         }
         StatusCode::OK => {
             let etag = resp
@@ -760,13 +836,15 @@ async fn poll_once(
             };
             if delta {
                 let etag = etag.ok_or_else(|| PollError::Body("a delta without ETag".into()))?;
-                return Ok(Polled::Delta { etag, doc: body });
+                Polled::Delta { etag, doc: body }
+            } else {
+                let etag = etag.unwrap_or_else(|| crate::table::etag_of(&body));
+                Polled::Full { etag, body }
             }
-            let etag = etag.unwrap_or_else(|| crate::table::etag_of(&body));
-            Ok(Polled::Full { etag, body })
         }
-        s => Err(PollError::Status(s)),
-    }
+        s => return Err(PollError::Status(s)),
+    };
+    Ok((polled, lag))
 }
 
 /// Where a proxy gets its table; shared by every proxy subcommand.
@@ -794,6 +872,10 @@ pub struct SubscriberArgs {
     /// How this proxy names itself to control (default: hostname:pid).
     #[arg(long)]
     pub subscriber_id: Option<String>,
+    /// With several --control: how often each is asked how current its view of Marathon
+    /// is; the proxy polls the first listed among the newest.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub control_probe_interval: Duration,
 }
 
 impl SubscriberArgs {
@@ -805,6 +887,7 @@ impl SubscriberArgs {
             cache_dir: self.table_cache,
             wait: self.long_poll_wait,
             control_ca: self.control_ca,
+            probe_every: self.control_probe_interval,
             ..Default::default()
         };
         if let Some(id) = self.subscriber_id {

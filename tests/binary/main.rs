@@ -70,7 +70,14 @@ fn help_lists_subcommands_and_documents_every_flag() {
     for (sub, flags) in [
         (
             "redis-router",
-            &["--listen", "--seed", "--control", "--table-file", "--bind"][..],
+            &[
+                "--listen",
+                "--seed",
+                "--control",
+                "--control-probe-interval",
+                "--table-file",
+                "--bind",
+            ][..],
         ),
         (
             "memcached-router",
@@ -128,6 +135,8 @@ fn help_lists_subcommands_and_documents_every_flag() {
         "--max-drop",
         "--drop-hold",
         "--domain",
+        "--delta-history",
+        "--max-lag",
     ] {
         assert!(
             text.contains(flag),

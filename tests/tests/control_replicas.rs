@@ -2,7 +2,8 @@
 //! ETag for every table after each of 20 random changes (a table's ETag is the hash of its
 //! canonical body, so replicas agree without talking to each other); a proxy given both
 //! `--control` URLs keeps following changes when the first is killed and moves back to it
-//! when it returns.
+//! when it returns. A replica whose view of Marathon falls behind says so on `/healthz`
+//! (`--max-lag`), and the proxy moves to the newer replica without ever stepping back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use ocean_control::engine::{start, Running};
 use ocean_control::Config;
 use ocean_core::subscriber::{self, SubscriberConfig};
 use ocean_core::table::DnsTable;
-use ocean_tests::fake_marathon::{app, task, FakeMarathon};
+use ocean_tests::fake_marathon::{app, task, FakeMarathon, Mode};
 use ocean_tests::lcg::Lcg;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -156,21 +157,21 @@ async fn subscriber_polls(control: SocketAddr, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_follows_the_second_replica_and_moves_back_to_the_first() {
-    let m = FakeMarathon::start().await.unwrap();
-    put(&m, 0);
-    m.add_task(&app_id(0), task(&app_id(0), 1, "127.0.0.11", &[31000]));
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (a, cancel_a) = control(&m, any).await;
-    let (b, cancel_b) = control(&m, any).await;
-    let a_addr = a.addr;
-    let url = |addr: SocketAddr| url::Url::parse(&format!("http://{addr}")).unwrap();
+/// A dns subscriber, as a proxy runs one, on both replicas (listed in that order), with
+/// short waits and probes; returns once it has the first table (task 127.0.0.11).
+async fn proxy_of(
+    controls: [SocketAddr; 2],
+    id: &str,
+) -> (subscriber::TableWatch<DnsTable>, CancellationToken) {
     let sub = SubscriberConfig {
-        controls: vec![url(a_addr), url(b.addr)],
+        controls: controls
+            .iter()
+            .map(|a| url::Url::parse(&format!("http://{a}")).unwrap())
+            .collect(),
         wait: Duration::from_secs(1),
         backoff_max: Duration::from_millis(200),
-        subscriber_id: "replica-test".into(),
+        subscriber_id: id.into(),
+        probe_every: Duration::from_millis(200),
         ..Default::default()
     };
     let proxy = CancellationToken::new();
@@ -180,6 +181,19 @@ async fn a_proxy_follows_the_second_replica_and_moves_back_to_the_first() {
         .unwrap()
         .unwrap();
     assert_eq!(ips(&first.table), ["127.0.0.11"]);
+    (w, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_follows_the_second_replica_and_moves_back_to_the_first() {
+    let m = FakeMarathon::start().await.unwrap();
+    put(&m, 0);
+    m.add_task(&app_id(0), task(&app_id(0), 1, "127.0.0.11", &[31000]));
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (a, cancel_a) = control(&m, any).await;
+    let (b, cancel_b) = control(&m, any).await;
+    let a_addr = a.addr;
+    let (w, proxy) = proxy_of([a_addr, b.addr], "replica-test").await;
 
     // The first replica dies; a change still reaches the proxy, through the second.
     cancel_a.cancel();
@@ -227,4 +241,121 @@ async fn a_proxy_follows_the_second_replica_and_moves_back_to_the_first() {
     }
     proxy.cancel();
     cancel_a2.cancel();
+}
+
+/// Waits until `control`'s `/healthz` satisfies `ok`; returns (status code, body).
+async fn wait_health(
+    control: SocketAddr,
+    what: &str,
+    ok: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = reqwest::get(format!("http://{control}/healthz"))
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        let lag_header: Option<u64> = resp
+            .headers()
+            .get("x-ocean-lag-ms")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body: Value = resp.json().await.unwrap();
+        // The header and the body say the same (read in one answer).
+        assert_eq!(lag_header, body["lag_ms"].as_u64(), "{body}");
+        if ok(code, &body) {
+            return (code, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: /healthz said {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_moves_to_the_newer_replica_and_never_steps_back() {
+    // Two Marathons with the same apps stand for one Marathon that replica A loses
+    // (a partition): A keeps its old tables while B follows the change.
+    let (m1, m2) = (
+        FakeMarathon::start().await.unwrap(),
+        FakeMarathon::start().await.unwrap(),
+    );
+    for m in [&m1, &m2] {
+        put(m, 0);
+        m.add_task(&app_id(0), task(&app_id(0), 1, "127.0.0.11", &[31000]));
+    }
+    let cancel = CancellationToken::new();
+    let mut config_a = config(&m1, "127.0.0.1:0".parse().unwrap());
+    config_a.max_lag = Some(Duration::from_secs(3));
+    let a = start(config_a, cancel.clone()).await.unwrap();
+    let b = start(config(&m2, "127.0.0.1:0".parse().unwrap()), cancel.clone())
+        .await
+        .unwrap();
+    let (w, proxy) = proxy_of([a.addr, b.addr], "newest-test").await;
+    // Both current: the first listed is polled.
+    let (code, _) = wait_health(a.addr, "A current", |c, b| c == 200 && b["lag_ms"] == 0).await;
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while subscriber_polls(a.addr, "newest-test").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy does not poll the first replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A loses Marathon: its event stream drops and every re-list fails. B sees a change.
+    m1.set_mode(Mode::Error500);
+    m1.cut_event_streams();
+    m2.add_task(&app_id(0), task(&app_id(0), 2, "127.0.0.12", &[31000]));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(15);
+    while ips(&w.load().unwrap().table) != ["127.0.0.11", "127.0.0.12"] {
+        assert!(
+            Instant::now() < deadline,
+            "the change did not reach the proxy through the newer replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It came once A was SAME_VIEW behind B, not before.
+    assert!(
+        started.elapsed() >= ocean_core::replicas::SAME_VIEW - Duration::from_secs(1),
+        "moved after {:?}",
+        started.elapsed()
+    );
+    // A says it lags: 503 `lagging` past its --max-lag; B is current.
+    let (code, body) = wait_health(a.addr, "A lagging", |c, _| c == 503).await;
+    assert_eq!(body["status"], "lagging", "{body}");
+    assert!(body["lag_ms"].as_u64().unwrap() >= 3000, "{body}");
+    let (code_b, _) = wait_health(b.addr, "B current", |_, b| b["lag_ms"] == 0).await;
+    assert_eq!((code, code_b), (503, 200));
+
+    // Never a step back: A still serves the table without the new task, and the proxy
+    // neither polls A nor loses the task while A is behind.
+    let polls_a = subscriber_polls(a.addr, "newest-test").await;
+    for _ in 0..15 {
+        assert_eq!(ips(&w.load().unwrap().table), ["127.0.0.11", "127.0.0.12"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(subscriber_polls(a.addr, "newest-test").await, polls_a);
+
+    // A gets Marathon back and the same change: current again, first listed, polled again.
+    m1.set_mode(Mode::Normal);
+    m1.add_task(&app_id(0), task(&app_id(0), 2, "127.0.0.12", &[31000]));
+    wait_health(a.addr, "A current again", |c, b| {
+        c == 200 && b["lag_ms"] == 0
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscriber_polls(a.addr, "newest-test").await < polls_a + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not move back to the first replica once it was current"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ips(&w.load().unwrap().table), ["127.0.0.11", "127.0.0.12"]);
+    proxy.cancel();
+    cancel.cancel();
 }

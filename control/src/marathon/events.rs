@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{join, MarathonClient};
+use crate::freshness::Freshness;
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +132,7 @@ pub async fn run(
     client: Arc<MarathonClient>,
     dirty: mpsc::Sender<()>,
     up: Arc<AtomicBool>,
+    freshness: Arc<Freshness>,
     cancel: CancellationToken,
 ) {
     let min = Duration::from_millis(200);
@@ -143,9 +145,11 @@ pub async fn run(
         let url = join(&base, "/v2/events");
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = stream_once(&client, url.clone(), &dirty, &up, &mut backoff, min) => r,
+            r = stream_once(&client, url.clone(), &dirty, &freshness, &up, &mut backoff, min) => r,
         };
         up.store(false, Ordering::Relaxed);
+        // Changes from now on go unannounced until the stream is back and a sync ran.
+        freshness.doubt();
         metrics::gauge!("ocean_control_event_stream_up").set(0.0);
         match result {
             Ok(()) => tracing::info!(marathon = %base, "event stream ended; reconnecting"),
@@ -177,6 +181,7 @@ async fn stream_once(
     client: &MarathonClient,
     url: url::Url,
     dirty: &mpsc::Sender<()>,
+    freshness: &Freshness,
     up: &AtomicBool,
     backoff: &mut Duration,
     min: Duration,
@@ -197,7 +202,7 @@ async fn stream_once(
     metrics::gauge!("ocean_control_event_stream_up").set(1.0);
     tracing::info!(marathon = %url, "event stream attached");
     // Events may have been missed while the stream was down.
-    mark(dirty);
+    mark(dirty, freshness);
     let mut parser = SseParser::new(4 << 20);
     while let Some(chunk) = resp.chunk().await? {
         for ev in parser.feed(&chunk)? {
@@ -206,14 +211,15 @@ async fn stream_once(
                 .increment(1);
             if relevant(&ev) {
                 tracing::debug!(event = %ev.event, "marathon event");
-                mark(dirty);
+                mark(dirty, freshness);
             }
         }
     }
     Ok(())
 }
 
-fn mark(dirty: &mpsc::Sender<()>) {
+fn mark(dirty: &mpsc::Sender<()>, freshness: &Freshness) {
+    freshness.doubt();
     // Full means a sync is already pending, which covers this event too.
     let _ = dirty.try_send(());
 }
