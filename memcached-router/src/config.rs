@@ -66,7 +66,8 @@ pub struct Args {
     pub nutcracker_config: Option<std::path::PathBuf>,
     /// Standalone mode from mcrouter's JSON config: its pools and route (PoolRoute and
     /// HashRoute with ch3, AllSyncRoute, AllInitialRoute, FailoverRoute,
-    /// MissFailoverRoute, WarmUpRoute) on --listen; other routes are refused at start.
+    /// MissFailoverRoute, WarmUpRoute, and PrefixSelectorRoute over those) on --listen;
+    /// other routes are refused at start.
     #[arg(long, value_name = "FILE", requires = "listen", conflicts_with_all = ["pool", "nutcracker_config"])]
     pub mcrouter_config: Option<std::path::PathBuf>,
     /// The pool of --nutcracker-config to serve when the file has several.
@@ -153,8 +154,10 @@ pub enum Mode {
     Standalone {
         /// Client address (port 0 picks one; see `Running::addrs`).
         listen: SocketAddr,
-        /// The pool.
+        /// The pool (of every key no prefix selects).
         pool: PoolSpec,
+        /// mcrouter's `PrefixSelectorRoute`: the pools of keys with these prefixes.
+        prefixes: Vec<PrefixPool>,
     },
     /// The `memcached` table: one listener per pool on `bind:listen_port`.
     Table {
@@ -163,6 +166,48 @@ pub enum Mode {
         /// The table source.
         subscriber: SubscriberConfig,
     },
+}
+
+/// The pool that mcrouter's `PrefixSelectorRoute` gives the keys starting with `prefix`
+/// (the longest matching prefix wins), with its own route behaviour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixPool {
+    pub prefix: String,
+    pub pool: PoolSpec,
+    pub write_policy: WritePolicy,
+    pub miss_failover: bool,
+    pub warm_fill: Option<u32>,
+}
+
+impl PrefixPool {
+    /// The policies of an mcrouter route, as the router runs them.
+    pub fn of_mcrouter(route: &crate::mcrouter::McrouterRoute) -> Vec<PrefixPool> {
+        route
+            .prefixes
+            .iter()
+            .map(|(prefix, r)| PrefixPool {
+                prefix: prefix.clone(),
+                pool: r.pool.clone(),
+                write_policy: if r.write_all {
+                    WritePolicy::All
+                } else {
+                    WritePolicy::First
+                },
+                miss_failover: r.miss_failover,
+                warm_fill: r.warm_fill,
+            })
+            .collect()
+    }
+
+    /// `base` with this route's behaviour.
+    pub fn settings(&self, base: &Settings) -> Settings {
+        Settings {
+            write_policy: self.write_policy,
+            miss_failover: self.miss_failover,
+            warm_fill: self.warm_fill,
+            ..base.clone()
+        }
+    }
 }
 
 /// Routing and failure-detection settings shared by every pool.
@@ -270,7 +315,11 @@ impl Config {
     /// Standalone config with default settings, for tests and embedding.
     pub fn standalone(listen: SocketAddr, pool: PoolSpec) -> Config {
         Config {
-            mode: Mode::Standalone { listen, pool },
+            mode: Mode::Standalone {
+                listen,
+                pool,
+                prefixes: Vec::new(),
+            },
             settings: Settings::default(),
             threads: 0,
             admin: None,
@@ -283,8 +332,11 @@ impl Config {
     /// # Errors
     /// A message naming the flag or field at fault.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if let Mode::Standalone { pool, .. } = &self.mode {
+        if let Mode::Standalone { pool, prefixes, .. } = &self.mode {
             pool.validate()?;
+            for p in prefixes {
+                p.pool.validate()?;
+            }
         }
         let s = &self.settings;
         if s.tko_after == 0 {
@@ -418,6 +470,7 @@ impl Args {
             let mode = Mode::Standalone {
                 listen: p.file.listen,
                 pool: p.pool.clone(),
+                prefixes: Vec::new(),
             };
             let kind = PoolFileKind::Nutcracker {
                 pool: self.nutcracker_pool.clone(),
@@ -446,6 +499,7 @@ impl Args {
             let mode = Mode::Standalone {
                 listen,
                 pool: r.pool.clone(),
+                prefixes: PrefixPool::of_mcrouter(&r),
             };
             let kind = PoolFileKind::Mcrouter { loaded: r };
             (
@@ -468,7 +522,15 @@ impl Args {
                 replica_sets,
                 placement: KeyPlacement::default(),
             };
-            (Mode::Standalone { listen, pool }, None)
+            let prefixes = Vec::new();
+            (
+                Mode::Standalone {
+                    listen,
+                    pool,
+                    prefixes,
+                },
+                None,
+            )
         } else {
             let mode = Mode::Table {
                 bind: self.bind,

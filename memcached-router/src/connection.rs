@@ -43,7 +43,7 @@ use crate::budget::ReplyBudget;
 use crate::config::WritePolicy;
 use crate::proto::{discard, Command, Decoder, Request};
 use crate::reply::{count_values, value_blocks, write_severity, Expect};
-use crate::route::PoolRoute;
+use crate::route::{PoolRoute, Routes};
 use crate::stats::RouterStats;
 use crate::upstream::{Sent, UpstreamError};
 
@@ -52,8 +52,8 @@ const MAX_BATCH: usize = 512;
 
 /// What a client connection shares with its listener.
 pub struct ClientContext {
-    /// The pool's current route (swapped on table changes; loaded once per batch).
-    pub route: Arc<ArcSwap<PoolRoute>>,
+    /// The pool's current routes (swapped on table changes; loaded once per batch).
+    pub route: Arc<ArcSwap<Routes>>,
     /// Counters for `stats`.
     pub stats: Arc<RouterStats>,
 }
@@ -66,10 +66,15 @@ enum Pending {
     Quit,
     Read(ReadOp),
     Write(WriteOp),
+    /// A `get` whose keys select several routes (mcrouter's `PrefixSelectorRoute`): one
+    /// read per route, answered as one (every value, one `END`).
+    Split(Vec<ReadOp>),
 }
 
 /// A read: its parts (one per server) in flight.
 struct ReadOp {
+    /// The index of its route in [`Routes`].
+    route: usize,
     req: Request,
     parts: Vec<Part>,
     quiet: bool,
@@ -83,6 +88,8 @@ struct Part {
 
 /// A write sent to every set (or the first only, for cas).
 struct WriteOp {
+    /// The index of its route in [`Routes`] (its write policy answers).
+    route: usize,
     sends: Vec<Sent>,
     noreply: bool,
     quiet: bool,
@@ -123,6 +130,7 @@ impl Pending {
     fn read_keys(&self) -> usize {
         match self {
             Pending::Read(op) => op.req.keys().len(),
+            Pending::Split(ops) => ops.iter().map(|op| op.req.keys().len()).sum(),
             _ => 0,
         }
     }
@@ -152,7 +160,7 @@ pub async fn serve(
     let mut batch: Vec<Pending> = Vec::new();
     let mut route = ctx.route.load_full();
     let mut decoder = Decoder::new();
-    let budget = ReplyBudget::new(route.settings.max_client_reply_bytes);
+    let budget = ReplyBudget::new(route.settings().max_client_reply_bytes);
     let client = Client {
         slot,
         budget: &budget,
@@ -162,12 +170,12 @@ pub async fn serve(
     // bring. A new client is assumed to read values of the largest size it may store, so
     // its first batch cannot ask for many budgets' worth at once; a client of small values
     // reaches full pipelining within a few dozen reads.
-    let mut bytes_per_key: usize = route.settings.limits.max_value_bytes;
+    let mut bytes_per_key: usize = route.settings().limits.max_value_bytes;
     // One idle timer for the connection's life, re-armed only when it fires early: a new
     // timer per read registered and removed a wheel entry per request (about 5% of the
     // router's instructions per get, callgrind).
     let mut last_active = tokio::time::Instant::now();
-    let idle = tokio::time::sleep_until(last_active + route.settings.idle_timeout);
+    let idle = tokio::time::sleep_until(last_active + route.settings().idle_timeout);
     tokio::pin!(idle);
     let mut drain = DrainWatch::new(cancel);
     loop {
@@ -185,7 +193,7 @@ pub async fn serve(
             if !batch.is_empty() && budget.held().saturating_add(expected) >= budget.max() {
                 break;
             }
-            match decoder.decode(&mut rbuf, &route.settings.limits) {
+            match decoder.decode(&mut rbuf, &route.settings().limits) {
                 Ok(Some(req)) => {
                     let p = dispatch(&route, &ctx.stats, req, client);
                     expected = expected.saturating_add(p.read_keys().saturating_mul(bytes_per_key));
@@ -221,7 +229,7 @@ pub async fn serve(
             let at_boundary = rbuf.is_empty() && skip == 0;
             let n = tokio::select! {
                 () = &mut idle => {
-                    let deadline = last_active + route.settings.idle_timeout;
+                    let deadline = last_active + route.settings().idle_timeout;
                     if deadline > tokio::time::Instant::now() {
                         idle.as_mut().reset(deadline);
                         continue;
@@ -245,7 +253,7 @@ pub async fn serve(
         }
         // Collect the replies in request order; write them in one go, or as soon as they
         // fill half the budget (so that replies still arriving find room).
-        let write_timeout = route.settings.write_timeout;
+        let write_timeout = route.settings().write_timeout;
         let flush_at = budget.max() / 2;
         let mut failed = false;
         for p in batch.drain(..) {
@@ -329,28 +337,74 @@ fn has_compare_cas(req: &Request) -> bool {
         .is_some_and(|m| m.tokens.iter().any(|t| t.first() == Some(&b'C')))
 }
 
-fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, client: Client<'_>) -> Pending {
+/// The index of the route for a request: by its first key (every command but a
+/// multi-key `get` has one key, or none).
+fn route_of(routes: &Routes, req: &Request) -> usize {
+    match req.keys().first() {
+        Some(key) if !routes.is_single() => routes.select(key),
+        _ => 0,
+    }
+}
+
+/// A read of all of `req`'s keys from route `index`.
+fn read(routes: &Routes, index: usize, req: Request, client: Client<'_>, quiet: bool) -> ReadOp {
+    let all: Vec<usize> = (0..req.keys().len()).collect();
+    let parts = send_keys(routes.get(index), &req, client, 0, &all, true);
+    ReadOp {
+        route: index,
+        req,
+        parts,
+        quiet,
+    }
+}
+
+/// A multi-key `get` whose keys select several routes: one request per route with its
+/// keys, in their order. `None` when they all select one route.
+fn split_by_route(routes: &Routes, req: &Request) -> Option<Vec<(usize, Request)>> {
+    if routes.is_single() {
+        return None;
+    }
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, key) in req.keys().iter().enumerate() {
+        let r = routes.select(key);
+        match groups.iter_mut().find(|(g, _)| *g == r) {
+            Some((_, keys)) => keys.push(i),
+            None => groups.push((r, vec![i])),
+        }
+    }
+    if groups.len() < 2 {
+        return None;
+    }
+    groups
+        .into_iter()
+        .map(|(r, keys)| req.retrieval_subset(&keys).map(|sub| (r, sub)))
+        .collect()
+}
+
+fn dispatch(routes: &Routes, stats: &RouterStats, req: Request, client: Client<'_>) -> Pending {
     let slot = client.slot;
+    let index = route_of(routes, &req);
+    let route = routes.get(index);
     match req.command() {
         Command::Get | Command::Gets | Command::Gat | Command::Gats => {
             stats
                 .cmd_get
                 .fetch_add(req.keys().len() as u64, Ordering::Relaxed);
-            let all: Vec<usize> = (0..req.keys().len()).collect();
-            let parts = send_keys(route, &req, client, 0, &all, true);
-            Pending::Read(ReadOp {
-                req,
-                parts,
-                quiet: false,
-            })
+            match split_by_route(routes, &req) {
+                Some(subs) => Pending::Split(
+                    subs.into_iter()
+                        .map(|(r, sub)| read(routes, r, sub, client, false))
+                        .collect(),
+                ),
+                None => Pending::Read(read(routes, index, req, client, false)),
+            }
         }
         Command::MetaGet | Command::MetaDebug => {
             if req.command() == Command::MetaGet {
                 stats.cmd_get.fetch_add(1, Ordering::Relaxed);
             }
             let quiet = req.meta().is_some_and(|m| m.quiet);
-            let parts = send_keys(route, &req, client, 0, &[0], true);
-            Pending::Read(ReadOp { req, parts, quiet })
+            Pending::Read(read(routes, index, req, client, quiet))
         }
         Command::Set
         | Command::Add
@@ -409,6 +463,7 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, client: Client
                 return Pending::Nothing;
             }
             Pending::Write(WriteOp {
+                route: index,
                 sends,
                 noreply,
                 quiet,
@@ -434,7 +489,7 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, client: Client
             Pending::Owned(out.freeze())
         }
         Command::FlushAll => {
-            if !route.settings.allow_flush {
+            if !routes.settings().allow_flush {
                 return Pending::Reply(b"SERVER_ERROR flush_all is disabled\r\n");
             }
             let noreply = req.noreply();
@@ -443,14 +498,20 @@ fn dispatch(route: &PoolRoute, stats: &RouterStats, req: Request, client: Client
             } else {
                 (Expect::Line, false)
             };
-            let sends: Vec<Sent> = route
-                .all_servers()
+            // Every server of every route, once (routes may share a pool's servers).
+            let mut seen = std::collections::HashSet::new();
+            let sends: Vec<Sent> = routes
+                .all()
+                .iter()
+                .flat_map(PoolRoute::all_servers)
+                .filter(|s| seen.insert(s.addr()))
                 .map(|s| s.send(slot, req.raw().clone(), expect, append_mn, !noreply, None))
                 .collect();
             if noreply {
                 return Pending::Nothing;
             }
             Pending::Write(WriteOp {
+                route: 0,
                 sends,
                 noreply,
                 quiet: false,
@@ -536,7 +597,7 @@ fn strip_mn(reply: Bytes) -> Bytes {
 
 async fn finish(
     p: Pending,
-    route: &PoolRoute,
+    routes: &Routes,
     stats: &RouterStats,
     client: Client<'_>,
     out: &mut BytesMut,
@@ -546,11 +607,73 @@ async fn finish(
         Pending::Owned(r) => out.extend_from_slice(&r),
         Pending::Nothing | Pending::Quit => {}
         Pending::Read(op) if op.req.command().is_retrieval() => {
+            let route = routes.get(op.route);
             finish_retrieval(op, route, stats, client, out).await;
         }
-        Pending::Read(op) => finish_meta_read(op, route, stats, client, out).await,
-        Pending::Write(op) => finish_write(op, route, stats, client, out).await,
+        Pending::Read(op) => {
+            let route = routes.get(op.route);
+            finish_meta_read(op, route, stats, client, out).await;
+        }
+        Pending::Write(op) => {
+            let route = routes.get(op.route);
+            finish_write(op, route, stats, client, out).await;
+        }
+        Pending::Split(ops) => finish_split(ops, routes, stats, client, out).await,
     }
+}
+
+/// The reads of one `get` split by route, answered as one: every value found, then one
+/// `END`. As within one route, a part whose servers all failed counts as misses when
+/// another part answered, and its `SERVER_ERROR` answers when none did; an error line that
+/// answers a whole request (the client's reply budget, a server refusing the request)
+/// answers this one.
+async fn finish_split(
+    ops: Vec<ReadOp>,
+    routes: &Routes,
+    stats: &RouterStats,
+    client: Client<'_>,
+    out: &mut BytesMut,
+) {
+    let mut values = BytesMut::new();
+    let mut answered = false;
+    let mut failed: Option<BytesMut> = None;
+    let mut whole: Option<BytesMut> = None;
+    for op in ops {
+        let route = routes.get(op.route);
+        let mut one = BytesMut::new();
+        // Every part is awaited, whatever the others brought: their replies are owed.
+        match finish_retrieval(op, route, stats, client, &mut one).await {
+            Retrieved::Answered => {
+                answered = true;
+                values.extend_from_slice(one.strip_suffix(b"END\r\n").unwrap_or(&one));
+            }
+            Retrieved::Failed => {
+                failed.get_or_insert(one);
+            }
+            Retrieved::WholeRequest => {
+                whole.get_or_insert(one);
+            }
+        }
+    }
+    match (whole, answered, failed) {
+        (Some(line), _, _) | (None, false, Some(line)) => out.extend_from_slice(&line),
+        _ => {
+            out.extend_from_slice(&values);
+            out.extend_from_slice(b"END\r\n");
+        }
+    }
+}
+
+/// How a retrieval was answered: what a `get` split by route needs to join the parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retrieved {
+    /// Values (maybe none) and `END`.
+    Answered,
+    /// Every server it needed failed: a `SERVER_ERROR` line.
+    Failed,
+    /// An error line that answers the whole request (the server refused it, or the
+    /// client's reply budget ran out).
+    WholeRequest,
 }
 
 async fn finish_retrieval(
@@ -559,7 +682,7 @@ async fn finish_retrieval(
     stats: &RouterStats,
     client: Client<'_>,
     out: &mut BytesMut,
-) {
+) -> Retrieved {
     let ReadOp { req, parts, .. } = op;
     let miss_failover = route.settings.miss_failover && route.sets.len() > 1;
     let mut queue: std::collections::VecDeque<Part> = parts.into();
@@ -581,11 +704,19 @@ async fn finish_retrieval(
                         .get_misses
                         .fetch_add(n.saturating_sub(hits), Ordering::Relaxed);
                     out.extend_from_slice(&reply);
-                    return;
+                    // O(1): a reply with values ends with END, an error line does not
+                    // (and says so first).
+                    let error_line =
+                        reply.starts_with(b"SERVER_ERROR") || reply.starts_with(b"CLIENT_ERROR");
+                    return if reply.ends_with(b"END\r\n") && !error_line {
+                        Retrieved::Answered
+                    } else {
+                        Retrieved::WholeRequest
+                    };
                 }
                 Err(e @ UpstreamError::ClientBudget) => {
                     server_error(out, &e);
-                    return;
+                    return Retrieved::WholeRequest;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "read failed, failing over");
@@ -601,7 +732,7 @@ async fn finish_retrieval(
                         ));
                     } else {
                         server_error(out, &e);
-                        return;
+                        return Retrieved::Failed;
                     }
                 }
             }
@@ -625,7 +756,7 @@ async fn finish_retrieval(
                 let Some(blocks) = value_blocks(&reply) else {
                     // An error line from the server: it answers for the whole request.
                     out.extend_from_slice(&reply);
-                    return;
+                    return Retrieved::WholeRequest;
                 };
                 answered = true;
                 let mut blocks = blocks.peekable();
@@ -662,7 +793,7 @@ async fn finish_retrieval(
             Err(e @ UpstreamError::ClientBudget) => {
                 // The client's own doing: the whole read answers it, nothing fails over.
                 server_error(out, &e);
-                return;
+                return Retrieved::WholeRequest;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "read failed, failing over");
@@ -684,7 +815,7 @@ async fn finish_retrieval(
     }
     if let (false, Some(e)) = (answered, &failed) {
         server_error(out, e);
-        return;
+        return Retrieved::Failed;
     }
     if let Some(exptime) = warm_fill_exptime {
         warm_fill(route, &req, client, &found, &cold_miss, exptime, stats);
@@ -700,6 +831,7 @@ async fn finish_retrieval(
         .get_misses
         .fetch_add(found.len() as u64 - hits, Ordering::Relaxed);
     out.extend_from_slice(b"END\r\n");
+    Retrieved::Answered
 }
 
 /// mcrouter's WarmUpRoute: every value found past a miss on the first (cold) set is
@@ -749,7 +881,9 @@ async fn finish_meta_read(
     client: Client<'_>,
     out: &mut BytesMut,
 ) {
-    let ReadOp { req, parts, quiet } = op;
+    let ReadOp {
+        req, parts, quiet, ..
+    } = op;
     let miss_failover = route.settings.miss_failover && req.command() == Command::MetaGet;
     let mut queue: std::collections::VecDeque<Part> = parts.into();
     let mut last: Option<Result<Bytes, UpstreamError>> = None;
@@ -827,6 +961,7 @@ async fn finish_write(
         noreply,
         quiet,
         invalidate,
+        ..
     } = op;
     if let Some(inv) = invalidate {
         // cas: the first set only, no failover.

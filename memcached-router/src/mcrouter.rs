@@ -13,9 +13,14 @@
 //! - `WarmUpRoute` (`cold`, `warm`, `exptime`): sets [cold, warm], a miss on cold is read
 //!   from warm and stored in cold with `add`.
 //!
-//! Anything else (another hash, `PrefixSelectorRoute`, `OperationSelectorRoute`, several
-//! `routes`, routes nested deeper) is refused at start naming the route: a cache served
-//! from other places than before is a cold cache.
+//! - `PrefixSelectorRoute` at the root (`policies`, `wildcard`): each policy is one of the
+//!   routes above for the keys starting with its prefix (the longest prefix wins), the
+//!   `wildcard` for every other key. Without a `wildcard` it is refused: mcrouter answers
+//!   such keys with an error, which no client expects from a cache.
+//!
+//! Anything else (another hash, `OperationSelectorRoute`, several `routes`, routes nested
+//! deeper) is refused at start naming the route: a cache served from other places than
+//! before is a cold cache.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -40,6 +45,9 @@ pub struct McrouterRoute {
     pub warm_fill: Option<u32>,
     /// How the file was read, for the start log (semantics that differ from mcrouter's).
     pub notes: Vec<String>,
+    /// `PrefixSelectorRoute`'s policies: the keys starting with a prefix take its route
+    /// (the longest prefix wins); every other key takes this one (the `wildcard`).
+    pub prefixes: Vec<(String, McrouterRoute)>,
 }
 
 /// Reads the mcrouter config at `path`.
@@ -86,9 +94,50 @@ pub fn parse(text: &str) -> anyhow::Result<McrouterRoute> {
             notes.push(format!("{key}: not used by ocean"));
         }
     }
+    if route_type(route)? != "PrefixSelectorRoute" {
+        let mut out = route_of(route, &pools, "mcrouter")?;
+        out.notes.splice(0..0, notes);
+        return Ok(out);
+    }
+    let wildcard = route
+        .get("wildcard")
+        .context("PrefixSelectorRoute has no \"wildcard\": keys matching no prefix would have no pool (mcrouter answers them with an error)")?;
+    let mut out = route_of(wildcard, &pools, "mcrouter").context("PrefixSelectorRoute wildcard")?;
+    out.notes.splice(0..0, notes);
+    let policies = match route.get("policies") {
+        Some(Value::Object(p)) => p,
+        Some(_) => bail!("PrefixSelectorRoute: \"policies\" is not an object"),
+        None => bail!("PrefixSelectorRoute has no \"policies\""),
+    };
+    for (prefix, policy) in policies {
+        // A memcached key has no spaces or control characters: such a prefix never matches.
+        if prefix.is_empty() || prefix.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            bail!("PrefixSelectorRoute: prefix {prefix:?} can never start a key");
+        }
+        let mut one = route_of(policy, &pools, &format!("mcrouter[{prefix}]"))
+            .with_context(|| format!("PrefixSelectorRoute policy {prefix:?}"))?;
+        if !one.prefixes.is_empty() {
+            bail!("PrefixSelectorRoute policy {prefix:?}: a PrefixSelectorRoute inside another is not supported");
+        }
+        out.notes.extend(
+            one.notes
+                .drain(..)
+                .map(|n| format!("policy {prefix:?}: {n}")),
+        );
+        out.prefixes.push((prefix.clone(), one));
+    }
+    Ok(out)
+}
+
+/// One route below the root (or the root itself): a pool named `name` of replica sets.
+fn route_of(
+    route: &Value,
+    pools: &Map<String, Value>,
+    name: &str,
+) -> anyhow::Result<McrouterRoute> {
     let mut out = McrouterRoute {
         pool: PoolSpec {
-            name: "mcrouter".into(),
+            name: name.into(),
             hash: KeyHash::Ch3,
             replica_sets: Vec::new(),
             placement: crate::pool::KeyPlacement::default(),
@@ -96,7 +145,8 @@ pub fn parse(text: &str) -> anyhow::Result<McrouterRoute> {
         write_all: false,
         miss_failover: false,
         warm_fill: None,
-        notes,
+        notes: Vec::new(),
+        prefixes: Vec::new(),
     };
     let kind = route_type(route)?;
     let children = |key: &str| -> anyhow::Result<Vec<ReplicaSetSpec>> {
@@ -109,11 +159,11 @@ pub fn parse(text: &str) -> anyhow::Result<McrouterRoute> {
             None => bail!("{kind} has no \"{key}\""),
         };
         list.iter()
-            .map(|c| leaf(c, &pools).with_context(|| format!("{kind} child")))
+            .map(|c| leaf(c, pools).with_context(|| format!("{kind} child")))
             .collect()
     };
     match kind.as_str() {
-        "PoolRoute" | "HashRoute" => out.pool.replica_sets.push(leaf(route, &pools)?),
+        "PoolRoute" | "HashRoute" => out.pool.replica_sets.push(leaf(route, pools)?),
         "AllSyncRoute" => {
             out.pool.replica_sets = children("children")?;
             out.write_all = true;
@@ -131,8 +181,8 @@ pub fn parse(text: &str) -> anyhow::Result<McrouterRoute> {
             let cold = route.get("cold").context("WarmUpRoute has no \"cold\"")?;
             let warm = route.get("warm").context("WarmUpRoute has no \"warm\"")?;
             out.pool.replica_sets = vec![
-                leaf(cold, &pools).context("WarmUpRoute cold")?,
-                leaf(warm, &pools).context("WarmUpRoute warm")?,
+                leaf(cold, pools).context("WarmUpRoute cold")?,
+                leaf(warm, pools).context("WarmUpRoute warm")?,
             ];
             let exptime = match route.get("exptime") {
                 None => 0,
@@ -149,9 +199,11 @@ pub fn parse(text: &str) -> anyhow::Result<McrouterRoute> {
                     .into(),
             );
         }
+        "PrefixSelectorRoute" => bail!("PrefixSelectorRoute is supported at the root only"),
         other => bail!(
             "route type {other} is not supported (PoolRoute, HashRoute, AllSyncRoute, \
-             AllInitialRoute, FailoverRoute, MissFailoverRoute, WarmUpRoute)"
+             AllInitialRoute, FailoverRoute, MissFailoverRoute, WarmUpRoute, and \
+             PrefixSelectorRoute at the root)"
         ),
     }
     let mut names: Vec<&str> = out
@@ -379,10 +431,53 @@ mod tests {
     }
 
     #[test]
+    fn prefix_selector_policies_are_routes_of_their_own_beside_the_wildcard() {
+        let r = with(
+            r#"{"type": "PrefixSelectorRoute",
+                "policies": {
+                    "user:": {"type": "WarmUpRoute", "cold": "PoolRoute|B", "warm": "PoolRoute|A", "exptime": 60},
+                    "session:": {"type": "AllSyncRoute", "children": ["PoolRoute|A", "PoolRoute|B"]}
+                },
+                "wildcard": "PoolRoute|A"}"#,
+        )
+        .unwrap();
+        // The wildcard is the route itself, named as a single route would be.
+        assert_eq!(r.pool.name, "mcrouter");
+        assert_eq!(r.pool.replica_sets[0].name, "A");
+        assert!(!r.write_all && r.warm_fill.is_none());
+        let policy = |p: &str| &r.prefixes.iter().find(|(k, _)| k == p).unwrap().1;
+        let user = policy("user:");
+        assert_eq!(user.pool.name, "mcrouter[user:]");
+        assert_eq!(user.warm_fill, Some(60));
+        assert_eq!(user.pool.replica_sets[0].name, "B");
+        let session = policy("session:");
+        assert!(session.write_all);
+        assert_eq!(session.pool.replica_sets.len(), 2);
+        // A policy's notes name it.
+        assert!(r
+            .notes
+            .iter()
+            .any(|n| n.starts_with("policy \"user:\": WarmUpRoute")));
+    }
+
+    #[test]
     fn what_would_move_keys_is_refused_naming_the_route() {
         let err = |route: &str| format!("{:#}", with(route).unwrap_err());
-        assert!(err(r#"{"type": "PrefixSelectorRoute", "policies": {}}"#)
-            .contains("PrefixSelectorRoute is not supported"));
+        assert!(
+            err(r#"{"type": "PrefixSelectorRoute", "policies": {}}"#).contains("no \"wildcard\"")
+        );
+        assert!(err(r#"{"type": "PrefixSelectorRoute", "policies": {"a b": "PoolRoute|A"}, "wildcard": "PoolRoute|B"}"#)
+            .contains("can never start a key"));
+        assert!(err(r#"{"type": "PrefixSelectorRoute", "policies": {"": "PoolRoute|A"}, "wildcard": "PoolRoute|B"}"#)
+            .contains("can never start a key"));
+        assert!(err(r#"{"type": "PrefixSelectorRoute", "policies": {"a": {"type": "PrefixSelectorRoute", "policies": {}, "wildcard": "PoolRoute|A"}}, "wildcard": "PoolRoute|B"}"#)
+            .contains("at the root only"));
+        assert!(err(r#"{"type": "PrefixSelectorRoute", "policies": {"a": "PoolRoute|Z"}, "wildcard": "PoolRoute|B"}"#)
+            .contains("policy \"a\""));
+        assert!(
+            err(r#"{"type": "OperationSelectorRoute", "default_policy": "PoolRoute|A"}"#)
+                .contains("OperationSelectorRoute is not supported")
+        );
         assert!(
             err(r#"{"type": "HashRoute", "children": "Pool|A", "hash_func": "Crc32"}"#)
                 .contains("hash Crc32")

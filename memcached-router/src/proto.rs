@@ -448,6 +448,30 @@ impl Request {
     }
 }
 
+impl Request {
+    /// The same retrieval (and exptime) for the keys at `indices` only, as if received that
+    /// way: one route's share of a multiget. `None` for a command that is not a retrieval.
+    pub fn retrieval_subset(&self, indices: &[usize]) -> Option<Request> {
+        if !self.command.is_retrieval() {
+            return None;
+        }
+        let mut raw = BytesMut::new();
+        self.encode_retrieval(indices, &mut raw);
+        Some(Request {
+            command: self.command,
+            raw: raw.freeze(),
+            keys: indices
+                .iter()
+                .filter_map(|&i| self.keys.get(i).cloned())
+                .collect(),
+            data: None,
+            exptime: self.exptime.clone(),
+            noreply: false,
+            meta: None,
+        })
+    }
+}
+
 fn bad(reason: &'static str) -> DecodeError {
     DecodeError::BadFormat {
         reason,
@@ -1319,6 +1343,14 @@ mod tests {
         // Nothing at all, or a partial line: need more.
         assert_eq!(one(b""), Ok(None));
         assert_eq!(one(b"get k\r"), Ok(None));
+    }
+
+    #[test]
+    fn a_retrieval_subset_is_the_request_as_if_received_with_those_keys() {
+        let r = ok(b"gat 30 a b c\r\n");
+        let sub = r.retrieval_subset(&[2, 0]).unwrap();
+        assert_eq!(sub, ok(b"gat 30 c a\r\n"));
+        assert!(ok(b"set k 0 0 1\r\nx\r\n").retrieval_subset(&[0]).is_none());
     }
 
     #[test]

@@ -123,6 +123,67 @@ impl PoolRoute {
     }
 }
 
+/// What a listener routes by: one pool, or, from mcrouter's `PrefixSelectorRoute`, one
+/// pool per key prefix beside the pool of every other key. Swapped in whole.
+#[derive(Debug)]
+pub struct Routes {
+    /// `routes[0]` takes the keys no prefix selects (mcrouter's `wildcard`).
+    routes: Vec<PoolRoute>,
+    /// `(prefix, index in routes)`, longest prefix first, so the first match is the longest.
+    prefixes: Vec<(Box<[u8]>, usize)>,
+}
+
+impl Routes {
+    /// One pool for every key.
+    pub fn single(route: PoolRoute) -> Routes {
+        Routes {
+            routes: vec![route],
+            prefixes: Vec::new(),
+        }
+    }
+
+    /// `wildcard` for every key no prefix of `prefixed` selects.
+    pub fn with_prefixes(wildcard: PoolRoute, prefixed: Vec<(String, PoolRoute)>) -> Routes {
+        let mut routes = vec![wildcard];
+        let mut prefixes = Vec::new();
+        for (prefix, route) in prefixed {
+            prefixes.push((prefix.into_bytes().into_boxed_slice(), routes.len()));
+            routes.push(route);
+        }
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Routes { routes, prefixes }
+    }
+
+    /// The index of the route for `key`: the longest prefix it starts with, else 0.
+    pub fn select(&self, key: &[u8]) -> usize {
+        self.prefixes
+            .iter()
+            .find(|(p, _)| key.starts_with(p))
+            .map_or(0, |(_, i)| *i)
+    }
+
+    /// Whether every key takes route 0.
+    pub fn is_single(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    /// The route at `index` (from [`select`](Self::select)); route 0 for an index out of range.
+    pub fn get(&self, index: usize) -> &PoolRoute {
+        self.routes.get(index).unwrap_or(&self.routes[0])
+    }
+
+    /// Every route.
+    pub fn all(&self) -> &[PoolRoute] {
+        &self.routes
+    }
+
+    /// The settings every route shares (limits, timeouts, budgets); only a route's write
+    /// policy, miss failover and warm fill may differ.
+    pub fn settings(&self) -> &Settings {
+        &self.routes[0].settings
+    }
+}
+
 /// The servers a worker has connections to, kept across table swaps so that a server that
 /// stays in a pool keeps its connections and TKO state.
 pub struct Registry {
@@ -221,5 +282,53 @@ impl Registry {
             }
             keep
         });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyPlacement, PoolSpec};
+    use crate::pool::{ReplicaSetSpec, ServerSpec};
+
+    fn route(name: &str) -> PoolRoute {
+        let spec = PoolSpec {
+            name: name.into(),
+            hash: crate::ketama::KeyHash::Ch3,
+            replica_sets: vec![ReplicaSetSpec {
+                name: name.into(),
+                servers: vec![ServerSpec {
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    name: "127.0.0.1:1".into(),
+                    weight: 1,
+                }],
+            }],
+            placement: KeyPlacement::default(),
+        };
+        // Servers spawn their connection tasks lazily: building needs no runtime.
+        let mut registry = Registry::new(Arc::new(RouterStats::default()));
+        registry.build(
+            &spec,
+            &Arc::new(Settings::default()),
+            &CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn the_longest_prefix_selects_and_other_keys_take_the_wildcard() {
+        let r = Routes::with_prefixes(
+            route("all"),
+            vec![("a".into(), route("a")), ("ab".into(), route("ab"))],
+        );
+        let name = |key: &str| r.get(r.select(key.as_bytes())).name.clone();
+        assert_eq!(name("abcd"), "ab");
+        assert_eq!(name("acdc"), "a");
+        assert_eq!(name("ab"), "ab");
+        assert_eq!(name("bar"), "all");
+        assert_eq!(name(""), "all");
+        assert!(!r.is_single());
+        assert!(Routes::single(route("x")).is_single());
+        assert_eq!(r.all().len(), 3);
     }
 }

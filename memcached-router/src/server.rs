@@ -26,9 +26,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Mode, PoolSpec, Settings};
+use crate::config::{Config, Mode, PoolSpec, PrefixPool, Settings};
 use crate::connection::{serve, ClientContext};
-use crate::route::Registry;
+use crate::route::{Registry, Routes};
 use crate::stats::RouterStats;
 
 /// A started router.
@@ -72,13 +72,16 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     Ok(())
 }
 
+/// The standalone pool and the pools of key prefixes (mcrouter's `PrefixSelectorRoute`).
+type StandaloneSpec = (PoolSpec, Vec<PrefixPool>);
+
 /// What a worker starts from.
 enum WorkerSource {
     Standalone {
         listener: std::net::TcpListener,
-        pool: PoolSpec,
+        spec: StandaloneSpec,
         /// New pools from a reload of `--nutcracker-config` or `--mcrouter-config`.
-        updates: tokio::sync::watch::Receiver<PoolSpec>,
+        updates: tokio::sync::watch::Receiver<StandaloneSpec>,
     },
     Table {
         bind: std::net::IpAddr,
@@ -98,14 +101,17 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     crate::stats::describe();
     let tracker = TaskTracker::new();
     // The standalone pool, which a reload of its file replaces.
-    let standalone_pool = match &config.mode {
-        Mode::Standalone { pool, .. } => pool.clone(),
-        Mode::Table { .. } => PoolSpec {
-            name: String::new(),
-            hash: crate::ketama::KeyHash::Fnv1a64,
-            replica_sets: Vec::new(),
-            placement: crate::config::KeyPlacement::default(),
-        },
+    let standalone_pool: StandaloneSpec = match &config.mode {
+        Mode::Standalone { pool, prefixes, .. } => (pool.clone(), prefixes.clone()),
+        Mode::Table { .. } => (
+            PoolSpec {
+                name: String::new(),
+                hash: crate::ketama::KeyHash::Fnv1a64,
+                replica_sets: Vec::new(),
+                placement: crate::config::KeyPlacement::default(),
+            },
+            Vec::new(),
+        ),
     };
     let (pool_tx, pool_rx) = tokio::sync::watch::channel(standalone_pool);
     // SIGHUP: a --nutcracker-config or --mcrouter-config file is re-read and its servers
@@ -125,7 +131,11 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let mut listen_addr = None;
     let mut table_watch = None;
     match &config.mode {
-        Mode::Standalone { listen, pool } => {
+        Mode::Standalone {
+            listen,
+            pool,
+            prefixes,
+        } => {
             let first = ocean_core::listener::bind_tcp(*listen, true)
                 .with_context(|| format!("cannot listen on {listen} (--listen)"))?;
             let addr = first.local_addr()?;
@@ -141,7 +151,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             for listener in listeners {
                 sources.push(WorkerSource::Standalone {
                     listener,
-                    pool: pool.clone(),
+                    spec: (pool.clone(), prefixes.clone()),
                     updates: pool_rx.clone(),
                 });
             }
@@ -289,7 +299,7 @@ async fn worker(
     match source {
         WorkerSource::Standalone {
             listener,
-            pool,
+            spec,
             mut updates,
         } => {
             let listener = match TcpListener::from_std(listener) {
@@ -299,9 +309,12 @@ async fn worker(
                     return;
                 }
             };
-            let route = Arc::new(ArcSwap::from_pointee(
-                registry.build(&pool, &settings, &backends),
-            ));
+            let route = Arc::new(ArcSwap::from_pointee(standalone_routes(
+                &mut registry,
+                &spec,
+                &settings,
+                &backends,
+            )));
             let ctx = Arc::new(ClientContext { route, stats });
             tracker.spawn(accept_loop(
                 listener,
@@ -318,9 +331,9 @@ async fn worker(
                 changed = updates.changed() => changed.is_ok(),
             } {
                 let spec = updates.borrow_and_update().clone();
-                let route = registry.build(&spec, &settings, &backends);
-                registry.retain(&[&route]);
-                ctx.route.store(Arc::new(route));
+                let routes = standalone_routes(&mut registry, &spec, &settings, &backends);
+                registry.retain(&routes.all().iter().collect::<Vec<_>>());
+                ctx.route.store(Arc::new(routes));
             }
         }
         WorkerSource::Table { bind, watch } => {
@@ -342,13 +355,35 @@ async fn worker(
     backends.cancel();
 }
 
+/// The standalone routes: the pool, and a route of its own per key prefix, each with the
+/// behaviour its mcrouter route gives it.
+fn standalone_routes(
+    registry: &mut Registry,
+    (pool, prefixes): &StandaloneSpec,
+    settings: &Arc<Settings>,
+    backends: &CancellationToken,
+) -> Routes {
+    let main = registry.build(pool, settings, backends);
+    if prefixes.is_empty() {
+        return Routes::single(main);
+    }
+    let prefixed = prefixes
+        .iter()
+        .map(|p| {
+            let own = Arc::new(p.settings(settings));
+            (p.prefix.clone(), registry.build(&p.pool, &own, backends))
+        })
+        .collect();
+    Routes::with_prefixes(main, prefixed)
+}
+
 /// SIGHUP with `--nutcracker-config` or `--mcrouter-config`: re-reads the file and hands
 /// its servers to the workers. What needs a restart (the listen address, timing, the
 /// route's behaviour) is logged and kept; a file that no longer loads keeps the running
 /// pool.
 fn reload_pool_file(
     file: &crate::config::PoolFile,
-    pool_tx: &tokio::sync::watch::Sender<PoolSpec>,
+    pool_tx: &tokio::sync::watch::Sender<StandaloneSpec>,
 ) -> anyhow::Result<Vec<String>> {
     use crate::config::PoolFileKind;
     let (pool, kept) = match &file.kind {
@@ -374,7 +409,7 @@ fn reload_pool_file(
                     now.file.auto_eject_hosts != was.file.auto_eject_hosts,
                 ),
             ];
-            (now.pool, kept)
+            ((now.pool, Vec::new()), kept)
         }
         PoolFileKind::Mcrouter { loaded: was } => {
             let now = crate::mcrouter::load(&file.path)?;
@@ -386,7 +421,9 @@ fn reload_pool_file(
                 ),
                 ("WarmUpRoute exptime", now.warm_fill != was.warm_fill),
             ];
-            (now.pool, kept)
+            // The prefixes' routes are rebuilt whole, behaviour included.
+            let prefixes = PrefixPool::of_mcrouter(&now);
+            ((now.pool, prefixes), kept)
         }
     };
     for (key, _) in kept.iter().filter(|(_, changed)| *changed) {
@@ -404,7 +441,7 @@ fn reload_pool_file(
         true
     });
     Ok(if applied {
-        tracing::info!(file = %file.path.display(), pool = %pool.name, "reload: servers applied");
+        tracing::info!(file = %file.path.display(), pool = %pool.0.name, prefixes = pool.1.len(), "reload: servers applied");
         vec![format!("{} servers", file.path.display())]
     } else {
         Vec::new()
@@ -443,7 +480,7 @@ async fn follow_table(
             .collect();
         let routes: Vec<_> = specs
             .iter()
-            .map(|(spec, _)| Arc::new(registry.build(spec, &settings, backends)))
+            .map(|(spec, _)| Arc::new(Routes::single(registry.build(spec, &settings, backends))))
             .collect();
         let wanted: std::collections::HashSet<&str> =
             specs.iter().map(|(s, _)| s.name.as_str()).collect();
@@ -492,7 +529,7 @@ async fn follow_table(
                 }
             }
         }
-        let refs: Vec<&crate::route::PoolRoute> = routes.iter().map(|r| r.as_ref()).collect();
+        let refs: Vec<&crate::route::PoolRoute> = routes.iter().flat_map(|r| r.all()).collect();
         registry.retain(&refs);
         tracing::info!(etag = %table.etag, pools = specs.len(), "memcached table applied");
         metrics::counter!("ocean_memcached_table_swaps_total").increment(1);

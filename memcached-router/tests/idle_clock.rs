@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use ocean_memcached_router::config::Settings;
 use ocean_memcached_router::connection::{serve, ClientContext};
 use ocean_memcached_router::ketama::KeyHash;
-use ocean_memcached_router::route::Registry;
+use ocean_memcached_router::route::{Registry, Routes};
 use ocean_memcached_router::stats::RouterStats;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,7 +40,7 @@ async fn client() -> (BufReader<TcpStream>, JoinHandle<()>) {
         &cancel,
     );
     let ctx = Arc::new(ClientContext {
-        route: Arc::new(ArcSwap::from_pointee(route)),
+        route: Arc::new(ArcSwap::from_pointee(Routes::single(route))),
         stats,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

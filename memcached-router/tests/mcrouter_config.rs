@@ -1,7 +1,7 @@
 //! `--mcrouter-config` (issue 15, must-show 3): the router started from an mcrouter JSON
 //! places keys of a ch3 pool where mcrouter's own golden values say, on real memcached
-//! servers; a WarmUpRoute fills the cold pool on a miss; a route it cannot reproduce is
-//! refused at start.
+//! servers; a WarmUpRoute fills the cold pool on a miss; a PrefixSelectorRoute sends each
+//! key to the route of its longest prefix; a route it cannot reproduce is refused at start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -232,14 +232,131 @@ fn a_route_the_router_cannot_reproduce_is_refused_at_start() {
     std::fs::write(
         &file,
         r#"{"pools": {"A": {"servers": ["127.0.0.1:11211"]}},
-            "route": {"type": "PrefixSelectorRoute", "policies": {"a:": "PoolRoute|A"}, "wildcard": "PoolRoute|A"}}"#,
+            "route": {"type": "OperationSelectorRoute", "default_policy": "PoolRoute|A"}}"#,
     )
     .unwrap();
     let err = format!("{:#}", args(&file).into_config().unwrap_err());
     assert!(
-        err.contains("PrefixSelectorRoute is not supported") && err.contains("mcrouter.json"),
+        err.contains("OperationSelectorRoute is not supported") && err.contains("mcrouter.json"),
         "{err}"
     );
     // --mcrouter-config needs --listen (mcrouter's port is a flag, not in the file).
     assert!(Cli::try_parse_from(["router", "--mcrouter-config", "x.json"]).is_err());
+}
+
+/// Which of `pools` (each a list of servers, placed by ch3) hold `key`.
+async fn holders(pools: &[(&str, &[SocketAddr])], key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, servers) in pools {
+        for a in servers.iter() {
+            if direct_get(*a, key.as_bytes()).await.unwrap().is_some() {
+                assert_eq!(
+                    *a,
+                    servers[ch3(key.as_bytes(), servers.len())],
+                    "{key} in {name}"
+                );
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_selector_route_sends_each_key_to_the_route_of_its_longest_prefix() {
+    let mut servers = Vec::new();
+    for _ in 0..5 {
+        servers.push(Memcached::start().await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(Memcached::addr).collect();
+    let (users, vips, common, mirror) = (&addrs[..2], &addrs[2..3], &addrs[3..4], &addrs[4..5]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = format!(
+        r#"{{"pools": {{"users": {{"servers": {}}}, "vips": {{"servers": {}}},
+                        "common": {{"servers": {}}}, "mirror": {{"servers": {}}}}},
+            "route": {{"type": "PrefixSelectorRoute",
+                "policies": {{
+                    "user:": "PoolRoute|users",
+                    "user:vip:": "PoolRoute|vips",
+                    "sess:": {{"type": "AllSyncRoute", "children": ["PoolRoute|common", "PoolRoute|mirror"]}}
+                }},
+                "wildcard": "PoolRoute|common"}}}}"#,
+        servers_json(users),
+        servers_json(vips),
+        servers_json(common),
+        servers_json(mirror)
+    );
+    let pools: [(&str, &[SocketAddr]); 4] = [
+        ("users", users),
+        ("vips", vips),
+        ("common", common),
+        ("mirror", mirror),
+    ];
+    let router = start(dir.path(), &json).await.unwrap();
+    let mut c = Raw::connect(router.addr).await.unwrap();
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        for (key, want) in [
+            (format!("user:{i}"), &["users"][..]),
+            (format!("user:vip:{i}"), &["vips"][..]),
+            (format!("sess:{i}"), &["common", "mirror"][..]),
+            (format!("other:{i}"), &["common"][..]),
+            // A prefix of a policy's prefix is not that prefix.
+            (format!("use{i}"), &["common"][..]),
+        ] {
+            set(&mut c, &key, &format!("v-{key}")).await;
+            assert_eq!(holders(&pools, &key).await, want, "{key}");
+            keys.push(key);
+        }
+    }
+    // One multi-get over every route, a missing key among them: every value once, one END.
+    let mut asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    asked.insert(7, "user:missing");
+    let reply = c
+        .call(
+            format!("get {}\r\n", asked.join(" ")).as_bytes(),
+            &[b"END\r\n"],
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert_eq!(text.matches("VALUE ").count(), keys.len(), "{text}");
+    assert_eq!(text.matches("END\r\n").count(), 1, "{text}");
+    assert!(text.ends_with("END\r\n"));
+    for k in &keys {
+        assert!(
+            text.contains(&format!("VALUE {k} 0 {}\r\nv-{k}\r\n", k.len() + 2)),
+            "{k}"
+        );
+    }
+    // gets carries each route's cas tokens.
+    let reply = c
+        .call(b"gets user:1 other:1 user:vip:1\r\n", &[b"END\r\n"])
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&reply).matches("VALUE ").count(), 3);
+
+    // The vips pool dies: its keys are misses beside the others' values, as a dead server's
+    // keys are within one pool; alone, they answer its error.
+    servers[2].stop();
+    let reply = c
+        .call(b"get user:1 user:vip:1 other:1\r\n", &[b"END\r\n", b"\r\n"])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert_eq!(text.matches("VALUE ").count(), 2, "{text}");
+    assert!(
+        text.contains("VALUE user:1 ") && text.contains("VALUE other:1 "),
+        "{text}"
+    );
+    let reply = c.call(b"get user:vip:1\r\n", &[b"\r\n"]).await.unwrap();
+    assert!(
+        reply.starts_with(b"SERVER_ERROR"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    // Writes by prefix still reach their pools.
+    set(&mut c, "sess:late", "x").await;
+    let live = [pools[0], pools[2], pools[3]];
+    assert_eq!(holders(&live, "sess:late").await, ["common", "mirror"]);
 }
