@@ -69,6 +69,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// the newest ([`ocean_core::replicas`]). None before the first sync.
 async fn lag_header(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    if resp.headers().contains_key(crate::freshness::LAG_HEADER) {
+        return resp;
+    }
     if let Some(lag) = shared.freshness.lag() {
         resp.headers_mut().insert(
             crate::freshness::LAG_HEADER,
@@ -431,7 +434,14 @@ fn health_without_lag(shared: &Shared) -> (StatusCode, serde_json::Value) {
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     let (code, body) = health(&shared);
-    (code, Json(body)).into_response()
+    // The header says what the body says (the middleware would take the lag again).
+    let lag = body["lag_ms"].as_u64();
+    let mut resp = (code, Json(body)).into_response();
+    if let Some(lag) = lag {
+        resp.headers_mut()
+            .insert(crate::freshness::LAG_HEADER, HeaderValue::from(lag));
+    }
+    resp
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
