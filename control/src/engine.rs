@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
+use ocean_core::table::incremental::Encoded;
 use ocean_core::table::{
     etag_of, DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind,
 };
@@ -269,6 +270,8 @@ struct Published {
     lvs: Option<LvsTable>,
     /// The ETags of the tables above that this run published (deltas start from them).
     etags: HashMap<TableKind, String>,
+    /// How this run encoded them: the next version copies their unchanged entries.
+    encodings: HashMap<TableKind, Encoded>,
 }
 
 impl Published {
@@ -303,6 +306,7 @@ impl Published {
             mysql: one(dir),
             lvs: one(dir),
             etags: HashMap::new(),
+            encodings: HashMap::new(),
         }
     }
 }
@@ -315,14 +319,25 @@ struct Sink<'a> {
     held: &'a mut Vec<Held>,
     problems: &'a mut Vec<Problem>,
     etags: &'a mut HashMap<TableKind, String>,
+    encodings: &'a mut HashMap<TableKind, Encoded>,
 }
 
 impl Sink<'_> {
     /// Validates a derived table (derive makes valid tables by construction; this keeps a
     /// bug from reaching proxies), guards it, and queues it for publishing.
+    ///
+    /// Built on the last table this run published (`encodings`): only the entries that
+    /// changed are serialized and, when the header stayed, validated; the same walk gives
+    /// the delta (see [`ocean_core::table::incremental`]).
     fn take<T: Pools>(&mut self, published: &mut Option<T>, candidate: T) {
         let kind = T::KIND;
-        if let Err(e) = candidate.validate() {
+        let previous = published.as_ref().zip(self.encodings.get(&kind));
+        let encoded = candidate.encode_after(previous);
+        let valid = match (&encoded, previous) {
+            (Ok((_, Some(changes))), Some((old, _))) => candidate.validate_after(old, changes),
+            _ => candidate.validate(),
+        };
+        if let Err(e) = valid {
             let message = format!("derived {kind} table not published (a control bug): {e}");
             tracing::error!(table = %kind, "{message}");
             self.problems.push(Problem {
@@ -343,29 +358,31 @@ impl Sink<'_> {
                 message: h.message.clone(),
             });
         }
+        // A held pool makes the table another one than the candidate: encode that.
+        let encoded = if guarded.held.is_empty() {
+            encoded
+        } else {
+            let previous = published.as_ref().zip(self.encodings.get(&kind));
+            guarded.table.encode_after(previous)
+        };
         self.held.extend(guarded.held);
-        match guarded.table.canonical_body() {
-            Ok(body) => {
-                let etag = etag_of(&body);
+        match encoded {
+            Ok((encoded, changes)) => {
+                let etag = etag_of(&encoded.body);
                 let mut served = Served::new(
                     etag.clone(),
-                    body.into(),
+                    encoded.body.clone(),
                     guarded.table.backend_count(),
                     SystemTime::now(),
                 );
                 // What changed since the table this run published last, for deltas.
                 let base = self.etags.get(&kind).filter(|b| **b != etag);
-                if let (Some(base), Some(old)) = (base, published.as_ref()) {
-                    match guarded.table.changes_since(old) {
-                        Some(Ok(changes)) => served = served.with_changes(base.clone(), changes),
-                        Some(Err(e)) => {
-                            tracing::error!(table = %kind, error = %e, "cannot compute the delta")
-                        }
-                        None => {}
-                    }
+                if let (Some(base), Some(changes)) = (base, changes) {
+                    served = served.with_changes(base.clone(), changes);
                 }
                 self.out.push((kind, served));
                 self.etags.insert(kind, etag);
+                self.encodings.insert(kind, encoded);
                 *published = Some(guarded.table);
             }
             Err(e) => tracing::error!(table = %kind, error = %e, "cannot serialize table"),
@@ -588,6 +605,7 @@ impl Engine {
             held: &mut held,
             problems: &mut problems,
             etags: &mut p.etags,
+            encodings: &mut p.encodings,
         };
         sink.take(&mut p.dns, derived.dns);
         sink.take(&mut p.redis, derived.redis);

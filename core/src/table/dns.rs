@@ -240,6 +240,22 @@ impl Table for DnsTable {
         Some(super::delta::apply(self, etag, doc))
     }
 
+    fn encode_after(
+        &self,
+        previous: Option<(&Self, &super::incremental::Encoded)>,
+    ) -> Result<(super::incremental::Encoded, Option<super::delta::Changes>), serde_json::Error>
+    {
+        super::incremental::encode(self, previous)
+    }
+
+    fn validate_after(
+        &self,
+        previous: &Self,
+        changes: &super::delta::Changes,
+    ) -> Result<(), TableError> {
+        super::incremental::validate_after(self, previous, changes)
+    }
+
     fn validate(&self) -> Result<(), TableError> {
         self.validate_names(None)
     }
@@ -364,6 +380,39 @@ mod tests {
             },
         );
         t
+    }
+
+    #[test]
+    fn the_body_built_on_the_last_one_is_canonical_with_views_and_zones() {
+        let mut t = table();
+        t.zones = vec!["shop.example.com".into()];
+        t.views = vec![DnsView {
+            name: "unicom".into(),
+            networks: vec!["10.1.0.0/16".into()],
+            // A view's names come after the table's own in the JSON.
+            names: t.names.clone(),
+        }];
+        let (first, _) = t.encode_after(None).unwrap();
+        assert_eq!(first.body.as_ref(), t.canonical_body().unwrap().as_slice());
+        let mut next = t.clone();
+        next.names.insert(
+            "db.marathon.mesos.".into(),
+            DnsRecords {
+                a: vec![Ipv4Addr::new(10, 0, 0, 2)],
+                ..Default::default()
+            },
+        );
+        let (built, changes) = next.encode_after(Some((&t, &first))).unwrap();
+        assert_eq!(
+            built.body.as_ref(),
+            next.canonical_body().unwrap().as_slice()
+        );
+        let changes = changes.unwrap();
+        assert_eq!(
+            changes.entries.keys().collect::<Vec<_>>(),
+            ["db.marathon.mesos."]
+        );
+        assert!(next.validate_after(&t, &changes).is_ok());
     }
 
     #[test]

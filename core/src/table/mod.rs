@@ -10,6 +10,7 @@
 pub mod delta;
 pub mod dns;
 pub mod gzip;
+pub mod incremental;
 pub mod lvs;
 pub mod memcached;
 pub mod mysql;
@@ -176,6 +177,32 @@ pub trait Table:
     /// for the kinds that are always served whole.
     fn changes_since(&self, _old: &Self) -> Option<Result<delta::Changes, serde_json::Error>> {
         None
+    }
+
+    /// The canonical body, built from `previous` (the last version and its encoding) for
+    /// the entries that did not change, with the changes since `previous` (see
+    /// [`incremental`]). Kinds that take no deltas serialize whole and report no changes.
+    ///
+    /// # Errors
+    /// A value that does not serialize (not possible for table types).
+    fn encode_after(
+        &self,
+        _previous: Option<(&Self, &incremental::Encoded)>,
+    ) -> Result<(incremental::Encoded, Option<delta::Changes>), serde_json::Error> {
+        Ok((incremental::Encoded::whole(self.canonical_body()?), None))
+    }
+
+    /// Validates this table, which is `previous` (valid) with `changes` applied: keyed kinds
+    /// whose header stayed check the changed entries only.
+    ///
+    /// # Errors
+    /// What [`validate`](Self::validate) finds.
+    fn validate_after(
+        &self,
+        _previous: &Self,
+        _changes: &delta::Changes,
+    ) -> Result<(), TableError> {
+        self.validate()
     }
 
     /// Applies a delta document to this table (whose ETag is `etag`) and checks the result;
