@@ -73,6 +73,11 @@ pub fn describe() {
         "Multiplexed sessions that keep their backend connection from then on, by reason: statement, command, large_packet, transaction, lost."
     );
     describe_gauge!(
+        "ocean_mysql_pool_busy",
+        Unit::Count,
+        "Backend connections multiplexed sessions hold now (a command running, or a pinned session), per database."
+    );
+    describe_gauge!(
         "ocean_mysql_pool_idle",
         Unit::Count,
         "Idle backend connections kept for reuse."
@@ -128,6 +133,12 @@ pub fn pool_wait(database: &str) {
 pub fn pinned(database: &str, reason: &'static str) {
     metrics::counter!("ocean_mysql_pinned_total", "database" => database.to_string(), "reason" => reason)
         .increment(1);
+}
+
+/// Backend connections of `database` in use by multiplexed sessions (a command running,
+/// or a pinned session): the handle the busy permit counts with.
+pub fn pool_busy(database: &str) -> metrics::Gauge {
+    metrics::gauge!("ocean_mysql_pool_busy", "database" => database.to_string())
 }
 
 /// Idle backend connections kept for `database`.

@@ -118,8 +118,30 @@ pub struct Pool {
 /// (database, server, backend user): the connections one `pool_max` bounds.
 type BusyGroup = (String, SocketAddr, String);
 
-/// A multiplexed checkout's right to a connection; dropped when it goes back.
-pub type BusyPermit = OwnedSemaphorePermit;
+/// A multiplexed checkout's right to a connection; dropped when it goes back. Counted in
+/// `ocean_mysql_pool_busy{database}` while held.
+#[derive(Debug)]
+pub struct BusyPermit {
+    _permit: OwnedSemaphorePermit,
+    busy: metrics::Gauge,
+}
+
+impl BusyPermit {
+    fn new(permit: OwnedSemaphorePermit, database: &str) -> BusyPermit {
+        let busy = crate::metrics::pool_busy(database);
+        busy.increment(1.0);
+        BusyPermit {
+            _permit: permit,
+            busy,
+        }
+    }
+}
+
+impl Drop for BusyPermit {
+    fn drop(&mut self) {
+        self.busy.decrement(1.0);
+    }
+}
 
 /// What became of a connection given back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,13 +193,14 @@ impl Pool {
             entry.1.clone()
         };
         match sem.clone().try_acquire_owned() {
-            Ok(p) => return Some(p),
+            Ok(p) => return Some(BusyPermit::new(p, &key.database)),
             Err(_) => crate::metrics::pool_wait(&key.database),
         }
-        tokio::time::timeout(wait, sem.acquire_owned())
+        let permit = tokio::time::timeout(wait, sem.acquire_owned())
             .await
             .ok()?
-            .ok()
+            .ok()?;
+        Some(BusyPermit::new(permit, &key.database))
     }
 
     /// Puts a connection a multiplexed session used for plain reads back as it is (its

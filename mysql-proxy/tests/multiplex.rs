@@ -113,15 +113,32 @@ async fn a_session_with_state_keeps_its_connection_and_shares_it_with_nobody() {
     db.exec_sql("CREATE TABLE IF NOT EXISTS shop.mux_tx (id INT PRIMARY KEY)")
         .await
         .unwrap();
-    write_table(&table_file, &table(&db, 3));
+    // A database name of its own: metrics are per process, and the other tests here run
+    // beside this one.
+    const BUSY_DB: &str = "/dept/shop/busy";
+    let mut t = table(&db, 3);
+    t.databases[0].name = BUSY_DB.into();
+    t.jobs[0].grants[0].database = BUSY_DB.into();
+    write_table(&table_file, &t);
     let mut c = config(table_file);
     c.pool_wait = Duration::from_millis(500);
+    c.admin = Some("127.0.0.1:0".parse().unwrap());
     let (proxy, _cancel) = start_proxy(c).await;
+    let admin = proxy.admin_addr.unwrap();
+    let busy = || async move {
+        let text = ocean_tests::metrics::scrape(admin).await.unwrap();
+        let line = format!("ocean_mysql_pool_busy{{database=\"{BUSY_DB}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str())?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
 
     // A user variable, an open transaction, a temporary table: three pinned sessions.
     let mut var = session(proxy.addr).await.unwrap();
     var.query_drop("SET @mine = 7").await.unwrap();
     let (mut tx, mut tmp) = tx_and_temp_table(proxy.addr).await;
+    // Each holds its connection: all three of pool_max are busy.
+    assert_eq!(busy().await, 3.0);
 
     // pool_max 3 and three pinned sessions: no connection is free, and a pinned one is
     // never lent out, so new sessions wait --pool-wait and are refused with 1040.
@@ -151,6 +168,15 @@ async fn a_session_with_state_keeps_its_connection_and_shares_it_with_nobody() {
     tx.query_drop("ROLLBACK").await.unwrap();
     for c in [var, tx, tmp] {
         c.disconnect().await.unwrap();
+    }
+    // Given back as the sessions end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while busy().await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections still busy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -73,6 +73,7 @@ impl Opener {
         if let Some(b) = self.shared.pool.take(&self.key) {
             return Ok((b, permit));
         }
+        let started = Instant::now();
         let login = upstream::login(
             self.key.addr,
             &self.creds,
@@ -82,7 +83,11 @@ impl Opener {
             self.shared.backend_tls.as_ref(),
         );
         let error = match tokio::time::timeout(config.connect_timeout, login).await {
-            Ok(Ok(b)) => return Ok((b, permit)),
+            Ok(Ok(b)) => {
+                // A backend login as a client's is (pool_logins_total counts client logins).
+                crate::metrics::backend_login(&self.key.database, started.elapsed());
+                return Ok((b, permit));
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "backend login timed out".into(),
         };
