@@ -347,7 +347,7 @@ impl<T: Table> Publisher<T> {
         let applied = tokio::task::spawn_blocking(move || {
             running
                 .table
-                .apply_delta(&running.etag, &doc)
+                .apply_delta(&running.etag, &running.encoded, &doc)
                 .map(|r| r.map_err(|e| e.to_string()))
                 .unwrap_or_else(|| Err(format!("the {kind} table takes no deltas")))
         })
@@ -362,7 +362,8 @@ impl<T: Table> Publisher<T> {
                 let v = Arc::new(Versioned {
                     etag: a.etag,
                     table: a.table,
-                    body: a.body.into(),
+                    body: a.encoded.body.clone(),
+                    encoded: Arc::new(a.encoded),
                     delta: Some(Arc::new(crate::table::DeltaOrigin {
                         from,
                         changed: a.changed,

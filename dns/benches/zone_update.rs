@@ -96,7 +96,11 @@ fn main() {
     let applies: Vec<Duration> = (0..5)
         .map(|_| {
             let s = Instant::now();
-            let applied = v0.table.apply_delta(&v0.etag, &doc).unwrap().unwrap();
+            let applied = v0
+                .table
+                .apply_delta(&v0.etag, &v0.encoded, &doc)
+                .unwrap()
+                .unwrap();
             assert_eq!(applied.etag, v1.etag);
             s.elapsed()
         })

@@ -201,18 +201,19 @@ pub enum DeltaError {
     Mismatch { got: String, want: String },
 }
 
-/// A table made by a delta: the table, its canonical body and ETag (checked against the
-/// delta's), and the keys the delta touched.
+/// A table made by a delta: the table, its canonical body (with where each entry lies, for
+/// the next delta) and ETag (checked against the delta's), and the keys the delta touched.
 #[derive(Debug)]
 pub struct Applied<T> {
     pub table: T,
-    pub body: Vec<u8>,
+    pub encoded: super::incremental::Encoded,
     pub etag: String,
     pub changed: Vec<String>,
 }
 
-/// Applies a delta document to `running` (whose ETag is `running_etag`), checks the result
-/// and returns it.
+/// Applies a delta document to `running` (whose ETag is `running_etag`, and whose body
+/// `running_encoded` is), checks the result and returns it. The result's body copies the
+/// entries that did not change from the running body (see [`super::incremental`]).
 ///
 /// # Errors
 /// A document that does not parse, is based on another version, or whose result is invalid
@@ -220,6 +221,7 @@ pub struct Applied<T> {
 pub fn apply<T: Keyed>(
     running: &T,
     running_etag: &str,
+    running_encoded: &super::incremental::Encoded,
     doc: &[u8],
 ) -> Result<Applied<T>, DeltaError> {
     let delta: Delta<T> =
@@ -250,10 +252,9 @@ pub fn apply<T: Keyed>(
         table.validate()
     }
     .map_err(|e| DeltaError::Invalid(e.to_string()))?;
-    let body = table
-        .canonical_body()
+    let (encoded, _) = super::incremental::encode(&table, Some((running, running_encoded)))
         .map_err(|e| DeltaError::Invalid(e.to_string()))?;
-    let etag = etag_of(&body);
+    let etag = etag_of(&encoded.body);
     if etag != delta.to {
         return Err(DeltaError::Mismatch {
             got: etag,
@@ -262,7 +263,7 @@ pub fn apply<T: Keyed>(
     }
     Ok(Applied {
         table,
-        body,
+        encoded,
         etag,
         changed,
     })
@@ -327,6 +328,10 @@ mod tests {
         }
     }
 
+    fn encoded(t: &Numbers) -> super::super::incremental::Encoded {
+        super::super::incremental::encode(t, None).unwrap().0
+    }
+
     fn etag(t: &Numbers) -> String {
         etag_of(&t.canonical_body().unwrap_or_default())
     }
@@ -340,7 +345,8 @@ mod tests {
         // a removed, c changed, d added; b untouched is not carried.
         assert_eq!(changes.entries.keys().collect::<Vec<_>>(), ["a", "c", "d"]);
         let doc = changes.encode(&etag(&old), &etag(&new));
-        let applied = apply(&old, &etag(&old), &doc).unwrap_or_else(|e| panic!("{e}"));
+        let applied =
+            apply(&old, &etag(&old), &encoded(&old), &doc).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(applied.table, new);
         assert_eq!(applied.etag, etag(&new));
         let mut changed = applied.changed.clone();
@@ -357,7 +363,7 @@ mod tests {
         let s2 = Changes::between(&v2, &v3).unwrap_or_default();
         let joined = Changes::join([&s1, &s2]).unwrap_or_default();
         let doc = joined.encode(&etag(&v1), &etag(&v3));
-        let applied = apply(&v1, &etag(&v1), &doc).unwrap_or_else(|e| panic!("{e}"));
+        let applied = apply(&v1, &etag(&v1), &encoded(&v1), &doc).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(applied.table, v3);
         assert!(Changes::join([]).is_none());
     }
@@ -371,7 +377,7 @@ mod tests {
         changes.entries.clear();
         let doc = changes.encode(&etag(&old), &etag(&new));
         assert!(matches!(
-            apply(&old, &etag(&old), &doc),
+            apply(&old, &etag(&old), &encoded(&old), &doc),
             Err(DeltaError::Mismatch { .. })
         ));
         // Based on another version.
@@ -379,12 +385,12 @@ mod tests {
             .unwrap_or_default()
             .encode("0000", &etag(&new));
         assert!(matches!(
-            apply(&old, &etag(&old), &doc),
+            apply(&old, &etag(&old), &encoded(&old), &doc),
             Err(DeltaError::WrongBase { .. })
         ));
         // Not a delta at all, or one that makes an invalid table.
         assert!(matches!(
-            apply(&old, &etag(&old), b"{\"names\":{}}"),
+            apply(&old, &etag(&old), &encoded(&old), b"{\"names\":{}}"),
             Err(DeltaError::Parse(_))
         ));
         let bad = table(&[("a", 2), ("", 1)]);
@@ -392,7 +398,7 @@ mod tests {
             .unwrap_or_default()
             .encode(&etag(&old), &etag(&bad));
         assert!(matches!(
-            apply(&old, &etag(&old), &doc),
+            apply(&old, &etag(&old), &encoded(&old), &doc),
             Err(DeltaError::Invalid(_))
         ));
     }

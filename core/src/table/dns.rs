@@ -235,9 +235,10 @@ impl Table for DnsTable {
     fn apply_delta(
         &self,
         etag: &str,
+        encoded: &super::incremental::Encoded,
         doc: &[u8],
     ) -> Option<Result<super::delta::Applied<Self>, super::delta::DeltaError>> {
-        Some(super::delta::apply(self, etag, doc))
+        Some(super::delta::apply(self, etag, encoded, doc))
     }
 
     fn encode_after(
@@ -530,7 +531,12 @@ mod tests {
                 .encode(&etag(&good), &etag(&bad));
             assert!(
                 matches!(
-                    apply(&good, &etag(&good), &doc),
+                    apply(
+                        &good,
+                        &etag(&good),
+                        &good.encode_after(None).unwrap().0,
+                        &doc
+                    ),
                     Err(DeltaError::Invalid(_))
                 ),
                 "{name}"

@@ -21,7 +21,7 @@ use super::TableError;
 
 /// A table's canonical body, and where each entry (`"key":value`) lies in it, in key
 /// order, so that the next version can copy the unchanged ones.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Encoded {
     pub body: Bytes,
     /// Empty when the body was serialized whole (a kind without entries, or a header that

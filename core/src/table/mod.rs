@@ -205,11 +205,12 @@ pub trait Table:
         self.validate()
     }
 
-    /// Applies a delta document to this table (whose ETag is `etag`) and checks the result;
-    /// `None` for the kinds that take no deltas.
+    /// Applies a delta document to this table (whose ETag is `etag` and body `encoded`) and
+    /// checks the result; `None` for the kinds that take no deltas.
     fn apply_delta(
         &self,
         _etag: &str,
+        _encoded: &incremental::Encoded,
         _doc: &[u8],
     ) -> Option<Result<delta::Applied<Self>, delta::DeltaError>> {
         None
@@ -248,6 +249,9 @@ pub struct Versioned<T> {
     pub table: T,
     /// The canonical JSON the ETag was computed from (what `/table` and caches serve).
     pub body: bytes::Bytes,
+    /// The same body with where each entry lies in it: a delta's result copies the entries
+    /// it did not change from here (see [`incremental`]).
+    pub encoded: Arc<incremental::Encoded>,
     /// When this table was made by a delta: from which table, and which entries it
     /// touched, so that a proxy may update only those (`ocean dns` re-encodes only them).
     pub delta: Option<Arc<DeltaOrigin>>,
@@ -264,11 +268,12 @@ pub struct DeltaOrigin {
 impl<T: Table> Versioned<T> {
     /// Computes the canonical body and ETag of `table`.
     pub fn new(table: T) -> Result<Arc<Self>, serde_json::Error> {
-        let body = table.canonical_body()?;
+        let (encoded, _) = table.encode_after(None)?;
         Ok(Arc::new(Versioned {
-            etag: etag_of(&body),
+            etag: etag_of(&encoded.body),
             table,
-            body: body.into(),
+            body: encoded.body.clone(),
+            encoded: Arc::new(encoded),
             delta: None,
         }))
     }
