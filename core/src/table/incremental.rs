@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::delta::{Changes, Keyed};
+use super::keyed::{Changes, Keyed};
 use super::TableError;
 
 /// A table's canonical body, and where each entry (`"key":value`) lies in it, in key

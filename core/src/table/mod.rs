@@ -11,6 +11,7 @@ pub mod delta;
 pub mod dns;
 pub mod gzip;
 pub mod incremental;
+pub mod keyed;
 pub mod lvs;
 pub mod memcached;
 pub mod mysql;
