@@ -29,6 +29,7 @@ use crate::freshness::Freshness;
 use crate::guard::{Guard, Held, Pools};
 use crate::marathon::client::MarathonClient;
 use crate::marathon::model::parse_apps;
+use crate::pending::Pending;
 use crate::reload::{Live, Reloader};
 use crate::state::{hostnames, normalize, HealthMemory, Resolved, State};
 use crate::store::{Served, Store};
@@ -82,6 +83,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
     let addr = listener.local_addr()?;
     let stream_up = Arc::new(AtomicBool::new(false));
     let freshness = Arc::new(Freshness::default());
+    let pending = Arc::new(Pending::default());
     let shared = Arc::new(Shared {
         store: Store::new(config.delta_history),
         subscribers: Subscribers::default(),
@@ -149,9 +151,12 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
             )?);
             tracker.spawn(crate::marathon::events::run(
                 client.clone(),
-                dirty_tx.clone(),
-                stream_up,
-                freshness.clone(),
+                crate::marathon::events::Report {
+                    dirty: dirty_tx.clone(),
+                    up: stream_up,
+                    freshness: freshness.clone(),
+                    pending: pending.clone(),
+                },
                 cancel.clone(),
             ));
             Fetcher::Marathon(client)
@@ -187,6 +192,8 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         published,
         memory: HealthMemory::default(),
         resolved: HashMap::new(),
+        last_list: None,
+        pending,
     };
     tracker.spawn(engine.run(dirty_rx, cancel));
     tracker.close();
@@ -258,7 +265,18 @@ struct Engine {
     published: Published,
     memory: HealthMemory,
     resolved: HashMap<String, (IpAddr, Instant)>,
+    /// Marathon's apps as of the last sync, patched by the next one when events name only
+    /// a few apps.
+    last_list: Option<ParsedApps>,
+    /// What the events said changed since the last sync.
+    pending: Arc<Pending>,
 }
+
+/// Parsed apps, and those that did not parse.
+type ParsedApps = (
+    Vec<crate::marathon::model::App>,
+    Vec<crate::marathon::model::BadApp>,
+);
 
 /// The tables last published, typed: the guard's baseline.
 #[derive(Default)]
@@ -442,8 +460,9 @@ async fn next_sync(
 
 impl Engine {
     async fn run(mut self, mut dirty: mpsc::Receiver<()>, cancel: CancellationToken) {
+        let mut wake = None;
         loop {
-            self.sync().await;
+            self.sync(wake).await;
             // A failed sync is retried soon even with the event stream up: Marathon may
             // send no event for a long while, and the tables would stay stale (or, at
             // start, unpublished) until the next resync.
@@ -460,11 +479,12 @@ impl Engine {
                 _ if failing => self.config.poll_while_down,
                 _ => self.config.resync,
             };
-            let Some(wake) = next_sync(interval, self.config.debounce, &mut dirty, &cancel).await
+            let Some(next) = next_sync(interval, self.config.debounce, &mut dirty, &cancel).await
             else {
                 return;
             };
-            tracing::debug!(?wake, "syncing");
+            tracing::debug!(wake = ?next, "syncing");
+            wake = Some(next);
         }
     }
 
@@ -512,22 +532,79 @@ impl Engine {
             .collect()
     }
 
-    async fn sync(&mut self) {
+    /// Fetches the apps the events named and patches the last list with them
+    /// ([`crate::pending`]); `None` when that cannot be done (no list yet, not Marathon, a
+    /// fetch failed): then the caller re-lists.
+    async fn patch_last_list(&mut self, ids: &[String]) -> Option<(ParsedApps, String)> {
+        let Fetcher::Marathon(client) = &self.source else {
+            return None;
+        };
+        let (mut apps, mut bad) = self.last_list.take()?;
+        for id in ids {
+            let fetched = match client.fetch_app(id).await {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::debug!(app = %id, error = %e, "fetching one app failed; re-listing");
+                    return None;
+                }
+            };
+            metrics::counter!("ocean_control_marathon_fetches_total", "what" => "app").increment(1);
+            apps.retain(|a| a.id != *id);
+            bad.retain(|b| b.id.as_deref() != Some(id.as_str()));
+            match fetched.map(|body| crate::marathon::model::parse_app(&body)) {
+                // Marathon has no such app any more.
+                None => {}
+                Some(Ok(Ok(app))) => apps.push(app),
+                Some(Ok(Err(b))) => bad.push(b),
+                Some(Err(e)) => {
+                    tracing::debug!(app = %id, error = %e, "one app's answer unreadable; re-listing");
+                    return None;
+                }
+            }
+        }
+        let origin = client
+            .current()
+            .map_or_else(|| "marathon".to_string(), |u| format!("marathon {u}"));
+        Some(((apps, bad), origin))
+    }
+
+    async fn sync(&mut self, wake: Option<Wake>) {
         let started = Instant::now();
-        let fetched = self.source.fetch().await;
-        let result = match fetched {
-            // Parsing takes ~150 ms at 100k tasks: off the async workers.
-            Ok((body, origin)) => match off_async(move || parse_apps(&body)).await {
-                Some(Ok(p)) => Ok((p, origin)),
-                Some(Err(e)) => Err(format!("{origin}: {e}")),
-                None => return,
-            },
-            Err(e) => Err(e),
+        // Only after events, and when they named a few apps, are those fetched alone; any
+        // other sync re-lists, which covers whatever the events said.
+        let named = match (wake, self.pending.take()) {
+            (Some(Wake::Events), crate::pending::Fetch::Apps(ids)) => Some(ids),
+            _ => None,
+        };
+        let patched = match named {
+            Some(ids) => self.patch_last_list(&ids).await,
+            None => None,
+        };
+        let result = match patched {
+            Some(p) => Ok(p),
+            None => {
+                let fetched = self.source.fetch().await;
+                if matches!(self.source, Fetcher::Marathon(_)) && fetched.is_ok() {
+                    metrics::counter!("ocean_control_marathon_fetches_total", "what" => "list")
+                        .increment(1);
+                }
+                match fetched {
+                    // Parsing takes ~150 ms at 100k tasks: off the async workers.
+                    Ok((body, origin)) => match off_async(move || parse_apps(&body)).await {
+                        Some(Ok(p)) => Ok((p, origin)),
+                        Some(Err(e)) => Err(format!("{origin}: {e}")),
+                        None => return,
+                    },
+                    Err(e) => Err(e),
+                }
+            }
         };
         let now = unix_now();
         let ((apps, bad), origin) = match result {
             Ok(v) => v,
             Err(e) => {
+                // Events may have been taken by this sync: the next one re-lists.
+                self.pending.all();
                 tracing::warn!(error = %e, "sync failed; keeping the last good tables");
                 metrics::counter!("ocean_control_syncs_total", "result" => "error").increment(1);
                 if let Ok(mut s) = self.shared.status.lock() {
@@ -541,6 +618,11 @@ impl Engine {
         let hosts = hostnames(&apps);
         let resolved = self.resolve(hosts).await;
         let state = normalize(&apps, &resolved, &mut self.memory);
+        // Kept for the next events that name a few apps (Marathon only: a file is read
+        // whole anyway).
+        if matches!(self.source, Fetcher::Marathon(_)) {
+            self.last_list = Some((apps, bad.clone()));
+        }
         let live = self.live.load_full();
         let derive_started = Instant::now();
         // Deriving takes ~550 ms at 100k tasks (on two threads): off the async workers.

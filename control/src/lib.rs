@@ -14,6 +14,7 @@
 //! - [`store`]: the published tables; long-poll waiters wake on a `watch`.
 //! - [`subscribers`]: which proxies poll, which ETag they run, what they refused.
 //! - [`freshness`]: how old control's view of Marathon is (`/healthz`, `X-Ocean-Lag-Ms`).
+//! - [`pending`]: which apps Marathon's events named since the last sync (fetched alone).
 //! - [`engine`]: the sync loop: source -> normalize -> derive -> guard -> publish.
 //! - [`reload`]: SIGHUP: control.toml, secret and token files read again and swapped in.
 //! - [`shared`]: the state the sync loop and the HTTP API share.
@@ -34,6 +35,7 @@ pub mod guard;
 pub mod marathon;
 pub mod metrics;
 pub mod ownership;
+pub mod pending;
 pub mod reload;
 pub mod server;
 pub mod shared;

@@ -30,6 +30,11 @@ pub fn describe() {
         Unit::Seconds,
         "Seconds since the last successful sync (set when /metrics is scraped)."
     );
+    describe_counter!(
+        "ocean_control_marathon_fetches_total",
+        Unit::Count,
+        "Successful fetches from Marathon, per what (list: every app; app: one app that events named)."
+    );
     describe_gauge!(
         "ocean_control_view_lag_seconds",
         Unit::Seconds,

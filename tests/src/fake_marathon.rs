@@ -1,4 +1,5 @@
-//! A fake Marathon for tests: serves `GET /v2/apps?embed=apps.tasks`, `GET /v2/info` and the
+//! A fake Marathon for tests: serves `GET /v2/apps?embed=apps.tasks`, `GET /v2/apps/{id}`,
+//! `GET /v2/info` and the
 //! `GET /v2/events` SSE stream in Marathon's documented JSON shapes, and lets a test add,
 //! kill and move tasks (each change emits the event Marathon would send) or make Marathon
 //! misbehave (broken JSON, HTTP 500, hang, empty app list, not the leader).
@@ -36,6 +37,8 @@ pub enum Mode {
 #[derive(Debug, Default)]
 struct Counters {
     apps: AtomicU64,
+    /// `/v2/apps/{id}`.
+    app: AtomicU64,
     info: AtomicU64,
     events: AtomicU64,
 }
@@ -113,6 +116,7 @@ impl FakeMarathon {
         });
         let router = Router::new()
             .route("/v2/apps", get(apps))
+            .route("/v2/apps/{*id}", get(one_app))
             .route("/v2/info", get(info))
             .route("/v2/events", get(events_stream))
             .with_state(inner.clone());
@@ -254,6 +258,12 @@ impl FakeMarathon {
         *t = CancellationToken::new();
     }
 
+    /// `GET /v2/apps/{id}` requests served so far (one app, as control fetches an app that
+    /// events named).
+    pub fn app_requests(&self) -> u64 {
+        self.inner.counters.app.load(Ordering::Relaxed)
+    }
+
     /// Requests served so far: (`/v2/apps`, `/v2/info`, `/v2/events`).
     pub fn requests(&self) -> (u64, u64, u64) {
         let c = &self.inner.counters;
@@ -262,6 +272,46 @@ impl FakeMarathon {
             c.info.load(Ordering::Relaxed),
             c.events.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// `GET /v2/apps/{id}?embed=app.tasks`: `{"app": ...}`, or Marathon's 404. The mode applies
+/// as to the list (an emptied Marathon has no such app).
+async fn one_app(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    inner.counters.app.fetch_add(1, Ordering::Relaxed);
+    let id = format!("/{}", id.trim_start_matches('/'));
+    let mode = *inner.mode.lock().unwrap_or_else(|p| p.into_inner());
+    let app = inner
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .cloned();
+    match (mode, app) {
+        (Mode::Normal, Some(app)) => json_response(json!({ "app": app }).to_string()),
+        (Mode::Normal | Mode::Empty, _) => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"message": format!("App '{id}' does not exist")}).to_string(),
+        )
+            .into_response(),
+        (Mode::BrokenJson, app) => {
+            let full = json!({ "app": app }).to_string();
+            json_response(full[..full.len() / 2].to_string())
+        }
+        (Mode::Error500, _) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"message":"An unexpected server error occurred."}"#,
+        )
+            .into_response(),
+        (Mode::Hang, _) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
     }
 }
 

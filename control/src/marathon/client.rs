@@ -130,6 +130,25 @@ impl MarathonClient {
         Err(last.unwrap_or(MarathonError::NoUrls))
     }
 
+    /// Fetches `GET /v2/apps/{id}?embed=app.tasks` from the instance the last list came
+    /// from, if it is still the elected leader; `None` when Marathon says there is no such
+    /// app (404).
+    pub async fn fetch_app(&self, id: &str) -> Result<Option<Bytes>, MarathonError> {
+        let base = self.current().ok_or(MarathonError::NoUrls)?.clone();
+        self.check_leader(&base).await?;
+        let mut url = join(&base, &format!("/v2/apps{id}"));
+        url.set_query(Some("embed=app.tasks"));
+        match self.get(url).await {
+            Ok(body) => Ok(Some(body)),
+            Err(MarathonError::Status { status, .. })
+                if status == reqwest::StatusCode::NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// GETs `url` as JSON; any status but 2xx is an error.
     async fn get(&self, url: Url) -> Result<Bytes, MarathonError> {
         let resp = self

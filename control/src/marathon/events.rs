@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{join, MarathonClient};
 use crate::freshness::Freshness;
+use crate::pending::Pending;
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,15 +127,60 @@ pub fn relevant(event: &SseEvent) -> bool {
     !IGNORED.contains(&event.event.as_str())
 }
 
-/// Keeps an event stream open to the current Marathon instance; marks `dirty` on every
-/// relevant event and once after each (re)connect. `up` tells the engine whether to poll.
-pub async fn run(
-    client: Arc<MarathonClient>,
-    dirty: mpsc::Sender<()>,
-    up: Arc<AtomicBool>,
-    freshness: Arc<Freshness>,
-    cancel: CancellationToken,
-) {
+/// Where the event stream reports what it sees.
+pub struct Report {
+    /// Wakes the sync loop (full: a sync is already pending).
+    pub dirty: mpsc::Sender<()>,
+    /// Whether the stream is attached (the sync loop polls while it is not).
+    pub up: Arc<AtomicBool>,
+    pub freshness: Arc<Freshness>,
+    /// Which apps the events named (see [`crate::pending`]).
+    pub pending: Arc<Pending>,
+}
+
+impl Report {
+    /// Something may have changed: `app` when the event names the one app it is about.
+    fn changed(&self, app: Option<&str>) {
+        self.freshness.doubt();
+        match app {
+            Some(id) => self.pending.app(id),
+            None => self.pending.all(),
+        }
+        // Full means a sync is already pending, which covers this event too.
+        let _ = self.dirty.try_send(());
+    }
+}
+
+/// The one app an event is about, when it names one: `appId` (task status, health, app
+/// terminated), `runSpecId` (instance events), `appDefinition.id` (an app posted or
+/// updated). Deployments and group changes name none: they may touch many apps.
+pub fn app_of(event: &SseEvent) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Named {
+        app_id: Option<String>,
+        run_spec_id: Option<String>,
+        app_definition: Option<Definition>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Definition {
+        id: Option<String>,
+    }
+    if event.event.starts_with("deployment") || event.event.starts_with("group") {
+        return None;
+    }
+    let named: Named = serde_json::from_str(&event.data).ok()?;
+    named
+        .app_id
+        .or(named.run_spec_id)
+        .or(named.app_definition.and_then(|d| d.id))
+        .filter(|id| id.starts_with('/') && !id.contains(['?', '#']))
+}
+
+/// Keeps an event stream open to the current Marathon instance; reports every relevant
+/// event (with the app it names) and, after each (re)connect, that anything may have
+/// changed. `up` tells the engine whether to poll.
+pub async fn run(client: Arc<MarathonClient>, report: Report, cancel: CancellationToken) {
     let min = Duration::from_millis(200);
     let max = Duration::from_secs(10);
     let mut backoff = min;
@@ -145,11 +191,11 @@ pub async fn run(
         let url = join(&base, "/v2/events");
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = stream_once(&client, url.clone(), &dirty, &freshness, &up, &mut backoff, min) => r,
+            r = stream_once(&client, url.clone(), &report, &mut backoff, min) => r,
         };
-        up.store(false, Ordering::Relaxed);
+        report.up.store(false, Ordering::Relaxed);
         // Changes from now on go unannounced until the stream is back and a sync ran.
-        freshness.doubt();
+        report.freshness.doubt();
         metrics::gauge!("ocean_control_event_stream_up").set(0.0);
         match result {
             Ok(()) => tracing::info!(marathon = %base, "event stream ended; reconnecting"),
@@ -180,9 +226,7 @@ enum StreamError {
 async fn stream_once(
     client: &MarathonClient,
     url: url::Url,
-    dirty: &mpsc::Sender<()>,
-    freshness: &Freshness,
-    up: &AtomicBool,
+    report: &Report,
     backoff: &mut Duration,
     min: Duration,
 ) -> Result<(), StreamError> {
@@ -198,11 +242,11 @@ async fn stream_once(
     if !resp.status().is_success() {
         return Err(StreamError::Status(resp.status()));
     }
-    up.store(true, Ordering::Relaxed);
+    report.up.store(true, Ordering::Relaxed);
     metrics::gauge!("ocean_control_event_stream_up").set(1.0);
     tracing::info!(marathon = %url, "event stream attached");
     // Events may have been missed while the stream was down.
-    mark(dirty, freshness);
+    report.changed(None);
     let mut parser = SseParser::new(4 << 20);
     while let Some(chunk) = resp.chunk().await? {
         for ev in parser.feed(&chunk)? {
@@ -211,22 +255,55 @@ async fn stream_once(
                 .increment(1);
             if relevant(&ev) {
                 tracing::debug!(event = %ev.event, "marathon event");
-                mark(dirty, freshness);
+                report.changed(app_of(&ev).as_deref());
             }
         }
     }
     Ok(())
 }
 
-fn mark(dirty: &mpsc::Sender<()>, freshness: &Freshness) {
-    freshness.doubt();
-    // Full means a sync is already pending, which covers this event too.
-    let _ = dirty.try_send(());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_names_its_app_and_deployments_name_none() {
+        let ev = |event: &str, data: &str| SseEvent {
+            event: event.into(),
+            data: data.into(),
+        };
+        let cases = [
+            (
+                ev(
+                    "status_update_event",
+                    r#"{"appId":"/shop/web","taskId":"t1"}"#,
+                ),
+                Some("/shop/web"),
+            ),
+            (
+                ev("instance_changed_event", r#"{"runSpecId":"/shop/db"}"#),
+                Some("/shop/db"),
+            ),
+            (
+                ev("api_post_event", r#"{"appDefinition":{"id":"/shop/new"}}"#),
+                Some("/shop/new"),
+            ),
+            (
+                ev(
+                    "deployment_success",
+                    r#"{"id":"d1","plan":{"id":"p"},"appId":"/x"}"#,
+                ),
+                None,
+            ),
+            (ev("group_change_success", r#"{"groupId":"/shop"}"#), None),
+            (ev("status_update_event", "not json"), None),
+            (ev("status_update_event", r#"{"appId":"relative"}"#), None),
+            (ev("status_update_event", r#"{"appId":"/a?embed=x"}"#), None),
+        ];
+        for (event, want) in cases {
+            assert_eq!(app_of(&event).as_deref(), want, "{event:?}");
+        }
+    }
 
     #[test]
     fn parses_events_split_across_chunks() {

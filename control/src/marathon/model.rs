@@ -60,6 +60,35 @@ pub fn parse_apps(body: &[u8]) -> Result<(Vec<App>, Vec<BadApp>), ModelError> {
     Ok((apps, bad))
 }
 
+/// `GET /v2/apps/{id}?embed=app.tasks`: one app.
+#[derive(Debug, Deserialize)]
+struct OneApp<'a> {
+    #[serde(borrow)]
+    app: &'a serde_json::value::RawValue,
+}
+
+/// Parses one app's response: the app, or why it cannot be used (as [`parse_apps`] reports
+/// an app that does not parse).
+///
+/// # Errors
+/// A body that is not `{"app": {...}}`.
+pub fn parse_app(body: &[u8]) -> Result<Result<App, BadApp>, ModelError> {
+    let one: OneApp = serde_json::from_slice(body)?;
+    Ok(match serde_json::from_str::<App>(one.app.get()) {
+        Ok(app) if app.id.starts_with('/') => Ok(app),
+        Ok(app) => Err(BadApp {
+            id: Some(app.id),
+            reason: "app id does not start with '/'".into(),
+        }),
+        Err(e) => Err(BadApp {
+            id: serde_json::from_str::<AppId>(one.app.get())
+                .ok()
+                .and_then(|a| a.id),
+            reason: e.to_string(),
+        }),
+    })
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct App {
