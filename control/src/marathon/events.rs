@@ -174,7 +174,8 @@ pub fn app_of(event: &SseEvent) -> Option<String> {
         .app_id
         .or(named.run_spec_id)
         .or(named.app_definition.and_then(|d| d.id))
-        .filter(|id| id.starts_with('/') && !id.contains(['?', '#']))
+        // Only what can be an app id goes into the one-app URL.
+        .filter(|id| id.starts_with('/') && !id.contains(['?', '#', '%']) && !id.contains(".."))
 }
 
 /// Keeps an event stream open to the current Marathon instance; reports every relevant
@@ -299,6 +300,14 @@ mod tests {
             (ev("status_update_event", "not json"), None),
             (ev("status_update_event", r#"{"appId":"relative"}"#), None),
             (ev("status_update_event", r#"{"appId":"/a?embed=x"}"#), None),
+            (
+                ev("status_update_event", r#"{"appId":"/a/../../v2/info"}"#),
+                None,
+            ),
+            (
+                ev("status_update_event", r#"{"appId":"/a%2F..%2Finfo"}"#),
+                None,
+            ),
         ];
         for (event, want) in cases {
             assert_eq!(app_of(&event).as_deref(), want, "{event:?}");
