@@ -84,6 +84,11 @@ impl Replicas {
             .unwrap_or((current + 1) % self.replicas.len())
     }
 
+    /// Whether every replica's last request or probe failed.
+    pub fn all_down(&self) -> bool {
+        self.replicas.iter().all(|r| r.down)
+    }
+
     pub fn len(&self) -> usize {
         self.replicas.len()
     }
@@ -149,7 +154,9 @@ mod tests {
         assert_eq!(r.preferred(0), 1);
         r.failed(1);
         assert_eq!(r.preferred(1), 2);
+        assert!(!r.all_down());
         r.failed(2);
+        assert!(r.all_down());
         assert_eq!(r.preferred(2), 0);
         assert_eq!(r.preferred(0), 1);
         r.answered(0, None, now);

@@ -547,10 +547,19 @@ async fn run_control<T: Table>(
     // table.
     let mut want_full = false;
     loop {
-        let next = lock(&replicas).preferred(idx);
+        let (next, every_one_down) = {
+            let r = lock(&replicas);
+            (r.preferred(idx), r.all_down())
+        };
         if next != idx {
-            tracing::info!(kind, from = %config.controls[idx], to = %config.controls[next], "polling another control replica");
-            metrics::counter!("ocean_table_control_switches_total", "kind" => kind).increment(1);
+            // While every replica fails they are tried in turn: the failures are logged.
+            if every_one_down {
+                tracing::debug!(kind, to = %config.controls[next], "trying the next control replica");
+            } else {
+                tracing::info!(kind, from = %config.controls[idx], to = %config.controls[next], "polling another control replica");
+                metrics::counter!("ocean_table_control_switches_total", "kind" => kind)
+                    .increment(1);
+            }
             // Another replica's table: nothing it sent is known yet.
             seen = None;
             idx = next;
