@@ -43,21 +43,29 @@ pub fn parse_apps(body: &[u8]) -> Result<(Vec<App>, Vec<BadApp>), ModelError> {
     let mut apps = Vec::with_capacity(env.apps.len());
     let mut bad = Vec::new();
     for raw in env.apps {
-        match serde_json::from_str::<App>(raw.get()) {
-            Ok(app) if app.id.starts_with('/') => apps.push(app),
-            Ok(app) => bad.push(BadApp {
-                id: Some(app.id),
-                reason: "app id does not start with '/'".into(),
-            }),
-            Err(e) => bad.push(BadApp {
-                id: serde_json::from_str::<AppId>(raw.get())
-                    .ok()
-                    .and_then(|a| a.id),
-                reason: e.to_string(),
-            }),
+        match parse_one(raw) {
+            Ok(app) => apps.push(app),
+            Err(b) => bad.push(b),
         }
     }
     Ok((apps, bad))
+}
+
+/// One app's JSON: the app, or why it cannot be used.
+fn parse_one(raw: &serde_json::value::RawValue) -> Result<App, BadApp> {
+    match serde_json::from_str::<App>(raw.get()) {
+        Ok(app) if app.id.starts_with('/') => Ok(app),
+        Ok(app) => Err(BadApp {
+            id: Some(app.id),
+            reason: "app id does not start with '/'".into(),
+        }),
+        Err(e) => Err(BadApp {
+            id: serde_json::from_str::<AppId>(raw.get())
+                .ok()
+                .and_then(|a| a.id),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// `GET /v2/apps/{id}?embed=app.tasks`: one app.
@@ -74,19 +82,7 @@ struct OneApp<'a> {
 /// A body that is not `{"app": {...}}`.
 pub fn parse_app(body: &[u8]) -> Result<Result<App, BadApp>, ModelError> {
     let one: OneApp = serde_json::from_slice(body)?;
-    Ok(match serde_json::from_str::<App>(one.app.get()) {
-        Ok(app) if app.id.starts_with('/') => Ok(app),
-        Ok(app) => Err(BadApp {
-            id: Some(app.id),
-            reason: "app id does not start with '/'".into(),
-        }),
-        Err(e) => Err(BadApp {
-            id: serde_json::from_str::<AppId>(one.app.get())
-                .ok()
-                .and_then(|a| a.id),
-            reason: e.to_string(),
-        }),
-    })
+    Ok(parse_one(one.app))
 }
 
 #[derive(Debug, Clone, Deserialize)]
