@@ -286,10 +286,9 @@ struct Published {
     memcached: Option<MemcachedTable>,
     mysql: Option<MysqlTable>,
     lvs: Option<LvsTable>,
-    /// The ETags of the tables above that this run published (deltas start from them).
-    etags: HashMap<TableKind, String>,
-    /// How this run encoded them: the next version copies their unchanged entries.
-    encodings: HashMap<TableKind, Encoded>,
+    /// The ETags of the tables above that this run published (deltas start from them),
+    /// and how it encoded them (the next version copies their unchanged entries).
+    encoded: HashMap<TableKind, (String, Encoded)>,
 }
 
 impl Published {
@@ -323,8 +322,7 @@ impl Published {
             memcached: one(dir),
             mysql: one(dir),
             lvs: one(dir),
-            etags: HashMap::new(),
-            encodings: HashMap::new(),
+            encoded: HashMap::new(),
         }
     }
 }
@@ -336,20 +334,20 @@ struct Sink<'a> {
     out: &'a mut Vec<(TableKind, Served)>,
     held: &'a mut Vec<Held>,
     problems: &'a mut Vec<Problem>,
-    etags: &'a mut HashMap<TableKind, String>,
-    encodings: &'a mut HashMap<TableKind, Encoded>,
+    encoded: &'a mut HashMap<TableKind, (String, Encoded)>,
 }
 
 impl Sink<'_> {
     /// Validates a derived table (derive makes valid tables by construction; this keeps a
     /// bug from reaching proxies), guards it, and queues it for publishing.
     ///
-    /// Built on the last table this run published (`encodings`): only the entries that
+    /// Built on the last table this run published (`encoded`): only the entries that
     /// changed are serialized and, when the header stayed, validated; the same walk gives
     /// the delta (see [`ocean_core::table::incremental`]).
     fn take<T: Pools>(&mut self, published: &mut Option<T>, candidate: T) {
         let kind = T::KIND;
-        let previous = published.as_ref().zip(self.encodings.get(&kind));
+        let last = self.encoded.get(&kind);
+        let previous = published.as_ref().zip(last.map(|(_, e)| e));
         let encoded = candidate.encode_after(previous);
         let valid = match (&encoded, previous) {
             (Ok((_, Some(changes))), Some((old, _))) => candidate.validate_after(old, changes),
@@ -380,7 +378,6 @@ impl Sink<'_> {
         let encoded = if guarded.held.is_empty() {
             encoded
         } else {
-            let previous = published.as_ref().zip(self.encodings.get(&kind));
             guarded.table.encode_after(previous)
         };
         self.held.extend(guarded.held);
@@ -394,13 +391,12 @@ impl Sink<'_> {
                     SystemTime::now(),
                 );
                 // What changed since the table this run published last, for deltas.
-                let base = self.etags.get(&kind).filter(|b| **b != etag);
+                let base = last.map(|(e, _)| e).filter(|b| **b != etag);
                 if let (Some(base), Some(changes)) = (base, changes) {
                     served = served.with_changes(base.clone(), changes);
                 }
                 self.out.push((kind, served));
-                self.etags.insert(kind, etag);
-                self.encodings.insert(kind, encoded);
+                self.encoded.insert(kind, (etag, encoded));
                 *published = Some(guarded.table);
             }
             Err(e) => tracing::error!(table = %kind, error = %e, "cannot serialize table"),
@@ -686,8 +682,7 @@ impl Engine {
             out: &mut out,
             held: &mut held,
             problems: &mut problems,
-            etags: &mut p.etags,
-            encodings: &mut p.encodings,
+            encoded: &mut p.encoded,
         };
         sink.take(&mut p.dns, derived.dns);
         sink.take(&mut p.redis, derived.redis);
