@@ -12,6 +12,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A lag in whole milliseconds, as answers carry it.
+pub fn millis(lag: Duration) -> u64 {
+    u64::try_from(lag.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The response header with control's lag in milliseconds (see [`Freshness::lag`]).
 pub const LAG_HEADER: &str = ocean_core::replicas::LAG_HEADER;
 

@@ -75,7 +75,7 @@ async fn lag_header(State(shared): State<Arc<Shared>>, req: Request, next: Next)
     if let Some(lag) = shared.freshness.lag() {
         resp.headers_mut().insert(
             crate::freshness::LAG_HEADER,
-            HeaderValue::from(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX)),
+            HeaderValue::from(crate::freshness::millis(lag)),
         );
     }
     resp
@@ -377,8 +377,7 @@ async fn problems(State(shared): State<Arc<Shared>>) -> Response {
 pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
     let (code, mut body) = health_without_lag(shared);
     if let Some(lag) = shared.freshness.lag() {
-        let lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
-        body["lag_ms"] = lag_ms.into();
+        body["lag_ms"] = crate::freshness::millis(lag).into();
         if let Some(max) = shared.max_lag.filter(|max| lag > *max) {
             body["status"] = "lagging".into();
             body["reason"] = format!(
