@@ -594,7 +594,7 @@ async fn run_control<T: Table>(
             _ = switch.notified() => continue,
             r = poll_once(&client, base, kind, &config, Poll { wait, seen: seen_or_running, since, running: running.as_deref(), refusal: refusal.as_ref() }) => r,
         };
-        let answered = match &result {
+        let behind = match &result {
             Ok((_, lag)) => {
                 let mut r = lock(&replicas);
                 r.answered(idx, *lag, Instant::now());
@@ -605,7 +605,7 @@ async fn run_control<T: Table>(
             Err(_) => false,
         };
         match result {
-            Ok(_) if answered => {
+            Ok(_) if behind => {
                 tracing::info!(kind, control = %base, "this control replica is behind another; its table is not taken");
             }
             Ok((Polled::Delta { etag, doc }, _)) => {
@@ -671,6 +671,13 @@ async fn run_control<T: Table>(
     }
 }
 
+/// `path` under a control base URL (which may have a path of its own).
+fn at(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+    url
+}
+
 fn lock(replicas: &Mutex<Replicas>) -> std::sync::MutexGuard<'_, Replicas> {
     replicas.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -693,9 +700,7 @@ async fn probe_replicas(
             _ = tokio::time::sleep(config.probe_every) => {}
         }
         let probes = config.controls.iter().enumerate().map(|(i, base)| {
-            let mut url = base.clone();
-            url.set_path(&format!("{}/healthz", base.path().trim_end_matches('/')));
-            let req = client.get(url).timeout(timeout).send();
+            let req = client.get(at(base, "/healthz")).timeout(timeout).send();
             async move { (i, req.await) }
         });
         for (i, answer) in futures_util::future::join_all(probes).await {
@@ -776,11 +781,7 @@ async fn poll_once(
         running,
         refusal,
     } = poll;
-    let mut url = base.clone();
-    url.set_path(&format!(
-        "{}/v1/tables/{kind}",
-        base.path().trim_end_matches('/')
-    ));
+    let mut url = at(base, &format!("/v1/tables/{kind}"));
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("wait", &format!("{}ms", wait.as_millis()));
