@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use ocean_core::subscriber::{SubscriberArgs, SubscriberConfig};
 
 use crate::ketama::{server_name_for, KeyHash};
+use crate::mcrouter::McrouterRoute;
 pub use crate::pool::{KeyPlacement, PoolSpec, ReplicaSetSpec, ServerSpec};
 use crate::proto::Limits;
 
@@ -168,45 +169,45 @@ pub enum Mode {
     },
 }
 
-/// The pool that mcrouter's `PrefixSelectorRoute` gives the keys starting with `prefix`
-/// (the longest matching prefix wins), with its own route behaviour.
+/// The route that mcrouter's `PrefixSelectorRoute` gives the keys starting with `prefix`
+/// (the longest matching prefix wins): its own pool and route behaviour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrefixPool {
     pub prefix: String,
-    pub pool: PoolSpec,
-    pub write_policy: WritePolicy,
-    pub miss_failover: bool,
-    pub warm_fill: Option<u32>,
+    pub route: McrouterRoute,
 }
 
 impl PrefixPool {
     /// The policies of an mcrouter route, as the router runs them.
-    pub fn of_mcrouter(route: &crate::mcrouter::McrouterRoute) -> Vec<PrefixPool> {
+    pub fn of_mcrouter(route: &McrouterRoute) -> Vec<PrefixPool> {
         route
             .prefixes
             .iter()
             .map(|(prefix, r)| PrefixPool {
                 prefix: prefix.clone(),
-                pool: r.pool.clone(),
-                write_policy: if r.write_all {
-                    WritePolicy::All
-                } else {
-                    WritePolicy::First
-                },
-                miss_failover: r.miss_failover,
-                warm_fill: r.warm_fill,
+                route: r.clone(),
             })
             .collect()
     }
 
     /// `base` with this route's behaviour.
     pub fn settings(&self, base: &Settings) -> Settings {
-        Settings {
-            write_policy: self.write_policy,
-            miss_failover: self.miss_failover,
-            warm_fill: self.warm_fill,
-            ..base.clone()
-        }
+        with_route_behaviour(base, &self.route)
+    }
+}
+
+/// `base` with what an mcrouter route's type decides: the write policy (AllSyncRoute waits
+/// for every set), miss failover and WarmUpRoute's fill.
+fn with_route_behaviour(base: &Settings, r: &McrouterRoute) -> Settings {
+    Settings {
+        write_policy: if r.write_all {
+            WritePolicy::All
+        } else {
+            WritePolicy::First
+        },
+        miss_failover: r.miss_failover,
+        warm_fill: r.warm_fill,
+        ..base.clone()
     }
 }
 
@@ -306,9 +307,7 @@ pub enum PoolFileKind {
         loaded: crate::nutcracker::NutcrackerPool,
     },
     /// `--mcrouter-config`.
-    Mcrouter {
-        loaded: crate::mcrouter::McrouterRoute,
-    },
+    Mcrouter { loaded: McrouterRoute },
 }
 
 impl Config {
@@ -335,7 +334,7 @@ impl Config {
         if let Mode::Standalone { pool, prefixes, .. } = &self.mode {
             pool.validate()?;
             for p in prefixes {
-                p.pool.validate()?;
+                p.route.pool.validate()?;
             }
         }
         let s = &self.settings;
@@ -489,13 +488,7 @@ impl Args {
                 tracing::warn!(file = %path.display(), "mcrouter config {note}");
             }
             // The route decides what the flags would: it is what the pool ran with.
-            settings.write_policy = if r.write_all {
-                WritePolicy::All
-            } else {
-                WritePolicy::First
-            };
-            settings.miss_failover = r.miss_failover;
-            settings.warm_fill = r.warm_fill;
+            settings = with_route_behaviour(&settings, &r);
             let mode = Mode::Standalone {
                 listen,
                 pool: r.pool.clone(),

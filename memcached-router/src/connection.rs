@@ -358,20 +358,34 @@ fn read(routes: &Routes, index: usize, req: Request, client: Client<'_>, quiet: 
     }
 }
 
+/// The keys of `req` at `indices` grouped by `group_of` (a route, a server), groups in the
+/// order first seen, keys in request order within each; indices out of range are skipped.
+fn group_keys(
+    req: &Request,
+    indices: impl IntoIterator<Item = usize>,
+    group_of: impl Fn(&[u8]) -> usize,
+) -> Vec<(usize, Vec<usize>)> {
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for i in indices {
+        let Some(key) = req.keys().get(i) else {
+            continue;
+        };
+        let g = group_of(key);
+        match groups.iter_mut().find(|(known, _)| *known == g) {
+            Some((_, keys)) => keys.push(i),
+            None => groups.push((g, vec![i])),
+        }
+    }
+    groups
+}
+
 /// A multi-key `get` whose keys select several routes: one request per route with its
 /// keys, in their order. `None` when they all select one route.
 fn split_by_route(routes: &Routes, req: &Request) -> Option<Vec<(usize, Request)>> {
     if routes.is_single() {
         return None;
     }
-    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    for (i, key) in req.keys().iter().enumerate() {
-        let r = routes.select(key);
-        match groups.iter_mut().find(|(g, _)| *g == r) {
-            Some((_, keys)) => keys.push(i),
-            None => groups.push((r, vec![i])),
-        }
-    }
+    let groups = group_keys(req, 0..req.keys().len(), |key| routes.select(key));
     if groups.len() < 2 {
         return None;
     }
@@ -543,18 +557,9 @@ fn send_keys(
     } else {
         (Expect::Meta, false)
     };
-    // Group by server, keeping key order within each group.
-    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    for &i in indices {
-        let Some(key) = req.keys().get(i) else {
-            continue;
-        };
-        let s = set_route.server_index(key);
-        match groups.iter_mut().find(|(g, _)| *g == s) {
-            Some((_, keys)) => keys.push(i),
-            None => groups.push((s, vec![i])),
-        }
-    }
+    let groups = group_keys(req, indices.iter().copied(), |key| {
+        set_route.server_index(key)
+    });
     let single = groups.len() == 1;
     groups
         .into_iter()

@@ -371,7 +371,10 @@ fn standalone_routes(
         .iter()
         .map(|p| {
             let own = Arc::new(p.settings(settings));
-            (p.prefix.clone(), registry.build(&p.pool, &own, backends))
+            (
+                p.prefix.clone(),
+                registry.build(&p.route.pool, &own, backends),
+            )
         })
         .collect();
     Routes::with_prefixes(main, prefixed)
