@@ -157,6 +157,33 @@ async fn subscriber_polls(control: SocketAddr, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
+const TEN_S: Duration = Duration::from_secs(10);
+
+/// Waits up to `within` until the subscriber `id` has polled `control` `n` times; else fails
+/// saying `what`.
+async fn wait_polls(control: SocketAddr, id: &str, n: u64, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while subscriber_polls(control, id).await < n {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits up to `within` until the proxy's table gives `svc-0` the addresses `want`; else
+/// fails saying `what`.
+async fn wait_ips(
+    w: &subscriber::TableWatch<DnsTable>,
+    want: &[&str],
+    within: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + within;
+    while ips(&w.load().unwrap().table) != want {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A dns subscriber, as a proxy runs one, on both replicas (listed in that order), with
 /// short waits and probes; returns once it has the first table (task 127.0.0.11).
 async fn proxy_of(
@@ -201,44 +228,34 @@ async fn a_proxy_follows_the_second_replica_and_moves_back_to_the_first() {
         .await
         .expect("control A stops");
     m.add_task(&app_id(0), task(&app_id(0), 2, "127.0.0.12", &[31000]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t = w.load().unwrap();
-        if ips(&t.table) == ["127.0.0.11", "127.0.0.12"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the change did not reach the proxy through the second replica"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ips(
+        &w,
+        &["127.0.0.11", "127.0.0.12"],
+        TEN_S,
+        "the change did not reach the proxy through the second replica",
+    )
+    .await;
 
     // The first replica returns at its address: the proxy polls it again.
     let (a2, cancel_a2) = control(&m, a_addr).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while subscriber_polls(a2.addr, "replica-test").await < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the proxy did not move back to the first replica within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_polls(
+        a2.addr,
+        "replica-test",
+        2,
+        TEN_S,
+        "the proxy did not move back to the first replica within 10 s",
+    )
+    .await;
     // And it follows changes through it once the second one is gone.
     cancel_b.cancel();
     m.add_task(&app_id(0), task(&app_id(0), 3, "127.0.0.13", &[31000]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t = w.load().unwrap();
-        if ips(&t.table) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the change did not reach the proxy through the first replica"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ips(
+        &w,
+        &["127.0.0.11", "127.0.0.12", "127.0.0.13"],
+        TEN_S,
+        "the change did not reach the proxy through the first replica",
+    )
+    .await;
     proxy.cancel();
     cancel_a2.cancel();
 }
@@ -296,28 +313,27 @@ async fn a_proxy_moves_to_the_newer_replica_and_never_steps_back() {
     // Both current: the first listed is polled.
     let (code, _) = wait_health(a.addr, "A current", |c, b| c == 200 && b["lag_ms"] == 0).await;
     assert_eq!(code, 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while subscriber_polls(a.addr, "newest-test").await < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the proxy does not poll the first replica"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_polls(
+        a.addr,
+        "newest-test",
+        2,
+        Duration::from_secs(5),
+        "the proxy does not poll the first replica",
+    )
+    .await;
 
     // A loses Marathon: its event stream drops and every re-list fails. B sees a change.
     m1.set_mode(Mode::Error500);
     m1.cut_event_streams();
     m2.add_task(&app_id(0), task(&app_id(0), 2, "127.0.0.12", &[31000]));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(15);
-    while ips(&w.load().unwrap().table) != ["127.0.0.11", "127.0.0.12"] {
-        assert!(
-            Instant::now() < deadline,
-            "the change did not reach the proxy through the newer replica"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ips(
+        &w,
+        &["127.0.0.11", "127.0.0.12"],
+        Duration::from_secs(15),
+        "the change did not reach the proxy through the newer replica",
+    )
+    .await;
     // It came once A was SAME_VIEW behind B, not before.
     assert!(
         started.elapsed() >= ocean_core::replicas::SAME_VIEW - Duration::from_secs(1),
@@ -347,14 +363,14 @@ async fn a_proxy_moves_to_the_newer_replica_and_never_steps_back() {
         c == 200 && b["lag_ms"] == 0
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while subscriber_polls(a.addr, "newest-test").await < polls_a + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the proxy did not move back to the first replica once it was current"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_polls(
+        a.addr,
+        "newest-test",
+        polls_a + 2,
+        TEN_S,
+        "the proxy did not move back to the first replica once it was current",
+    )
+    .await;
     assert_eq!(ips(&w.load().unwrap().table), ["127.0.0.11", "127.0.0.12"]);
     proxy.cancel();
     cancel.cancel();
