@@ -534,21 +534,22 @@ async fn ocean_status_reads_an_https_control_trusting_control_ca() {
         "--token-file",
         &token,
     ];
-    // Until control has synced and listens, `ocean status` fails; then it prints the app.
+    // Until control has synced and listens, `ocean status` fails; then it prints the app,
+    // and the five tables once they are published (a moment after the app is known).
     let started = Instant::now();
     let text = loop {
         let (ok, text, err) = ocean(&args).await;
-        if ok && text.contains("/shop/web") {
+        if ok && text.contains("/shop/web") && text.contains("TABLES (5)") {
             break text;
         }
         assert!(
             started.elapsed() < DEADLINE,
-            "ocean status never read {url}: {err}\n{}",
+            "ocean status never read {url}: {err}\n{text}\n{}",
             control.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(text.contains("TABLES (5)"), "{text}");
+    assert!(text.contains("SUBSCRIBERS (0, 0 lagging)"), "{text}");
     // Without the CA, the system roots do not know the test CA: a TLS error, non-zero.
     let (ok, _, err) = ocean(&["status", "--control", &url, "--token-file", &token]).await;
     assert!(!ok);
