@@ -8,6 +8,9 @@
 # Needs: mariadb-server, sysbench, haproxy. Not run in CI.
 #   benches/mysql.sh            # 10 s per run
 #   TIME=5 TABLE_SIZE=10000 CONNECT_CLIENTS=16 POOL_MAX=64 MULTIPLEX=1 benches/mysql.sh
+#   SYSBENCH=0 benches/mysql.sh                   # the connect-heavy load only
+#   CONNECT_CLIENT=mysql_async benches/mysql.sh   # connect-heavy through the mysql_async
+#                                                 # driver instead of the lean client
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TIME=${TIME:-10}
@@ -17,6 +20,8 @@ PROXY_THREADS=${PROXY_THREADS:-1}
 CONNECT_CLIENTS=${CONNECT_CLIENTS:-16}
 POOL_MAX=${POOL_MAX:-64}
 MULTIPLEX=${MULTIPLEX:-0}
+CONNECT_CLIENT=${CONNECT_CLIENT:-lean}
+SYSBENCH=${SYSBENCH:-1}
 POOL_JSON=""; [ "$POOL_MAX" != 0 ] && POOL_JSON=", \"pool_max\": $POOL_MAX"
 [ "$MULTIPLEX" = 1 ] && POOL_JSON="$POOL_JSON, \"multiplex\": true"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -85,7 +90,8 @@ sb "$DB_PORT" sb sbpw oltp_read_only prepare >"$W/prepare.log"
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 declare -A QPS P95
-for test in oltp_point_select oltp_read_only; do
+TESTS=(oltp_point_select oltp_read_only); [ "$SYSBENCH" = 0 ] && TESTS=()
+for test in "${TESTS[@]}"; do
   for path in direct haproxy ocean; do
     case $path in
       direct)  port=$DB_PORT user=sb pw=sbpw ;;
@@ -110,7 +116,7 @@ for test in oltp_point_select oltp_read_only; do
   done
 done
 echo
-for test in oltp_point_select oltp_read_only; do
+for test in "${TESTS[@]}"; do
   awk -v t="$test" -v d="${QPS[$test.direct]}" -v h="${QPS[$test.haproxy]}" -v o="${QPS[$test.ocean]}" \
       -v hp="${P95[$test.haproxy]}" -v op="${P95[$test.ocean]}" \
     'BEGIN {printf "%-18s ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f  p95 ocean %s ms vs haproxy %s ms\n", t, o/d, o/h, h/d, op, hp}'
@@ -118,6 +124,7 @@ done
 
 echo
 declare -A CPS
+LOAD_FLAGS=(); [ "$CONNECT_CLIENT" = mysql_async ] && LOAD_FLAGS=(--mysql-async)
 for path in direct haproxy ocean; do
   case $path in
     direct)  port=$DB_PORT user=sb pw=sbpw pid= ;;
@@ -125,7 +132,7 @@ for path in direct haproxy ocean; do
     ocean)   port=$OC_PORT user=bench pw= pid=$OC_PID ;;
   esac
   [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
-  out=$("$LOAD_BIN" "127.0.0.1:$port" "$user" "$pw" sbtest "$CONNECT_CLIENTS" "$TIME" \
+  out=$("$LOAD_BIN" "${LOAD_FLAGS[@]}" "127.0.0.1:$port" "$user" "$pw" sbtest "$CONNECT_CLIENTS" "$TIME" \
     'SELECT c FROM sbtest1 WHERE id = {id}') || { echo "connect_load via $path failed: $out" >&2; exit 1; }
   [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
   CPS[$path]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "per_second") print $(i + 1)}')
@@ -136,7 +143,9 @@ for path in direct haproxy ocean; do
     extra=$(awk -v t="$((t1 - t0))" -v c="$conns" -v hz="$(getconf CLK_TCK)" \
       'BEGIN {printf "  %s CPU %.1f us/connection", "'"$path"'", t / hz * 1e6 / c}')
   fi
-  printf '%-18s %-8s conn/s %8s  errors %s%s\n' connect-heavy "$path" "${CPS[$path]}" "$errs" "$extra"
+  client_cpu=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "client_cpu_us") print $(i + 1)}')
+  printf '%-18s %-8s conn/s %8s  errors %s  load tool CPU %s us/connection%s\n' connect-heavy "$path" \
+    "${CPS[$path]}" "$errs" "$client_cpu" "$extra"
 done
 awk -v d="${CPS[direct]}" -v h="${CPS[haproxy]}" -v o="${CPS[ocean]}" \
   'BEGIN {printf "connect-heavy      ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f\n", o/d, o/h, h/d}'

@@ -162,7 +162,12 @@ pub async fn accept_loop_shared<H, F>(
             continue;
         };
         let id = next_conn_id();
-        let local = stream.local_addr().ok().or(local).unwrap_or(peer);
+        // A listener on one address accepts on that address: only a wildcard one needs
+        // getsockname to learn which address a client reached.
+        let local = match local {
+            Some(l) if !l.ip().is_unspecified() => l,
+            _ => stream.local_addr().ok().or(local).unwrap_or(peer),
+        };
         let span = tracing::debug_span!(
             "conn",
             daemon = limits.daemon,
