@@ -193,6 +193,13 @@ async fn hung_server_times_out_and_fails_over_cas_does_not() -> Result<()> {
         .unwrap()
         .to_owned();
     let conns_before = common::stat(b.addr(), "curr_connections").await?;
+    // The second set's copy is written without waiting (write policy `first`): reads fail
+    // over to it below, so it must be there first. (These direct connections close, and
+    // the count settles back at the end.)
+    wait_for("the second set to hold the copy", async || {
+        Ok(direct_get(b.addr(), b"k").await? == Some(b"v".to_vec()))
+    })
+    .await?;
 
     a.pause()?;
     // Reads time out on the first set and fail over; after tko_after timeouts the server
