@@ -9,6 +9,7 @@
 #   benches/mysql.sh            # 10 s per run
 #   TIME=5 TABLE_SIZE=10000 CONNECT_CLIENTS=16 POOL_MAX=64 MULTIPLEX=1 benches/mysql.sh
 #   SYSBENCH=0 benches/mysql.sh                   # the connect-heavy load only
+#   CONNECT=0 benches/mysql.sh                    # sysbench only
 #   CONNECT_CLIENT=mysql_async benches/mysql.sh   # connect-heavy through the mysql_async
 #                                                 # driver instead of the lean client
 set -euo pipefail
@@ -22,6 +23,7 @@ POOL_MAX=${POOL_MAX:-64}
 MULTIPLEX=${MULTIPLEX:-0}
 CONNECT_CLIENT=${CONNECT_CLIENT:-lean}
 SYSBENCH=${SYSBENCH:-1}
+CONNECT=${CONNECT:-1}
 POOL_JSON=""; [ "$POOL_MAX" != 0 ] && POOL_JSON=", \"pool_max\": $POOL_MAX"
 [ "$MULTIPLEX" = 1 ] && POOL_JSON="$POOL_JSON, \"multiplex\": true"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -125,7 +127,8 @@ done
 echo
 declare -A CPS
 LOAD_FLAGS=(); [ "$CONNECT_CLIENT" = mysql_async ] && LOAD_FLAGS=(--mysql-async)
-for path in direct haproxy ocean; do
+CONNECT_PATHS=(direct haproxy ocean); [ "$CONNECT" = 0 ] && CONNECT_PATHS=()
+for path in "${CONNECT_PATHS[@]}"; do
   case $path in
     direct)  port=$DB_PORT user=sb pw=sbpw pid= ;;
     haproxy) port=$HA_PORT user=sb pw=sbpw pid=$HA_PID ;;
@@ -147,5 +150,7 @@ for path in direct haproxy ocean; do
   printf '%-18s %-8s conn/s %8s  errors %s  load tool CPU %s us/connection%s\n' connect-heavy "$path" \
     "${CPS[$path]}" "$errs" "$client_cpu" "$extra"
 done
-awk -v d="${CPS[direct]}" -v h="${CPS[haproxy]}" -v o="${CPS[ocean]}" \
-  'BEGIN {printf "connect-heavy      ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f\n", o/d, o/h, h/d}'
+if [ "$CONNECT" != 0 ]; then
+  awk -v d="${CPS[direct]}" -v h="${CPS[haproxy]}" -v o="${CPS[ocean]}" \
+    'BEGIN {printf "connect-heavy      ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f\n", o/d, o/h, h/d}'
+fi
