@@ -9,6 +9,8 @@
 #   ocean 1 set       memcaslap -> ocean (one replica set; default --threads: one
 #                     current_thread worker per CPU, SO_REUSEPORT) -> memcached
 #   ocean 2 sets      the same with a second replica set (writes go to both)
+#   ocean 3 servers   one replica set of three servers (ketama): a multi-get is split in
+#                     up to three, one per server
 #   ocean 1 set t1    one worker thread
 #   ocean 1 set mt    tokio's multi-thread runtime (2 workers) instead
 # Prints ops/s, p99 (memcaslap's log2 buckets), proxy CPU us/op and ratios to direct.
@@ -28,11 +30,12 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-M1=127.0.0.1:22122; M2=127.0.0.1:22123
+M1=127.0.0.1:22122; M2=127.0.0.1:22123; M3=127.0.0.1:22124
 NC=127.0.0.1:22130; OC=127.0.0.1:22140
 USER_ARGS=(); [ "$(id -u)" = 0 ] && USER_ARGS=(-u root)
 memcached "${USER_ARGS[@]}" -l 127.0.0.1 -p 22122 -U 0 -m 256 -t 2 & PIDS+=($!)
 memcached "${USER_ARGS[@]}" -l 127.0.0.1 -p 22123 -U 0 -m 256 -t 2 & PIDS+=($!)
+memcached "${USER_ARGS[@]}" -l 127.0.0.1 -p 22124 -U 0 -m 256 -t 2 & PIDS+=($!)
 cat > "$WORK/nc.yml" <<YML
 pool:
   listen: $NC
@@ -80,6 +83,7 @@ for variant in "get" "multiget"; do
   run "nutcracker/$variant" "$NC" "$(pgrep -n -x nutcracker)" "${EXTRA[@]}"
   start_ocean --pool "a=$M1"; run "ocean 1 set/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
   start_ocean --pool "a=$M1" --pool "b=$M2"; run "ocean 2 sets/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
+  start_ocean --pool "a=$M1,$M2,$M3"; run "ocean 3 servers/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
   start_ocean --pool "a=$M1" --threads 1; run "ocean 1 set t1/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
   BENCH_MULTI_THREAD=2 start_ocean --pool "a=$M1" --threads 0; run "ocean 1 set mt/$variant" "$OC" "$OCEAN_PID" "${EXTRA[@]}"; stop_ocean
 done
@@ -87,7 +91,7 @@ done
 printf '\n%-26s %10s %9s %12s %10s\n' "path/load" "ops/s" "p99(us)" "proxy ns/op" "vs direct"
 for variant in get multiget; do
   d=${OPS[direct/$variant]}
-  for name in direct nutcracker "ocean 1 set" "ocean 2 sets" "ocean 1 set t1" "ocean 1 set mt"; do
+  for name in direct nutcracker "ocean 1 set" "ocean 2 sets" "ocean 3 servers" "ocean 1 set t1" "ocean 1 set mt"; do
     k="$name/$variant"
     ratio=$(awk -v a="${OPS[$k]}" -v b="$d" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }')
     printf '%-26s %10s %9s %12s %10s\n' "$k" "${OPS[$k]}" "${P99[$k]}" "${CPU[$k]}" "$ratio"
