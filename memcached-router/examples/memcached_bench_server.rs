@@ -8,6 +8,11 @@ use clap::Parser;
 use ocean_memcached_router::Args;
 use tokio_util::sync::CancellationToken;
 
+/// The allocator of the `ocean` binary (src/main.rs), so that the bench measures the proxy
+/// users run.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

@@ -4,6 +4,11 @@
 
 use clap::Parser;
 
+/// The allocator of the `ocean` binary (src/main.rs), so that the bench measures the proxy
+/// users run.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
