@@ -135,6 +135,12 @@ pub async fn accept_loop_shared<H, F>(
 {
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let local = listener.local_addr().ok();
+    // Registered once (with the recorder installed first): a registration per accept
+    // builds and hashes the key each time.
+    crate::metrics::handle();
+    let daemon = limits.daemon;
+    let accepted_total = metrics::counter!("ocean_connections_accepted_total", "daemon" => daemon);
+    let open = metrics::gauge!("ocean_connections_open", "daemon" => daemon);
     let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
@@ -182,14 +188,16 @@ pub async fn accept_loop_shared<H, F>(
             local,
             cancel: cancel.clone(),
         };
-        let daemon = limits.daemon;
-        metrics::counter!("ocean_connections_accepted_total", "daemon" => daemon).increment(1);
-        metrics::gauge!("ocean_connections_open", "daemon" => daemon).increment(1.0);
-        let fut = handle(conn);
+        accepted_total.increment(1);
+        open.increment(1.0);
+        // A connection's future is large (about 12 KB in mysql-proxy): boxed here it is
+        // copied once, where the task's wrapper and cell would move it two more times.
+        let fut = Box::pin(handle(conn));
+        let open = open.clone();
         tracker.spawn(
             async move {
                 fut.await;
-                metrics::gauge!("ocean_connections_open", "daemon" => daemon).decrement(1.0);
+                open.decrement(1.0);
                 drop(permit);
             }
             .instrument(span),
@@ -365,58 +373,120 @@ mod tests {
         (l, a)
     }
 
-    #[tokio::test]
-    async fn clients_past_the_cap_get_the_refusal_and_the_others_are_served() {
-        let (l, addr) = listener().await;
-        let mut limits = Limits::new("test", &b"-ERR max clients\r\n"[..]);
-        limits.max_clients = 2;
-        let tracker = TaskTracker::new();
-        let cancel = CancellationToken::new();
-        let release = CancellationToken::new();
-        let r = release.clone();
-        let t = tokio::spawn(accept_loop(
-            l,
-            Arc::new(limits),
-            tracker.clone(),
-            cancel.clone(),
-            move |mut c: Conn| {
-                let r = r.clone();
-                async move {
-                    let _ = c.stream.write_all(b"+HELLO\r\n").await;
-                    r.cancelled().await;
-                }
-            },
-        ));
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let mut s = TcpStream::connect(addr).await.unwrap();
+    /// An accept loop whose connections each get `+HELLO` and are held until `release`.
+    struct HelloServer {
+        addr: SocketAddr,
+        accepting: tokio::task::JoinHandle<()>,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+        release: CancellationToken,
+    }
+
+    impl HelloServer {
+        async fn start(limits: Limits) -> HelloServer {
+            let (l, addr) = listener().await;
+            let (tracker, cancel, release) = (
+                TaskTracker::new(),
+                CancellationToken::new(),
+                CancellationToken::new(),
+            );
+            let r = release.clone();
+            let accepting = tokio::spawn(accept_loop(
+                l,
+                Arc::new(limits),
+                tracker.clone(),
+                cancel.clone(),
+                move |mut c: Conn| {
+                    let r = r.clone();
+                    async move {
+                        let _ = c.stream.write_all(b"+HELLO\r\n").await;
+                        r.cancelled().await;
+                    }
+                },
+            ));
+            HelloServer {
+                addr,
+                accepting,
+                tracker,
+                cancel,
+                release,
+            }
+        }
+
+        /// A connection and the first 8 bytes it got.
+        async fn connect(&self) -> (TcpStream, [u8; 8]) {
+            let mut s = TcpStream::connect(self.addr).await.unwrap();
             let mut buf = [0u8; 8];
             s.read_exact(&mut buf).await.unwrap();
-            assert_eq!(&buf, b"+HELLO\r\n");
+            (s, buf)
+        }
+
+        async fn stop(self) {
+            self.cancel.cancel();
+            self.accepting.await.unwrap();
+            self.tracker.close();
+            self.tracker.wait().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_past_the_cap_get_the_refusal_and_the_others_are_served() {
+        let mut limits = Limits::new("test", &b"-ERR max clients\r\n"[..]);
+        limits.max_clients = 2;
+        let server = HelloServer::start(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (s, got) = server.connect().await;
+            assert_eq!(&got, b"+HELLO\r\n");
             held.push(s);
         }
-        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut third = TcpStream::connect(server.addr).await.unwrap();
         let mut got = Vec::new();
         third.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"-ERR max clients\r\n");
         // A slot freed is a slot usable again.
-        release.cancel();
+        server.release.cancel();
         drop(held);
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            let mut buf = [0u8; 8];
-            s.read_exact(&mut buf).await.unwrap();
-            if &buf == b"+HELLO\r\n" {
-                break;
-            }
+        while &server.connect().await.1 != b"+HELLO\r\n" {
             assert!(Instant::now() < deadline, "the cap never freed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        cancel.cancel();
-        t.await.unwrap();
-        tracker.close();
-        tracker.wait().await;
+        server.stop().await;
+    }
+
+    /// The value of one series in `/metrics`, if rendered.
+    fn series(name_and_labels: &str) -> Option<f64> {
+        crate::metrics::render().lines().find_map(|l| {
+            let v = l.strip_prefix(name_and_labels)?.strip_prefix(' ')?;
+            v.trim().parse().ok()
+        })
+    }
+
+    #[tokio::test]
+    async fn connections_are_counted_open_while_served_and_closed_after() {
+        let server = HelloServer::start(Limits::new("test-gauge", &b"-ERR\r\n"[..])).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(server.connect().await.0);
+        }
+        let open = r#"ocean_connections_open{daemon="test-gauge"}"#;
+        let accepted = r#"ocean_connections_accepted_total{daemon="test-gauge"}"#;
+        assert_eq!(series(open), Some(3.0));
+        assert_eq!(series(accepted), Some(3.0));
+        server.release.cancel();
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while series(open) != Some(0.0) {
+            assert!(
+                Instant::now() < deadline,
+                "open stayed at {:?}",
+                series(open)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(series(accepted), Some(3.0));
+        server.stop().await;
     }
 
     #[test]
