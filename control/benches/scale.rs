@@ -725,7 +725,65 @@ fn one_task_change(d: &Derived, reps: usize) -> Vec<Duration> {
         .collect()
 }
 
+/// The dns index built on `state` (its time), then `reps` derives each after one task
+/// change: a copy of the first app's first task added, then taken away again.
+fn patched_derive(
+    state: &ocean_control::state::State,
+    config: &DeriveConfig,
+    reps: usize,
+) -> (Duration, Vec<Duration>) {
+    use ocean_control::derive::{derive_all_patched, dns_index::DnsIndex};
+    use std::sync::Arc;
+    let base = Arc::new(state.clone());
+    let mut changed = state.clone();
+    if let Some(app) = changed.apps.iter_mut().find(|a| !a.tasks.is_empty()) {
+        let mut t = app.tasks[0].clone();
+        t.id.push_str("-bench");
+        t.ip = Some(std::net::IpAddr::from([10, 255, 255, 254]));
+        t.ips = t.ip.into_iter().collect();
+        app.tasks.push(t);
+    }
+    let changed = Arc::new(changed);
+    let t = Instant::now();
+    let mut index = DnsIndex::build(Arc::clone(&base), &config.dns).expect("unique app ids");
+    let build = t.elapsed();
+    let (times, _) = repeat(reps.max(2), || {
+        let next = if Arc::ptr_eq(index.base(), &base) {
+            &changed
+        } else {
+            &base
+        };
+        derive_all_patched(next, config, &mut index).expect("one change is patched")
+    });
+    (build, times)
+}
+
 /// Per-rep sums over tables of one column, so the median of a sum is a median of real runs.
+/// Where derive's time goes: each table's derive alone (median of `reps`).
+fn derive_by_table(state: &ocean_control::state::State, config: &DeriveConfig, reps: usize) {
+    use ocean_control::derive::{dns, lb_names, lvs, memcached, mysql, redis};
+    let mut p = Vec::new();
+    let (dns_t, mut zone) = repeat(reps, || dns::derive(state, &config.dns, &mut p));
+    let (lb_t, _) = repeat(reps, || {
+        lb_names::derive(state, &config.dns, &config.owners.vips, &mut zone, &mut p)
+    });
+    let (redis_t, _) = repeat(reps, || redis::derive(state, &config.owners, &mut p));
+    let (mc_t, _) = repeat(reps, || memcached::derive(state, &config.owners, &mut p));
+    let (mysql_t, _) = repeat(reps, || mysql::derive(state, &config.mysql, &mut p));
+    let (lvs_t, _) = repeat(reps, || {
+        lvs::derive(state, &config.owners.vips, &config.dns.views, &mut p)
+    });
+    println!(
+        "derive by table (ms, median): dns {} + lb names {} + redis {} + memcached {} + mysql {} + lvs {}",
+        ms(median(&dns_t)),
+        ms(median(&lb_t)),
+        ms(median(&redis_t)),
+        ms(median(&mc_t)),
+        ms(median(&mysql_t)),
+        ms(median(&lvs_t))
+    );
+}
+
 fn summed(rows: &[TableRow], col: impl Fn(&TableRow) -> &Vec<Duration>) -> Vec<Duration> {
     let reps = rows.first().map(|r| col(r).len()).unwrap_or(0);
     (0..reps)
@@ -777,6 +835,7 @@ fn pipeline(args: &Args) {
     let rss_normalized = mem("VmRSS");
     let config = derive_config(args.apps);
     let (derive_t, derived) = repeat(args.reps, || derive_all(&state, &config));
+    derive_by_table(&state, &config, args.reps);
     let rss_derived = mem("VmRSS");
     let rows = table_rows(&derived, args.reps);
     let rss_serialized = mem("VmRSS");
@@ -836,10 +895,18 @@ fn pipeline(args: &Args) {
         ms(median(&after_change)),
         ms(whole)
     );
+    // What a sync derives after one task change since the dns index: only that app's names.
+    let (build_t, patch_t) = patched_derive(&state, &config, args.reps);
+    println!(
+        "{:<30} {:>10}   (the dns names of the changed app only, the other 4 tables whole; building the dns index, once after a whole derive: {} ms)",
+        "derive after one task change",
+        ms(median(&patch_t)),
+        ms(build_t)
+    );
     println!(
         "{:<30} {:>10}",
-        "total with it",
-        ms(total - whole + median(&after_change))
+        "total with both",
+        ms(total - whole + median(&after_change) - median(&derive_t) + median(&patch_t))
     );
     println!();
     println!(

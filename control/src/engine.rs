@@ -24,7 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::api_auth::is_loopback;
 use crate::config::{Config, Source};
-use crate::derive::{derive_all, Problem};
+use crate::derive::dns_index::DnsIndex;
+use crate::derive::{derive_all, derive_all_patched, Problem};
 use crate::freshness::Freshness;
 use crate::guard::{Guard, Held, Pools};
 use crate::marathon::client::MarathonClient;
@@ -194,6 +195,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         resolved: HashMap::new(),
         last_list: None,
         pending,
+        dns_index: DnsIndexSlot::Empty,
     };
     tracker.spawn(engine.run(dirty_rx, cancel));
     tracker.close();
@@ -270,6 +272,20 @@ struct Engine {
     last_list: Option<ParsedApps>,
     /// What the events said changed since the last sync.
     pending: Arc<Pending>,
+    /// The dns names of a past sync and where they came from: the next sync derives only
+    /// the apps that changed ([`crate::derive::dns_index`]).
+    dns_index: DnsIndexSlot,
+}
+
+/// The dns index, or its build on a blocking thread. A sync that finds none derives the
+/// dns names whole and starts a build for the state it published; one that finds a build
+/// still running does not wait for it.
+#[derive(Default)]
+enum DnsIndexSlot {
+    #[default]
+    Empty,
+    Building(tokio::task::JoinHandle<Option<DnsIndex>>),
+    Ready(Box<DnsIndex>),
 }
 
 /// Parsed apps, and those that did not parse.
@@ -484,6 +500,24 @@ impl Engine {
         }
     }
 
+    /// The dns index if there is one, or its build if that has finished.
+    async fn take_dns_index(&mut self) -> Option<DnsIndex> {
+        match std::mem::take(&mut self.dns_index) {
+            DnsIndexSlot::Ready(index) => Some(*index),
+            DnsIndexSlot::Building(build) if build.is_finished() => match build.await {
+                Ok(index) => index,
+                Err(e) => {
+                    tracing::error!(error = %e, "building the dns index failed; deriving whole");
+                    None
+                }
+            },
+            building => {
+                self.dns_index = building;
+                None
+            }
+        }
+    }
+
     async fn resolve(&mut self, hosts: impl IntoIterator<Item = String>) -> Resolved {
         const FRESH: Duration = Duration::from_secs(60);
         let now = Instant::now();
@@ -613,7 +647,7 @@ impl Engine {
         };
         let hosts = hostnames(&apps);
         let resolved = self.resolve(hosts).await;
-        let state = normalize(&apps, &resolved, &mut self.memory);
+        let state = Arc::new(normalize(&apps, &resolved, &mut self.memory));
         // Kept for the next events that name a few apps (Marathon only: a file is read
         // whole anyway).
         if matches!(self.source, Fetcher::Marathon(_)) {
@@ -621,19 +655,36 @@ impl Engine {
         }
         let live = self.live.load_full();
         let derive_started = Instant::now();
-        // Deriving takes ~550 ms at 100k tasks (on two threads): off the async workers.
+        let index = self.take_dns_index().await;
+        // Deriving whole takes ~550 ms at 100k tasks (on two threads), patching the dns
+        // names after a task change ~150: off the async workers either way.
         let work = {
             let live = live.clone();
             off_async(move || {
-                let derived = derive_all(&state, &live.derive);
-                (state, derived)
+                let mut index = index;
+                let patched = index
+                    .as_mut()
+                    .and_then(|i| derive_all_patched(&state, &live.derive, i));
+                match patched {
+                    Some(derived) => (state, derived, index),
+                    // The index declined (new settings, many changes): it is behind now.
+                    None => {
+                        let derived = derive_all(&state, &live.derive);
+                        (state, derived, None)
+                    }
+                }
             })
         };
-        let Some((state, mut derived)) = work.await else {
+        let Some((state, mut derived, index)) = work.await else {
             return;
         };
+        let how = if index.is_some() { "patched" } else { "whole" };
+        metrics::counter!("ocean_control_derives_total", "dns" => how).increment(1);
         metrics::histogram!("ocean_control_derive_seconds")
             .record(derive_started.elapsed().as_secs_f64());
+        if let Some(index) = index {
+            self.dns_index = DnsIndexSlot::Ready(Box::new(index));
+        }
         let mut problems: Vec<Problem> = bad
             .into_iter()
             .map(|b| Problem {
@@ -709,7 +760,14 @@ impl Engine {
             s.held = held;
         }
         self.shared.problems.store(Arc::new(problems));
-        self.shared.state.store(Arc::new(state));
+        self.shared.state.store(Arc::clone(&state));
+        if matches!(self.dns_index, DnsIndexSlot::Empty) {
+            // For the next sync; built after the publish so as not to delay it.
+            let settings = live.derive.dns.clone();
+            self.dns_index = DnsIndexSlot::Building(tokio::task::spawn_blocking(move || {
+                DnsIndex::build(state, &settings)
+            }));
+        }
         let published = self.shared.store.publish(out);
         if !published.is_empty() {
             // systemd: READY=1 after the first publish, STATUS= with the tables' ETags.

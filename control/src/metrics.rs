@@ -20,6 +20,11 @@ pub fn describe() {
         Unit::Seconds,
         "Time to derive every table from the normalized Marathon state."
     );
+    describe_counter!(
+        "ocean_control_derives_total",
+        Unit::Count,
+        "Derives of every table, per how the dns names were made (patched: only the apps that changed since the last sync; whole: every app)."
+    );
     describe_gauge!(
         "ocean_control_last_sync_timestamp_seconds",
         Unit::Seconds,

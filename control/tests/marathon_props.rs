@@ -7,10 +7,13 @@
 use std::path::PathBuf;
 
 use ocean_control::config::{FileConfig, Source};
-use ocean_control::derive::{derive_all, DeriveConfig};
+use std::sync::Arc;
+
+use ocean_control::derive::dns_index::DnsIndex;
+use ocean_control::derive::{derive_all, derive_all_patched, DeriveConfig};
 use ocean_control::marathon::events::{SseError, SseEvent, SseParser};
 use ocean_control::marathon::model::parse_apps;
-use ocean_control::state::{normalize, HealthMemory, Resolved};
+use ocean_control::state::{normalize, HealthMemory, Resolved, State};
 use ocean_control::Config;
 use ocean_core::table::Table;
 use proptest::prelude::*;
@@ -85,6 +88,9 @@ const IDS: &[&str] = &[
     "noslash",
     "/dots..here",
     "/-leading",
+    // Two ids, one dns name (`y-x-z.marathon.mesos.`): the dns index must merge them.
+    "/z/x/y",
+    "/x-z/y",
 ];
 const HOSTS: &[&str] = &[
     "10.0.1.1",
@@ -255,6 +261,18 @@ fn derive_checked(body: &[u8]) -> [usize; 5] {
     ]
 }
 
+/// The normalized state of `apps`, one app per id (Marathon's ids are unique; the
+/// generator's are not).
+fn unique_state(apps: &[Value]) -> Arc<State> {
+    let body = serde_json::to_vec(&json!({ "apps": apps })).unwrap();
+    let mut state = match parse_apps(&body) {
+        Ok((apps, _)) => normalize(&apps, &Resolved::new(), &mut HealthMemory::default()),
+        Err(_) => State::default(),
+    };
+    state.apps.dedup_by(|a, b| a.id == b.id);
+    Arc::new(state)
+}
+
 /// The unmutated example derives something for every kind, so the mutations below start
 /// from tables that exist.
 #[test]
@@ -285,6 +303,44 @@ proptest! {
             mutate(&mut apps, &mut at, op, with);
         }
         derive_checked(&serde_json::to_vec(&json!({ "apps": apps })).unwrap());
+    }
+
+    /// Issue 17: after apps are added, removed or changed, the dns index patches the names
+    /// the full derive would make, with the same problems, and every other table is the
+    /// full derive's; and so back again.
+    #[test]
+    fn the_dns_index_patches_what_the_full_derive_makes(
+        before in proptest::collection::vec(app(), 0..8),
+        added in proptest::collection::vec(app(), 0..4),
+        keep in proptest::collection::vec(any::<bool>(), 8),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>()), 0..4),
+    ) {
+        let mut after: Vec<Value> = before
+            .iter()
+            .zip(keep.iter().chain(std::iter::repeat(&true)))
+            .filter(|(_, k)| **k)
+            .map(|(a, _)| a.clone())
+            .chain(added)
+            .collect();
+        for (at, op, with) in edits {
+            let mut arr = Value::Array(after.clone());
+            let mut at = at % 200;
+            mutate(&mut arr, &mut at, op, with);
+            if let Value::Array(a) = arr {
+                after = a;
+            }
+        }
+        let config = derive_config();
+        let (s1, s2) = (unique_state(&before), unique_state(&after));
+        let mut index = DnsIndex::build(Arc::clone(&s1), &config.dns).unwrap();
+        for s in [&s2, &s1, &s1, &s2] {
+            let patched = derive_all_patched(s, &config, &mut index).unwrap();
+            let full = derive_all(s, &config);
+            prop_assert_eq!(&patched.dns, &full.dns);
+            prop_assert_eq!(&patched.problems, &full.problems);
+            prop_assert_eq!(&patched.lvs, &full.lvs);
+            prop_assert!(Arc::ptr_eq(index.base(), s));
+        }
     }
 
     #[test]

@@ -39,13 +39,22 @@ fn apps() -> serde_json::Value {
     }]})
 }
 
+async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_and_derive_histograms_and_help() {
     ocean_core::http::init_tls();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("apps.json");
     std::fs::write(&file, serde_json::to_vec(&apps()).unwrap()).unwrap();
-    let mut config = Config::new(Source::File(file));
+    let mut config = Config::new(Source::File(file.clone()));
     config.listen = "127.0.0.1:0".parse().unwrap();
     let cancel = CancellationToken::new();
     let running = start(config, cancel.clone()).await.unwrap();
@@ -63,12 +72,7 @@ async fn sync_and_derive_histograms_and_help() {
         assert!(Instant::now() < deadline, "no redis table: {}", r.status());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&base).await;
     assert_eq!(undescribed(&text), Vec::<String>::new(), "{text}");
     for name in [
         "ocean_control_sync_duration_seconds",
@@ -86,6 +90,37 @@ async fn sync_and_derive_histograms_and_help() {
     }
     assert!(text.contains("ocean_control_table_requests_total{kind=\"redis\",status=\"200\"} "));
     assert!(text.contains("# HELP ocean_control_syncs_total "));
+    assert!(
+        text.contains("ocean_control_derives_total{dns=\"whole\"} 1\n"),
+        "{text}"
+    );
+
+    // A second task: the next sync derives the dns names of that app only (issue 17).
+    let etag = |r: &reqwest::Response| r.headers()["etag"].to_str().unwrap().to_string();
+    let first = etag(&reqwest::get(format!("{base}/v1/tables/dns")).await.unwrap());
+    let mut changed = apps();
+    let mut second = changed["apps"][0]["tasks"][0].clone();
+    second["id"] = "web.00000002-3dda-11e4-a088-c20493233aa5".into();
+    second["host"] = "127.0.1.2".into();
+    second["ipAddresses"][0]["ipAddress"] = "127.0.1.2".into();
+    changed["apps"][0]["tasks"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    std::fs::write(&file, serde_json::to_vec(&changed).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while etag(&reqwest::get(format!("{base}/v1/tables/dns")).await.unwrap()) == first {
+        assert!(
+            Instant::now() < deadline,
+            "the second task was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = metrics_text(&base).await;
+    assert!(
+        text.contains("ocean_control_derives_total{dns=\"patched\"} 1\n"),
+        "{text}"
+    );
 
     cancel.cancel();
     running.wait().await;

@@ -149,7 +149,7 @@ fn include(task: &Task, s: &DnsSettings) -> bool {
 
 /// The names of `apps`, sorted by name, with sorted, deduplicated records; and the
 /// problems found.
-fn derive_apps(
+pub(super) fn derive_apps(
     apps: &[crate::state::App],
     s: &DnsSettings,
     tail: &str,
@@ -293,7 +293,7 @@ fn merge_sorted(
 }
 
 /// Records sorted and deduplicated: the ETag depends on it.
-fn tidy(mut r: DnsRecords) -> DnsRecords {
+pub(super) fn tidy(mut r: DnsRecords) -> DnsRecords {
     r.a.sort_unstable();
     r.a.dedup();
     r.aaaa.sort_unstable();
@@ -310,7 +310,7 @@ const PARALLEL_FROM_APPS: usize = 512;
 /// threads and their names merged (the result is the same as one pass: names are sorted
 /// and records sorted and deduplicated at the end either way).
 pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> DnsTable {
-    let domain = s.domain.trim_end_matches('.').to_ascii_lowercase();
+    let domain = domain_of(s);
     let tail = format!(".{domain}.");
     let mut names = if state.apps.len() >= PARALLEL_FROM_APPS {
         let (first, second) = state.apps.split_at(state.apps.len() / 2);
@@ -328,10 +328,21 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
         problems.extend(p);
         names
     };
+    names = merge_sorted(names, master_names(s, &tail));
+    table(s, domain, names.into_iter().collect())
+}
+
+/// The domain of `s`, as the table holds it (lowercase, no trailing dot).
+pub(super) fn domain_of(s: &DnsSettings) -> String {
+    s.domain.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The names of the Mesos masters, sorted: `master.{d}` -> all, `masterN.{d}` -> each,
+/// `leader.{d}` -> the first, with SRV. As in Mesos-DNS's masterRecord, a master whose
+/// address is already listed (a duplicate, or another port on the same host) takes no
+/// masterN of its own.
+pub(super) fn master_names(s: &DnsSettings, tail: &str) -> Vec<(String, DnsRecords)> {
     let mut zone = Zone::default();
-    // Masters: master.{d} -> all, masterN.{d} -> each, leader.{d} -> the first, with SRV.
-    // As in Mesos-DNS's masterRecord, a master whose address is already listed (a duplicate,
-    // or another port on the same host) takes no masterN of its own.
     let mut listed: Vec<IpAddr> = Vec::with_capacity(s.masters.len());
     for m in &s.masters {
         if listed.contains(&m.ip()) {
@@ -353,8 +364,16 @@ pub fn derive(state: &State, s: &DnsSettings, problems: &mut Vec<Problem>) -> Dn
             }
         }
     }
-    names = merge_sorted(names, zone.into_sorted());
-    let names: BTreeMap<String, DnsRecords> = names.into_iter().collect();
+    zone.into_sorted()
+}
+
+/// The table of `names` under the settings' SOA, TTL, views (empty until
+/// `derive::lb_names` fills them) and zones.
+pub(super) fn table(
+    s: &DnsSettings,
+    domain: String,
+    names: BTreeMap<String, DnsRecords>,
+) -> DnsTable {
     DnsTable {
         domain,
         ttl: s.ttl,

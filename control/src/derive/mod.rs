@@ -4,6 +4,7 @@
 //! used for a table is left out of that table and reported; every other app still counts.
 
 pub mod dns;
+pub mod dns_index;
 pub mod lb_names;
 pub mod lvs;
 pub mod memcached;
@@ -13,6 +14,7 @@ pub mod redis;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ocean_core::table::{DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind};
 use serde::Serialize;
@@ -67,7 +69,29 @@ pub struct Derived {
 /// Derives every table.
 pub fn derive_all(state: &State, config: &DeriveConfig) -> Derived {
     let mut problems = Vec::new();
-    let mut dns = dns::derive(state, &config.dns, &mut problems);
+    let dns = dns::derive(state, &config.dns, &mut problems);
+    derive_rest(state, config, dns, problems)
+}
+
+/// What [`derive_all`] derives, with the dns names patched by `index` from the state it
+/// last held (see [`dns_index`]); `None` when the index declines, and then it is unchanged.
+/// The dns names are nearly all of derive's time; the other tables are derived whole.
+pub fn derive_all_patched(
+    state: &Arc<State>,
+    config: &DeriveConfig,
+    index: &mut dns_index::DnsIndex,
+) -> Option<Derived> {
+    let (dns, problems) = index.patch(state, &config.dns)?;
+    Some(derive_rest(state, config, dns, problems))
+}
+
+/// Every table but the Mesos-DNS names, given those (`dns`) and their problems.
+fn derive_rest(
+    state: &State,
+    config: &DeriveConfig,
+    mut dns: DnsTable,
+    mut problems: Vec<Problem>,
+) -> Derived {
     lb_names::derive(
         state,
         &config.dns,
