@@ -1149,6 +1149,55 @@ impl Ctx<'_> {
     }
 }
 
+/// Sum and count of each stage of control's syncs (`ocean_control_sync_stage_seconds`),
+/// from its `/metrics`.
+async fn sync_stages(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("ocean_control_sync_stage_seconds_") else {
+            continue;
+        };
+        let (series, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        let Some((what, labels)) = series.split_once("{stage=\"") else {
+            continue;
+        };
+        if what != "sum" && what != "count" {
+            continue;
+        }
+        let stage = labels.trim_end_matches("\"}").to_string();
+        let v: f64 = value.trim().parse().unwrap_or(0.0);
+        let e = out.entry(stage).or_insert((0.0, 0.0));
+        if what == "sum" {
+            e.0 = v;
+        } else {
+            e.1 = v;
+        }
+    }
+    // How the dns names were derived (patched by the dns index, or whole), as counts.
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ocean_control_derives_total{dns=\"") {
+            if let Some((how, n)) = rest.split_once("\"} ") {
+                out.insert(
+                    format!("derives {how} (count)"),
+                    (0.0, n.trim().parse().unwrap_or(0.0)),
+                );
+            }
+        }
+    }
+    out
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -1300,6 +1349,7 @@ fn fanout(args: &Args) {
             .round("settle.".into(), &have, Trigger::File(&path, &body1))
             .await;
         have = etag;
+        let stages_before = sync_stages(&client, addr).await;
         let mut file_rounds = Vec::new();
         for k in 0..reps {
             // The file alternates between the original state and one task more.
@@ -1310,6 +1360,22 @@ fn fanout(args: &Args) {
             file_rounds.push(r);
             have = etag;
         }
+        let stages_after = sync_stages(&client, addr).await;
+        let means: Vec<String> = stages_after
+            .iter()
+            .map(|(stage, (sum, count))| {
+                let (s0, c0) = stages_before.get(stage).copied().unwrap_or_default();
+                if stage.ends_with("(count)") {
+                    format!("{stage} {}", count - c0)
+                } else {
+                    format!("{stage} {:.1}", 1e3 * (sum - s0) / (count - c0).max(1.0))
+                }
+            })
+            .collect();
+        println!(
+            "control's syncs during the file rounds, mean ms per stage (its /metrics): {}",
+            means.join(", ")
+        );
         let mut publish_rounds = Vec::new();
         for k in 0..reps {
             let served = if k % 2 == 0 { &served2 } else { &served3 };

@@ -20,6 +20,11 @@ pub fn describe() {
         Unit::Seconds,
         "Time to derive every table from the normalized Marathon state."
     );
+    describe_histogram!(
+        "ocean_control_sync_stage_seconds",
+        Unit::Seconds,
+        "Time of each stage of a successful sync: fetch (Marathon or the file, and parsing), normalize, derive, publish (guard, serialize, ETag, hand to the long-polls)."
+    );
     describe_counter!(
         "ocean_control_derives_total",
         Unit::Count,

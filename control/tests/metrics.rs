@@ -90,6 +90,10 @@ async fn sync_and_derive_histograms_and_help() {
     }
     assert!(text.contains("ocean_control_table_requests_total{kind=\"redis\",status=\"200\"} "));
     assert!(text.contains("# HELP ocean_control_syncs_total "));
+    for stage in ["fetch", "normalize", "derive", "publish"] {
+        let count = format!("ocean_control_sync_stage_seconds_count{{stage=\"{stage}\"}} 1\n");
+        assert!(text.contains(&count), "{count} missing:\n{text}");
+    }
     assert!(
         text.contains("ocean_control_derives_total{dns=\"whole\"} 1\n"),
         "{text}"
