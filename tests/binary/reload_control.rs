@@ -37,7 +37,7 @@ struct Control {
     url: String,
     addr: SocketAddr,
     dir: tempfile::TempDir,
-    _marathon: FakeMarathon,
+    marathon: FakeMarathon,
 }
 
 impl Control {
@@ -77,7 +77,7 @@ impl Control {
             url: format!("http://{addr}"),
             addr,
             dir,
-            _marathon: marathon,
+            marathon,
         };
         // Serving tables means started: the SIGHUP handler is installed before that.
         c.wait_json("/v1/tables/dns", "control serves its first tables", |_| {
@@ -389,6 +389,83 @@ async fn a_new_ownership_rule_applies_on_sighup_while_clients_poll() {
         "no log line naming the changed rule\n{log}"
     );
     control.stop();
+}
+
+/// `ocean_control_derives_total{dns=how}` as control's `/metrics` has it (0 when absent).
+async fn derives(control: &Control, how: &str) -> u64 {
+    let text = ocean_tests::metrics::scrape(control.addr).await.unwrap();
+    let needle = format!("dns=\"{how}\"");
+    ocean_tests::metrics::series(&text, "ocean_control_derives_total", &[&needle])
+        .first()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// The dns index (issue 17) across a reload: a new `[dns.views]` view is new dns settings,
+/// so that sync derives the dns names whole; the task changes after it are patched on an
+/// index of the new settings. A control started afterwards from the same files and
+/// Marathon state, deriving whole, publishes the same dns table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_dns_view_on_sighup_is_derived_whole_and_later_changes_are_patched() {
+    let toml = "domain = \"mesos\"\n";
+    let control = Control::start(toml, &[], redis_apps()).await;
+    let view = format!("{toml}[dns.views.lan]\nnetworks = [\"127.0.0.0/8\"]\n");
+    write(control.dir.path(), "control.toml", &view);
+    control.sighup();
+    control
+        .wait_json("/v1/tables/dns", "the new view is in the dns table", |t| {
+            t["views"][0]["name"] == "lan"
+        })
+        .await;
+    control.wait_reloads("ok", 1).await;
+    assert_eq!(derives(&control, "whole").await, 2, "{}", control.log());
+
+    // Two task changes, each an event that the next sync patches.
+    let front = |hosts: &[(&'static str, u16)]| marathon_app("/web/front", json!({}), 10002, hosts);
+    let final_hosts = [
+        ("127.0.0.1", 31003),
+        ("127.0.0.2", 31004),
+        ("127.0.0.3", 31005),
+    ];
+    for n in 2..=3 {
+        control.marathon.put_app(front(&final_hosts[..n]));
+        let ip = final_hosts[n - 1].0;
+        control
+            .wait_json(
+                "/v1/tables/dns",
+                "the new task's address is published",
+                |t| {
+                    t["names"]["front-web.marathon.mesos."]
+                        .to_string()
+                        .contains(ip)
+                },
+            )
+            .await;
+    }
+    let patched = derives(&control, "patched").await;
+    assert!(patched >= 2, "{patched} patched derives\n{}", control.log());
+    assert_eq!(derives(&control, "whole").await, 2, "{}", control.log());
+
+    let mut apps = redis_apps();
+    apps[1] = front(&final_hosts);
+    let fresh = Control::start(&view, &[], apps).await;
+    let etag = |c: &Control| {
+        let url = format!("{}/v1/tables/dns", c.url);
+        async move {
+            let r = client()
+                .get(url)
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            r.headers()["etag"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(etag(&control).await, etag(&fresh).await);
+    assert_eq!(derives(&fresh, "patched").await, 0);
+    control.stop();
+    fresh.stop();
 }
 
 /// A broken control.toml on SIGHUP: control keeps serving the tables it had, logs why, and
