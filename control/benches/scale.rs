@@ -744,15 +744,9 @@ fn patched_derive(
         app.tasks.push(t);
     }
     let changed = Arc::new(changed);
-    let rss_before = proc_status_kib("VmRSS").unwrap_or(0);
     let t = Instant::now();
     let mut index = DnsIndex::build(Arc::clone(&base), &config.dns).expect("unique app ids");
     let build = t.elapsed();
-    println!(
-        "{:<30} {:>10}   (RSS growth while building the dns index: its names, records and sources; freed memory reused counts as none)",
-        "dns index memory",
-        mib(proc_status_kib("VmRSS").unwrap_or(0).saturating_sub(rss_before) * 1024)
-    );
     let (times, _) = repeat(reps.max(2), || {
         let next = if Arc::ptr_eq(index.base(), &base) {
             &changed
