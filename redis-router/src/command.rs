@@ -5,8 +5,9 @@
 //! special cases `COMMAND` calls "movablekeys": numkeys arguments, `STREAMS`, `STORE`,
 //! `KEYS`, keyed subcommands), and how a multi-key command splits across slots ([`Split`]).
 //!
-//! Lookup is case-insensitive and allocation-free: a binary search over a table sorted by
-//! lowercase name (a unit test checks the order).
+//! Lookup is case-insensitive and allocation-free: the name lowercased on the stack, then
+//! one hash lookup in a map of the table built once. The table stays sorted by lowercase
+//! name and unique (a unit test checks both) for `COMMAND`'s listing.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
