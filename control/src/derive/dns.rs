@@ -277,9 +277,7 @@ fn merge_sorted(
                 std::cmp::Ordering::Greater => false,
                 std::cmp::Ordering::Equal => {
                     if let (Some((k, mut ra)), Some((_, rb))) = (a.next(), b.next()) {
-                        ra.a.extend(rb.a);
-                        ra.aaaa.extend(rb.aaaa);
-                        ra.srv.extend(rb.srv);
+                        absorb(&mut ra, rb);
                         out.push((k, tidy(ra)));
                     }
                     continue;
@@ -290,6 +288,13 @@ fn merge_sorted(
         out.extend(next);
     }
     out
+}
+
+/// `from`'s records added to `into`'s, as they come: [`tidy`] them after the last.
+pub(super) fn absorb(into: &mut DnsRecords, from: DnsRecords) {
+    into.a.extend(from.a);
+    into.aaaa.extend(from.aaaa);
+    into.srv.extend(from.srv);
 }
 
 /// Records sorted and deduplicated: the ETag depends on it.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use ocean_core::table::dns::{DnsRecords, DnsTable};
 
-use super::dns::{derive_apps, domain_of, master_names, table, tidy, DnsSettings};
+use super::dns::{absorb, derive_apps, domain_of, master_names, table, tidy, DnsSettings};
 use super::Problem;
 use crate::state::{App, State};
 
@@ -54,12 +54,9 @@ impl DnsIndex {
         let mut problems = BTreeMap::new();
         let mut add = |name: String, source: Source, records: DnsRecords| {
             let e = names.entry(name).or_default();
-            if e.sources.is_empty() {
-                e.records = records;
-            } else {
-                e.records.a.extend(records.a);
-                e.records.aaaa.extend(records.aaaa);
-                e.records.srv.extend(records.srv);
+            let shared = !e.sources.is_empty();
+            absorb(&mut e.records, records);
+            if shared {
                 e.records = tidy(std::mem::take(&mut e.records));
             }
             e.sources.push(source);
@@ -165,10 +162,7 @@ impl DnsIndex {
                     }
                 };
                 if let Ok(i) = own.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
-                    let r = &own[i].1;
-                    merged.a.extend_from_slice(&r.a);
-                    merged.aaaa.extend_from_slice(&r.aaaa);
-                    merged.srv.extend_from_slice(&r.srv);
+                    absorb(&mut merged, own[i].1.clone());
                 }
             }
             if let Some(e) = self.names.get_mut(&name) {
@@ -219,36 +213,34 @@ fn has_duplicate_ids(apps: &[App]) -> bool {
 /// The apps that differ between two states (each sorted by id, ids unique): `(old, new)`,
 /// `None` on the side where the app does not exist.
 fn diff<'a>(old: &'a [App], new: &'a [App]) -> Vec<(Option<&'a App>, Option<&'a App>)> {
+    use std::cmp::Ordering;
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) => match a.id.cmp(&b.id) {
-                std::cmp::Ordering::Less => {
-                    out.push((Some(a), None));
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((None, Some(b)));
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    if a != b {
-                        out.push((Some(a), Some(b)));
-                    }
-                    i += 1;
-                    j += 1;
-                }
-            },
-            (Some(a), None) => {
-                out.push((Some(a), None));
+    loop {
+        let (a, b) = (old.get(i), new.get(j));
+        // An app only on one side sorts before the other side's next (or its end).
+        let order = match (a, b) {
+            (Some(a), Some(b)) => a.id.cmp(&b.id),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            Ordering::Less => {
+                out.push((a, None));
                 i += 1;
             }
-            (None, Some(b)) => {
-                out.push((None, Some(b)));
+            Ordering::Greater => {
+                out.push((None, b));
                 j += 1;
             }
-            (None, None) => break,
+            Ordering::Equal => {
+                if a != b {
+                    out.push((a, b));
+                }
+                i += 1;
+                j += 1;
+            }
         }
     }
     out
