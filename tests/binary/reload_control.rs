@@ -395,10 +395,7 @@ async fn a_new_ownership_rule_applies_on_sighup_while_clients_poll() {
 async fn derives(control: &Control, how: &str) -> u64 {
     let text = ocean_tests::metrics::scrape(control.addr).await.unwrap();
     let needle = format!("dns=\"{how}\"");
-    ocean_tests::metrics::series(&text, "ocean_control_derives_total", &[&needle])
-        .first()
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
+    ocean_tests::metrics::value(&text, "ocean_control_derives_total", &[&needle])
         .map_or(0, |v| v as u64)
 }
 

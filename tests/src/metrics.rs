@@ -72,3 +72,11 @@ pub fn series<'a>(text: &'a str, name: &str, needles: &[&str]) -> Vec<&'a str> {
         .filter(|l| needles.iter().all(|x| l.contains(x)))
         .collect()
 }
+
+/// The number of the first sample line [`series`] finds, if any.
+pub fn value(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
+    series(text, name, needles)
+        .first()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

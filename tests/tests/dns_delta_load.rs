@@ -31,11 +31,7 @@ const LOAD_QPS: u32 = 3000;
 /// The number in the series `name{labels}` (0 before the first).
 fn counter(name: &str, labels: &[&str]) -> f64 {
     let text = ocean_core::metrics::render();
-    ocean_tests::metrics::series(&text, name, labels)
-        .first()
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    ocean_tests::metrics::value(&text, name, labels).unwrap_or(0.0)
 }
 
 /// `ocean_table_deltas_total{kind="dns",result=...}`.
