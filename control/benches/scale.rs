@@ -19,6 +19,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -248,12 +249,17 @@ struct Stats {
 /// Marathon's JSON for `apps` apps; `extra` more tasks on [`extra_app`]. Deterministic: the
 /// same arguments give the same bytes, and `extra` changes only that app.
 fn generate(apps: usize, tpa: usize, extra: usize) -> (Vec<u8>, Stats) {
+    let (out, stats, _) = generate_with_app(apps, tpa, extra);
+    (out, stats)
+}
+
+/// [`generate`], and the JSON of the app it adds `extra` tasks to (as `/v2/apps/{id}`
+/// answers it, without the `{"app": ...}` wrapper).
+fn generate_with_app(apps: usize, tpa: usize, extra: usize) -> (Vec<u8>, Stats, Value) {
     let agents = (apps * tpa / 50).clamp(1, 250 * 250);
-    let extra_at = if extra > 0 {
-        Some(extra_app(apps, tpa))
-    } else {
-        None
-    };
+    let changing = extra_app(apps, tpa);
+    let extra_at = if extra > 0 { Some(changing) } else { None };
+    let mut changing_json = Value::Null;
     let mut out = Vec::with_capacity(apps * tpa * 1200);
     out.extend_from_slice(b"{\"apps\":[");
     let mut stats = Stats {
@@ -287,9 +293,12 @@ fn generate(apps: usize, tpa: usize, extra: usize) -> (Vec<u8>, Stats) {
             out.push(b',');
         }
         serde_json::to_writer(&mut out, &app).expect("serialize app");
+        if i == changing {
+            changing_json = app;
+        }
     }
     out.extend_from_slice(b"]}");
-    (out, stats)
+    (out, stats, changing_json)
 }
 
 fn next_service_port(p: &mut u32) -> u32 {
@@ -1095,6 +1104,9 @@ async fn collect(
 enum Trigger<'a> {
     /// Rewrite the apps file with this body; the engine notices, syncs and publishes.
     File(&'a Path, &'a [u8]),
+    /// Make the bench's Marathon answer this state and send the event of its changed app;
+    /// the engine fetches that app alone, syncs and publishes.
+    Event(&'a BenchMarathon, &'a Arc<MarathonView>),
     /// Publish this dns table directly.
     Publish(&'a Served),
 }
@@ -1118,18 +1130,12 @@ impl Ctx<'_> {
             Trigger::File(path, body) => {
                 write_atomically(path, body);
                 let t0 = Instant::now();
-                let want = loop {
-                    let current = self.shared.store.get(TableKind::Dns);
-                    if let Some(s) = current.filter(|s| s.etag != have) {
-                        break s.etag.clone();
-                    }
-                    assert!(
-                        t0.elapsed() < Duration::from_secs(30),
-                        "the file change was not published within 30s"
-                    );
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                };
-                (t0, want)
+                (t0, self.published_after(have, t0).await)
+            }
+            Trigger::Event(marathon, view) => {
+                let t0 = Instant::now();
+                marathon.change(view);
+                (t0, self.published_after(have, t0).await)
             }
             Trigger::Publish(served) => {
                 let served = Served::new(
@@ -1147,6 +1153,174 @@ impl Ctx<'_> {
         };
         (collect(t0, &want, handles).await, want)
     }
+
+    /// The dns ETag control publishes after `have`, once it does.
+    async fn published_after(&self, have: &str, t0: Instant) -> String {
+        loop {
+            let current = self.shared.store.get(TableKind::Dns);
+            if let Some(s) = current.filter(|s| s.etag != have) {
+                return s.etag.clone();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the change was not published within 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The bench's Marathon, for the event rounds: answers the list, the one app the rounds
+// change, `/v2/info` (elected) and the event stream, from memory, so that the Marathon side
+// costs next to nothing.
+
+/// One state of the bench's Marathon.
+struct MarathonView {
+    /// `GET /v2/apps?embed=apps.tasks`.
+    list: Bytes,
+    /// The app the rounds change, and `GET /v2/apps/{id}`'s answer for it.
+    app_id: String,
+    app: Bytes,
+}
+
+impl MarathonView {
+    fn new(list: &[u8], app: &Value) -> Arc<MarathonView> {
+        let app_id = app["id"].as_str().expect("app id").to_string();
+        Arc::new(MarathonView {
+            list: Bytes::copy_from_slice(list),
+            app_id,
+            app: Bytes::from(json!({ "app": app }).to_string()),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct BenchMarathon {
+    view: Arc<std::sync::Mutex<Arc<MarathonView>>>,
+    events: tokio::sync::broadcast::Sender<Bytes>,
+}
+
+impl BenchMarathon {
+    /// Serves `view` on a free loopback port until `cancel`.
+    async fn start(
+        view: Arc<MarathonView>,
+        cancel: CancellationToken,
+    ) -> (BenchMarathon, url::Url) {
+        use axum::routing::get;
+        let (events, _) = tokio::sync::broadcast::channel(64);
+        let m = BenchMarathon {
+            view: Arc::new(std::sync::Mutex::new(view)),
+            events,
+        };
+        let router = axum::Router::new()
+            .route("/v2/info", get(marathon_info))
+            .route("/v2/apps", get(marathon_apps))
+            .route("/v2/apps/{*id}", get(marathon_app))
+            .route("/v2/events", get(marathon_events))
+            .with_state(m.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the bench's Marathon");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await;
+        });
+        let url = url::Url::parse(&format!("http://{addr}/")).expect("url");
+        (m, url)
+    }
+
+    fn now(&self) -> Arc<MarathonView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Switches to `view` and sends the `status_update_event` Marathon would for its app.
+    fn change(&self, view: &Arc<MarathonView>) {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view.clone();
+        let data = json!({
+            "eventType": "status_update_event",
+            "timestamp": VERSION,
+            "slaveId": "bench-agent",
+            "taskId": format!("{}.bench", view.app_id.trim_start_matches('/').replace('/', "_")),
+            "taskStatus": "TASK_RUNNING",
+            "appId": view.app_id,
+            "host": "10.0.0.1",
+            "ports": [31000],
+            "version": VERSION
+        });
+        let chunk = format!("event: status_update_event\ndata: {data}\n\n");
+        // No receiver means control's stream is down: the round then times out and says so.
+        let _ = self.events.send(Bytes::from(chunk));
+    }
+}
+
+fn json_answer(body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn marathon_info() -> axum::response::Response {
+    json_answer(Bytes::from(
+        json!({"name": "marathon", "version": "1.5.0", "elected": true, "leader": "127.0.0.1:8080"})
+            .to_string(),
+    ))
+}
+
+async fn marathon_apps(
+    axum::extract::State(m): axum::extract::State<BenchMarathon>,
+) -> axum::response::Response {
+    json_answer(m.now().list.clone())
+}
+
+async fn marathon_app(
+    axum::extract::State(m): axum::extract::State<BenchMarathon>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let view = m.now();
+    if format!("/{}", id.trim_start_matches('/')) == view.app_id {
+        json_answer(view.app.clone())
+    } else {
+        // Control asks only for the app an event named; anything else is the bench's bug.
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            "not the app the rounds change",
+        )
+            .into_response()
+    }
+}
+
+async fn marathon_events(
+    axum::extract::State(m): axum::extract::State<BenchMarathon>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let rx = m.events.subscribe();
+    let attached = Bytes::from_static(
+        b"event: event_stream_attached\ndata: {\"remoteAddress\":\"127.0.0.1\",\"eventType\":\"event_stream_attached\"}\n\n",
+    );
+    let stream = futures_util::stream::unfold((rx, Some(attached)), |(mut rx, first)| async move {
+        if let Some(f) = first {
+            return Some((Ok::<_, std::io::Error>(f), (rx, None)));
+        }
+        loop {
+            match rx.recv().await {
+                Ok(chunk) => return Some((Ok(chunk), (rx, None))),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// Sum and count of each stage of control's syncs (`ocean_control_sync_stage_seconds`),
@@ -1224,83 +1398,51 @@ fn sync_once(body: &[u8], config: &DeriveConfig) -> (Duration, Derived) {
     (t.elapsed(), derived)
 }
 
-fn fanout(args: &Args) {
-    println!();
-    println!("== control scale: long-poll fan-out ==");
-    let mut n = args.subscribers;
-    let limit = open_files_soft_limit().unwrap_or(1024);
-    // Each connection is two descriptors here (client and server end), plus some slack.
-    let need = 2 * n as u64 + 256;
-    if limit < need {
-        let fit = (limit.saturating_sub(256) / 2) as usize;
-        println!(
-            "WARNING: open files limit {limit} < {need} needed for {n} subscribers; running {fit} instead. Raise it: `ulimit -n {need}` (benches/control-scale.sh does)"
-        );
-        n = fit.max(1);
-    }
-    let rss_before = mem("VmRSS");
-    let reset = reset_hwm();
-    let fa = args.fanout_apps;
-    let tpa = args.tasks_per_app;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("apps.json");
-    let (body0, s0) = generate(fa, tpa, 0);
-    let (body1, _) = generate(fa, tpa, 1);
-    let (body2, _) = generate(fa, tpa, 2);
-    write_atomically(&path, &body0);
-    let config_derive = derive_config(fa);
-    // What the engine spends computing the changed state (median of 5).
-    let sync_times: Vec<Duration> = (0..5)
-        .map(|_| sync_once(&body1, &config_derive).0)
-        .collect();
-    // Two more tables to publish directly, whole (no changes: every client gets the body).
-    let whole = |body: &[u8]| {
-        let (_, derived) = sync_once(body, &config_derive);
-        let dns = derived.dns.canonical_body().expect("dns json");
-        Served::new(
-            etag_of(&dns),
-            Bytes::from(dns),
-            derived.dns.backend_count(),
-            SystemTime::now(),
-        )
-    };
-    let served2 = whole(&body2);
-    let served3 = whole(&generate(fa, tpa, 3).0);
+/// Where a fan-out phase's control reads Marathon's state from.
+enum Feed<'a> {
+    /// The apps file, rewritten for each change.
+    File(&'a Path),
+    /// The bench's Marathon, which sends an event for each change.
+    Marathon(&'a BenchMarathon),
+}
 
-    let mut config = ocean_control::Config::new(Source::File(path.clone()));
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.poll_while_down = Duration::from_millis(200);
-    config.derive = config_derive;
-    let watch_every = config.poll_while_down.min(Duration::from_secs(1));
-    let debounce = config.debounce;
+/// What the fan-out rounds publish and change.
+struct Material {
+    body0: Vec<u8>,
+    body1: Vec<u8>,
+    view0: Arc<MarathonView>,
+    view1: Arc<MarathonView>,
+    /// Two more dns tables to publish directly, whole.
+    served2: Served,
+    served3: Served,
+}
 
-    let control_rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("control")
-        .build()
-        .expect("control runtime");
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("clients")
-        .build()
-        .expect("client runtime");
+/// The rounds of one phase: changes (file or event) and, if asked, direct publishes.
+struct Phase {
+    changes: Vec<Round>,
+    publishes: Vec<Round>,
+    /// Control's mean ms per sync stage during the change rounds.
+    stages: String,
+}
+
+/// Runs one control fed by `feed` with `n` subscribers: a warm-up, a change to settle the
+/// version history, `reps` change rounds, and `reps` direct publishes when `publish`.
+fn phase(
+    rts: (&tokio::runtime::Runtime, &tokio::runtime::Runtime),
+    config: ocean_control::Config,
+    feed: &Feed<'_>,
+    m: &Material,
+    (n, reps): (usize, usize),
+    publish: bool,
+) -> Phase {
+    let (control_rt, client_rt) = rts;
     let cancel = CancellationToken::new();
     let running: Running = control_rt
         .block_on(ocean_control::engine::start(config, cancel.clone()))
         .expect("start control");
     let addr = running.addr;
     let shared = running.shared.clone();
-    println!(
-        "control on {addr}, apps file {} apps / {} tasks ({}), watched every {} ms, debounce {} ms; {n} subscribers on /v1/tables/dns",
-        s0.apps,
-        s0.tasks,
-        mib(body0.len() as u64),
-        watch_every.as_millis(),
-        debounce.as_millis()
-    );
-
-    let reps = args.fanout_reps;
-    let (file_rounds, publish_rounds) = client_rt.block_on(async {
+    let out = client_rt.block_on(async {
         let started = Instant::now();
         while shared.store.get(TableKind::Dns).is_none() {
             assert!(
@@ -1325,17 +1467,39 @@ fn fanout(args: &Args) {
             .map(|v| unquote_etag(v).to_string())
             .expect("ETag header");
         let dns_bytes = first.bytes().await.expect("dns body").len();
-        println!("dns table: {dns_bytes} bytes, etag {etag0}");
+        println!("control on {addr}: dns table {dns_bytes} bytes, etag {etag0}");
+        // A sync still under way (Marathon's: the re-list when the event stream attaches)
+        // would publish its table again over the warm-up's direct publish: start once
+        // control has been idle for a while.
+        let mut syncs = sync_stages(&client, addr).await.get("fetch").map(|s| s.1);
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = sync_stages(&client, addr).await.get("fetch").map(|s| s.1);
+            if now == syncs {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "control did not become idle within 120s"
+            );
+            syncs = now;
+        }
         let ctx = Ctx {
             client: &client,
             addr,
             shared: &shared,
             n,
         };
+        let change = |k: usize| match feed {
+            Feed::File(path) => Trigger::File(path, if k % 2 == 0 { &m.body0 } else { &m.body1 }),
+            Feed::Marathon(marathon) => {
+                Trigger::Event(marathon, if k % 2 == 0 { &m.view0 } else { &m.view1 })
+            }
+        };
         // Warm-up (not reported): opens the connections and lets TCP grow its windows, as on
         // the long-lived keep-alive connections proxies poll on.
         let (warm, mut have) = ctx
-            .round("warm-up".into(), &etag0, Trigger::Publish(&served2))
+            .round("warm-up".into(), &etag0, Trigger::Publish(&m.served2))
             .await;
         println!(
             "warm-up: {} long-polls answered ({} errors), full body p50 {} ms",
@@ -1343,21 +1507,16 @@ fn fanout(args: &Args) {
             warm.errors.len(),
             ms(pct(&warm.bodies, 50.0))
         );
-        // The warm-up's direct publish broke control's version history: this first file
-        // change goes out whole (not reported); the file rounds after it are deltas.
-        let (_, etag) = ctx
-            .round("settle.".into(), &have, Trigger::File(&path, &body1))
-            .await;
+        // The warm-up's direct publish broke control's version history: this first change
+        // goes out whole (not reported); the change rounds after it are deltas.
+        let (_, etag) = ctx.round("settle.".into(), &have, change(1)).await;
         have = etag;
         let stages_before = sync_stages(&client, addr).await;
-        let mut file_rounds = Vec::new();
+        let mut changes = Vec::new();
         for k in 0..reps {
-            // The file alternates between the original state and one task more.
-            let body = if k % 2 == 0 { &body0 } else { &body1 };
-            let (r, etag) = ctx
-                .round(format!("f{k}."), &have, Trigger::File(&path, body))
-                .await;
-            file_rounds.push(r);
+            // The state alternates between the original one and one task more.
+            let (r, etag) = ctx.round(format!("c{k}."), &have, change(k)).await;
+            changes.push(r);
             have = etag;
         }
         let stages_after = sync_stages(&client, addr).await;
@@ -1372,22 +1531,144 @@ fn fanout(args: &Args) {
                 }
             })
             .collect();
-        println!(
-            "control's syncs during the file rounds, mean ms per stage (its /metrics): {}",
-            means.join(", ")
-        );
-        let mut publish_rounds = Vec::new();
-        for k in 0..reps {
-            let served = if k % 2 == 0 { &served2 } else { &served3 };
+        let mut publishes = Vec::new();
+        for k in 0..if publish { reps } else { 0 } {
+            let served = if k % 2 == 0 { &m.served2 } else { &m.served3 };
             let (r, etag) = ctx
                 .round(format!("p{k}."), &have, Trigger::Publish(served))
                 .await;
-            publish_rounds.push(r);
+            publishes.push(r);
             have = etag;
         }
-        drop(client);
-        (file_rounds, publish_rounds)
+        Phase {
+            changes,
+            publishes,
+            stages: means.join(", "),
+        }
     });
+    cancel.cancel();
+    control_rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(10), running.wait()).await;
+    });
+    out
+}
+
+fn fanout(args: &Args) {
+    println!();
+    println!("== control scale: long-poll fan-out ==");
+    let mut n = args.subscribers;
+    let limit = open_files_soft_limit().unwrap_or(1024);
+    // Each connection is two descriptors here (client and server end), plus some slack.
+    let need = 2 * n as u64 + 256;
+    if limit < need {
+        let fit = (limit.saturating_sub(256) / 2) as usize;
+        println!(
+            "WARNING: open files limit {limit} < {need} needed for {n} subscribers; running {fit} instead. Raise it: `ulimit -n {need}` (benches/control-scale.sh does)"
+        );
+        n = fit.max(1);
+    }
+    let rss_before = mem("VmRSS");
+    let reset = reset_hwm();
+    let fa = args.fanout_apps;
+    let tpa = args.tasks_per_app;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("apps.json");
+    let (body0, s0, app0) = generate_with_app(fa, tpa, 0);
+    let (body1, _, app1) = generate_with_app(fa, tpa, 1);
+    let (body2, _) = generate(fa, tpa, 2);
+    write_atomically(&path, &body0);
+    let config_derive = derive_config(fa);
+    // What the engine spends computing the changed state (median of 5).
+    let sync_times: Vec<Duration> = (0..5)
+        .map(|_| sync_once(&body1, &config_derive).0)
+        .collect();
+    // Two more tables to publish directly, whole (no changes: every client gets the body).
+    let whole = |body: &[u8]| {
+        let (_, derived) = sync_once(body, &config_derive);
+        let dns = derived.dns.canonical_body().expect("dns json");
+        Served::new(
+            etag_of(&dns),
+            Bytes::from(dns),
+            derived.dns.backend_count(),
+            SystemTime::now(),
+        )
+    };
+    let material = Material {
+        view0: MarathonView::new(&body0, &app0),
+        view1: MarathonView::new(&body1, &app1),
+        served2: whole(&body2),
+        served3: whole(&generate(fa, tpa, 3).0),
+        body0,
+        body1,
+    };
+
+    let control_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("control")
+        .build()
+        .expect("control runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("clients")
+        .build()
+        .expect("client runtime");
+    let reps = args.fanout_reps;
+
+    // Phase 1: control watches the apps file.
+    let mut config = ocean_control::Config::new(Source::File(path.clone()));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.poll_while_down = Duration::from_millis(200);
+    config.derive = config_derive.clone();
+    let watch_every = config.poll_while_down.min(Duration::from_secs(1));
+    let debounce = config.debounce;
+    println!(
+        "apps file {} apps / {} tasks ({}), watched every {} ms, debounce {} ms; {n} subscribers on /v1/tables/dns",
+        s0.apps,
+        s0.tasks,
+        mib(material.body0.len() as u64),
+        watch_every.as_millis(),
+        debounce.as_millis()
+    );
+    let file = phase(
+        (&control_rt, &client_rt),
+        config,
+        &Feed::File(&path),
+        &material,
+        (n, reps),
+        true,
+    );
+    println!(
+        "control's syncs during the file rounds, mean ms per stage (its /metrics): {}",
+        file.stages
+    );
+
+    // Phase 2: control follows the bench's Marathon and its events.
+    let stop_marathon = CancellationToken::new();
+    let (marathon, url) = client_rt.block_on(BenchMarathon::start(
+        material.view0.clone(),
+        stop_marathon.clone(),
+    ));
+    let mut config = ocean_control::Config::new(Source::Marathon(vec![url.clone()]));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.poll_while_down = Duration::from_millis(200);
+    config.derive = config_derive;
+    println!(
+        "Marathon at {url} with the same state, one status_update_event per change, debounce {} ms",
+        config.debounce.as_millis()
+    );
+    let events = phase(
+        (&control_rt, &client_rt),
+        config,
+        &Feed::Marathon(&marathon),
+        &material,
+        (n, reps),
+        false,
+    );
+    println!(
+        "control's syncs during the event rounds, mean ms per stage (its /metrics): {}",
+        events.stages
+    );
+    stop_marathon.cancel();
 
     println!();
     println!(
@@ -1401,8 +1682,9 @@ fn fanout(args: &Args) {
         "max"
     );
     let kinds = [
-        ("apps file rewritten -> delta", &file_rounds),
-        ("Store::publish -> whole table", &publish_rounds),
+        ("apps file rewritten -> delta", &file.changes),
+        ("Marathon event -> delta", &events.changes),
+        ("Store::publish -> whole table", &file.publishes),
     ];
     for (name, rounds) in kinds {
         let mut headers: Vec<Duration> = rounds.iter().flat_map(|r| r.headers.clone()).collect();
@@ -1455,33 +1737,39 @@ fn fanout(args: &Args) {
     let per_round = |rounds: &[Round]| {
         rounds.iter().map(|r| r.bytes as f64).sum::<f64>() / rounds.len().max(1) as f64
     };
-    let delta_bytes = per_round(&file_rounds);
-    let whole_json = (served3.body.len() * n) as f64;
-    let whole_gzip = per_round(&publish_rounds);
-    println!(
-        "bytes per change, sum over {n} subscribers: delta {:.0} KB = {:.3}% of the whole table as JSON ({:.0} MB), {:.2}% of it gzip-compressed ({:.0} MB)",
-        delta_bytes / 1e3,
-        100.0 * delta_bytes / whole_json.max(1.0),
-        whole_json / 1e6,
-        100.0 * delta_bytes / whole_gzip.max(1.0),
-        whole_gzip / 1e6
-    );
+    let whole_json = (material.served3.body.len() * n) as f64;
+    let whole_gzip = per_round(&file.publishes);
+    for (name, rounds) in [("file", &file.changes), ("event", &events.changes)] {
+        let delta_bytes = per_round(rounds);
+        println!(
+            "bytes per {name} change, sum over {n} subscribers: delta {:.0} KB = {:.3}% of the whole table as JSON ({:.0} MB), {:.2}% of it gzip-compressed ({:.0} MB)",
+            delta_bytes / 1e3,
+            100.0 * delta_bytes / whole_json.max(1.0),
+            whole_json / 1e6,
+            100.0 * delta_bytes / whole_gzip.max(1.0),
+            whole_gzip / 1e6
+        );
+    }
     let pooled_p50 = |rounds: &[Round]| {
         let mut v: Vec<Duration> = rounds.iter().flat_map(|r| r.bodies.clone()).collect();
         v.sort();
         pct(&v, 50.0)
     };
-    let file_p50 = pooled_p50(&file_rounds);
-    let pub_p50 = pooled_p50(&publish_rounds);
+    let pub_p50 = pooled_p50(&file.publishes).as_secs_f64().max(1e-9);
     println!(
-        "apps file round = file watcher poll (0-{} ms) + debounce {} ms + sync of the changed state ({} ms median here) + fan-out;",
+        "apps file round = file watcher poll (0-{} ms) + debounce {} ms + sync of the changed state ({} ms median here, parse to ETag) + fan-out;",
         watch_every.as_millis(),
         debounce.as_millis(),
         ms(median(&sync_times))
     );
     println!(
-        "publish round = fan-out alone. p50 ratio file/publish: {:.2}x. Clients and control share this process and its CPUs ({} available).",
-        file_p50.as_secs_f64() / pub_p50.as_secs_f64().max(1e-9),
+        "Marathon event round = event stream + debounce {} ms + fetch of the one app + sync (normalize, derive, publish) + fan-out;",
+        debounce.as_millis()
+    );
+    println!(
+        "publish round = fan-out alone. p50 ratio to publish: file {:.2}x, event {:.2}x. Clients and control share this process and its CPUs ({} available).",
+        pooled_p50(&file.changes).as_secs_f64() / pub_p50,
+        pooled_p50(&events.changes).as_secs_f64() / pub_p50,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
 
@@ -1495,10 +1783,6 @@ fn fanout(args: &Args) {
         }
     );
 
-    cancel.cancel();
-    control_rt.block_on(async {
-        let _ = tokio::time::timeout(Duration::from_secs(10), running.wait()).await;
-    });
     control_rt.shutdown_timeout(Duration::from_secs(1));
     client_rt.shutdown_timeout(Duration::from_secs(1));
 }
