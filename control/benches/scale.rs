@@ -30,7 +30,7 @@ use ocean_control::derive::{derive_all, DeriveConfig, Derived};
 use ocean_control::engine::{Running, Shared};
 use ocean_control::marathon::model::parse_apps;
 use ocean_control::ownership::{AllowRule, AppPrefix, Owners, VipRange};
-use ocean_control::state::{normalize, HealthMemory, Resolved};
+use ocean_control::state::{normalize, normalize_patched, HealthMemory, Resolved};
 use ocean_control::store::Served;
 use ocean_core::table::mysql::Credentials;
 use ocean_core::table::{etag_of, quote_etag, unquote_etag, Table, TableKind};
@@ -734,6 +734,35 @@ fn one_task_change(d: &Derived, reps: usize) -> Vec<Duration> {
         .collect()
 }
 
+/// `reps` normalizes after events named one app, as a sync after them does: the app's
+/// first task copied with a new id, then taken away again.
+fn patched_normalize(
+    apps: &[ocean_control::marathon::model::App],
+    state: &ocean_control::state::State,
+    reps: usize,
+) -> Vec<Duration> {
+    let mut grown = apps.to_vec();
+    let app = grown
+        .iter_mut()
+        .find(|a| a.tasks.as_ref().is_some_and(|t| !t.is_empty()))
+        .expect("an app with tasks");
+    let tasks = app.tasks.as_mut().expect("tasks");
+    let mut t = tasks[0].clone();
+    t.id.push_str("-bench");
+    tasks.push(t);
+    let ids = [app.id.clone()];
+    let lists = [apps, &grown[..]];
+    let mut memory = HealthMemory::default();
+    let mut last = state.clone();
+    let mut k = 0;
+    let (times, _) = repeat(reps.max(2), || {
+        k += 1;
+        last = normalize_patched(&last, lists[k % 2], &ids, &Resolved::new(), &mut memory)
+            .expect("one named app is patched");
+    });
+    times
+}
+
 /// The dns index built on `state` (its time), then `reps` derives each after one task
 /// change: a copy of the first app's first task added, then taken away again.
 fn patched_derive(
@@ -742,7 +771,6 @@ fn patched_derive(
     reps: usize,
 ) -> (Duration, Vec<Duration>) {
     use ocean_control::derive::{derive_all_patched, dns_index::DnsIndex};
-    use std::sync::Arc;
     let base = Arc::new(state.clone());
     let mut changed = state.clone();
     if let Some(app) = changed.apps.iter_mut().find(|a| !a.tasks.is_empty()) {
@@ -750,7 +778,7 @@ fn patched_derive(
         t.id.push_str("-bench");
         t.ip = Some(std::net::IpAddr::from([10, 255, 255, 254]));
         t.ips = t.ip.into_iter().collect();
-        app.tasks.push(t);
+        Arc::make_mut(app).tasks.push(t);
     }
     let changed = Arc::new(changed);
     let t = Instant::now();
@@ -904,6 +932,13 @@ fn pipeline(args: &Args) {
         ms(median(&after_change)),
         ms(whole)
     );
+    // What a sync normalizes after events named one app: that app alone.
+    let patch_norm_t = patched_normalize(&apps, &state, args.reps);
+    println!(
+        "{:<30} {:>10}   (the app an event named only, the others taken from the last state)",
+        "normalize after one app change",
+        ms(median(&patch_norm_t)),
+    );
     // What a sync derives after one task change since the dns index: only that app's names.
     let (build_t, patch_t) = patched_derive(&state, &config, args.reps);
     println!(
@@ -913,9 +948,13 @@ fn pipeline(args: &Args) {
         ms(build_t)
     );
     println!(
-        "{:<30} {:>10}",
-        "total with both",
-        ms(total - whole + median(&after_change) - median(&derive_t) + median(&patch_t))
+        "{:<30} {:>10}   (parse too: a file is read whole; an event fetches its app alone)",
+        "total with the three",
+        ms(
+            total - whole + median(&after_change) - median(&derive_t) + median(&patch_t)
+                - median(&norm_t)
+                + median(&patch_norm_t)
+        )
     );
     println!();
     println!(

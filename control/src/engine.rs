@@ -32,7 +32,7 @@ use crate::marathon::client::MarathonClient;
 use crate::marathon::model::parse_apps;
 use crate::pending::Pending;
 use crate::reload::{Live, Reloader};
-use crate::state::{hostnames, normalize, HealthMemory, Resolved, State};
+use crate::state::{hostnames, normalize, normalize_patched, HealthMemory, Resolved, State};
 use crate::store::{Served, Store};
 use crate::subscribers::Subscribers;
 
@@ -194,6 +194,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         memory: HealthMemory::default(),
         resolved: HashMap::new(),
         last_list: None,
+        last_normalized: None,
         pending,
         dns_index: DnsIndexSlot::Empty,
     };
@@ -313,6 +314,9 @@ struct Engine {
     /// Marathon's apps as of the last sync, patched by the next one when events name only
     /// a few apps.
     last_list: Option<ParsedApps>,
+    /// The state normalized from `last_list` and the agent addresses it used: a sync that
+    /// patches the list normalizes only the apps it fetched.
+    last_normalized: Option<(Arc<State>, Resolved)>,
     /// What the events said changed since the last sync.
     pending: Arc<Pending>,
     /// The dns names of a past sync and where they came from: the next sync derives only
@@ -655,10 +659,12 @@ impl Engine {
             (Some(Wake::Events), crate::pending::Fetch::Apps(ids)) => Some(ids),
             _ => None,
         };
-        let patched = match named {
-            Some(ids) => self.patch_last_list(&ids).await,
+        let patched = match &named {
+            Some(ids) => self.patch_last_list(ids).await,
             None => None,
         };
+        // The apps to normalize again when the rest of the list is the last one's.
+        let changed = named.filter(|_| patched.is_some());
         let result = match patched {
             Some(p) => Ok(p),
             None => {
@@ -698,14 +704,29 @@ impl Engine {
         let normalize_started = Instant::now();
         let hosts = hostnames(&apps);
         let resolved = self.resolve(hosts).await;
-        // ~130 ms at 100k tasks: off the async workers, with the health memory it updates.
+        // The apps the events named alone when the rest is as last normalized; else all of
+        // them (~80 ms at 100k tasks). Off the async workers, with the health memory it
+        // updates.
         let memory = std::mem::take(&mut self.memory);
+        let last = self.last_normalized.take();
         let work = off_async(move || {
             let mut memory = memory;
-            let state = normalize(&apps, &resolved, &mut memory);
-            (Arc::new(state), memory, apps)
+            let patched = match (changed, last) {
+                (Some(ids), Some((last, used))) if used == resolved => {
+                    normalize_patched(&last, &apps, &ids, &resolved, &mut memory)
+                }
+                _ => None,
+            };
+            let how = if patched.is_some() {
+                "patched"
+            } else {
+                "whole"
+            };
+            metrics::counter!("ocean_control_normalizes_total", "apps" => how).increment(1);
+            let state = patched.unwrap_or_else(|| normalize(&apps, &resolved, &mut memory));
+            (Arc::new(state), memory, apps, resolved)
         });
-        let Some((state, memory, apps)) = work.await else {
+        let Some((state, memory, apps, resolved)) = work.await else {
             return;
         };
         self.memory = memory;
@@ -714,6 +735,7 @@ impl Engine {
         // whole anyway).
         if matches!(self.source, Fetcher::Marathon(_)) {
             self.last_list = Some((apps, bad.clone()));
+            self.last_normalized = Some((Arc::clone(&state), resolved));
         }
         let live = self.live.load_full();
         let derive_started = Instant::now();

@@ -30,6 +30,11 @@ pub fn describe() {
         Unit::Count,
         "Derives of every table, per how the dns names were made (patched: only the apps that changed since the last sync; whole: every app)."
     );
+    describe_counter!(
+        "ocean_control_normalizes_total",
+        Unit::Count,
+        "Normalizes of Marathon's apps, per how (patched: only the apps events named, the rest taken from the last sync; whole: every app)."
+    );
     describe_gauge!(
         "ocean_control_last_sync_timestamp_seconds",
         Unit::Seconds,

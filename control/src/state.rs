@@ -11,8 +11,9 @@
 //!   it is its agent's address with the host ports. A Docker bridge task also lists an
 //!   `ipAddresses` entry, but that is the bridge-local address no other host can reach.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -21,9 +22,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::marathon::model;
 
 /// The normalized Marathon state, apps sorted by id.
+///
+/// Each app is shared: a sync after events normalizes only the apps they named and takes
+/// the others from the last state as they are ([`normalize_patched`]), and the derive's
+/// dns index tells an unchanged app by its pointer.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct State {
-    pub apps: Vec<App>,
+    pub apps: Vec<Arc<App>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -76,7 +81,7 @@ impl Task {
 }
 
 /// Last known health result per task id, kept across syncs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct HealthMemory(FxHashMap<String, bool>);
 
 impl HealthMemory {
@@ -143,12 +148,106 @@ fn is_ip_per_task(app: &model::App) -> bool {
 
 /// Builds the normalized state. Pure but for `memory`, which it reads and updates.
 pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMemory) -> State {
-    let mut out = Vec::with_capacity(apps.len());
     // One entry per task (100k at platform scale): FxHash, not std's SipHash (3% of a
     // sync under load). Task ids come from Marathon, with a UUID it makes.
     let mut seen_health = FxHashMap::default();
     let mut present = FxHashSet::default();
-    for app in apps {
+    let mut out: Vec<Arc<App>> = apps
+        .iter()
+        .map(|app| {
+            Arc::new(normalize_app(
+                app,
+                resolved,
+                memory,
+                &mut seen_health,
+                &mut present,
+            ))
+        })
+        .collect();
+    memory.update(&seen_health, &present);
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    State { apps: out }
+}
+
+/// [`normalize`] after events named a few apps: `apps` is the list `last` was normalized
+/// from (with the same `resolved`) but for the apps named in `changed`, so the others are
+/// taken over from `last` as they are and only the named ones are normalized again. At
+/// 100k tasks that is ~1 ms instead of ~80.
+///
+/// `None` when the lists do not line up that way or a named id is not unique in either
+/// (`normalize` keeps every copy of a duplicate id, which a patch by id cannot tell
+/// apart): the caller then normalizes whole.
+pub fn normalize_patched(
+    last: &State,
+    apps: &[model::App],
+    changed: &[String],
+    resolved: &Resolved,
+    memory: &mut HealthMemory,
+) -> Option<State> {
+    let changed: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
+    let mut fresh: Vec<&model::App> = apps
+        .iter()
+        .filter(|a| changed.contains(a.id.as_str()))
+        .collect();
+    fresh.sort_by(|a, b| a.id.cmp(&b.id));
+    let gone: Vec<&Arc<App>> = last
+        .apps
+        .iter()
+        .filter(|a| changed.contains(a.id.as_str()))
+        .collect();
+    if fresh.windows(2).any(|w| w[0].id == w[1].id)
+        || gone.windows(2).any(|w| w[0].id == w[1].id)
+        || last.apps.len() - gone.len() + fresh.len() != apps.len()
+    {
+        return None;
+    }
+    let mut seen_health = FxHashMap::default();
+    let mut present = FxHashSet::default();
+    let normalized: Vec<Arc<App>> = fresh
+        .iter()
+        .map(|app| {
+            Arc::new(normalize_app(
+                app,
+                resolved,
+                memory,
+                &mut seen_health,
+                &mut present,
+            ))
+        })
+        .collect();
+    // The memory forgets the named apps' tasks that are gone and keeps the others', as the
+    // whole update does (task ids are unique across apps: Marathon's embed the app id).
+    for old in &gone {
+        for t in &old.tasks {
+            if !present.contains(t.id.as_str()) {
+                memory.0.remove(&t.id);
+            }
+        }
+    }
+    for (id, alive) in seen_health {
+        memory.0.insert(id, alive);
+    }
+    let mut out: Vec<Arc<App>> = last
+        .apps
+        .iter()
+        .filter(|a| !changed.contains(a.id.as_str()))
+        .cloned()
+        .collect();
+    out.extend(normalized);
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Some(State { apps: out })
+}
+
+/// One app of [`normalize`]; notes its tasks' health results in `seen_health` and their
+/// ids in `present`, for the health memory's update.
+fn normalize_app<'a>(
+    app: &'a model::App,
+    resolved: &Resolved,
+    memory: &HealthMemory,
+    seen_health: &mut FxHashMap<String, bool>,
+    present: &mut FxHashSet<&'a str>,
+) -> App {
+    {
         let ip_per_task = is_ip_per_task(app);
         let mappings = port_mappings(app);
         // Marathon 1.4 IP-per-task apps declare their ports (names, protocols) as discovery ports.
@@ -294,7 +393,7 @@ pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMe
             });
         }
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
-        out.push(App {
+        App {
             id: app.id.clone(),
             labels: app.labels.clone(),
             service_ports,
@@ -302,11 +401,8 @@ pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMe
             ip_per_task,
             has_health_checks,
             tasks,
-        });
+        }
     }
-    memory.update(&seen_health, &present);
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    State { apps: out }
 }
 
 impl App {

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use ocean_control::derive::dns_index::DnsIndex;
 use ocean_control::derive::{derive_all, derive_all_patched, DeriveConfig};
 use ocean_control::marathon::events::{SseError, SseEvent, SseParser};
+use ocean_control::marathon::model;
 use ocean_control::marathon::model::parse_apps;
-use ocean_control::state::{normalize, HealthMemory, Resolved, State};
+use ocean_control::state::{normalize, normalize_patched, HealthMemory, Resolved, State};
 use ocean_control::Config;
 use ocean_core::table::Table;
 use proptest::prelude::*;
@@ -340,6 +341,60 @@ proptest! {
             prop_assert_eq!(&patched.problems, &full.problems);
             prop_assert_eq!(&patched.lvs, &full.lvs);
             prop_assert!(Arc::ptr_eq(index.base(), s));
+        }
+    }
+
+    /// Issue 17: a sync after events normalizes only the apps they named. With the rest of
+    /// the list the last one's (as the engine patches it: the named apps' entries out,
+    /// Marathon's answer for each in, none for a deleted one), that is the state and the
+    /// health memory normalizing the whole list makes.
+    #[test]
+    fn normalizing_the_named_apps_makes_what_normalizing_all_makes(
+        before in proptest::collection::vec(app(), 0..8),
+        fresh in proptest::collection::vec(app(), 0..4),
+        deleted in proptest::collection::vec(one_of(IDS), 0..3),
+    ) {
+        let parse = |apps: &[Value]| {
+            parse_apps(&serde_json::to_vec(&json!({ "apps": apps })).unwrap())
+                .map(|(a, _)| a)
+                .unwrap_or_default()
+        };
+        let old = parse(&before);
+        let fresh = parse(&fresh);
+        let named: Vec<String> = fresh.iter().map(|a| a.id.clone()).chain(deleted).collect();
+        let mut new: Vec<model::App> =
+            old.iter().filter(|a| !named.contains(&a.id)).cloned().collect();
+        new.extend(fresh.iter().cloned());
+
+        let mut memory = HealthMemory::default();
+        let last = normalize(&old, &Resolved::new(), &mut memory);
+        let mut whole_memory = memory.clone();
+        let whole = normalize(&new, &Resolved::new(), &mut whole_memory);
+        let mut patched_memory = memory.clone();
+        let patched = normalize_patched(&last, &new, &named, &Resolved::new(), &mut patched_memory);
+
+        let unique = |ids: Vec<&str>| {
+            let n = ids.len();
+            ids.into_iter().collect::<std::collections::BTreeSet<_>>().len() == n
+        };
+        fn app_ids(apps: &[model::App]) -> Vec<&str> {
+            apps.iter().map(|a| a.id.as_str()).collect()
+        }
+        if unique(app_ids(&old)) && unique(app_ids(&new)) {
+            prop_assert!(patched.is_some(), "unique ids must be patched");
+        }
+        if let Some(p) = patched {
+            prop_assert_eq!(&p, &whole);
+            // Each task's last result is remembered by its id, which Marathon makes unique.
+            let task_ids: Vec<&str> = old
+                .iter()
+                .chain(&fresh)
+                .flat_map(|a| a.tasks.iter().flatten())
+                .map(|t| t.id.as_str())
+                .collect();
+            if unique(task_ids) {
+                prop_assert_eq!(&patched_memory, &whole_memory);
+            }
         }
     }
 

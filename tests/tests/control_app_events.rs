@@ -85,6 +85,22 @@ async fn settled(running: &Running, m: &FakeMarathon) {
     }
 }
 
+/// `ocean_control_normalizes_total{apps="patched"}` on control's `/metrics` (0 if absent).
+async fn normalizes_patched(running: &Running) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", running.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    ocean_tests::metrics::value(
+        &text,
+        "ocean_control_normalizes_total",
+        &["apps=\"patched\""],
+    )
+    .unwrap_or(0.0)
+}
+
 fn web_task(n: u32) -> Value {
     task("/shop/web", n, &format!("127.0.9.{n}"), &[31000])
 }
@@ -104,6 +120,7 @@ async fn an_event_for_one_app_fetches_that_app_alone() {
     wait_a(&c, "web-shop.marathon.mesos.", &["127.0.9.1"]).await;
     let lists = m.requests().0;
     let apps = m.app_requests();
+    let patched = normalizes_patched(&c).await;
 
     // A task starts, another stops, an app is posted and gets a task: each event names
     // its app, and only that app is fetched.
@@ -128,6 +145,13 @@ async fn an_event_for_one_app_fetches_that_app_alone() {
         m.app_requests() >= apps + 4,
         "{} one-app fetches",
         m.app_requests() - apps
+    );
+    // And those syncs normalized only the apps they fetched (the other test of this file
+    // shares the counter, but makes fewer than 4 such syncs).
+    let normalized = normalizes_patched(&c).await - patched;
+    assert!(
+        normalized >= 4.0,
+        "{normalized} syncs normalized only the named apps"
     );
     let problems: Value = reqwest::get(format!("http://{}/v1/problems", c.addr))
         .await

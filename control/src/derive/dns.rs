@@ -147,16 +147,17 @@ fn include(task: &Task, s: &DnsSettings) -> bool {
     task.running && (s.include_unhealthy || task.healthy != Some(false))
 }
 
-/// The names of `apps`, sorted by name, with sorted, deduplicated records; and the
-/// problems found.
-pub(super) fn derive_apps(
-    apps: &[crate::state::App],
+/// The names of `apps` (the state's, or one app on its own), sorted by name, with sorted,
+/// deduplicated records; and the problems found.
+pub(super) fn derive_apps<A: std::borrow::Borrow<crate::state::App>>(
+    apps: &[A],
     s: &DnsSettings,
     tail: &str,
 ) -> (Vec<(String, DnsRecords)>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut zone = Zone::default();
     for app in apps {
+        let app = app.borrow();
         let raw = task_name(&app.id);
         let mangled = label(&raw, s.enforce_rfc952);
         // Mesos-DNS publishes both the raw DiscoveryInfo name and its label form.

@@ -200,24 +200,25 @@ fn copy_records(names: &BTreeMap<String, Entry>) -> BTreeMap<String, DnsRecords>
 }
 
 /// The app with id `id` in `apps` (sorted by id).
-fn find<'a>(apps: &'a [App], id: &str) -> Option<&'a App> {
+fn find<'a>(apps: &'a [Arc<App>], id: &str) -> Option<&'a App> {
     apps.binary_search_by(|a| a.id.as_str().cmp(id))
         .ok()
-        .map(|i| &apps[i])
+        .map(|i| &*apps[i])
 }
 
-fn has_duplicate_ids(apps: &[App]) -> bool {
+fn has_duplicate_ids(apps: &[Arc<App>]) -> bool {
     apps.windows(2).any(|w| w[0].id == w[1].id)
 }
 
 /// The apps that differ between two states (each sorted by id, ids unique): `(old, new)`,
-/// `None` on the side where the app does not exist.
-fn diff<'a>(old: &'a [App], new: &'a [App]) -> Vec<(Option<&'a App>, Option<&'a App>)> {
+/// `None` on the side where the app does not exist. An app the sync took over from the
+/// last state unchanged is the same allocation: equal without a deep compare.
+fn diff<'a>(old: &'a [Arc<App>], new: &'a [Arc<App>]) -> Vec<(Option<&'a App>, Option<&'a App>)> {
     use std::cmp::Ordering;
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     loop {
-        let (a, b) = (old.get(i), new.get(j));
+        let (a, b) = (old.get(i).map(|a| &**a), new.get(j).map(|b| &**b));
         // An app only on one side sorts before the other side's next (or its end).
         let order = match (a, b) {
             (Some(a), Some(b)) => a.id.cmp(&b.id),
@@ -235,8 +236,10 @@ fn diff<'a>(old: &'a [App], new: &'a [App]) -> Vec<(Option<&'a App>, Option<&'a 
                 j += 1;
             }
             Ordering::Equal => {
-                if a != b {
-                    out.push((a, b));
+                if let (Some(x), Some(y)) = (a, b) {
+                    if !std::ptr::eq(x, y) && x != y {
+                        out.push((a, b));
+                    }
                 }
                 i += 1;
                 j += 1;

@@ -227,7 +227,7 @@ pub fn derive(
         .apps
         .iter()
         .filter_map(|app| match parse_app(app, views) {
-            Ok(Some(e)) => Some((app, e)),
+            Ok(Some(e)) => Some((&**app, e)),
             Ok(None) => None,
             Err(e) => {
                 problems.push(Problem::app(app, TableKind::Lvs, e));
