@@ -46,7 +46,8 @@ pub struct Config {
     pub resync: Duration,
     /// Poll interval while the event stream is down (and for `--apps-file` changes).
     pub poll_while_down: Duration,
-    /// Delay between the first event of a burst and the re-list it causes.
+    /// Least time from the end of a sync to the next one an event causes (an event after a
+    /// quiet spell syncs at once); the delay after an apps file change.
     pub debounce: Duration,
     /// Timeout of each Marathon request.
     pub marathon_timeout: Duration,
@@ -222,7 +223,8 @@ pub struct Args {
     /// Re-list this often while the event stream is down (and check --apps-file for changes).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub poll_while_down: Duration,
-    /// Wait this long after an event before re-listing, to batch bursts.
+    /// Least time from the end of a sync to the next one an event causes, to batch bursts
+    /// (an event after a quiet spell syncs at once); the delay after an apps file change.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub debounce: Duration,
     /// Timeout of each request to Marathon.

@@ -500,12 +500,26 @@ enum Wake {
     Events,
 }
 
-/// Waits for the next sync: `interval` without events, or `debounce` after the first event
-/// of a burst (one re-list for the whole burst: the events that arrive during the debounce
-/// are taken off the queue, not waited for). `None` when `cancel` fires first.
+/// When a sync may follow an event.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    /// A debounce after the last sync ended (Marathon's events): an event after a quiet
+    /// spell is synced at once, as there is nothing to fold it with; the events of a burst
+    /// that arrive during a sync or within a debounce after it are one sync, a debounce
+    /// after that sync.
+    AfterSync(tokio::time::Instant),
+    /// A debounce after the event (the apps file: one written in place, not renamed, is
+    /// seen mid-write, and the debounce lets the writer finish).
+    AfterEvent,
+}
+
+/// Waits for the next sync: `interval` without events, or after an event as `settle`
+/// says (the events that arrive meanwhile are taken off the queue, not waited for).
+/// `None` when `cancel` fires first.
 async fn next_sync(
     interval: Duration,
     debounce: Duration,
+    settle: Settle,
     dirty: &mut mpsc::Receiver<()>,
     cancel: &CancellationToken,
 ) -> Option<Wake> {
@@ -513,9 +527,13 @@ async fn next_sync(
         _ = cancel.cancelled() => None,
         _ = tokio::time::sleep(interval) => Some(Wake::Interval),
         Some(()) = dirty.recv() => {
+            let until = match settle {
+                Settle::AfterSync(last_end) => last_end + debounce,
+                Settle::AfterEvent => tokio::time::Instant::now() + debounce,
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return None,
-                _ = tokio::time::sleep(debounce) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
             while dirty.try_recv().is_ok() {}
             Some(Wake::Events)
@@ -528,6 +546,12 @@ impl Engine {
         let mut wake = None;
         loop {
             self.sync(wake).await;
+            let settle = match self.source {
+                Fetcher::File(_) => Settle::AfterEvent,
+                Fetcher::Marathon(_) | Fetcher::Static(..) => {
+                    Settle::AfterSync(tokio::time::Instant::now())
+                }
+            };
             // A failed sync is retried soon even with the event stream up: Marathon may
             // send no event for a long while, and the tables would stay stale (or, at
             // start, unpublished) until the next resync.
@@ -544,7 +568,8 @@ impl Engine {
                 _ if failing => self.config.poll_while_down,
                 _ => self.config.resync,
             };
-            let Some(next) = next_sync(interval, self.config.debounce, &mut dirty, &cancel).await
+            let Some(next) =
+                next_sync(interval, self.config.debounce, settle, &mut dirty, &cancel).await
             else {
                 return;
             };
@@ -974,14 +999,71 @@ mod tests {
     async fn without_events_the_next_sync_is_after_the_interval() {
         let (_tx, mut rx) = mpsc::channel::<()>(1);
         let t0 = TokioInstant::now();
-        let wake = next_sync(INTERVAL, DEBOUNCE, &mut rx, &CancellationToken::new()).await;
+        let wake = next_sync(
+            INTERVAL,
+            DEBOUNCE,
+            Settle::AfterSync(t0),
+            &mut rx,
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(wake, Some(Wake::Interval));
         assert_eq!(t0.elapsed(), INTERVAL);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_burst_of_events_is_one_sync_a_debounce_after_the_first() {
+    async fn an_event_after_a_quiet_spell_is_synced_at_once() {
         let (tx, mut rx) = mpsc::channel::<()>(1);
+        let last_end = TokioInstant::now();
+        tokio::time::sleep(DEBOUNCE * 3).await;
+        tx.try_send(()).unwrap();
+        let t0 = TokioInstant::now();
+        let wake = next_sync(
+            INTERVAL,
+            DEBOUNCE,
+            Settle::AfterSync(last_end),
+            &mut rx,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!((wake, t0.elapsed()), (Some(Wake::Events), Duration::ZERO));
+        // One that comes half a debounce after a sync waits out the other half.
+        let last_end = TokioInstant::now();
+        tokio::time::sleep(DEBOUNCE / 2).await;
+        tx.try_send(()).unwrap();
+        let t1 = TokioInstant::now();
+        let wake = next_sync(
+            INTERVAL,
+            DEBOUNCE,
+            Settle::AfterSync(last_end),
+            &mut rx,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!((wake, t1.elapsed()), (Some(Wake::Events), DEBOUNCE / 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_change_is_synced_a_debounce_after_it_even_after_quiet() {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        tokio::time::sleep(DEBOUNCE * 3).await;
+        tx.try_send(()).unwrap();
+        let t0 = TokioInstant::now();
+        let wake = next_sync(
+            INTERVAL,
+            DEBOUNCE,
+            Settle::AfterEvent,
+            &mut rx,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!((wake, t0.elapsed()), (Some(Wake::Events), DEBOUNCE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_right_after_a_sync_is_one_sync_a_debounce_after_it() {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        // The first event of the burst came during the sync that just ended.
         tx.try_send(()).unwrap();
         // More events during the debounce: folded into the same sync, not extending it.
         let more = tx.clone();
@@ -992,14 +1074,28 @@ mod tests {
             }
         });
         let t0 = TokioInstant::now();
-        let wake = next_sync(INTERVAL, DEBOUNCE, &mut rx, &CancellationToken::new()).await;
+        let wake = next_sync(
+            INTERVAL,
+            DEBOUNCE,
+            Settle::AfterSync(t0),
+            &mut rx,
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(wake, Some(Wake::Events));
-        assert_eq!(t0.elapsed(), DEBOUNCE, "one debounce after the first event");
+        assert_eq!(t0.elapsed(), DEBOUNCE, "one debounce after the last sync");
         sender.await.unwrap();
         assert!(rx.try_recv().is_err(), "the burst's events were consumed");
         // Quiet afterwards: the next wake is the interval again.
         let t1 = TokioInstant::now();
-        let wake = next_sync(INTERVAL, DEBOUNCE, &mut rx, &CancellationToken::new()).await;
+        let wake = next_sync(
+            INTERVAL,
+            DEBOUNCE,
+            Settle::AfterSync(t1),
+            &mut rx,
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!((wake, t1.elapsed()), (Some(Wake::Interval), INTERVAL));
     }
 
@@ -1014,7 +1110,10 @@ mod tests {
             c.cancel();
         });
         let t0 = TokioInstant::now();
-        assert_eq!(next_sync(INTERVAL, DEBOUNCE, &mut rx, &cancel).await, None);
+        assert_eq!(
+            next_sync(INTERVAL, DEBOUNCE, Settle::AfterSync(t0), &mut rx, &cancel).await,
+            None
+        );
         assert_eq!(t0.elapsed(), DEBOUNCE / 2);
     }
 }
