@@ -1362,6 +1362,29 @@ async fn marathon_events(
         .into_response()
 }
 
+/// Each stage's mean ms between two [`sync_stages`] readings (its sum when not `mean`), and
+/// the derive counts.
+fn stage_means(
+    before: &std::collections::BTreeMap<String, (f64, f64)>,
+    after: &std::collections::BTreeMap<String, (f64, f64)>,
+    mean: bool,
+) -> String {
+    after
+        .iter()
+        .map(|(stage, (sum, count))| {
+            let (s0, c0) = before.get(stage).copied().unwrap_or_default();
+            if stage.ends_with("(count)") {
+                format!("{stage} {}", count - c0)
+            } else if mean {
+                format!("{stage} {:.1}", 1e3 * (sum - s0) / (count - c0).max(1.0))
+            } else {
+                format!("{stage} {:.0}", 1e3 * (sum - s0))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Sum and count of each stage of control's syncs (`ocean_control_sync_stage_seconds`),
 /// from its `/metrics`.
 async fn sync_stages(
@@ -1552,24 +1575,23 @@ fn phase(
         have = etag;
         let stages_before = sync_stages(&client, addr).await;
         let mut changes = Vec::new();
+        let mut per_round = Vec::new();
+        let mut last = stages_before.clone();
         for k in 0..reps {
             // The state alternates between the original one and one task more.
             let (r, etag) = ctx.round(format!("c{k}."), &have, change(k)).await;
             changes.push(r);
             have = etag;
+            // Where this round's time went: its syncs' stages, in ms.
+            let now = sync_stages(&client, addr).await;
+            per_round.push(stage_means(&last, &now, false));
+            last = now;
         }
-        let stages_after = sync_stages(&client, addr).await;
-        let means: Vec<String> = stages_after
-            .iter()
-            .map(|(stage, (sum, count))| {
-                let (s0, c0) = stages_before.get(stage).copied().unwrap_or_default();
-                if stage.ends_with("(count)") {
-                    format!("{stage} {}", count - c0)
-                } else {
-                    format!("{stage} {:.1}", 1e3 * (sum - s0) / (count - c0).max(1.0))
-                }
-            })
-            .collect();
+        let stages = format!(
+            "{}; per round: {}",
+            stage_means(&stages_before, &last, true),
+            per_round.join(" | ")
+        );
         let mut publishes = Vec::new();
         for k in 0..if publish { reps } else { 0 } {
             let served = if k % 2 == 0 { &m.served2 } else { &m.served3 };
@@ -1582,7 +1604,7 @@ fn phase(
         Phase {
             changes,
             publishes,
-            stages: means.join(", "),
+            stages,
         }
     });
     cancel.cancel();
