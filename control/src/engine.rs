@@ -350,7 +350,8 @@ struct Published {
     mysql: Option<MysqlTable>,
     lvs: Option<LvsTable>,
     /// The ETags of the tables above that this run published (deltas start from them),
-    /// and how it encoded them (the next version copies their unchanged entries).
+    /// and how it encoded them (the next version copies their unchanged entries, and its
+    /// ETag is hashed from the first difference).
     encoded: HashMap<TableKind, (String, Encoded)>,
 }
 
@@ -448,8 +449,8 @@ impl Sink<'_> {
         };
         self.held.extend(guarded.held);
         match encoded {
-            Ok((encoded, changes)) => {
-                let etag = etag_of(&encoded.body);
+            Ok((mut encoded, changes)) => {
+                let etag = encoded.hash_etag(last.map(|(_, e)| e));
                 let mut served = Served::new(
                     etag.clone(),
                     encoded.body.clone(),

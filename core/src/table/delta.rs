@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::etag_of;
 pub use super::keyed::{Changes, Keyed};
 
 /// A delta document as a subscriber reads it.
@@ -102,9 +101,9 @@ pub fn apply<T: Keyed>(
         table.validate()
     }
     .map_err(|e| DeltaError::Invalid(e.to_string()))?;
-    let (encoded, _) = super::incremental::encode(&table, Some((running, running_encoded)))
+    let (mut encoded, _) = super::incremental::encode(&table, Some((running, running_encoded)))
         .map_err(|e| DeltaError::Invalid(e.to_string()))?;
-    let etag = etag_of(&encoded.body);
+    let etag = encoded.hash_etag(Some(running_encoded));
     if etag != delta.to {
         return Err(DeltaError::Mismatch {
             got: etag,
@@ -122,7 +121,7 @@ pub fn apply<T: Keyed>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{Problems, Table, TableError, TableKind};
+    use crate::table::{etag_of, Problems, Table, TableError, TableKind};
     use serde::Serialize;
 
     /// A keyed table of its own, so that these tests hold for any table kind: names to

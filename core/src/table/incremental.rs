@@ -16,6 +16,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use super::etag::{etag_after, EtagTrail};
 use super::keyed::{Changes, Keyed};
 use super::TableError;
 
@@ -27,6 +28,8 @@ pub struct Encoded {
     /// Empty when the body was serialized whole (a kind without entries, or a header that
     /// did not have the expected shape): the next version is then serialized whole too.
     spans: Vec<Range<usize>>,
+    /// The hash states along `body` once [`Encoded::hash_etag`] ran, for the next version's.
+    trail: EtagTrail,
 }
 
 impl Encoded {
@@ -35,7 +38,16 @@ impl Encoded {
         Encoded {
             body: body.into(),
             spans: Vec::new(),
+            trail: EtagTrail::default(),
         }
+    }
+
+    /// The body's ETag ([`super::etag_of`]), hashed from where the body first differs from
+    /// `last`'s when given ([`super::etag`]); keeps the hash states for the next version.
+    pub fn hash_etag(&mut self, last: Option<&Encoded>) -> String {
+        let (etag, trail) = etag_after(&self.body, last.map(|l| (&l.body[..], &l.trail)));
+        self.trail = trail;
+        etag
     }
 }
 
@@ -118,6 +130,7 @@ pub fn encode<T: Keyed>(
         Encoded {
             body: out.into(),
             spans,
+            trail: EtagTrail::default(),
         },
         changes,
     ))
@@ -283,6 +296,7 @@ mod tests {
         let spoiled = Encoded {
             body: spoiled.into(),
             spans: first.spans.clone(),
+            trail: EtagTrail::default(),
         };
         let mut next = table.clone();
         next.names.insert("b".into(), vec![3]);

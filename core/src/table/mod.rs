@@ -9,6 +9,7 @@
 
 pub mod delta;
 pub mod dns;
+pub mod etag;
 pub mod gzip;
 pub mod incremental;
 pub mod keyed;
@@ -269,9 +270,9 @@ pub struct DeltaOrigin {
 impl<T: Table> Versioned<T> {
     /// Computes the canonical body and ETag of `table`.
     pub fn new(table: T) -> Result<Arc<Self>, serde_json::Error> {
-        let (encoded, _) = table.encode_after(None)?;
+        let (mut encoded, _) = table.encode_after(None)?;
         Ok(Arc::new(Versioned {
-            etag: etag_of(&encoded.body),
+            etag: encoded.hash_etag(None),
             table,
             body: encoded.body.clone(),
             encoded: Arc::new(encoded),
