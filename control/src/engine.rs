@@ -1007,20 +1007,20 @@ mod tests {
         watcher.await.unwrap();
     }
 
+    /// `next_sync` with the tests' interval and debounce, not cancelled: how it woke and
+    /// after how long.
+    async fn wake(settle: Settle, rx: &mut mpsc::Receiver<()>) -> (Option<Wake>, Duration) {
+        let t0 = TokioInstant::now();
+        let wake = next_sync(INTERVAL, DEBOUNCE, settle, rx, &CancellationToken::new()).await;
+        (wake, t0.elapsed())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn without_events_the_next_sync_is_after_the_interval() {
         let (_tx, mut rx) = mpsc::channel::<()>(1);
-        let t0 = TokioInstant::now();
-        let wake = next_sync(
-            INTERVAL,
-            DEBOUNCE,
-            Settle::AfterSync(t0),
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(wake, Some(Wake::Interval));
-        assert_eq!(t0.elapsed(), INTERVAL);
+        let last_end = TokioInstant::now();
+        let got = wake(Settle::AfterSync(last_end), &mut rx).await;
+        assert_eq!(got, (Some(Wake::Interval), INTERVAL));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1029,30 +1029,14 @@ mod tests {
         let last_end = TokioInstant::now();
         tokio::time::sleep(DEBOUNCE * 3).await;
         tx.try_send(()).unwrap();
-        let t0 = TokioInstant::now();
-        let wake = next_sync(
-            INTERVAL,
-            DEBOUNCE,
-            Settle::AfterSync(last_end),
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!((wake, t0.elapsed()), (Some(Wake::Events), Duration::ZERO));
+        let got = wake(Settle::AfterSync(last_end), &mut rx).await;
+        assert_eq!(got, (Some(Wake::Events), Duration::ZERO));
         // One that comes half a debounce after a sync waits out the other half.
         let last_end = TokioInstant::now();
         tokio::time::sleep(DEBOUNCE / 2).await;
         tx.try_send(()).unwrap();
-        let t1 = TokioInstant::now();
-        let wake = next_sync(
-            INTERVAL,
-            DEBOUNCE,
-            Settle::AfterSync(last_end),
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!((wake, t1.elapsed()), (Some(Wake::Events), DEBOUNCE / 2));
+        let got = wake(Settle::AfterSync(last_end), &mut rx).await;
+        assert_eq!(got, (Some(Wake::Events), DEBOUNCE / 2));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1060,16 +1044,8 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<()>(1);
         tokio::time::sleep(DEBOUNCE * 3).await;
         tx.try_send(()).unwrap();
-        let t0 = TokioInstant::now();
-        let wake = next_sync(
-            INTERVAL,
-            DEBOUNCE,
-            Settle::AfterEvent,
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!((wake, t0.elapsed()), (Some(Wake::Events), DEBOUNCE));
+        let got = wake(Settle::AfterEvent, &mut rx).await;
+        assert_eq!(got, (Some(Wake::Events), DEBOUNCE));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1085,30 +1061,19 @@ mod tests {
                 let _full_is_fine = more.try_send(());
             }
         });
-        let t0 = TokioInstant::now();
-        let wake = next_sync(
-            INTERVAL,
-            DEBOUNCE,
-            Settle::AfterSync(t0),
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(wake, Some(Wake::Events));
-        assert_eq!(t0.elapsed(), DEBOUNCE, "one debounce after the last sync");
+        let last_end = TokioInstant::now();
+        let got = wake(Settle::AfterSync(last_end), &mut rx).await;
+        assert_eq!(
+            got,
+            (Some(Wake::Events), DEBOUNCE),
+            "one debounce after the sync"
+        );
         sender.await.unwrap();
         assert!(rx.try_recv().is_err(), "the burst's events were consumed");
         // Quiet afterwards: the next wake is the interval again.
-        let t1 = TokioInstant::now();
-        let wake = next_sync(
-            INTERVAL,
-            DEBOUNCE,
-            Settle::AfterSync(t1),
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!((wake, t1.elapsed()), (Some(Wake::Interval), INTERVAL));
+        let last_end = TokioInstant::now();
+        let got = wake(Settle::AfterSync(last_end), &mut rx).await;
+        assert_eq!(got, (Some(Wake::Interval), INTERVAL));
     }
 
     #[tokio::test(start_paused = true)]

@@ -148,22 +148,7 @@ fn is_ip_per_task(app: &model::App) -> bool {
 
 /// Builds the normalized state. Pure but for `memory`, which it reads and updates.
 pub fn normalize(apps: &[model::App], resolved: &Resolved, memory: &mut HealthMemory) -> State {
-    // One entry per task (100k at platform scale): FxHash, not std's SipHash (3% of a
-    // sync under load). Task ids come from Marathon, with a UUID it makes.
-    let mut seen_health = FxHashMap::default();
-    let mut present = FxHashSet::default();
-    let mut out: Vec<Arc<App>> = apps
-        .iter()
-        .map(|app| {
-            Arc::new(normalize_app(
-                app,
-                resolved,
-                memory,
-                &mut seen_health,
-                &mut present,
-            ))
-        })
-        .collect();
+    let (mut out, seen_health, present) = normalize_each(apps, resolved, memory);
     memory.update(&seen_health, &present);
     out.sort_by(|a, b| a.id.cmp(&b.id));
     State { apps: out }
@@ -201,20 +186,7 @@ pub fn normalize_patched(
     {
         return None;
     }
-    let mut seen_health = FxHashMap::default();
-    let mut present = FxHashSet::default();
-    let normalized: Vec<Arc<App>> = fresh
-        .iter()
-        .map(|app| {
-            Arc::new(normalize_app(
-                app,
-                resolved,
-                memory,
-                &mut seen_health,
-                &mut present,
-            ))
-        })
-        .collect();
+    let (normalized, seen_health, present) = normalize_each(fresh, resolved, memory);
     // The memory forgets the named apps' tasks that are gone and keeps the others', as the
     // whole update does (task ids are unique across apps: Marathon's embed the app id).
     for old in &gone {
@@ -236,6 +208,32 @@ pub fn normalize_patched(
     out.extend(normalized);
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Some(State { apps: out })
+}
+
+/// Normalizes each of `apps`; returns them (in the same order) with their tasks' health
+/// results and ids, for the health memory's update.
+fn normalize_each<'a>(
+    apps: impl IntoIterator<Item = &'a model::App>,
+    resolved: &Resolved,
+    memory: &HealthMemory,
+) -> (Vec<Arc<App>>, FxHashMap<String, bool>, FxHashSet<&'a str>) {
+    // One entry per task (100k at platform scale): FxHash, not std's SipHash (3% of a
+    // sync under load). Task ids come from Marathon, with a UUID it makes.
+    let mut seen_health = FxHashMap::default();
+    let mut present = FxHashSet::default();
+    let out = apps
+        .into_iter()
+        .map(|app| {
+            Arc::new(normalize_app(
+                app,
+                resolved,
+                memory,
+                &mut seen_health,
+                &mut present,
+            ))
+        })
+        .collect();
+    (out, seen_health, present)
 }
 
 /// One app of [`normalize`]; notes its tasks' health results in `seen_health` and their
