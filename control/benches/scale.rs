@@ -625,6 +625,18 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// This process's minor page faults so far (`/proc/self/stat`, field 10): each is a page
+/// the kernel had to map, and zero, for the allocator.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(7))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn proc_status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with(field))?;
@@ -1583,12 +1595,18 @@ fn phase(
         let mut last = stages_before.clone();
         for k in 0..reps {
             // The state alternates between the original one and one task more.
+            let faults = minor_faults();
             let (r, etag) = ctx.round(format!("c{k}."), &have, change(k)).await;
+            let faults = minor_faults() - faults;
             changes.push(r);
             have = etag;
-            // Where this round's time went: its syncs' stages, in ms.
+            // Where this round's time went: its syncs' stages, in ms, and the pages the
+            // process faulted in meanwhile (clients included).
             let now = sync_stages(&client, addr).await;
-            per_round.push(stage_means(&last, &now, false));
+            per_round.push(format!(
+                "{}, minor faults {faults}",
+                stage_means(&last, &now, false)
+            ));
             last = now;
         }
         let stages = format!(
