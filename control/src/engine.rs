@@ -5,7 +5,7 @@
 //! failed sync changes nothing that proxies see: the last good tables stay, `/v1/problems`
 //! and `/healthz` say why.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -197,6 +197,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         last_normalized: None,
         pending,
         dns_index: DnsIndexSlot::Empty,
+        dns_hint_base: None,
     };
     tracker.spawn(engine.run(dirty_rx, cancel));
     tracker.close();
@@ -322,6 +323,10 @@ struct Engine {
     /// The dns names of a past sync and where they came from: the next sync derives only
     /// the apps that changed ([`crate::derive::dns_index`]).
     dns_index: DnsIndexSlot,
+    /// The state the published dns table was derived from, and the load balancers' names
+    /// it holds, when that table is exactly what was derived (not held, not refused): a
+    /// patched derive from this state knows every name that can differ.
+    dns_hint_base: Option<(Arc<State>, Vec<String>)>,
 }
 
 /// The dns index, or its build on a blocking thread. A sync that finds none derives the
@@ -410,12 +415,23 @@ impl Sink<'_> {
     ///
     /// Built on the last table this run published (`encoded`): only the entries that
     /// changed are serialized and, when the header stayed, validated; the same walk gives
-    /// the delta (see [`ocean_core::table::incremental`]).
-    fn take<T: Pools>(&mut self, published: &mut Option<T>, candidate: T) {
+    /// the delta (see [`ocean_core::table::incremental`]). With a `hint` (the only entries
+    /// that can differ from the last table) the walk copies the runs between them whole.
+    ///
+    /// True when the published table is now `candidate` itself (valid, nothing held).
+    fn take<T: Pools>(
+        &mut self,
+        published: &mut Option<T>,
+        candidate: T,
+        hint: Option<&BTreeSet<String>>,
+    ) -> bool {
         let kind = T::KIND;
         let last = self.encoded.get(&kind);
         let previous = published.as_ref().zip(last.map(|(_, e)| e));
-        let encoded = candidate.encode_after(previous);
+        let encoded = match (hint, previous) {
+            (Some(hint), Some(previous)) => candidate.encode_hinted(previous, hint),
+            _ => candidate.encode_after(previous),
+        };
         let valid = match (&encoded, previous) {
             (Ok((_, Some(changes))), Some((old, _))) => candidate.validate_after(old, changes),
             _ => candidate.validate(),
@@ -428,7 +444,7 @@ impl Sink<'_> {
                 table: Some(kind),
                 message,
             });
-            return;
+            return false;
         }
         let guarded = self.guard.apply(published.as_ref(), candidate, self.now);
         metrics::gauge!("ocean_control_table_held", "kind" => kind.as_str())
@@ -442,7 +458,8 @@ impl Sink<'_> {
             });
         }
         // A held pool makes the table another one than the candidate: encode that.
-        let encoded = if guarded.held.is_empty() {
+        let as_derived = guarded.held.is_empty();
+        let encoded = if as_derived {
             encoded
         } else {
             guarded.table.encode_after(previous)
@@ -469,8 +486,12 @@ impl Sink<'_> {
                 if let Some(old) = published.replace(guarded.table) {
                     self.retired.push(Box::new(old));
                 }
+                as_derived
             }
-            Err(e) => tracing::error!(table = %kind, error = %e, "cannot serialize table"),
+            Err(e) => {
+                tracing::error!(table = %kind, error = %e, "cannot serialize table");
+                false
+            }
         }
     }
 }
@@ -779,22 +800,36 @@ impl Engine {
             let live = live.clone();
             off_async(move || {
                 let mut index = index;
+                let based_on = index.as_ref().map(|i| Arc::clone(i.base()));
                 let patched = index
                     .as_mut()
                     .and_then(|i| derive_all_patched(&state, &live.derive, i));
                 match patched {
-                    Some(derived) => (state, derived, index),
+                    Some(derived) => (state, derived, index, based_on),
                     // The index declined (new settings, many changes): it is behind now.
                     None => {
                         let derived = derive_all(&state, &live.derive);
-                        (state, derived, None)
+                        (state, derived, None, None)
                     }
                 }
             })
         };
-        let Some((state, mut derived, index)) = work.await else {
+        let Some((state, mut derived, index, based_on)) = work.await else {
             return;
         };
+        // The dns names this derive touched, and the load balancers' names of the table
+        // published last, are all that can differ from it when that table was derived from
+        // the state the index patched from.
+        let hint: Option<BTreeSet<String>> =
+            match (derived.dns_touched.take(), based_on, &self.dns_hint_base) {
+                (Some(touched), Some(base), Some((published_from, lb)))
+                    if Arc::ptr_eq(&base, published_from) =>
+                {
+                    Some(touched.into_iter().chain(lb.iter().cloned()).collect())
+                }
+                _ => None,
+            };
+        let dns_lb_names = std::mem::take(&mut derived.dns_lb_names);
         let how = if index.is_some() { "patched" } else { "whole" };
         metrics::counter!("ocean_control_derives_total", "dns" => how).increment(1);
         metrics::histogram!("ocean_control_derive_seconds")
@@ -858,16 +893,19 @@ impl Engine {
                 encoded: &mut p.encoded,
                 retired: &mut retired,
             };
-            sink.take(&mut p.dns, derived.dns);
-            sink.take(&mut p.redis, derived.redis);
-            sink.take(&mut p.memcached, derived.memcached);
-            sink.take(&mut p.mysql, derived.mysql);
-            sink.take(&mut p.lvs, derived.lvs);
-            (guard, p, out, held, problems, retired)
+            let dns_as_derived = sink.take(&mut p.dns, derived.dns, hint.as_ref());
+            sink.take(&mut p.redis, derived.redis, None);
+            sink.take(&mut p.memcached, derived.memcached, None);
+            sink.take(&mut p.mysql, derived.mysql, None);
+            sink.take(&mut p.lvs, derived.lvs, None);
+            (guard, p, out, held, problems, retired, dns_as_derived)
         });
-        let Some((guard, p, out, held, problems, retired)) = work.await else {
+        let Some((guard, p, out, held, problems, retired, dns_as_derived)) = work.await else {
             return;
         };
+        // The next patched derive's names are relative to this state: a hint for the
+        // publish only while its table is the one published.
+        self.dns_hint_base = dns_as_derived.then(|| (Arc::clone(&state), dns_lb_names));
         self.guard_state = Some(guard);
         self.published = p;
         let t0 = now_i;

@@ -334,6 +334,7 @@ proptest! {
         let config = derive_config();
         let (s1, s2) = (unique_state(&before), unique_state(&after));
         let mut index = DnsIndex::build(Arc::clone(&s1), &config.dns).unwrap();
+        let mut last = derive_all(&s1, &config);
         for s in [&s2, &s1, &s1, &s2] {
             let patched = derive_all_patched(s, &config, &mut index).unwrap();
             let full = derive_all(s, &config);
@@ -341,6 +342,19 @@ proptest! {
             prop_assert_eq!(&patched.problems, &full.problems);
             prop_assert_eq!(&patched.lvs, &full.lvs);
             prop_assert!(Arc::ptr_eq(index.base(), s));
+            // The publish's hint: every name that differs from the last table is one the
+            // patch touched or a load balancer's name of either table.
+            let touched = patched.dns_touched.clone().unwrap();
+            for name in full.dns.names.keys().chain(last.dns.names.keys()) {
+                if full.dns.names.get(name) != last.dns.names.get(name) {
+                    prop_assert!(
+                        touched.contains(name) || last.dns_lb_names.contains(name),
+                        "{} changed, not in the hint",
+                        name
+                    );
+                }
+            }
+            last = full;
         }
     }
 

@@ -88,14 +88,15 @@ impl DnsIndex {
     }
 
     /// Moves the index to `state` and returns its dns table (before `lb_names`) and
-    /// problems, as [`super::dns::derive`] would. `None`, leaving the index as it was, when
-    /// it cannot: other settings, duplicate app ids, or more than [`MAX_CHANGED`] changed
-    /// apps and an eighth of all.
+    /// problems, as [`super::dns::derive`] would, and the names it rebuilt (sorted; every
+    /// other name is as the last state's table had it). `None`, leaving the index as it
+    /// was, when it cannot: other settings, duplicate app ids, or more than
+    /// [`MAX_CHANGED`] changed apps and an eighth of all.
     pub fn patch(
         &mut self,
         state: &Arc<State>,
         settings: &DnsSettings,
-    ) -> Option<(DnsTable, Vec<Problem>)> {
+    ) -> Option<(DnsTable, Vec<Problem>, Vec<String>)> {
         if *settings != self.settings || has_duplicate_ids(&state.apps) {
             return None;
         }
@@ -135,12 +136,12 @@ impl DnsIndex {
         touched.sort_unstable();
         touched.dedup();
         let mut masters: Option<Vec<(String, DnsRecords)>> = None;
-        for name in touched {
-            let Some(sources) = self.names.get(&name).map(|e| e.sources.clone()) else {
+        for name in &touched {
+            let Some(sources) = self.names.get(name).map(|e| e.sources.clone()) else {
                 continue;
             };
             if sources.is_empty() {
-                self.names.remove(&name);
+                self.names.remove(name);
                 continue;
             }
             // Every contributor's records for this name, merged as the full derive merges.
@@ -161,18 +162,22 @@ impl DnsIndex {
                         fresh.get(&**id).map_or(&[], Vec::as_slice)
                     }
                 };
-                if let Ok(i) = own.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+                if let Ok(i) = own.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
                     absorb(&mut merged, own[i].1.clone());
                 }
             }
-            if let Some(e) = self.names.get_mut(&name) {
+            if let Some(e) = self.names.get_mut(name) {
                 e.records = tidy(merged);
             }
         }
         self.base = state.clone();
         let names = copy_records(&self.names);
         let problems = self.problems.values().flatten().cloned().collect();
-        Some((table(settings, domain_of(settings), names), problems))
+        Some((
+            table(settings, domain_of(settings), names),
+            problems,
+            touched,
+        ))
     }
 }
 
@@ -294,22 +299,22 @@ mod tests {
         let s1 = apps(&[("/z/x/y", &["10.0.0.1"]), ("/x-z/y", &["10.0.0.2"])]);
         let mut index = DnsIndex::build(s1.clone(), &settings()).unwrap();
         let shared = "y-x-z.marathon.mesos.";
-        let (t1, _) = index.patch(&s1, &settings()).unwrap();
+        let (t1, _, _) = index.patch(&s1, &settings()).unwrap();
         assert_eq!(t1.names[shared].a.len(), 2);
         assert_eq!(t1, full(&s1).0);
         let s2 = apps(&[("/z/x/y", &["10.0.0.3"]), ("/x-z/y", &["10.0.0.2"])]);
-        let (t2, p2) = index.patch(&s2, &settings()).unwrap();
+        let (t2, p2, _) = index.patch(&s2, &settings()).unwrap();
         assert_eq!((t2.clone(), p2), full(&s2));
         let ips: Vec<String> = t2.names[shared].a.iter().map(|i| i.to_string()).collect();
         assert_eq!(ips, ["10.0.0.2", "10.0.0.3"]);
         let s3 = apps(&[("/x-z/y", &["10.0.0.2"])]);
-        let (t3, _) = index.patch(&s3, &settings()).unwrap();
+        let (t3, _, _) = index.patch(&s3, &settings()).unwrap();
         assert_eq!(t3, full(&s3).0);
         assert_eq!(t3.names[shared].a.len(), 1);
         // The masters' names stay through every patch.
         assert!(t3.names.contains_key("leader.mesos."));
         let s4 = apps(&[]);
-        let (t4, _) = index.patch(&s4, &settings()).unwrap();
+        let (t4, _, _) = index.patch(&s4, &settings()).unwrap();
         assert_eq!(t4, full(&s4).0);
         assert!(t4.names.keys().all(|n| !n.contains("marathon")));
     }
@@ -390,7 +395,7 @@ mod tests {
             })
             .collect();
         let s2 = spec(&few);
-        let (t, _) = index.patch(&s2, &settings()).unwrap();
+        let (t, _, _) = index.patch(&s2, &settings()).unwrap();
         assert_eq!(t, full(&s2).0);
     }
 }

@@ -118,14 +118,15 @@ fn judge_name(s: &DnsSettings, app: &App, raw: &str) -> Result<String, String> {
 }
 
 /// Adds the load balancers' names to `table` (already holding the Mesos-DNS names and the
-/// configured views, in `s.views` order).
+/// configured views, in `s.views` order); returns the names it added.
 pub fn derive(
     state: &State,
     s: &DnsSettings,
     ranges: &[VipRange],
     table: &mut DnsTable,
     problems: &mut Vec<Problem>,
-) {
+) -> Vec<String> {
+    let mut added = Vec::new();
     let mut claims: BTreeMap<String, Vec<&App>> = BTreeMap::new();
     let mut answers: BTreeMap<&str, Answer> = BTreeMap::new();
     for app in &state.apps {
@@ -165,6 +166,7 @@ pub fn derive(
             }
             let a = &answers[app.id.as_str()];
             table.names.insert(name.clone(), a.default.clone());
+            added.push(name.clone());
             for (i, r) in &a.views {
                 if let Some(v) = table.views.get_mut(*i) {
                     v.names.insert(name.clone(), r.clone());
@@ -185,6 +187,7 @@ pub fn derive(
             ));
         }
     }
+    added
 }
 
 #[cfg(test)]

@@ -64,6 +64,12 @@ pub struct Derived {
     pub mysql: MysqlTable,
     pub lvs: LvsTable,
     pub problems: Vec<Problem>,
+    /// The dns names that may differ from the table derived from the dns index's last
+    /// state (the names it rebuilt, and the load balancers' names added now); `None` for
+    /// a whole derive. The load balancers' names of that last table are not in it.
+    pub dns_touched: Option<Vec<String>>,
+    /// The load balancers' names added to `dns`.
+    pub dns_lb_names: Vec<String>,
 }
 
 /// Derives every table.
@@ -81,8 +87,11 @@ pub fn derive_all_patched(
     config: &DeriveConfig,
     index: &mut dns_index::DnsIndex,
 ) -> Option<Derived> {
-    let (dns, problems) = index.patch(state, &config.dns)?;
-    Some(derive_rest(state, config, dns, problems))
+    let (dns, problems, mut touched) = index.patch(state, &config.dns)?;
+    let mut derived = derive_rest(state, config, dns, problems);
+    touched.extend(derived.dns_lb_names.iter().cloned());
+    derived.dns_touched = Some(touched);
+    Some(derived)
 }
 
 /// Every table but the Mesos-DNS names, given those (`dns`) and their problems.
@@ -92,7 +101,7 @@ fn derive_rest(
     mut dns: DnsTable,
     mut problems: Vec<Problem>,
 ) -> Derived {
-    lb_names::derive(
+    let dns_lb_names = lb_names::derive(
         state,
         &config.dns,
         &config.owners.vips,
@@ -110,6 +119,8 @@ fn derive_rest(
         mysql,
         lvs,
         problems,
+        dns_touched: None,
+        dns_lb_names,
     }
 }
 

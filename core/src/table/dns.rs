@@ -249,6 +249,15 @@ impl Table for DnsTable {
         super::incremental::encode(self, previous)
     }
 
+    fn encode_hinted(
+        &self,
+        previous: (&Self, &super::incremental::Encoded),
+        hint: &std::collections::BTreeSet<String>,
+    ) -> Result<(super::incremental::Encoded, Option<super::delta::Changes>), serde_json::Error>
+    {
+        super::incremental::encode_hinted(self, previous, hint)
+    }
+
     fn validate_after(
         &self,
         previous: &Self,

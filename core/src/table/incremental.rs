@@ -11,8 +11,8 @@
 //! The result is byte for byte the table's canonical body (`serde_json::to_vec`): the tests
 //! hold it to that through random changes.
 
-use std::collections::BTreeMap;
-use std::ops::Range;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Bound, Range};
 
 use bytes::Bytes;
 
@@ -105,13 +105,9 @@ pub fn encode<T: Keyed>(
             }
         }
         if !copied {
-            serde_json::to_writer(&mut out, key)?;
-            out.push(b':');
-            let value_start = out.len();
-            serde_json::to_writer(&mut out, value)?;
+            let value = write_entry(&mut out, key, value)?;
             if old.is_some() {
-                let bytes = Bytes::copy_from_slice(out.get(value_start..).unwrap_or_default());
-                changed.insert(key.clone(), Some(bytes));
+                changed.insert(key.clone(), Some(value));
             }
         }
         spans.push(start..out.len());
@@ -121,19 +117,129 @@ pub fn encode<T: Keyed>(
             changed.insert(k.clone(), None);
         }
     }
-    out.extend_from_slice(header.get(close..).unwrap_or_default());
-    let changes = previous.map(|_| Changes {
-        header: header.into(),
-        entries: changed,
-    });
-    Ok((
-        Encoded {
-            body: out.into(),
-            spans,
-            trail: EtagTrail::default(),
-        },
-        changes,
+    let changes = previous.map(|_| changed);
+    Ok(finish(out, header, close, spans, changes))
+}
+
+/// Writes one entry, `"key":value`, and returns the value's bytes (what a delta carries).
+fn write_entry<V: serde::Serialize>(
+    out: &mut Vec<u8>,
+    key: &str,
+    value: &V,
+) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_writer(&mut *out, key)?;
+    out.push(b':');
+    let value_start = out.len();
+    serde_json::to_writer(&mut *out, value)?;
+    Ok(Bytes::copy_from_slice(
+        out.get(value_start..).unwrap_or_default(),
     ))
+}
+
+/// Closes the entries with the rest of the header (`header[close..]`).
+fn finish(
+    mut out: Vec<u8>,
+    header: Vec<u8>,
+    close: usize,
+    spans: Vec<Range<usize>>,
+    changed: Option<BTreeMap<String, Option<Bytes>>>,
+) -> (Encoded, Option<Changes>) {
+    out.extend_from_slice(header.get(close..).unwrap_or_default());
+    let changes = changed.map(|entries| Changes {
+        header: header.into(),
+        entries,
+    });
+    let encoded = Encoded {
+        body: out.into(),
+        spans,
+        trail: EtagTrail::default(),
+    };
+    (encoded, changes)
+}
+
+/// [`encode`] for a `table` that differs from `previous` in at most the entries `hint`
+/// names (it may name entries that did not change, or that neither version has): each run
+/// of entries between two named ones is copied from the last body in one piece, without
+/// comparing them. Control's dns index knows which names a sync touched, and this is its
+/// publish walk without 500k comparisons.
+///
+/// Falls back to [`encode`] when the run lengths of the two versions differ (an entry added
+/// or removed outside `hint`) or the last encoding has no spans. A changed value outside
+/// `hint` goes unnoticed and keeps its old bytes: callers pass only a hint they can prove.
+///
+/// # Errors
+/// An entry that does not serialize (not possible for table types).
+pub fn encode_hinted<T: Keyed>(
+    table: &T,
+    previous: (&T, &Encoded),
+    hint: &BTreeSet<String>,
+) -> Result<(Encoded, Option<Changes>), serde_json::Error> {
+    let (old, last) = previous;
+    let header = table.header().canonical_body()?;
+    let at = header.windows(ENTRIES.len()).position(|w| w == ENTRIES);
+    let (Some(at), true) = (at, last.spans.len() == old.entries().len()) else {
+        return encode(table, Some(previous));
+    };
+    let close = at + ENTRIES.len() - 1;
+    let (new, olds) = (table.entries(), old.entries());
+    let mut out = Vec::with_capacity(last.body.len() + 4096);
+    out.extend_from_slice(header.get(..close).unwrap_or_default());
+    let mut spans: Vec<Range<usize>> = Vec::with_capacity(new.len());
+    let mut changed: BTreeMap<String, Option<Bytes>> = BTreeMap::new();
+    // The next old entry (and span) not yet passed.
+    let mut old_at = 0;
+    let mut lower: Bound<&str> = Bound::Unbounded;
+    for named in hint.iter().map(Some).chain(std::iter::once(None)) {
+        let upper = named.map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_str()));
+        // The run between two named entries: the same entries in both versions.
+        let run = new.range::<str, _>((lower, upper)).count();
+        if run != olds.range::<str, _>((lower, upper)).count() {
+            return encode(table, Some(previous));
+        }
+        if run > 0 {
+            let (first, end) = (last.spans[old_at].start, last.spans[old_at + run - 1].end);
+            if !spans.is_empty() {
+                out.push(b',');
+            }
+            let shift = out.len() as isize - first as isize;
+            out.extend_from_slice(last.body.get(first..end).unwrap_or_default());
+            spans.extend(
+                last.spans[old_at..old_at + run].iter().map(|s| {
+                    (s.start as isize + shift) as usize..(s.end as isize + shift) as usize
+                }),
+            );
+            old_at += run;
+        }
+        let Some(key) = named else { break };
+        lower = Bound::Excluded(key.as_str());
+        let was = olds.get(key).map(|v| {
+            old_at += 1;
+            (v, last.spans[old_at - 1].clone())
+        });
+        match (was, new.get(key)) {
+            (Some((old_value, span)), Some(value)) if old_value == value => {
+                if !spans.is_empty() {
+                    out.push(b',');
+                }
+                let start = out.len();
+                out.extend_from_slice(last.body.get(span).unwrap_or_default());
+                spans.push(start..out.len());
+            }
+            (_, Some(value)) => {
+                if !spans.is_empty() {
+                    out.push(b',');
+                }
+                let start = out.len();
+                changed.insert(key.clone(), Some(write_entry(&mut out, key, value)?));
+                spans.push(start..out.len());
+            }
+            (Some(_), None) => {
+                changed.insert(key.clone(), None);
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(finish(out, header, close, spans, Some(changed)))
 }
 
 /// Validates `table`, which is `previous` (valid) with `changes` applied: with the same
@@ -276,6 +382,96 @@ mod tests {
             }
             encoded = Some(next);
         }
+    }
+
+    /// With a hint naming every changed entry (and some that did not change, or that
+    /// neither version has), the hinted body, spans and changes are `encode`'s; a hint
+    /// that misses an added or removed entry falls back to `encode`.
+    #[test]
+    fn a_hinted_encoding_is_the_full_walks_through_random_changes() {
+        let mut table = Names {
+            ttl: 60,
+            ..Default::default()
+        };
+        let (mut last, _) = encode(&table, None).unwrap();
+        let mut rng = StdRng::seed_from_u64(23);
+        for step in 0..400 {
+            let before = table.clone();
+            let mut hint = BTreeSet::new();
+            for _ in 0..=rng.random_range(0..6) {
+                let key = format!("n\"{}\u{e9}", rng.random_range(0..80));
+                match rng.random_range(0..4) {
+                    0 => {
+                        table.names.remove(&key);
+                    }
+                    _ => {
+                        table
+                            .names
+                            .insert(key.clone(), vec![rng.random_range(1..=1000)]);
+                    }
+                }
+                // Every tenth step the hint misses one change.
+                if step % 10 != 0 || !hint.is_empty() {
+                    hint.insert(key);
+                }
+            }
+            for _ in 0..rng.random_range(0..3) {
+                hint.insert(format!("n\"{}\u{e9}", rng.random_range(0..100)));
+            }
+            if rng.random_range(0..25) == 0 {
+                table.ttl += 1;
+            }
+            let full = encode(&table, Some((&before, &last))).unwrap();
+            let missed = table
+                .names
+                .iter()
+                .any(|(k, v)| !hint.contains(k) && before.names.get(k) != Some(v))
+                || before
+                    .names
+                    .keys()
+                    .any(|k| !hint.contains(k) && !table.names.contains_key(k));
+            if missed {
+                // Only an added or removed entry is detectable; skip a changed value.
+                let counts_differ = table.names.keys().filter(|k| !hint.contains(*k)).count()
+                    != before.names.keys().filter(|k| !hint.contains(*k)).count();
+                if !counts_differ {
+                    table = before;
+                    continue;
+                }
+            }
+            let hinted = encode_hinted(&table, (&before, &last), &hint).unwrap();
+            assert_eq!(hinted.0.body, full.0.body, "step {step}");
+            assert_eq!(hinted.0.spans, full.0.spans, "step {step}");
+            assert_eq!(hinted.1, full.1, "step {step}");
+            last = hinted.0;
+        }
+    }
+
+    /// The runs between named entries are copied whole, not compared: a value changed
+    /// outside the hint keeps its old bytes (which is why only a proven hint may be given),
+    /// while the named entries are the new ones.
+    #[test]
+    fn a_hinted_encoding_copies_the_runs_without_comparing_them() {
+        let mut table = Names {
+            ttl: 60,
+            ..Default::default()
+        };
+        for (k, v) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            table.names.insert(k.into(), vec![v]);
+        }
+        let (first, _) = encode(&table, None).unwrap();
+        let mut next = table.clone();
+        next.names.insert("a".into(), vec![10]);
+        next.names.insert("c".into(), vec![30]);
+        next.names.remove("d");
+        let hint: BTreeSet<String> = ["c".to_string(), "d".to_string()].into();
+        let (built, changes) = encode_hinted(&next, (&table, &first), &hint).unwrap();
+        assert_eq!(
+            built.body.as_ref(),
+            br#"{"names":{"a":[1],"b":[2],"c":[30]},"ttl":60}"#
+        );
+        let changes = changes.unwrap();
+        assert_eq!(changes.entries.keys().collect::<Vec<_>>(), ["c", "d"]);
     }
 
     #[test]

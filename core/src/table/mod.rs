@@ -194,6 +194,20 @@ pub trait Table:
         Ok((incremental::Encoded::whole(self.canonical_body()?), None))
     }
 
+    /// [`encode_after`](Self::encode_after) `previous`, when the caller knows that the two
+    /// differ in at most the entries `hint` names (see [`incremental::encode_hinted`]);
+    /// the kinds without entries ignore the hint.
+    ///
+    /// # Errors
+    /// A value that does not serialize (not possible for table types).
+    fn encode_hinted(
+        &self,
+        previous: (&Self, &incremental::Encoded),
+        _hint: &std::collections::BTreeSet<String>,
+    ) -> Result<(incremental::Encoded, Option<delta::Changes>), serde_json::Error> {
+        self.encode_after(Some(previous))
+    }
+
     /// Validates this table, which is `previous` (valid) with `changes` applied: keyed kinds
     /// whose header stayed check the changed entries only.
     ///
