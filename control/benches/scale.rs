@@ -1865,7 +1865,7 @@ fn fanout(args: &Args) {
         ms(median(&sync_times))
     );
     println!(
-        "Marathon event round = event stream + debounce {} ms + fetch of the one app + sync (normalize, derive, publish) + fan-out;",
+        "Marathon event round = event stream + fetch of the one app + sync (normalize, derive, publish) + fan-out (an event after a quiet spell waits no debounce; within {} ms of the last sync it waits out the rest);",
         debounce.as_millis()
     );
     println!(
