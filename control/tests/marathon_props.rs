@@ -13,7 +13,7 @@ use ocean_control::derive::dns_index::DnsIndex;
 use ocean_control::derive::{derive_all, derive_all_patched, DeriveConfig};
 use ocean_control::marathon::events::{SseError, SseEvent, SseParser};
 use ocean_control::marathon::model;
-use ocean_control::marathon::model::parse_apps;
+use ocean_control::marathon::model::{parse_apps, parse_apps_from};
 use ocean_control::state::{normalize, normalize_patched, HealthMemory, Resolved, State};
 use ocean_control::Config;
 use ocean_core::table::Table;
@@ -414,9 +414,31 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-        if let Ok((apps, _)) = parse_apps(&body) {
+        let whole = parse_apps(&body);
+        // Marathon's list is parsed as it streams in: it takes and refuses the same bodies.
+        let streamed = parse_apps_from(&body[..]);
+        prop_assert_eq!(whole.is_ok(), streamed.is_ok());
+        if let Ok((apps, _)) = whole {
             normalize(&apps, &Resolved::new(), &mut HealthMemory::default());
         }
+    }
+
+    /// The example's apps, mutated anywhere: streamed or whole, the same apps and bad apps.
+    #[test]
+    fn a_streamed_list_parses_as_the_whole_one(
+        pick in proptest::collection::vec(any::<usize>(), 1..6),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>()), 0..6),
+    ) {
+        let all = example_apps();
+        let mut apps = Value::Array(pick.iter().map(|i| all[i % all.len()].clone()).collect());
+        for (at, op, with) in edits {
+            let mut at = at % 400;
+            mutate(&mut apps, &mut at, op, with);
+        }
+        let body = serde_json::to_vec(&json!({ "apps": apps })).unwrap();
+        let whole = format!("{:?}", parse_apps(&body).map_err(|_| ()));
+        let streamed = format!("{:?}", parse_apps_from(&body[..]).map_err(|_| ()));
+        prop_assert_eq!(whole, streamed);
     }
 }
 

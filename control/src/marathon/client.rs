@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ocean_core::tls::{PemFile, TlsError};
+
+use super::model::{parse_apps_from, ModelError, ParsedApps};
 use url::Url;
 
 /// Why a sync from Marathon failed.
@@ -32,6 +34,8 @@ pub enum MarathonError {
     Info { url: Url, message: String },
     #[error("no Marathon URL configured")]
     NoUrls,
+    #[error("{url}: reading the apps was interrupted (shutting down)")]
+    Interrupted { url: Url },
 }
 
 /// Why the Marathon client cannot be built.
@@ -41,6 +45,37 @@ pub enum ClientError {
     Ca(#[from] TlsError),
     #[error("HTTP client for Marathon: {0}")]
     Build(reqwest::Error),
+}
+
+/// The chunks of a response body, as the blocking parser reads them.
+struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Chunks {
+    fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Chunks {
+        Chunks {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                // The sender is done: the end of the body.
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// A client for one or more Marathon instances.
@@ -98,8 +133,11 @@ impl MarathonClient {
     }
 
     /// Fetches `GET /v2/apps?embed=apps.tasks` from the first instance that is the elected
-    /// leader and answers; returns the body and the instance.
-    pub async fn fetch_apps(&self) -> Result<(Bytes, Url), MarathonError> {
+    /// leader and answers, parsing the body as it arrives ([`parse_apps_from`], on a
+    /// blocking thread): the 66 MB of 100k tasks are never held whole beside their parsed
+    /// apps. Returns the parse (an instance that answers something else than apps JSON is
+    /// still the one that answered) and the instance.
+    pub async fn fetch_apps(&self) -> Result<(Result<ParsedApps, ModelError>, Url), MarathonError> {
         let n = self.urls.len();
         if n == 0 {
             return Err(MarathonError::NoUrls);
@@ -113,13 +151,13 @@ impl MarathonClient {
                 self.check_leader(base).await?;
                 let mut url = join(base, "/v2/apps");
                 url.set_query(Some("embed=apps.tasks"));
-                self.get(url).await
+                self.get_apps(url).await
             }
             .await;
             match result {
-                Ok(body) => {
+                Ok(parsed) => {
                     self.current.store(idx, Ordering::Relaxed);
-                    return Ok((body, base.clone()));
+                    return Ok((parsed, base.clone()));
                 }
                 Err(e) => {
                     tracing::debug!(marathon = %base, error = %e, "marathon instance unusable");
@@ -128,6 +166,39 @@ impl MarathonClient {
             }
         }
         Err(last.unwrap_or(MarathonError::NoUrls))
+    }
+
+    /// GETs an apps list and parses it chunk by chunk as it arrives.
+    async fn get_apps(&self, url: Url) -> Result<Result<ParsedApps, ModelError>, MarathonError> {
+        let mut resp = self.send(&url).await?;
+        // A few chunks in flight: reading waits for the parser, so memory stays bounded.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let parse = tokio::task::spawn_blocking(move || parse_apps_from(Chunks::new(rx)));
+        let read = loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    // A closed channel: the parser has its answer (an error) already.
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(source) => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other("the body was cut")))
+                        .await;
+                    break Err(source);
+                }
+            }
+        };
+        drop(tx);
+        let parsed = match parse.await {
+            Ok(parsed) => parsed,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(MarathonError::Interrupted { url }),
+        };
+        read.map_err(|source| MarathonError::Http { url, source })?;
+        Ok(parsed)
     }
 
     /// Fetches `GET /v2/apps/{id}?embed=app.tasks` from the instance the last list came
@@ -151,6 +222,14 @@ impl MarathonClient {
 
     /// GETs `url` as JSON; any status but 2xx is an error.
     async fn get(&self, url: Url) -> Result<Bytes, MarathonError> {
+        let resp = self.send(&url).await?;
+        resp.bytes()
+            .await
+            .map_err(|source| MarathonError::Http { url, source })
+    }
+
+    /// Sends `GET url` for JSON; the response once its status is 2xx.
+    async fn send(&self, url: &Url) -> Result<reqwest::Response, MarathonError> {
         let resp = self
             .client
             .get(url.clone())
@@ -163,13 +242,11 @@ impl MarathonClient {
             })?;
         if !resp.status().is_success() {
             return Err(MarathonError::Status {
-                url,
+                url: url.clone(),
                 status: resp.status(),
             });
         }
-        resp.bytes()
-            .await
-            .map_err(|source| MarathonError::Http { url, source })
+        Ok(resp)
     }
 
     async fn check_leader(&self, base: &Url) -> Result<(), MarathonError> {
