@@ -28,7 +28,7 @@ use crate::derive::dns_index::DnsIndex;
 use crate::derive::{derive_all, derive_all_patched, Problem};
 use crate::freshness::Freshness;
 use crate::guard::{Guard, Held, Pools};
-use crate::marathon::client::MarathonClient;
+use crate::marathon::client::{MarathonClient, MarathonError};
 use crate::marathon::model::{parse_apps, ParsedApps};
 use crate::pending::Pending;
 use crate::reload::{Live, Reloader};
@@ -215,10 +215,11 @@ enum Fetcher {
 }
 
 /// Where a fetch failed: before anything was read (the source is unreachable), or in the
-/// apps it answered.
+/// apps it answered; or it was cut short by the shutdown, which is no failure.
 enum FetchError {
     Unreachable(String),
     Unparsable(String),
+    Interrupted,
 }
 
 impl Fetcher {
@@ -233,6 +234,7 @@ impl Fetcher {
                     Ok((Err(e), url)) => {
                         Err(FetchError::Unparsable(format!("marathon {url}: {e}")))
                     }
+                    Err(MarathonError::Interrupted { .. }) => Err(FetchError::Interrupted),
                     Err(e) => Err(FetchError::Unreachable(format!("marathon: {e}"))),
                 };
             }
@@ -250,7 +252,7 @@ impl Fetcher {
         match off_async(move || parse_apps(&body)).await {
             Some(Ok(parsed)) => Ok((parsed, origin)),
             Some(Err(e)) => Err(FetchError::Unparsable(format!("{origin}: {e}"))),
-            None => Err(FetchError::Unreachable("shutting down".into())),
+            None => Err(FetchError::Interrupted),
         }
     }
 }
@@ -742,12 +744,16 @@ impl Engine {
             None => {
                 let fetched = self.source.fetch().await;
                 if matches!(self.source, Fetcher::Marathon(_))
-                    && !matches!(fetched, Err(FetchError::Unreachable(_)))
+                    && matches!(fetched, Ok(_) | Err(FetchError::Unparsable(_)))
                 {
                     metrics::counter!("ocean_control_marathon_fetches_total", "what" => "list")
                         .increment(1);
                 }
-                fetched.map_err(|(FetchError::Unreachable(e) | FetchError::Unparsable(e))| e)
+                match fetched {
+                    Ok(fetched) => Ok(fetched),
+                    Err(FetchError::Unreachable(e) | FetchError::Unparsable(e)) => Err(e),
+                    Err(FetchError::Interrupted) => return,
+                }
             }
         };
         let now = unix_now();
