@@ -1726,10 +1726,15 @@ fn fanout(args: &Args) {
     let reps = args.fanout_reps;
 
     // Phase 1: control watches the apps file.
-    let mut config = ocean_control::Config::new(Source::File(path.clone()));
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.poll_while_down = Duration::from_millis(200);
-    config.derive = config_derive.clone();
+    // Both phases' control: on a free port, the apps file watched every 200 ms.
+    let control_config = |source: Source| {
+        let mut config = ocean_control::Config::new(source);
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.poll_while_down = Duration::from_millis(200);
+        config.derive = config_derive.clone();
+        config
+    };
+    let config = control_config(Source::File(path.clone()));
     let watch_every = config.poll_while_down.min(Duration::from_secs(1));
     let debounce = config.debounce;
     println!(
@@ -1759,10 +1764,7 @@ fn fanout(args: &Args) {
         material.view0.clone(),
         stop_marathon.clone(),
     ));
-    let mut config = ocean_control::Config::new(Source::Marathon(vec![url.clone()]));
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.poll_while_down = Duration::from_millis(200);
-    config.derive = config_derive;
+    let config = control_config(Source::Marathon(vec![url.clone()]));
     println!(
         "Marathon at {url} with the same state, one status_update_event per change, debounce {} ms",
         config.debounce.as_millis()

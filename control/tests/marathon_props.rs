@@ -239,6 +239,17 @@ fn mutate(v: &mut Value, pick: &mut usize, op: u8, with: usize) -> bool {
     }
 }
 
+/// The apps body of the example's apps picked by `pick`, with `edits` applied anywhere.
+fn mutated_examples(pick: &[usize], edits: Vec<(usize, u8, usize)>) -> Vec<u8> {
+    let all = example_apps();
+    let mut apps = Value::Array(pick.iter().map(|i| all[i % all.len()].clone()).collect());
+    for (at, op, with) in edits {
+        let mut at = at % 400;
+        mutate(&mut apps, &mut at, op, with);
+    }
+    serde_json::to_vec(&json!({ "apps": apps })).unwrap()
+}
+
 /// Parse, normalize, derive; every table must validate. A body that is not an apps
 /// envelope (a mutation replaced the array) derives nothing.
 fn derive_checked(body: &[u8]) -> [usize; 5] {
@@ -297,13 +308,7 @@ proptest! {
         pick in proptest::collection::vec(any::<usize>(), 1..8),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>()), 0..6),
     ) {
-        let all = example_apps();
-        let mut apps = Value::Array(pick.iter().map(|i| all[i % all.len()].clone()).collect());
-        for (at, op, with) in edits {
-            let mut at = at % 400;
-            mutate(&mut apps, &mut at, op, with);
-        }
-        derive_checked(&serde_json::to_vec(&json!({ "apps": apps })).unwrap());
+        derive_checked(&mutated_examples(&pick, edits));
     }
 
     /// Issue 17: after apps are added, removed or changed, the dns index patches the names
@@ -429,13 +434,7 @@ proptest! {
         pick in proptest::collection::vec(any::<usize>(), 1..6),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>()), 0..6),
     ) {
-        let all = example_apps();
-        let mut apps = Value::Array(pick.iter().map(|i| all[i % all.len()].clone()).collect());
-        for (at, op, with) in edits {
-            let mut at = at % 400;
-            mutate(&mut apps, &mut at, op, with);
-        }
-        let body = serde_json::to_vec(&json!({ "apps": apps })).unwrap();
+        let body = mutated_examples(&pick, edits);
         let whole = format!("{:?}", parse_apps(&body).map_err(|_| ()));
         let streamed = format!("{:?}", parse_apps_from(&body[..]).map_err(|_| ()));
         prop_assert_eq!(whole, streamed);
