@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api_auth::is_loopback;
 use crate::config::{Config, Source};
-use crate::derive::dns_index::DnsIndex;
+use crate::derive::dns_index::{DnsIndex, Recycled};
 use crate::derive::{derive_all, derive_all_patched, Problem};
 use crate::freshness::Freshness;
 use crate::guard::{Guard, Held, Pools};
@@ -198,6 +198,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         pending,
         dns_index: DnsIndexSlot::Empty,
         dns_hint_base: None,
+        dns_recycled: None,
     };
     tracker.spawn(engine.run(dirty_rx, cancel));
     tracker.close();
@@ -353,6 +354,10 @@ struct Engine {
     /// it holds, when that table is exactly what was derived (not held, not refused): a
     /// patched derive from this state knows every name that can differ.
     dns_hint_base: Option<(Arc<State>, Vec<String>)>,
+    /// The dns table published before the current one, when it was exactly what was
+    /// derived: the next patched derive rewrites its few stale names instead of copying
+    /// all 500k into a new table.
+    dns_recycled: Option<Recycled>,
 }
 
 /// The dns index, or its build on a blocking thread. A sync that finds none derives the
@@ -424,8 +429,9 @@ struct Sink<'a> {
     held: &'a mut Vec<Held>,
     problems: &'a mut Vec<Problem>,
     encoded: &'a mut HashMap<TableKind, (String, Encoded)>,
-    /// The tables and bodies the new ones replace, freed after the publish: the dns
-    /// table's 500k names take tens of ms to free, which the subscribers need not wait for.
+    /// The bodies the new ones replace (and, from the caller, the tables), freed after the
+    /// publish: the dns table's 500k names take tens of ms to free, which the subscribers
+    /// need not wait for.
     retired: &'a mut Vec<Box<dyn Send>>,
 }
 
@@ -438,13 +444,14 @@ impl Sink<'_> {
     /// the delta (see [`ocean_core::table::incremental`]). With a `hint` (the only entries
     /// that can differ from the last table) the walk copies the runs between them whole.
     ///
-    /// True when the published table is now `candidate` itself (valid, nothing held).
+    /// Returns whether the published table is now `candidate` itself (valid, nothing
+    /// held), and the table it replaced, for the caller to retire or reuse.
     fn take<T: Pools>(
         &mut self,
         published: &mut Option<T>,
         candidate: T,
         hint: Option<&BTreeSet<String>>,
-    ) -> bool {
+    ) -> (bool, Option<T>) {
         let kind = T::KIND;
         let last = self.encoded.get(&kind);
         let previous = published.as_ref().zip(last.map(|(_, e)| e));
@@ -464,7 +471,7 @@ impl Sink<'_> {
                 table: Some(kind),
                 message,
             });
-            return false;
+            return (false, None);
         }
         let guarded = self.guard.apply(published.as_ref(), candidate, self.now);
         metrics::gauge!("ocean_control_table_held", "kind" => kind.as_str())
@@ -503,17 +510,19 @@ impl Sink<'_> {
                 if let Some(old) = self.encoded.insert(kind, (etag, encoded)) {
                     self.retired.push(Box::new(old));
                 }
-                if let Some(old) = published.replace(guarded.table) {
-                    self.retired.push(Box::new(old));
-                }
-                as_derived
+                (as_derived, published.replace(guarded.table))
             }
             Err(e) => {
                 tracing::error!(table = %kind, error = %e, "cannot serialize table");
-                false
+                (false, None)
             }
         }
     }
+}
+
+/// A replaced table, to be freed after the publish.
+fn boxed<T: Send + 'static>(table: T) -> Box<dyn Send> {
+    Box::new(table)
 }
 
 /// Runs CPU-heavy work on a blocking thread, so that the async workers keep serving
@@ -812,8 +821,9 @@ impl Engine {
         let live = self.live.load_full();
         let derive_started = Instant::now();
         let index = self.take_dns_index().await;
+        let recycled = self.dns_recycled.take();
         // Deriving whole takes ~550 ms at 100k tasks (on two threads), patching the dns
-        // names after a task change ~150: off the async workers either way.
+        // names after a task change ~20: off the async workers either way.
         let work = {
             let live = live.clone();
             off_async(move || {
@@ -821,7 +831,7 @@ impl Engine {
                 let based_on = index.as_ref().map(|i| Arc::clone(i.base()));
                 let patched = index
                     .as_mut()
-                    .and_then(|i| derive_all_patched(&state, &live.derive, i));
+                    .and_then(|i| derive_all_patched(&state, &live.derive, i, recycled));
                 match patched {
                     Some(derived) => (state, derived, index, based_on),
                     // The index declined (new settings, many changes): it is behind now.
@@ -850,6 +860,9 @@ impl Engine {
         let dns_lb_names = std::mem::take(&mut derived.dns_lb_names);
         let how = if index.is_some() { "patched" } else { "whole" };
         metrics::counter!("ocean_control_derives_total", "dns" => how).increment(1);
+        if derived.dns_recycled {
+            metrics::counter!("ocean_control_dns_tables_recycled_total").increment(1);
+        }
         metrics::histogram!("ocean_control_derive_seconds")
             .record(derive_started.elapsed().as_secs_f64());
         stage("derive", derive_started);
@@ -911,16 +924,34 @@ impl Engine {
                 encoded: &mut p.encoded,
                 retired: &mut retired,
             };
-            let dns_as_derived = sink.take(&mut p.dns, derived.dns, hint.as_ref());
-            sink.take(&mut p.redis, derived.redis, None);
-            sink.take(&mut p.memcached, derived.memcached, None);
-            sink.take(&mut p.mysql, derived.mysql, None);
-            sink.take(&mut p.lvs, derived.lvs, None);
-            (guard, p, out, held, problems, retired, dns_as_derived)
+            let (dns_as_derived, dns_replaced) = sink.take(&mut p.dns, derived.dns, hint.as_ref());
+            for replaced in [
+                sink.take(&mut p.redis, derived.redis, None).1.map(boxed),
+                sink.take(&mut p.memcached, derived.memcached, None)
+                    .1
+                    .map(boxed),
+                sink.take(&mut p.mysql, derived.mysql, None).1.map(boxed),
+                sink.take(&mut p.lvs, derived.lvs, None).1.map(boxed),
+            ] {
+                retired.extend(replaced);
+            }
+            let out = (guard, p, out, held, problems, retired);
+            (out, dns_as_derived, dns_replaced)
         });
-        let Some((guard, p, out, held, problems, retired, dns_as_derived)) = work.await else {
+        let Some(((guard, p, out, held, problems, mut retired), dns_as_derived, dns_replaced)) =
+            work.await
+        else {
             return;
         };
+        // The table just replaced, when it was exactly what was derived from the state
+        // `dns_hint_base` names, is the next patched derive's to rewrite.
+        let last_base = std::mem::take(&mut self.dns_hint_base);
+        match (dns_replaced, last_base) {
+            (Some(table), Some((from, added))) => {
+                self.dns_recycled = Some(Recycled { table, from, added });
+            }
+            (replaced, _) => retired.extend(replaced.map(boxed)),
+        }
         // The next patched derive's names are relative to this state: a hint for the
         // publish only while its table is the one published.
         self.dns_hint_base = dns_as_derived.then(|| (Arc::clone(&state), dns_lb_names));

@@ -31,6 +31,11 @@ pub fn describe() {
         "Derives of every table, per how the dns names were made (patched: only the apps that changed since the last sync; whole: every app)."
     );
     describe_counter!(
+        "ocean_control_dns_tables_recycled_total",
+        Unit::Count,
+        "Patched derives that rewrote the stale names of the dns table published before the current one, instead of copying every name into a new table."
+    );
+    describe_counter!(
         "ocean_control_normalizes_total",
         Unit::Count,
         "Normalizes of Marathon's apps, per how (patched: only the apps events named, the rest taken from the last sync; whole: every app)."

@@ -147,3 +147,76 @@ async fn view_records_lvs_services_and_refused_names_are_served() {
     }
     cancel.cancel();
 }
+
+/// Issue 17: a patched derive rewrites the table published before the current one (the
+/// engine's recycled table). The load balancers' names that table held go or stay as the
+/// new state says, whether their app stopped claiming a name, changed it, or went away,
+/// and each table equals the whole derive.
+#[test]
+fn a_recycled_table_loses_and_gains_load_balancer_names_as_derived() {
+    use ocean_control::derive::dns_index::{DnsIndex, Recycled};
+    use ocean_control::derive::{derive_all, derive_all_patched};
+    use ocean_control::marathon::model::parse_apps;
+    use ocean_control::state::{normalize, HealthMemory, Resolved, State};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("control.toml");
+    std::fs::write(&toml, CONTROL_TOML).unwrap();
+    let mut config = Config::new(Source::File(dir.path().join("unused")));
+    FileConfig::load(&toml)
+        .unwrap()
+        .apply(dir.path(), &mut config)
+        .unwrap();
+    let config = config.derive;
+    let lb = |names: &str| {
+        app(
+            "/lb/api",
+            json!({"OCEAN_ELB": "10.99.0.1:443/tcp", "OCEAN_DNS_NAMES": names}),
+            "127.0.1.1",
+        )
+    };
+    let web = app("/web/site", json!({}), "127.0.1.2");
+    let steps = [
+        vec![lb("api.shop.example.com"), web.clone()],
+        vec![lb("api.shop.example.com,www.shop.example.com"), web.clone()],
+        vec![lb("www.shop.example.com"), web.clone()],
+        vec![web.clone()],
+        vec![lb("api.shop.example.com")],
+        vec![lb("api.shop.example.com"), web],
+    ];
+    let state = |apps: &[Value]| -> Arc<State> {
+        let body = serde_json::to_vec(&json!({ "apps": apps })).unwrap();
+        let (apps, _) = parse_apps(&body).unwrap();
+        Arc::new(normalize(
+            &apps,
+            &Resolved::new(),
+            &mut HealthMemory::default(),
+        ))
+    };
+    let first = state(&steps[0]);
+    let whole = derive_all(&first, &config);
+    assert!(whole.dns.names.contains_key("api.shop.example.com."));
+    let mut index = DnsIndex::build(Arc::clone(&first), &config.dns).unwrap();
+    let mut published = vec![(first, whole.dns, whole.dns_lb_names)];
+    for (k, apps) in steps.iter().enumerate().skip(1) {
+        let s = state(apps);
+        let (from, table, added) = published[published.len().saturating_sub(2)].clone();
+        let recycled = Recycled { table, from, added };
+        let patched = derive_all_patched(&s, &config, &mut index, Some(recycled)).unwrap();
+        let full = derive_all(&s, &config);
+        assert_eq!(patched.dns, full.dns, "step {k}");
+        assert_eq!(patched.problems, full.problems, "step {k}");
+        published.push((s, patched.dns, patched.dns_lb_names));
+    }
+    let names = |k: usize| -> Vec<&String> {
+        let t = &published[k].1;
+        t.names
+            .keys()
+            .filter(|n| n.ends_with("shop.example.com."))
+            .collect()
+    };
+    assert_eq!(names(2), ["www.shop.example.com."]);
+    assert!(names(3).is_empty());
+    assert_eq!(names(5), ["api.shop.example.com."]);
+}

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use ocean_control::config::{FileConfig, Source};
 use std::sync::Arc;
 
-use ocean_control::derive::dns_index::DnsIndex;
+use ocean_control::derive::dns_index::{DnsIndex, Recycled};
 use ocean_control::derive::{derive_all, derive_all_patched, DeriveConfig};
 use ocean_control::marathon::events::{SseError, SseEvent, SseParser};
 use ocean_control::marathon::model;
@@ -340,8 +340,15 @@ proptest! {
         let (s1, s2) = (unique_state(&before), unique_state(&after));
         let mut index = DnsIndex::build(Arc::clone(&s1), &config.dns).unwrap();
         let mut last = derive_all(&s1, &config);
+        // Each table as published, with its state and load balancers' names: the patch
+        // rewrites the one before the current one, as the engine offers it (the first
+        // patch, the index's base table).
+        let mut published = vec![(Arc::clone(&s1), last.dns.clone(), last.dns_lb_names.clone())];
         for s in [&s2, &s1, &s1, &s2] {
-            let patched = derive_all_patched(s, &config, &mut index).unwrap();
+            let (from, table, added) = published[published.len().saturating_sub(2)].clone();
+            let recycled = Recycled { table, from, added };
+            let patched = derive_all_patched(s, &config, &mut index, Some(recycled)).unwrap();
+            published.push((Arc::clone(s), patched.dns.clone(), patched.dns_lb_names.clone()));
             let full = derive_all(s, &config);
             prop_assert_eq!(&patched.dns, &full.dns);
             prop_assert_eq!(&patched.problems, &full.problems);

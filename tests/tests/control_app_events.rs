@@ -87,18 +87,23 @@ async fn settled(running: &Running, m: &FakeMarathon) {
 
 /// `ocean_control_normalizes_total{apps="patched"}` on control's `/metrics` (0 if absent).
 async fn normalizes_patched(running: &Running) -> f64 {
+    counter(
+        running,
+        "ocean_control_normalizes_total",
+        &["apps=\"patched\""],
+    )
+    .await
+}
+
+/// A counter on control's `/metrics` with these labels (0 if absent).
+async fn counter(running: &Running, name: &str, labels: &[&str]) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", running.addr))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    ocean_tests::metrics::value(
-        &text,
-        "ocean_control_normalizes_total",
-        &["apps=\"patched\""],
-    )
-    .unwrap_or(0.0)
+    ocean_tests::metrics::value(&text, name, labels).unwrap_or(0.0)
 }
 
 fn web_task(n: u32) -> Value {
@@ -121,6 +126,7 @@ async fn an_event_for_one_app_fetches_that_app_alone() {
     let lists = m.requests().0;
     let apps = m.app_requests();
     let patched = normalizes_patched(&c).await;
+    let recycled = counter(&c, "ocean_control_dns_tables_recycled_total", &[]).await;
 
     // A task starts, another stops, an app is posted and gets a task: each event names
     // its app, and only that app is fetched.
@@ -153,6 +159,10 @@ async fn an_event_for_one_app_fetches_that_app_alone() {
         normalized >= 4.0,
         "{normalized} syncs normalized only the named apps"
     );
+    // From the third patched derive on, the dns table published before the current one
+    // is rewritten rather than every name copied; the ETags below prove it right.
+    let recycled = counter(&c, "ocean_control_dns_tables_recycled_total", &[]).await - recycled;
+    assert!(recycled >= 1.0, "{recycled} dns tables recycled");
     let problems: Value = reqwest::get(format!("http://{}/v1/problems", c.addr))
         .await
         .unwrap()

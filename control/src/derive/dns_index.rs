@@ -7,8 +7,13 @@
 //! had or have now, from every app that contributes to them. The result is the full
 //! derive's, name for name and problem for problem: `tests/marathon_props.rs` holds the two
 //! equal on random states and changes.
+//!
+//! Copying the 500k names into a new table would then be most of a patch. The engine
+//! gives back the table it published before the current one ([`Recycled`]), and the patch
+//! brings that up to date by rewriting only the names that can differ: the ones the last
+//! two patches rebuilt and the load balancers' names that table had.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ocean_core::table::dns::{DnsRecords, DnsTable};
@@ -33,6 +38,9 @@ struct Entry {
 pub struct DnsIndex {
     settings: DnsSettings,
     base: Arc<State>,
+    /// The state before `base` and the names the patch from it to `base` rebuilt: a
+    /// recycled table derived from it differs from `base`'s in those names.
+    before: Option<(Arc<State>, Vec<String>)>,
     names: BTreeMap<String, Entry>,
     /// Each app's problems, by app id (the order the full derive reports them in).
     problems: BTreeMap<String, Vec<Problem>>,
@@ -77,6 +85,7 @@ impl DnsIndex {
         Some(DnsIndex {
             settings: settings.clone(),
             base: state,
+            before: None,
             names,
             problems,
         })
@@ -88,15 +97,18 @@ impl DnsIndex {
     }
 
     /// Moves the index to `state` and returns its dns table (before `lb_names`) and
-    /// problems, as [`super::dns::derive`] would, and the names it rebuilt (sorted; every
-    /// other name is as the last state's table had it). `None`, leaving the index as it
-    /// was, when it cannot: other settings, duplicate app ids, or more than
+    /// problems, as [`super::dns::derive`] would; see [`Patched`]. `None`, leaving the
+    /// index as it was, when it cannot: other settings, duplicate app ids, or more than
     /// [`MAX_CHANGED`] changed apps and an eighth of all.
+    ///
+    /// The table is `recycled`'s brought up to date when that was derived from this
+    /// index's current or previous state; otherwise every name is copied.
     pub fn patch(
         &mut self,
         state: &Arc<State>,
         settings: &DnsSettings,
-    ) -> Option<(DnsTable, Vec<Problem>, Vec<String>)> {
+        recycled: Option<Recycled>,
+    ) -> Option<Patched> {
         if *settings != self.settings || has_duplicate_ids(&state.apps) {
             return None;
         }
@@ -170,15 +182,84 @@ impl DnsIndex {
                 e.records = tidy(merged);
             }
         }
-        self.base = state.clone();
-        let names = copy_records(&self.names);
-        let problems = self.problems.values().flatten().cloned().collect();
-        Some((
-            table(settings, domain_of(settings), names),
-            problems,
+        let rewritten = recycled.and_then(|r| self.stale_names(r, &touched));
+        let recycled = rewritten.is_some();
+        let names = match rewritten {
+            Some((mut names, stale)) => {
+                for name in stale {
+                    match self.names.get(name) {
+                        Some(e) => {
+                            names.insert(name.clone(), e.records.clone());
+                        }
+                        None => {
+                            names.remove(name);
+                        }
+                    }
+                }
+                names
+            }
+            None => copy_records(&self.names),
+        };
+        let previous = std::mem::replace(&mut self.base, state.clone());
+        self.before = Some((previous, touched.clone()));
+        Some(Patched {
+            table: table(settings, domain_of(settings), names),
+            problems: self.problems.values().flatten().cloned().collect(),
             touched,
-        ))
+            recycled,
+        })
     }
+
+    /// `recycled`'s names and those of them that can differ from the index's now (which
+    /// rebuilt `touched` from its base): `None` when it was not derived from the base or
+    /// the state before it.
+    fn stale_names<'a>(
+        &'a self,
+        recycled: Recycled,
+        touched: &'a [String],
+    ) -> Option<(BTreeMap<String, DnsRecords>, BTreeSet<&'a String>)> {
+        let Recycled { table, from, added } = recycled;
+        let mut stale: BTreeSet<&String> = touched.iter().collect();
+        match &self.before {
+            _ if Arc::ptr_eq(&from, &self.base) => {}
+            Some((before, rebuilt)) if Arc::ptr_eq(&from, before) => stale.extend(rebuilt),
+            _ => return None,
+        }
+        let mut names = table.names;
+        // The load balancers' names are not the index's: each goes, or is set to the
+        // index's when a Mesos-DNS name took it over since.
+        for name in added {
+            match self.names.get_key_value(&name) {
+                Some((name, _)) => {
+                    stale.insert(name);
+                }
+                None => {
+                    names.remove(&name);
+                }
+            }
+        }
+        Some((names, stale))
+    }
+}
+
+/// What [`DnsIndex::patch`] derived.
+pub struct Patched {
+    /// The dns table, before `lb_names`.
+    pub table: DnsTable,
+    pub problems: Vec<Problem>,
+    /// The names it rebuilt (sorted): every other name is as the last state's table had it.
+    pub touched: Vec<String>,
+    /// Whether the table is the offered [`Recycled`] one rewritten (else a copy).
+    pub recycled: bool,
+}
+
+/// A dns table this index's patch made before, to be brought up to date rather than
+/// every name copied again: the table as published, the state it was derived from and
+/// the names `lb_names` added to it.
+pub struct Recycled {
+    pub table: DnsTable,
+    pub from: Arc<State>,
+    pub added: Vec<String>,
 }
 
 /// Above this many names the table's copy is made on two threads.
@@ -299,24 +380,88 @@ mod tests {
         let s1 = apps(&[("/z/x/y", &["10.0.0.1"]), ("/x-z/y", &["10.0.0.2"])]);
         let mut index = DnsIndex::build(s1.clone(), &settings()).unwrap();
         let shared = "y-x-z.marathon.mesos.";
-        let (t1, _, _) = index.patch(&s1, &settings()).unwrap();
+        let t1 = index.patch(&s1, &settings(), None).unwrap().table;
         assert_eq!(t1.names[shared].a.len(), 2);
         assert_eq!(t1, full(&s1).0);
         let s2 = apps(&[("/z/x/y", &["10.0.0.3"]), ("/x-z/y", &["10.0.0.2"])]);
-        let (t2, p2, _) = index.patch(&s2, &settings()).unwrap();
+        let p = index.patch(&s2, &settings(), None).unwrap();
+        let (t2, p2) = (p.table, p.problems);
         assert_eq!((t2.clone(), p2), full(&s2));
         let ips: Vec<String> = t2.names[shared].a.iter().map(|i| i.to_string()).collect();
         assert_eq!(ips, ["10.0.0.2", "10.0.0.3"]);
         let s3 = apps(&[("/x-z/y", &["10.0.0.2"])]);
-        let (t3, _, _) = index.patch(&s3, &settings()).unwrap();
+        let t3 = index.patch(&s3, &settings(), None).unwrap().table;
         assert_eq!(t3, full(&s3).0);
         assert_eq!(t3.names[shared].a.len(), 1);
         // The masters' names stay through every patch.
         assert!(t3.names.contains_key("leader.mesos."));
         let s4 = apps(&[]);
-        let (t4, _, _) = index.patch(&s4, &settings()).unwrap();
+        let t4 = index.patch(&s4, &settings(), None).unwrap().table;
         assert_eq!(t4, full(&s4).0);
         assert!(t4.names.keys().all(|n| !n.contains("marathon")));
+    }
+
+    /// The engine hands back the table it published before the current one. A table from
+    /// the index's base or the state before it is brought up to date (its load balancers'
+    /// names gone); one from an older state is not used, and every name is copied.
+    #[test]
+    fn a_recycled_table_is_brought_up_to_date() {
+        let states = [
+            apps(&[("/a", &["10.0.0.1"]), ("/b", &["10.0.0.2"])]),
+            apps(&[("/a", &["10.0.0.1", "10.0.0.3"]), ("/b", &["10.0.0.2"])]),
+            apps(&[("/b", &["10.0.0.4"]), ("/c", &["10.0.0.5"])]),
+            apps(&[("/a", &["10.0.0.6"]), ("/c", &["10.0.0.5"])]),
+            apps(&[("/a", &["10.0.0.6"]), ("/d", &["10.0.0.7"])]),
+        ];
+        let lb = "lb.shop.example.";
+        // A table as published: the patch's names and one load balancer's name.
+        let published = |s: &Arc<State>, mut t: DnsTable| {
+            let mut records = DnsRecords::default();
+            records.a.push("192.0.2.1".parse().unwrap());
+            t.names.insert(lb.to_string(), records);
+            (Arc::clone(s), t)
+        };
+        // A name no state has, left in the offered table: a rewrite keeps it (it is not
+        // stale), a copy does not. It tells which of the two ran.
+        let marker = "marker.mesos.";
+        let recycle = |(from, table): &(Arc<State>, DnsTable)| {
+            let mut table = table.clone();
+            table
+                .names
+                .insert(marker.to_string(), DnsRecords::default());
+            Recycled {
+                table,
+                from: Arc::clone(from),
+                added: vec![lb.to_string()],
+            }
+        };
+        let mut index = DnsIndex::build(states[0].clone(), &settings()).unwrap();
+        let mut tables = vec![published(&states[0], full(&states[0]).0)];
+        for (k, s) in states.iter().enumerate().skip(1) {
+            // From the base at the first step, then from the state before the base; the
+            // last step offers one three states old.
+            let from = match k {
+                1 => 0,
+                4 => 1,
+                _ => k - 2,
+            };
+            let offered = recycle(&tables[from]);
+            let patched = index.patch(s, &settings(), Some(offered)).unwrap();
+            let (mut t, p) = (patched.table, patched.problems);
+            let rewritten = t.names.remove(marker).is_some();
+            assert_eq!(rewritten, k != 4, "step {k}");
+            assert_eq!(patched.recycled, rewritten, "step {k}");
+            assert_eq!((t.clone(), p), full(s), "step {k}");
+            assert!(!t.names.contains_key(lb));
+            tables.push(published(s, t));
+        }
+        // A removed app's names are gone from the rewritten table.
+        assert!(tables[2]
+            .1
+            .names
+            .keys()
+            .all(|n| !n.starts_with("a.marathon")));
+        assert!(tables[3].1.names.contains_key("a.marathon.mesos."));
     }
 
     /// A large zone is copied in two halves: every name once, in order, with its records.
@@ -365,7 +510,7 @@ mod tests {
             ttl: 5,
             ..settings()
         };
-        assert!(index.patch(&s1, &other).is_none());
+        assert!(index.patch(&s1, &other, None).is_none());
         // 100 of 200 apps changed: more than 64 and an eighth.
         let changed: Vec<(String, Vec<String>)> = many
             .iter()
@@ -379,7 +524,7 @@ mod tests {
                 (id.clone(), vec![ip])
             })
             .collect();
-        assert!(index.patch(&spec(&changed), &settings()).is_none());
+        assert!(index.patch(&spec(&changed), &settings(), None).is_none());
         assert!(Arc::ptr_eq(index.base(), &s1));
         // 10 changed: patched.
         let few: Vec<(String, Vec<String>)> = many
@@ -395,7 +540,7 @@ mod tests {
             })
             .collect();
         let s2 = spec(&few);
-        let (t, _, _) = index.patch(&s2, &settings()).unwrap();
+        let t = index.patch(&s2, &settings(), None).unwrap().table;
         assert_eq!(t, full(&s2).0);
     }
 }

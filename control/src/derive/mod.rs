@@ -70,6 +70,8 @@ pub struct Derived {
     pub dns_touched: Option<Vec<String>>,
     /// The load balancers' names added to `dns`.
     pub dns_lb_names: Vec<String>,
+    /// Whether `dns` is a recycled table rewritten (see [`dns_index::Recycled`]).
+    pub dns_recycled: bool,
 }
 
 /// Derives every table.
@@ -80,17 +82,21 @@ pub fn derive_all(state: &State, config: &DeriveConfig) -> Derived {
 }
 
 /// What [`derive_all`] derives, with the dns names patched by `index` from the state it
-/// last held (see [`dns_index`]); `None` when the index declines, and then it is unchanged.
-/// The dns names are nearly all of derive's time; the other tables are derived whole.
+/// last held (see [`dns_index`]), in `recycled`'s table when it can; `None` when the index
+/// declines, and then it is unchanged. The dns names are nearly all of derive's time; the
+/// other tables are derived whole.
 pub fn derive_all_patched(
     state: &Arc<State>,
     config: &DeriveConfig,
     index: &mut dns_index::DnsIndex,
+    recycled: Option<dns_index::Recycled>,
 ) -> Option<Derived> {
-    let (dns, problems, mut touched) = index.patch(state, &config.dns)?;
-    let mut derived = derive_rest(state, config, dns, problems);
+    let patched = index.patch(state, &config.dns, recycled)?;
+    let mut derived = derive_rest(state, config, patched.table, patched.problems);
+    let mut touched = patched.touched;
     touched.extend(derived.dns_lb_names.iter().cloned());
     derived.dns_touched = Some(touched);
+    derived.dns_recycled = patched.recycled;
     Some(derived)
 }
 
@@ -121,6 +127,7 @@ fn derive_rest(
         problems,
         dns_touched: None,
         dns_lb_names,
+        dns_recycled: false,
     }
 }
 
