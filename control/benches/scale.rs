@@ -831,7 +831,12 @@ fn patched_derive(
         };
         let recycled = (published.len() >= 2).then(|| {
             let (from, table, added) = published.remove(0);
-            Recycled { table, from, added }
+            Recycled {
+                table,
+                from,
+                settings: config.dns.clone(),
+                added,
+            }
         });
         let derived =
             derive_all_patched(next, config, &mut index, recycled).expect("one change is patched");

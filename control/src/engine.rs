@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api_auth::is_loopback;
 use crate::config::{Config, Source};
+use crate::derive::dns::DnsSettings;
 use crate::derive::dns_index::{DnsIndex, Recycled};
 use crate::derive::{derive_all, derive_all_patched, Problem};
 use crate::freshness::Freshness;
@@ -350,14 +351,22 @@ struct Engine {
     /// The dns names of a past sync and where they came from: the next sync derives only
     /// the apps that changed ([`crate::derive::dns_index`]).
     dns_index: DnsIndexSlot,
-    /// The state the published dns table was derived from, and the load balancers' names
-    /// it holds, when that table is exactly what was derived (not held, not refused): a
-    /// patched derive from this state knows every name that can differ.
-    dns_hint_base: Option<(Arc<State>, Vec<String>)>,
+    /// What the published dns table was derived from, when that table is exactly what
+    /// was derived (not held, not refused): a patched derive from this state knows every
+    /// name that can differ.
+    dns_hint_base: Option<DnsDerivation>,
     /// The dns table published before the current one, when it was exactly what was
     /// derived: the next patched derive rewrites its few stale names instead of copying
     /// all 500k into a new table.
     dns_recycled: Option<Recycled>,
+}
+
+/// The state and settings a published dns table was derived from, and the load
+/// balancers' names it holds.
+struct DnsDerivation {
+    state: Arc<State>,
+    settings: DnsSettings,
+    lb_names: Vec<String>,
 }
 
 /// The dns index, or its build on a blocking thread. A sync that finds none derives the
@@ -850,10 +859,11 @@ impl Engine {
         // the state the index patched from.
         let hint: Option<BTreeSet<String>> =
             match (derived.dns_touched.take(), based_on, &self.dns_hint_base) {
-                (Some(touched), Some(base), Some((published_from, lb)))
-                    if Arc::ptr_eq(&base, published_from) =>
+                (Some(touched), Some(base), Some(published))
+                    if Arc::ptr_eq(&base, &published.state) =>
                 {
-                    Some(touched.into_iter().chain(lb.iter().cloned()).collect())
+                    let lb = published.lb_names.iter().cloned();
+                    Some(touched.into_iter().chain(lb).collect())
                 }
                 _ => None,
             };
@@ -947,14 +957,23 @@ impl Engine {
         // `dns_hint_base` names, is the next patched derive's to rewrite.
         let last_base = std::mem::take(&mut self.dns_hint_base);
         match (dns_replaced, last_base) {
-            (Some(table), Some((from, added))) => {
-                self.dns_recycled = Some(Recycled { table, from, added });
+            (Some(table), Some(d)) => {
+                self.dns_recycled = Some(Recycled {
+                    table,
+                    from: d.state,
+                    settings: d.settings,
+                    added: d.lb_names,
+                });
             }
             (replaced, _) => retired.extend(replaced.map(boxed)),
         }
         // The next patched derive's names are relative to this state: a hint for the
         // publish only while its table is the one published.
-        self.dns_hint_base = dns_as_derived.then(|| (Arc::clone(&state), dns_lb_names));
+        self.dns_hint_base = dns_as_derived.then(|| DnsDerivation {
+            state: Arc::clone(&state),
+            settings: live.derive.dns.clone(),
+            lb_names: dns_lb_names,
+        });
         self.guard_state = Some(guard);
         self.published = p;
         let t0 = now_i;

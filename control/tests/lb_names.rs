@@ -202,7 +202,12 @@ fn a_recycled_table_loses_and_gains_load_balancer_names_as_derived() {
     for (k, apps) in steps.iter().enumerate().skip(1) {
         let s = state(apps);
         let (from, table, added) = published[published.len().saturating_sub(2)].clone();
-        let recycled = Recycled { table, from, added };
+        let recycled = Recycled {
+            table,
+            from,
+            settings: config.dns.clone(),
+            added,
+        };
         let patched = derive_all_patched(&s, &config, &mut index, Some(recycled)).unwrap();
         let full = derive_all(&s, &config);
         assert_eq!(patched.dns, full.dns, "step {k}");

@@ -346,7 +346,12 @@ proptest! {
         let mut published = vec![(Arc::clone(&s1), last.dns.clone(), last.dns_lb_names.clone())];
         for s in [&s2, &s1, &s1, &s2] {
             let (from, table, added) = published[published.len().saturating_sub(2)].clone();
-            let recycled = Recycled { table, from, added };
+            let recycled = Recycled {
+                table,
+                from,
+                settings: config.dns.clone(),
+                added,
+            };
             let patched = derive_all_patched(s, &config, &mut index, Some(recycled)).unwrap();
             published.push((Arc::clone(s), patched.dns.clone(), patched.dns_lb_names.clone()));
             let full = derive_all(s, &config);

@@ -10,8 +10,10 @@
 //!
 //! Copying the 500k names into a new table would then be most of a patch. The engine
 //! gives back the table it published before the current one ([`Recycled`]), and the patch
-//! brings that up to date by rewriting only the names that can differ: the ones the last
-//! two patches rebuilt and the load balancers' names that table had.
+//! brings that up to date by rewriting only the names that can differ: those of the apps
+//! that differ between that table's state and the new one, and the load balancers' names
+//! that table had. The first patch may have no such table: it rewrites a copy that the
+//! build made beside the index.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -38,9 +40,9 @@ struct Entry {
 pub struct DnsIndex {
     settings: DnsSettings,
     base: Arc<State>,
-    /// The state before `base` and the names the patch from it to `base` rebuilt: a
-    /// recycled table derived from it differs from `base`'s in those names.
-    before: Option<(Arc<State>, Vec<String>)>,
+    /// A copy of the names made with the index, in the background: the first patch
+    /// rewrites it, as it has no [`Recycled`] table yet.
+    spare: Option<BTreeMap<String, DnsRecords>>,
     names: BTreeMap<String, Entry>,
     /// Each app's problems, by app id (the order the full derive reports them in).
     problems: BTreeMap<String, Vec<Problem>>,
@@ -82,10 +84,11 @@ impl DnsIndex {
         for (name, records) in master_names(settings, &tail) {
             add(name, None, records);
         }
+        let spare = Some(copy_records(&names));
         Some(DnsIndex {
             settings: settings.clone(),
             base: state,
-            before: None,
+            spare,
             names,
             problems,
         })
@@ -101,8 +104,9 @@ impl DnsIndex {
     /// index as it was, when it cannot: other settings, duplicate app ids, or more than
     /// [`MAX_CHANGED`] changed apps and an eighth of all.
     ///
-    /// The table is `recycled`'s brought up to date when that was derived from this
-    /// index's current or previous state; otherwise every name is copied.
+    /// The table is `recycled`'s brought up to date when that was derived with the same
+    /// settings from a state not too unlike `state`, else (at the first patch) the spare
+    /// copy made with the index; otherwise every name is copied.
     pub fn patch(
         &mut self,
         state: &Arc<State>,
@@ -113,7 +117,7 @@ impl DnsIndex {
             return None;
         }
         let changes = diff(&self.base.apps, &state.apps);
-        if changes.len() > MAX_CHANGED && changes.len() * 8 > state.apps.len() {
+        if too_many(changes.len(), state.apps.len()) {
             return None;
         }
         let tail = format!(".{}.", domain_of(settings));
@@ -182,17 +186,26 @@ impl DnsIndex {
                 e.records = tidy(merged);
             }
         }
-        let rewritten = recycled.and_then(|r| self.stale_names(r, &touched));
+        // The spare copy is of the base's names: of use to this patch only.
+        let spare = self.spare.take().map(|names| Recycled {
+            table: table(settings, domain_of(settings), names),
+            from: Arc::clone(&self.base),
+            settings: settings.clone(),
+            added: Vec::new(),
+        });
+        let rewritten = recycled
+            .and_then(|r| self.stale_names(r, state, &tail))
+            .or_else(|| spare.and_then(|r| self.stale_names(r, state, &tail)));
         let recycled = rewritten.is_some();
         let names = match rewritten {
             Some((mut names, stale)) => {
                 for name in stale {
-                    match self.names.get(name) {
+                    match self.names.get(&name) {
                         Some(e) => {
-                            names.insert(name.clone(), e.records.clone());
+                            names.insert(name, e.records.clone());
                         }
                         None => {
-                            names.remove(name);
+                            names.remove(&name);
                         }
                     }
                 }
@@ -200,8 +213,7 @@ impl DnsIndex {
             }
             None => copy_records(&self.names),
         };
-        let previous = std::mem::replace(&mut self.base, state.clone());
-        self.before = Some((previous, touched.clone()));
+        self.base = state.clone();
         Some(Patched {
             table: table(settings, domain_of(settings), names),
             problems: self.problems.values().flatten().cloned().collect(),
@@ -210,36 +222,46 @@ impl DnsIndex {
         })
     }
 
-    /// `recycled`'s names and those of them that can differ from the index's now (which
-    /// rebuilt `touched` from its base): `None` when it was not derived from the base or
-    /// the state before it.
-    fn stale_names<'a>(
-        &'a self,
+    /// `recycled`'s names, and those that can differ from the index's, which now holds
+    /// `state`'s: the names every app that differs between the two states has on either
+    /// side (a name's records come from the apps that have it), and the load balancers'
+    /// names (not the index's: each goes, or is set to the index's when a Mesos-DNS name
+    /// took it over since). `None` when the table was derived with other settings or
+    /// from a state too unlike this one.
+    fn stale_names(
+        &self,
         recycled: Recycled,
-        touched: &'a [String],
-    ) -> Option<(BTreeMap<String, DnsRecords>, BTreeSet<&'a String>)> {
-        let Recycled { table, from, added } = recycled;
-        let mut stale: BTreeSet<&String> = touched.iter().collect();
-        match &self.before {
-            _ if Arc::ptr_eq(&from, &self.base) => {}
-            Some((before, rebuilt)) if Arc::ptr_eq(&from, before) => stale.extend(rebuilt),
-            _ => return None,
+        state: &State,
+        tail: &str,
+    ) -> Option<(BTreeMap<String, DnsRecords>, BTreeSet<String>)> {
+        let Recycled {
+            table,
+            from,
+            settings,
+            added,
+        } = recycled;
+        if settings != self.settings || has_duplicate_ids(&from.apps) {
+            return None;
         }
-        let mut names = table.names;
-        // The load balancers' names are not the index's: each goes, or is set to the
-        // index's when a Mesos-DNS name took it over since.
-        for name in added {
-            match self.names.get_key_value(&name) {
-                Some((name, _)) => {
-                    stale.insert(name);
-                }
-                None => {
-                    names.remove(&name);
-                }
+        let changes = diff(&from.apps, &state.apps);
+        if too_many(changes.len(), state.apps.len()) {
+            return None;
+        }
+        let mut stale: BTreeSet<String> = added.into_iter().collect();
+        for (old, new) in changes {
+            for app in old.into_iter().chain(new) {
+                let (own, _) = derive_apps(std::slice::from_ref(app), &settings, tail);
+                stale.extend(own.into_iter().map(|(name, _)| name));
             }
         }
-        Some((names, stale))
+        Some((table.names, stale))
     }
+}
+
+/// Whether `changed` apps of `all` are too many to patch: more than [`MAX_CHANGED`] and an
+/// eighth of all.
+fn too_many(changed: usize, all: usize) -> bool {
+    changed > MAX_CHANGED && changed * 8 > all
 }
 
 /// What [`DnsIndex::patch`] derived.
@@ -253,12 +275,13 @@ pub struct Patched {
     pub recycled: bool,
 }
 
-/// A dns table this index's patch made before, to be brought up to date rather than
-/// every name copied again: the table as published, the state it was derived from and
-/// the names `lb_names` added to it.
+/// A dns table derived before, to be brought up to date rather than every name copied
+/// again: the table as published, the state and settings it was derived from, and the
+/// names `lb_names` added to it.
 pub struct Recycled {
     pub table: DnsTable,
     pub from: Arc<State>,
+    pub settings: DnsSettings,
     pub added: Vec<String>,
 }
 
@@ -380,11 +403,16 @@ mod tests {
         let s1 = apps(&[("/z/x/y", &["10.0.0.1"]), ("/x-z/y", &["10.0.0.2"])]);
         let mut index = DnsIndex::build(s1.clone(), &settings()).unwrap();
         let shared = "y-x-z.marathon.mesos.";
-        let t1 = index.patch(&s1, &settings(), None).unwrap().table;
+        // The first patch rewrites the spare copy the build made; the next, offered no
+        // table, copies the names.
+        let first = index.patch(&s1, &settings(), None).unwrap();
+        assert!(first.recycled);
+        let t1 = first.table;
         assert_eq!(t1.names[shared].a.len(), 2);
         assert_eq!(t1, full(&s1).0);
         let s2 = apps(&[("/z/x/y", &["10.0.0.3"]), ("/x-z/y", &["10.0.0.2"])]);
         let p = index.patch(&s2, &settings(), None).unwrap();
+        assert!(!p.recycled);
         let (t2, p2) = (p.table, p.problems);
         assert_eq!((t2.clone(), p2), full(&s2));
         let ips: Vec<String> = t2.names[shared].a.iter().map(|i| i.to_string()).collect();
@@ -402,8 +430,8 @@ mod tests {
     }
 
     /// The engine hands back the table it published before the current one. A table from
-    /// the index's base or the state before it is brought up to date (its load balancers'
-    /// names gone); one from an older state is not used, and every name is copied.
+    /// the index's base or any state before it is brought up to date (its load balancers'
+    /// names gone); one derived with other settings is not used, and every name is copied.
     #[test]
     fn a_recycled_table_is_brought_up_to_date() {
         let states = [
@@ -412,6 +440,7 @@ mod tests {
             apps(&[("/b", &["10.0.0.4"]), ("/c", &["10.0.0.5"])]),
             apps(&[("/a", &["10.0.0.6"]), ("/c", &["10.0.0.5"])]),
             apps(&[("/a", &["10.0.0.6"]), ("/d", &["10.0.0.7"])]),
+            apps(&[("/a", &["10.0.0.8"]), ("/d", &["10.0.0.7"])]),
         ];
         let lb = "lb.shop.example.";
         // A table as published: the patch's names and one load balancer's name.
@@ -424,7 +453,7 @@ mod tests {
         // A name no state has, left in the offered table: a rewrite keeps it (it is not
         // stale), a copy does not. It tells which of the two ran.
         let marker = "marker.mesos.";
-        let recycle = |(from, table): &(Arc<State>, DnsTable)| {
+        let recycle = |(from, table): &(Arc<State>, DnsTable), settings: DnsSettings| {
             let mut table = table.clone();
             table
                 .names
@@ -432,24 +461,31 @@ mod tests {
             Recycled {
                 table,
                 from: Arc::clone(from),
+                settings,
                 added: vec![lb.to_string()],
             }
         };
         let mut index = DnsIndex::build(states[0].clone(), &settings()).unwrap();
         let mut tables = vec![published(&states[0], full(&states[0]).0)];
         for (k, s) in states.iter().enumerate().skip(1) {
-            // From the base at the first step, then from the state before the base; the
-            // last step offers one three states old.
-            let from = match k {
-                1 => 0,
-                4 => 1,
-                _ => k - 2,
+            // From the base, two, one and four states before this one; the last step's
+            // was derived with another domain.
+            let (from, settings_then) = match k {
+                1 | 2 | 4 => (0, settings()),
+                3 => (1, settings()),
+                _ => (
+                    4,
+                    DnsSettings {
+                        domain: "other".into(),
+                        ..settings()
+                    },
+                ),
             };
-            let offered = recycle(&tables[from]);
+            let offered = recycle(&tables[from], settings_then);
             let patched = index.patch(s, &settings(), Some(offered)).unwrap();
             let (mut t, p) = (patched.table, patched.problems);
             let rewritten = t.names.remove(marker).is_some();
-            assert_eq!(rewritten, k != 4, "step {k}");
+            assert_eq!(rewritten, k != 5, "step {k}");
             assert_eq!(patched.recycled, rewritten, "step {k}");
             assert_eq!((t.clone(), p), full(s), "step {k}");
             assert!(!t.names.contains_key(lb));
