@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mysql_async::prelude::*;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use ocean_core::table::mysql::Credentials;
 use ocean_mysql_proxy::proto::{frame, Decoder};
 use ocean_mysql_proxy::upstream::{self, BackendStream, ClientParams};
@@ -145,6 +145,7 @@ async fn lean(t: &Target, sql: &str) -> Result<(), String> {
         collation: 45,
         max_packet_size: 16 << 20,
         attributes: None,
+        mariadb: MariadbCapabilities::empty(),
     };
     let backend = upstream::login(
         t.addr,

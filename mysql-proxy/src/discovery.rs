@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use ocean_core::table::mysql::{Credentials, MysqlTable};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -288,6 +288,7 @@ async fn login(shared: &Shared, addr: SocketAddr, creds: &Credentials) -> anyhow
         collation: 45,
         max_packet_size: 16 * 1024 * 1024,
         attributes: None,
+        mariadb: MariadbCapabilities::empty(),
     };
     let tls = shared.backend_tls.as_ref();
     let backend = tokio::time::timeout(
@@ -295,7 +296,10 @@ async fn login(shared: &Shared, addr: SocketAddr, creds: &Credentials) -> anyhow
         upstream::login(addr, creds, None, &params, caps, tls),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("login timed out"))??;
+    .map_err(|_| anyhow::anyhow!("login timed out"))?;
+    // The probes see every candidate server's greeting first: what clients are offered.
+    shared.backend_caps.note(addr, &backend);
+    let backend = backend?;
     Ok(Probe {
         backend,
         user: creds.user.clone(),

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod discovery;
+pub mod mariadb_caps;
 pub mod metrics;
 pub mod pool;
 pub mod proto;

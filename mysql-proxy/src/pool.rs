@@ -30,7 +30,7 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::proto::frame::{encode, Decoder, HEADER_LEN};
-use crate::upstream::{Backend, BackendStream};
+use crate::upstream::{Backend, BackendStream, ClientParams};
 use crate::wire::read_packet;
 
 /// Idle connections kept per key when the table names no `pool_max`: none, reuse is
@@ -73,19 +73,22 @@ pub struct PoolKey {
     pub schema: Option<String>,
     /// The capabilities the session asked the backend for (before the server's mask).
     pub capabilities: u32,
+    /// MariaDB's extensions likewise: a connection with the metadata cache leaves out
+    /// column definitions that a client without it needs.
+    pub mariadb: u32,
     pub collation: u8,
     pub tls: bool,
 }
 
 impl PoolKey {
-    /// The key of a login with these parameters.
+    /// The key of a login for `client`, who was `offered` these capabilities.
     pub fn new(
         database: &str,
         addr: SocketAddr,
         creds: &ocean_core::table::mysql::Credentials,
         schema: Option<&str>,
-        capabilities: CapabilityFlags,
-        collation: u8,
+        client: &ClientParams,
+        offered: CapabilityFlags,
         tls: bool,
     ) -> PoolKey {
         PoolKey {
@@ -94,8 +97,13 @@ impl PoolKey {
             user: creds.user.clone(),
             password: creds.password.clone(),
             schema: schema.map(str::to_string),
-            capabilities: capabilities.bits(),
-            collation,
+            // Not CLIENT_LONG_PASSWORD: a client sets it or not by whether its greeting
+            // offered MariaDB's extensions (it is MariaDB's "MySQL" bit), and the backend
+            // login takes it from the server alone.
+            capabilities: ((client.capabilities & offered) - CapabilityFlags::CLIENT_LONG_PASSWORD)
+                .bits(),
+            mariadb: client.mariadb.bits(),
+            collation: client.collation,
             tls,
         }
     }

@@ -260,6 +260,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> anyhow::Result<
         ),
         connections: AtomicUsize::new(0),
         pool: crate::pool::Pool::new(config.pool_idle_timeout),
+        backend_caps: crate::mariadb_caps::BackendCaps::default(),
         config,
     });
     // SIGHUP: what can change without a new socket.

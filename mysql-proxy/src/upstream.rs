@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::packets::{AuthPlugin, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use ocean_core::table::mysql::Credentials;
@@ -49,6 +49,9 @@ pub struct ClientParams {
     pub collation: u8,
     pub max_packet_size: u32,
     pub attributes: Option<HashMap<String, String>>,
+    /// MariaDB's extended capabilities the client negotiated (the metadata cache at
+    /// most): the backend must speak them too, as the proxy relays its replies as they are.
+    pub mariadb: MariadbCapabilities,
 }
 
 /// The connection to a backend: plain TCP, or TLS with `--backend-tls`.
@@ -86,6 +89,8 @@ pub struct Backend {
     pub server_version: String,
     /// `CLIENT_DEPRECATE_EOF` was negotiated: result sets end with an OK, not an EOF.
     pub deprecate_eof: bool,
+    /// MariaDB's extended capabilities the server offered (none from MySQL).
+    pub server_mariadb: MariadbCapabilities,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +107,22 @@ pub enum BackendError {
     Protocol(String),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("the client negotiated MariaDB capabilities {wanted:?} that this backend does not offer ({server:?}); a new connection will not ask for them")]
+    Mariadb {
+        server: MariadbCapabilities,
+        wanted: MariadbCapabilities,
+    },
+}
+
+impl BackendError {
+    /// The server's MariaDB capabilities, when the login got as far as its greeting
+    /// to learn them.
+    pub fn server_mariadb(&self) -> Option<MariadbCapabilities> {
+        match self {
+            BackendError::Mariadb { server, .. } => Some(*server),
+            _ => None,
+        }
+    }
 }
 
 /// Connects to `addr` and logs in as `creds` into `schema`; with `tls` (`--backend-tls`)
@@ -133,6 +154,18 @@ pub async fn login(
     let server_caps = hs.capabilities();
     if !server_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         return Err(BackendError::Protocol("server lacks protocol 4.1".into()));
+    }
+    // MariaDB says it is one by leaving CLIENT_LONG_PASSWORD (its CLIENT_MYSQL) clear.
+    let server_mariadb = if server_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        MariadbCapabilities::empty()
+    } else {
+        hs.mariadb_ext_capabilities()
+    };
+    if !server_mariadb.contains(client.mariadb) {
+        return Err(BackendError::Mariadb {
+            server: server_mariadb,
+            wanted: client.mariadb,
+        });
     }
     let nonce = hs.nonce();
     let plugin = hs
@@ -183,7 +216,8 @@ pub async fn login(
         caps,
         attrs,
         client.max_packet_size,
-    );
+    )
+    .with_mariadb_ext_capabilities(client.mariadb);
     let mut payload = Vec::with_capacity(128);
     resp.serialize(&mut payload);
     // HandshakeResponse::new picks the collation from the server version; keep the
@@ -203,6 +237,7 @@ pub async fn login(
                 ok,
                 server_version,
                 deprecate_eof,
+                server_mariadb,
             })
         }
         Some(connector) => {
@@ -225,6 +260,7 @@ pub async fn login(
                 ok,
                 server_version,
                 deprecate_eof,
+                server_mariadb,
             })
         }
     }

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::BytesMut;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::packets::{AuthPlugin, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use ocean_mysql_proxy::proto::command::{Intercept, Scanner, COM_INIT_DB, INTERCEPT_LIMIT};
@@ -216,13 +216,20 @@ proptest! {
         version in "[0-9]\\.[0-9]\\.[0-9]{1,2}-[a-z]{1,10}",
         scramble in no_nul(20..21),
         plugin in prop::sample::select(&["mysql_native_password", "caching_sha2_password"][..]),
+        mariadb in any::<bool>(),
     ) {
         let scramble: [u8; 20] = scramble.try_into().unwrap();
         let caps = CapabilityFlags::CLIENT_PROTOCOL_41
             | CapabilityFlags::CLIENT_SECURE_CONNECTION
             | CapabilityFlags::CLIENT_PLUGIN_AUTH;
-        let g = greeting(conn_id, &version, &scramble, caps, plugin);
+        let mariadb = if mariadb {
+            MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA
+        } else {
+            MariadbCapabilities::empty()
+        };
+        let g = greeting(conn_id, &version, &scramble, caps, mariadb, plugin);
         let hs = parse_greeting(&g).unwrap();
+        prop_assert_eq!(hs.mariadb_ext_capabilities(), mariadb);
         prop_assert_eq!(hs.connection_id(), conn_id);
         prop_assert_eq!(hs.server_version_ref(), version.as_bytes());
         prop_assert_eq!(hs.nonce(), scramble.to_vec());

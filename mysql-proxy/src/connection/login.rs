@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use tracing::Instrument;
 
 use super::{Halves, Shared};
@@ -72,7 +72,7 @@ pub(super) async fn authenticate<S: Halves>(
     seq: &mut u8,
     payload: &[u8],
     scramble: &[u8; 20],
-    offered: CapabilityFlags,
+    (offered, offered_mariadb): (CapabilityFlags, MariadbCapabilities),
     transport: Transport,
     shared: &Arc<Shared>,
 ) -> Result<Accepted, Deny> {
@@ -258,6 +258,9 @@ pub(super) async fn authenticate<S: Halves>(
         collation: resp.collation(),
         max_packet_size: handshake::max_packet_size(payload),
         attributes: resp.connect_attributes(),
+        // Read only when offered: otherwise the greeting said "MySQL", and those bytes
+        // are filler.
+        mariadb: resp.mariadb_ext_capabilities() & offered_mariadb,
     };
     let backend_schema = if no_schema {
         None
@@ -294,8 +297,8 @@ pub(super) async fn authenticate<S: Halves>(
             addr,
             &route.credentials,
             backend_schema,
-            params.capabilities & offered,
-            params.collation,
+            &params,
+            offered,
             shared.backend_tls.is_some(),
         );
         // A multiplexed session counts against its server's pool_max from the start.
@@ -350,6 +353,7 @@ pub(super) async fn authenticate<S: Halves>(
                 )
                 .instrument(span)
                 .await;
+                shared.backend_caps.note(addr, &login);
                 if login.is_ok() {
                     crate::metrics::backend_login(&route.database.name, started.elapsed());
                 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::BytesMut;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// Backend connections kept between sessions.
     pub(crate) pool: crate::pool::Pool,
+    /// What backend servers offered of MariaDB's extensions: what the greeting offers.
+    pub(crate) backend_caps: crate::mariadb_caps::BackendCaps,
 }
 
 /// Capabilities the proxy offers clients (CLIENT_SSL is added when TLS is configured).
@@ -185,11 +187,13 @@ pub(crate) async fn serve(
         caps |= CapabilityFlags::CLIENT_SSL;
     }
     let version = shared.server_version.load_full();
+    let mariadb = shared.backend_caps.offered();
     let hello = greeting(
         conn_id,
         &version,
         &scramble,
         caps,
+        mariadb,
         shared.config.default_auth.name(),
     );
 
@@ -216,6 +220,7 @@ pub(crate) async fn serve(
         ip,
         scramble,
         offered: caps,
+        offered_mariadb: mariadb,
         prelogin,
     };
     if is_ssl_request(&first.payload) {
@@ -267,6 +272,8 @@ struct Start {
     ip: IpAddr,
     scramble: [u8; 20],
     offered: CapabilityFlags,
+    /// MariaDB's extensions the greeting offered.
+    offered_mariadb: MariadbCapabilities,
     prelogin: PreLoginSlot,
 }
 
@@ -307,6 +314,7 @@ async fn session<S: Halves>(
         ip,
         scramble,
         offered,
+        offered_mariadb,
         prelogin,
     } = start;
     let payload = response.payload;
@@ -320,7 +328,7 @@ async fn session<S: Halves>(
             &mut seq,
             &payload,
             &scramble,
-            offered,
+            (offered, offered_mariadb),
             transport,
             shared,
         ),

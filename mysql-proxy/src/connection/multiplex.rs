@@ -82,7 +82,11 @@ impl Opener {
             self.offered,
             self.shared.backend_tls.as_ref(),
         );
-        let error = match tokio::time::timeout(config.connect_timeout, login).await {
+        let login = tokio::time::timeout(config.connect_timeout, login).await;
+        if let Ok(result) = &login {
+            self.shared.backend_caps.note(self.key.addr, result);
+        }
+        let error = match login {
             Ok(Ok(b)) => {
                 // A backend login as a client's is (pool_logins_total counts client logins).
                 crate::metrics::backend_login(&self.key.database, started.elapsed());

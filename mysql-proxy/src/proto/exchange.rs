@@ -10,6 +10,8 @@
 //! - A result set (COM_QUERY, COM_STMT_EXECUTE): a column count, that many column
 //!   definitions, an EOF unless `CLIENT_DEPRECATE_EOF`, rows, and a terminator (EOF, or an
 //!   OK with an 0xFE header) or an ERR. `MORE_RESULTS` in the terminator: another follows.
+//!   With MariaDB's `MARIADB_CLIENT_CACHE_METADATA` the count is followed by one byte,
+//!   0 when the definitions are left out (the client has them from an earlier execute).
 //! - COM_STMT_PREPARE: its OK, then the parameter and column definitions (each block
 //!   followed by an EOF unless `CLIENT_DEPRECATE_EOF`).
 //! - COM_FIELD_LIST / COM_STMT_FETCH: packets up to an EOF or ERR. COM_STATISTICS: one.
@@ -268,9 +270,19 @@ impl Exchange {
                 Some(0xFB) => Expect::QueryResponse,
                 _ => match lenenc(head) {
                     Some((0, _)) | None => Expect::Lost,
-                    Some((n, _)) => Expect::Columns {
-                        left: n.saturating_add(u64::from(eof)),
-                    },
+                    Some((n, used)) => {
+                        // MariaDB's metadata cache (MARIADB_CLIENT_CACHE_METADATA): one
+                        // byte after the count says whether the definitions follow.
+                        let defs = if len == used + 1 && head.get(used) == Some(&0) {
+                            0
+                        } else {
+                            n
+                        };
+                        match defs.saturating_add(u64::from(eof)) {
+                            0 => Expect::Rows,
+                            left => Expect::Columns { left },
+                        }
+                    }
                 },
             },
             Expect::Columns { left } => match (first, left) {
@@ -484,6 +496,42 @@ mod tests {
             assert!(!x.at_rest(), "deprecate_eof={deprecate}: rows still coming");
             server_bytewise(&mut x, &s[before_end..]);
             assert!(x.at_rest(), "deprecate_eof={deprecate}");
+        }
+    }
+
+    /// MariaDB's metadata cache: a count followed by 0 has no column definitions (only
+    /// the EOF after them, unless `CLIENT_DEPRECATE_EOF`), one followed by 1 has them.
+    #[test]
+    fn a_result_set_without_its_cached_metadata_ends_at_its_terminator() {
+        for (deprecate, follows) in [(false, 0u8), (true, 0), (false, 1), (true, 1)] {
+            let mut x = Exchange::new(deprecate);
+            x.client_sent(&pkt(0, b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00"));
+            let mut s = pkt(1, &[0x02, follows]);
+            let mut seq = 2;
+            if follows == 1 {
+                s.extend(pkt(seq, b"\x03defcolumn-a"));
+                s.extend(pkt(seq + 1, b"\x03defcolumn-b"));
+                seq += 2;
+            }
+            if !deprecate {
+                s.extend(pkt(seq, &eof(0x0002)));
+                seq += 1;
+            }
+            // A binary row (0x00 header, then the NULL bitmap and values).
+            s.extend(pkt(seq, b"\x00\x00\x01\x02\x03\x04"));
+            let before_end = s.len();
+            let term = if deprecate {
+                ok_fe(0x0002)
+            } else {
+                eof(0x0002)
+            };
+            s.extend(pkt(seq + 1, &term));
+            let case = format!("deprecate_eof={deprecate} metadata follows={follows}");
+            server_bytewise(&mut x, &s[..before_end]);
+            assert!(!x.at_rest(), "{case}: the terminator is still to come");
+            server_bytewise(&mut x, &s[before_end..]);
+            assert!(x.at_rest(), "{case}");
+            assert!(!x.lost(), "{case}");
         }
     }
 

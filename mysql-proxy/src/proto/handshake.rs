@@ -2,7 +2,7 @@
 //! the client's SSLRequest and handshake response, the auth switch and "more data"
 //! packets, and the backend's answers to the proxy's own login.
 
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthMoreData, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
@@ -48,14 +48,22 @@ impl HandshakeError {
 }
 
 /// The proxy's greeting (protocol 10) with connection id `conn_id`, naming `plugin` and
-/// carrying the 20-byte `scramble`.
+/// carrying the 20-byte `scramble`. With `mariadb` capabilities it greets as MariaDB
+/// does: those in the last 4 filler bytes, and `CLIENT_LONG_PASSWORD` (MariaDB's
+/// `CLIENT_MYSQL`) clear, which tells a client to read them.
 pub fn greeting(
     conn_id: u32,
     server_version: &str,
     scramble: &[u8; 20],
     capabilities: CapabilityFlags,
+    mariadb: MariadbCapabilities,
     plugin: &str,
 ) -> Vec<u8> {
+    let capabilities = if mariadb.is_empty() {
+        capabilities
+    } else {
+        capabilities - CapabilityFlags::CLIENT_LONG_PASSWORD
+    };
     let (s1, s2) = scramble.split_at(8);
     let mut part1 = [0u8; 8];
     part1.copy_from_slice(s1);
@@ -73,7 +81,8 @@ pub fn greeting(
         GREETING_COLLATION,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(plugin.as_bytes()),
-    );
+    )
+    .with_mariadb_ext_capabilities(mariadb);
     let mut out = Vec::with_capacity(96);
     hs.serialize(&mut out);
     out
@@ -203,6 +212,7 @@ mod tests {
             CapabilityFlags::CLIENT_PROTOCOL_41
                 | CapabilityFlags::CLIENT_SECURE_CONNECTION
                 | CapabilityFlags::CLIENT_PLUGIN_AUTH,
+            MariadbCapabilities::empty(),
             "mysql_native_password",
         );
         let hs = parse_greeting(&g).unwrap();
@@ -217,6 +227,37 @@ mod tests {
             hs.auth_plugin_name_ref(),
             Some(&b"mysql_native_password"[..])
         );
+    }
+
+    /// Offering MariaDB's metadata cache: the flag in the filler, and the "MySQL" bit
+    /// clear so that a MariaDB client reads it.
+    #[test]
+    fn a_greeting_with_mariadb_capabilities_says_it_is_not_mysql() {
+        let caps = CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_LONG_PASSWORD
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+        let scramble = *b"abcdefghijklmnopqrst";
+        let plain = parse_greeting(&greeting(
+            1,
+            "v",
+            &scramble,
+            caps,
+            MariadbCapabilities::empty(),
+            "mysql_native_password",
+        ))
+        .unwrap()
+        .into_owned();
+        assert!(plain
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        assert!(plain.mariadb_ext_capabilities().is_empty());
+        let cache = MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA;
+        let g = greeting(1, "v", &scramble, caps, cache, "mysql_native_password");
+        let hs = parse_greeting(&g).unwrap();
+        assert!(!hs
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        assert_eq!(hs.mariadb_ext_capabilities(), cache);
     }
 
     #[test]
