@@ -805,7 +805,7 @@ fn patched_derive(
     reps: usize,
 ) -> (Duration, Duration, Vec<Duration>) {
     use ocean_control::derive::derive_all_patched;
-    use ocean_control::derive::dns_index::{DnsIndex, Recycled};
+    use ocean_control::derive::dns_index::{Derivation, DnsIndex, Recycled};
     use ocean_core::table::dns::DnsTable;
     let base = Arc::new(state.clone());
     let mut changed = state.clone();
@@ -833,9 +833,11 @@ fn patched_derive(
             let (from, table, added) = published.remove(0);
             Recycled {
                 table,
-                from,
-                settings: config.dns.clone(),
-                added,
+                from: Derivation {
+                    state: from,
+                    settings: config.dns.clone(),
+                    lb_names: added,
+                },
             }
         });
         let derived =

@@ -24,8 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api_auth::is_loopback;
 use crate::config::{Config, Source};
-use crate::derive::dns::DnsSettings;
-use crate::derive::dns_index::{DnsIndex, Recycled};
+use crate::derive::dns_index::{Derivation, DnsIndex, Recycled};
 use crate::derive::{derive_all, derive_all_patched, Problem};
 use crate::freshness::Freshness;
 use crate::guard::{Guard, Held, Pools};
@@ -354,19 +353,11 @@ struct Engine {
     /// What the published dns table was derived from, when that table is exactly what
     /// was derived (not held, not refused): a patched derive from this state knows every
     /// name that can differ.
-    dns_hint_base: Option<DnsDerivation>,
+    dns_hint_base: Option<Derivation>,
     /// The dns table published before the current one, when it was exactly what was
     /// derived: the next patched derive rewrites its few stale names instead of copying
     /// all 500k into a new table.
     dns_recycled: Option<Recycled>,
-}
-
-/// The state and settings a published dns table was derived from, and the load
-/// balancers' names it holds.
-struct DnsDerivation {
-    state: Arc<State>,
-    settings: DnsSettings,
-    lb_names: Vec<String>,
 }
 
 /// The dns index, or its build on a blocking thread. A sync that finds none derives the
@@ -438,9 +429,9 @@ struct Sink<'a> {
     held: &'a mut Vec<Held>,
     problems: &'a mut Vec<Problem>,
     encoded: &'a mut HashMap<TableKind, (String, Encoded)>,
-    /// The bodies the new ones replace (and, from the caller, the tables), freed after the
-    /// publish: the dns table's 500k names take tens of ms to free, which the subscribers
-    /// need not wait for.
+    /// The tables and bodies the new ones replace, freed after the publish (the dns table
+    /// may be kept for the next derive instead): its 500k names take tens of ms to free,
+    /// which the subscribers need not wait for.
     retired: &'a mut Vec<Box<dyn Send>>,
 }
 
@@ -527,11 +518,17 @@ impl Sink<'_> {
             }
         }
     }
-}
 
-/// A replaced table, to be freed after the publish.
-fn boxed<T: Send + 'static>(table: T) -> Box<dyn Send> {
-    Box::new(table)
+    /// [`Sink::take`] without a hint, the replaced table retired.
+    fn take_retiring<T: Pools + Send + 'static>(
+        &mut self,
+        published: &mut Option<T>,
+        candidate: T,
+    ) {
+        if let (_, Some(old)) = self.take(published, candidate, None) {
+            self.retired.push(Box::new(old));
+        }
+    }
 }
 
 /// Runs CPU-heavy work on a blocking thread, so that the async workers keep serving
@@ -935,16 +932,10 @@ impl Engine {
                 retired: &mut retired,
             };
             let (dns_as_derived, dns_replaced) = sink.take(&mut p.dns, derived.dns, hint.as_ref());
-            for replaced in [
-                sink.take(&mut p.redis, derived.redis, None).1.map(boxed),
-                sink.take(&mut p.memcached, derived.memcached, None)
-                    .1
-                    .map(boxed),
-                sink.take(&mut p.mysql, derived.mysql, None).1.map(boxed),
-                sink.take(&mut p.lvs, derived.lvs, None).1.map(boxed),
-            ] {
-                retired.extend(replaced);
-            }
+            sink.take_retiring(&mut p.redis, derived.redis);
+            sink.take_retiring(&mut p.memcached, derived.memcached);
+            sink.take_retiring(&mut p.mysql, derived.mysql);
+            sink.take_retiring(&mut p.lvs, derived.lvs);
             let out = (guard, p, out, held, problems, retired);
             (out, dns_as_derived, dns_replaced)
         });
@@ -957,19 +948,13 @@ impl Engine {
         // `dns_hint_base` names, is the next patched derive's to rewrite.
         let last_base = std::mem::take(&mut self.dns_hint_base);
         match (dns_replaced, last_base) {
-            (Some(table), Some(d)) => {
-                self.dns_recycled = Some(Recycled {
-                    table,
-                    from: d.state,
-                    settings: d.settings,
-                    added: d.lb_names,
-                });
-            }
-            (replaced, _) => retired.extend(replaced.map(boxed)),
+            (Some(table), Some(from)) => self.dns_recycled = Some(Recycled { table, from }),
+            (Some(table), None) => retired.push(Box::new(table)),
+            (None, _) => {}
         }
         // The next patched derive's names are relative to this state: a hint for the
         // publish only while its table is the one published.
-        self.dns_hint_base = dns_as_derived.then(|| DnsDerivation {
+        self.dns_hint_base = dns_as_derived.then(|| Derivation {
             state: Arc::clone(&state),
             settings: live.derive.dns.clone(),
             lb_names: dns_lb_names,

@@ -154,7 +154,7 @@ async fn view_records_lvs_services_and_refused_names_are_served() {
 /// and each table equals the whole derive.
 #[test]
 fn a_recycled_table_loses_and_gains_load_balancer_names_as_derived() {
-    use ocean_control::derive::dns_index::{DnsIndex, Recycled};
+    use ocean_control::derive::dns_index::{Derivation, DnsIndex, Recycled};
     use ocean_control::derive::{derive_all, derive_all_patched};
     use ocean_control::marathon::model::parse_apps;
     use ocean_control::state::{normalize, HealthMemory, Resolved, State};
@@ -204,9 +204,11 @@ fn a_recycled_table_loses_and_gains_load_balancer_names_as_derived() {
         let (from, table, added) = published[published.len().saturating_sub(2)].clone();
         let recycled = Recycled {
             table,
-            from,
-            settings: config.dns.clone(),
-            added,
+            from: Derivation {
+                state: from,
+                settings: config.dns.clone(),
+                lb_names: added,
+            },
         };
         let patched = derive_all_patched(&s, &config, &mut index, Some(recycled)).unwrap();
         let full = derive_all(&s, &config);

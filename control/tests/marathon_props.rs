@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use ocean_control::config::{FileConfig, Source};
 use std::sync::Arc;
 
-use ocean_control::derive::dns_index::{DnsIndex, Recycled};
+use ocean_control::derive::dns_index::{Derivation, DnsIndex, Recycled};
 use ocean_control::derive::{derive_all, derive_all_patched, DeriveConfig};
 use ocean_control::marathon::events::{SseError, SseEvent, SseParser};
 use ocean_control::marathon::model;
@@ -348,9 +348,11 @@ proptest! {
             let (from, table, added) = published[published.len().saturating_sub(2)].clone();
             let recycled = Recycled {
                 table,
-                from,
-                settings: config.dns.clone(),
-                added,
+                from: Derivation {
+                    state: from,
+                    settings: config.dns.clone(),
+                    lb_names: added,
+                },
             };
             let patched = derive_all_patched(s, &config, &mut index, Some(recycled)).unwrap();
             published.push((Arc::clone(s), patched.dns.clone(), patched.dns_lb_names.clone()));

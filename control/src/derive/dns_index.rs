@@ -40,9 +40,9 @@ struct Entry {
 pub struct DnsIndex {
     settings: DnsSettings,
     base: Arc<State>,
-    /// A copy of the names made with the index, in the background: the first patch
-    /// rewrites it, as it has no [`Recycled`] table yet.
-    spare: Option<BTreeMap<String, DnsRecords>>,
+    /// A copy of the base's names made with the index, in the background: the first
+    /// patch rewrites it when it is offered no other table.
+    spare: Option<Recycled>,
     names: BTreeMap<String, Entry>,
     /// Each app's problems, by app id (the order the full derive reports them in).
     problems: BTreeMap<String, Vec<Problem>>,
@@ -84,7 +84,14 @@ impl DnsIndex {
         for (name, records) in master_names(settings, &tail) {
             add(name, None, records);
         }
-        let spare = Some(copy_records(&names));
+        let spare = Some(Recycled {
+            table: table(settings, domain_of(settings), copy_records(&names)),
+            from: Derivation {
+                state: Arc::clone(&state),
+                settings: settings.clone(),
+                lb_names: Vec::new(),
+            },
+        });
         Some(DnsIndex {
             settings: settings.clone(),
             base: state,
@@ -186,13 +193,8 @@ impl DnsIndex {
                 e.records = tidy(merged);
             }
         }
-        // The spare copy is of the base's names: of use to this patch only.
-        let spare = self.spare.take().map(|names| Recycled {
-            table: table(settings, domain_of(settings), names),
-            from: Arc::clone(&self.base),
-            settings: settings.clone(),
-            added: Vec::new(),
-        });
+        // The spare copy is of use to the first patch only.
+        let spare = self.spare.take();
         let rewritten = recycled
             .and_then(|r| self.stale_names(r, state, &tail))
             .or_else(|| spare.and_then(|r| self.stale_names(r, state, &tail)));
@@ -234,23 +236,18 @@ impl DnsIndex {
         state: &State,
         tail: &str,
     ) -> Option<(BTreeMap<String, DnsRecords>, BTreeSet<String>)> {
-        let Recycled {
-            table,
-            from,
-            settings,
-            added,
-        } = recycled;
-        if settings != self.settings || has_duplicate_ids(&from.apps) {
+        let Recycled { table, from } = recycled;
+        if from.settings != self.settings || has_duplicate_ids(&from.state.apps) {
             return None;
         }
-        let changes = diff(&from.apps, &state.apps);
+        let changes = diff(&from.state.apps, &state.apps);
         if too_many(changes.len(), state.apps.len()) {
             return None;
         }
-        let mut stale: BTreeSet<String> = added.into_iter().collect();
+        let mut stale: BTreeSet<String> = from.lb_names.into_iter().collect();
         for (old, new) in changes {
             for app in old.into_iter().chain(new) {
-                let (own, _) = derive_apps(std::slice::from_ref(app), &settings, tail);
+                let (own, _) = derive_apps(std::slice::from_ref(app), &from.settings, tail);
                 stale.extend(own.into_iter().map(|(name, _)| name));
             }
         }
@@ -275,14 +272,21 @@ pub struct Patched {
     pub recycled: bool,
 }
 
-/// A dns table derived before, to be brought up to date rather than every name copied
-/// again: the table as published, the state and settings it was derived from, and the
+/// What a published dns table was derived from: the state, the `[dns]` settings, and the
 /// names `lb_names` added to it.
+#[derive(Debug, Clone)]
+pub struct Derivation {
+    pub state: Arc<State>,
+    pub settings: DnsSettings,
+    pub lb_names: Vec<String>,
+}
+
+/// A dns table derived before, to be brought up to date rather than every name copied
+/// again: the table as published, and what it was derived from.
+#[derive(Debug)]
 pub struct Recycled {
     pub table: DnsTable,
-    pub from: Arc<State>,
-    pub settings: DnsSettings,
-    pub added: Vec<String>,
+    pub from: Derivation,
 }
 
 /// Above this many names the table's copy is made on two threads.
@@ -460,9 +464,11 @@ mod tests {
                 .insert(marker.to_string(), DnsRecords::default());
             Recycled {
                 table,
-                from: Arc::clone(from),
-                settings,
-                added: vec![lb.to_string()],
+                from: Derivation {
+                    state: Arc::clone(from),
+                    settings,
+                    lb_names: vec![lb.to_string()],
+                },
             }
         };
         let mut index = DnsIndex::build(states[0].clone(), &settings()).unwrap();
