@@ -2,14 +2,19 @@
 //! a real mariadbd: offered once the proxy has seen the backend offer it, negotiated on the
 //! backend login of a session whose client asked for it, and then a prepared statement's
 //! executes come without the column definitions its prepare gave; a client that did not
-//! ask gets them every time. Alone and multiplexed.
+//! ask gets them every time. Alone and multiplexed. A client claiming extensions the
+//! greeting did not offer gets none of them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::*;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
+use mysql_common::packets::{AuthPlugin, HandshakeResponse};
+use mysql_common::proto::MySerialize;
 use ocean_core::table::mysql::{Access, Credentials, MysqlTable};
+use ocean_mysql_proxy::auth::client_response;
+use ocean_mysql_proxy::proto::handshake::parse_greeting;
 use ocean_mysql_proxy::proto::Decoder;
 use ocean_mysql_proxy::upstream::{self, BackendError, BackendStream, ClientParams};
 use ocean_mysql_proxy::wire::{read_packet, write_packet};
@@ -136,8 +141,17 @@ async fn until_eof(s: &mut TcpStream) -> Vec<Vec<u8>> {
     }
 }
 
-async fn check(multiplex: bool) {
-    let (db, _dir, table_file) = prepared_backend().await;
+/// mariadbd and the proxy in front of it, the job granted; multiplexed on at most two
+/// backend connections if asked. Keep the handles for as long as the proxy is used.
+async fn setup(
+    multiplex: bool,
+) -> (
+    ocean_tests::servers::MariaDb,
+    tempfile::TempDir,
+    ocean_mysql_proxy::Running,
+    tokio_util::sync::CancellationToken,
+) {
+    let (db, dir, table_file) = prepared_backend().await;
     let mut database = database(db.addr(), vec![]);
     if multiplex {
         database.pool_max = Some(2);
@@ -148,7 +162,12 @@ async fn check(multiplex: bool) {
         jobs: vec![job(JOB, &["192.0.2.77"], Access::Rw, Some(PW))],
     };
     write_table(&table_file, &table);
-    let (proxy, _cancel) = start_proxy(config(table_file)).await;
+    let (proxy, cancel) = start_proxy(config(table_file)).await;
+    (db, dir, proxy, cancel)
+}
+
+async fn check(multiplex: bool) {
+    let (_db, _dir, proxy, _cancel) = setup(multiplex).await;
 
     // Before any backend login the proxy does not know what the server offers: a client
     // asking for the cache is not offered it (the login here refuses a greeting without).
@@ -221,4 +240,57 @@ async fn a_cached_prepared_statement_skips_its_metadata_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multiplexed_session_keeps_the_cache_on_its_pinned_connection() {
     check(true).await;
+}
+
+/// Logs in to the proxy as the job with a handshake response of its own that claims the
+/// MariaDB extensions `claimed`, whatever the greeting offered (asserted: nothing).
+async fn claiming_client(proxy: std::net::SocketAddr, claimed: MariadbCapabilities) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let greeting = read_packet(&mut s, Decoder::new(1 << 20)).await.unwrap();
+    let hs = parse_greeting(&greeting.payload).unwrap();
+    assert!(
+        hs.mariadb_ext_capabilities().is_empty(),
+        "nothing was offered"
+    );
+    let plugin = hs.auth_plugin_name_ref().unwrap().to_vec();
+    let data = client_response(&plugin, &hs.nonce(), PW).unwrap();
+    let response = HandshakeResponse::new(
+        Some(data),
+        (8, 0, 0),
+        Some(JOB.as_bytes()),
+        Some(&b"shop"[..]),
+        Some(AuthPlugin::from_bytes(&plugin)),
+        params(MariadbCapabilities::empty()).capabilities,
+        None,
+        16 << 20,
+    )
+    .with_mariadb_ext_capabilities(claimed);
+    let mut payload = Vec::new();
+    response.serialize(&mut payload);
+    write_packet(&mut s, greeting.last_seq.wrapping_add(1), &payload)
+        .await
+        .unwrap();
+    let ok = packet(&mut s).await;
+    assert_eq!(
+        ok[0],
+        0x00,
+        "login refused: {}",
+        String::from_utf8_lossy(&ok)
+    );
+    s
+}
+
+/// A client that claims every MariaDB extension although the greeting offered none (the
+/// proxy has not seen its backend yet) gets none of them: its backend login asks for
+/// nothing, and each execute carries its column definitions in the classic format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extensions_claimed_without_an_offer_are_not_passed_on() {
+    let (_db, _dir, proxy, _cancel) = setup(false).await;
+    let mut s = claiming_client(proxy.addr, MariadbCapabilities::all()).await;
+    let id = prepare(&mut s, "SELECT name FROM shop.items WHERE id = ?").await;
+    for (param, name) in [(1, "apple"), (2, "pear")] {
+        let (count, defs, rows) = execute(&mut s, id, param).await;
+        assert_eq!((count, defs, rows), (vec![1], 1, vec![name.to_string()]));
+    }
+    select_7(&mut s, false).await;
 }
