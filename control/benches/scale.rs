@@ -46,8 +46,8 @@ const USAGE: &str = "usage: cargo bench -p ocean-control --bench scale -- [optio
   --tasks-per-app N   tasks per app (10)
   --reps N            repetitions of each pipeline stage; the median is reported (5)
   --subscribers N     long-polling clients in the fan-out part (1000)
-  --fanout-apps N     apps in the apps file control watches in the fan-out part (200)
-  --fanout-reps N     rounds of each kind (file change, direct publish) after a warm-up (3)
+  --fanout-apps N     apps in the state control follows in the fan-out part (10000)
+  --fanout-reps N     rounds of each kind (file, event, direct publish) after a warm-up (7)
   --no-fanout         skip the fan-out part";
 
 // ---------------------------------------------------------------------------------------
@@ -69,8 +69,8 @@ fn parse_args() -> Args {
         tasks_per_app: 10,
         reps: 5,
         subscribers: 1000,
-        fanout_apps: 200,
-        fanout_reps: 3,
+        fanout_apps: 10_000,
+        fanout_reps: 7,
         fanout: true,
     };
     let mut it = std::env::args().skip(1);
