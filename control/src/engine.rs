@@ -1060,6 +1060,14 @@ mod tests {
             Arc::new(Freshness::default()),
             cancel.clone(),
         ));
+        // In-place writes go over the old bytes in one write: `fs::write` truncates first,
+        // and a poll between the truncation and the write sees an empty file, which is new
+        // contents and wakes a sync of its own.
+        let overwrite = |path: &std::path::Path, bytes: &[u8]| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.write_all(bytes).unwrap();
+        };
         let woken = |rx: &mut mpsc::Receiver<()>| {
             let got = rx.try_recv().is_ok();
             while rx.try_recv().is_ok() {}
@@ -1069,7 +1077,7 @@ mod tests {
         settle().await;
         assert!(!woken(&mut rx), "the baseline woke a sync");
         // The same bytes written again: new timestamps, same contents.
-        std::fs::write(&path, b"{\"apps\":[]}").unwrap();
+        overwrite(&path, b"{\"apps\":[]}");
         settle().await;
         assert!(!woken(&mut rx), "a rewrite of the same bytes woke a sync");
         // New contents renamed over the file.
@@ -1086,7 +1094,7 @@ mod tests {
         settle().await;
         woken(&mut rx);
         // The same size written in place.
-        std::fs::write(&path, b"{\"apps\":[[]]}").unwrap();
+        overwrite(&path, b"{\"apps\":[[]]}");
         let wake = tokio::time::timeout(Duration::from_secs(10), rx.recv());
         assert!(
             wake.await.is_ok(),
