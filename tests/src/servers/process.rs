@@ -17,6 +17,9 @@ use super::find_binary;
 /// Time a server gets to exit after SIGTERM before it is killed with SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How long [`ServerProcess::pause`] waits for every thread to stop after SIGSTOP.
+const PAUSE_WAIT: Duration = Duration::from_secs(5);
+
 /// Lines of each log file quoted in error messages.
 const LOG_TAIL_LINES: usize = 30;
 
@@ -227,10 +230,31 @@ impl ServerProcess {
     /// like a hung backend. Undo with [`resume`](Self::resume); stop and drop work on a
     /// paused process too.
     ///
+    /// Returns once every thread of the process is stopped: `kill` returns when the
+    /// signal is queued, and on a busy machine the thread that takes it may run only
+    /// milliseconds later, while another thread woken by a request still answers it
+    /// (a test saw a paused memcached answer four gets).
+    ///
     /// # Errors
-    /// When the process is not running or `kill` fails.
+    /// When the process is not running, `kill` fails, or its threads are not all stopped
+    /// within [`PAUSE_WAIT`].
     pub fn pause(&mut self) -> Result<()> {
-        self.signal("STOP")
+        self.signal("STOP")?;
+        let deadline = Instant::now() + PAUSE_WAIT;
+        loop {
+            let states = thread_states(self.pid);
+            if !states.is_empty() && states.iter().all(|s| matches!(s, 'T' | 't')) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} (pid {}) not stopped {PAUSE_WAIT:?} after SIGSTOP: thread states {states:?}",
+                    self.name,
+                    self.pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Continues a process frozen by [`pause`](Self::pause).
@@ -462,6 +486,25 @@ impl Drop for Watchdog {
 /// Whether the unreaped child `pid` is still running, from `/proc/<pid>/stat`: a zombie
 /// (exited, not reaped) or a missing entry counts as not running. Unlike `try_wait` this
 /// does not reap, so the pid stays reserved for signals.
+/// The state letter of each thread of process `pid` (`/proc/<pid>/task/*/stat`); empty
+/// when the process is gone.
+fn thread_states(pid: u32) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let text = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+            // After the command name in parentheses, which may hold spaces and ')'.
+            text[text.rfind(')')? + 1..]
+                .split_whitespace()
+                .next()?
+                .chars()
+                .next()
+        })
+        .collect()
+}
+
 fn leader_running(pid: u32) -> bool {
     proc_stat(pid).is_some_and(|stat| stat.is_running())
 }
