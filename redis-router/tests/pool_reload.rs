@@ -490,7 +490,11 @@ async fn a_request_in_flight_on_a_removed_server_is_answered() {
             cluster.with_slot(slot, |n| n.map(|n| n.addr)) == Some(b.addr())
         })
         .unwrap();
-    let baseline = clients_field(b.addr(), "connected_clients").await;
+    // b's only client is then the INFO connection that asks: the harness's readiness
+    // check may still be connected for a moment (a count taken then, as this test once
+    // did, is one too high for the rest of the test).
+    let only_this_one = async || clients_field(b.addr(), "connected_clients").await == 1;
+    eventually("b has no client but the one asking", only_this_one).await;
     // BLPOP on an empty list: b holds it for a second, then answers nil.
     let mut req = Vec::new();
     Resp::encode_command(&["BLPOP", on_b.as_str(), "1"], &mut req);
@@ -525,8 +529,5 @@ async fn a_request_in_flight_on_a_removed_server_is_answered() {
         .expect("the request was dropped");
     assert_eq!(reply.map(|b| b.to_vec()), Ok(b"*-1\r\n".to_vec()));
     // Then b's connection closes: the router no longer connects to it.
-    eventually("the router's connection to b closes", async || {
-        clients_field(b.addr(), "connected_clients").await == baseline
-    })
-    .await;
+    eventually("the router's connection to b closes", only_this_one).await;
 }
