@@ -32,6 +32,7 @@ use ocean_control::marathon::model::parse_apps;
 use ocean_control::ownership::{AllowRule, AppPrefix, Owners, VipRange};
 use ocean_control::state::{normalize, normalize_patched, HealthMemory, Resolved};
 use ocean_control::store::Served;
+use ocean_core::table::incremental::{Buffers, Encoded};
 use ocean_core::table::mysql::Credentials;
 use ocean_core::table::{etag_of, quote_etag, unquote_etag, Table, TableKind};
 use serde_json::{json, Map, Value};
@@ -712,12 +713,16 @@ fn built_on_last<T: Table>(
     hint: Option<&std::collections::BTreeSet<String>>,
     reps: usize,
 ) -> Vec<Duration> {
-    let (mut first, _) = t.encode_after(None).expect("encode");
+    let (mut first, _) = t.encode_after(None, Buffers::default()).expect("encode");
     first.hash_etag(None);
+    // Each rep builds in the buffers of the one before, as control builds in those of the
+    // table its last publish replaced (the first rep in fresh memory).
+    let mut retired: Option<Encoded> = None;
     let (times, etag) = repeat(reps, || {
+        let buffers = retired.take().map(Buffers::reclaim).unwrap_or_default();
         let (mut encoded, changes) = match hint {
-            Some(hint) => next.encode_hinted((t, &first), hint),
-            None => next.encode_after(Some((t, &first))),
+            Some(hint) => next.encode_hinted((t, &first), hint, buffers),
+            None => next.encode_after(Some((t, &first)), buffers),
         }
         .expect("encode");
         match &changes {
@@ -725,7 +730,9 @@ fn built_on_last<T: Table>(
             None => next.validate(),
         }
         .expect("valid");
-        encoded.hash_etag(Some(&first))
+        let etag = encoded.hash_etag(Some(&first));
+        retired = Some(encoded);
+        etag
     });
     assert_eq!(
         etag,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
-use ocean_core::table::incremental::Encoded;
+use ocean_core::table::incremental::{Buffers, Encoded};
 use ocean_core::table::{
     etag_of, DnsTable, LvsTable, MemcachedTable, MysqlTable, RedisTable, TableKind,
 };
@@ -383,6 +383,9 @@ struct Published {
     /// and how it encoded them (the next version copies their unchanged entries, and its
     /// ETag is hashed from the first difference).
     encoded: HashMap<TableKind, (String, Encoded)>,
+    /// The encodings the last publish replaced: the next version is built in their
+    /// buffers (see [`Buffers`]), once the store and the subscribers let go of them.
+    spare: HashMap<TableKind, Encoded>,
 }
 
 impl Published {
@@ -417,6 +420,7 @@ impl Published {
             mysql: one(dir),
             lvs: one(dir),
             encoded: HashMap::new(),
+            spare: HashMap::new(),
         }
     }
 }
@@ -429,6 +433,7 @@ struct Sink<'a> {
     held: &'a mut Vec<Held>,
     problems: &'a mut Vec<Problem>,
     encoded: &'a mut HashMap<TableKind, (String, Encoded)>,
+    spare: &'a mut HashMap<TableKind, Encoded>,
     /// The tables and bodies the new ones replace, freed after the publish (the dns table
     /// may be kept for the next derive instead): its 500k names take tens of ms to free,
     /// which the subscribers need not wait for.
@@ -455,9 +460,18 @@ impl Sink<'_> {
         let kind = T::KIND;
         let last = self.encoded.get(&kind);
         let previous = published.as_ref().zip(last.map(|(_, e)| e));
+        let buffers = self
+            .spare
+            .remove(&kind)
+            .map(Buffers::reclaim)
+            .unwrap_or_default();
+        if buffers.body_capacity() > 0 {
+            metrics::counter!("ocean_control_table_buffers_reused_total", "kind" => kind.as_str())
+                .increment(1);
+        }
         let encoded = match (hint, previous) {
-            (Some(hint), Some(previous)) => candidate.encode_hinted(previous, hint),
-            _ => candidate.encode_after(previous),
+            (Some(hint), Some(previous)) => candidate.encode_hinted(previous, hint, buffers),
+            _ => candidate.encode_after(previous, buffers),
         };
         let valid = match (&encoded, previous) {
             (Ok((_, Some(changes))), Some((old, _))) => candidate.validate_after(old, changes),
@@ -489,7 +503,7 @@ impl Sink<'_> {
         let encoded = if as_derived {
             encoded
         } else {
-            guarded.table.encode_after(previous)
+            guarded.table.encode_after(previous, Buffers::default())
         };
         self.held.extend(guarded.held);
         match encoded {
@@ -507,8 +521,14 @@ impl Sink<'_> {
                     served = served.with_changes(base.clone(), changes);
                 }
                 self.out.push((kind, served));
-                if let Some(old) = self.encoded.insert(kind, (etag, encoded)) {
-                    self.retired.push(Box::new(old));
+                // Only keyed kinds build their body in a buffer; the others serialize
+                // whole, and theirs are small.
+                match self.encoded.insert(kind, (etag, encoded)) {
+                    Some((_, old)) if T::DELTAS => {
+                        self.spare.insert(kind, old);
+                    }
+                    Some(old) => self.retired.push(Box::new(old)),
+                    None => {}
                 }
                 (as_derived, published.replace(guarded.table))
             }
@@ -929,6 +949,7 @@ impl Engine {
                 held: &mut held,
                 problems: &mut problems,
                 encoded: &mut p.encoded,
+                spare: &mut p.spare,
                 retired: &mut retired,
             };
             let (dns_as_derived, dns_replaced) = sink.take(&mut p.dns, derived.dns, hint.as_ref());

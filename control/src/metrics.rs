@@ -36,6 +36,11 @@ pub fn describe() {
         "Patched derives that rewrote the stale names of the dns table published before the current one, instead of copying every name into a new table."
     );
     describe_counter!(
+        "ocean_control_table_buffers_reused_total",
+        Unit::Count,
+        "Tables serialized into the buffers of the version the last publish replaced, instead of fresh memory (a response still holding that version makes the next one allocate)."
+    );
+    describe_counter!(
         "ocean_control_normalizes_total",
         Unit::Count,
         "Normalizes of Marathon's apps, per how (patched: only the apps events named, the rest taken from the last sync; whole: every app)."

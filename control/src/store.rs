@@ -272,7 +272,7 @@ mod tests {
         let current = store.get(TableKind::Dns)?;
         let doc = store.delta(TableKind::Dns, &etag(&version(v)), &current)?;
         let base = version(v);
-        let encoded = base.encode_after(None).unwrap().0;
+        let encoded = base.encode_after(None, Default::default()).unwrap().0;
         let applied = ocean_core::table::delta::apply(&base, &etag(&base), &encoded, &doc)
             .unwrap_or_else(|e| panic!("{e}"));
         Some(applied.table)

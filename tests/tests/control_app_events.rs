@@ -106,6 +106,8 @@ async fn counter(running: &Running, name: &str, labels: &[&str]) -> f64 {
     ocean_tests::metrics::value(&text, name, labels).unwrap_or(0.0)
 }
 
+const BUFFERS_REUSED: &str = "ocean_control_table_buffers_reused_total";
+
 fn web_task(n: u32) -> Value {
     task("/shop/web", n, &format!("127.0.9.{n}"), &[31000])
 }
@@ -127,6 +129,7 @@ async fn an_event_for_one_app_fetches_that_app_alone() {
     let apps = m.app_requests();
     let patched = normalizes_patched(&c).await;
     let recycled = counter(&c, "ocean_control_dns_tables_recycled_total", &[]).await;
+    let reused = counter(&c, BUFFERS_REUSED, &["kind=\"dns\""]).await;
 
     // A task starts, another stops, an app is posted and gets a task: each event names
     // its app, and only that app is fetched.
@@ -163,6 +166,13 @@ async fn an_event_for_one_app_fetches_that_app_alone() {
     // is rewritten rather than every name copied; the ETags below prove it right.
     let recycled = counter(&c, "ocean_control_dns_tables_recycled_total", &[]).await - recycled;
     assert!(recycled >= 1.0, "{recycled} dns tables recycled");
+    // And the dns body is built in the buffer of the one the last publish replaced, once
+    // no response holds it any more.
+    let reused = counter(&c, BUFFERS_REUSED, &["kind=\"dns\""]).await - reused;
+    assert!(
+        reused >= 1.0,
+        "{reused} dns bodies built in a retired one's buffer"
+    );
     let problems: Value = reqwest::get(format!("http://{}/v1/problems", c.addr))
         .await
         .unwrap()

@@ -118,7 +118,7 @@ async fn a_subscriber_that_missed_50_versions_gets_the_whole_table() {
             "{behind} behind: a delta"
         );
         assert_eq!(etag, last_etag);
-        let encoded = base.encode_after(None).unwrap().0;
+        let encoded = base.encode_after(None, Default::default()).unwrap().0;
         let applied =
             delta::apply(base, base_etag, &encoded, &doc).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(applied.table, last, "{behind} behind");

@@ -101,8 +101,9 @@ pub fn apply<T: Keyed>(
         table.validate()
     }
     .map_err(|e| DeltaError::Invalid(e.to_string()))?;
-    let (mut encoded, _) = super::incremental::encode(&table, Some((running, running_encoded)))
-        .map_err(|e| DeltaError::Invalid(e.to_string()))?;
+    let (mut encoded, _) =
+        super::incremental::encode(&table, Some((running, running_encoded)), Default::default())
+            .map_err(|e| DeltaError::Invalid(e.to_string()))?;
     let etag = encoded.hash_etag(Some(running_encoded));
     if etag != delta.to {
         return Err(DeltaError::Mismatch {
@@ -179,7 +180,9 @@ mod tests {
     }
 
     fn encoded(t: &Numbers) -> super::super::incremental::Encoded {
-        super::super::incremental::encode(t, None).unwrap().0
+        super::super::incremental::encode(t, None, Default::default())
+            .unwrap()
+            .0
     }
 
     fn etag(t: &Numbers) -> String {

@@ -244,18 +244,20 @@ impl Table for DnsTable {
     fn encode_after(
         &self,
         previous: Option<(&Self, &super::incremental::Encoded)>,
+        buffers: super::incremental::Buffers,
     ) -> Result<(super::incremental::Encoded, Option<super::delta::Changes>), serde_json::Error>
     {
-        super::incremental::encode(self, previous)
+        super::incremental::encode(self, previous, buffers)
     }
 
     fn encode_hinted(
         &self,
         previous: (&Self, &super::incremental::Encoded),
         hint: &std::collections::BTreeSet<String>,
+        buffers: super::incremental::Buffers,
     ) -> Result<(super::incremental::Encoded, Option<super::delta::Changes>), serde_json::Error>
     {
-        super::incremental::encode_hinted(self, previous, hint)
+        super::incremental::encode_hinted(self, previous, hint, buffers)
     }
 
     fn validate_after(
@@ -402,7 +404,7 @@ mod tests {
             // A view's names come after the table's own in the JSON.
             names: t.names.clone(),
         }];
-        let (first, _) = t.encode_after(None).unwrap();
+        let (first, _) = t.encode_after(None, Default::default()).unwrap();
         assert_eq!(first.body.as_ref(), t.canonical_body().unwrap().as_slice());
         let mut next = t.clone();
         next.names.insert(
@@ -412,7 +414,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        let (built, changes) = next.encode_after(Some((&t, &first))).unwrap();
+        let (built, changes) = next
+            .encode_after(Some((&t, &first)), Default::default())
+            .unwrap();
         assert_eq!(
             built.body.as_ref(),
             next.canonical_body().unwrap().as_slice()
@@ -543,7 +547,7 @@ mod tests {
                     apply(
                         &good,
                         &etag(&good),
-                        &good.encode_after(None).unwrap().0,
+                        &good.encode_after(None, Default::default()).unwrap().0,
                         &doc
                     ),
                     Err(DeltaError::Invalid(_))

@@ -51,6 +51,58 @@ impl Encoded {
     }
 }
 
+/// The allocations of an encoding no longer served, for the next one to fill.
+///
+/// A new body in fresh memory costs the kernel a page fault per page: ~85 ms of system
+/// time for the 131 MB `dns` table here, and at times 300 ms (`cargo bench -p
+/// ocean-control --bench scale`). Control keeps the encoding its last publish retired and
+/// builds the next body in its buffer instead, so a publish after the first two touches
+/// no new memory.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    body: Vec<u8>,
+    spans: Vec<Range<usize>>,
+}
+
+impl Buffers {
+    /// `encoded`'s buffers, emptied. A body still shared (a response to a slow
+    /// subscriber still being written) stays with its holders, and the next body is
+    /// allocated afresh.
+    pub fn reclaim(encoded: Encoded) -> Buffers {
+        let body = match encoded.body.try_into_mut() {
+            Ok(mut body) => {
+                // Empty first: turning a `BytesMut` into a `Vec` moves its bytes to the
+                // front of the buffer, 131 MB for nothing.
+                body.clear();
+                Vec::from(body)
+            }
+            Err(_) => Vec::new(),
+        };
+        let mut spans = encoded.spans;
+        spans.clear();
+        Buffers { body, spans }
+    }
+
+    /// Bytes the body buffer holds without allocating (0: nothing was reclaimed).
+    pub fn body_capacity(&self) -> usize {
+        self.body.capacity()
+    }
+
+    /// The body buffer, emptied, with room for `capacity` bytes, and the spans', with
+    /// room for `entries`.
+    fn take(self, capacity: usize, entries: usize) -> (Vec<u8>, Vec<Range<usize>>) {
+        let Buffers {
+            mut body,
+            mut spans,
+        } = self;
+        body.clear();
+        body.reserve(capacity);
+        spans.clear();
+        spans.reserve(entries);
+        (body, spans)
+    }
+}
+
 /// Where a keyed table's header JSON holds its (empty) entries: every keyed table declares
 /// its entries map as `names`, before any other field that could hold the same text.
 const ENTRIES: &[u8] = b"\"names\":{}";
@@ -64,6 +116,7 @@ const ENTRIES: &[u8] = b"\"names\":{}";
 pub fn encode<T: Keyed>(
     table: &T,
     previous: Option<(&T, &Encoded)>,
+    buffers: Buffers,
 ) -> Result<(Encoded, Option<Changes>), serde_json::Error> {
     let header = table.header().canonical_body()?;
     let Some(close) = entries_close(&header) else {
@@ -77,9 +130,8 @@ pub fn encode<T: Keyed>(
     let capacity = previous.map_or(header.len() + 64 * table.entries().len(), |(_, e)| {
         e.body.len() + 4096
     });
-    let mut out = Vec::with_capacity(capacity);
+    let (mut out, mut spans) = buffers.take(capacity, table.entries().len());
     out.extend_from_slice(header.get(..close).unwrap_or_default());
-    let mut spans = Vec::with_capacity(table.entries().len());
     let mut changed: BTreeMap<String, Option<Bytes>> = BTreeMap::new();
     let mut old = previous.map(|(t, e)| (t.entries().iter().zip(&e.spans).peekable(), &e.body));
     for (i, (key, value)) in table.entries().iter().enumerate() {
@@ -178,28 +230,37 @@ pub fn encode_hinted<T: Keyed>(
     table: &T,
     previous: (&T, &Encoded),
     hint: &BTreeSet<String>,
+    buffers: Buffers,
 ) -> Result<(Encoded, Option<Changes>), serde_json::Error> {
     let (old, last) = previous;
     let header = table.header().canonical_body()?;
     let close = entries_close(&header);
     let (Some(close), true) = (close, last.spans.len() == old.entries().len()) else {
-        return encode(table, Some(previous));
+        return encode(table, Some(previous), buffers);
     };
     let (new, olds) = (table.entries(), old.entries());
-    let mut out = Vec::with_capacity(last.body.len() + 4096);
-    out.extend_from_slice(header.get(..close).unwrap_or_default());
-    let mut spans: Vec<Range<usize>> = Vec::with_capacity(new.len());
-    let mut changed: BTreeMap<String, Option<Bytes>> = BTreeMap::new();
-    // The next old entry (and span) not yet passed.
-    let mut old_at = 0;
+    // Each run is counted before anything is written, so that a fallback still has the
+    // buffers to give to the whole walk.
+    let mut runs = Vec::with_capacity(hint.len() + 1);
     let mut lower: Bound<&str> = Bound::Unbounded;
     for named in hint.iter().map(Some).chain(std::iter::once(None)) {
         let upper = named.map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_str()));
         // The run between two named entries: the same entries in both versions.
         let run = new.range::<str, _>((lower, upper)).count();
         if run != olds.range::<str, _>((lower, upper)).count() {
-            return encode(table, Some(previous));
+            return encode(table, Some(previous), buffers);
         }
+        runs.push(run);
+        if let Some(key) = named {
+            lower = Bound::Excluded(key.as_str());
+        }
+    }
+    let (mut out, mut spans) = buffers.take(last.body.len() + 4096, new.len());
+    out.extend_from_slice(header.get(..close).unwrap_or_default());
+    let mut changed: BTreeMap<String, Option<Bytes>> = BTreeMap::new();
+    // The next old entry (and span) not yet passed.
+    let mut old_at = 0;
+    for (named, run) in hint.iter().map(Some).chain(std::iter::once(None)).zip(runs) {
         if run > 0 {
             let (first, end) = (last.spans[old_at].start, last.spans[old_at + run - 1].end);
             if !spans.is_empty() {
@@ -215,7 +276,6 @@ pub fn encode_hinted<T: Keyed>(
             old_at += run;
         }
         let Some(key) = named else { break };
-        lower = Bound::Excluded(key.as_str());
         let was = olds.get(key).map(|v| {
             old_at += 1;
             (v, last.spans[old_at - 1].clone())
@@ -345,6 +405,8 @@ mod tests {
             ..Default::default()
         };
         let mut encoded: Option<Encoded> = None;
+        // The encoding before the last one: its buffers (holding its bytes) build the next.
+        let mut retired: Option<Encoded> = None;
         // Seeded, so a failure replays and names its step.
         let mut rng = StdRng::seed_from_u64(17);
         for step in 0..300 {
@@ -357,7 +419,8 @@ mod tests {
                 table.zones = vec![format!("z{step}")];
             }
             let previous = encoded.as_ref().map(|e| (&before, e));
-            let (next, changes) = encode(&table, previous).unwrap();
+            let buffers = retired.take().map(Buffers::reclaim).unwrap_or_default();
+            let (next, changes) = encode(&table, previous, buffers).unwrap();
             assert_eq!(
                 next.body.as_ref(),
                 table.canonical_body().unwrap().as_slice(),
@@ -370,7 +433,7 @@ mod tests {
                     "step {step}"
                 );
             }
-            encoded = Some(next);
+            retired = encoded.replace(next);
         }
     }
 
@@ -395,6 +458,41 @@ mod tests {
         edited
     }
 
+    /// An encoding no longer shared gives its buffers to the next, which is built in them
+    /// (the same memory); one still shared (a response being written) gives none.
+    #[test]
+    fn a_retired_encoding_lends_its_buffers_unless_shared() {
+        let mut table = Names {
+            ttl: 60,
+            ..Default::default()
+        };
+        for i in 0..500 {
+            table.names.insert(format!("n{i}"), vec![i + 1]);
+        }
+        let (first, _) = encode(&table, None, Buffers::default()).unwrap();
+        let (second, _) = encode(&table, Some((&table, &first)), Buffers::default()).unwrap();
+        let memory = first.body.as_ptr();
+        let mut next = table.clone();
+        next.names.insert("n7".into(), vec![70]);
+        let buffers = Buffers::reclaim(first);
+        assert!(buffers.body_capacity() >= second.body.len());
+        let hint: BTreeSet<String> = ["n7".to_string()].into();
+        let (third, _) = encode_hinted(&next, (&table, &second), &hint, buffers).unwrap();
+        assert_eq!(
+            third.body.as_ptr(),
+            memory,
+            "built in the retired body's buffer"
+        );
+        assert_eq!(
+            third.body.as_ref(),
+            next.canonical_body().unwrap().as_slice()
+        );
+        // A body a subscriber's response still holds is left to it.
+        let held = second.body.clone();
+        assert_eq!(Buffers::reclaim(second).body_capacity(), 0);
+        assert_eq!(held.as_ref(), table.canonical_body().unwrap().as_slice());
+    }
+
     /// With a hint naming every changed entry (and some that did not change, or that
     /// neither version has), the hinted body, spans and changes are `encode`'s.
     #[test]
@@ -403,7 +501,8 @@ mod tests {
             ttl: 60,
             ..Default::default()
         };
-        let (mut last, _) = encode(&table, None).unwrap();
+        let (mut last, _) = encode(&table, None, Buffers::default()).unwrap();
+        let mut retired: Option<Encoded> = None;
         let mut rng = StdRng::seed_from_u64(23);
         for step in 0..400 {
             let before = table.clone();
@@ -415,12 +514,13 @@ mod tests {
             if rng.random_range(0..25) == 0 {
                 table.ttl += 1;
             }
-            let full = encode(&table, Some((&before, &last))).unwrap();
-            let hinted = encode_hinted(&table, (&before, &last), &hint).unwrap();
+            let full = encode(&table, Some((&before, &last)), Buffers::default()).unwrap();
+            let buffers = retired.take().map(Buffers::reclaim).unwrap_or_default();
+            let hinted = encode_hinted(&table, (&before, &last), &hint, buffers).unwrap();
             assert_eq!(hinted.0.body, full.0.body, "step {step}");
             assert_eq!(hinted.0.spans, full.0.spans, "step {step}");
             assert_eq!(hinted.1, full.1, "step {step}");
-            last = hinted.0;
+            retired = Some(std::mem::replace(&mut last, hinted.0));
         }
     }
 
@@ -436,13 +536,14 @@ mod tests {
         for (k, v) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
             table.names.insert(k.into(), vec![v]);
         }
-        let (first, _) = encode(&table, None).unwrap();
+        let (first, _) = encode(&table, None, Buffers::default()).unwrap();
         let mut next = table.clone();
         next.names.insert("a".into(), vec![10]);
         next.names.insert("c".into(), vec![30]);
         next.names.remove("d");
         let hint: BTreeSet<String> = ["c".to_string(), "d".to_string()].into();
-        let (built, changes) = encode_hinted(&next, (&table, &first), &hint).unwrap();
+        let (built, changes) =
+            encode_hinted(&next, (&table, &first), &hint, Buffers::default()).unwrap();
         assert_eq!(
             built.body.as_ref(),
             br#"{"names":{"a":[1],"b":[2],"c":[30]},"ttl":60}"#
@@ -456,8 +557,8 @@ mod tests {
         let mut removed = table.clone();
         removed.names.remove("b");
         for next in [added, removed] {
-            let hinted = encode_hinted(&next, (&table, &first), &hint).unwrap();
-            let full = encode(&next, Some((&table, &first))).unwrap();
+            let hinted = encode_hinted(&next, (&table, &first), &hint, Buffers::default()).unwrap();
+            let full = encode(&next, Some((&table, &first)), Buffers::default()).unwrap();
             assert_eq!(hinted.0.body, full.0.body);
             assert_eq!(hinted.0.spans, full.0.spans);
             assert_eq!(hinted.1, full.1);
@@ -472,7 +573,7 @@ mod tests {
         };
         table.names.insert("a".into(), vec![1]);
         table.names.insert("b".into(), vec![2]);
-        let (first, _) = encode(&table, None).unwrap();
+        let (first, _) = encode(&table, None, Buffers::default()).unwrap();
         // Spoil the old body where `a` lies: a copy shows the spoiled bytes, a new
         // serialization would not.
         let mut spoiled = first.body.to_vec();
@@ -486,7 +587,7 @@ mod tests {
         };
         let mut next = table.clone();
         next.names.insert("b".into(), vec![3]);
-        let (built, changes) = encode(&next, Some((&table, &spoiled))).unwrap();
+        let (built, changes) = encode(&next, Some((&table, &spoiled)), Buffers::default()).unwrap();
         assert_eq!(
             built.body.as_ref(),
             br#"{"names":{"a":[9],"b":[3]},"ttl":60}"#
@@ -502,9 +603,9 @@ mod tests {
             ..Default::default()
         };
         table.names.insert("a".into(), vec![1]);
-        let (first, _) = encode(&table, None).unwrap();
+        let (first, _) = encode(&table, None, Buffers::default()).unwrap();
         let after = |next: &Names| {
-            let (_, changes) = encode(next, Some((&table, &first))).unwrap();
+            let (_, changes) = encode(next, Some((&table, &first)), Buffers::default()).unwrap();
             validate_after(next, &table, &changes.unwrap())
         };
         let mut next = table.clone();

@@ -183,13 +183,15 @@ pub trait Table:
 
     /// The canonical body, built from `previous` (the last version and its encoding) for
     /// the entries that did not change, with the changes since `previous` (see
-    /// [`incremental`]). Kinds that take no deltas serialize whole and report no changes.
+    /// [`incremental`]), in `buffers` (those of an encoding no longer used, or none). Kinds
+    /// that take no deltas serialize whole and report no changes.
     ///
     /// # Errors
     /// A value that does not serialize (not possible for table types).
     fn encode_after(
         &self,
         _previous: Option<(&Self, &incremental::Encoded)>,
+        _buffers: incremental::Buffers,
     ) -> Result<(incremental::Encoded, Option<delta::Changes>), serde_json::Error> {
         Ok((incremental::Encoded::whole(self.canonical_body()?), None))
     }
@@ -204,8 +206,9 @@ pub trait Table:
         &self,
         previous: (&Self, &incremental::Encoded),
         _hint: &std::collections::BTreeSet<String>,
+        buffers: incremental::Buffers,
     ) -> Result<(incremental::Encoded, Option<delta::Changes>), serde_json::Error> {
-        self.encode_after(Some(previous))
+        self.encode_after(Some(previous), buffers)
     }
 
     /// Validates this table, which is `previous` (valid) with `changes` applied: keyed kinds
@@ -284,7 +287,7 @@ pub struct DeltaOrigin {
 impl<T: Table> Versioned<T> {
     /// Computes the canonical body and ETag of `table`.
     pub fn new(table: T) -> Result<Arc<Self>, serde_json::Error> {
-        let (mut encoded, _) = table.encode_after(None)?;
+        let (mut encoded, _) = table.encode_after(None, incremental::Buffers::default())?;
         Ok(Arc::new(Versioned {
             etag: encoded.hash_etag(None),
             table,
