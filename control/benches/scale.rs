@@ -1721,10 +1721,6 @@ fn fanout(args: &Args) {
     let (body2, _) = generate(fa, tpa, 2);
     write_atomically(&path, &body0);
     let config_derive = derive_config(fa);
-    // What the engine spends computing the changed state (median of 5).
-    let sync_times: Vec<Duration> = (0..5)
-        .map(|_| sync_once(&body1, &config_derive).0)
-        .collect();
     // Two more tables to publish directly, whole (no changes: every client gets the body).
     let whole = |body: &[u8]| {
         let (_, derived) = sync_once(body, &config_derive);
@@ -1902,10 +1898,9 @@ fn fanout(args: &Args) {
     };
     let pub_p50 = pooled_p50(&file.publishes).as_secs_f64().max(1e-9);
     println!(
-        "apps file round = file watcher poll (0-{} ms) + debounce {} ms + sync of the changed state ({} ms median here, parse to ETag) + fan-out;",
+        "apps file round = file watcher poll (0-{} ms) + debounce {} ms + sync (the file parsed and normalized whole, the derive patched, the publish built on the last table: control's stages above) + fan-out;",
         watch_every.as_millis(),
         debounce.as_millis(),
-        ms(median(&sync_times))
     );
     println!(
         "Marathon event round = event stream + fetch of the one app + sync (normalize, derive, publish) + fan-out (an event after a quiet spell waits no debounce; within {} ms of the last sync it waits out the rest);",

@@ -40,6 +40,22 @@ async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> Result<bool>) -> Resul
     anyhow::bail!("timed out waiting for {what}")
 }
 
+/// Stat `name` of `addr` once two readings 100 ms apart agree: a connection closed just
+/// before (the harness's readiness check) is counted until the server's worker sees the
+/// close, and a baseline taken then would never be reached again.
+async fn settled_count(addr: std::net::SocketAddr, name: &str) -> Result<u64> {
+    let mut last = common::stat(addr, name).await?;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = common::stat(addr, name).await?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    anyhow::bail!("{name} of {addr} did not settle (last {last})")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_one_server_under_load() -> Result<()> {
     let mut servers = Vec::new();
@@ -192,7 +208,7 @@ async fn hung_server_times_out_and_fails_over_cas_does_not() -> Result<()> {
         .next()
         .unwrap()
         .to_owned();
-    let conns_before = common::stat(b.addr(), "curr_connections").await?;
+    let conns_before = settled_count(b.addr(), "curr_connections").await?;
     // The second set's copy is written without waiting (write policy `first`): reads fail
     // over to it below, so it must be there first. (These direct connections close, and
     // the count settles back at the end.)
