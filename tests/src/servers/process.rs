@@ -486,22 +486,14 @@ impl Drop for Watchdog {
 /// Whether the unreaped child `pid` is still running, from `/proc/<pid>/stat`: a zombie
 /// (exited, not reaped) or a missing entry counts as not running. Unlike `try_wait` this
 /// does not reap, so the pid stays reserved for signals.
-/// The state letter of each thread of process `pid` (`/proc/<pid>/task/*/stat`); empty
-/// when the process is gone.
+/// The state letter of each thread of process `pid` (`/proc/<pid>/task/*/stat`, in the
+/// format of the process's own stat); empty when the process is gone.
 fn thread_states(pid: u32) -> Vec<char> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     tasks
-        .filter_map(|t| {
-            let text = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
-            // After the command name in parentheses, which may hold spaces and ')'.
-            text[text.rfind(')')? + 1..]
-                .split_whitespace()
-                .next()?
-                .chars()
-                .next()
-        })
+        .filter_map(|t| read_stat(&t.ok()?.path().join("stat")).map(|s| s.state))
         .collect()
 }
 
@@ -533,7 +525,12 @@ impl ProcStat {
 
 /// Reads `/proc/<pid>/stat`; `None` when there is no such process (or it is unreadable).
 pub fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    read_stat(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// Reads a stat file of a process or thread; `None` when it is gone or unreadable.
+fn read_stat(path: &Path) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces and ')'.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
