@@ -5,9 +5,12 @@
 # connect, run one point select and quit, in a loop), in connections per second; the
 # proxy's database has pool_max = 64 (POOL_MAX=0: off), so its backend connections are
 # reused.
+# Each load runs REPEAT times (3), direct, haproxy and ocean back to back each time; the
+# ratios printed last are the median over the repetitions with their range.
 # Needs: mariadb-server, sysbench, haproxy. Not run in CI.
 #   benches/mysql.sh            # 10 s per run
-#   TIME=5 TABLE_SIZE=10000 CONNECT_CLIENTS=16 POOL_MAX=64 MULTIPLEX=1 benches/mysql.sh
+#   TIME=5 REPEAT=5 TABLE_SIZE=10000 CONNECT_CLIENTS=16 POOL_MAX=64 MULTIPLEX=1 benches/mysql.sh
+#   THREADS=64 PROXY_THREADS=1 benches/mysql.sh   # 64 sysbench threads; a current_thread proxy
 #   SYSBENCH=0 benches/mysql.sh                   # the connect-heavy load only
 #   CONNECT=0 benches/mysql.sh                    # sysbench only
 #   CONNECT_CLIENT=mysql_async benches/mysql.sh   # connect-heavy through the mysql_async
@@ -15,9 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TIME=${TIME:-10}
+REPEAT=${REPEAT:-3}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 THREADS=${THREADS:-8}
-PROXY_THREADS=${PROXY_THREADS:-1}
+# 0: the `ocean` binary's runtime (multi_thread, a worker per CPU); 1: current_thread.
+PROXY_THREADS=${PROXY_THREADS:-0}
 CONNECT_CLIENTS=${CONNECT_CLIENTS:-16}
 POOL_MAX=${POOL_MAX:-64}
 MULTIPLEX=${MULTIPLEX:-0}
@@ -77,8 +82,10 @@ cat >"$W/mysql.json" <<JSON
   "rw": {"user": "sb", "password": "sbpw"}, "schema": "sbtest"$POOL_JSON}],
  "jobs": [{"name": "bench", "ips": ["192.0.2.77"], "grants": [{"database": "/bench/sb/main", "access": "rw"}]}]}
 JSON
+# Every client here comes from 127.0.0.1: the per-IP cap on logins in progress (16, a
+# defence against one host's flood) would refuse part of 64 sysbench threads starting.
 "$PROXY_BIN" --listen "127.0.0.1:$OC_PORT" --table-file "$W/mysql.json" --host-ip 192.0.2.77 \
-  --threads "$PROXY_THREADS" >"$W/ocean.log" 2>&1 &
+  --threads "$PROXY_THREADS" --max-prelogin-per-ip 1000 >"$W/ocean.log" 2>&1 &
 OC_PID=$!
 PIDS+=($OC_PID)
 sleep 1.5
@@ -94,66 +101,83 @@ sb() { # port user password test action
 sb "$DB_PORT" sb sbpw oltp_read_only prepare >"$W/prepare.log"
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# Sets the port, user, password and proxy process (none for direct) of a path.
+path_target() {
+  case $1 in
+    direct)  port=$DB_PORT user=sb pw=sbpw pid= ;;
+    haproxy) port=$HA_PORT user=sb pw=sbpw pid=$HA_PID ;;
+    ocean)   port=$OC_PORT user=bench pw= pid=$OC_PID ;;
+  esac
+}
+# "  ocean CPU 21.3 us/query": a proxy's CPU ticks from $2 to $3 per unit of work done.
+proxy_cpu() { # path ticks_before ticks_after count unit
+  awk -v t="$(($3 - $2))" -v n="$4" -v hz="$(getconf CLK_TCK)" -v p="$1" -v u="$5" \
+    'BEGIN {printf "  %s CPU %.1f us/%s", p, t / hz * 1e6 / n, u}'
+}
+# Numbers (one per line) as their median and range: "1.02 (0.97-1.08)".
+summary() {
+  sort -g | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
+    printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+}
+# Each repetition's numerator over its denominator (space-separated lists), summarized.
+ratios() { paste <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) | awk '{print $1 / $2}' | summary; }
+# Each repetition runs direct, haproxy and ocean back to back, and the ratios are taken
+# within a repetition: this machine's speed drifts by tens of percent over minutes, so
+# figures from far apart in time do not compare.
 declare -A QPS P95
 TESTS=(oltp_point_select oltp_read_only); [ "$SYSBENCH" = 0 ] && TESTS=()
 for test in "${TESTS[@]}"; do
-  for path in direct haproxy ocean; do
-    case $path in
-      direct)  port=$DB_PORT user=sb pw=sbpw ;;
-      haproxy) port=$HA_PORT user=sb pw=sbpw ;;
-      ocean)   port=$OC_PORT user=bench pw= ;;
-    esac
-    case $path in ocean) pid=$OC_PID ;; haproxy) pid=$HA_PID ;; *) pid= ;; esac
-    [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
-    out=$(sb "$port" "$user" "$pw" "$test" run 2>&1) || { echo "sysbench $test via $path failed:" >&2; echo "$out" >&2; exit 1; }
-    [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
-    QPS[$test.$path]=$(echo "$out" | awk '/queries:/ {gsub(/\(/,"",$3); print $3}')
-    P95[$test.$path]=$(echo "$out" | awk '/95th percentile:/ {print $3}')
-    errs=$(echo "$out" | awk '/ignored errors:/ {print $3}')
-    extra=""
-    if [ -n "$pid" ]; then
-      queries=$(echo "$out" | awk '/queries:/ {print $2}')
-      extra=$(awk -v t="$((t1 - t0))" -v q="$queries" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN {printf "  %s CPU %.1f us/query", "'"$path"'", t / hz * 1e6 / q}')
-    fi
-    printf '%-18s %-8s qps %10s  p95 %7s ms  errors %s%s\n' "$test" "$path" \
-      "${QPS[$test.$path]}" "${P95[$test.$path]}" "$errs" "$extra"
+  for rep in $(seq "$REPEAT"); do
+    for path in direct haproxy ocean; do
+      path_target "$path"
+      [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+      out=$(sb "$port" "$user" "$pw" "$test" run 2>&1) || { echo "sysbench $test via $path failed:" >&2; echo "$out" >&2; exit 1; }
+      [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+      qps=$(echo "$out" | awk '/queries:/ {gsub(/\(/,"",$3); print $3}')
+      p95=$(echo "$out" | awk '/95th percentile:/ {print $3}')
+      QPS[$test.$path]+="$qps "
+      P95[$test.$path]+="$p95 "
+      errs=$(echo "$out" | awk '/ignored errors:/ {print $3}')
+      extra=""
+      [ -n "$pid" ] && extra=$(proxy_cpu "$path" "$t0" "$t1" "$(echo "$out" | awk '/queries:/ {print $2}')" query)
+      printf '%-18s %-8s run %s  qps %10s  p95 %7s ms  errors %s%s\n' "$test" "$path" "$rep" \
+        "$qps" "$p95" "$errs" "$extra"
+    done
   done
 done
 echo
 for test in "${TESTS[@]}"; do
-  awk -v t="$test" -v d="${QPS[$test.direct]}" -v h="${QPS[$test.haproxy]}" -v o="${QPS[$test.ocean]}" \
-      -v hp="${P95[$test.haproxy]}" -v op="${P95[$test.ocean]}" \
-    'BEGIN {printf "%-18s ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f  p95 ocean %s ms vs haproxy %s ms\n", t, o/d, o/h, h/d, op, hp}'
+  printf '%-18s ocean/direct %s  ocean/haproxy %s  haproxy/direct %s  p95 ocean %s ms vs haproxy %s ms\n' \
+    "$test" "$(ratios "${QPS[$test.ocean]}" "${QPS[$test.direct]}")" \
+    "$(ratios "${QPS[$test.ocean]}" "${QPS[$test.haproxy]}")" \
+    "$(ratios "${QPS[$test.haproxy]}" "${QPS[$test.direct]}")" \
+    "$(tr ' ' '\n' <<<"${P95[$test.ocean]}" | grep . | summary)" \
+    "$(tr ' ' '\n' <<<"${P95[$test.haproxy]}" | grep . | summary)"
 done
 
 echo
 declare -A CPS
 LOAD_FLAGS=(); [ "$CONNECT_CLIENT" = mysql_async ] && LOAD_FLAGS=(--mysql-async)
 CONNECT_PATHS=(direct haproxy ocean); [ "$CONNECT" = 0 ] && CONNECT_PATHS=()
-for path in "${CONNECT_PATHS[@]}"; do
-  case $path in
-    direct)  port=$DB_PORT user=sb pw=sbpw pid= ;;
-    haproxy) port=$HA_PORT user=sb pw=sbpw pid=$HA_PID ;;
-    ocean)   port=$OC_PORT user=bench pw= pid=$OC_PID ;;
-  esac
-  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
-  out=$("$LOAD_BIN" "${LOAD_FLAGS[@]}" "127.0.0.1:$port" "$user" "$pw" sbtest "$CONNECT_CLIENTS" "$TIME" \
-    'SELECT c FROM sbtest1 WHERE id = {id}') || { echo "connect_load via $path failed: $out" >&2; exit 1; }
-  [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
-  CPS[$path]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "per_second") print $(i + 1)}')
-  errs=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "errors") print $(i + 1)}')
-  extra=""
-  if [ -n "$pid" ]; then
-    conns=$(echo "$out" | awk '{print $2}')
-    extra=$(awk -v t="$((t1 - t0))" -v c="$conns" -v hz="$(getconf CLK_TCK)" \
-      'BEGIN {printf "  %s CPU %.1f us/connection", "'"$path"'", t / hz * 1e6 / c}')
-  fi
-  client_cpu=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "client_cpu_us") print $(i + 1)}')
-  printf '%-18s %-8s conn/s %8s  errors %s  load tool CPU %s us/connection%s\n' connect-heavy "$path" \
-    "${CPS[$path]}" "$errs" "$client_cpu" "$extra"
+[ "$CONNECT" = 0 ] || for rep in $(seq "$REPEAT"); do
+  for path in "${CONNECT_PATHS[@]}"; do
+    path_target "$path"
+    [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+    out=$("$LOAD_BIN" "${LOAD_FLAGS[@]}" "127.0.0.1:$port" "$user" "$pw" sbtest "$CONNECT_CLIENTS" "$TIME" \
+      'SELECT c FROM sbtest1 WHERE id = {id}') || { echo "connect_load via $path failed: $out" >&2; exit 1; }
+    [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+    cps=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "per_second") print $(i + 1)}')
+    CPS[$path]+="$cps "
+    errs=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "errors") print $(i + 1)}')
+    extra=""
+    [ -n "$pid" ] && extra=$(proxy_cpu "$path" "$t0" "$t1" "$(echo "$out" | awk '{print $2}')" connection)
+    client_cpu=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "client_cpu_us") print $(i + 1)}')
+    printf '%-18s %-8s run %s  conn/s %8s  errors %s  load tool CPU %s us/connection%s\n' connect-heavy \
+      "$path" "$rep" "$cps" "$errs" "$client_cpu" "$extra"
+  done
 done
 if [ "$CONNECT" != 0 ]; then
-  awk -v d="${CPS[direct]}" -v h="${CPS[haproxy]}" -v o="${CPS[ocean]}" \
-    'BEGIN {printf "connect-heavy      ocean/direct %.2f  ocean/haproxy %.2f  haproxy/direct %.2f\n", o/d, o/h, h/d}'
+  printf '%-18s ocean/direct %s  ocean/haproxy %s  haproxy/direct %s\n' connect-heavy \
+    "$(ratios "${CPS[ocean]}" "${CPS[direct]}")" "$(ratios "${CPS[ocean]}" "${CPS[haproxy]}")" \
+    "$(ratios "${CPS[haproxy]}" "${CPS[direct]}")"
 fi
