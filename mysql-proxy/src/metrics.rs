@@ -27,6 +27,11 @@ pub fn describe() {
         Unit::Seconds,
         "Command latency through the proxy, from the command's first byte sent to the backend to the last byte of its response relayed, per job, database and command (query, execute, prepare, other)."
     );
+    describe_counter!(
+        "ocean_mysql_query_errors_total",
+        Unit::Count,
+        "Commands the backend answered with an ERR packet (or whose result ended in one), per job, database and command (query, execute, prepare, other)."
+    );
     describe_gauge!(
         "ocean_mysql_jobs_broken_password",
         Unit::Count,

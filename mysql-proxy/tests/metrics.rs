@@ -1,6 +1,7 @@
 //! `/metrics` people can use (issue 13): backend login time is a Prometheus histogram per
-//! database, every metric has `# HELP`, and a database or job removed from the table takes
-//! its series with it.
+//! database, commands and their errors are counted per job, database and kind, every
+//! metric has `# HELP`, and a database or job removed from the table takes its series with
+//! it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -51,6 +52,11 @@ async fn login_histograms_help_and_removed_databases() {
             let two: Option<u8> = c.exec_first("SELECT ? + 1", (1,)).await.unwrap();
             assert_eq!(two, Some(2));
         }
+        // Errors the server answers: a missing table, a statement that does not parse.
+        let missing = c.query_drop("SELECT * FROM no_such_table").await;
+        assert!(missing.is_err(), "{missing:?}");
+        let unparsed = c.prep("SELEC ?").await;
+        assert!(unparsed.is_err(), "{unparsed:?}");
         c.disconnect().await.unwrap();
     }
 
@@ -80,8 +86,21 @@ async fn login_histograms_help_and_removed_databases() {
         let top = format!("ocean_mysql_query_seconds_bucket{{{labels},le=\"10\"}}");
         assert!(text.contains(&top), "{top} missing:\n{text}");
     }
+    // Commands the server refused, per kind; the executes all succeeded.
+    for command in ["query", "prepare"] {
+        let line =
+            format!("ocean_mysql_query_errors_total{{{web_main},command=\"{command}\"}} 1\n");
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
+    assert!(series(
+        &text,
+        "ocean_mysql_query_errors_total",
+        &["command=\"execute\""]
+    )
+    .is_empty());
     let old_labels = format!("database=\"{OLD}\"");
     assert!(!series(&text, "ocean_mysql_query_seconds", &[&old_labels]).is_empty());
+    assert!(!series(&text, "ocean_mysql_query_errors_total", &[&old_labels]).is_empty());
     assert!(!series(&text, "ocean_mysql_bytes_total", &[&old_labels]).is_empty());
     assert!(!series(&text, "ocean_mysql_sessions", &[&old_labels]).is_empty());
     let old_job_label = "job=\"shop/old\"";
@@ -109,6 +128,7 @@ async fn login_histograms_help_and_removed_databases() {
     let main_labels = format!("database=\"{MAIN}\"");
     assert!(!series(&text, "ocean_mysql_backend_login_seconds", &[&main_labels]).is_empty());
     assert!(!series(&text, "ocean_mysql_bytes_total", &[&main_labels]).is_empty());
+    assert!(!series(&text, "ocean_mysql_query_errors_total", &[&main_labels]).is_empty());
     assert!(!series(&text, "ocean_mysql_logins_total", &["job=\"shop/web\""]).is_empty());
     assert_eq!(undescribed(&text), Vec::<String>::new());
 

@@ -178,6 +178,19 @@ async fn a_session_with_state_keeps_its_connection_and_shares_it_with_nobody() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A shared plain read the server refuses is counted as an error, and pins nothing.
+    let mut plain = session(proxy.addr).await.unwrap();
+    let missing = plain.query_drop("SELECT * FROM shop.no_such_table").await;
+    assert!(missing.is_err(), "{missing:?}");
+    let one: Option<u8> = plain.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    plain.disconnect().await.unwrap();
+    let text = ocean_tests::metrics::scrape(admin).await.unwrap();
+    let errors = format!(
+        "ocean_mysql_query_errors_total{{job=\"{JOB}\",database=\"{BUSY_DB}\",command=\"query\"}} 1\n"
+    );
+    assert!(text.contains(&errors), "{errors} missing:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

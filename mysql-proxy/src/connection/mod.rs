@@ -424,7 +424,7 @@ async fn session<S: Halves>(
     let counters = Counters {
         to_backend: metrics::counter!("ocean_mysql_bytes_total", "job" => job.clone(), "database" => db.clone(), "direction" => "to_backend"),
         to_client: metrics::counter!("ocean_mysql_bytes_total", "job" => job.clone(), "database" => db.clone(), "direction" => "to_client"),
-        latency: relay::QueryLatency::new(&job, &db),
+        queries: relay::QueryStats::new(&job, &db),
     };
     let check = SchemaCheck {
         shared,

@@ -267,7 +267,9 @@ where
             }
             x.server_sent(&reply);
         }
-        counters.latency.record(COM_QUERY, started.elapsed());
+        counters
+            .queries
+            .record(COM_QUERY, started.elapsed(), x.failed());
         if x.lost() || x.in_transaction() || !x.at_rest() {
             // The server said more than a plain read should: keep the connection.
             let reason = if x.in_transaction() {

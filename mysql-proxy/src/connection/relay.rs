@@ -68,44 +68,57 @@ impl End {
     }
 }
 
-/// Byte counters and the query latency of one session.
+/// Byte counters and the query statistics of one session.
 pub struct Counters {
     pub to_backend: metrics::Counter,
     pub to_client: metrics::Counter,
-    pub latency: QueryLatency,
+    pub queries: QueryStats,
 }
 
-/// `ocean_mysql_query_seconds{job, database, command}`: from a command's first byte sent
-/// to the backend to the last byte of its response relayed, per command kind; each
-/// histogram registered on its first use in the session.
-pub struct QueryLatency {
+/// Per command kind (query, execute, prepare, other), each series registered on its first
+/// use in the session:
+/// - `ocean_mysql_query_seconds{job, database, command}`: from a command's first byte
+///   sent to the backend to the last byte of its response relayed;
+/// - `ocean_mysql_query_errors_total{job, database, command}`: responses that were, or
+///   ended in, an ERR packet.
+pub struct QueryStats {
     job: String,
     database: String,
-    /// query, execute, prepare, other.
-    kinds: [std::sync::OnceLock<metrics::Histogram>; 4],
+    latency: [std::sync::OnceLock<metrics::Histogram>; 4],
+    errors: [std::sync::OnceLock<metrics::Counter>; 4],
 }
 
-impl QueryLatency {
-    pub fn new(job: &str, database: &str) -> QueryLatency {
-        QueryLatency {
+impl QueryStats {
+    pub fn new(job: &str, database: &str) -> QueryStats {
+        QueryStats {
             job: job.to_string(),
             database: database.to_string(),
-            kinds: Default::default(),
+            latency: Default::default(),
+            errors: Default::default(),
         }
     }
 
-    pub(super) fn record(&self, command: u8, took: Duration) {
+    /// One command answered: `failed` when the answer was an ERR.
+    pub(super) fn record(&self, command: u8, took: Duration, failed: bool) {
         let (i, kind) = match command {
             0x03 => (0, "query"),
             0x17 => (1, "execute"),
             0x16 => (2, "prepare"),
             _ => (3, "other"),
         };
-        if let Some(slot) = self.kinds.get(i) {
+        if let Some(slot) = self.latency.get(i) {
             slot.get_or_init(|| {
                 metrics::histogram!("ocean_mysql_query_seconds", "job" => self.job.clone(), "database" => self.database.clone(), "command" => kind)
             })
             .record(took.as_secs_f64());
+        }
+        if failed {
+            if let Some(slot) = self.errors.get(i) {
+                slot.get_or_init(|| {
+                    metrics::counter!("ocean_mysql_query_errors_total", "job" => self.job.clone(), "database" => self.database.clone(), "command" => kind)
+                })
+                .increment(1);
+            }
         }
     }
 }
@@ -124,8 +137,8 @@ impl Followed {
         }
     }
 
-    /// The command just answered and how long it took, if one was.
-    fn server_sent(&mut self, bytes: &[u8]) -> Option<(u8, Duration)> {
+    /// The command just answered, how long it took and whether it failed, if one was.
+    fn server_sent(&mut self, bytes: &[u8]) -> Option<(u8, Duration, bool)> {
         self.x.server_sent(bytes);
         if self.x.lost() {
             self.sent = None;
@@ -134,7 +147,7 @@ impl Followed {
         match self.sent {
             Some((c, at)) if self.x.awaiting().is_none() => {
                 self.sent = None;
-                Some((c, at.elapsed()))
+                Some((c, at.elapsed(), self.x.failed()))
             }
             _ => None,
         }
@@ -338,8 +351,8 @@ where
                             }
                             Err(_) => (true, None),
                         };
-                        if let Some((command, took)) = answered {
-                            counters.latency.record(command, took);
+                        if let Some((command, took, failed)) = answered {
+                            counters.queries.record(command, took, failed);
                         }
                         if resting {
                             rest.notify_one();
@@ -400,7 +413,7 @@ mod tests {
         Counters {
             to_backend: metrics::Counter::noop(),
             to_client: metrics::Counter::noop(),
-            latency: QueryLatency::new("job", "db"),
+            queries: QueryStats::new("job", "db"),
         }
     }
 

@@ -158,6 +158,8 @@ pub struct Exchange {
     /// The command byte of the last command that expects a response.
     command: u8,
     in_trans: bool,
+    /// The command being answered, or answered last, got an ERR packet.
+    failed: bool,
     client: Framer,
     server: Framer,
 }
@@ -170,6 +172,7 @@ impl Exchange {
             expect: Expect::Nothing,
             command: 0,
             in_trans: false,
+            failed: false,
             client: Framer::default(),
             server: Framer::default(),
         }
@@ -198,6 +201,12 @@ impl Exchange {
         self.expect == Expect::Lost
     }
 
+    /// Whether the command being answered, or answered last, got an ERR packet (for
+    /// `ocean_mysql_query_errors_total`).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Whether the server said a transaction is open (its last status flags).
     pub fn in_transaction(&self) -> bool {
         self.in_trans
@@ -222,6 +231,7 @@ impl Exchange {
             Some(COM_QUIT | COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA)
         ) {
             self.command = cmd.unwrap_or(0);
+            self.failed = false;
         }
         self.expect = match cmd {
             // No response; keep what an earlier command still waits for.
@@ -254,6 +264,20 @@ impl Exchange {
     fn on_server_packet(&mut self, head: &[u8], len: usize) {
         let first = head.first().copied();
         let eof = self.eof_after_defs();
+        // No definition or row starts with 0xFF, so where a response may end, it is ERR.
+        if first == Some(0xFF)
+            && matches!(
+                self.expect,
+                Expect::QueryResponse
+                    | Expect::Columns { .. }
+                    | Expect::Rows
+                    | Expect::PrepareOk
+                    | Expect::UntilEof
+                    | Expect::OnePacket
+            )
+        {
+            self.failed = true;
+        }
         self.expect = match self.expect {
             Expect::Nothing => Expect::Nothing,
             Expect::Lost => Expect::Lost,
@@ -416,6 +440,22 @@ mod tests {
         v
     }
 
+    /// A text result set's head: the column count, `names` as definitions and, without
+    /// `CLIENT_DEPRECATE_EOF`, the EOF after them. Returns it and the next sequence id.
+    fn result_head(deprecate: bool, names: &[&[u8]]) -> (Vec<u8>, u8) {
+        let mut s = pkt(1, &[names.len() as u8]);
+        let mut seq = 2;
+        for name in names {
+            s.extend(pkt(seq, &[b"\x03def", *name].concat()));
+            seq += 1;
+        }
+        if !deprecate {
+            s.extend(pkt(seq, &eof(0x0002)));
+            seq += 1;
+        }
+        (s, seq)
+    }
+
     /// Feeds the server bytes one at a time: boundaries anywhere must not matter.
     fn server_bytewise(x: &mut Exchange, bytes: &[u8]) {
         for b in bytes {
@@ -438,6 +478,45 @@ mod tests {
         x.client_sent(&pkt(0, b"\x03SELEC"));
         x.server_sent(&pkt(1, b"\xff\x28\x04#42000syntax"));
         assert!(x.at_rest());
+    }
+
+    #[test]
+    fn an_err_answer_marks_the_command_failed_until_the_next_one() {
+        let err = pkt(1, b"\xff\x7a\x04#42S02no such table");
+        // A query refused at once, then one that succeeds.
+        let mut x = Exchange::new(true);
+        x.client_sent(&pkt(0, b"\x03SELECT * FROM nope"));
+        assert!(!x.failed());
+        server_bytewise(&mut x, &err);
+        assert!(x.failed() && x.at_rest());
+        x.client_sent(&pkt(0, b"\x03SELECT 1"));
+        assert!(!x.failed(), "a new command starts clean");
+        x.server_sent(&pkt(1, &ok(0x0002)));
+        assert!(!x.failed());
+        // COM_STMT_CLOSE has no answer: it does not clear the last one's.
+        x.client_sent(&pkt(0, b"\x03SELECT * FROM nope"));
+        x.server_sent(&err);
+        x.client_sent(&pkt(0, b"\x19\x01\x00\x00\x00"));
+        assert!(x.failed());
+        // An error in the middle of the rows (a query killed while it sends).
+        for deprecate in [false, true] {
+            let mut x = Exchange::new(deprecate);
+            x.client_sent(&pkt(0, b"\x03SELECT a FROM t"));
+            let (mut s, seq) = result_head(deprecate, &[b"column-a"]);
+            s.extend(pkt(seq, b"\x01x"));
+            server_bytewise(&mut x, &s);
+            assert!(!x.failed(), "deprecate_eof={deprecate}: rows so far");
+            server_bytewise(&mut x, &pkt(seq + 1, b"\xff\x35\x07#70100interrupted"));
+            assert!(x.failed() && x.at_rest(), "deprecate_eof={deprecate}");
+        }
+        // A prepare refused, and a ping answered.
+        let mut x = Exchange::new(true);
+        x.client_sent(&pkt(0, b"\x16SELEC ?"));
+        x.server_sent(&pkt(1, b"\xff\x28\x04#42000syntax"));
+        assert!(x.failed() && x.at_rest());
+        x.client_sent(&pkt(0, b"\x0e"));
+        x.server_sent(&pkt(1, &ok(0x0002)));
+        assert!(!x.failed());
     }
 
     #[test]
@@ -473,14 +552,7 @@ mod tests {
         for deprecate in [false, true] {
             let mut x = Exchange::new(deprecate);
             x.client_sent(&pkt(0, b"\x03SELECT a, b FROM t"));
-            let mut s = pkt(1, b"\x02");
-            s.extend(pkt(2, b"\x03defcolumn-a"));
-            s.extend(pkt(3, b"\x03defcolumn-b"));
-            let mut seq = 4;
-            if !deprecate {
-                s.extend(pkt(seq, &eof(0x0002)));
-                seq += 1;
-            }
+            let (mut s, seq) = result_head(deprecate, &[b"column-a", b"column-b"]);
             // Rows that look like OK and EOF headers must not end it: a row whose first
             // column is empty starts with 0x00; a long 0xFE row is >= 16 MB (not here).
             s.extend(pkt(seq, b"\x00\x01x"));
