@@ -75,7 +75,7 @@ pub fn describe() {
     describe_counter!(
         "ocean_mysql_pinned_total",
         Unit::Count,
-        "Multiplexed sessions that keep their backend connection from then on, by reason: statement, command, large_packet, transaction, lost."
+        "Multiplexed sessions that keep their backend connection from then on, by what pinned them: transaction, temp_table, user_var, session_var, lock, prepared_statement, schema, session_function, multi_statement, write, statement, command, large_packet, lost (docs/mysql-proxy.md)."
     );
     describe_gauge!(
         "ocean_mysql_pool_busy",

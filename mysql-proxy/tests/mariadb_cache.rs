@@ -9,14 +9,14 @@
 mod common;
 
 use common::*;
-use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
+use mysql_common::constants::MariadbCapabilities;
 use mysql_common::packets::{AuthPlugin, HandshakeResponse};
 use mysql_common::proto::MySerialize;
-use ocean_core::table::mysql::{Access, Credentials, MysqlTable};
+use ocean_core::table::mysql::{Access, MysqlTable};
 use ocean_mysql_proxy::auth::client_response;
 use ocean_mysql_proxy::proto::handshake::parse_greeting;
 use ocean_mysql_proxy::proto::Decoder;
-use ocean_mysql_proxy::upstream::{self, BackendError, BackendStream, ClientParams};
+use ocean_mysql_proxy::upstream::BackendError;
 use ocean_mysql_proxy::wire::{read_packet, write_packet};
 use tokio::net::TcpStream;
 
@@ -24,44 +24,11 @@ const JOB: &str = "shop/cache";
 const PW: &str = "cache-pw";
 const CACHE: MariadbCapabilities = MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA;
 
-fn params(mariadb: MariadbCapabilities) -> ClientParams {
-    ClientParams {
-        // No CLIENT_DEPRECATE_EOF: the definitions end with an EOF, which stays when
-        // they are left out.
-        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
-            | CapabilityFlags::CLIENT_SECURE_CONNECTION
-            | CapabilityFlags::CLIENT_TRANSACTIONS
-            | CapabilityFlags::CLIENT_PLUGIN_AUTH
-            | CapabilityFlags::CLIENT_CONNECT_WITH_DB,
-        collation: 45,
-        max_packet_size: 16 << 20,
-        attributes: None,
-        mariadb,
-    }
-}
-
-/// Logs in to the proxy as the job, asking for `mariadb`.
 async fn client(
     proxy: std::net::SocketAddr,
     mariadb: MariadbCapabilities,
 ) -> Result<TcpStream, BackendError> {
-    let creds = Credentials {
-        user: JOB.into(),
-        password: PW.into(),
-    };
-    let b = upstream::login(
-        proxy,
-        &creds,
-        Some("shop"),
-        &params(mariadb),
-        CapabilityFlags::all(),
-        None,
-    )
-    .await?;
-    match b.stream {
-        BackendStream::Plain(s) => Ok(s),
-        BackendStream::Tls(_) => unreachable!("no TLS configured"),
-    }
+    raw_session(proxy, JOB, PW, mariadb).await
 }
 
 async fn packet(s: &mut TcpStream) -> Vec<u8> {
@@ -260,7 +227,7 @@ async fn claiming_client(proxy: std::net::SocketAddr, claimed: MariadbCapabiliti
         Some(JOB.as_bytes()),
         Some(&b"shop"[..]),
         Some(AuthPlugin::from_bytes(&plugin)),
-        params(MariadbCapabilities::empty()).capabilities,
+        lean_client(MariadbCapabilities::empty()).capabilities,
         None,
         16 << 20,
     )

@@ -1,8 +1,9 @@
 //! Multiplexed sessions (`multiplex = true`, `pool_max`), against a real mariadbd: 500 open
 //! sessions run plain reads on at most 20 backend connections (counted in the server's
 //! PROCESSLIST); a session with a user variable, an open transaction or a temporary table
-//! keeps its connection, and nobody else's statement runs on it; when every connection is
-//! busy past `--pool-wait`, a login gets ERR 1040.
+//! keeps its connection, is counted under that reason, and nobody else's statement runs
+//! on it; when every connection is busy past `--pool-wait`, a login gets ERR 1040; an
+//! empty command packet pins and is refused by the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -139,6 +140,13 @@ async fn a_session_with_state_keeps_its_connection_and_shares_it_with_nobody() {
     let (mut tx, mut tmp) = tx_and_temp_table(proxy.addr).await;
     // Each holds its connection: all three of pool_max are busy.
     assert_eq!(busy().await, 3.0);
+    // And each is counted under what pinned it.
+    let text = ocean_tests::metrics::scrape(admin).await.unwrap();
+    for reason in ["user_var", "transaction", "temp_table"] {
+        let line =
+            format!("ocean_mysql_pinned_total{{database=\"{BUSY_DB}\",reason=\"{reason}\"}} 1\n");
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
 
     // pool_max 3 and three pinned sessions: no connection is free, and a pinned one is
     // never lent out, so new sessions wait --pool-wait and are refused with 1040.
@@ -268,4 +276,68 @@ async fn a_drain_answers_the_read_in_flight_and_closes_idle_multiplexed_sessions
     tokio::time::timeout(Duration::from_secs(10), proxy.wait())
         .await
         .expect("the proxy did not stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_command_packet_pins_and_gets_the_servers_answer() {
+    use mysql_common::constants::MariadbCapabilities;
+    use ocean_mysql_proxy::proto::Decoder;
+    use ocean_mysql_proxy::wire::read_packet;
+    use tokio::io::AsyncWriteExt;
+    let (db, _dir, table_file) = prepared_backend().await;
+    const EMPTY_DB: &str = "/dept/shop/empty-packet";
+    let mut t = table(&db, 2);
+    t.databases[0].name = EMPTY_DB.into();
+    t.jobs[0].grants[0].database = EMPTY_DB.into();
+    write_table(&table_file, &t);
+    let mut c = config(table_file);
+    c.admin = Some("127.0.0.1:0".parse().unwrap());
+    let (proxy, _cancel) = start_proxy(c).await;
+
+    // A packet of length 0 has no command byte: the proxy must not take the next
+    // packet's first byte for one, nor slice past the packet. It pins (`command`) and
+    // relays it; the server refuses it with an ERR.
+    // A query right behind it, in the same segment.
+    let mut s = raw_session(proxy.addr, JOB, PW, MariadbCapabilities::empty())
+        .await
+        .unwrap();
+    s.write_all(b"\0\0\0\0\x09\0\0\0\x03SELECT 7")
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_packet(&mut s, Decoder::new(1 << 20)),
+    )
+    .await
+    .expect("no answer to an empty packet");
+    match answer {
+        Ok(p) => assert_eq!(p.payload.first(), Some(&0xff), "{:?}", p.payload),
+        Err(e) => panic!("the session was cut: {e}"),
+    }
+    // The query behind it is answered as the query it is: one column, then its
+    // definition, ..., a row "7".
+    let mut answer = Vec::new();
+    while !answer.iter().any(|p: &Vec<u8>| p == b"\x017") {
+        let p = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_packet(&mut s, Decoder::new(1 << 20)),
+        )
+        .await
+        .expect("no answer to the query behind the empty packet")
+        .expect("the session was cut after the empty packet");
+        answer.push(p.payload.to_vec());
+    }
+    assert_eq!(answer[0], b"\x01", "{answer:?}");
+    let text = ocean_tests::metrics::scrape(proxy.admin_addr.unwrap())
+        .await
+        .unwrap();
+    let line =
+        format!("ocean_mysql_pinned_total{{database=\"{EMPTY_DB}\",reason=\"command\"}} 1\n");
+    assert!(text.contains(&line), "{line} missing:\n{text}");
+
+    // Everybody else is served.
+    let mut other = session(proxy.addr).await.unwrap();
+    let one: Option<u8> = other.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    other.disconnect().await.unwrap();
 }

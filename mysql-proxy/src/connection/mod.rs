@@ -9,6 +9,7 @@
 
 pub mod login;
 pub mod multiplex;
+pub mod pinning;
 pub mod prelogin;
 pub mod relay;
 

@@ -22,9 +22,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::pinning::{plain_read, PinReason};
 use super::relay::{Counters, End, Timeouts};
 use super::Shared;
 use crate::pool::{BusyPermit, PoolKey};
+use crate::proto::command::{COM_PING, COM_QUERY, COM_QUIT};
 use crate::proto::exchange::Exchange;
 use crate::proto::frame::HEADER_LEN;
 use crate::proto::reply::{err_payload, ok_payload};
@@ -34,10 +36,6 @@ use ocean_core::table::mysql::Credentials;
 
 /// Largest command read whole while multiplexing; a longer one pins the session.
 const PACKET_LIMIT: usize = 64 * 1024;
-
-const COM_QUIT: u8 = 0x01;
-const COM_QUERY: u8 = 0x03;
-const COM_PING: u8 = 0x0e;
 
 /// How a multiplexed session opens a backend connection: what its login would send.
 pub(super) struct Opener {
@@ -188,7 +186,12 @@ where
             }
         };
         let whole = len <= PACKET_LIMIT;
-        let command = buf.get(HEADER_LEN).copied();
+        // An empty packet has no command byte (what follows is the next packet's).
+        let command = if len > 0 {
+            buf.get(HEADER_LEN).copied()
+        } else {
+            None
+        };
         match command {
             Some(COM_QUIT) if whole => return Outcome::Ended(End::ClientQuit),
             Some(COM_PING) if whole => {
@@ -227,11 +230,15 @@ where
         };
         if !shared_read {
             let reason = match (whole, command) {
-                (false, _) => "large_packet",
-                (true, Some(COM_QUERY)) => "statement",
-                _ => "command",
+                (false, _) => PinReason::LargePacket,
+                (true, Some(command)) => {
+                    let body = buf.get(HEADER_LEN + 1..HEADER_LEN + len).unwrap_or(&[]);
+                    PinReason::of_command(command, body)
+                }
+                // An empty packet: the server answers it.
+                (true, None) => PinReason::Command,
             };
-            crate::metrics::pinned(database, reason);
+            crate::metrics::pinned(database, reason.as_str());
             return Outcome::Pinned(Box::new(Pinned {
                 backend,
                 permit,
@@ -273,11 +280,11 @@ where
         if x.lost() || x.in_transaction() || !x.at_rest() {
             // The server said more than a plain read should: keep the connection.
             let reason = if x.in_transaction() {
-                "transaction"
+                PinReason::Transaction
             } else {
-                "lost"
+                PinReason::Lost
             };
-            crate::metrics::pinned(database, reason);
+            crate::metrics::pinned(database, reason.as_str());
             return Outcome::Pinned(Box::new(Pinned {
                 backend,
                 permit,
@@ -286,144 +293,5 @@ where
             }));
         }
         opener.give_back(backend, permit);
-    }
-}
-
-/// Whether a COM_QUERY text is a single plain `SELECT` that cannot change the session's
-/// state on the server or depend on an earlier statement's: no user variable (`@x`;
-/// `@@system` reads are fine), no `INTO`, no locks (`GET_LOCK`, `FOR UPDATE`, `LOCK IN
-/// SHARE MODE`), no `FOUND_ROWS`/`SQL_CALC_FOUND_ROWS`, `LAST_INSERT_ID`, `ROW_COUNT`,
-/// sequences (`NEXTVAL`, `LASTVAL`, `SETVAL`, `NEXT VALUE`, `PREVIOUS VALUE`),
-/// `CONNECTION_ID`, no executable comment (`/*!`) and no second statement (`;`). Stored
-/// functions that change session state are not seen (documented).
-pub fn plain_read(sql: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(sql) else {
-        return false;
-    };
-    let upper = text.to_ascii_uppercase();
-    let body = skip_space_and_comments(&upper);
-    let Some(rest) = body.strip_prefix("SELECT") else {
-        return false;
-    };
-    if !rest.starts_with(|c: char| c.is_ascii_whitespace() || c == '(' || c == '*' || c == '/') {
-        return false;
-    }
-    const PINNING: [&str; 16] = [
-        "INTO",
-        "GET_LOCK",
-        "RELEASE_",
-        "FOR UPDATE",
-        "LOCK IN SHARE",
-        "FOUND_ROWS",
-        "LAST_INSERT_ID",
-        "ROW_COUNT",
-        "NEXTVAL",
-        "LASTVAL",
-        "SETVAL",
-        "NEXT VALUE",
-        "PREVIOUS VALUE",
-        "CONNECTION_ID",
-        "/*!",
-        ";",
-    ];
-    if PINNING.iter().any(|w| upper.contains(w)) {
-        return false;
-    }
-    // `@name` (a user variable) pins; `@@name` (a system variable read) does not.
-    let b = upper.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'@' {
-            if b.get(i + 1) == Some(&b'@') {
-                i += 2;
-                continue;
-            }
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-/// `sql` after leading whitespace and `/* ... */`, `-- ...` and `# ...` comments (an
-/// executable `/*!` comment is kept, so that it pins).
-fn skip_space_and_comments(mut sql: &str) -> &str {
-    loop {
-        let trimmed = sql.trim_start();
-        if trimmed.starts_with("/*") && !trimmed.starts_with("/*!") {
-            match trimmed.find("*/") {
-                Some(end) => sql = &trimmed[end + 2..],
-                None => return trimmed,
-            }
-        } else if trimmed.starts_with("--") || trimmed.starts_with('#') {
-            match trimmed.find('\n') {
-                Some(end) => sql = &trimmed[end + 1..],
-                None => return "",
-            }
-        } else {
-            return trimmed;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_read;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Any bytes a client sends as a query: a verdict, never a panic; and a plain
-        /// read never contains what pins.
-        #[test]
-        fn any_query_text_gets_a_verdict(sql in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if plain_read(&sql) {
-                let text = String::from_utf8(sql).unwrap().to_ascii_uppercase();
-                prop_assert!(!text.contains(';') && !text.contains("INTO"));
-            }
-        }
-
-        #[test]
-        fn selects_with_a_user_variable_always_pin(name in "[a-z]{1,8}", pre in "[ a-z0-9,]{0,20}") {
-            let sql = format!("SELECT {pre} @{name}");
-            prop_assert!(!plain_read(sql.as_bytes()));
-        }
-    }
-
-    #[test]
-    fn plain_selects_share_and_anything_with_state_pins() {
-        for shared in [
-            "SELECT 1",
-            "select c from sbtest1 where id = 5",
-            "  /* app=web */ SELECT * FROM t",
-            "-- note\nSELECT(1)",
-            "SELECT @@version, @@SESSION.sql_mode",
-        ] {
-            assert!(plain_read(shared.as_bytes()), "{shared}");
-        }
-        for pinned in [
-            "INSERT INTO t VALUES (1)",
-            "SET @a = 1",
-            "SELECT @a := 1",
-            "SELECT @a",
-            "SELECT 1 INTO @x",
-            "SELECT GET_LOCK('x', 1)",
-            "SELECT * FROM t FOR UPDATE",
-            "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
-            "SELECT FOUND_ROWS()",
-            "SELECT LAST_INSERT_ID()",
-            "SELECT NEXTVAL(s)",
-            "SELECT CONNECTION_ID()",
-            "SELECT 1; SET autocommit = 0",
-            "/*!40101 SET NAMES utf8 */",
-            "BEGIN",
-            "USE other",
-            "SELECTED",
-            // A quoted '@' pins too: the check does not parse strings (conservative).
-            "SELECT 'a@b'",
-            "",
-        ] {
-            assert!(!plain_read(pinned.as_bytes()), "{pinned}");
-        }
-        assert!(!plain_read(&[0xff, 0xfe]), "not UTF-8");
     }
 }

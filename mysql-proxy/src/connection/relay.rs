@@ -16,7 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::proto::command::{Command, ScanError, Scanner};
+use crate::proto::command::{
+    Command, ScanError, Scanner, COM_QUERY, COM_STMT_EXECUTE, COM_STMT_PREPARE,
+};
 use crate::proto::encode;
 use crate::proto::exchange::Exchange;
 use crate::proto::reply::err_payload;
@@ -101,9 +103,9 @@ impl QueryStats {
     /// One command answered: `failed` when the answer was an ERR.
     pub(super) fn record(&self, command: u8, took: Duration, failed: bool) {
         let (i, kind) = match command {
-            0x03 => (0, "query"),
-            0x17 => (1, "execute"),
-            0x16 => (2, "prepare"),
+            COM_QUERY => (0, "query"),
+            COM_STMT_EXECUTE => (1, "execute"),
+            COM_STMT_PREPARE => (2, "prepare"),
             _ => (3, "other"),
         };
         if let Some(slot) = self.latency.get(i) {

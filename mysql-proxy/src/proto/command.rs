@@ -8,8 +8,26 @@
 pub const COM_QUIT: u8 = 0x01;
 /// `USE schema`.
 pub const COM_INIT_DB: u8 = 0x02;
+/// A text query.
+pub const COM_QUERY: u8 = 0x03;
+pub const COM_FIELD_LIST: u8 = 0x04;
+pub const COM_REFRESH: u8 = 0x07;
+pub const COM_STATISTICS: u8 = 0x09;
+pub const COM_PROCESS_KILL: u8 = 0x0c;
+pub const COM_DEBUG: u8 = 0x0d;
+pub const COM_PING: u8 = 0x0e;
 /// Change user on an open connection.
 pub const COM_CHANGE_USER: u8 = 0x11;
+/// The binary protocol's prepared statements.
+pub const COM_STMT_PREPARE: u8 = 0x16;
+pub const COM_STMT_EXECUTE: u8 = 0x17;
+pub const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+pub const COM_STMT_CLOSE: u8 = 0x19;
+pub const COM_STMT_RESET: u8 = 0x1a;
+/// Multi-statements on or off for the session.
+pub const COM_SET_OPTION: u8 = 0x1b;
+pub const COM_STMT_FETCH: u8 = 0x1c;
+pub const COM_RESET_CONNECTION: u8 = 0x1f;
 /// Longest intercepted command packet kept whole (a schema name is at most 64 chars).
 pub const INTERCEPT_LIMIT: usize = 64 * 1024;
 

@@ -264,3 +264,50 @@ pub async fn backend_sessions(db: &MariaDb) -> usize {
     .parse()
     .unwrap()
 }
+
+/// What a lean client sends at login, with MariaDB's extensions `mariadb`. No
+/// `CLIENT_DEPRECATE_EOF`: column definitions end with an EOF.
+pub fn lean_client(
+    mariadb: mysql_common::constants::MariadbCapabilities,
+) -> ocean_mysql_proxy::upstream::ClientParams {
+    use mysql_common::constants::CapabilityFlags;
+    ocean_mysql_proxy::upstream::ClientParams {
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_TRANSACTIONS
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_CONNECT_WITH_DB,
+        collation: 45,
+        max_packet_size: 16 << 20,
+        attributes: None,
+        mariadb,
+    }
+}
+
+/// A session at `addr` as `job` into schema `shop`, logged in by the proxy's own backend
+/// login ([`lean_client`]), for tests that then speak the protocol byte by byte.
+pub async fn raw_session(
+    addr: SocketAddr,
+    job: &str,
+    password: &str,
+    mariadb: mysql_common::constants::MariadbCapabilities,
+) -> Result<tokio::net::TcpStream, ocean_mysql_proxy::upstream::BackendError> {
+    use ocean_mysql_proxy::upstream::{self, BackendStream};
+    let creds = Credentials {
+        user: job.into(),
+        password: password.into(),
+    };
+    let b = upstream::login(
+        addr,
+        &creds,
+        Some("shop"),
+        &lean_client(mariadb),
+        mysql_common::constants::CapabilityFlags::all(),
+        None,
+    )
+    .await?;
+    match b.stream {
+        BackendStream::Plain(s) => Ok(s),
+        BackendStream::Tls(_) => unreachable!("no TLS configured"),
+    }
+}
