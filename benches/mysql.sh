@@ -55,7 +55,8 @@ mariadbd --no-defaults --datadir="$W/data" --socket="$W/sock" --port="$DB_PORT" 
   --bind-address=127.0.0.1 --skip-name-resolve --log-error="$W/error.log" --pid-file="$W/pid" \
   --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --max-connections=500 \
   --performance-schema=OFF "${ROOT[@]}" &
-PIDS+=($!)
+DB_PID=$!
+PIDS+=($DB_PID)
 for _ in $(seq 100); do [ -S "$W/sock" ] && break; sleep 0.1; done
 sql() { mariadb --no-defaults --protocol=SOCKET --socket="$W/sock" -uroot -e "$1"; }
 sql "CREATE DATABASE sbtest; CREATE USER 'sb'@'127.0.0.1' IDENTIFIED BY 'sbpw';
@@ -109,8 +110,8 @@ path_target() {
     ocean)   port=$OC_PORT user=bench pw= pid=$OC_PID ;;
   esac
 }
-# "  ocean CPU 21.3 us/query": a proxy's CPU ticks from $2 to $3 per unit of work done.
-proxy_cpu() { # path ticks_before ticks_after count unit
+# "  ocean CPU 21.3 us/query": a process's CPU ticks from $2 to $3 per unit of work done.
+proxy_cpu() { # name ticks_before ticks_after count unit
   awk -v t="$(($3 - $2))" -v n="$4" -v hz="$(getconf CLK_TCK)" -v p="$1" -v u="$5" \
     'BEGIN {printf "  %s CPU %.1f us/%s", p, t / hz * 1e6 / n, u}'
 }
@@ -131,15 +132,19 @@ for test in "${TESTS[@]}"; do
     for path in direct haproxy ocean; do
       path_target "$path"
       [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+      d0=$(cpu_ticks "$DB_PID")
       out=$(sb "$port" "$user" "$pw" "$test" run 2>&1) || { echo "sysbench $test via $path failed:" >&2; echo "$out" >&2; exit 1; }
       [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+      d1=$(cpu_ticks "$DB_PID")
       qps=$(echo "$out" | awk '/queries:/ {gsub(/\(/,"",$3); print $3}')
       p95=$(echo "$out" | awk '/95th percentile:/ {print $3}')
       QPS[$test.$path]+="$qps "
       P95[$test.$path]+="$p95 "
       errs=$(echo "$out" | awk '/ignored errors:/ {print $3}')
       extra=""
-      [ -n "$pid" ] && extra=$(proxy_cpu "$path" "$t0" "$t1" "$(echo "$out" | awk '/queries:/ {print $2}')" query)
+      queries=$(echo "$out" | awk '/queries:/ {print $2}')
+      extra=$(proxy_cpu mariadbd "$d0" "$d1" "$queries" query)
+      [ -n "$pid" ] && extra+=$(proxy_cpu "$path" "$t0" "$t1" "$queries" query)
       printf '%-18s %-8s run %s  qps %10s  p95 %7s ms  errors %s%s\n' "$test" "$path" "$rep" \
         "$qps" "$p95" "$errs" "$extra"
     done
@@ -163,14 +168,18 @@ CONNECT_PATHS=(direct haproxy ocean); [ "$CONNECT" = 0 ] && CONNECT_PATHS=()
   for path in "${CONNECT_PATHS[@]}"; do
     path_target "$path"
     [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+    d0=$(cpu_ticks "$DB_PID")
     out=$("$LOAD_BIN" "${LOAD_FLAGS[@]}" "127.0.0.1:$port" "$user" "$pw" sbtest "$CONNECT_CLIENTS" "$TIME" \
       'SELECT c FROM sbtest1 WHERE id = {id}') || { echo "connect_load via $path failed: $out" >&2; exit 1; }
     [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+    d1=$(cpu_ticks "$DB_PID")
     cps=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "per_second") print $(i + 1)}')
     CPS[$path]+="$cps "
     errs=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "errors") print $(i + 1)}')
     extra=""
-    [ -n "$pid" ] && extra=$(proxy_cpu "$path" "$t0" "$t1" "$(echo "$out" | awk '{print $2}')" connection)
+    conns=$(echo "$out" | awk '{print $2}')
+    extra=$(proxy_cpu mariadbd "$d0" "$d1" "$conns" connection)
+    [ -n "$pid" ] && extra+=$(proxy_cpu "$path" "$t0" "$t1" "$conns" connection)
     client_cpu=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "client_cpu_us") print $(i + 1)}')
     printf '%-18s %-8s run %s  conn/s %8s  errors %s  load tool CPU %s us/connection%s\n' connect-heavy \
       "$path" "$rep" "$cps" "$errs" "$client_cpu" "$extra"
