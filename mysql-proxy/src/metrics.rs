@@ -133,10 +133,10 @@ pub fn pool_wait(database: &str) {
         .increment(1);
 }
 
-/// A multiplexed session of `database` keeps its connection from now on: `reason` is what
-/// it sent (`statement`, `command`, `large_packet`, `transaction`, `lost`).
-pub fn pinned(database: &str, reason: &'static str) {
-    metrics::counter!("ocean_mysql_pinned_total", "database" => database.to_string(), "reason" => reason)
+/// A multiplexed session of `job` on `database` keeps its connection from now on, for
+/// `reason` ([`crate::connection::pinning::PinReason`]).
+pub fn pinned(job: &str, database: &str, reason: &'static str) {
+    metrics::counter!("ocean_mysql_pinned_total", "job" => job.to_string(), "database" => database.to_string(), "reason" => reason)
         .increment(1);
 }
 

@@ -144,7 +144,7 @@ async fn a_session_with_state_keeps_its_connection_and_shares_it_with_nobody() {
     let text = ocean_tests::metrics::scrape(admin).await.unwrap();
     for reason in ["user_var", "transaction", "temp_table"] {
         let line =
-            format!("ocean_mysql_pinned_total{{database=\"{BUSY_DB}\",reason=\"{reason}\"}} 1\n");
+            format!("ocean_mysql_pinned_total{{job=\"{JOB}\",database=\"{BUSY_DB}\",reason=\"{reason}\"}} 1\n");
         assert!(text.contains(&line), "{line} missing:\n{text}");
     }
 
@@ -331,8 +331,9 @@ async fn an_empty_command_packet_pins_and_gets_the_servers_answer() {
     let text = ocean_tests::metrics::scrape(proxy.admin_addr.unwrap())
         .await
         .unwrap();
-    let line =
-        format!("ocean_mysql_pinned_total{{database=\"{EMPTY_DB}\",reason=\"command\"}} 1\n");
+    let line = format!(
+        "ocean_mysql_pinned_total{{job=\"{JOB}\",database=\"{EMPTY_DB}\",reason=\"command\"}} 1\n"
+    );
     assert!(text.contains(&line), "{line} missing:\n{text}");
 
     // Everybody else is served.

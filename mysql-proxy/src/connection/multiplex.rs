@@ -144,7 +144,6 @@ where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
 {
-    let database = opener.key.database.as_str();
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         // One whole command packet (or the header of one too long to hold).
@@ -238,7 +237,7 @@ where
                 // An empty packet: the server answers it.
                 (true, None) => PinReason::Command,
             };
-            crate::metrics::pinned(database, reason.as_str());
+            counters.queries.pinned(reason);
             return Outcome::Pinned(Box::new(Pinned {
                 backend,
                 permit,
@@ -284,7 +283,7 @@ where
             } else {
                 PinReason::Lost
             };
-            crate::metrics::pinned(database, reason.as_str());
+            counters.queries.pinned(reason);
             return Outcome::Pinned(Box::new(Pinned {
                 backend,
                 permit,

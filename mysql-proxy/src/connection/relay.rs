@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::pinning::PinReason;
 use crate::proto::command::{
     Command, ScanError, Scanner, COM_QUERY, COM_STMT_EXECUTE, COM_STMT_PREPARE,
 };
@@ -98,6 +99,12 @@ impl QueryStats {
             latency: Default::default(),
             errors: Default::default(),
         }
+    }
+
+    /// A multiplexed session keeps its connection from now on
+    /// (`ocean_mysql_pinned_total{job, database, reason}`).
+    pub(super) fn pinned(&self, reason: PinReason) {
+        crate::metrics::pinned(&self.job, &self.database, reason.as_str());
     }
 
     /// One command answered: `failed` when the answer was an ERR.
