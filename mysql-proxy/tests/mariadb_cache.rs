@@ -24,6 +24,7 @@ const JOB: &str = "shop/cache";
 const PW: &str = "cache-pw";
 const CACHE: MariadbCapabilities = MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA;
 
+/// Logs in to the proxy as the job, asking for `mariadb`.
 async fn client(
     proxy: std::net::SocketAddr,
     mariadb: MariadbCapabilities,

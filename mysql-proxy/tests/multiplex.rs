@@ -29,6 +29,15 @@ fn table(db: &ocean_tests::servers::MariaDb, pool_max: u32) -> MysqlTable {
     }
 }
 
+/// [`table`] with the database named `name`: metrics are per process, and a test that
+/// reads them needs series no other test here writes.
+fn table_named(db: &ocean_tests::servers::MariaDb, pool_max: u32, name: &str) -> MysqlTable {
+    let mut t = table(db, pool_max);
+    t.databases[0].name = name.into();
+    t.jobs[0].grants[0].database = name.into();
+    t
+}
+
 async fn session(addr: std::net::SocketAddr) -> mysql_async::Result<mysql_async::Conn> {
     mysql_async::Conn::new(opts(addr, "127.0.0.1", JOB, Some(PW), Some("shop"))).await
 }
@@ -114,13 +123,8 @@ async fn a_session_with_state_keeps_its_connection_and_shares_it_with_nobody() {
     db.exec_sql("CREATE TABLE IF NOT EXISTS shop.mux_tx (id INT PRIMARY KEY)")
         .await
         .unwrap();
-    // A database name of its own: metrics are per process, and the other tests here run
-    // beside this one.
     const BUSY_DB: &str = "/dept/shop/busy";
-    let mut t = table(&db, 3);
-    t.databases[0].name = BUSY_DB.into();
-    t.jobs[0].grants[0].database = BUSY_DB.into();
-    write_table(&table_file, &t);
+    write_table(&table_file, &table_named(&db, 3, BUSY_DB));
     let mut c = config(table_file);
     c.pool_wait = Duration::from_millis(500);
     c.admin = Some("127.0.0.1:0".parse().unwrap());
@@ -286,10 +290,7 @@ async fn an_empty_command_packet_pins_and_gets_the_servers_answer() {
     use tokio::io::AsyncWriteExt;
     let (db, _dir, table_file) = prepared_backend().await;
     const EMPTY_DB: &str = "/dept/shop/empty-packet";
-    let mut t = table(&db, 2);
-    t.databases[0].name = EMPTY_DB.into();
-    t.jobs[0].grants[0].database = EMPTY_DB.into();
-    write_table(&table_file, &t);
+    write_table(&table_file, &table_named(&db, 2, EMPTY_DB));
     let mut c = config(table_file);
     c.admin = Some("127.0.0.1:0".parse().unwrap());
     let (proxy, _cancel) = start_proxy(c).await;

@@ -123,7 +123,6 @@ impl PinReason {
         if has_user_variable(&upper) {
             return PinReason::UserVar;
         }
-        const LOCKS: [&str; 4] = ["GET_LOCK", "RELEASE_", "FOR UPDATE", "LOCK IN SHARE"];
         if LOCKS.iter().any(|w| upper.contains(w)) {
             return PinReason::Lock;
         }
@@ -158,6 +157,9 @@ fn set_reason(rest: &str) -> PinReason {
     PinReason::SessionVar
 }
 
+/// Lock functions and clauses: the lock lives as long as the connection or transaction.
+const LOCKS: [&str; 4] = ["GET_LOCK", "RELEASE_", "FOR UPDATE", "LOCK IN SHARE"];
+
 /// Functions whose answer depends on the connection's earlier statements
 /// (`SQL_CALC_FOUND_ROWS` contains `FOUND_ROWS`).
 const SESSION_FUNCTIONS: [&str; 9] = [
@@ -191,16 +193,9 @@ pub fn plain_read(sql: &[u8]) -> bool {
     if !rest.starts_with(|c: char| c.is_ascii_whitespace() || c == '(' || c == '*' || c == '/') {
         return false;
     }
-    const PINNING: [&str; 7] = [
-        "INTO",
-        "GET_LOCK",
-        "RELEASE_",
-        "FOR UPDATE",
-        "LOCK IN SHARE",
-        "/*!",
-        ";",
-    ];
+    const PINNING: [&str; 3] = ["INTO", "/*!", ";"];
     if PINNING.iter().any(|w| upper.contains(w))
+        || LOCKS.iter().any(|w| upper.contains(w))
         || SESSION_FUNCTIONS.iter().any(|w| upper.contains(w))
     {
         return false;

@@ -83,7 +83,9 @@ pub struct Counters {
 /// - `ocean_mysql_query_seconds{job, database, command}`: from a command's first byte
 ///   sent to the backend to the last byte of its response relayed;
 /// - `ocean_mysql_query_errors_total{job, database, command}`: responses that were, or
-///   ended in, an ERR packet.
+///   ended in, an ERR packet;
+///
+/// and, for a multiplexed session, `ocean_mysql_pinned_total{job, database, reason}`.
 pub struct QueryStats {
     job: String,
     database: String,
